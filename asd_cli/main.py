@@ -1,0 +1,60 @@
+"""Entry point of the ``asd`` command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, in the order `asd --help` lists them.
+SUBCOMMAND_MODULES = [
+    "asd_cli.quantize",
+    "asd_cli.isa",
+    "asd_cli.demo",
+]
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asd",
+        description=(
+            "Quantize trained CNNs to approximate signed digits (ASD) without retraining, "
+            "compile them for a multiplier-less shift-add accelerator, and run them on the "
+            "golden emulator or the RTL."
+        ),
+        epilog="Run 'asd COMMAND --help' for each command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"asd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"asd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
