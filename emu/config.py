@@ -1,0 +1,156 @@
+"""The accelerator configuration: one frozen dataclass read by the emulator, the RTL and the
+compiler alike, serializable to TOML and JSON.
+
+Validation names the bad field.  The configuration hash stored in program images is the SHA-256
+of the canonical JSON, so an image built for one configuration is refused by another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from asd import hwcode
+
+PE_KINDS = ("shiftadd", "multiplier")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be built; the message names the field."""
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """Parameters of one accelerator instance.
+
+    lanes          processing elements; each lane owns one output channel of a block
+    act_bits       activation (feature map) width, two's complement
+    acc_bits       accumulator width, two's complement, wraps on overflow
+    exp_bits       ASD exponent field width E: digits 2^0 .. 2^-(2^E - 1); code = 2(1+E) bits
+    imem_depth     instruction words (32 bits each)
+    wmem_depth     weight words (one code per lane)
+    bmem_depth     parameter words (one acc_bits value per lane: biases, requant and slopes)
+    amem_depth     activation memory, one act_bits element per address
+    loop_depth     hardware loop nesting levels
+    pe             'shiftadd' (two shifted terms per weight) or 'multiplier' (same datapath with
+                   a multiplier); the results are identical, only the hardware differs
+    """
+
+    lanes: int = 8
+    act_bits: int = 8
+    acc_bits: int = 32
+    exp_bits: int = 3
+    imem_depth: int = 1024
+    wmem_depth: int = 4096
+    bmem_depth: int = 256
+    amem_depth: int = 65536
+    loop_depth: int = 4
+    pe: str = "shiftadd"
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, field: str, what: str) -> None:
+            if not cond:
+                raise ConfigError(f"config field '{field}' = {getattr(self, field)!r}: {what}")
+
+        for f in fields(self):
+            if f.name != "pe":
+                v = getattr(self, f.name)
+                need(isinstance(v, int) and not isinstance(v, bool), f.name, "must be an integer")
+        need(1 <= self.lanes <= 32, "lanes", "must be 1..32")
+        need(2 <= self.act_bits <= 16, "act_bits", "must be 2..16")
+        need(1 <= self.exp_bits <= 4, "exp_bits", "must be 1..4")
+        need(
+            self.act_bits + self.window + 1 <= self.acc_bits <= 40,
+            "acc_bits",
+            f"must be {self.act_bits + self.window + 1}..40 (a product needs "
+            f"act_bits + 2^exp_bits + 1 bits)",
+        )
+        for name, limit in (("imem_depth", 1 << 16), ("wmem_depth", 1 << 16),
+                            ("bmem_depth", 1 << 16), ("amem_depth", 1 << 16)):
+            v = getattr(self, name)
+            need(2 <= v <= limit and v & (v - 1) == 0, name, f"must be a power of two, 2..{limit}")
+        need(1 <= self.loop_depth <= 8, "loop_depth", "must be 1..8")
+        need(self.pe in PE_KINDS, "pe", f"must be one of {', '.join(PE_KINDS)}")
+
+    # Derived quantities -------------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        """ASD digit positions, 2^exp_bits."""
+        return hwcode.window(self.exp_bits)
+
+    @property
+    def code_bits(self) -> int:
+        return hwcode.code_bits(self.exp_bits)
+
+    @property
+    def act_min(self) -> int:
+        return -(1 << (self.act_bits - 1))
+
+    @property
+    def act_max(self) -> int:
+        return (1 << (self.act_bits - 1)) - 1
+
+    # Serialization ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps({"accelerator": self.to_dict()})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> AccelConfig:
+        if "accelerator" in data and isinstance(data["accelerator"], dict):
+            data = data["accelerator"]
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown config field '{unknown[0]}' (known: {', '.join(sorted(known))})"
+            )
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> AccelConfig:
+        """Read a configuration from a .toml or .json file."""
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read configuration: {exc.strerror}") from None
+        try:
+            if p.suffix == ".json":
+                data = json.loads(text)
+            else:
+                data = tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a table of config fields")
+        return cls.from_dict(data, str(p))
+
+    def save(self, path: str | Path) -> None:
+        p = Path(path)
+        p.write_text(self.to_json() + "\n" if p.suffix == ".json" else self.to_toml())
+
+    def replace(self, **changes: Any) -> AccelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def semantic_hash(self) -> bytes:
+        """8 bytes identifying everything that changes what a program computes or where it
+        may address.  The PE kind is left out: both kinds run the same images bit for bit."""
+        d = self.to_dict()
+        d.pop("pe")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).digest()[:8]
