@@ -82,7 +82,21 @@ class Decoded:
     texts: list[str]
 
 
+_DECODED: dict[bytes, Decoded] = {}
+
+
 def predecode(image: Image) -> Decoded:
+    """Decode the text once; cached by its bytes (tiles of one kernel share their text, and
+    nothing mutates a Decoded)."""
+    key = image.text.tobytes()
+    if key not in _DECODED:
+        if len(_DECODED) > 64:
+            _DECODED.clear()
+        _DECODED[key] = _predecode(image)
+    return _DECODED[key]
+
+
+def _predecode(image: Image) -> Decoded:
     from .asm import format_instr
 
     instrs, fields, texts = [], [], []
@@ -269,6 +283,12 @@ class Machine:
                          self.p.copy(), self.counters, dict(self.image.regions), trace)
 
 
+def cycle_limit_fault(mach: Machine, max_cycles: int) -> EmulatorError:
+    """The error both modes raise when the instruction at pc would start at max_cycles."""
+    return mach.fault(f"cycle limit {max_cycles} reached (a program that never halts? "
+                      "raise --max-cycles)")
+
+
 def run(image: Image, config: AccelConfig | None = None, *, fast: bool = False,
         trace: bool = False, max_cycles: int = DEFAULT_MAX_CYCLES) -> RunResult:
     """Run an image to HALT.  Raises :class:`EmulatorError` (or ImageError for a foreign image)."""
@@ -280,8 +300,7 @@ def run(image: Image, config: AccelConfig | None = None, *, fast: bool = False,
     log: list[dict[str, Any]] | None = [] if trace else None
     while not mach.halted:
         if mach.counters["cycles"] >= max_cycles:
-            raise mach.fault(f"cycle limit {max_cycles} reached (a program that never halts? "
-                             "raise --max-cycles)")
+            raise cycle_limit_fault(mach, max_cycles)
         if log is not None:
             before = (list(mach.regs), mach.acc.copy(), mach.counters["amem_writes"])
             pc, cyc = mach.pc, mach.counters["cycles"]

@@ -195,8 +195,10 @@ class Image:
             config = AccelConfig.from_dict(json.loads(found["config"].decode()), source)
             meta = json.loads(found["meta"].decode())
             regions = meta.get("regions", {})
+            if not isinstance(regions, dict):
+                raise TypeError(f"regions must be a table, not {type(regions).__name__}")
         except (UnicodeDecodeError, json.JSONDecodeError, ConfigError, TypeError,
-                AttributeError) as exc:
+                AttributeError, RecursionError) as exc:
             raise bad(f"bad config or meta section: {exc}") from None
         if config.semantic_hash() != cfghash:
             raise bad("configuration hash does not match the embedded configuration")
@@ -207,7 +209,7 @@ class Image:
             return cls(config, found["text"], found["weights"].reshape(-1, lanes),
                        found["params"].reshape(-1, lanes), found["acts"], bases["acts"],
                        regions)
-        except (ImageError, TypeError, ValueError, IndexError) as exc:
+        except (ImageError, TypeError, ValueError, IndexError, OverflowError) as exc:
             raise bad(str(exc)) from None
 
     @classmethod

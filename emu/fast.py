@@ -1,0 +1,649 @@
+"""Fast mode: whole loop nests executed as numpy array operations, bit-identical to step mode.
+
+Why this is possible at all: control flow is static (LOOP counts are immediates, there are no
+branches) and the address registers only change through SETI, ADDI and constant
+post-increments.  So every loop's trip count, every register value, every address and every
+counter is fixed before any data is looked at; only AMEM, the accumulators, W and P carry data.
+
+How it works.  The step interpreter (:class:`emu.emulator.Machine`) drives the run.  When it
+reaches a LOOP, the loop nest is parsed (with the same structural checks step mode makes) and
+executed over a batch of *instances*: one instance per iteration, each with its own registers,
+accumulators, W and P, executing the body instruction by instruction across all instances at
+once.  An iteration's starting registers come from the body's register transfer function
+(affine with copies) by repeated doubling.  A nested loop becomes more instances when its
+iterations do not depend on each other through A, W or P (each is either killed before it is
+read, only read, or, for A, only added to: modular sums can be summed in any order); otherwise its
+iterations run one after another over the batch.  A loop whose body is a single MAC is a dot
+product and becomes a matrix product (float64 only when every partial sum is below 2^53).
+
+Memory ordering is made irrelevant rather than reproduced: a batch is committed only if no
+address is written twice and no address it reads is written.  Anything the batch cannot prove
+(a fault, a conflict, HALT in a body, a cycle limit inside the nest) makes it give up without
+side effects, and step mode executes the LOOP instruction itself, so errors are step mode's
+own, with the same pc.  Loops that would cross the cycle limit are batched for as many whole
+iterations as fit, then stepped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from asd import hwcode
+
+from . import isa
+from .config import AccelConfig
+from .emulator import (
+    DEFAULT_MAX_CYCLES,
+    Machine,
+    RunResult,
+    cycle_limit_fault,
+    new_counters,
+)
+from .image import Image
+from .semantics import leaky, requantize, shift_add, wrap
+
+I64 = NDArray[np.int64]
+_MASK = 0xFFFF
+# Largest number of instances a nested loop may expand to; beyond it iterations run in turn.
+_MAX_INSTANCES = 1 << 21
+# Dynamic instructions per batch: bounds the recorded addresses (memory) of one batch.
+_MAX_DYNAMIC = 1 << 24
+_EXACT_F64 = 1 << 53
+_EXACT_F32 = 1 << 24
+
+_N_KIND = {"VLD", "VMAX", "VMAC", "STORE"}
+
+
+class _GiveUp(Exception):
+    """The batch cannot prove it would match step mode; step the LOOP instead."""
+
+
+# Register transfer functions: out[i] = (R[src[i]] + add[i]) mod 2^16, or add[i] if src[i] < 0.
+@dataclass(frozen=True)
+class _Transfer:
+    src: tuple[int, ...]
+    add: tuple[int, ...]
+
+    @staticmethod
+    def identity() -> _Transfer:
+        return _Transfer(tuple(range(isa.NUM_REGS)), (0,) * isa.NUM_REGS)
+
+    def then(self, other: _Transfer) -> _Transfer:
+        """``other`` applied after ``self``."""
+        src, add = [], []
+        for s, a in zip(other.src, other.add):
+            if s < 0:
+                src.append(-1)
+                add.append(a)
+            else:
+                src.append(self.src[s])
+                add.append((self.add[s] + a) & _MASK)
+        return _Transfer(tuple(src), tuple(add))
+
+    def power(self, k: int) -> _Transfer:
+        out, base = _Transfer.identity(), self
+        while k:
+            if k & 1:
+                out = out.then(base)
+            base = base.then(base)
+            k >>= 1
+        return out
+
+    def apply(self, regs: I64) -> I64:
+        src = np.array(self.src)
+        add = np.array(self.add, np.int64)
+        out = regs[..., np.maximum(src, 0)] + add
+        const = src < 0
+        if const.any():
+            out[..., const] = add[const]
+        return out & _MASK
+
+
+def _reg_effects(m: str, f: dict[str, int]) -> list[tuple[int, int, int]]:
+    """The instruction's register writes, in order, as (rd, rs or -1 for a constant, addend)."""
+    if m == "SETI":
+        return [(f["rd"], -1, f["imm"])]
+    if m == "ADDI":
+        return [(f["rd"], f["rs"], f["imm"])]
+    if m == "MAC":
+        return [(f["rw"], f["rw"], f["iw"]), (f["rx"], f["rx"], f["ix"])]
+    for r in ("rw", "rx", "rb", "rq", "rd"):
+        if r in f and "inc" in f:
+            return [(f[r], f[r], f["inc"])]
+    return []
+
+
+def _transfer_of(m: str, f: dict[str, int]) -> _Transfer:
+    t = _Transfer.identity()
+    for rd, rs, a in _reg_effects(m, f):
+        src, add = list(t.src), list(t.add)
+        if rs < 0:
+            src[rd], add[rd] = -1, a & _MASK
+        else:
+            src[rd], add[rd] = t.src[rs], (t.add[rs] + a) & _MASK
+        t = _Transfer(tuple(src), tuple(add))
+    return t
+
+
+@dataclass
+class _Loop:
+    """A parsed LOOP: its body (pcs and nested loops) and static facts about one iteration."""
+
+    pc: int
+    count: int
+    end: int
+    items: list[int | _Loop] = field(default_factory=list)
+    transfer: _Transfer = field(default_factory=_Transfer.identity)
+    cycles: int = 0  # one body iteration
+    dynamic: int = 0  # instructions in one body iteration
+    expand: bool = False  # iterations independent through A, W and P
+    acc_add: bool = False  # ... with A only added to (sum the iterations)
+    mac_only: bool = False
+
+    @property
+    def total_cycles(self) -> int:
+        return 1 + self.count * self.cycles
+
+    @property
+    def total_dynamic(self) -> int:
+        return 1 + self.count * self.dynamic
+
+
+class _Lanes:
+    """Per-lane dependence bookkeeping of one register (A, W or P) over one iteration."""
+
+    def __init__(self, lanes: int):
+        self.killed = np.zeros(lanes, bool)
+        self.exposed = np.zeros(lanes, bool)
+        self.written = np.zeros(lanes, bool)
+
+    def read(self, n: int) -> None:
+        self.exposed[:n] |= ~self.killed[:n]
+
+    def kill(self, n: int) -> None:
+        self.killed[:n] = True
+        self.written[:n] = True
+
+    def write(self, n: int) -> None:
+        self.written[:n] = True
+
+    @property
+    def independent(self) -> bool:
+        return not bool(np.any(self.exposed & self.written))
+
+
+class _Batch:
+    """One attempt to execute a loop nest over instances; commits to the machine or gives up."""
+
+    def __init__(self, mach: Machine, wint: I64 | None):
+        self.mach = mach
+        self.c: AccelConfig = mach.config
+        self.amem = mach.amem.copy()
+        # Reads see the memory as it was when the batch started (the commit rule guarantees
+        # that nothing the batch reads is written by it), so they may use this snapshot.
+        self.amem0 = mach.amem
+        self.amem_absmax = int(np.abs(mach.amem).max())
+        self.cnt = new_counters()
+        # Read addresses as (start, count, step): start[i] + j*step for j < count.
+        self.reads: list[tuple[I64, int, int]] = []
+        self.writes: list[I64] = []
+        self._wint = wint
+        self._as: dict[Any, Any] = {}
+
+    @property
+    def wint(self) -> I64:
+        if self._wint is None:
+            self._wint = hwcode.to_int(self.mach.wmem, self.c.exp_bits).astype(np.int64)
+        return self._wint
+
+    def exact_source(self, k: int) -> I64:
+        """AMEM in the narrowest type whose k-term dot products with weights are exact: float32
+        below 2^24, float64 below 2^53 (every partial sum is an integer under the bound)."""
+        bound = self.amem_absmax * (1 << self.c.window) * k
+        for limit, dtype in ((_EXACT_F32, np.float32), (_EXACT_F64, np.float64)):
+            if bound < limit:
+                if dtype not in self._as:
+                    self._as[dtype] = self.amem0.astype(dtype)
+                return self._as[dtype]
+        return self.amem0
+
+    def tally(self, m: str, times: int, cycles: int = 1) -> None:
+        self.cnt["cycles"] += times * cycles
+        self.cnt["instructions"] += times
+        self.cnt["ops"][m] += times
+
+    def addr(self, regs: I64, r: int, depth: int, span: int = 1) -> I64:
+        a = regs[:, r]
+        if a.size and int(a.max()) + span > depth:
+            raise _GiveUp
+        return a
+
+    # Execution over instances -------------------------------------------------------------
+    def body(self, items: list[int | _Loop], s: dict[str, I64]) -> None:
+        for it in items:
+            if isinstance(it, _Loop):
+                self.loop(it, s, it.count, True)
+            else:
+                self.instr(it, s)
+
+    def loop(self, node: _Loop, s: dict[str, I64], k: int, tally_loop: bool) -> None:
+        n = s["regs"].shape[0]
+        if tally_loop:
+            self.tally("LOOP", n)
+        if k == 0:
+            return
+        if node.mac_only and n * k <= 8 * _MAX_INSTANCES:
+            self.mac_loop(node, s, k)
+        elif node.expand and n * k <= _MAX_INSTANCES and n * k * self.c.lanes <= 8 * _MAX_INSTANCES:
+            self.expand(node, s, k)
+        else:
+            for _ in range(k):
+                self.body(node.items, s)
+
+    def expand(self, node: _Loop, s: dict[str, I64], k: int) -> None:
+        n, lanes = s["regs"].shape[0], self.c.lanes
+        regs = np.empty((n, k, isa.NUM_REGS), np.int64)
+        regs[:, 0] = s["regs"]
+        done, step = 1, node.transfer
+        while done < k:
+            t = min(done, k - done)
+            regs[:, done: done + t] = step.apply(regs[:, :t])
+            step = step.then(step)
+            done += t
+        sub = {"regs": regs.reshape(n * k, -1)}
+        for name in ("acc", "w", "p"):
+            if name == "acc" and node.acc_add:
+                sub[name] = np.zeros((n * k, lanes), np.int64)
+            else:
+                sub[name] = np.repeat(s[name], k, axis=0)
+        self.body(node.items, sub)
+        for name in ("regs", "acc", "w", "p"):
+            last = sub[name].reshape(n, k, -1)
+            if name == "acc" and node.acc_add:
+                s[name] = wrap(s[name] + last.sum(axis=1), self.c.acc_bits)
+            else:
+                s[name] = last[:, -1].copy()
+
+    def mac_loop(self, node: _Loop, s: dict[str, I64], k: int) -> None:
+        """A body of one MAC: k-term dot products, as matrix products."""
+        c = self.c
+        pc = node.items[0]
+        assert isinstance(pc, int)
+        f = self.mach.prog.fields[pc]
+        rw, iw, rx, ix = f["rw"], f["iw"], f["rx"], f["ix"]
+        same = rw == rx
+        dw = iw + (ix if same else 0)
+        dx = ix + (iw if same else 0)
+        regs = s["regs"]
+        n = regs.shape[0]
+        aw = self.affine(regs[:, rw], k, dw, c.wmem_depth)
+        ax = self.affine(regs[:, rx], k, dx, c.amem_depth)
+        self.reads.append((regs[:, rx], k, dx) if ax is None else (ax.reshape(-1), 1, 1))
+        s["acc"] = wrap(s["acc"] + self.dots(regs[:, rx], dx, ax, regs[:, rw], dw, aw, k),
+                        c.acc_bits)
+        last_w = (regs[:, rw] + (k - 1) * dw) & _MASK
+        last_x = (regs[:, rx] + (k - 1) * dx) & _MASK
+        s["w"] = self.mach.wmem[last_w]
+        s["p"] = shift_add(self.amem0[last_x][:, None], s["w"], c.exp_bits)
+        regs = regs.copy()
+        regs[:, rw] = (regs[:, rw] + k * iw) & _MASK
+        regs[:, rx] = (regs[:, rx] + k * ix) & _MASK
+        s["regs"] = regs
+        self.tally("MAC", n * k)
+        for key in ("wmem_reads", "amem_reads"):
+            self.cnt[key] += n * k
+        self.cnt["shift_adds"] += n * k * c.lanes
+
+    @staticmethod
+    def affine(start: I64, k: int, step: int, depth: int) -> I64 | None:
+        """Addresses start + j*step (j < k), range-checked.  None when they never wrap past
+        2^16 (the common case): callers then index with slices and strides instead."""
+        lo = int(start.min()) + min(0, (k - 1) * step)
+        hi = int(start.max()) + max(0, (k - 1) * step)
+        if lo >= 0 and hi <= _MASK:
+            if hi >= depth:
+                raise _GiveUp
+            return None
+        out = (start[:, None] + np.arange(k, dtype=np.int64) * step) & _MASK
+        if int(out.max()) >= depth:
+            raise _GiveUp
+        return out
+
+    def dots(self, x0: I64, dx: int, ax: I64 | None, w0: I64, dw: int, aw: I64 | None,
+             k: int) -> I64:
+        """out[i, l] = sum_j x[i, j] * wint[aw[i, j], l] with x[i, j] = AMEM[ax[i, j]], exact.
+
+        Instances are rows of (distinct activation runs) x (distinct weight runs): when
+        those pairs cover the instances with little waste (a convolution: pixels x channel
+        blocks) it is one matrix product, as im2col would do.  float64 is used only when the
+        bound on every partial sum is below 2^53; otherwise int64, whose wrap modulo 2^64
+        cannot change the low acc_bits bits the accumulator keeps."""
+        n, lanes = len(x0), self.c.lanes
+        j = np.arange(k, dtype=np.int64)
+        if ax is None and aw is None:
+            ux, xinv = np.unique(x0, return_inverse=True)
+            uw, winv = np.unique(w0, return_inverse=True)
+            if len(ux) * len(uw) <= 2 * n:
+                src = self.exact_source(k)
+                exact = src.dtype != np.int64
+                if dx == 1:
+                    xs = np.lib.stride_tricks.sliding_window_view(src, k)[ux]
+                else:
+                    xs = src[ux[:, None] + j * dx]
+                codes = self.mach.wmem[(uw[:, None] + j * dw) & _MASK]  # (G, k, lanes)
+                wall = hwcode.to_int(codes, self.c.exp_bits).astype(src.dtype)
+                prod = xs @ wall.transpose(1, 0, 2).reshape(k, -1)
+                if exact:
+                    prod = np.rint(prod).astype(np.int64)
+                return prod.reshape(len(ux), len(uw), lanes)[xinv.reshape(-1),
+                                                              winv.reshape(-1)]
+        aw = aw if aw is not None else (w0[:, None] + j * dw) & _MASK
+        xs = self.amem0[ax if ax is not None else x0[:, None] + j * dx]
+        out = np.empty((n, lanes), np.int64)
+        chunk = max(1, (1 << 22) // max(1, k * lanes))
+        wint = self.wint
+        for i in range(0, n, chunk):
+            out[i: i + chunk] = np.einsum("ij,ijl->il", xs[i: i + chunk],
+                                          wint[aw[i: i + chunk]])
+        return out
+
+    def instr(self, pc: int, s: dict[str, I64]) -> None:
+        c = self.c
+        ins = self.mach.prog.instrs[pc]
+        f = self.mach.prog.fields[pc]
+        m = ins.mnemonic
+        regs = s["regs"]
+        n = regs.shape[0]
+        lanes = c.lanes
+        cycles = f["n"] if m in _N_KIND else 1
+        self.tally(m, n, cycles)
+        post: list[tuple[int, int]] = []
+        if m == "NOP":
+            pass
+        elif m in ("SETI", "ADDI"):
+            regs = regs.copy()
+            regs[:, f["rd"]] = (f["imm"] if m == "SETI" else regs[:, f["rs"]] + f["imm"]) & _MASK
+            s["regs"] = regs
+        elif m == "LOADW":
+            s["w"] = self.mach.wmem[self.addr(regs, f["rw"], c.wmem_depth)]
+            self.cnt["wmem_reads"] += n
+            post = [(f["rw"], f["inc"])]
+        elif m == "SHIFTADD":
+            a = self.addr(regs, f["rx"], c.amem_depth)
+            self.reads.append((a, 1, 1))
+            s["p"] = shift_add(self.amem0[a][:, None], s["w"], c.exp_bits)
+            self.cnt["amem_reads"] += n
+            self.cnt["shift_adds"] += n * lanes
+            post = [(f["rx"], f["inc"])]
+        elif m == "ACC":
+            s["acc"] = wrap(s["acc"] + s["p"], c.acc_bits)
+        elif m == "MAC":
+            aw = self.addr(regs, f["rw"], c.wmem_depth)
+            ax = self.addr(regs, f["rx"], c.amem_depth)
+            self.reads.append((ax, 1, 1))
+            s["w"] = self.mach.wmem[aw]
+            s["p"] = shift_add(self.amem0[ax][:, None], s["w"], c.exp_bits)
+            s["acc"] = wrap(s["acc"] + s["p"], c.acc_bits)
+            self.cnt["wmem_reads"] += n
+            self.cnt["amem_reads"] += n
+            self.cnt["shift_adds"] += n * lanes
+            post = [(f["rw"], f["iw"]), (f["rx"], f["ix"])]
+        elif m == "CLR":
+            s["acc"] = np.zeros((n, lanes), np.int64)
+        elif m == "BIAS":
+            s["acc"] = self.mach.bmem[self.addr(regs, f["rb"], c.bmem_depth)]
+            self.cnt["bmem_reads"] += n
+            post = [(f["rb"], f["inc"])]
+        elif m in ("VLD", "VMAX", "VMAC"):
+            k = f["n"]
+            a = self.addr(regs, f["rx"], c.amem_depth, k)
+            self.reads.append((a, k, 1))
+            x = self.amem0[a[:, None] + np.arange(k)]
+            acc = s["acc"].copy()
+            if m == "VLD":
+                acc[:, :k] = x
+            elif m == "VMAX":
+                acc[:, :k] = np.maximum(acc[:, :k], x)
+            else:
+                p = s["p"].copy()
+                p[:, :k] = shift_add(x, s["w"][:, :k], c.exp_bits)
+                s["p"] = p
+                acc[:, :k] = wrap(acc[:, :k] + p[:, :k], c.acc_bits)
+                self.cnt["shift_adds"] += n * k
+            s["acc"] = acc
+            self.cnt["amem_reads"] += n * k
+            post = [(f["rx"], f["inc"])]
+        elif m in ("REQ", "ACT"):
+            q = self.mach.bmem[self.addr(regs, f["rq"], c.bmem_depth)]
+            if m == "REQ":
+                s["acc"] = requantize(s["acc"], q, c.exp_bits, c.act_bits, bool(f["relu"]))
+            else:
+                s["acc"] = leaky(s["acc"], q, c.exp_bits, c.act_bits)
+            self.cnt["bmem_reads"] += n
+            self.cnt["shift_adds"] += n * lanes
+            post = [(f["rq"], f["inc"])]
+        elif m == "STORE":
+            k = f["n"]
+            a = self.addr(regs, f["rd"], c.amem_depth, k)
+            idx = (a[:, None] + np.arange(k)).reshape(-1)
+            self.writes.append(idx)
+            self.amem[idx] = wrap(s["acc"][:, :k], c.act_bits).reshape(-1)
+            self.cnt["amem_writes"] += n * k
+            post = [(f["rd"], f["inc"])]
+        else:  # HALT and LOOP never reach here: the parser refuses or nests them
+            raise _GiveUp
+        if post:
+            regs = regs.copy()
+            for r, inc in post:
+                regs[:, r] = (regs[:, r] + inc) & _MASK
+            s["regs"] = regs
+
+    def memory_is_order_free(self) -> bool:
+        """No address written twice and none both read and written: any order gives the same
+        memory, so instruction-major order equals step mode's iteration-major order."""
+        if not self.writes:
+            return True
+        written = np.concatenate(self.writes)
+        hits = np.bincount(written, minlength=self.c.amem_depth)
+        if int(hits.max()) > 1:
+            return False
+        # Written addresses below each address: a run [a, a+k) is clean when the count
+        # does not grow across it.
+        below = np.concatenate([[0], np.cumsum(hits > 0)])
+        for start, k, step in self.reads:
+            if step == 1 or k == 1:
+                if np.any(below[start + k] != below[start]):
+                    return False
+            elif np.any(hits[start[:, None] + np.arange(k) * step] > 0):
+                return False
+        return True
+
+    def commit(self, s: dict[str, I64]) -> None:
+        mach = self.mach
+        mach.regs = [int(v) for v in s["regs"][0]]
+        mach.acc = s["acc"][0].copy()
+        mach.w = s["w"][0].copy()
+        mach.p = s["p"][0].copy()
+        mach.amem = self.amem
+        for key, v in self.cnt.items():
+            if key == "ops":
+                for op, times in v.items():
+                    mach.counters["ops"][op] += times
+            else:
+                mach.counters[key] += v
+
+
+_PARSED: dict[tuple[Any, ...], _Loop | None] = {}
+
+
+class FastRunner:
+    """Step mode with loop nests replaced by batches wherever they provably match it."""
+
+    def __init__(self, mach: Machine):
+        self.mach = mach
+        self.wint: I64 | None = None
+        self.text_key = mach.image.text.tobytes()
+
+    # Static parsing, mirroring the checks Machine.step makes when it executes a LOOP.
+    def parse(self, pc: int, enclosing_end: int | None, depth: int) -> _Loop:
+        prog, c = self.mach.prog, self.mach.config
+        f = prog.fields[pc]
+        count, length = f["count"], f["len"]
+        end = pc + length
+        if length < 1 or end >= len(prog.instrs):
+            raise _GiveUp
+        if enclosing_end is not None and end >= enclosing_end:
+            raise _GiveUp
+        node = _Loop(pc, count, end)
+        if count == 0:
+            return node
+        if depth >= c.loop_depth:
+            raise _GiveUp
+        p = pc + 1
+        transfer = _Transfer.identity()
+        while p <= end:
+            ins, fp = prog.instrs[p], prog.fields[p]
+            if ins.mnemonic == "HALT":
+                raise _GiveUp
+            if ins.mnemonic == "LOOP":
+                child = self.parse(p, end, depth + 1)
+                node.items.append(child)
+                node.cycles += child.total_cycles
+                node.dynamic += child.total_dynamic
+                transfer = transfer.then(child.transfer.power(child.count))
+                p = child.end + 1
+                continue
+            if ins.mnemonic in _N_KIND and not 1 <= fp["n"] <= c.lanes:
+                raise _GiveUp
+            node.items.append(p)
+            node.cycles += fp["n"] if ins.mnemonic in _N_KIND else 1
+            node.dynamic += 1
+            transfer = transfer.then(_transfer_of(ins.mnemonic, fp))
+            p += 1
+        node.transfer = transfer
+        self.classify(node)
+        return node
+
+    def classify(self, node: _Loop) -> None:
+        """Can iterations run as independent instances?  Walks one iteration in order."""
+        lanes = self.mach.config.lanes
+        acc, w, p = _Lanes(lanes), _Lanes(lanes), _Lanes(lanes)
+        only_adds = True
+        prog = self.mach.prog
+
+        def walk(items: list[int | _Loop]) -> None:
+            nonlocal only_adds
+            for it in items:
+                if isinstance(it, _Loop):
+                    if it.count:
+                        walk(it.items)
+                    continue
+                m, f = prog.instrs[it].mnemonic, prog.fields[it]
+                n = f.get("n", lanes)
+                if m in ("LOADW", "MAC"):
+                    w.kill(lanes)
+                if m == "SHIFTADD":
+                    w.read(lanes)
+                    p.kill(lanes)
+                if m == "MAC":
+                    p.kill(lanes)
+                if m == "VMAC":
+                    w.read(n)
+                    p.kill(n)
+                if m == "ACC":
+                    p.read(lanes)
+                if m in ("ACC", "MAC", "VMAC"):
+                    acc.read(n)
+                    acc.write(n)
+                elif m in ("CLR", "BIAS", "VLD"):
+                    acc.kill(n)
+                    only_adds = False
+                elif m in ("VMAX", "REQ", "ACT"):
+                    acc.read(n)
+                    acc.write(n)
+                    only_adds = False
+                elif m == "STORE":
+                    acc.read(n)
+                    only_adds = False
+
+        walk(node.items)
+        wp_ok = w.independent and p.independent
+        node.acc_add = wp_ok and not acc.independent and only_adds
+        node.expand = wp_ok and (acc.independent or node.acc_add)
+        node.mac_only = (len(node.items) == 1 and isinstance(node.items[0], int)
+                         and prog.instrs[node.items[0]].mnemonic == "MAC")
+
+    def parsed(self, pc: int, enclosing: int | None, depth: int) -> _Loop | None:
+        """The parsed nest at pc, cached per program text: images of one kernel over many
+        tiles share their text, and the parse is pure."""
+        c = self.mach.config
+        key = (self.text_key, c.lanes, c.loop_depth, pc, enclosing, depth)
+        if key not in _PARSED:
+            if len(_PARSED) > 512:
+                _PARSED.clear()
+            try:
+                _PARSED[key] = self.parse(pc, enclosing, depth)
+            except _GiveUp:
+                _PARSED[key] = None
+        return _PARSED[key]
+
+    def try_loop(self, max_cycles: int) -> bool:
+        """Execute the LOOP at pc (count > 0) in batches; False if step mode must do it."""
+        mach = self.mach
+        enclosing = mach.loops[-1][1] if mach.loops else None
+        node = self.parsed(mach.pc, enclosing, len(mach.loops))
+        if node is None:
+            return False
+        remaining, first = node.count, True
+        per_batch = max(1, _MAX_DYNAMIC // max(1, node.dynamic))
+        while remaining:
+            avail = max_cycles - mach.counters["cycles"] - (1 if first else 0)
+            k = min(remaining, avail // node.cycles, per_batch)
+            if k <= 0:
+                break
+            batch = _Batch(mach, self.wint)
+            s = {"regs": np.array([mach.regs], np.int64), "acc": mach.acc[None].copy(),
+                 "w": mach.w[None].copy(), "p": mach.p[None].copy()}
+            try:
+                batch.loop(node, s, k, first)
+                if not batch.memory_is_order_free():
+                    raise _GiveUp
+            except _GiveUp:
+                break
+            self.wint = batch._wint
+            batch.commit(s)
+            remaining -= k
+            first = False
+        if first:
+            return False
+        if remaining:
+            # As if step mode had run the LOOP and node.count - remaining iterations.
+            mach.loops.append([node.pc + 1, node.end, remaining])
+            mach.pc = node.pc + 1
+        else:
+            mach.pc = node.end + 1
+        return True
+
+
+def run_fast(image: Image, config: AccelConfig | None = None, *,
+             max_cycles: int = DEFAULT_MAX_CYCLES) -> RunResult:
+    """Run an image to HALT with loops batched; same result and errors as step mode."""
+    mach = Machine(image, config)
+    runner = FastRunner(mach)
+    prog = mach.prog
+    while not mach.halted:
+        if mach.counters["cycles"] >= max_cycles:
+            raise cycle_limit_fault(mach, max_cycles)
+        pc = mach.pc
+        if (0 <= pc < len(prog.instrs) and prog.instrs[pc].mnemonic == "LOOP"
+                and prog.fields[pc]["count"] > 0 and runner.try_loop(max_cycles)):
+            continue
+        mach.step()
+    return mach.result(None)
+
+
+__all__ = ["run_fast", "FastRunner"]

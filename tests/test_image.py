@@ -1,0 +1,97 @@
+"""The program image: round trip, typed errors for every kind of bad input."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from emu.config import AccelConfig
+from emu.emulator import EmulatorError, predecode
+from emu.image import IMAGE_VERSION, Image, ImageError
+from tests.strategies import programs_and_configs
+
+
+def _image() -> Image:
+    c = AccelConfig(lanes=2, amem_depth=256)
+    return Image(c, np.array([1 << 27]), np.array([[3, 5]]), np.array([[-7, 9]]),
+                 np.array([1, -2, 3]), 10, {"output": (100, 4)})
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_round_trip_and_readmemh(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    img = _image()
+    back = Image.from_bytes(img.to_bytes())
+    assert back.to_bytes() == img.to_bytes()
+    assert back.regions == {"output": (100, 4)} and back.acts_base == 10
+    files = img.readmemh(tmp_path)
+    assert len(files["amem"].read_text().split()) == 256
+    assert files["wmem"].read_text().split()[0] == f"{(5 << 8) | 3:04x}"
+
+
+@pytest.mark.parametrize("mutate, msg", [
+    (lambda b: b"XXXX" + b[4:], "wrong magic"),
+    (lambda b: _with_crc(b[:4] + struct.pack("<H", IMAGE_VERSION + 1) + b[6:-4]), "version"),
+    (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "CRC32"),
+    (lambda b: b[:20], "CRC32|too short"),
+    (lambda b: b[:5], "too short"),
+    (lambda b: _with_crc(b[:8] + bytes(8) + b[16:-4]), "configuration hash"),
+])
+def test_bad_images_raise_image_error(mutate, msg) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ImageError, match=msg):
+        Image.from_bytes(mutate(_image().to_bytes()))
+
+
+def test_foreign_configuration_is_refused() -> None:
+    img = _image()
+    with pytest.raises(ImageError, match="lanes: image 2 vs 4"):
+        img.check_config(img.config.replace(lanes=4))
+
+
+def test_unknown_opcode_is_an_emulator_error_naming_the_pc() -> None:
+    img = Image(AccelConfig(), np.array([0, 31 << 27]))
+    with pytest.raises(EmulatorError, match=r"^pc 1 \(0xf8000000\): unknown opcode 31"):
+        predecode(img)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_random_bytes_only_raise_image_error(blob: bytes) -> None:
+    with pytest.raises(ImageError):
+        Image.from_bytes(blob)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs_and_configs(wild=True), st.data())
+def test_corrupted_images_with_valid_crc_only_raise_typed_errors(case, data) -> None:  # type: ignore[no-untyped-def]
+    """Mutations past the CRC check reach the section parser, JSON and the decoder."""
+    _, img = case
+    blob = bytearray(img.to_bytes()[:-4])
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(blob) - 1))
+        blob[pos] = data.draw(st.integers(0, 255))
+    try:
+        loaded = Image.from_bytes(_with_crc(bytes(blob)))
+    except ImageError:
+        return
+    try:
+        predecode(loaded)
+    except EmulatorError as exc:
+        assert exc.pc is not None
+
+
+def test_non_table_regions_are_image_errors() -> None:
+    img = _image()
+    blob = img.to_bytes()[:-4]
+    meta_at = blob.index(b'{"regions"')
+    bad = blob[:meta_at] + b'{"regions": [1, 2, 3, 4, 5, 6, 7]}'[: len(blob) - meta_at]
+    bad = bad.ljust(len(blob), b" ")
+    with pytest.raises(ImageError):
+        Image.from_bytes(_with_crc(bad))
