@@ -10,7 +10,10 @@ import sys
 SUBCOMMAND_MODULES = [
     "asd_cli.quantize",
     "asd_cli.isa",
+    "asd_cli.evaluate",
     "asd_cli.demo",
+    "asd_cli.compile",
+    "asd_cli.export",
 ]
 
 
@@ -54,7 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"asd {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as Unix tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the copy that subcommands import, so `UserError` is one class under one name.
+    from asd_cli.main import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,212 @@
+"""Retrain-less accuracy of a model under each quantization scheme.
+
+For every scheme the model's Conv/Gemm/MatMul weights are replaced by their dequantized values
+(no retraining, no fine-tuning) and the model runs in onnxruntime, the independent float
+reference.  The floating-point schemes (``fp8-e4m3``, ``fp8-e5m2``) quantize *all* parameters
+(weights and biases) and every feature map: a Cast to the 8-bit float type and back follows the
+input and every intermediate float tensor, as in the published floating-point mode.
+
+Size accounting counts every stored bit: packed codes, per-channel scales (float32) and biases
+(float32, or 8 bits in the fp8 schemes), against float32 for everything.
+``onnx`` and ``onnxruntime`` are imported on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from asd import modelio
+from asd.quantize_model import quantize_model
+from asd.schemes import get_scheme
+
+DEFAULT_SCHEMES = ("float", "asd2", "pot", "int8", "int6", "int4", "fp8-e4m3", "fp8-e5m2")
+FP8_TYPES = {"fp8-e4m3": "FLOAT8E4M3FN", "fp8-e5m2": "FLOAT8E5M2"}
+
+
+@dataclass
+class SchemeAccuracy:
+    scheme: str
+    top1: float
+    top5: float | None
+    bits_per_weight: float
+    size_bytes: float
+    size_reduction: float
+    drop_vs_float: float
+    feature_maps: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def topk_accuracy(logits: NDArray, labels: NDArray, k: int) -> float:
+    """Percent of rows whose label is among the k largest logits (ties count against)."""
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return float(100.0 * np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise modelio.ModelError(
+            "evaluation needs the 'onnx' and 'onnxruntime' packages "
+            "(pip install 'asd-accel[onnx]')") from None
+    return onnx
+
+
+def _with_weights(proto: Any, tensors: dict[str, NDArray]) -> Any:
+    onnx = _onnx()
+    from onnx import numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for init in out.graph.initializer:
+        if init.name in tensors:
+            init.CopyFrom(numpy_helper.from_array(
+                np.asarray(tensors[init.name], dtype=np.float32), init.name))
+    return out
+
+
+def _with_fp8_feature_maps(proto: Any, type_name: str) -> Any:
+    """Cast the graph input and every float node output to fp8 and back (saturating)."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, shape_inference, version_converter
+
+    if max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+           default=0) < 19:
+        proto = version_converter.convert_version(proto, 19)
+    proto = shape_inference.infer_shapes(proto)
+    g = proto.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(g.value_info) + list(g.input) + list(g.output)}
+    inits = {i.name for i in g.initializer}
+    to = getattr(TensorProto, type_name)
+
+    def is_float(name: str) -> bool:
+        return types.get(name) == TensorProto.FLOAT
+
+    def cast_pair(src: str, dst: str) -> list[Any]:
+        mid = f"{dst}__fp8"
+        return [helper.make_node("Cast", [src], [mid], to=to, saturate=1),
+                helper.make_node("Cast", [mid], [dst], to=TensorProto.FLOAT)]
+
+    # Consumers of a graph input read its quantized copy; a node's raw output is renamed and
+    # its quantized value takes the original name, so graph outputs are quantized too.
+    in_map = {i.name: f"{i.name}__q" for i in g.input if i.name not in inits and is_float(i.name)}
+    nodes: list[Any] = []
+    for name, q in in_map.items():
+        nodes += cast_pair(name, q)
+    for n in g.node:
+        outs = [f"{o}__raw" if o and is_float(o) else o for o in n.output]
+        new = helper.make_node(n.op_type, [in_map.get(i, i) for i in n.input], outs,
+                               name=n.name, domain=n.domain)
+        new.attribute.extend(n.attribute)
+        nodes.append(new)
+        for o, raw in zip(n.output, outs):
+            if raw != o:
+                nodes += cast_pair(raw, o)
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    onnx.checker.check_model(proto)
+    return proto
+
+
+class Runner:
+    """An onnxruntime session over a model, batched, with optional progress callback."""
+
+    def __init__(self, proto: Any):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(proto.SerializeToString(), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: NDArray, batch: int = 256,
+                 progress: Callable[[int], None] | None = None) -> NDArray:
+        outs = []
+        for i in range(0, len(x), batch):
+            outs.append(self.session.run(None, {self.input: x[i:i + batch]})[0])
+            if progress:
+                progress(min(batch, len(x) - i))
+        return np.concatenate(outs).reshape(len(x), -1)
+
+
+def evaluate(model_path: str | Path, x: NDArray, y: NDArray,
+             schemes: Iterable[str] = DEFAULT_SCHEMES, *, granularity: str = "channel",
+             scale: str = "mse", batch: int = 256,
+             progress: Callable[[str, int], None] | None = None) -> list[SchemeAccuracy]:
+    """Accuracy of the model on (x, y) for each scheme; the first result is always float."""
+    onnx = _onnx()
+    path = Path(model_path)
+    model = modelio.load(path)
+    proto = onnx.load(str(path))
+    n_classes = None
+    schemes = list(schemes)
+    if "float" in schemes:
+        schemes.remove("float")
+    weight_count = sum(int(w.size) for w in model.weights.values())
+    bias_count = sum(int(b.size) for b in model.biases.values())
+    float_bits = 32 * (weight_count + bias_count)
+    results: list[SchemeAccuracy] = []
+
+    def run(p: Any, name: str) -> NDArray:
+        cb = (lambda k: progress(name, k)) if progress else None
+        return Runner(p)(x, batch, cb)
+
+    logits = run(proto, "float")
+    n_classes = logits.shape[1]
+    k5 = n_classes >= 10
+    ref1 = topk_accuracy(logits, y, 1)
+    results.append(SchemeAccuracy("float", ref1, topk_accuracy(logits, y, 5) if k5 else None,
+                                  32.0, float_bits / 8, 0.0, 0.0, "float32"))
+    for name in schemes:
+        try:
+            scheme = get_scheme(name)
+        except ValueError as exc:
+            raise modelio.ModelError(str(exc)) from None
+        qm = quantize_model(model, scheme, granularity, scale)
+        tensors: dict[str, NDArray] = {k: r.dequant for k, r in qm.results.items()}
+        bits = sum(r.size.payload_bits + r.size.scale_count * r.size.scale_bits
+                   for r in qm.results.values())
+        if name in FP8_TYPES:
+            # All parameters in fp8: biases too (unscaled, saturating like the feature maps).
+            bias_q = get_scheme(name)
+            for bname, b in model.biases.items():
+                tensors[bname] = bias_q.decode(bias_q.fmt.encode(b.astype(np.float64))
+                                               ).astype(np.float32)
+            bits += 8 * bias_count
+            p = _with_fp8_feature_maps(_with_weights(proto, tensors), FP8_TYPES[name])
+            fmaps = name
+        else:
+            bits += 32 * bias_count
+            p = _with_weights(proto, tensors)
+            fmaps = "float32"
+        out = run(p, name)
+        top1 = topk_accuracy(out, y, 1)
+        results.append(SchemeAccuracy(
+            name, top1, topk_accuracy(out, y, 5) if k5 else None,
+            (bits - (8 if name in FP8_TYPES else 32) * bias_count) / max(weight_count, 1),
+            bits / 8, 1.0 - bits / float_bits, ref1 - top1, fmaps))
+    return results
+
+
+def format_table(results: list[SchemeAccuracy]) -> str:
+    head = (f"{'scheme':<10} {'top-1 %':>8} {'top-5 %':>8} {'bits/w':>7} {'size KiB':>9} "
+            f"{'smaller':>8} {'drop':>6}  feature maps")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        t5 = f"{r.top5:8.2f}" if r.top5 is not None else f"{'-':>8}"
+        lines.append(f"{r.scheme:<10} {r.top1:8.2f} {t5} {r.bits_per_weight:7.2f} "
+                     f"{r.size_bytes / 1024:9.1f} {100 * r.size_reduction:7.1f}% "
+                     f"{r.drop_vs_float:+6.2f}  {r.feature_maps}")
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""Model-level quantization: every weight tensor through one scheme, a per-tensor table, and
+an output archive that holds exactly the bits the accounting counts.
+
+Output ``OUT.npz``, for every weight tensor ``NAME``: ``NAME`` (dequantized float32),
+``NAME.codes`` (packed codes, uint8, layout in :mod:`asd.packing`), ``NAME.scale`` (float32,
+one per tensor or per output channel).  Biases are stored as float32 under their own names,
+other arrays unchanged.  ``OUT.json`` records the scheme, options and per-tensor sizes.
+Both files are written to temporaries and renamed into place, so a failure leaves neither.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asd import modelio, packing
+from asd.schemes import QuantResult, Scheme
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TensorReport:
+    name: str
+    shape: tuple[int, ...]
+    bits_per_weight: float
+    rel_l2: float
+    sqnr_db: float
+    size: packing.SizeReport
+
+
+@dataclass
+class QuantizedModel:
+    source: str
+    scheme: Scheme
+    granularity: str
+    scale_method: str
+    results: dict[str, QuantResult] = field(default_factory=dict)
+    reports: list[TensorReport] = field(default_factory=list)
+    biases: dict[str, np.ndarray] = field(default_factory=dict)
+    others: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def float32_bits(self) -> int:
+        w = sum(r.size.count for r in self.reports)
+        b = sum(a.size for a in self.biases.values())
+        return 32 * (w + b) + sum(8 * a.nbytes for a in self.others.values())
+
+    @property
+    def total_bits(self) -> int:
+        b = sum(a.size for a in self.biases.values())
+        return (sum(r.size.total_bits for r in self.reports) + 32 * b
+                + sum(8 * a.nbytes for a in self.others.values()))
+
+    @property
+    def weight_bits_per_weight(self) -> float:
+        n = sum(r.size.count for r in self.reports)
+        return sum(r.size.payload_bits + 32 * r.size.scale_count for r in self.reports) / n
+
+    @property
+    def reduction(self) -> float:
+        """Fraction of the all-float32 size saved."""
+        return 1.0 - self.total_bits / self.float32_bits
+
+
+def error_stats(w: np.ndarray, q: np.ndarray) -> tuple[float, float]:
+    """Relative L2 error and SQNR (dB) of ``q`` against ``w`` (exact: 0 and +inf)."""
+    w64 = w.astype(np.float64).reshape(-1)
+    d = q.astype(np.float64).reshape(-1) - w64
+    num = float(np.dot(d, d))
+    den = float(np.dot(w64, w64))
+    if num == 0.0:
+        return 0.0, math.inf
+    if den == 0.0:
+        return math.inf, -math.inf
+    return math.sqrt(num / den), 10.0 * math.log10(den / num)
+
+
+def quantize_model(
+    model: modelio.Model, scheme: Scheme, granularity: str = "channel", scale: str = "mse"
+) -> QuantizedModel:
+    qm = QuantizedModel(model.path, scheme, granularity, scale)
+    for name, w in model.weights.items():
+        try:
+            res = scheme.quantize(w, granularity, scale, model.channel_axis.get(name, 0))
+        except ValueError as exc:
+            raise modelio.ModelError(f"{model.path}: tensor {name!r}: {exc}") from None
+        rel, sqnr = error_stats(w, res.dequant)
+        qm.results[name] = res
+        qm.reports.append(
+            TensorReport(name, tuple(w.shape), res.size.bits_per_weight, rel, sqnr, res.size)
+        )
+    qm.biases = {k: v.astype(np.float32) for k, v in model.biases.items()}
+    qm.others = dict(model.others)
+    return qm
+
+
+def format_table(qm: QuantizedModel) -> str:
+    rows = [("tensor", "shape", "bits/w", "rel L2", "SQNR dB")]
+    for r in qm.reports:
+        rows.append((
+            r.name,
+            "x".join(map(str, r.shape)) or "scalar",
+            f"{r.bits_per_weight:.3f}",
+            f"{r.rel_l2:.4f}",
+            f"{r.sqnr_db:.2f}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = []
+    for k, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)]
+        lines.append("  ".join(cells))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    spec = ", ".join(f"{k}={v}" for k, v in qm.scheme.spec().items() if k != "scheme")
+    lines.append("")
+    lines.append(
+        f"scheme {qm.scheme.name}({spec}), {qm.granularity} scales by {qm.scale_method}: "
+        f"{qm.weight_bits_per_weight:.3f} bits/weight with scales; "
+        f"total {qm.total_bits / 8:,.0f} B vs float32 {qm.float32_bits / 8:,.0f} B "
+        f"({100 * qm.reduction:.1f}% smaller)"
+    )
+    return "\n".join(lines)
+
+
+def sidecar(qm: QuantizedModel) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "source": qm.source,
+        "scheme": qm.scheme.spec(),
+        "granularity": qm.granularity,
+        "scale_method": qm.scale_method,
+        "tensors": {
+            r.name: {
+                "shape": list(r.shape),
+                "code_bits": qm.results[r.name].code_bits,
+                "channel_axis": qm.results[r.name].channel_axis,
+                "scale_count": r.size.scale_count,
+                "rel_l2": r.rel_l2,
+                "sqnr_db": r.sqnr_db if math.isfinite(r.sqnr_db) else None,
+                "size": r.size.as_dict(),
+            }
+            for r in qm.reports
+        },
+        "biases": {k: {"shape": list(v.shape), "bits": 32 * v.size} for k, v in qm.biases.items()},
+        "others": {k: {"shape": list(v.shape), "dtype": str(v.dtype), "bits": 8 * v.nbytes}
+                   for k, v in qm.others.items()},
+        "total_bits": qm.total_bits,
+        "float32_bits": qm.float32_bits,
+        "reduction": qm.reduction,
+        "weight_bits_per_weight": qm.weight_bits_per_weight,
+    }
+
+
+def save(qm: QuantizedModel, out: str | Path) -> tuple[Path, Path]:
+    """Write ``out`` (.npz) and its ``.json`` sidecar atomically; returns both paths."""
+    out = Path(out)
+    if out.suffix.lower() != ".npz":
+        out = out.with_name(out.name + ".npz")
+    side = out.with_suffix(".json")
+    arrays: dict[str, np.ndarray] = {}
+    for name, res in qm.results.items():
+        arrays[name] = res.dequant
+        arrays[name + ".codes"] = res.packed()
+        arrays[name + ".scale"] = res.scale
+    for name, arr in {**qm.biases, **qm.others}.items():
+        if name in arrays:
+            raise modelio.ModelError(f"{qm.source}: array name {name!r} collides with an output")
+        arrays[name] = arr
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_npz = tmp_json = None
+    try:
+        fd, tmp_npz = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=out.parent)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        fd, tmp_json = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=out.parent)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(sidecar(qm), fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp_npz, out)
+        tmp_npz = None
+        try:
+            os.replace(tmp_json, side)
+        except OSError:
+            out.unlink(missing_ok=True)  # an archive without its sidecar is a partial output
+            raise
+        tmp_json = None
+    finally:
+        for t in (tmp_npz, tmp_json):
+            if t is not None and os.path.exists(t):
+                os.unlink(t)
+    return out, side
+
+
+def load_codes(npz: Any, meta: dict[str, Any], name: str) -> np.ndarray:
+    """Unpacked codes of tensor ``name`` from an opened output archive and its sidecar."""
+    t = meta["tensors"][name]
+    count = int(np.prod(t["shape"], dtype=np.int64))
+    return packing.unpack(npz[name + ".codes"], t["code_bits"], count).reshape(t["shape"])

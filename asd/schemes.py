@@ -1,0 +1,274 @@
+"""One registry of weight quantization schemes: name + options -> quantizer.
+
+Every quantizer maps a weight tensor to ``scale * v`` and returns, in a :class:`QuantResult`,
+the dequantized float32 tensor, the integer codes, the float32 scales (one per tensor or one per
+output channel) and the bit accounting.  Names (see :func:`available`):
+
+=============  ==============================================  ================================
+name           what                                            options (defaults)
+=============  ==============================================  ================================
+asd            K signed digits in a window of 2**E positions   digits=2, exp_bits=3,
+                                                               conversion="nearest" | "csd"
+asd2           asd with digits=2, exp_bits=3 (the headline)
+pot            one-digit power of two (INQ / LogQuant)         exp_bits=3
+int            uniform symmetric integers                      bits=8
+int8/int6/int4 int with that many bits
+shiftcnn       greedy sum of N power-of-two terms              terms=2, exp_bits=3
+fp             minifloat                                       format="e4m3" (or e5m2, eXmY)
+fp8-e4m3/-e5m2 fp with that format
+=============  ==============================================  ================================
+
+The compiler and ``asd eval`` resolve schemes only through :func:`get_scheme`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from asd import packing, scales
+from asd.asdq import AsdFormat, csd_round_int
+from asd.baselines import IntFormat, ShiftCnnFormat, pot_format
+from asd.minifloat import Minifloat, parse_format
+
+
+@dataclass
+class QuantResult:
+    scheme: str
+    options: dict[str, Any]
+    dequant: NDArray[np.float32]  # same shape as the weights
+    codes: NDArray[np.int64]  # same shape, unpacked
+    scale: NDArray[np.float32]  # (channels,) or (1,)
+    granularity: str
+    channel_axis: int
+    code_bits: int
+    size: packing.SizeReport = field(repr=False)
+
+    def packed(self) -> NDArray[np.uint8]:
+        return packing.pack(self.codes, self.code_bits)
+
+    def scale_broadcast(self) -> NDArray[np.float32]:
+        """Scales shaped to broadcast against the weight tensor."""
+        if self.granularity == "tensor" or self.dequant.ndim == 0:
+            return self.scale.reshape(())
+        shape = [1] * self.dequant.ndim
+        shape[self.channel_axis] = -1
+        return self.scale.reshape(shape)
+
+
+class Scheme:
+    """Base: subclasses give ``code_bits``, ``vmax``, ``levels()``, ``_codes`` and ``decode``."""
+
+    name = "?"
+    code_bits = 0
+    vmax = 1.0
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def spec(self) -> dict[str, Any]:
+        return {"scheme": self.name, **self.options}
+
+    def levels(self) -> NDArray[np.float64] | None:
+        """Non-negative codebook values for the fast MSE search (None: brute force)."""
+        return None
+
+    def _codes(self, w2: NDArray, s: NDArray[np.float32]) -> NDArray[np.int64]:
+        raise NotImplementedError
+
+    def decode(self, codes: ArrayLike) -> NDArray[np.float64]:
+        """Unscaled value ``v`` of every code."""
+        raise NotImplementedError
+
+    def _scales(self, w2: NDArray, method: str) -> NDArray[np.float32]:
+        if method != "mse" or self.levels() is not None:
+            return scales.choose_scale(w2, method, self.vmax, self.levels())
+        # No nearest-rounding codebook: evaluate every candidate.
+        m = scales.max_abs(w2)
+        alpha = scales.mse_ratios()
+        best = np.full(w2.shape[0], np.inf)
+        pick = np.ones(w2.shape[0])
+        for a in alpha:
+            s = scales._finish(m * a / self.vmax, m)
+            v = self.decode(self._codes(w2, s)) * s[:, None]
+            err = ((w2 - v) ** 2).sum(axis=1)
+            better = err < best
+            best[better] = err[better]
+            pick[better] = a
+        return scales._finish(m * pick / self.vmax, m)
+
+    def quantize(
+        self,
+        w: ArrayLike,
+        granularity: str = "channel",
+        scale: str = "mse",
+        channel_axis: int = 0,
+    ) -> QuantResult:
+        a = np.asarray(w)
+        if a.dtype.kind != "f":
+            raise ValueError(f"weights must be floating point, got {a.dtype}")
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float32)
+        if a.size == 0:
+            raise ValueError("empty tensor")
+        axis = channel_axis % a.ndim if a.ndim else 0
+        w2 = scales.rows(a, granularity, axis)
+        s = self._scales(w2, scale)
+        codes2 = self._codes(w2, s)
+        v2 = self.decode(codes2)
+        deq2 = (v2 * s[:, None].astype(np.float64)).astype(np.float32)
+        if granularity == "channel" and a.ndim:
+            moved = np.moveaxis(a, axis, 0).shape
+            codes = np.moveaxis(codes2.reshape(moved), 0, axis)
+            deq = np.moveaxis(deq2.reshape(moved), 0, axis)
+        else:
+            codes, deq = codes2.reshape(a.shape), deq2.reshape(a.shape)
+        size = packing.SizeReport(count=a.size, code_bits=self.code_bits, scale_count=s.size)
+        return QuantResult(
+            scheme=self.name,
+            options=dict(self.options),
+            dequant=np.ascontiguousarray(deq),
+            codes=np.ascontiguousarray(codes),
+            scale=s,
+            granularity=granularity,
+            channel_axis=axis,
+            code_bits=self.code_bits,
+            size=size,
+        )
+
+
+class _GridScheme(Scheme):
+    """Schemes on a :class:`~asd.asdq.GridCodebook` (ASD, power of two, integers)."""
+
+    fmt: AsdFormat | IntFormat
+
+    def levels(self) -> NDArray[np.float64] | None:
+        return self.fmt.codebook.positive_values()
+
+    def _codes(self, w2: NDArray, s: NDArray[np.float32]) -> NDArray[np.int64]:
+        return self.fmt.codebook.map(w2, s, self._code_table())
+
+    def _code_table(self) -> NDArray[np.int64]:
+        return self.fmt.encode(self.fmt.codebook.signed_levels)
+
+    def decode(self, codes: ArrayLike) -> NDArray[np.float64]:
+        return self.fmt.to_float(self.fmt.decode(codes))
+
+
+class AsdScheme(_GridScheme):
+    name = "asd"
+    fmt: AsdFormat
+
+    def __init__(self, digits: int = 2, exp_bits: int = 3, conversion: str = "nearest") -> None:
+        if conversion not in ("nearest", "csd"):
+            raise ValueError(f"conversion must be 'nearest' or 'csd', got {conversion!r}")
+        super().__init__(digits=digits, exp_bits=exp_bits, conversion=conversion)
+        self.fmt = AsdFormat(digits, exp_bits)
+        self.code_bits = self.fmt.code_bits
+        self.vmax = self.fmt.vmax
+        self.conversion = conversion
+
+    def _codes(self, w2: NDArray, s: NDArray[np.float32]) -> NDArray[np.int64]:
+        if self.conversion == "nearest":
+            return super()._codes(w2, s)
+        x = w2.astype(np.float64) / s[:, None].astype(np.float64)
+        return self.fmt.encode(csd_round_int(x, self.fmt))
+
+    def levels(self) -> NDArray[np.float64] | None:
+        # The published conversion is not nearest rounding: its MSE needs the brute force.
+        return super().levels() if self.conversion == "nearest" else None
+
+
+class PotScheme(_GridScheme):
+    name = "pot"
+
+    def __init__(self, exp_bits: int = 3) -> None:
+        super().__init__(exp_bits=exp_bits)
+        self.fmt = pot_format(exp_bits)
+        self.code_bits = self.fmt.code_bits
+        self.vmax = self.fmt.vmax
+
+
+class IntScheme(_GridScheme):
+    name = "int"
+
+    def __init__(self, bits: int = 8) -> None:
+        super().__init__(bits=bits)
+        self.fmt = IntFormat(bits)
+        self.code_bits = self.fmt.code_bits
+        self.vmax = self.fmt.vmax
+
+
+class ShiftCnnScheme(Scheme):
+    name = "shiftcnn"
+
+    def __init__(self, terms: int = 2, exp_bits: int = 3) -> None:
+        super().__init__(terms=terms, exp_bits=exp_bits)
+        self.fmt = ShiftCnnFormat(terms, exp_bits)
+        self.code_bits = self.fmt.code_bits
+        self.vmax = self.fmt.vmax
+
+    def _codes(self, w2: NDArray, s: NDArray[np.float32]) -> NDArray[np.int64]:
+        x = w2.astype(np.float64) / s[:, None].astype(np.float64)
+        return self.fmt.quantize(x)[0]
+
+    def decode(self, codes: ArrayLike) -> NDArray[np.float64]:
+        return self.fmt.to_float(self.fmt.decode(codes))
+
+
+class FpScheme(Scheme):
+    name = "fp"
+
+    def __init__(self, format: str = "e4m3") -> None:  # noqa: A002 - the CLI's word
+        super().__init__(format=format)
+        self.fmt: Minifloat = parse_format(format, saturate=True)
+        self.code_bits = self.fmt.code_bits
+        self.vmax = self.fmt.vmax
+
+    def levels(self) -> NDArray[np.float64]:
+        # Nearest rounding with ties to even: the search's ties-away rule differs only on ties.
+        return self.fmt.positive_values()
+
+    def _codes(self, w2: NDArray, s: NDArray[np.float32]) -> NDArray[np.int64]:
+        x = w2.astype(np.float64) / s[:, None].astype(np.float64)
+        return self.fmt.encode(x)
+
+    def decode(self, codes: ArrayLike) -> NDArray[np.float64]:
+        return self.fmt.decode(codes)
+
+
+_FACTORIES: dict[str, Callable[..., Scheme]] = {
+    "asd": AsdScheme,
+    "asd2": lambda **o: AsdScheme(**{"digits": 2, "exp_bits": 3, **o}),
+    "pot": PotScheme,
+    "int": IntScheme,
+    "int8": lambda **o: IntScheme(**{"bits": 8, **o}),
+    "int6": lambda **o: IntScheme(**{"bits": 6, **o}),
+    "int4": lambda **o: IntScheme(**{"bits": 4, **o}),
+    "shiftcnn": ShiftCnnScheme,
+    "fp": FpScheme,
+    "fp8-e4m3": lambda **o: FpScheme(**{"format": "e4m3", **o}),
+    "fp8-e5m2": lambda **o: FpScheme(**{"format": "e5m2", **o}),
+}
+
+
+def available() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def get_scheme(name: str, **options: Any) -> Scheme:
+    """The quantizer for ``name`` with ``options``; unknown names or options raise ValueError."""
+    try:
+        factory = _FACTORIES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown scheme {name!r}; known: {', '.join(available())}"
+        ) from None
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        raise ValueError(f"bad options for scheme {name!r}: {exc}") from None

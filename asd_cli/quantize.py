@@ -1,0 +1,99 @@
+"""``asd quantize``: quantize a model's weights and write codes, scales and dequantized floats."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from asd import modelio
+from asd.quantize_model import format_table, quantize_model, save
+from asd.schemes import get_scheme
+
+EPILOG = """\
+examples:
+  asd quantize model.onnx -o model_asd.npz
+      ASD, 2 digits, 3 exponent bits (8-bit codes the accelerator runs), per-channel
+      MSE-optimal scales: the defaults.
+  asd quantize weights.npz -o w_pot.npz --scheme pot --exp-bits 3
+      one-digit power of two (4-bit codes) for comparison.
+  asd quantize weights.npz -o w_int8.npz --scheme int --bits 8 --granularity tensor --scale max
+      classic per-tensor INT8.
+  asd quantize weights.npz -o w_fp8.npz --scheme fp --fp-format e4m3 --scale max
+      FP8 E4M3 with a max-abs scale.
+
+what is stored: OUT.npz holds, for every weight tensor NAME, NAME (dequantized float32),
+NAME.codes (packed codes, uint8) and NAME.scale (float32); biases stay float32.  OUT.json
+records the scheme, options and per-tensor sizes.  Weights are: in ONNX, initializers used as
+the weight of Conv/Gemm/MatMul; in .npz, every float array with 2 or more dimensions.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="quantize a model's weights (ASD or a baseline) without retraining",
+        description=(
+            "Quantize every weight tensor of MODEL to scale * v, v from the chosen number "
+            "system, print a per-tensor table (bits per weight with scales, relative L2 error, "
+            "SQNR) and the size saved against float32."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="trained model: .onnx or .npz of named arrays")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz",
+                   help="output archive (a sidecar OUT.json is written next to it)")
+    p.add_argument("--scheme", default="asd", choices=["asd", "pot", "int", "fp", "shiftcnn"],
+                   help="number system (default: asd)")
+    p.add_argument("--digits", type=int, default=2, metavar="K",
+                   help="asd: non-zero signed digits per weight (default: 2)")
+    p.add_argument("--exp-bits", type=int, default=3, metavar="E",
+                   help="asd/pot/shiftcnn: digit positions span a window of 2**E (default: 3)")
+    p.add_argument("--conversion", default="nearest", choices=["nearest", "csd"],
+                   help="asd: nearest codebook value, or the published CSD truncation")
+    p.add_argument("--bits", type=int, default=8, help="int: bits per weight (default: 8)")
+    p.add_argument("--terms", type=int, default=2, help="shiftcnn: power-of-two terms")
+    p.add_argument("--fp-format", default="e4m3", metavar="FMT",
+                   help="fp: e4m3, e5m2 or any eXmY (default: e4m3)")
+    p.add_argument("--granularity", default="channel", choices=["tensor", "channel"],
+                   help="one scale per tensor or per output channel (default: channel)")
+    p.add_argument("--scale", default="mse", choices=["max", "mse", "pow2"],
+                   help="max-abs, MSE-optimal search, or power of two (default: mse)")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print the table")
+    p.set_defaults(func=run)
+
+
+def _scheme_options(args: argparse.Namespace) -> dict:
+    if args.scheme == "asd":
+        return {"digits": args.digits, "exp_bits": args.exp_bits, "conversion": args.conversion}
+    if args.scheme == "pot":
+        return {"exp_bits": args.exp_bits}
+    if args.scheme == "int":
+        return {"bits": args.bits}
+    if args.scheme == "shiftcnn":
+        return {"terms": args.terms, "exp_bits": args.exp_bits}
+    return {"format": args.fp_format}
+
+
+def run(args: argparse.Namespace) -> int:
+    from asd_cli.main import UserError
+
+    try:
+        scheme = get_scheme(args.scheme, **_scheme_options(args))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    out = Path(args.output)
+    if out.exists() and out.is_dir():
+        raise UserError(f"{out}: is a directory, expected an output .npz path")
+    try:
+        model = modelio.load(args.model)
+        qm = quantize_model(model, scheme, args.granularity, args.scale)
+        npz, side = save(qm, out)
+    except modelio.ModelError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    if not args.quiet:
+        print(format_table(qm))
+        print(f"wrote {npz} and {side}")
+    return 0
