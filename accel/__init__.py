@@ -1,3 +1,7 @@
 """The MyHDL cycle-accurate core, HDL export, simulator backends and synthesis reports.
 Imports `emu` for the ISA table, configuration and program image only.
+
+``accel.backends.run(image, backend)`` runs an image on ``myhdl``, ``icarus``, ``ghdl`` or
+``verilator`` (or the ``emu`` emulator); ``accel.export`` writes the core as Verilog or VHDL
+with a self-checking testbench.
 """

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from asd import modelio
 from asd.quantize_model import quantize_model
-from asd.schemes import get_scheme
+from asd.schemes import FpScheme, get_scheme
 
 DEFAULT_SCHEMES = ("float", "asd2", "pot", "int8", "int6", "int4", "fp8-e4m3", "fp8-e5m2")
 FP8_TYPES = {"fp8-e4m3": "FLOAT8E4M3FN", "fp8-e5m2": "FLOAT8E5M2"}
@@ -180,10 +180,9 @@ def evaluate(model_path: str | Path, x: NDArray, y: NDArray,
                    for r in qm.results.values())
         if name in FP8_TYPES:
             # All parameters in fp8: biases too (unscaled, saturating like the feature maps).
-            bias_q = get_scheme(name)
+            fmt = FpScheme(format=name.split("-")[1]).fmt
             for bname, b in model.biases.items():
-                tensors[bname] = bias_q.decode(bias_q.fmt.encode(b.astype(np.float64))
-                                               ).astype(np.float32)
+                tensors[bname] = fmt.decode(fmt.encode(b.astype(np.float64))).astype(np.float32)
             bits += 8 * bias_count
             p = _with_fp8_feature_maps(_with_weights(proto, tensors), FP8_TYPES[name])
             fmaps = name

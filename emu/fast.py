@@ -44,7 +44,7 @@ from .emulator import (
     new_counters,
 )
 from .image import Image
-from .semantics import leaky, requantize, shift_add, wrap
+from .semantics import leaky, req_fields, shift_add, wrap
 
 I64 = NDArray[np.int64]
 _MASK = 0xFFFF
@@ -56,6 +56,32 @@ _EXACT_F64 = 1 << 53
 _EXACT_F32 = 1 << 24
 
 _N_KIND = {"VLD", "VMAX", "VMAC", "STORE"}
+
+
+_INT_TABLES: dict[int, I64] = {}
+
+
+def _code_ints(codes: I64, exp_bits: int) -> I64:
+    """hwcode.to_int by table lookup: a code's value depends only on its low code_bits bits
+    (the fields split reads), so one table of 2^code_bits entries gives the same integers."""
+    if exp_bits not in _INT_TABLES:
+        every = np.arange(1 << hwcode.code_bits(exp_bits), dtype=np.int64)
+        _INT_TABLES[exp_bits] = hwcode.to_int(every, exp_bits).astype(np.int64)
+    table = _INT_TABLES[exp_bits]
+    return table[np.asarray(codes, np.int64) & (len(table) - 1)]
+
+
+def _factorize(v: I64) -> tuple[I64, I64]:
+    """np.unique(v, return_inverse=True), faster on the nearly sorted register columns of
+    expanded instances (a stable sort finds the runs)."""
+    order = np.argsort(v, kind="stable")
+    sv = v[order]
+    new = np.empty(len(sv), bool)
+    new[:1] = True
+    np.not_equal(sv[1:], sv[:-1], out=new[1:])
+    inv = np.empty(len(v), np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return sv[new], inv
 
 
 class _GiveUp(Exception):
@@ -143,6 +169,8 @@ class _Loop:
     expand: bool = False  # iterations independent through A, W and P
     acc_add: bool = False  # ... with A only added to (sum the iterations)
     mac_only: bool = False
+    # Runs of sibling MAC-only loops and register-only instructions, by first item index.
+    groups: dict[int, _Group] = field(default_factory=dict)
 
     @property
     def total_cycles(self) -> int:
@@ -151,6 +179,72 @@ class _Loop:
     @property
     def total_dynamic(self) -> int:
         return 1 + self.count * self.dynamic
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """One MAC-only loop of a group: ``count`` MACs, the MAC's fields, and the register
+    transfer from the group's start to the loop's start."""
+
+    count: int
+    rw: int
+    iw: int
+    rx: int
+    ix: int
+    pre: _Transfer
+
+    @property
+    def steps(self) -> tuple[int, int]:
+        """Per-MAC address steps (w, x): when rw == rx both increments move the register."""
+        same = self.rw == self.rx
+        return self.iw + (self.ix if same else 0), self.ix + (self.iw if same else 0)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Items ``start:stop`` of a body: MAC-only loops and SETI/ADDI/NOP, in any order.  Their
+    only data effect is A += (sum of all the loops' dot products), W and P from the last MAC,
+    so the whole run is one matrix product (the kernel rows of a convolution window)."""
+
+    start: int
+    stop: int
+    segments: tuple[_Segment, ...]
+    transfer: _Transfer
+    tallies: tuple[str, ...]  # mnemonics of the single instructions, one each per instance
+    loops: int  # LOOP instructions executed (count 0 ones included)
+
+
+_REG_ONLY = {"NOP", "SETI", "ADDI"}
+
+
+def _groups(items: list[int | _Loop], prog: Any) -> dict[int, _Group]:
+    """Maximal runs of MAC-only loops and register-only instructions holding a MAC."""
+    out: dict[int, _Group] = {}
+    i = 0
+    while i < len(items):
+        j, segs, tallies, loops = i, [], [], 0
+        t = _Transfer.identity()
+        while j < len(items):
+            it = items[j]
+            if isinstance(it, _Loop):
+                if it.count and not it.mac_only:
+                    break
+                loops += 1
+                if it.count:
+                    f = prog.fields[it.items[0]]
+                    segs.append(_Segment(it.count, f["rw"], f["iw"], f["rx"], f["ix"], t))
+                    t = t.then(it.transfer.power(it.count))
+            else:
+                m = prog.instrs[it].mnemonic
+                if m not in _REG_ONLY:
+                    break
+                tallies.append(m)
+                t = t.then(_transfer_of(m, prog.fields[it]))
+            j += 1
+        if segs:
+            out[i] = _Group(i, j, tuple(segs), t, tuple(tallies), loops)
+        i = max(j, i + 1)
+    return out
 
 
 class _Lanes:
@@ -179,26 +273,44 @@ class _Lanes:
 class _Batch:
     """One attempt to execute a loop nest over instances; commits to the machine or gives up."""
 
-    def __init__(self, mach: Machine, wint: I64 | None):
+    def __init__(self, mach: Machine, tables: dict[str, Any]):
         self.mach = mach
         self.c: AccelConfig = mach.config
         self.amem = mach.amem.copy()
         # Reads see the memory as it was when the batch started (the commit rule guarantees
         # that nothing the batch reads is written by it), so they may use this snapshot.
         self.amem0 = mach.amem
-        self.amem_absmax = int(np.abs(mach.amem).max())
+        self._absmax: int | None = None
         self.cnt = new_counters()
         # Read addresses as (start, count, step): start[i] + j*step for j < count.
         self.reads: list[tuple[I64, int, int]] = []
         self.writes: list[I64] = []
-        self._wint = wint
+        # Tables derived from WMEM and BMEM, which no instruction writes: kept for the run.
+        self.tables = tables
         self._as: dict[Any, Any] = {}
 
     @property
+    def amem_absmax(self) -> int:
+        if self._absmax is None:
+            self._absmax = int(np.abs(self.amem0).max())
+        return self._absmax
+
+    @property
     def wint(self) -> I64:
-        if self._wint is None:
-            self._wint = hwcode.to_int(self.mach.wmem, self.c.exp_bits).astype(np.int64)
-        return self._wint
+        """The integer of every WMEM code."""
+        if "wint" not in self.tables:
+            self.tables["wint"] = _code_ints(self.mach.wmem, self.c.exp_bits)
+        return self.tables["wint"]  # type: ignore[no-any-return]
+
+    def requant_tables(self) -> tuple[I64, I64, I64]:
+        """Per BMEM entry, read as a REQ parameter: the code's integer, the shift, and the
+        rounding half (2^(shift-1), or 0 for shift 0)."""
+        if "req" not in self.tables:
+            c = self.c
+            code, shift = req_fields(self.mach.bmem, c.code_bits)
+            half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
+            self.tables["req"] = (_code_ints(code, c.exp_bits), shift, half)
+        return self.tables["req"]  # type: ignore[no-any-return]
 
     def exact_source(self, k: int) -> I64:
         """AMEM in the narrowest type whose k-term dot products with weights are exact: float32
@@ -223,12 +335,19 @@ class _Batch:
         return a
 
     # Execution over instances -------------------------------------------------------------
-    def body(self, items: list[int | _Loop], s: dict[str, I64]) -> None:
-        for it in items:
+    def body(self, node: _Loop, s: dict[str, I64]) -> None:
+        items, i = node.items, 0
+        while i < len(items):
+            g = node.groups.get(i)
+            if g is not None and self.group(g, s):
+                i = g.stop
+                continue
+            it = items[i]
             if isinstance(it, _Loop):
                 self.loop(it, s, it.count, True)
             else:
                 self.instr(it, s)
+            i += 1
 
     def loop(self, node: _Loop, s: dict[str, I64], k: int, tally_loop: bool) -> None:
         n = s["regs"].shape[0]
@@ -242,7 +361,7 @@ class _Batch:
             self.expand(node, s, k)
         else:
             for _ in range(k):
-                self.body(node.items, s)
+                self.body(node, s)
 
     def expand(self, node: _Loop, s: dict[str, I64], k: int) -> None:
         n, lanes = s["regs"].shape[0], self.c.lanes
@@ -260,7 +379,7 @@ class _Batch:
                 sub[name] = np.zeros((n * k, lanes), np.int64)
             else:
                 sub[name] = np.repeat(s[name], k, axis=0)
-        self.body(node.items, sub)
+        self.body(node, sub)
         for name in ("regs", "acc", "w", "p"):
             last = sub[name].reshape(n, k, -1)
             if name == "acc" and node.acc_add:
@@ -298,6 +417,91 @@ class _Batch:
             self.cnt[key] += n * k
         self.cnt["shift_adds"] += n * k * c.lanes
 
+    def group(self, g: _Group, s: dict[str, I64]) -> bool:
+        """A run of sibling MAC-only loops (and register-only instructions) as ONE matrix
+        product over (distinct activation windows) x (distinct weight runs).  False, with
+        nothing done, when the run does not fit that form (addresses that wrap past 2^16 or
+        leave memory, windows of several registers, instances that do not factor): the
+        items then run one by one, which also makes any fault step mode's."""
+        c = self.c
+        regs = s["regs"]
+        n = regs.shape[0]
+        segs = g.segments
+        total = sum(seg.count for seg in segs)
+        xs = self.group_side(regs, [(seg.pre, seg.rx, seg.steps[1], seg.count) for seg in segs],
+                             c.amem_depth)
+        ws = self.group_side(regs, [(seg.pre, seg.rw, seg.steps[0], seg.count) for seg in segs],
+                             c.wmem_depth)
+        if xs is None or ws is None:
+            return False
+        (xstart, xinv), (wstart, winv) = xs, ws
+        nx, nw = xstart.shape[0], wstart.shape[0]
+        if (nx * nw > 2 * n or nx * total > 8 * _MAX_INSTANCES
+                or nw * total * c.lanes > 8 * _MAX_INSTANCES):
+            return False
+        src = self.exact_source(total)
+        xmat = self.gather_x(src, xstart, segs)
+        widx = np.concatenate([wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
+                               for i, seg in enumerate(segs)], axis=1)  # (nw, total)
+        wmat = self.wint[widx].astype(src.dtype)  # (nw, total, lanes)
+        prod = xmat @ wmat.transpose(1, 0, 2).reshape(total, nw * c.lanes)
+        if prod.dtype != np.int64:
+            prod = prod.astype(np.int64)  # exact integers: every partial sum is under the bound
+        dot = prod.reshape(nx, nw, c.lanes)[xinv, winv]
+        s["acc"] = wrap(s["acc"] + dot, c.acc_bits)
+        last = segs[-1]
+        last_x = xstart[xinv, -1] + (last.count - 1) * last.steps[1]
+        last_w = wstart[winv, -1] + (last.count - 1) * last.steps[0]
+        s["w"] = self.mach.wmem[last_w]
+        # sa(x, code) is x times the code's integer, exactly (it never wraps).
+        s["p"] = self.amem0[last_x][:, None] * self.wint[last_w]
+        s["regs"] = g.transfer.apply(regs)
+        for i, seg in enumerate(segs):
+            self.reads.append((xstart[:, i], seg.count, seg.steps[1]))
+        for m in g.tallies:
+            self.tally(m, n)
+        self.tally("LOOP", n * g.loops)
+        self.tally("MAC", n * total)
+        self.cnt["wmem_reads"] += n * total
+        self.cnt["amem_reads"] += n * total
+        self.cnt["shift_adds"] += n * total * c.lanes
+        return True
+
+    @staticmethod
+    def group_side(regs: I64, runs: list[tuple[_Transfer, int, int, int]],
+                   depth: int) -> tuple[I64, I64] | None:
+        """Start addresses of every run, (distinct, runs), and each instance's row, when all
+        runs hang off one register (or are constant) and none wraps or leaves memory."""
+        srcs = {pre.src[r] for pre, r, _, _ in runs} - {-1}
+        if len(srcs) > 1:
+            return None
+        if srcs:
+            key, inv = _factorize(regs[:, srcs.pop()])
+        else:
+            key, inv = np.zeros(1, np.int64), np.zeros(regs.shape[0], np.int64)
+        starts = np.empty((len(key), len(runs)), np.int64)
+        for i, (pre, r, step, count) in enumerate(runs):
+            a = (key + pre.add[r]) & _MASK if pre.src[r] >= 0 else np.full(len(key), pre.add[r])
+            lo = int(a.min()) + min(0, (count - 1) * step)
+            hi = int(a.max()) + max(0, (count - 1) * step)
+            if lo < 0 or hi >= depth:
+                return None
+            starts[:, i] = a
+        return starts, inv.reshape(-1)
+
+    @staticmethod
+    def gather_x(src: I64, starts: I64, segs: tuple[_Segment, ...]) -> I64:
+        """(distinct windows, total) activations: run i of window u is src[starts[u, i] + j*dx]."""
+        counts = {seg.count for seg in segs}
+        dxs = {seg.steps[1] for seg in segs}
+        if len(counts) == 1 and len(dxs) == 1 and min(dxs) > 0:
+            k, dx = counts.pop(), dxs.pop()
+            view = np.lib.stride_tricks.sliding_window_view(src, (k - 1) * dx + 1)[:, ::dx]
+            return view[starts].reshape(len(starts), -1)
+        idx = np.concatenate([starts[:, i, None] + np.arange(seg.count) * seg.steps[1]
+                              for i, seg in enumerate(segs)], axis=1)
+        return src[idx]
+
     @staticmethod
     def affine(start: I64, k: int, step: int, depth: int) -> I64 | None:
         """Addresses start + j*step (j < k), range-checked.  None when they never wrap past
@@ -325,8 +529,8 @@ class _Batch:
         n, lanes = len(x0), self.c.lanes
         j = np.arange(k, dtype=np.int64)
         if ax is None and aw is None:
-            ux, xinv = np.unique(x0, return_inverse=True)
-            uw, winv = np.unique(w0, return_inverse=True)
+            ux, xinv = _factorize(x0)
+            uw, winv = _factorize(w0)
             if len(ux) * len(uw) <= 2 * n:
                 src = self.exact_source(k)
                 exact = src.dtype != np.int64
@@ -418,10 +622,16 @@ class _Batch:
             self.cnt["amem_reads"] += n * k
             post = [(f["rx"], f["inc"])]
         elif m in ("REQ", "ACT"):
-            q = self.mach.bmem[self.addr(regs, f["rq"], c.bmem_depth)]
+            a = self.addr(regs, f["rq"], c.bmem_depth)
             if m == "REQ":
-                s["acc"] = requantize(s["acc"], q, c.exp_bits, c.act_bits, bool(f["relu"]))
+                # requantize() with sa(acc, code) as acc times the code's integer (exact: it
+                # never wraps), from tables of the whole BMEM.
+                mult, shift, half = self.requant_tables()
+                y = np.right_shift(s["acc"] * mult[a] + half[a], shift[a])
+                lo, hi = -(1 << (c.act_bits - 1)), (1 << (c.act_bits - 1)) - 1
+                s["acc"] = np.clip(y, 0 if f["relu"] else lo, hi)
             else:
+                q = self.mach.bmem[a]
                 s["acc"] = leaky(s["acc"], q, c.exp_bits, c.act_bits)
             self.cnt["bmem_reads"] += n
             self.cnt["shift_adds"] += n * lanes
@@ -485,7 +695,7 @@ class FastRunner:
 
     def __init__(self, mach: Machine):
         self.mach = mach
-        self.wint: I64 | None = None
+        self.tables: dict[str, Any] = {}
         self.text_key = mach.image.text.tobytes()
 
     # Static parsing, mirroring the checks Machine.step makes when it executes a LOOP.
@@ -576,6 +786,7 @@ class FastRunner:
         node.expand = wp_ok and (acc.independent or node.acc_add)
         node.mac_only = (len(node.items) == 1 and isinstance(node.items[0], int)
                          and prog.instrs[node.items[0]].mnemonic == "MAC")
+        node.groups = _groups(node.items, prog)
 
     def parsed(self, pc: int, enclosing: int | None, depth: int) -> _Loop | None:
         """The parsed nest at pc, cached per program text: images of one kernel over many
@@ -605,7 +816,7 @@ class FastRunner:
             k = min(remaining, avail // node.cycles, per_batch)
             if k <= 0:
                 break
-            batch = _Batch(mach, self.wint)
+            batch = _Batch(mach, self.tables)
             s = {"regs": np.array([mach.regs], np.int64), "acc": mach.acc[None].copy(),
                  "w": mach.w[None].copy(), "p": mach.p[None].copy()}
             try:
@@ -614,7 +825,6 @@ class FastRunner:
                     raise _GiveUp
             except _GiveUp:
                 break
-            self.wint = batch._wint
             batch.commit(s)
             remaining -= k
             first = False
