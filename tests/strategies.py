@@ -223,8 +223,10 @@ def _pool_step(draw: st.DrawFn, h: int, w: int) -> tuple[str, dict]:
     k = draw(st.integers(2, min(3, h, w)))
     op = draw(st.sampled_from(["maxpool", "avgpool"]))
     pads = [draw(st.integers(0, k // 2)) for _ in range(4)] if op == "maxpool" else [0] * 4
+    # ceil_mode with end padding can make a window start in the padding, which the importer
+    # refuses (runtimes disagree); ceil_mode is drawn only without padding.
     return (op, {"k": k, "s": draw(st.integers(1, 2)), "pads": pads,
-                 "ceil": draw(st.booleans())})
+                 "ceil": draw(st.booleans()) and not any(pads)})
 
 
 def _out(n: int, k: int, s: int, a: int, b: int, ceil: bool = False) -> int:

@@ -1,0 +1,200 @@
+"""``asd compile`` and ``asd run``: an ONNX CNN to accelerator programs, and running them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BACKENDS = ("emu", "myhdl", "icarus", "ghdl", "verilator")
+
+COMPILE_EPILOG = """\
+examples:
+  asd compile model.onnx --config accel.toml -o build/ --calib calib.npy
+  asd compile model.onnx -o build/ --scheme asd --conversion csd --percentile 99.99
+
+what is written: OUTDIR/manifest.json (layers, shapes, scales, tiles, sizes, expected
+cycles), OUTDIR/tiles/*.bin (one program image per tile), OUTDIR/tiles/*.s (listings),
+OUTDIR/qnet.json + qnet.npz (the quantized network) and OUTDIR/model.onnx.
+Without --calib the activation scales come from 4 standard-normal images: give real data.
+"""
+
+RUN_EPILOG = """\
+examples:
+  asd run build/ --input x.npy --output y.npy
+  asd run build/ --input x.npy --backend icarus --json
+  asd run build/ --input x.npy --trace        per-layer comparison with both references
+
+On the emulator a batch runs vectorized: image 0 (every image with --emulate all) runs on the
+emulator tile by tile and must match the integer semantics bit for bit, which then give the
+other images.  RTL backends run every tile of every image.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compile", help="compile an ONNX CNN to accelerator programs",
+                       description="Import an ONNX CNN, quantize it (weights by an asd scheme, "
+                       "activations int8 by calibration) and lower every layer to program "
+                       "images that fit the accelerator configuration.",
+                       epilog=COMPILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("--config", metavar="CFG", help="accelerator configuration (.toml/.json); "
+                   "default: the built-in one")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    p.add_argument("--calib", metavar="X.npy", help="calibration inputs, float N x C x H x W")
+    p.add_argument("--scheme", default="asd", help="weight scheme from asd's registry "
+                   "(default: asd; the hardware holds asd with <=2 digits and pot)")
+    p.add_argument("--conversion", choices=["nearest", "csd"], help="asd: rounding")
+    p.add_argument("--percentile", type=float, metavar="P",
+                   help="activation range: P-th percentile of |x| instead of the max")
+    p.add_argument("--no-requant-search", action="store_true",
+                   help="plain max-abs weight scales with a rounded requant multiplier "
+                   "(for comparison; default is the exact requant-aware scale search)")
+    p.add_argument("--input-size", metavar="HxW", help="override the model's input H x W")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_compile)
+
+    r = sub.add_parser("run", help="run a compiled network on a batch",
+                       description="Run a compiled network layer by layer on a batch and "
+                       "print cycles per layer and totals.", epilog=RUN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("outdir", metavar="OUTDIR")
+    r.add_argument("--input", required=True, metavar="X.npy", help="float32 N x C x H x W")
+    r.add_argument("--output", metavar="Y.npy", help="dequantized float32 outputs, N first")
+    r.add_argument("--backend", default="emu", choices=BACKENDS)
+    r.add_argument("--emulate", default="first", choices=["first", "all"],
+                   help="emu: which images run on the emulator (default: first)")
+    r.add_argument("--step", action="store_true", help="emu: step mode instead of fast mode")
+    r.add_argument("--json", action="store_true", help="machine-readable report")
+    r.add_argument("--trace", action="store_true", help="compare every layer with the integer "
+                   "and float references; name the first that diverges")
+    r.add_argument("--tol", type=float, default=0.25,
+                   help="--trace: relative float error that counts as diverging (default 0.25)")
+    r.set_defaults(func=cmd_run)
+
+
+def _user_error(msg: str) -> Exception:
+    from asd_cli.main import UserError
+
+    return UserError(msg)
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as exc:
+        raise _user_error(f"{what} {path}: {exc}") from None
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from emu.config import AccelConfig, ConfigError
+    from programs.lower import LowerError
+    from programs.manifest import compile_model
+    from programs.onnx_import import ImportError_
+    from programs.quantize import QuantizeError
+
+    try:
+        config = AccelConfig.load(args.config) if args.config else AccelConfig()
+    except ConfigError as exc:
+        raise _user_error(str(exc)) from None
+    calib = _load_npy(args.calib, "calibration") if args.calib else None
+    hw = None
+    if args.input_size:
+        try:
+            h, w = (int(v) for v in args.input_size.lower().split("x"))
+            hw = (h, w)
+        except ValueError:
+            raise _user_error(f"--input-size {args.input_size}: expected HxW") from None
+    opts: dict[str, Any] = {}
+    if args.conversion:
+        opts["conversion"] = args.conversion
+    if not Path(args.model).exists():
+        raise _user_error(f"{args.model}: no such file")
+    try:
+        comp = compile_model(args.model, config, calib, scheme=args.scheme, scheme_options=opts,
+                             percentile=args.percentile,
+                             requant_aware=not args.no_requant_search, input_hw=hw)
+    except (ImportError_, QuantizeError, LowerError, ValueError) as exc:
+        raise _user_error(str(exc)) from None
+    comp.write(args.output)
+    man = comp.manifest()
+    if args.json:
+        print(json.dumps({"outdir": args.output, "totals": man["totals"],
+                          "layers": [{k: e[k] for k in ("name", "op", "out_shape", "cycles")}
+                                     | {"tiles": len(e["tiles"])} for e in man["layers"]]}))
+        return 0
+    print(f"{'layer':<28} {'op':<8} {'output':<16} {'tiles':>5} {'cycles':>12}")
+    for e in man["layers"]:
+        shape = "x".join(map(str, e["out_shape"]))
+        print(f"{e['name'][:28]:<28} {e['op']:<8} {shape:<16} {len(e['tiles']):>5} "
+              f"{e['cycles']:>12}")
+    t = man["totals"]
+    print(f"total: {t['tiles']} images, {t['image_bytes']} bytes, {t['text_words']} "
+          f"instructions, {t['weight_words']} weight words, {t['cycles']} cycles per image")
+    print(f"wrote {args.output}/manifest.json")
+    return 0
+
+
+def backend_runner(name: str, step: bool = False) -> Any:
+    from programs.runtime import emulator_backend
+
+    if name == "emu":
+        return emulator_backend(fast=not step)
+    try:
+        from accel import backends  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise _user_error(f"backend {name}: the RTL backends are not available ({exc})") from None
+
+    def go(image: Any) -> tuple[np.ndarray, int]:
+        r = backends.run(image, name)
+        return np.asarray(r.amem, np.int64), int(r.cycles)
+
+    return go
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from programs import runtime
+    from programs.manifest import Compiled
+
+    try:
+        comp = Compiled.load(args.outdir)
+    except (ValueError, OSError) as exc:
+        raise _user_error(str(exc)) from None
+    x = _load_npy(args.input, "input")
+    backend = backend_runner(args.backend, args.step)
+    try:
+        rep = runtime.run(comp, x, backend, backend_name=args.backend,
+                          batched=args.backend == "emu", emulate=args.emulate, trace=args.trace,
+                          float_tol=args.tol)
+    except runtime.DivergenceError as exc:
+        print(f"asd run: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        raise _user_error(str(exc)) from None
+    if args.output:
+        np.save(args.output, rep.output.astype(np.float32))
+    if args.json:
+        print(json.dumps(rep.as_dict()))
+    else:
+        print(f"{'layer':<28} {'op':<8} {'cycles':>12}" + ("   int-diff  float-err(rel)"
+                                                            if args.trace else ""))
+        for r in rep.layers:
+            line = f"{r.name[:28]:<28} {r.op:<8} {r.cycles:>12}"
+            if args.trace:
+                fe = ("" if r.float_rel_err is None
+                      else f"{r.float_max_err:.4g} ({r.float_rel_err:.3f})")
+                line += f"   {r.int_max_diff:>8}  {fe}"
+            print(line)
+        print(f"total: {rep.cycles_per_image} cycles per image, {rep.cycles_per_image * rep.batch}"
+              f" for the batch of {rep.batch} ({args.backend}, {rep.seconds:.2f} s)")
+        if args.trace:
+            print("integer: " + (f"first divergence at layer {rep.first_int_divergence}"
+                                 if rep.first_int_divergence else "bit-exact in every layer"))
+            print("float: " + (f"first layer beyond relative error {args.tol}: "
+                               f"{rep.first_float_divergence}" if rep.first_float_divergence
+                               else f"every layer within relative error {args.tol}"))
+    return 1 if rep.first_int_divergence else 0

@@ -1,0 +1,128 @@
+"""Compiler benchmark: ResNet-18 (random weights, from programs.seednets) at 224x224.
+
+Measures compile time (import, quantization, lowering), the emulator's time in fast mode for
+one image beside onnxruntime's float time on the same input (as a ratio), the total program
+bytes and the cycles per image; and, on a smaller copy, the output error with and without the
+requant-aware weight-scale search.  Prints and saves JSON.
+
+    python benchmarks/bench_compiler.py [--size 224] [--width 1.0] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emu.config import AccelConfig
+from programs import reference, runtime, seednets
+from programs.manifest import compile_model
+
+# ResNet-18's 3x3x512 convolutions need 4608 weight words per block of lanes: more than the
+# default 4096-word WMEM holds, so the benchmark's accelerator has 8192.
+BENCH_CONFIG = AccelConfig(wmem_depth=8192)
+
+
+def _ort_seconds(model: Any, x: np.ndarray, repeat: int = 5) -> tuple[float, np.ndarray]:
+    reference.onnx_forward(model, x)  # warm-up (session creation is not inference)
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: x})
+    best = float("inf")
+    out = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = sess.run(None, {name: x})[0]
+        best = min(best, time.perf_counter() - t)
+    return best, np.asarray(out)
+
+
+def requant_comparison(size: int, width: float, n: int = 8, seed: int = 1) -> dict[str, Any]:
+    """Output error against the float model with and without the requant-aware search."""
+    model = seednets.build("resnet18", width=width, size=size, classes=10, seed=seed)
+    rng = np.random.default_rng(seed)
+    calib = rng.standard_normal((n, 3, size, size)).astype(np.float32)
+    x = rng.standard_normal((n, 3, size, size)).astype(np.float32)
+    want = next(iter(reference.onnx_forward(model, x).values()))
+    out: dict[str, Any] = {"model": f"resnet18 width {width} at {size}x{size}", "images": n}
+    for aware in (True, False):
+        comp = compile_model(model, AccelConfig(), calib, requant_aware=aware)
+        got = reference.to_user(reference.dequantize(
+            comp.qnet, comp.qnet.graph.output,
+            reference.int_forward(comp.qnet, x)[comp.qnet.graph.output]), comp.qnet.graph)
+        key = "requant_aware" if aware else "max_abs_scales"
+        out[key] = {
+            "rel_rms_error": float(np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2))),
+            "top1_agreement": float(np.mean(got.argmax(1) == want.argmax(1))),
+        }
+    return out
+
+
+def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
+          compare_size: int = 32, compare_width: float = 0.25) -> dict[str, Any]:
+    model = seednets.build("resnet18", width=width, size=size, seed=seed)
+    rng = np.random.default_rng(seed)
+    calib = rng.standard_normal((calib_n, 3, size, size)).astype(np.float32)
+    x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
+    t0 = time.perf_counter()
+    comp = compile_model(model, BENCH_CONFIG, calib)
+    t_compile = time.perf_counter() - t0
+    totals = comp.totals()
+    t0 = time.perf_counter()
+    rep = runtime.run(comp, x, runtime.emulator_backend(fast=True))
+    t_emu = time.perf_counter() - t0
+    t_ort, y_ort = _ort_seconds(model, x)
+    # The emulator's result is checked bit for bit against the integer reference inside run().
+    result = {
+        "network": f"resnet18 (random weights), width {width}, input {size}x{size}",
+        "config": BENCH_CONFIG.to_dict(),
+        "compile_seconds": t_compile,
+        "compile_breakdown": comp.info["compile_seconds"],
+        "emulator_fast_seconds": t_emu,
+        "onnxruntime_float_seconds": t_ort,
+        "emulator_over_onnxruntime": t_emu / t_ort,
+        "program_bytes": totals["image_bytes"],
+        "tiles": totals["tiles"],
+        "instructions": totals["text_words"],
+        "weight_words": totals["weight_words"],
+        "cycles_per_image": rep.cycles_per_image,
+        "bit_exact_with_integer_reference": rep.first_int_divergence is None,
+        "output_rel_rms_error_vs_float": float(np.sqrt(np.mean((rep.output - y_ort) ** 2)
+                                                       / np.mean(y_ort ** 2))),
+        "requant_search": requant_comparison(compare_size, compare_width),
+        "machine": {"python": platform.python_version(), "cpu": platform.processor()
+                    or platform.machine()},
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--compare-size", type=int, default=32)
+    p.add_argument("--compare-width", type=float, default=0.25)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "compiler.json"))
+    args = p.parse_args(argv)
+    res = bench(args.size, args.width, compare_size=args.compare_size,
+                compare_width=args.compare_width)
+    text = json.dumps(res, indent=1)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""The compiler driver and its output directory.
+
+``compile_model`` runs import -> quantization -> lowering.  :class:`Compiled` writes::
+
+    OUTDIR/manifest.json      layers, shapes, scales, tiles, sizes, expected cycles
+    OUTDIR/qnet.json, .npz    the quantized network (the integer reference needs it)
+    OUTDIR/model.onnx         the float model (the float reference for --trace)
+    OUTDIR/tiles/NNN_LAYER_TTT.bin   one program image per tile
+    OUTDIR/tiles/NNN_LAYER_TTT.s     its assembly listing (code; data lives in the .bin)
+
+and :meth:`Compiled.load` reads it back, checking every image against the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from emu.config import AccelConfig
+from emu.image import Image
+
+from . import lower as lw
+from .onnx_import import import_model
+from .quantize import QNet, quantize
+
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class Compiled:
+    qnet: QNet
+    layers: list[lw.LoweredLayer]
+    model_path: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> AccelConfig:
+        return self.qnet.config
+
+    def totals(self) -> dict[str, int]:
+        tiles = [t for ll in self.layers for t in ll.tiles]
+        return {
+            "tiles": len(tiles),
+            "text_words": sum(len(t.image.text) for t in tiles),
+            "weight_words": sum(len(t.image.weights) for t in tiles),
+            "param_words": sum(len(t.image.params) for t in tiles),
+            "image_bytes": sum(len(t.image.to_bytes()) for t in tiles),
+            "cycles": sum(t.cycles for t in tiles),
+        }
+
+    def manifest(self) -> dict[str, Any]:
+        q = self.qnet
+        g = q.graph
+        layers = []
+        for i, ll in enumerate(self.layers):
+            ql = q.qlayers[ll.name]
+            lay = ql.layer
+            entry: dict[str, Any] = {
+                "index": i, "name": ll.name, "op": ll.op, "onnx_nodes": lay.onnx_nodes,
+                "inputs": ll.inputs, "output": ll.output,
+                "in_shapes": [list(g.shapes[t]) for t in ll.inputs],
+                "out_shape": list(ll.out_shape), "act": lay.act,
+                "scales": {"inputs": [q.scales[t] for t in ll.inputs],
+                           "output": q.scales.get(ll.output)},
+                "pads": list(ll.pads), "pad_value": ll.pad_value, "host": ll.host,
+                "requant_exact": ql.exact, "cycles": ll.cycles,
+            }
+            if lay.op in ("conv", "maxpool", "avgpool"):
+                entry.update(kernel=list(lay.kernel), stride=list(lay.stride), groups=lay.groups)
+            tiles = []
+            for j, t in enumerate(ll.tiles):
+                name = lw.tile_filename(i, ll.name, j)
+                tiles.append({
+                    "image": f"tiles/{name}.bin", "listing": f"tiles/{name}.s",
+                    "inputs": [{"tensor": ti.tensor, "rows": list(ti.rows),
+                                "channels": list(ti.channels), "base": ti.base}
+                               for ti in t.inputs],
+                    "out_rows": list(t.out_rows), "out_channels": list(t.out_channels),
+                    "out_base": t.out_base, "cycles": t.cycles,
+                    "text_words": len(t.image.text), "weight_words": len(t.image.weights),
+                    "param_words": len(t.image.params),
+                })
+            entry["tiles"] = tiles
+            layers.append(entry)
+        return {"version": MANIFEST_VERSION, "config": self.config.to_dict(),
+                "input": g.input, "input_shape": list(g.input_shape), "output": g.output,
+                "output_dims": g.output_dims, "scheme": q.scheme, "calibration": q.calibration,
+                "requant_aware": q.requant_aware, "layers": layers, "totals": self.totals(),
+                **self.info}
+
+    def write(self, outdir: str | Path) -> Path:
+        d = Path(outdir)
+        tiles_dir = d / "tiles"
+        if tiles_dir.exists():
+            shutil.rmtree(tiles_dir)
+        tiles_dir.mkdir(parents=True)
+        for i, ll in enumerate(self.layers):
+            for j, t in enumerate(ll.tiles):
+                name = lw.tile_filename(i, ll.name, j)
+                t.image.write(tiles_dir / f"{name}.bin")
+                (tiles_dir / f"{name}.s").write_text(t.source)
+        self.qnet.save(d)
+        if self.model_path is not None and self.model_path.resolve() != (d / "model.onnx"
+                                                                         ).resolve():
+            shutil.copyfile(self.model_path, d / "model.onnx")
+        (d / "manifest.json").write_text(json.dumps(self.manifest(), indent=1) + "\n")
+        return d
+
+    @classmethod
+    def load(cls, outdir: str | Path) -> Compiled:
+        d = Path(outdir)
+        try:
+            man = json.loads((d / "manifest.json").read_text())
+        except OSError as exc:
+            raise ValueError(f"{d}: no compiled network here ({exc.strerror})") from None
+        if man.get("version") != MANIFEST_VERSION:
+            raise ValueError(f"{d}: manifest version {man.get('version')}, this tool reads "
+                             f"{MANIFEST_VERSION}")
+        qnet = QNet.load(d)
+        layers = []
+        for entry in man["layers"]:
+            ll = lw.LoweredLayer(entry["name"], entry["op"], entry["inputs"], entry["output"],
+                                 tuple(entry["out_shape"]),  # type: ignore[arg-type]
+                                 tuple(entry["pads"]),  # type: ignore[arg-type]
+                                 int(entry["pad_value"]))
+            for t in entry["tiles"]:
+                img = Image.load(d / t["image"])
+                img.check_config(qnet.config)
+                src_path = d / t["listing"]
+                ll.tiles.append(lw.Tile(
+                    img, src_path.read_text() if src_path.exists() else "",
+                    [lw.TileInput(ti["tensor"], tuple(ti["rows"]),  # type: ignore[arg-type]
+                                  tuple(ti["channels"]), int(ti["base"]))  # type: ignore[arg-type]
+                     for ti in t["inputs"]],
+                    tuple(t["out_rows"]), tuple(t["out_channels"]),  # type: ignore[arg-type]
+                    int(t["out_base"]), int(t["cycles"])))
+            layers.append(ll)
+        model = d / "model.onnx"
+        return cls(qnet, layers, model if model.exists() else None)
+
+
+def default_calibration(shape: tuple[int, int, int], n: int = 4, seed: int = 0) -> NDArray:
+    """Stand-in calibration when none is given: standard normal images (real data is better)."""
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+
+def compile_model(model: str | Path | Any, config: AccelConfig, calib: NDArray | None = None,
+                  *, scheme: str = "asd", scheme_options: dict[str, Any] | None = None,
+                  percentile: float | None = None,
+                  requant_aware: bool = True, input_hw: tuple[int, int] | None = None
+                  ) -> Compiled:
+    """ONNX model (path or ModelProto) -> quantized, lowered network."""
+    t0 = time.perf_counter()
+    graph = import_model(model, input_hw)
+    lw.check_fits(graph, config)
+    t1 = time.perf_counter()
+    if calib is None:
+        calib = default_calibration(graph.input_shape)
+    calib = np.asarray(calib, np.float32)
+    if calib.ndim != 4 or tuple(calib.shape[1:]) != graph.input_shape:
+        raise ValueError(f"calibration data of shape {calib.shape}; the model takes "
+                         f"N x {' x '.join(map(str, graph.input_shape))}")
+    qnet = quantize(graph, config, calib, scheme=scheme, scheme_options=scheme_options,
+                    percentile=percentile,
+                    requant_aware=requant_aware)
+    t2 = time.perf_counter()
+    layers = lw.lower(qnet)
+    t3 = time.perf_counter()
+    path = Path(model) if isinstance(model, (str, Path)) else None
+    info = {"compile_seconds": {"import": t1 - t0, "quantize": t2 - t1, "lower": t3 - t2},
+            "calibration_inputs": int(calib.shape[0])}
+    return Compiled(qnet, layers, path, info)

@@ -1,0 +1,493 @@
+"""Quantization of a whole network for the shift-add accelerator.
+
+* Weights: per output channel ``w ~ s_w[c] * w_int / 2^(W-1)`` with ``w_int`` from a weight
+  scheme whose values the two-digit hardware code holds (ASD with two digits, its CSD-rounded
+  variant, one-digit powers of two).
+* Activations: int8 (``act_bits``) per tensor, symmetric, zero point 0; the scale is the
+  calibrated max-abs (or a percentile of |x|) over a few inputs divided by ``2^(act_bits-1)-1``.
+  Tensors that must share a scale (Concat inputs and output, max-pool and flatten in/out) get
+  the largest range of their group.
+* Biases at the accumulator's scale: ``bias_int = round(b / (s_x * s_w[c] / 2^(W-1)))``.
+* Requantization ``y = sat(rnd(acc * m, sh))`` where ``m`` is a two-digit value, so the
+  datapath stays multiplier-less.  A two-digit ``m`` is coarse (up to ~8% off), so the weight
+  scale - free per channel - is chosen among the values that make
+  ``M_c = s_x * s_w[c] / (2^(W-1) * s_y)`` *exactly* ``m / 2^sh`` (requant-aware scale search,
+  least weight MSE wins).  Average pooling and Add have no weights; their output scale is free
+  instead and is snapped (upwards, so nothing new saturates) to make ``M`` exact.
+* LeakyReLU/PReLU slopes are two-digit codes ``slope * 2^(W-1)`` applied by ACT.
+* ReLU6 (Clip 0..6): the output scale is ``min(range, 6) / 127`` so saturation clamps at 6.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from asd import hwcode
+from emu.config import AccelConfig
+from emu.semantics import req_param
+
+from . import reference
+from .graph import Graph, Layer
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+
+class QuantizeError(ValueError):
+    """A network that cannot be quantized for this accelerator; names the layer."""
+
+
+# Weight schemes ------------------------------------------------------------------------------
+# A scheme maps weights in value units (w / s) to integers in units 2^-(W-1).  Schemes come from
+# asd's registry; the compiler only needs "quantize at this scale", which every scheme has.
+SchemeFn = Callable[[F64], I64]
+
+# Registry options that follow the accelerator's exponent width.
+_EXP_BITS_SCHEMES = ("asd", "pot", "shiftcnn")
+
+
+def weight_scheme(name: str, exp_bits: int, **options: Any) -> tuple[SchemeFn, float]:
+    """``(quantizer, largest value)`` of a registry scheme; the quantizer refuses values the
+    two-digit hardware code cannot hold (so int8, minifloats etc. fail with a clear error)."""
+    from asd.schemes import available, get_scheme
+
+    if name in _EXP_BITS_SCHEMES:
+        options = {"exp_bits": exp_bits, **options}
+    try:
+        sch = get_scheme(name, **options)
+    except ValueError as exc:
+        raise QuantizeError(str(exc)) from None
+    unit = float(1 << (hwcode.window(exp_bits) - 1))
+
+    checked: set[int] = set()
+
+    def fn(v: F64) -> I64:
+        v2 = np.asarray(v, np.float64).reshape(v.shape[0], -1)
+        cb = getattr(getattr(sch, "fmt", None), "codebook", None)
+        if sch.levels() is not None and cb is not None:
+            # Nearest rounding on a codebook (what levels() promises): straight to values.
+            idx = cb.map(v2, 1.0).astype(np.intp) + cb.m
+            vals = np.ldexp(cb.signed_levels[idx].astype(np.float64), -cb.frac_bits) * unit
+        else:
+            codes = sch._codes(v2, np.ones(v2.shape[0], np.float32))
+            vals = np.asarray(sch.decode(codes), np.float64) * unit
+        ints = np.rint(vals)
+        # Only values not seen before need the (slow) check against the hardware code.
+        new = [int(u) for u in np.unique(ints) if int(u) not in checked]
+        try:
+            if not np.array_equal(ints, vals):
+                raise ValueError("values off the 2^-(W-1) grid")
+            if new:
+                hwcode.encode(np.array(new, np.int64), exp_bits)
+                checked.update(new)
+        except ValueError:
+            raise QuantizeError(
+                f"weight scheme '{name}' {options} gives values the accelerator's two-digit "
+                f"code (E={exp_bits}) cannot hold; usable: asd (digits<=2), asd "
+                f"conversion=csd, pot; registry: {', '.join(available())}") from None
+        return ints.astype(np.int64).reshape(v.shape)
+
+    fn.levels = sch.levels()  # type: ignore[attr-defined]
+    return fn, float(sch.vmax)
+
+
+def _asd_format(exp_bits: int, digits: int) -> Any:
+    from asd.asdq import AsdFormat
+
+    return AsdFormat(digits=digits, exp_bits=exp_bits)
+
+
+def _nearest_on(levels: F64) -> Callable[[F64], F64]:
+    """Nearest value of a sign-symmetric codebook, ties away from zero (the rounding
+    ``Scheme.levels()`` promises): a fast stand-in for the scheme inside the scale search.
+
+    The midpoints of two-digit codebooks lie on a power-of-two grid, so one table lookup per
+    element is exact: every ``|v|`` in ``[k*r, (k+1)*r)`` has the same nearest value."""
+    lv = np.unique(np.abs(np.asarray(levels, np.float64)))
+    mid = (lv[:-1] + lv[1:]) / 2
+    r = 2.0 ** -40
+    while r < 1 and np.all(np.mod(mid, 2 * r) == 0):
+        r *= 2
+    if np.all(np.mod(mid, r) == 0) and mid[-1] / r < (1 << 20):
+        grid = np.arange(int(mid[-1] / r) + 2) * r
+        table = lv[np.searchsorted(mid, grid, side="right")]
+        last = len(table) - 1
+
+        def q(v: F64) -> F64:
+            a = np.abs(v)
+            idx = np.minimum(a * (1.0 / r), last).astype(np.intp)
+            return np.copysign(table[idx], v)
+
+        return q
+
+    def q_search(v: F64) -> F64:
+        idx = np.searchsorted(mid, np.abs(v), side="right")
+        return np.copysign(lv[idx], v)
+
+    return q_search
+
+
+# Two-digit multipliers -----------------------------------------------------------------------
+def two_digit_ints(exp_bits: int) -> I64:
+    """Every positive integer the two-digit code holds, ascending (1 .. 2^W)."""
+    top = hwcode.window(exp_bits) - 1
+    vals = {(1 << i) + s * (1 << j) for i in range(top + 1) for j in range(top + 1)
+            for s in (1, -1)}
+    vals.add(1 << (top + 1))
+    return np.array(sorted(v for v in vals if v > 0), np.int64)
+
+
+def snap_mult(target: F64, exp_bits: int, mode: str = "nearest") -> tuple[I64, I64]:
+    """``(m, sh)`` with ``m`` two-digit and ``m / 2^sh`` nearest to (or, with ``mode='floor'``,
+    the largest not above) each positive ``target``."""
+    t = np.atleast_1d(np.asarray(target, np.float64))
+    if np.any(~np.isfinite(t)) or np.any(t <= 0):
+        raise QuantizeError(f"requantization factor {t} must be positive and finite")
+    ms = two_digit_ints(exp_bits).astype(np.float64)
+    # For every m the shift putting m/2^sh just above and below the target.
+    sh0 = np.floor(np.log2(ms[None, :] / t[:, None]))
+    best_m = np.zeros(t.shape, np.int64)
+    best_s = np.zeros(t.shape, np.int64)
+    best_err = np.full(t.shape, np.inf)
+    for d in (-1.0, 0.0, 1.0):
+        sh = np.clip(sh0 + d, 0, 63)
+        val = ms[None, :] / np.exp2(sh)
+        err = np.abs(val - t[:, None]) / t[:, None]
+        if mode == "floor":
+            err = np.where(val <= t[:, None] * (1 + 1e-12), err, np.inf)
+        j = np.argmin(err, axis=1)
+        e = err[np.arange(t.size), j]
+        better = e < best_err
+        best_err = np.where(better, e, best_err)
+        best_m = np.where(better, ms[j].astype(np.int64), best_m)
+        best_s = np.where(better, sh[np.arange(t.size), j].astype(np.int64), best_s)
+    if np.any(~np.isfinite(best_err)):
+        raise QuantizeError(f"requantization factor {t[~np.isfinite(best_err)][0]:.3g} is "
+                            "outside what a two-digit multiplier and a 0..63 shift can express")
+    return best_m, best_s
+
+
+def mult_candidates(lo: F64, hi: F64, exp_bits: int) -> list[F64]:
+    """All exact two-digit multipliers ``m / 2^sh`` in ``[lo, hi]`` per row, as a list of
+    arrays (candidate k of every row; rows with fewer candidates repeat their last)."""
+    ms = two_digit_ints(exp_bits).astype(np.float64)
+    mant = np.unique(ms / np.exp2(np.floor(np.log2(ms))))  # in [1, 2)
+    k0 = np.floor(np.log2(lo)) - 1
+    cands = []
+    for dk in range(0, 4):
+        for mt in mant:
+            cands.append(mt * np.exp2(k0 + dk))
+    arr = np.stack(cands, axis=1)  # (rows, n)
+    ok = (arr >= lo[:, None]) & (arr <= hi[:, None])
+    out = []
+    for j in range(arr.shape[1]):
+        if np.any(ok[:, j]):
+            out.append(np.where(ok[:, j], arr[:, j], np.nan))
+    return out
+
+
+# The quantized network -----------------------------------------------------------------------
+@dataclass
+class QLayer:
+    """Integer parameters of one layer (per output channel where it applies)."""
+
+    layer: Layer
+    w_int: I64 | None = None        # conv: (Co, Ci/g, KH, KW), values of the weight code
+    s_w: F64 | None = None          # conv: per-channel weight scale
+    bias_int: I64 | None = None     # conv: (Co,), accumulator scale
+    mult: I64 | None = None         # (C,) two-digit requant multiplier m
+    shift: I64 | None = None        # (C,) requant shift
+    relu: bool = False
+    slope_ints: I64 | None = None   # (C,) two-digit slope * 2^(W-1) for ACT
+    add_ints: tuple[int, int] | None = None  # add: the two inputs' two-digit weights
+    exact: bool = True              # requantization factor exactly as the float math wants
+    config: AccelConfig = field(default_factory=AccelConfig)
+
+    @property
+    def req_params(self) -> I64:
+        assert self.mult is not None and self.shift is not None
+        c = self.config
+        codes = hwcode.encode(self.mult, c.exp_bits)
+        return np.array([req_param(int(m), int(s), c.code_bits)
+                         for m, s in zip(codes, self.shift)], np.int64)
+
+    @property
+    def slope_params(self) -> I64 | None:
+        if self.slope_ints is None:
+            return None
+        codes = hwcode.encode(self.slope_ints, self.config.exp_bits)
+        return np.array([req_param(int(m), 0, self.config.code_bits) for m in codes], np.int64)
+
+    @property
+    def w_codes(self) -> I64:
+        assert self.w_int is not None
+        return hwcode.encode(self.w_int, self.config.exp_bits)
+
+    @property
+    def add_codes(self) -> tuple[int, int] | None:
+        if self.add_ints is None:
+            return None
+        a, b = hwcode.encode(np.array(self.add_ints), self.config.exp_bits)
+        return int(a), int(b)
+
+    def mult_float(self) -> F64:
+        assert self.mult is not None and self.shift is not None
+        return self.mult / np.exp2(self.shift.astype(np.float64))
+
+
+@dataclass
+class QNet:
+    graph: Graph
+    config: AccelConfig
+    scales: dict[str, float]
+    qlayers: dict[str, QLayer]
+    scheme: str = "asd"
+    calibration: str = "maxabs"
+    requant_aware: bool = True
+
+    @property
+    def unit_int(self) -> int:
+        """The weight integer of 1.0 (average pooling)."""
+        return 1 << (self.config.window - 1)
+
+    @property
+    def unit_code(self) -> int:
+        return int(hwcode.encode(np.array(self.unit_int), self.config.exp_bits))
+
+    # Persistence: the manifest's layer list plus one npz of arrays --------------------------
+    def save(self, directory: str | Path) -> None:
+        d = Path(directory)
+        arrays: dict[str, NDArray] = {}
+        layers: list[dict[str, Any]] = []
+        for lay in self.graph.layers:
+            ql = self.qlayers[lay.name]
+            i = len(layers)
+            for key in ("weight", "bias", "slope"):
+                v = getattr(lay, key)
+                if v is not None:
+                    arrays[f"{i}/{key}"] = v
+            for key in ("w_int", "s_w", "bias_int", "mult", "shift", "slope_ints"):
+                v = getattr(ql, key)
+                if v is not None:
+                    arrays[f"{i}/q_{key}"] = v
+            layers.append({"layer": lay.attrs(), "relu": ql.relu, "exact": ql.exact,
+                           "add_ints": list(ql.add_ints) if ql.add_ints else None})
+        meta = {"input": self.graph.input, "input_shape": list(self.graph.input_shape),
+                "output": self.graph.output, "output_dims": self.graph.output_dims,
+                "config": self.config.to_dict(), "scales": self.scales, "layers": layers,
+                "scheme": self.scheme, "calibration": self.calibration,
+                "requant_aware": self.requant_aware}
+        (d / "qnet.json").write_text(json.dumps(meta, indent=1))
+        np.savez_compressed(d / "qnet.npz", **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> QNet:
+        d = Path(directory)
+        meta = json.loads((d / "qnet.json").read_text())
+        config = AccelConfig.from_dict(meta["config"])
+        with np.load(d / "qnet.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        layers, qlayers = [], {}
+        for i, entry in enumerate(meta["layers"]):
+            mine = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.split("/")[0] == str(i)}
+            lay = Layer.from_attrs(entry["layer"], {k: v for k, v in mine.items()
+                                                    if not k.startswith("q_")})
+            q = {k[2:]: v for k, v in mine.items() if k.startswith("q_")}
+            layers.append(lay)
+            qlayers[lay.name] = QLayer(lay, relu=bool(entry["relu"]), exact=bool(entry["exact"]),
+                                       add_ints=tuple(entry["add_ints"]) if entry["add_ints"]
+                                       else None, config=config, **q)
+        graph = Graph(meta["input"], tuple(meta["input_shape"]), meta["output"], layers,
+                      int(meta["output_dims"]))
+        return cls(graph, config, {k: float(v) for k, v in meta["scales"].items()}, qlayers,
+                   meta["scheme"], meta["calibration"], bool(meta["requant_aware"]))
+
+
+# Calibration ---------------------------------------------------------------------------------
+def calibrate(graph: Graph, calib: NDArray, percentile: float | None = None
+              ) -> tuple[dict[str, float], dict[str, float]]:
+    """Per tensor the range ``max |x|`` (or the given percentile of |x|) over the calibration
+    inputs, and per layer the range of its pre-activation."""
+    pre: dict[str, F64] = {}
+    vals = reference.float_forward(graph, calib, pre)
+
+    def rng(v: F64) -> float:
+        a = np.abs(v)
+        r = float(np.percentile(a, percentile)) if percentile is not None else float(a.max())
+        return r if r > 0 else 1.0
+
+    return {k: rng(v) for k, v in vals.items()}, {k: rng(v) for k, v in pre.items()}
+
+
+class _Groups:
+    """Union-find over tensors that must share one scale."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, t: str) -> str:
+        self.parent.setdefault(t, t)
+        while self.parent[t] != t:
+            self.parent[t] = self.parent[self.parent[t]]
+            t = self.parent[t]
+        return t
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+    def members(self, t: str) -> list[str]:
+        r = self.find(t)
+        return [k for k in list(self.parent) if self.find(k) == r]
+
+
+def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str = "asd",
+             scheme_options: dict[str, Any] | None = None, percentile: float | None = None,
+             requant_aware: bool = True) -> QNet:
+    """Quantize every layer of ``graph`` for ``config`` using calibration inputs ``calib``
+    (float, NCHW)."""
+    qmax = (1 << (config.act_bits - 1)) - 1
+    unit = 1 << (config.window - 1)
+    ranges, pre_ranges = calibrate(graph, calib, percentile)
+    groups = _Groups()
+    for t in graph.shapes:
+        groups.find(t)
+    for lay in graph.layers:
+        if lay.op in ("concat", "maxpool", "flatten"):
+            for t in lay.inputs:
+                groups.union(t, lay.output)
+    want: dict[str, float] = {}
+    for lay in graph.layers:
+        r = ranges[lay.output]
+        if lay.act in ("leaky", "prelu"):
+            # REQ saturates the pre-activation before ACT scales negatives: cover both.
+            r = max(r, pre_ranges[lay.name])
+        if lay.act == "clip":
+            r = min(r, lay.act_hi)
+        want[lay.output] = r
+    want[graph.input] = ranges[graph.input]
+    scales: dict[str, float] = {}
+    for t in graph.shapes:
+        scales[t] = max(want.get(m, 0.0) for m in groups.members(t)) / qmax
+    for lay in graph.layers:
+        if lay.act == "clip" and scales[lay.output] * qmax > lay.act_hi * (1 + 1e-9):
+            raise QuantizeError(f"layer {lay.name}: Clip(0, {lay.act_hi}) output shares a "
+                                f"scale with a wider tensor; its upper clamp cannot be kept")
+
+    quant, vmax = weight_scheme(scheme, config.exp_bits, **(scheme_options or {}))
+    qlayers: dict[str, QLayer] = {}
+    for lay in graph.layers:
+        ql = QLayer(lay, relu=lay.act in ("relu", "clip"), config=config)
+        qlayers[lay.name] = ql
+        if lay.op in ("concat", "flatten", "softmax", "maxpool"):
+            continue
+        free = len(groups.members(lay.output)) == 1 and lay.act != "clip"
+        s_y = scales[lay.output]
+        if lay.op == "conv":
+            _quantize_conv(ql, scales[lay.inputs[0]], s_y, quant, vmax, config, requant_aware)
+        elif lay.op == "avgpool":
+            k = lay.kernel[0] * lay.kernel[1]
+            target = scales[lay.inputs[0]] / (unit * k * s_y)
+            s_y = _set_mult(ql, target, free and requant_aware, config, graph)
+            if free and requant_aware:
+                scales[lay.output] = scales[lay.inputs[0]] / (unit * k * ql.mult_float()[0])
+        elif lay.op == "add":
+            sa, sb = scales[lay.inputs[0]], scales[lay.inputs[1]]
+            ql.add_ints = _add_weights(sa, sb, config.exp_bits)
+            target = sa / (ql.add_ints[0] * s_y)
+            _set_mult(ql, target, free and requant_aware, config, graph)
+            if free and requant_aware:
+                scales[lay.output] = sa / (ql.add_ints[0] * ql.mult_float()[0])
+        if lay.act in ("leaky", "prelu"):
+            assert lay.slope is not None
+            fmt = _asd_format(config.exp_bits, 2)
+            from asd import asdq
+
+            ql.slope_ints = asdq.nearest_int(np.clip(lay.slope, -fmt.vmax, fmt.vmax), fmt)
+    return QNet(graph, config, scales, qlayers, scheme,
+                "maxabs" if percentile is None else f"p{percentile:g}", requant_aware)
+
+
+def _set_mult(ql: QLayer, target: float, snap: bool, config: AccelConfig, graph: Graph
+              ) -> float:
+    c = graph.shapes[ql.layer.output][0]
+    m, sh = snap_mult(np.array([target]), config.exp_bits, "floor" if snap else "nearest")
+    ql.mult = np.repeat(m, c)
+    ql.shift = np.repeat(sh, c)
+    ql.exact = snap or bool(abs(ql.mult_float()[0] - target) <= 1e-12 * target)
+    return float(ql.mult_float()[0])
+
+
+def _add_weights(sa: float, sb: float, exp_bits: int) -> tuple[int, int]:
+    """Two-digit weights ``(ca, cb)`` with ``ca / sa`` as close to ``cb / sb`` as any pair."""
+    ms = two_digit_ints(exp_bits).astype(np.float64)
+    ratio = sb / sa  # want cb / ca == ratio
+    err = np.abs(ms[None, :] / ms[:, None] / ratio - 1.0)  # rows ca, columns cb
+    # Among (near-)ties prefer large weights: finer rounding of the sum.
+    err = err + 1e-9 * (ms.max() * 2 - ms[:, None] - ms[None, :])
+    i, j = np.unravel_index(np.argmin(err), err.shape)
+    return int(ms[i]), int(ms[j])
+
+
+# The requant-aware search tries every exact multiplier in this band around the max-abs one:
+# MSE-optimal scales of two-digit codebooks lie well inside it.
+SEARCH_LO, SEARCH_HI = 0.6, 1.5
+
+
+def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: float,
+                   config: AccelConfig, aware: bool) -> None:
+    lay = ql.layer
+    assert lay.weight is not None and lay.bias is not None
+    unit = 1 << (config.window - 1)
+    co = lay.weight.shape[0]
+    w = lay.weight.reshape(co, -1)
+    amax = np.abs(w).max(axis=1)
+    # A channel of zeros has no natural scale: borrow the typical one so its bias still fits.
+    typical = float(np.median(amax[amax > 0])) if np.any(amax > 0) else 1.0
+    s0 = np.where(amax > 0, amax, typical) / vmax
+    m0 = s_x * s0 / (unit * s_y)
+    if aware:
+        levels = getattr(quant, "levels", None)
+        unit_f = float(unit)
+        if levels is not None:
+            near = _nearest_on(levels)
+
+            def approx(v: F64) -> F64:
+                return near(v)
+        else:
+            def approx(v: F64) -> F64:
+                return quant(v) / unit_f
+        best_err = np.full(co, np.inf)
+        best_m = m0.copy()
+        for cand in mult_candidates(m0 * SEARCH_LO, m0 * SEARCH_HI, config.exp_bits):
+            valid = ~np.isnan(cand)
+            mc = np.where(valid, cand, m0)
+            s = mc * unit * s_y / s_x
+            wq = approx(w / s[:, None]) * s[:, None]
+            err = np.where(valid, ((wq - w) ** 2).sum(axis=1), np.inf)
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            best_m = np.where(better, mc, best_m)
+        m, sh = snap_mult(best_m, config.exp_bits)
+        s_w = (m / np.exp2(sh)) * unit * s_y / s_x
+        ql.exact = True
+    else:
+        s_w = s0
+        m, sh = snap_mult(m0, config.exp_bits)
+        ql.exact = bool(np.all(np.abs(m / np.exp2(sh) - m0) <= 1e-12 * m0))
+    ql.mult, ql.shift, ql.s_w = m.astype(np.int64), sh.astype(np.int64), s_w
+    ql.w_int = quant(w / s_w[:, None]).reshape(lay.weight.shape).astype(np.int64)
+    acc_unit = s_x * s_w / unit
+    bias = np.round(lay.bias / acc_unit)
+    lim = 1 << (config.acc_bits - 1)
+    if np.any(np.abs(bias) >= lim):
+        raise QuantizeError(f"layer {lay.name}: bias {lay.bias[np.argmax(np.abs(bias))]:.4g} "
+                            f"needs more than acc_bits={config.acc_bits} at the accumulator "
+                            "scale")
+    ql.bias_int = bias.astype(np.int64)

@@ -1,0 +1,240 @@
+"""Running a compiled network layer by layer, on a batch, over any backend.
+
+Backends are plain callables ``Image -> (amem, cycles)`` so this package never imports the
+RTL (``accel``); the ``asd`` command builds them.  The emulator backend is batched: programs
+have no data-dependent control flow, so every image of a batch takes the same cycles and the
+layer's integer semantics (:func:`programs.reference.int_layer`, vectorized over the batch)
+give every image's output; the emulator runs the tiles of the first image (or of every image
+with ``emulate="all"``) and the runtime insists on bit-equality, so the batch costs one
+image's Python overhead plus a few numpy passes.  Other backends run every tile of every image.
+
+``trace`` keeps every layer's output, compares it with the integer reference (exact) and the
+float reference (onnxruntime, or numpy when the ONNX file is absent), and names the first
+layer that diverges and by how much.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from emu.image import Image
+
+from . import reference as ref
+from .lower import LoweredLayer, Tile
+from .manifest import Compiled
+
+I64 = NDArray[np.int64]
+Backend = Callable[[Image], tuple[NDArray[np.int64], int]]
+
+
+class DivergenceError(RuntimeError):
+    """A backend's result differs from the integer reference (never expected: a bug)."""
+
+
+def emulator_backend(fast: bool = True) -> Backend:
+    from emu.emulator import run
+
+    def go(image: Image) -> tuple[I64, int]:
+        r = run(image, fast=fast)
+        return r.amem, r.cycles
+
+    return go
+
+
+@dataclass
+class LayerRecord:
+    name: str
+    op: str
+    cycles: int                     # per image
+    tiles: int
+    seconds: float = 0.0
+    emulated_images: int = 0
+    int_mismatches: int = 0         # elements differing from the integer reference
+    int_max_diff: int = 0
+    float_max_err: float | None = None
+    float_rel_err: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RunReport:
+    output: NDArray[np.float64]               # dequantized, in the model's layout, N first
+    output_int: I64
+    layers: list[LayerRecord]
+    batch: int
+    backend: str
+    seconds: float
+    tensors: dict[str, I64] = field(default_factory=dict)  # with trace
+    first_int_divergence: str | None = None
+    first_float_divergence: str | None = None
+
+    @property
+    def cycles_per_image(self) -> int:
+        return sum(r.cycles for r in self.layers)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "batch": self.batch, "seconds": self.seconds,
+                "cycles_per_image": self.cycles_per_image,
+                "cycles_total": self.cycles_per_image * self.batch,
+                "layers": [r.as_dict() for r in self.layers],
+                "first_int_divergence": self.first_int_divergence,
+                "first_float_divergence": self.first_float_divergence}
+
+
+def tile_amem(tile: Tile, padded: dict[str, I64]) -> Image:
+    """The tile's image with its inputs placed (``padded`` is one image's padded tensors)."""
+    img = tile.image
+    end = max([ti.base + (ti.rows[1] - ti.rows[0]) * padded[ti.tensor].shape[1]
+               * (ti.channels[1] - ti.channels[0]) for ti in tile.inputs]
+              + [img.acts_base + len(img.acts)])
+    acts = np.zeros(end, np.int64)
+    acts[img.acts_base: img.acts_base + len(img.acts)] = img.acts
+    for ti in tile.inputs:
+        band = padded[ti.tensor][ti.rows[0]:ti.rows[1], :, ti.channels[0]:ti.channels[1]]
+        acts[ti.base: ti.base + band.size] = band.reshape(-1)
+    return Image(img.config, img.text, img.weights, img.params, acts, 0, img.regions)
+
+
+def _pad(x: I64, pads: tuple[int, int, int, int], value: int) -> I64:
+    t, l, b, r = pads
+    if not any(pads):
+        return x
+    return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
+
+
+def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
+                 images: range) -> int:
+    """Run every tile of ``ll`` for the given batch indices, writing ``out``; returns the
+    cycles of one image (checked equal for all)."""
+    padded = [_pad(x, ll.pads, ll.pad_value) for x in ins]
+    ow = ll.out_shape[2]
+    cycles_seen = None
+    for i in images:
+        mine = {t: p[i] for t, p in zip(ll.inputs, padded)}
+        total = 0
+        for tile in ll.tiles:
+            amem, cyc = backend(tile_amem(tile, mine))
+            total += cyc
+            o0, o1 = tile.out_rows
+            k0, k1 = tile.out_channels
+            n = (o1 - o0) * ow * (k1 - k0)
+            out[i, o0:o1, :, k0:k1] = np.asarray(amem[tile.out_base: tile.out_base + n],
+                                                 np.int64).reshape(o1 - o0, ow, k1 - k0)
+        if cycles_seen is not None and total != cycles_seen:
+            raise DivergenceError(f"layer {ll.name}: image {i} took {total} cycles, image 0 "
+                                  f"{cycles_seen} (programs have no data-dependent timing)")
+        cycles_seen = total
+    return int(cycles_seen or 0)
+
+
+def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
+        backend_name: str = "emu", batched: bool = True, emulate: str = "first",
+        trace: bool = False, float_tol: float = 0.25,
+        progress: Callable[[str], None] | None = None) -> RunReport:
+    """Run ``compiled`` on a float NCHW batch.
+
+    ``batched`` (emulator only): outputs of the whole batch from the vectorized integer
+    semantics, the backend running the images ``emulate`` selects (``first`` or ``all``) and
+    required to agree bit for bit.  Without it every image runs on the backend.
+    """
+    t_start = time.perf_counter()
+    q = compiled.qnet
+    g = q.graph
+    x = np.asarray(x_nchw, np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or tuple(x.shape[1:]) != g.input_shape:
+        raise ValueError(f"input of shape {x.shape}; the network takes N x "
+                         f"{' x '.join(map(str, g.input_shape))} (float32, NCHW)")
+    backend = backend or emulator_backend()
+    n = x.shape[0]
+    vals: dict[str, I64] = {g.input: ref.quantize_input(x, q.scales[g.input], q.config.act_bits)}
+    records: list[LayerRecord] = []
+    first_int: str | None = None
+    for ll in compiled.layers:
+        t0 = time.perf_counter()
+        ql = q.qlayers[ll.name]
+        ins = [vals[t] for t in ll.inputs]
+        rec = LayerRecord(ll.name, ll.op, 0, len(ll.tiles))
+        if ll.host:
+            y = ref.int_layer(ql, q, ins)
+        else:
+            out = np.zeros((n, *ll.out_shape[1:], ll.out_shape[0]), np.int64)
+            if batched:
+                want = ref.int_layer(ql, q, ins)
+                idx = range(n) if emulate == "all" else range(min(1, n))
+                rec.cycles = run_layer_on(ll, ins, backend, out, idx)
+                rec.emulated_images = len(idx)
+                got = out[list(idx)]
+                diff = got != want[list(idx)]
+                y = want.copy()
+                y[list(idx)] = got  # the backend's own results, never hidden
+            else:
+                rec.cycles = run_layer_on(ll, ins, backend, out, range(n))
+                rec.emulated_images = n
+                y = out
+                if trace:
+                    want = ref.int_layer(ql, q, ins)
+                    diff = y != want
+                else:
+                    diff = np.zeros(1, bool)
+            rec.int_mismatches = int(diff.sum())
+            if rec.int_mismatches:
+                rec.int_max_diff = int(np.abs(np.where(diff, (y[: diff.shape[0]]
+                                                              - want[: diff.shape[0]]), 0)).max())
+                if first_int is None:
+                    first_int = ll.name
+                if not trace:
+                    raise DivergenceError(
+                        f"layer {ll.name} ({ll.op}): {backend_name} differs from the integer "
+                        f"reference in {rec.int_mismatches} elements (max |diff| "
+                        f"{rec.int_max_diff}); rerun with --trace for every layer")
+        vals[ll.output] = y
+        rec.seconds = time.perf_counter() - t0
+        records.append(rec)
+        if progress is not None:
+            progress(f"{ll.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
+    y_int = vals[g.output]
+    y_out = np.asarray(ref.to_user(ref.dequantize(q, g.output, y_int), g), np.float64)
+    report = RunReport(y_out, y_int, records, n, backend_name, time.perf_counter() - t_start,
+                       vals if trace else {}, first_int)
+    if trace:
+        _float_trace(compiled, x, vals, report, float_tol)
+    return report
+
+
+def _float_trace(compiled: Compiled, x: NDArray, vals: dict[str, I64], report: RunReport,
+                 tol: float) -> None:
+    q = compiled.qnet
+    g = q.graph
+    names = [ll.output for ll in compiled.layers]
+    floats: dict[str, NDArray] = {}
+    if compiled.model_path is not None:
+        try:
+            got = ref.onnx_forward(compiled.model_path, x, names)
+            floats = {k: ref.nchw_to_nhwc(v) if v.ndim == 4 else v.reshape(v.shape[0], 1, 1, -1)
+                      for k, v in got.items()}
+        except Exception:  # a graph onnxruntime cannot run: the numpy float model still can
+            floats = {}
+    if not floats:
+        floats = ref.float_forward(g, x)
+    for rec, ll in zip(report.layers, compiled.layers):
+        f = floats.get(ll.output)
+        if f is None:
+            continue
+        d = ref.dequantize(q, ll.output, vals[ll.output])
+        if ll.op == "flatten" or f.shape != d.shape:
+            f = np.asarray(f).reshape(d.shape)
+        err = float(np.abs(d - f).max())
+        rec.float_max_err = err
+        rec.float_rel_err = err / max(float(np.abs(f).max()), 1e-12)
+        if report.first_float_divergence is None and rec.float_rel_err > tol:
+            report.first_float_divergence = ll.name

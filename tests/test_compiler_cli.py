@@ -1,0 +1,129 @@
+"""``asd compile`` and ``asd run`` end to end, and the compiled directory round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from asd_cli.main import main
+from emu.config import AccelConfig
+from programs import reference, runtime
+from programs.manifest import Compiled, compile_model
+from tests.zoo_onnx import chain_model
+
+SPEC = {"c": 2, "h": 8, "w": 8, "seed": 4, "steps": [
+    ("conv", {"co": 6, "k": 3, "s": 1, "pads": [1, 1, 1, 1], "bias": True, "bn": True,
+              "groups": "dense", "act": "relu"}),
+    ("maxpool", {"k": 2, "s": 2, "pads": [0, 0, 0, 0], "ceil": False}),
+    ("residual", {"act": "relu"}), ("gemm", {"co": 5}), ("softmax", {})]}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    onnx.save(chain_model(SPEC), d / "m.onnx")
+    rng = np.random.default_rng(0)
+    np.save(d / "calib.npy", rng.standard_normal((4, 2, 8, 8)).astype(np.float32))
+    np.save(d / "x.npy", rng.standard_normal((5, 2, 8, 8)).astype(np.float32))
+    AccelConfig(lanes=4, amem_depth=256).save(d / "cfg.toml")
+    assert main(["compile", str(d / "m.onnx"), "--config", str(d / "cfg.toml"), "-o",
+                 str(d / "out"), "--calib", str(d / "calib.npy")]) == 0
+    return d
+
+
+def test_compile_writes_images_listings_manifest(built: Path) -> None:
+    man = json.loads((built / "out" / "manifest.json").read_text())
+    assert man["config"]["lanes"] == 4 and man["totals"]["tiles"] >= 4
+    ops = [e["op"] for e in man["layers"]]
+    assert ops == ["conv", "maxpool", "conv", "conv", "add", "conv", "softmax"]
+    for e in man["layers"]:
+        for t in e["tiles"]:
+            assert (built / "out" / t["image"]).stat().st_size > 0
+            assert "HALT" in (built / "out" / t["listing"]).read_text()
+    # amem_depth 256 cannot hold the 8x8 conv in one piece: row bands.
+    assert len(man["layers"][0]["tiles"]) > 1
+    assert man["totals"]["cycles"] == sum(e["cycles"] for e in man["layers"])
+
+
+def test_run_json_outputs_and_cycles(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["run", str(built / "out"), "--input", str(built / "x.npy"), "--output",
+                 str(built / "y.npy"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    y = np.load(built / "y.npy")
+    assert y.shape == (5, 5) and y.dtype == np.float32
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)  # softmax on the host
+    man = json.loads((built / "out" / "manifest.json").read_text())
+    assert rep["cycles_per_image"] == man["totals"]["cycles"]
+    assert rep["cycles_total"] == 5 * man["totals"]["cycles"]
+    # The dequantized output is the integer reference's.
+    comp = Compiled.load(built / "out")
+    x = np.load(built / "x.npy")
+    want = reference.to_user(reference.dequantize(
+        comp.qnet, comp.qnet.graph.output,
+        reference.int_forward(comp.qnet, x)[comp.qnet.graph.output]), comp.qnet.graph)
+    np.testing.assert_allclose(y, want, rtol=1e-6)
+
+
+def test_run_trace_names_no_divergence_and_compares_float(
+        built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["run", str(built / "out"), "--input", str(built / "x.npy"), "--trace",
+                 "--emulate", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact in every layer" in out and "float-err" in out
+
+
+def test_trace_names_the_first_diverging_layer(built: Path) -> None:
+    comp = Compiled.load(built / "out")
+    x = np.load(built / "x.npy")
+    emu = runtime.emulator_backend()
+    target = comp.layers[2].tiles[0].image.text.tobytes()
+
+    def broken(image: object) -> tuple[np.ndarray, int]:
+        amem, cyc = emu(image)  # type: ignore[arg-type]
+        if image.text.tobytes() == target:  # type: ignore[attr-defined]
+            amem = amem.copy()
+            amem[comp.layers[2].tiles[0].out_base] += 3
+        return amem, cyc
+
+    rep = runtime.run(comp, x, broken, trace=True)
+    assert rep.first_int_divergence == comp.layers[2].name
+    assert rep.layers[2].int_max_diff == 3
+    with pytest.raises(runtime.DivergenceError, match=comp.layers[2].name):
+        runtime.run(comp, x, broken)
+
+
+def test_batched_run_equals_emulating_every_image(built: Path) -> None:
+    comp = Compiled.load(built / "out")
+    x = np.load(built / "x.npy")
+    fast = runtime.run(comp, x)
+    every = runtime.run(comp, x, batched=False)
+    assert np.array_equal(fast.output_int, every.output_int)
+    assert fast.cycles_per_image == every.cycles_per_image
+
+
+def test_user_errors(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", str(built / "nope.onnx"), "-o", str(built / "o2")]) == 2
+    np.save(built / "bad.npy", np.zeros((1, 3, 8, 8), np.float32))
+    assert main(["run", str(built / "out"), "--input", str(built / "bad.npy")]) == 2
+    assert "N x 2 x 8 x 8" in capsys.readouterr().err
+    small = AccelConfig(wmem_depth=16)
+    small.save(built / "small.toml")
+    assert main(["compile", str(built / "m.onnx"), "--config", str(built / "small.toml"),
+                 "-o", str(built / "o3")]) == 2
+    assert "can never fit" in capsys.readouterr().err
+
+
+def test_compiled_roundtrip_runs_identically(tmp_path: Path) -> None:
+    m = chain_model(SPEC)
+    x = np.random.default_rng(3).standard_normal((2, 2, 8, 8)).astype(np.float32)
+    comp = compile_model(m, AccelConfig(), x)
+    comp.write(tmp_path)
+    again = Compiled.load(tmp_path)
+    a, b = runtime.run(comp, x), runtime.run(again, x)
+    assert np.array_equal(a.output_int, b.output_int)

@@ -1,0 +1,79 @@
+"""Whole networks: the shipped zoo models at their input size and the seed papers' networks
+(programs.seednets) at reduced size compile and run on the emulator bit-exact with the integer
+reference, and close to onnxruntime's float output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emu.config import AccelConfig
+from programs import reference, runtime, seednets
+from programs.manifest import compile_model
+from programs.onnx_import import import_model
+
+MODELS = sorted((Path(__file__).parent.parent / "asd" / "data" / "models").glob("*.onnx"))
+
+
+def _run_exact(model: object, x: np.ndarray, config: AccelConfig) -> runtime.RunReport:
+    comp = compile_model(model, config, x)
+    rep = runtime.run(comp, x, emulate="all", trace=True)
+    assert rep.first_int_divergence is None
+    ints = reference.int_forward(comp.qnet, x)
+    for ll in comp.layers:
+        assert np.array_equal(rep.tensors[ll.output], ints[ll.output]), ll.name
+    return rep
+
+
+def test_zoo_models_exist() -> None:
+    assert len(MODELS) >= 3
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_zoo_model_bit_exact(path: Path) -> None:
+    g = import_model(path)
+    x = np.random.default_rng(0).uniform(0, 1, (2, *g.input_shape)).astype(np.float32)
+    rep = _run_exact(str(path), x, AccelConfig())
+    want = next(iter(reference.onnx_forward(path, x).values()))
+    rel = np.abs(rep.output - want).max() / np.abs(want).max()
+    assert rel < 0.25
+
+
+@pytest.mark.parametrize("name,size,width", [
+    ("alexnet", 67, 0.0625), ("vgg16", 32, 0.0625), ("resnet18", 32, 0.125),
+    ("squeezenet1_0", 40, 0.125), ("squeezenet1_1", 40, 0.125)])
+def test_seed_network_bit_exact(name: str, size: int, width: float) -> None:
+    m = seednets.build(name, width=width, size=size, classes=10)
+    x = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)
+    # A small AMEM forces row-band and channel-group tiling through real networks.
+    rep = _run_exact(m, x, AccelConfig(amem_depth=4096))
+    want = next(iter(reference.onnx_forward(m, x).values()))
+    assert rep.output.shape == want.shape
+    assert np.abs(rep.output - want).max() / np.abs(want).max() < 0.35
+
+
+def test_full_width_alexnet_reports_what_never_fits() -> None:
+    from programs.lower import LowerError
+
+    m = seednets.build("alexnet", width=1.0, size=224, classes=10)
+    with pytest.raises(LowerError, match="9216 weight words"):
+        compile_model(m, AccelConfig(), np.zeros((1, 3, 224, 224), np.float32))
+
+
+def test_benchmark_runs_small(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    import bench_compiler
+
+    out = tmp_path / "c.json"
+    assert bench_compiler.main(["--size", "32", "--width", "0.0625", "--compare-size", "16",
+                                "--compare-width", "0.0625", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["bit_exact_with_integer_reference"] is True
+    assert res["cycles_per_image"] > 0 and res["program_bytes"] > 0
+    assert res["emulator_over_onnxruntime"] > 0
+    assert set(res["requant_search"]) >= {"requant_aware", "max_abs_scales"}
