@@ -14,10 +14,26 @@ once.  An iteration's starting registers come from the body's register transfer 
 iterations do not depend on each other through A, W or P (each is either killed before it is
 read, only read, or, for A, only added to: modular sums can be summed in any order); otherwise its
 iterations run one after another over the batch.  A loop whose body is a single MAC is a dot
-product and becomes a matrix product (float64 only when every partial sum is below 2^53).
+product and becomes a matrix product (float32 when every partial sum is provably below 2^24,
+float64 below 2^53, int64 otherwise: its wrap modulo 2^64 keeps the accumulator's low bits).
+
+Sibling MAC loops are fused: a run of a body's items made only of MAC-only loops and
+SETI/ADDI/NOP (a convolution window: one MAC loop per kernel row, a register step between
+them) adds one sum of dot products to A and leaves W and P from its last MAC.  The run's
+register transfer gives every loop's start addresses as (one register + a constant), so the
+instances factor into (distinct windows) x (distinct weight runs), and the run is ONE matrix
+product of gathered windows (a strided view of AMEM when all runs have one length and step)
+by the weights, as im2col does.  Runs that do not fit (addresses that wrap past 2^16 or leave
+memory, windows hanging off two registers, instances that do not factor) execute item by item.
+Facts about the text (parsed nests, runs, transfer compositions) are cached per program text, so
+the tiles of one layer analyse it once; tables derived from WMEM and BMEM (code integers, REQ
+multipliers) are kept for the run, since no instruction writes those memories.  A batch runs
+its products with BLAS limited to one thread (threadpoolctl, when installed): they are small,
+and waking or spinning worker threads costs more than they give (see _one_blas_thread).
 
 Memory ordering is made irrelevant rather than reproduced: a batch is committed only if no
-address is written twice and no address it reads is written.  Anything the batch cannot prove
+address is written twice and no address it reads is written (checked on sorted write runs, or
+on a bitmap of AMEM when the runs differ in width).  Anything the batch cannot prove
 (a fault, a conflict, HALT in a body, a cycle limit inside the nest) makes it give up without
 side effects, and step mode executes the LOOP instruction itself, so errors are step mode's
 own, with the same pc.  Loops that would cross the cycle limit are batched for as many whole
@@ -26,7 +42,10 @@ iterations as fit, then stepped.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -59,6 +78,8 @@ _N_KIND = {"VLD", "VMAX", "VMAC", "STORE"}
 
 
 _INT_TABLES: dict[int, I64] = {}
+# REQ tables of a BMEM image, by its bytes: the tiles of one layer share their parameters.
+_REQ_TABLES: dict[tuple[bytes, int], tuple[I64, I64, I64]] = {}
 
 
 def _code_ints(codes: I64, exp_bits: int) -> I64:
@@ -69,6 +90,15 @@ def _code_ints(codes: I64, exp_bits: int) -> I64:
         _INT_TABLES[exp_bits] = hwcode.to_int(every, exp_bits).astype(np.int64)
     table = _INT_TABLES[exp_bits]
     return table[np.asarray(codes, np.int64) & (len(table) - 1)]
+
+
+def _wrap_inplace(v: I64, bits: int) -> I64:
+    """semantics.wrap, in place on a fresh int64 array."""
+    half = 1 << (bits - 1)
+    v += half
+    v &= (1 << bits) - 1
+    v -= half
+    return v
 
 
 def _factorize(v: I64) -> tuple[I64, I64]:
@@ -82,6 +112,43 @@ def _factorize(v: I64) -> tuple[I64, I64]:
     inv = np.empty(len(v), np.int64)
     inv[order] = np.cumsum(new) - 1
     return sv[new], inv
+
+
+_BLAS: list[list[Any]] = []  # threadpoolctl's BLAS library controllers, found on first use
+
+
+def _blas_libs() -> list[Any]:
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS.append([lib for lib in ThreadpoolController().lib_controllers
+                          if lib.user_api == "blas"])
+        except Exception:  # pragma: no cover - threadpoolctl missing or unusable
+            _BLAS.append([])
+    return _BLAS[0]
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread while a batch runs (through threadpoolctl, when installed).
+
+    Fast mode's products are small (a tile's windows times its weights), and for those the
+    worker threads cost more than they give: waking them takes a scheduler slice when the
+    cores are busy, and after a call they spin, competing with the rest of the batch.  Measured
+    on the layer of benchmarks/bench_emulator.py on a loaded 2-core machine: its products took
+    64 ms with two threads and 11 ms with one.  Results never depend on it."""
+    libs = _blas_libs()
+    before = [lib.get_num_threads() for lib in libs]
+    for lib, n in zip(libs, before):
+        if n and n > 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            if n and n > 1:
+                lib.set_num_threads(n)
 
 
 class _GiveUp(Exception):
@@ -99,7 +166,10 @@ class _Transfer:
         return _Transfer(tuple(range(isa.NUM_REGS)), (0,) * isa.NUM_REGS)
 
     def then(self, other: _Transfer) -> _Transfer:
-        """``other`` applied after ``self``."""
+        """``other`` applied after ``self`` (memoized: the same compositions recur per run)."""
+        return _then(self, other)
+
+    def _then(self, other: _Transfer) -> _Transfer:
         src, add = [], []
         for s, a in zip(other.src, other.add):
             if s < 0:
@@ -119,14 +189,42 @@ class _Transfer:
             k >>= 1
         return out
 
-    def apply(self, regs: I64) -> I64:
+    @cached_property
+    def _arrays(self) -> tuple[I64, I64, Any]:
         src = np.array(self.src)
-        add = np.array(self.add, np.int64)
-        out = regs[..., np.maximum(src, 0)] + add
         const = src < 0
-        if const.any():
+        return np.maximum(src, 0), np.array(self.add, np.int64), const if const.any() else None
+
+    def apply(self, regs: I64) -> I64:
+        idx, add, const = self._arrays
+        out = regs[..., idx]
+        out += add
+        if const is not None:
             out[..., const] = add[const]
-        return out & _MASK
+        out &= _MASK
+        return out
+
+
+@lru_cache(maxsize=4096)
+def _then(first: _Transfer, second: _Transfer) -> _Transfer:
+    return first._then(second)
+
+
+_POWER_TABLE_MAX = 256  # longer loops: powers by doubling (a Python table costs k steps)
+
+
+@lru_cache(maxsize=256)
+def _powers(t: _Transfer, k: int) -> tuple[I64, I64, Any]:
+    """transfer^j for j < k as arrays (k, regs): source register, addend, constant mask."""
+    src = np.empty((k, isa.NUM_REGS), np.int64)
+    add = np.empty((k, isa.NUM_REGS), np.int64)
+    p = _Transfer.identity()
+    for j in range(k):
+        src[j], add[j] = p.src, p.add
+        p = p._then(t)
+    const = src < 0
+    np.maximum(src, 0, out=src)
+    return src, add, const if const.any() else None
 
 
 def _reg_effects(m: str, f: dict[str, int]) -> list[tuple[int, int, int]]:
@@ -284,10 +382,19 @@ class _Batch:
         self.cnt = new_counters()
         # Read addresses as (start, count, step): start[i] + j*step for j < count.
         self.reads: list[tuple[I64, int, int]] = []
-        self.writes: list[I64] = []
+        # Write addresses as (start, count): start[i] + j for j < count.
+        self.writes: list[tuple[I64, int]] = []
         # Tables derived from WMEM and BMEM, which no instruction writes: kept for the run.
         self.tables = tables
         self._as: dict[Any, Any] = {}
+        self.resources = ExitStack()  # closed by whoever runs the batch
+        self._serial = False
+
+    def serial_blas(self) -> None:
+        """Enter single-threaded BLAS for the rest of the batch (before its first product)."""
+        if not self._serial:
+            self._serial = True
+            self.resources.enter_context(_one_blas_thread())
 
     @property
     def amem_absmax(self) -> int:
@@ -307,15 +414,25 @@ class _Batch:
         rounding half (2^(shift-1), or 0 for shift 0)."""
         if "req" not in self.tables:
             c = self.c
-            code, shift = req_fields(self.mach.bmem, c.code_bits)
-            half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
-            self.tables["req"] = (_code_ints(code, c.exp_bits), shift, half)
+            key = (self.mach.bmem.tobytes(), c.exp_bits)
+            if key not in _REQ_TABLES:
+                if len(_REQ_TABLES) > 16:
+                    _REQ_TABLES.clear()
+                code, shift = req_fields(self.mach.bmem, c.code_bits)
+                half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
+                _REQ_TABLES[key] = (_code_ints(code, c.exp_bits), shift, half)
+            self.tables["req"] = _REQ_TABLES[key]
         return self.tables["req"]  # type: ignore[no-any-return]
 
     def exact_source(self, k: int) -> I64:
-        """AMEM in the narrowest type whose k-term dot products with weights are exact: float32
-        below 2^24, float64 below 2^53 (every partial sum is an integer under the bound)."""
-        bound = self.amem_absmax * (1 << self.c.window) * k
+        """AMEM in the narrowest type whose k-term dot products with any weights are exact."""
+        return self.source_for(self.amem_absmax * (1 << self.c.window) * k)
+
+    def source_for(self, bound: int) -> I64:
+        """AMEM in the narrowest type in which sums of products whose absolute values add up to
+        less than ``bound`` are exact: float32 below 2^24, float64 below 2^53.  Then every
+        product and every partial sum, in any order a BLAS may take, is an integer under the
+        bound, which the type holds exactly (a fused multiply-add rounds to it, exactly)."""
         for limit, dtype in ((_EXACT_F32, np.float32), (_EXACT_F64, np.float64)):
             if bound < limit:
                 if dtype not in self._as:
@@ -365,14 +482,24 @@ class _Batch:
 
     def expand(self, node: _Loop, s: dict[str, I64], k: int) -> None:
         n, lanes = s["regs"].shape[0], self.c.lanes
-        regs = np.empty((n, k, isa.NUM_REGS), np.int64)
-        regs[:, 0] = s["regs"]
-        done, step = 1, node.transfer
-        while done < k:
-            t = min(done, k - done)
-            regs[:, done: done + t] = step.apply(regs[:, :t])
-            step = step.then(step)
-            done += t
+        if k <= _POWER_TABLE_MAX:
+            # Iteration j starts from transfer^j of the registers: one gather from a table of
+            # the powers (cached per transfer and count, as the tiles of a layer share them).
+            src, add, const = _powers(node.transfer, k)
+            regs = s["regs"][:, src]  # (n, k, regs)
+            regs += add
+            regs &= _MASK
+            if const is not None:
+                regs[:, const] = add[const]
+        else:
+            regs = np.empty((n, k, isa.NUM_REGS), np.int64)
+            regs[:, 0] = s["regs"]
+            done, step = 1, node.transfer
+            while done < k:
+                t = min(done, k - done)
+                regs[:, done: done + t] = step.apply(regs[:, :t])
+                step = step.then(step)
+                done += t
         sub = {"regs": regs.reshape(n * k, -1)}
         for name in ("acc", "w", "p"):
             if name == "acc" and node.acc_add:
@@ -434,27 +561,37 @@ class _Batch:
                              c.wmem_depth)
         if xs is None or ws is None:
             return False
-        (xstart, xinv), (wstart, winv) = xs, ws
+        (xstart, xinv, xlo, xhi), (wstart, winv, _, _) = xs, ws
         nx, nw = xstart.shape[0], wstart.shape[0]
         if (nx * nw > 2 * n or nx * total > 8 * _MAX_INSTANCES
                 or nw * total * c.lanes > 8 * _MAX_INSTANCES):
             return False
-        src = self.exact_source(total)
-        xmat = self.gather_x(src, xstart, segs)
         widx = np.concatenate([wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
                                for i, seg in enumerate(segs)], axis=1)  # (nw, total)
-        wmat = self.wint[widx].astype(src.dtype)  # (nw, total, lanes)
-        prod = xmat @ wmat.transpose(1, 0, 2).reshape(total, nw * c.lanes)
+        wint = _code_ints(self.mach.wmem[widx], c.exp_bits)  # (nw, total, lanes)
+        # Only AMEM[xlo..xhi] is read.  sum_j |x_j w_j| <= max|x| * (the largest column sum
+        # of |w|): tighter than max|x| max|w| total, and what lets 8-bit 3x3x64 windows use
+        # float32 (see source_for).
+        region = self.amem0[xlo: xhi + 1]
+        xmax = max(int(region.max()), -int(region.min()))
+        bound = xmax * int(np.abs(wint).sum(axis=1).max())
+        dtype = np.float32 if bound < _EXACT_F32 else np.float64 if bound < _EXACT_F64 else None
+        src: Any = region if dtype is None else region.astype(dtype)
+        self.serial_blas()
+        xmat = self.gather_x(src, xstart - xlo, segs)
+        wmat = wint.transpose(1, 0, 2).reshape(total, nw * c.lanes).astype(src.dtype)
+        prod = xmat @ wmat
         if prod.dtype != np.int64:
             prod = prod.astype(np.int64)  # exact integers: every partial sum is under the bound
-        dot = prod.reshape(nx, nw, c.lanes)[xinv, winv]
-        s["acc"] = wrap(s["acc"] + dot, c.acc_bits)
+        acc = prod.reshape(nx, nw, c.lanes)[xinv, winv]
+        acc += s["acc"]
+        s["acc"] = _wrap_inplace(acc, c.acc_bits)
         last = segs[-1]
         last_x = xstart[xinv, -1] + (last.count - 1) * last.steps[1]
         last_w = wstart[winv, -1] + (last.count - 1) * last.steps[0]
         s["w"] = self.mach.wmem[last_w]
         # sa(x, code) is x times the code's integer, exactly (it never wraps).
-        s["p"] = self.amem0[last_x][:, None] * self.wint[last_w]
+        s["p"] = self.amem0[last_x][:, None] * wint[winv, -1]
         s["regs"] = g.transfer.apply(regs)
         for i, seg in enumerate(segs):
             self.reads.append((xstart[:, i], seg.count, seg.steps[1]))
@@ -469,9 +606,10 @@ class _Batch:
 
     @staticmethod
     def group_side(regs: I64, runs: list[tuple[_Transfer, int, int, int]],
-                   depth: int) -> tuple[I64, I64] | None:
-        """Start addresses of every run, (distinct, runs), and each instance's row, when all
-        runs hang off one register (or are constant) and none wraps or leaves memory."""
+                   depth: int) -> tuple[I64, I64, int, int] | None:
+        """Start addresses of every run, (distinct, runs), each instance's row and the lowest
+        and highest address read, when all runs hang off one register (or are constant) and
+        none wraps or leaves memory."""
         srcs = {pre.src[r] for pre, r, _, _ in runs} - {-1}
         if len(srcs) > 1:
             return None
@@ -480,6 +618,7 @@ class _Batch:
         else:
             key, inv = np.zeros(1, np.int64), np.zeros(regs.shape[0], np.int64)
         starts = np.empty((len(key), len(runs)), np.int64)
+        low, high = depth, -1
         for i, (pre, r, step, count) in enumerate(runs):
             a = (key + pre.add[r]) & _MASK if pre.src[r] >= 0 else np.full(len(key), pre.add[r])
             lo = int(a.min()) + min(0, (count - 1) * step)
@@ -487,7 +626,8 @@ class _Batch:
             if lo < 0 or hi >= depth:
                 return None
             starts[:, i] = a
-        return starts, inv.reshape(-1)
+            low, high = min(low, lo), max(high, hi)
+        return starts, inv.reshape(-1), low, high
 
     @staticmethod
     def gather_x(src: I64, starts: I64, segs: tuple[_Segment, ...]) -> I64:
@@ -540,6 +680,7 @@ class _Batch:
                     xs = src[ux[:, None] + j * dx]
                 codes = self.mach.wmem[(uw[:, None] + j * dw) & _MASK]  # (G, k, lanes)
                 wall = hwcode.to_int(codes, self.c.exp_bits).astype(src.dtype)
+                self.serial_blas()
                 prod = xs @ wall.transpose(1, 0, 2).reshape(k, -1)
                 if exact:
                     prod = np.rint(prod).astype(np.int64)
@@ -627,9 +768,11 @@ class _Batch:
                 # requantize() with sa(acc, code) as acc times the code's integer (exact: it
                 # never wraps), from tables of the whole BMEM.
                 mult, shift, half = self.requant_tables()
-                y = np.right_shift(s["acc"] * mult[a] + half[a], shift[a])
-                lo, hi = -(1 << (c.act_bits - 1)), (1 << (c.act_bits - 1)) - 1
-                s["acc"] = np.clip(y, 0 if f["relu"] else lo, hi)
+                y = s["acc"] * mult[a]
+                y += half[a]
+                np.right_shift(y, shift[a], out=y)
+                np.minimum(y, c.act_max, out=y)
+                s["acc"] = np.maximum(y, 0 if f["relu"] else c.act_min, out=y)
             else:
                 q = self.mach.bmem[a]
                 s["acc"] = leaky(s["acc"], q, c.exp_bits, c.act_bits)
@@ -639,9 +782,9 @@ class _Batch:
         elif m == "STORE":
             k = f["n"]
             a = self.addr(regs, f["rd"], c.amem_depth, k)
-            idx = (a[:, None] + np.arange(k)).reshape(-1)
-            self.writes.append(idx)
-            self.amem[idx] = wrap(s["acc"][:, :k], c.act_bits).reshape(-1)
+            self.writes.append((a, k))
+            self.amem[(a[:, None] + np.arange(k)).reshape(-1)] = _wrap_inplace(
+                s["acc"][:, :k].flatten(), c.act_bits)
             self.cnt["amem_writes"] += n * k
             post = [(f["rd"], f["inc"])]
         else:  # HALT and LOOP never reach here: the parser refuses or nests them
@@ -657,7 +800,15 @@ class _Batch:
         memory, so instruction-major order equals step mode's iteration-major order."""
         if not self.writes:
             return True
-        written = np.concatenate(self.writes)
+        counts = {k for _, k in self.writes}
+        if len(counts) == 1:
+            return self._runs_order_free(counts.pop())
+        return self._bitmap_order_free()
+
+    def _bitmap_order_free(self) -> bool:
+        """The check by a bitmap of AMEM: writes counted per address."""
+        written = np.concatenate([(a[:, None] + np.arange(k)).reshape(-1)
+                                  for a, k in self.writes])
         hits = np.bincount(written, minlength=self.c.amem_depth)
         if int(hits.max()) > 1:
             return False
@@ -669,6 +820,21 @@ class _Batch:
                 if np.any(below[start + k] != below[start]):
                     return False
             elif np.any(hits[start[:, None] + np.arange(k) * step] > 0):
+                return False
+        return True
+
+    def _runs_order_free(self, kw: int) -> bool:
+        """The same check when every write is a run of kw addresses (one STORE width): sorted
+        run starts at least kw apart are disjoint, and a read run [a, a+k) meets a write run
+        exactly when the last write run starting below a+k ends above a."""
+        ws = np.sort(np.concatenate([a for a, _ in self.writes]))
+        if np.any(np.diff(ws) < kw):
+            return False
+        for start, k, step in self.reads:
+            if not (step == 1 or k == 1):
+                start, k = (start[:, None] + np.arange(k) * step).reshape(-1), 1
+            i = np.searchsorted(ws, start + k)
+            if np.any((i > 0) & (ws[np.maximum(i - 1, 0)] + kw > start)):
                 return False
         return True
 
@@ -820,7 +986,8 @@ class FastRunner:
             s = {"regs": np.array([mach.regs], np.int64), "acc": mach.acc[None].copy(),
                  "w": mach.w[None].copy(), "p": mach.p[None].copy()}
             try:
-                batch.loop(node, s, k, first)
+                with batch.resources:
+                    batch.loop(node, s, k, first)
                 if not batch.memory_is_order_free():
                     raise _GiveUp
             except _GiveUp:
