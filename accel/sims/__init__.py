@@ -1,0 +1,1 @@
+"""Per-simulator drivers behind :func:`accel.backends.run`."""

@@ -1,0 +1,145 @@
+"""What the external-simulator drivers share: the build cache, the guarded subprocess and the
+parser of the testbench's printed result (the exit code is never trusted: GHDL exits 1 after a
+successful stop, and a crashed run may exit 0)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from emu.config import AccelConfig
+
+from ..result import BackendError, BackendTimeout, to_signed
+
+_ACCEL_DIR = Path(__file__).resolve().parent.parent
+_BUILD_SOURCES = ("core.py", "pe.py", "export.py")  # what a converted, compiled design depends on
+
+
+def cache_root() -> Path:
+    """Where converted and compiled designs are kept between runs (``ASD_ACCEL_CACHE``)."""
+    env = os.environ.get("ASD_ACCEL_CACHE")
+    if env:
+        return Path(env)
+    return Path(tempfile.gettempdir()) / f"asd-accel-{os.getuid()}"
+
+
+def source_digest() -> str:
+    """Hash of the RTL and testbench sources, so an edited core is never run from a stale
+    build."""
+    h = hashlib.sha256()
+    for p in sorted(_ACCEL_DIR / n for n in _BUILD_SOURCES):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_key(config: AccelConfig, backend: str) -> str:
+    h = hashlib.sha256(f"{backend}|{config.to_json()}|{source_digest()}".encode())
+    return f"{backend}-{config.pe}-{h.hexdigest()[:16]}"
+
+
+def cached_build(key: str, builder: Callable[[Path], None]) -> Path:
+    """The directory built by ``builder`` for ``key``, building it once.
+
+    The build happens in place (GHDL records absolute source paths in its library) under an
+    exclusive lock, so concurrent test processes wait for one build instead of racing.
+    """
+    root = cache_root()
+    final = root / key
+    if (final / ".complete").exists():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (final / ".complete").exists():
+            shutil.rmtree(final, ignore_errors=True)
+            final.mkdir()
+            try:
+                builder(final)
+            except BaseException:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+            (final / ".complete").write_text("ok\n")
+    return final
+
+
+def run_guarded(cmd: list[str], cwd: Path, timeout: float, what: str,
+                env: dict[str, str] | None = None) -> str:
+    """Run ``cmd`` with a wall-clock timeout; returns stdout and stderr together.
+
+    The child gets its own process group so a timeout also ends what it started (the
+    co-simulation's vvp, a compiler spawned by make).
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise BackendTimeout(f"{what}: no result within the {timeout:g} s timeout "
+                             f"({' '.join(cmd[:3])} ...)") from None
+    return out
+
+
+def check_build(out: str, ok: bool, what: str) -> None:
+    if not ok:
+        raise BackendError(f"{what} failed:\n{tail(out)}")
+
+
+def tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def parse_output(text: str, config: AccelConfig, backend: str
+                 ) -> tuple[int, np.ndarray, list[int], np.ndarray]:
+    """``(cycles, acc, regs, amem)`` from a testbench's printed result."""
+    cycles: int | None = None
+    acc = [0] * config.lanes
+    regs = [0] * 8
+    amem: list[int] = []
+    ended = False
+    try:
+        for line in text.splitlines():
+            if not line.startswith("ASD-"):
+                continue
+            parts = line.split()
+            tag = parts[0]
+            if tag == "ASD-TIMEOUT":
+                raise BackendTimeout(f"{backend}: cycle limit reached without HALT "
+                                     f"({int(parts[1], 16)} cycles)")
+            if tag == "ASD-CYCLES":
+                cycles = int(parts[1], 16)
+            elif tag == "ASD-ACC":
+                acc[int(parts[1])] = int(parts[2], 16)
+            elif tag == "ASD-REG":
+                regs[int(parts[1])] = int(parts[2], 16)
+            elif tag == "ASD-AMEM":
+                amem.append(int(parts[1], 16))
+            elif tag == "ASD-END":
+                ended = True
+    except (ValueError, IndexError):
+        raise BackendError(f"{backend}: unreadable result line {line!r} (X or Z values?)\n"
+                           f"{tail(text)}") from None
+    if not ended or cycles is None or len(amem) != config.amem_depth:
+        raise BackendError(f"{backend}: the simulation printed no complete result "
+                           f"({len(amem)} of {config.amem_depth} AMEM words):\n{tail(text)}")
+    return (cycles, to_signed(acc, config.acc_bits), regs,
+            to_signed(np.array(amem, np.int64), config.act_bits))
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a Python child that must import this package from any cwd."""
+    env = dict(os.environ)
+    root = str(_ACCEL_DIR.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env

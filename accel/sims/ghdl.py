@@ -1,0 +1,59 @@
+"""The ``ghdl`` backend: the converted VHDL and the VHDL testbench in GHDL (VHDL-2008).
+Analysed once per configuration; each run reads the image's hex files from its own directory.
+GHDL's exit status is ignored: the printed result decides."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from emu.config import AccelConfig
+from emu.image import Image
+
+from .. import export
+from ..result import BackendResult, SimulatorMissing
+from . import common
+
+_STD = "--std=08"
+
+
+def require_ghdl() -> str:
+    exe = shutil.which("ghdl")
+    if exe is None:
+        raise SimulatorMissing("GHDL is not installed (ghdl not on PATH): "
+                               "sudo apt-get install ghdl")
+    return exe
+
+
+def build(config: AccelConfig, timeout: float = 300.0) -> Path:
+    ghdl = require_ghdl()
+
+    def builder(d: Path) -> None:
+        files = [p.name for p in export.convert(config, "vhdl", d)]
+        files.append(export.write_testbench(config, "vhdl", d).name)
+        out = common.run_guarded([ghdl, "-a", _STD, "--workdir=.", *files], d, timeout,
+                                 "ghdl analysis")
+        out += common.run_guarded([ghdl, "-e", _STD, "--workdir=.", export.TB_NAME], d,
+                                  timeout, "ghdl elaboration")
+        common.check_build(out, "error" not in out.lower() and any(d.glob("*.cf")),
+                           "GHDL analysing/elaborating the core")
+
+    return common.cached_build(common.build_key(config, "ghdl"), builder)
+
+
+def run(image: Image, config: AccelConfig, max_cycles: int, timeout: float) -> BackendResult:
+    t0 = time.monotonic()
+    ghdl = require_ghdl()
+    d = build(config)
+    with tempfile.TemporaryDirectory(prefix="asd-ghdl-") as tmp:
+        run_dir = Path(tmp)
+        export.write_image(image, run_dir)
+        out = common.run_guarded(
+            [ghdl, "-r", _STD, f"--workdir={d}", export.TB_NAME,
+             f"-gmax_cycles={min(max_cycles, 2**31 - 1)}", "--ieee-asserts=disable-at-0"],
+            run_dir, timeout, "ghdl simulation")
+    cycles, acc, regs, amem = common.parse_output(out, config, "ghdl")
+    return BackendResult("ghdl", config, amem, cycles, acc, regs, dict(image.regions),
+                         time.monotonic() - t0)

@@ -1,0 +1,25 @@
+"""Shared pytest options.  ``--backend`` picks the simulator the RTL tests run on (as VTA runs
+the same tests on fsim and tsim): myhdl (default), icarus, ghdl, verilator, or all of them."""
+
+from __future__ import annotations
+
+import pytest
+
+RTL_BACKENDS = ("myhdl", "icarus", "ghdl", "verilator")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", action="store", default="myhdl",
+                     choices=(*RTL_BACKENDS, "all"),
+                     help="simulator for the RTL tests (-m rtl): myhdl, icarus, ghdl, "
+                          "verilator or all (default myhdl)")
+
+
+def selected_backends(config: pytest.Config) -> list[str]:
+    choice = config.getoption("--backend")
+    return list(RTL_BACKENDS) if choice == "all" else [choice]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", selected_backends(metafunc.config))

@@ -1,0 +1,33 @@
+"""A small compiled network on the RTL (the simulator chosen with ``--backend``): every
+layer's output is the integer reference's and the cycles are the emulator's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asd_cli.compile import backend_runner
+from emu.config import AccelConfig
+from programs import reference, runtime
+from programs.manifest import compile_model
+from tests.zoo_onnx import chain_model
+
+pytestmark = pytest.mark.rtl
+
+SPEC = {"c": 1, "h": 4, "w": 4, "seed": 0, "steps": [
+    ("conv", {"co": 2, "k": 3, "s": 1, "pads": [1, 1, 1, 1], "bias": True, "bn": False,
+              "groups": "dense", "act": "leaky"}),
+    ("maxpool", {"k": 2, "s": 2, "pads": [0, 0, 0, 0], "ceil": False}),
+    ("residual", {"act": "relu"}), ("gemm", {"co": 3})]}
+
+
+def test_small_network_on_rtl(backend: str) -> None:
+    x = np.random.default_rng(0).standard_normal((1, 1, 4, 4)).astype(np.float32)
+    cfg = AccelConfig(lanes=4, amem_depth=256, wmem_depth=64, bmem_depth=16, imem_depth=128)
+    comp = compile_model(chain_model(SPEC), cfg, x)
+    rep = runtime.run(comp, x, backend_runner(backend), backend_name=backend, batched=False,
+                      trace=True)
+    ints = reference.int_forward(comp.qnet, x)
+    for ll in comp.layers:
+        assert np.array_equal(rep.tensors[ll.output], ints[ll.output]), ll.name
+    assert rep.cycles_per_image == sum(ll.cycles for ll in comp.layers)
