@@ -87,8 +87,11 @@ def generate() -> str:
         f"- `R[0..{isa.NUM_REGS - 1}]`: address registers, {isa.REG_BITS} bits, wrap modulo "
         f"2^{isa.REG_BITS}; all zero at reset.",
         f"- `W[lane]`: weight register, one two-digit code of `2(1+exp_bits)` bits per lane "
-        f"(lanes [{d.lanes}], exp_bits [{d.exp_bits}]).",
-        "- `P[lane]`: product register, the last shift-add result per lane.",
+        f"(lanes [{d.lanes}], exp_bits [{d.exp_bits}]). It resets to code 0, which stands for "
+        "2^0 + 2^0 (every code has two digits; zero is +2^-(W-1) - 2^-(W-1)), so a VMAC before "
+        "any LOADW multiplies by 2.",
+        "- `P[lane]`: product register, the last shift-add result per lane; zero at reset, "
+        "as are `A` and the loop stack.",
         f"- `A[lane]`: accumulators, `acc_bits` [{d.acc_bits}] two's complement, wrapping.",
         f"- a loop stack of `loop_depth` [{d.loop_depth}] entries and `pc` (instruction words).",
         f"- `IMEM` [{d.imem_depth}] instruction words; `WMEM` [{d.wmem_depth}] words of one "
