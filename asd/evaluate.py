@@ -6,7 +6,7 @@ reference.  The floating-point schemes (``fp8-e4m3``, ``fp8-e5m2``) quantize *al
 (weights and biases) and every feature map: a Cast to the 8-bit float type and back follows the
 input and every intermediate float tensor, as in the published floating-point mode.
 
-Size accounting counts every stored bit: packed codes, per-channel scales (float32) and biases
+Size accounting counts every stored bit: packed codes, per-channel scales (float16) and biases
 (float32, or 8 bits in the fp8 schemes), against float32 for everything.
 ``onnx`` and ``onnxruntime`` are imported on demand.
 """

@@ -77,7 +77,7 @@ class SizeReport:
     count: int  # weights (or elements)
     code_bits: int  # bits per code
     scale_count: int
-    scale_bits: int = 32  # scales are stored as float32
+    scale_bits: int = 16  # scales are stored as float16 (asd.scales.SCALE_BITS)
     extra_bits: int = 0  # biases or other arrays stored alongside
 
     @property

@@ -2,7 +2,7 @@
 an output archive that holds exactly the bits the accounting counts.
 
 Output ``OUT.npz``, for every weight tensor ``NAME``: ``NAME`` (dequantized float32),
-``NAME.codes`` (packed codes, uint8, layout in :mod:`asd.packing`), ``NAME.scale`` (float32,
+``NAME.codes`` (packed codes, uint8, layout in :mod:`asd.packing`), ``NAME.scale`` (float16,
 one per tensor or per output channel).  Biases are stored as float32 under their own names,
 other arrays unchanged.  ``OUT.json`` records the scheme, options and per-tensor sizes.
 Both files are written to temporaries and renamed into place, so a failure leaves neither.
@@ -62,7 +62,8 @@ class QuantizedModel:
     @property
     def weight_bits_per_weight(self) -> float:
         n = sum(r.size.count for r in self.reports)
-        return sum(r.size.payload_bits + 32 * r.size.scale_count for r in self.reports) / n
+        return sum(r.size.payload_bits + r.size.scale_bits * r.size.scale_count
+                   for r in self.reports) / n
 
     @property
     def reduction(self) -> float:
@@ -170,7 +171,7 @@ def save(qm: QuantizedModel, out: str | Path) -> tuple[Path, Path]:
     for name, res in qm.results.items():
         arrays[name] = res.dequant
         arrays[name + ".codes"] = res.packed()
-        arrays[name + ".scale"] = res.scale
+        arrays[name + ".scale"] = res.scale.astype(np.float16)  # exact: scales are fp16
     for name, arr in {**qm.biases, **qm.others}.items():
         if name in arrays:
             raise modelio.ModelError(f"{qm.source}: array name {name!r} collides with an output")

@@ -1,8 +1,8 @@
 """One registry of weight quantization schemes: name + options -> quantizer.
 
 Every quantizer maps a weight tensor to ``scale * v`` and returns, in a :class:`QuantResult`,
-the dequantized float32 tensor, the integer codes, the float32 scales (one per tensor or one per
-output channel) and the bit accounting.  Names (see :func:`available`):
+the dequantized float32 tensor, the integer codes, the scales (float16 values, one per tensor
+or one per output channel) and the bit accounting.  Names (see :func:`available`):
 
 =============  ==============================================  ================================
 name           what                                            options (defaults)

@@ -22,7 +22,7 @@ examples:
       FP8 E4M3 with a max-abs scale.
 
 what is stored: OUT.npz holds, for every weight tensor NAME, NAME (dequantized float32),
-NAME.codes (packed codes, uint8) and NAME.scale (float32); biases stay float32.  OUT.json
+NAME.codes (packed codes, uint8) and NAME.scale (float16); biases stay float32.  OUT.json
 records the scheme, options and per-tensor sizes.  Weights are: in ONNX, initializers used as
 the weight of Conv/Gemm/MatMul; in .npz, every float array with 2 or more dimensions.
 """

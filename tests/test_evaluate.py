@@ -81,11 +81,11 @@ def test_evaluate_accounts_every_bit(tmp_path):
     res = {r.scheme: r for r in evaluate.evaluate(path, x, y, ["asd2", "int4", "fp8-e4m3"])}
     assert res["float"].top1 == 100.0 and res["float"].top5 is None  # 3 classes: no top-5
     n_w, n_b = w.size + g.size, b.size + gb.size
-    # asd2: 8-bit codes, one float32 scale per output channel (2 + 3), float32 biases
-    assert res["asd2"].size_bytes == (8 * n_w + 32 * 5 + 32 * n_b) / 8
+    # asd2: 8-bit codes, one float16 scale per output channel (2 + 3), float32 biases
+    assert res["asd2"].size_bytes == (8 * n_w + 16 * 5 + 32 * n_b) / 8
     assert res["int4"].size_bytes == ((4 * 18 + 7) // 8 * 8 + (4 * 24 + 7) // 8 * 8
-                                      + 32 * 5 + 32 * n_b) / 8
-    assert res["fp8-e4m3"].size_bytes == (8 * n_w + 32 * 5 + 8 * n_b) / 8
+                                      + 16 * 5 + 32 * n_b) / 8
+    assert res["fp8-e4m3"].size_bytes == (8 * n_w + 16 * 5 + 8 * n_b) / 8
     for r in res.values():
         assert r.drop_vs_float == pytest.approx(res["float"].top1 - r.top1)
         assert r.size_reduction == pytest.approx(1 - r.size_bytes / res["float"].size_bytes)

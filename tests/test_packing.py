@@ -38,5 +38,5 @@ def test_bad_codes_and_lengths_are_rejected():
 def test_size_report_counts_codes_padding_scales_and_biases():
     r = packing.SizeReport(count=10, code_bits=3, scale_count=2, extra_bits=64)
     assert r.payload_bits == 32  # 30 bits padded to 4 bytes
-    assert r.total_bits == 32 + 64 + 64
-    assert r.bits_per_weight == pytest.approx((32 + 64) / 10)
+    assert r.total_bits == 32 + 2 * 16 + 64  # scales are float16
+    assert r.bits_per_weight == pytest.approx((32 + 32) / 10)
