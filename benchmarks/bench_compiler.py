@@ -1,11 +1,15 @@
-"""Compiler benchmark: ResNet-18 (random weights, from programs.seednets) at 224x224.
+"""Compiler benchmark: the seed networks (random weights, from programs.seednets) at 224x224.
 
 Measures compile time (import, quantization, lowering), the emulator's time in fast mode for
 one image beside onnxruntime's float time on the same input (as a ratio), the total program
 bytes and the cycles per image; and, on a smaller copy, the output error with and without the
 requant-aware weight-scale search.  Prints and saves JSON.
 
-    python benchmarks/bench_compiler.py [--size 224] [--width 1.0] [--out FILE]
+    python benchmarks/bench_compiler.py [--networks resnet18,alexnet,...|all] [--size 224]
+                                        [--width 1.0] [--out FILE]
+
+The default is ResNet-18 alone (the issue's figure); ``--networks all`` adds AlexNet, VGG-16 and
+SqueezeNet 1.0 and 1.1 (minutes each: VGG-16 has 138 M weights).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from emu.config import AccelConfig
 from programs import reference, runtime, seednets
 from programs.manifest import compile_model
 
-# ResNet-18's 3x3x512 convolutions need 4608 weight words per block of lanes: more than the
-# default 4096-word WMEM holds, so the benchmark's accelerator has 8192.
-BENCH_CONFIG = AccelConfig(wmem_depth=8192)
+# ResNet-18's 3x3x512 convolutions need 4608 weight words per block of lanes, AlexNet's first
+# fully connected layer (9216 inputs) 9216: more than the default 4096-word WMEM holds, so the
+# benchmark's accelerator has 16384.
+BENCH_CONFIG = AccelConfig(wmem_depth=16384)
+NETWORKS = ("resnet18", "alexnet", "vgg16", "squeezenet1_0", "squeezenet1_1")
 
 
 def _ort_seconds(model: Any, x: np.ndarray, repeat: int = 5) -> tuple[float, np.ndarray]:
@@ -69,8 +75,9 @@ def requant_comparison(size: int, width: float, n: int = 8, seed: int = 1) -> di
 
 
 def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
-          compare_size: int = 32, compare_width: float = 0.25) -> dict[str, Any]:
-    model = seednets.build("resnet18", width=width, size=size, seed=seed)
+          compare_size: int = 32, compare_width: float = 0.25,
+          network: str = "resnet18") -> dict[str, Any]:
+    model = seednets.build(network, width=width, size=size, seed=seed)
     rng = np.random.default_rng(seed)
     calib = rng.standard_normal((calib_n, 3, size, size)).astype(np.float32)
     x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
@@ -84,7 +91,7 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
     t_ort, y_ort = _ort_seconds(model, x)
     # The emulator's result is checked bit for bit against the integer reference inside run().
     result = {
-        "network": f"resnet18 (random weights), width {width}, input {size}x{size}",
+        "network": f"{network} (random weights), width {width}, input {size}x{size}",
         "config": BENCH_CONFIG.to_dict(),
         "compile_seconds": t_compile,
         "compile_breakdown": comp.info["compile_seconds"],
@@ -99,7 +106,8 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "bit_exact_with_integer_reference": rep.first_int_divergence is None,
         "output_rel_rms_error_vs_float": float(np.sqrt(np.mean((rep.output - y_ort) ** 2)
                                                        / np.mean(y_ort ** 2))),
-        "requant_search": requant_comparison(compare_size, compare_width),
+        "requant_search": (requant_comparison(compare_size, compare_width)
+                           if network == "resnet18" else None),
         "machine": {"python": platform.python_version(), "cpu": platform.processor()
                     or platform.machine()},
     }
@@ -109,16 +117,31 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--networks", default="resnet18",
+                   help=f"comma-separated from {', '.join(NETWORKS)}, or all")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--compare-size", type=int, default=32)
     p.add_argument("--compare-width", type=float, default=0.25)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "compiler.json"))
     args = p.parse_args(argv)
-    res = bench(args.size, args.width, compare_size=args.compare_size,
-                compare_width=args.compare_width)
+    names = list(NETWORKS) if args.networks == "all" else args.networks.split(",")
+    unknown = [n for n in names if n not in NETWORKS]
+    if unknown:
+        p.error(f"unknown network {unknown[0]} (known: {', '.join(NETWORKS)})")
+    results = {}
+    for name in names:
+        results[name] = bench(args.size, args.width, compare_size=args.compare_size,
+                              compare_width=args.compare_width, network=name)
+        r = results[name]
+        print(f"{name:<14} compile {r['compile_seconds']:7.1f} s   emulator "
+              f"{r['emulator_fast_seconds']:7.2f} s   onnxruntime "
+              f"{r['onnxruntime_float_seconds']:6.3f} s   ratio "
+              f"{r['emulator_over_onnxruntime']:6.1f}x   {r['program_bytes'] / 1e6:7.1f} MB   "
+              f"{r['cycles_per_image']:>14,} cycles   bit-exact "
+              f"{r['bit_exact_with_integer_reference']}", flush=True)
+    res = results[names[0]] if len(names) == 1 else {"networks": results}
     text = json.dumps(res, indent=1)
-    print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
     return 0
