@@ -32,6 +32,11 @@ def _say(args: argparse.Namespace, msg: str) -> None:
         print(msg, flush=True)
 
 
+def short_name(name: str, index: int) -> str:
+    """A unique, short plot label: the index and the last two parts of an ONNX node name."""
+    return f"{index} " + "/".join(name.strip("/").split("/")[-2:])[:22]
+
+
 def pick_rtl_backend(requested: str | None) -> str:
     """Verilator by default, Icarus where Verilator is missing; an explicit choice is kept."""
     if requested:
@@ -168,7 +173,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report.histogram_figure(out / "histograms.png", panels)
     figures["Weight histograms with ASD levels"] = "histograms.png"
     rep_layers = runtime.run(comp, x[:1]).layers
-    report.cycles_figure(out / "cycles.png", [r.name.split("/")[-1][:20] for r in rep_layers],
+    report.cycles_figure(out / "cycles.png", [short_name(r.name, i) for i, r in
+                                              enumerate(rep_layers, 1)],
                          [r.cycles for r in rep_layers])
     figures["Cycles per layer"] = "cycles.png"
 

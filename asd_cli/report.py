@@ -141,8 +141,7 @@ def write(out_dir: str | Path, summary: dict[str, Any], figures: dict[str, str])
         if rows:
             parts.append(f"<h2>{title}</h2>")
             parts.append(_table(rows, [("name", "layer", ""), ("op", "op", ""),
-                                       ("cycles", "cycles/image", ",d"),
-                                       ("sqnr_db", "weight SQNR dB", ".1f")]))
+                                       ("cycles", "cycles/image", ",d")]))
     for title, png in figures.items():
         parts.append(f"<h2>{html.escape(title)}</h2><img src='{html.escape(png)}' "
                      f"alt='{html.escape(title)}'>")
