@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = [
     "asd_cli.demo",
     "asd_cli.compile",
     "asd_cli.export",
+    "asd_cli.hwreport",
 ]
 
 

@@ -1,0 +1,259 @@
+"""``asd hwreport``: the cost of both PE kinds, measured on the exported RTL.
+
+For every configuration of a sweep, every target (``pe``: the PE array of
+:mod:`accel.designs`; ``core``: the whole core) and both PE kinds it collects
+
+* iCE40 LUT4, carry and flip-flop counts (``synth_ice40`` of the design alone),
+* Fmax from nextpnr-ice40 (median over seeds, the design inside the scan wrapper),
+* generic gate count, logic depth (``ltp -noff``) and CMOS transistor count (``abc -g``),
+* ``toggle_energy`` (``pe`` target only): the gate-level PE array simulated on the MAC
+  stream of a real layer (:mod:`accel.power`),
+
+and the ratios shiftadd / multiplier.  :func:`write_outputs` writes ``hwreport.md``,
+``hwreport.json`` and ``hwreport.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from emu.config import AccelConfig
+
+from . import designs, power, synth
+
+KINDS = ("shiftadd", "multiplier")
+TARGETS = ("pe", "core")
+METRICS = ("lut4", "carry", "ff", "fmax_mhz", "gates", "logic_depth", "transistors",
+           "toggle_energy")
+# Higher is better for Fmax; the critical path is 1/Fmax.
+LABELS = {"lut4": "iCE40 LUT4", "carry": "iCE40 carry", "ff": "flip-flops",
+          "fmax_mhz": "Fmax (MHz)", "crit_ns": "critical path (ns)", "gates": "gates",
+          "logic_depth": "logic depth", "transistors": "transistors",
+          "toggle_energy": "toggle energy"}
+
+Stream = tuple[NDArray[np.int64], NDArray[np.int64]]
+Log = Callable[[str], None]
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for tool, arg in (("yosys", "-V"), ("nextpnr-ice40", "--version"), ("iverilog", "-V")):
+        try:
+            p = subprocess.run([tool, arg], capture_output=True, text=True, timeout=30)
+            out[tool] = (p.stdout + p.stderr).strip().splitlines()[0]
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            out[tool] = "missing"
+    return out
+
+
+def measure(config: AccelConfig, target: str, workdir: str | Path, *, seeds: int = 5,
+            device: str = synth.DEVICE, stream: Stream | None = None, mode: str = "pipelined",
+            timeout: float = 900, log: Log | None = None) -> dict[str, Any]:
+    """All figures of one design (``config.pe`` picks the PE kind)."""
+    say = log or (lambda s: None)
+    wd = Path(workdir)
+    srcs, top, wrap = designs.write_design(config, target, wd / "rtl", mode)
+    coarse = synth.coarse_cells(srcs, top, wd / "coarse", timeout=timeout)
+    say(f"{target} {config.pe}: synth_ice40")
+    ice = synth.ice40_stats(srcs, top, wd / "ice40", timeout=timeout, write_json=False)
+    say(f"{target} {config.pe}: generic ABC mapping")
+    gen = synth.generic_stats(srcs, top, wd / "generic", timeout=timeout)
+    res: dict[str, Any] = {"lut4": ice.lut4, "carry": ice.carry, "ff": ice.ff,
+                           "gates": gen.gates, "logic_depth": gen.depth,
+                           "transistors": gen.transistors, "generic_ff": gen.ffs,
+                           "mul_cells": coarse.get("$mul", 0),
+                           "generic_cells": gen.cells, "ice40_cells": ice.cells}
+    say(f"{target} {config.pe}: nextpnr-ice40 {device}, {seeds} seeds")
+    wrapped = synth.ice40_stats(srcs + [wrap], designs.WRAPPER_NAME, wd / "pnr",
+                                timeout=timeout)
+    try:
+        fmed, fall = synth.fmax_median(wrapped.json_path, seeds, device=device,
+                                       timeout=timeout, progress=lambda s: say(f"  {s}"))
+        res["fmax_mhz"], res["fmax_seeds"] = round(fmed, 2), fall
+        res["crit_ns"] = round(1000.0 / fmed, 3)
+    except synth.ToolMissing:
+        raise
+    except synth.SynthError as exc:
+        if "does not fit" not in str(exc):
+            raise
+        res["fmax_mhz"], res["crit_ns"] = None, None
+        res["fmax_error"] = f"does not fit the iCE40 {device} ({wrapped.lut4} LUT4 with the " \
+                            "scan wrapper)"
+        say(f"  {res['fmax_error']}")
+    if target == "pe" and stream is not None:
+        say(f"{target} {config.pe}: gate-level simulation of {len(stream[0])} MACs")
+        pr = power.toggle_energy(gen.netlist_v, gen.netlist_json, top, config, stream[0],
+                                 stream[1], wd / "power", mode=mode, timeout=timeout)
+        res["toggle_energy"] = pr.toggle_energy
+        res["toggles"] = pr.toggles
+        res["energy_per_mac"] = round(pr.energy_per_mac, 1)
+        res["macs"] = pr.macs
+    else:
+        res["toggle_energy"] = None
+    return res
+
+
+def ratios(sa: dict[str, Any], mul: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for k in METRICS + ("crit_ns",):
+        a, b = sa.get(k), mul.get(k)
+        out[k] = round(a / b, 3) if isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+            and b else None
+    return out
+
+
+def run_sweep(base: AccelConfig, lanes: Sequence[int], act_bits: Sequence[int],
+              targets: Sequence[str], workdir: str | Path, *, seeds: int = 5,
+              device: str = synth.DEVICE,
+              stream_for: Callable[[AccelConfig], Stream] | None = None,
+              mode: str = "pipelined", timeout: float = 900,
+              log: Log | None = None) -> dict[str, Any]:
+    """Every (lanes, act_bits) x target x PE kind; returns the report dictionary."""
+    synth.require("yosys", "nextpnr-ice40")
+    say = log or (lambda s: None)
+    rows = []
+    wd = Path(workdir)
+    total = len(lanes) * len(act_bits) * len(targets)
+    step = 0
+    t0 = time.perf_counter()
+    for nl in lanes:
+        for ab in act_bits:
+            cfg = base.replace(lanes=nl, act_bits=ab)
+            stream = stream_for(cfg) if stream_for and "pe" in targets else None
+            for target in targets:
+                step += 1
+                say(f"[{step}/{total}] lanes={nl} act_bits={ab} target={target} "
+                    f"({time.perf_counter() - t0:.0f} s)")
+                row: dict[str, Any] = {"lanes": nl, "act_bits": ab, "acc_bits": cfg.acc_bits,
+                                       "exp_bits": cfg.exp_bits, "target": target}
+                for kind in KINDS:
+                    c = cfg.replace(pe=kind)
+                    row[kind] = measure(c, target, wd / f"{target}-l{nl}-a{ab}-{kind}",
+                                        seeds=seeds, device=device,
+                                        stream=stream, mode=mode, timeout=timeout, log=say)
+                row["ratio"] = ratios(row["shiftadd"], row["multiplier"])
+                if stream is not None and target == "pe":
+                    row["layer_macs"] = int(len(stream[0]))
+                rows.append(row)
+    first = rows[0]
+    return {
+        "device": f"iCE40 {device.upper()}", "seeds": seeds, "pe_array_mode": mode,
+        "tools": tool_versions(), "transistors_per_cell": dict(synth.TRANSISTORS),
+        "dff_transistors": synth.DFF_TRANSISTORS, "config": base.to_dict(),
+        "shiftadd": summary(first["shiftadd"]), "multiplier": summary(first["multiplier"]),
+        "ratio": first["ratio"], "first": {k: first[k] for k in ("lanes", "act_bits", "target")},
+        "results": rows,
+    }
+
+
+def summary(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m.get(k) for k in METRICS}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    return str(v)
+
+
+TABLE_METRICS = ("lut4", "carry", "ff", "fmax_mhz", "crit_ns", "gates", "logic_depth",
+                 "transistors", "toggle_energy")
+
+
+def table_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for r in report["results"]:
+        for k in TABLE_METRICS:
+            sa, mu = r["shiftadd"].get(k), r["multiplier"].get(k)
+            if sa is None and mu is None:
+                continue
+            ratio = r["ratio"].get(k)
+            change = "" if ratio is None else f"{(ratio - 1) * 100:+.0f}%"
+            out.append([r["target"], str(r["lanes"]), str(r["act_bits"]), LABELS[k], _fmt(sa),
+                        _fmt(mu), _fmt(ratio), change])
+    return out
+
+
+HEADER = ["target", "lanes", "act", "measure", "shiftadd", "multiplier", "ratio", "change"]
+
+
+def text_table(report: dict[str, Any]) -> str:
+    rows = [HEADER] + table_rows(report)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = []
+    for j, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Hardware report: shift-add vs multiplier PEs", "",
+             f"Device {report['device']} (nextpnr-ice40, Fmax = median of {report['seeds']} "
+             f"seeds); PE array mode: {report['pe_array_mode']}; generic mapping "
+             f"`abc -g {synth.ABC_GATES}`. ratio = shiftadd / multiplier (below 1: shift-add "
+             "smaller or faster; for Fmax above 1 is better).", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
+    for r in table_rows(report):
+        lines.append("| " + " | ".join(r) + " |")
+    lines += ["", "Tools: " + "; ".join(f"{k}: {v}" for k, v in report["tools"].items()), ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ("lut4", "ff", "crit_ns", "gates", "logic_depth", "transistors", "toggle_energy")
+    rows = report["results"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(metrics) * max(1, len(rows)) / 2), 4))
+    width = 0.8 / max(1, len(rows))
+    for j, r in enumerate(rows):
+        vals = [r["ratio"].get(m) or 0.0 for m in metrics]
+        xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(metrics))]
+        ax.bar(xs, vals, width, label=f"{r['target']} l{r['lanes']} a{r['act_bits']}")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.axhline(0.5, color="r", lw=0.8, ls="--", label="target (-50%)")
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([LABELS[m] for m in metrics], rotation=20, ha="right")
+    ax.set_ylabel("shiftadd / multiplier")
+    ax.set_title("Shift-add PE datapath relative to the multiplier datapath")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    p = Path(path)
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return p
+
+
+def write_outputs(report: dict[str, Any], directory: str | Path) -> list[Path]:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    md = d / "hwreport.md"
+    md.write_text(markdown(report))
+    js = d / "hwreport.json"
+    js.write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+    return [md, js, plot(report, d / "hwreport.png")]
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    raise TypeError(type(o).__name__)
+

@@ -1,0 +1,269 @@
+"""A toggle-based power proxy: switching activity of the gate-level PE array on a real layer.
+
+1. :func:`mac_stream` runs a program image on the golden emulator in step mode and records,
+   for every MAC, the broadcast activation and the lanes' weight codes.
+2. :func:`toggle_energy` drives the generic gate-level netlist of the PE array
+   (:func:`accel.synth.generic_stats`, Yosys's ``simcells.v`` models) with that stream under
+   Icarus, one MAC per cycle, dumps a VCD of every net, and counts the toggles of each net
+   bit.  Each toggle is weighted by the transistor count of the cell driving the net
+   (:data:`accel.synth.TRANSISTORS`: switched capacitance grows with the size of the gate
+   that switches); nets driven from the primary inputs count nothing.  The sum is
+   ``toggle_energy`` (transistor-toggles); divided by the MACs it is the energy per MAC.
+3. After the stream the testbench reads every lane's accumulator back and the run is
+   refused unless they equal the emulator's sums of products (the last products for the
+   product-stage array), so the netlist simulated is
+   known to compute the layer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from emu import semantics
+from emu.config import AccelConfig
+from emu.emulator import Machine
+from emu.image import Image
+
+from . import synth
+
+SIMCELLS_CANDIDATES = ("/usr/share/yosys/simcells.v", "/usr/local/share/yosys/simcells.v")
+
+
+class PowerError(RuntimeError):
+    """The power simulation could not run or did not reproduce the emulator."""
+
+
+def mac_stream(image: Image, config: AccelConfig | None = None,
+               limit: int | None = None) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """``(x, codes)``: per MAC of the program, the activation and the ``lanes`` codes."""
+    mach = Machine(image, config)
+    xs: list[int] = []
+    ws: list[NDArray[np.int64]] = []
+    while not mach.halted:
+        ins = mach.prog.instrs[mach.pc]
+        if ins.mnemonic == "MAC":
+            f = mach.prog.fields[mach.pc]
+            xs.append(int(mach.amem[mach.regs[f["rx"]]]))
+            ws.append(mach.wmem[mach.regs[f["rw"]]].copy())
+            if limit is not None and len(xs) >= limit:
+                break
+        mach.step()
+    if not xs:
+        raise PowerError("the program executes no MAC")
+    return np.asarray(xs, np.int64), np.asarray(ws, np.int64).reshape(len(xs), -1)
+
+
+def simcells() -> Path:
+    for p in SIMCELLS_CANDIDATES:
+        if Path(p).exists():
+            return Path(p)
+    found = shutil.which("yosys-config")
+    if found:
+        out = subprocess.run([found, "--datdir"], capture_output=True, text=True, timeout=30)
+        dat = Path(out.stdout.strip()) / "simcells.v"
+        if dat.exists():
+            return dat
+    raise synth.ToolMissing(f"yosys's simcells.v not found; install with: {synth.INSTALL}")
+
+
+def _testbench(config: AccelConfig, top: str, n: int, lanes: int, sel_bits: int,
+               hold: bool) -> str:
+    c = config
+    after = "load = 1;" if hold else "x_in = 0; w_in = 0; load = 0;"
+    wbits = c.lanes * c.code_bits
+    return f"""`timescale 1ns/1ps
+module tb_power;
+reg clk = 0;
+reg rst = 1;
+reg load = 1;
+reg [{c.act_bits - 1}:0] x_in = 0;
+reg [{wbits - 1}:0] w_in = 0;
+reg [{sel_bits - 1}:0] sel = 0;
+wire [{c.acc_bits - 1}:0] acc_out;
+reg [{wbits + c.act_bits - 1}:0] stim [0:{n - 1}];
+integer i;
+{top} dut(.clk(clk), .rst(rst), .x_in(x_in), .w_in(w_in), .load(load), .sel(sel),
+          .acc_out(acc_out));
+always #5 clk = ~clk;
+initial begin
+    $readmemh("stream.hex", stim);
+    @(negedge clk); @(negedge clk); rst = 0;
+    $dumpfile("power.vcd");
+    $dumpvars(0, dut);
+    for (i = 0; i < {n}; i = i + 1) begin
+        {{w_in, x_in}} = stim[i];
+        @(negedge clk);
+    end
+    {after}
+    @(negedge clk); @(negedge clk); @(negedge clk);
+    $dumpoff;
+    for (i = 0; i < {lanes}; i = i + 1) begin
+        sel = i;
+        @(negedge clk); @(negedge clk);
+        $display("PWR-ACC %0d %h", i, acc_out);
+    end
+    $display("PWR-END");
+    $finish;
+end
+endmodule
+"""
+
+
+@dataclass
+class PowerResult:
+    toggle_energy: int  # transistor-weighted toggles over the stream
+    toggles: int  # unweighted net-bit toggles
+    macs: int
+    by_cell: dict[str, int]  # weighted toggles per driving cell type
+
+    @property
+    def energy_per_mac(self) -> float:
+        return self.toggle_energy / self.macs
+
+
+def _cell_weight(cell_type: str) -> int:
+    return synth.transistors_of({cell_type: 1})
+
+
+def parse_vcd_toggles(path: str | Path) -> dict[str, list[int]]:
+    """Per VCD variable name, toggles of each bit (LSB first), counting changes after the
+    first value of each variable."""
+    names: dict[str, tuple[str, int]] = {}
+    counts: dict[str, list[int]] = {}
+    last: dict[str, str] = {}
+    with open(path) as fh:
+        in_header = True
+        for line in fh:
+            if in_header:
+                if line.startswith("$var"):
+                    parts = line.split()
+                    width, code, name = int(parts[2]), parts[3], parts[4]
+                    if code not in names:
+                        names[code] = (name, width)
+                        counts[code] = [0] * width
+                elif line.startswith("$enddefinitions"):
+                    in_header = False
+                continue
+            if not line or line[0] in "#$":
+                continue
+            ch = line[0]
+            if ch in "01xzXZ":
+                code, val = line[1:].strip(), ch
+            elif ch in "bB":
+                v, code = line[1:].split()
+                val = v
+            else:
+                continue
+            if code not in names:
+                continue
+            width = names[code][1]
+            val = val.rjust(width, "0" if val[0] in "01" else val[0])[-width:]
+            prev = last.get(code)
+            last[code] = val
+            if prev is None:
+                continue
+            cnt = counts[code]
+            for k in range(width):
+                a, b = prev[width - 1 - k], val[width - 1 - k]
+                if a != b and a in "01" and b in "01":
+                    cnt[k] += 1
+    return {names[c][0]: v for c, v in counts.items()}
+
+
+def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,
+                  config: AccelConfig, x: NDArray[np.int64], codes: NDArray[np.int64],
+                  workdir: str | Path, *, mode: str = "pipelined",
+                  timeout: float = 600) -> PowerResult:
+    """Simulate the gate-level PE array on the ``(x, codes)`` stream; see the module doc."""
+    synth.require("iverilog", "vvp")
+    c = config
+    wd = Path(workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    n = len(x)
+    xm = (1 << c.act_bits) - 1
+    cm = (1 << c.code_bits) - 1
+    lines = []
+    for i in range(n):
+        word = int(x[i]) & xm
+        for lane in range(c.lanes):
+            word |= (int(codes[i, lane]) & cm) << (c.act_bits + lane * c.code_bits)
+        lines.append(f"{word:x}")
+    (wd / "stream.hex").write_text("\n".join(lines) + "\n")
+    from .designs import sel_bits
+
+    (wd / "tb_power.v").write_text(_testbench(c, top, n, c.lanes, sel_bits(c.lanes),
+                                                mode == "product"))
+    build = ["iverilog", "-g2005", "-o", "power.vvp", "tb_power.v",
+             str(Path(netlist_v).resolve()), str(simcells())]
+    try:
+        p = subprocess.run(build, cwd=wd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PowerError(f"iverilog timed out after {timeout:.0f} s") from None
+    if p.returncode != 0:
+        raise PowerError(f"iverilog failed:\n{(p.stdout + p.stderr)[-2000:]}")
+    try:
+        p = subprocess.run(["vvp", "-n", "power.vvp"], cwd=wd, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PowerError(f"vvp timed out after {timeout:.0f} s") from None
+    out = p.stdout
+    if "PWR-END" not in out:
+        raise PowerError(f"power simulation did not finish:\n{(out + p.stderr)[-2000:]}")
+    got = {int(m.group(1)): int(m.group(2), 16)
+           for m in re.finditer(r"PWR-ACC (\d+) ([0-9a-fA-FxzXZ]+)", out)
+           if all(ch in "0123456789abcdefABCDEF" for ch in m.group(2))}
+    prods = semantics.shift_add(x[:, None], codes, c.exp_bits)
+    # Accumulating modes hold the sum of the products; the product stage the last product.
+    want = semantics.wrap(prods[-1] if mode == "product" else prods.sum(axis=0), c.acc_bits)
+    for lane in range(c.lanes):
+        have = got.get(lane)
+        if have is None or semantics.wrap(have, c.acc_bits) != int(want[lane]):
+            raise PowerError(f"gate-level netlist disagrees with the emulator on lane {lane}: "
+                             f"{have} vs {int(want[lane]) & ((1 << c.acc_bits) - 1)}")
+
+    net = synth.load_netlist(netlist_json, top)
+    driver: dict[int, str] = {}
+    for cell in net["cells"].values():
+        for port, direction in cell["port_directions"].items():
+            if direction == "output":
+                for b in cell["connections"][port]:
+                    if isinstance(b, int):
+                        driver[b] = cell["type"]
+    toggles = parse_vcd_toggles(wd / "power.vcd")
+    seen: set[int] = set()
+    energy, total = 0, 0
+    by_cell: dict[str, int] = {}
+    weights: dict[str, int] = {}
+    for name, per_bit in toggles.items():
+        info = net["netnames"].get(name)
+        if info is None or len(info["bits"]) != len(per_bit):
+            continue
+        for b, t in zip(info["bits"], per_bit):
+            if not isinstance(b, int) or b in seen or b not in driver:
+                continue
+            seen.add(b)
+            ct = driver[b]
+            if ct not in weights:
+                weights[ct] = _cell_weight(ct)
+            total += t
+            energy += t * weights[ct]
+            by_cell[ct] = by_cell.get(ct, 0) + t * weights[ct]
+    if total == 0:
+        raise PowerError("no toggles recorded: the VCD names did not match the netlist")
+    (wd / "power.json").write_text(json.dumps({"toggle_energy": energy, "toggles": total,
+                                               "macs": n, "by_cell": by_cell}, indent=1))
+    return PowerResult(energy, total, n, by_cell)
+
+
+def stream_summary(x: NDArray[np.int64], codes: NDArray[np.int64]) -> dict[str, Any]:
+    return {"macs": int(len(x)), "lanes": int(codes.shape[1]),
+            "zero_activations": float(np.mean(x == 0))}

@@ -1,0 +1,74 @@
+"""The full hardware sweep: both PE kinds, PE array (pipelined and product stage) and core.
+
+    python benchmarks/bench_hwreport.py [--lanes 1,4,8] [--act-bits 4,8] [--core-lanes 1,4]
+                                        [--seeds 5] [--macs 2000]
+
+Prints one table per study and writes benchmarks/results/hwreport.json:
+
+* ``pe_pipelined``: the PE array with a product register before the accumulator (equal
+  throughput: one MAC per lane per cycle);
+* ``pe_product``: the product stage alone (weight/activation registers -> PE -> register);
+* ``core``: the whole core (the default 8 lanes do not fit an iCE40 HX8K: Fmax is n/a there,
+  area figures are still measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from accel import hwreport
+from asd_cli.hwreport import layer_stream
+from emu.config import AccelConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "hwreport.json"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lanes", default="1,4,8")
+    ap.add_argument("--act-bits", default="4,8")
+    ap.add_argument("--core-lanes", default="1,4")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--macs", type=int, default=2000)
+    ap.add_argument("--work", default=str(ROOT / "out" / "bench-hwreport"))
+    ap.add_argument("-o", "--output", default=str(DEFAULT_OUT))
+    args = ap.parse_args(argv)
+    base = AccelConfig()
+    work = Path(args.work)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    studies = {}
+    for name, target, mode, lanes in (("pe_pipelined", "pe", "pipelined", args.lanes),
+                                      ("pe_product", "pe", "product", args.lanes),
+                                      ("core", "core", "pipelined", args.core_lanes)):
+        rep = hwreport.run_sweep(base, _ints(lanes), _ints(args.act_bits), (target,),
+                                 work / name, seeds=args.seeds, mode=mode,
+                                 stream_for=lambda c: layer_stream(c, args.macs), log=log)
+        hwreport.write_outputs(rep, work / name)
+        studies[name] = rep
+        print(f"\n## {name}\n")
+        print(hwreport.text_table(rep))
+        sys.stdout.flush()
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1), **studies},
+                              indent=1, default=str) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""asd hwreport: the parsers, the transistor model, and the synthesis flow on a small
+configuration (marker ``synth``: Yosys, nextpnr-ice40 and Icarus really run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from accel import designs, hwreport, power, synth
+from asd_cli.main import main
+from emu.config import AccelConfig
+
+STAT = """
+=== asd_pe_array ===
+
+   Number of wires:                 42
+   Number of cells:                 10
+     SB_CARRY                        3
+     SB_DFF                          2
+     SB_DFFE                         1
+     SB_LUT4                         4
+
+"""
+
+
+def test_parse_stat_ltp_fmax() -> None:
+    cells = synth.parse_stat(STAT)
+    assert cells == {"SB_CARRY": 3, "SB_DFF": 2, "SB_DFFE": 1, "SB_LUT4": 4}
+    r = synth.Ice40Result(cells, Path("x.json"))
+    assert (r.lut4, r.carry, r.ff) == (4, 3, 3)
+    assert synth.parse_ltp("Longest topological path in top (length=17):\n") == 17
+    log = ("Info: Max frequency for clock 'clk$SB_IO_IN_$glb_clk': 80.00 MHz (PASS at 12.00 MHz)\n"
+           "Info: Max frequency for clock 'clk$SB_IO_IN_$glb_clk': 95.72 MHz (PASS at 12.00 MHz)\n")
+    assert synth.parse_fmax(log) == 95.72
+    with pytest.raises(synth.SynthError, match="Max frequency"):
+        synth.parse_fmax("Info: nothing here")
+    with pytest.raises(synth.SynthError, match="cell counts"):
+        synth.parse_stat(STAT.replace("SB_LUT4                         4",
+                                      "SB_LUT4                         5"))
+
+
+def test_transistor_model() -> None:
+    assert synth.transistors_of({"$_NAND_": 2, "$_XOR_": 1, "$_MUX_": 1}) == 8 + 8 + 12
+    plain = synth.transistors_of({"$_DFF_P_": 1})
+    assert plain == synth.DFF_TRANSISTORS
+    assert synth.transistors_of({"$_SDFFE_PP0P_": 1}) > plain
+    with pytest.raises(synth.SynthError, match="no transistor count"):
+        synth.transistors_of({"$_FOO_": 1})
+
+
+def test_vcd_toggles(tmp_path: Path) -> None:
+    vcd = tmp_path / "t.vcd"
+    vcd.write_text("$scope module dut $end\n$var wire 1 ! a $end\n$var wire 3 \" v [2:0] $end\n"
+                   "$upscope $end\n$enddefinitions $end\n#0\n$dumpvars\n0!\nb000 \"\n$end\n"
+                   "#10\n1!\nb101 \"\n#20\n0!\nb1 \"\n#30\n0!\n")
+    t = power.parse_vcd_toggles(vcd)
+    assert t["a"] == [2]
+    assert t["v"] == [1, 0, 2]  # 000 -> 101 -> 001: bit 0 once, bit 2 twice
+
+
+def test_scan_wrapper_ports() -> None:
+    c = AccelConfig(lanes=2, act_bits=4)
+    v = designs.scan_wrapper(designs.PE_ARRAY_NAME, designs.pe_array_ports(c))
+    nin = c.act_bits + 2 * c.code_bits + 1 + designs.sel_bits(2)
+    assert f"reg [{nin - 1}:0] sin" in v
+    assert f"reg [{c.acc_bits - 1}:0] sout" in v
+    assert "module asd_synth_top(input clk, input rst, input si, input se, output so)" in v
+
+
+def test_ratios() -> None:
+    r = hwreport.ratios({"lut4": 50, "fmax_mhz": 120.0, "toggle_energy": None},
+                        {"lut4": 100, "fmax_mhz": 100.0, "toggle_energy": 5})
+    assert r["lut4"] == 0.5 and r["fmax_mhz"] == 1.2 and r["toggle_energy"] is None
+
+
+def test_missing_tools_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["hwreport", "--target", "pe", "--seeds", "1", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "yosys" in err and "apt-get install yosys nextpnr-ice40" in err
+
+
+@pytest.mark.synth
+def test_cli_pe_array_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both PE kinds through the whole flow on a 2-lane, 4-bit PE array."""
+    out = tmp_path / "rep"
+    rc = main(["hwreport", "--target", "pe", "--lanes", "2", "--act-bits", "4", "--seeds", "2",
+               "--macs", "150", "--json", "-q", "-o", str(out)])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    for kind in ("shiftadd", "multiplier"):
+        m = rep[kind]
+        assert set(m) == set(hwreport.METRICS)
+        for key in hwreport.METRICS:
+            assert isinstance(m[key], (int, float)) and m[key] > 0, (kind, key, m[key])
+        assert m["ff"] <= m["lut4"] + m["ff"] and m["logic_depth"] < m["gates"]
+    row = rep["results"][0]
+    assert row["shiftadd"]["mul_cells"] == 0
+    assert row["multiplier"]["mul_cells"] == 2  # one multiplier per lane
+    assert len(row["shiftadd"]["fmax_seeds"]) == 2
+    assert row["ratio"]["lut4"] == round(rep["shiftadd"]["lut4"] / rep["multiplier"]["lut4"], 3)
+    # The shift-add array is smaller in LUTs and generic gates at this size already.
+    assert rep["ratio"]["lut4"] < 1 and rep["ratio"]["gates"] < 1
+    assert row["shiftadd"]["macs"] == 150
+    for name in ("hwreport.md", "hwreport.json", "hwreport.png"):
+        assert (out / name).stat().st_size > 0
+    assert "| pe | 2 | 4 | iCE40 LUT4 |" in (out / "hwreport.md").read_text()
+
+
+@pytest.mark.synth
+def test_core_flow_small(tmp_path: Path) -> None:
+    """The whole core of a tiny configuration, both kinds: area, depth and Fmax parsed."""
+    base = AccelConfig(lanes=1, act_bits=4, exp_bits=2, acc_bits=12, imem_depth=64,
+                       wmem_depth=64, bmem_depth=16, amem_depth=256, loop_depth=1)
+    rep = hwreport.run_sweep(base, [1], [4], ("core",), tmp_path, seeds=1)
+    row = rep["results"][0]
+    for kind in ("shiftadd", "multiplier"):
+        m = row[kind]
+        assert m["lut4"] > 0 and m["ff"] > 0 and m["fmax_mhz"] > 0 and m["logic_depth"] > 0
+        assert m["toggle_energy"] is None  # the power proxy runs on the PE array
+    # The core multiplies twice per lane (MAC product and requantization).
+    assert row["shiftadd"]["mul_cells"] == 0 and row["multiplier"]["mul_cells"] == 2
+    assert row["ratio"]["transistors"] is not None
+    assert "core" in hwreport.text_table(rep)
+
+
+@pytest.mark.synth
+def test_power_refuses_a_wrong_netlist(tmp_path: Path) -> None:
+    """The toggle count is only taken from a netlist that reproduces the emulator."""
+    c = AccelConfig(lanes=1, act_bits=4, exp_bits=2, acc_bits=12)
+    srcs, top, _ = designs.write_design(c, "pe", tmp_path / "rtl")
+    gen = synth.generic_stats(srcs, top, tmp_path / "gen")
+    x = np.array([3, -2, 7, 1], np.int64)
+    codes = np.array([[5], [17], [40], [63]], np.int64)
+    ok = power.toggle_energy(gen.netlist_v, gen.netlist_json, top, c, x, codes, tmp_path / "p1")
+    assert ok.toggle_energy > ok.toggles > 0 and ok.macs == 4
+    # Simulating a multiplier-kind netlist as if it ran another configuration's codes:
+    # give it the right stream but claim a different exponent width -> mismatch.
+    wrong = c.replace(exp_bits=1, acc_bits=12)
+    with pytest.raises(power.PowerError):
+        power.toggle_energy(gen.netlist_v, gen.netlist_json, top, wrong, x, codes,
+                            tmp_path / "p2")
