@@ -28,9 +28,9 @@ from programs import reference, runtime, seednets
 from programs.manifest import compile_model
 
 # ResNet-18's 3x3x512 convolutions need 4608 weight words per block of lanes, AlexNet's first
-# fully connected layer (9216 inputs) 9216: more than the default 4096-word WMEM holds, so the
-# benchmark's accelerator has 16384.
-BENCH_CONFIG = AccelConfig(wmem_depth=16384)
+# fully connected layer 9216 and VGG-16's 25088 (7x7x512): more than the default 4096-word WMEM
+# holds, so the benchmark's accelerator has 32768.
+BENCH_CONFIG = AccelConfig(wmem_depth=32768)
 NETWORKS = ("resnet18", "alexnet", "vgg16", "squeezenet1_0", "squeezenet1_1")
 
 
