@@ -8,6 +8,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from emu.config import AccelConfig
+from emu.image import region_of
+from emu.semantics import wrap
 
 
 class BackendError(RuntimeError):
@@ -36,15 +38,9 @@ class BackendResult:
     wall_seconds: float = 0.0
 
     def region(self, name: str = "output") -> NDArray[np.int64]:
-        if name not in self.regions:
-            raise KeyError(f"image names no region '{name}' (it has: "
-                           f"{', '.join(sorted(self.regions)) or 'none'})")
-        base, length = self.regions[name]
-        return self.amem[base: base + length]
+        return region_of(self.amem, self.regions, name)
 
 
 def to_signed(values: NDArray[np.int64] | list[int], bits: int) -> NDArray[np.int64]:
     """Raw ``bits``-wide two's complement words as signed integers."""
-    v = np.asarray(values, dtype=np.int64)
-    half = 1 << (bits - 1)
-    return ((v + half) & ((1 << bits) - 1)) - half
+    return np.asarray(wrap(np.asarray(values, dtype=np.int64), bits), dtype=np.int64)

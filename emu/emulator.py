@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from . import isa
 from .config import AccelConfig
-from .image import Image, ImageError
+from .image import Image, ImageError, region_of
 from .semantics import leaky, requantize, shift_add, wrap
 
 DEFAULT_MAX_CYCLES = 100_000_000
@@ -53,11 +53,7 @@ class RunResult:
         return int(self.counters["cycles"])
 
     def region(self, name: str = "output") -> NDArray[np.int64]:
-        if name not in self.regions:
-            raise KeyError(f"image names no region '{name}' (it has: "
-                           f"{', '.join(sorted(self.regions)) or 'none'})")
-        base, length = self.regions[name]
-        return self.amem[base: base + length]
+        return region_of(self.amem, self.regions, name)
 
 
 def new_counters() -> dict[str, Any]:

@@ -43,6 +43,16 @@ class ImageError(ValueError):
     """An image that cannot be loaded, or one built for another configuration."""
 
 
+def region_of(amem: NDArray[np.int64], regions: dict[str, tuple[int, int]],
+              name: str = "output") -> NDArray[np.int64]:
+    """The AMEM range an image names (every backend's result uses this)."""
+    if name not in regions:
+        raise KeyError(f"image names no region '{name}' (it has: "
+                       f"{', '.join(sorted(regions)) or 'none'})")
+    base, length = regions[name]
+    return amem[base: base + length]
+
+
 def _elem_bytes(bits: int) -> int:
     return 1 if bits <= 8 else 2 if bits <= 16 else 4 if bits <= 32 else 8
 
