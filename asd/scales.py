@@ -13,15 +13,20 @@ float32 value, so decoding the stored codes reproduces the stored floats exactly
 The MSE search costs about one pass of binning over the weights, not one per candidate: each
 candidate's decision thresholds, relative to ``max|w|``, are the same for every channel, so all
 thresholds of all candidates are merged into one sorted edge list; every ``|w|/max|w|`` is
-binned once (a uniform-grid lookup plus a few compares), per-(channel, bin) counts and sums are
-accumulated, and the squared error of every candidate follows from a matrix product.  The error
-is exact except that a weight within one float32 rounding of a threshold may be counted on the
-other side of it.
+binned once (a table lookup on its float32 bit pattern plus one carry test per edge inside the
+table's cell, all integer), per-(channel, bin) counts and sums are accumulated with
+``np.bincount`` a block of channels at a time, and each block's sums of ``u * level`` and
+``level**2`` for every candidate are two matrix products with (bins x candidates) level tables.
+The error is exact except that a weight within one float32 rounding of a threshold may be
+counted on the other side of it.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -85,48 +90,119 @@ def mse_ratios(count: int = 32) -> NDArray[np.float64]:
     return np.exp2(0.25 - np.arange(count) / 16.0)
 
 
+_ONE_BITS = int(np.float32(1.0).view(np.int32))  # u <= 1 (up to a rounding): keys <= this >> shift
+_NO_EDGE = 2**31 - 1  # above the bit pattern of every u
+
+
 class _EdgeBinner:
-    """Maps ``u in [0, 1]`` to the number of edges ``<= u`` with a table and a few compares."""
+    """Maps ``u in [0, 1]`` (float32) to the number of edges ``<= u``: table lookups on the bit
+    pattern, no multiply, no float compare.
+
+    For non-negative floats the int32 bit pattern orders like the value, so ``key = bits >> k``
+    is an exact coarse key (cells of ``2**k`` consecutive floats, about ``2**(k-23)`` relative
+    width: log-spaced, like the candidates' thresholds).  ``k`` is the coarsest shift that
+    leaves at most ``extra`` edges strictly inside any cell with a table whose used part (u
+    above the smallest edge) stays small enough for L2.  Table ``i`` holds, per cell,
+    ``(base << 32) + 2**32 - e_i`` (``base`` = edges at or below the cell's start, only in table
+    0; ``e_i`` = the bit pattern of the cell's i-th inner edge, or one no ``u`` reaches), so
+    ``(table_i[key] + bits) >> 32`` is ``base`` plus ``bits >= e_i`` (the carry): one gather,
+    one add and one shift per inner edge, all in int64.
+    """
+
+    TOUCHED = 1 << 15  # most table cells between the smallest edge and 1.0
+    MAX_EXTRA = 8
 
     def __init__(self, edges: NDArray[np.float32]) -> None:
         self.edges = edges
-        self.grid = 0
-        # Fewest compares first, then the smallest table (it must stay in cache).
-        for allowed in (1, 2, 3):
-            for bits in range(12, 19):
-                g = 1 << bits
-                cell = np.floor(edges.astype(np.float64) * g)
-                inner = cell[cell != edges.astype(np.float64) * g]
-                most = int(np.bincount(inner.astype(np.int64)).max()) if inner.size else 0
-                if most <= allowed:
-                    self.grid, self.extra = g, most
+        eb = edges.view(np.int32).astype(np.int64)
+        self.shift, self.extra = -1, 0
+        for allowed in range(1, self.MAX_EXTRA + 1):
+            for k in range(23, 0, -1):
+                if (_ONE_BITS >> k) - (int(eb[0]) >> k) > self.TOUCHED:
                     break
-            if self.grid:
+                cell = eb >> k
+                inner = cell[(eb & ((1 << k) - 1)) != 0]
+                most = int(np.bincount(inner).max()) if inner.size else 0
+                if most <= allowed:
+                    self.shift, self.extra = k, max(most, 1)
+                    break
+            if self.shift >= 0:
                 break
-        if self.grid:
-            cuts = np.arange(self.grid + 1, dtype=np.float64) / self.grid
-            self.base = np.searchsorted(edges.astype(np.float64), cuts, side="right")
-            self.ext = np.concatenate([edges, np.full(self.extra + 1, np.inf, np.float32)])
+        if self.shift < 0:
+            return
+        k = self.shift
+        starts = np.arange((_ONE_BITS >> k) + 2, dtype=np.int64) << k
+        base = np.searchsorted(eb, starts, side="right")
+        self.tables = []
+        for i in range(self.extra):
+            # the i-th edge above the cell start, if it is inside the cell
+            j = base + i
+            e = np.concatenate([eb, [_NO_EDGE]])[np.minimum(j, eb.size)]
+            e = np.where(e < starts + (1 << k), e, _NO_EDGE)
+            self.tables.append((base << 32 if i == 0 else 0) + (1 << 32) - e)
 
-    def __call__(self, u: NDArray[np.float32]) -> NDArray[np.intp]:
-        if not self.grid:
-            return np.searchsorted(self.edges, u, side="right")
-        g = np.empty(u.shape, dtype=np.intp)
-        np.clip(u * np.float32(self.grid), 0, self.grid, out=g, casting="unsafe")
-        b0 = self.base.take(g)
-        if not self.extra:
-            return b0
-        beta = b0 + (u >= self.ext.take(b0))
-        for _ in range(1, self.extra):
-            b0 += 1
-            beta += u >= self.ext.take(b0)
-        return beta
+    @property
+    def buffers(self) -> int:
+        """How many int64 work buffers :meth:`__call__` needs."""
+        return 2 if self.shift < 0 or self.extra <= 2 else 3
+
+    def __call__(self, u: NDArray[np.float32], out: NDArray[np.intp], tmp: list[NDArray]) -> None:
+        """``out[:] = number of edges <= u``; ``tmp``: :attr:`buffers` int64 arrays like ``u``."""
+        if self.shift < 0:
+            out[...] = np.searchsorted(self.edges, u, side="right")
+            return
+        b64, key = tmp[:2]
+        np.copyto(b64, u.view(np.int32))
+        np.right_shift(b64, self.shift, out=key)
+        last = len(self.tables) - 1
+        for i, table in enumerate(self.tables):
+            # The last table read of key may overwrite it.
+            t = out if i == 0 else key if i == last else tmp[2]
+            np.take(table, key, out=t, mode="clip")
+            t += b64
+            t >>= 32
+            if i:
+                out += t
+
+
+_BLAS: list[list[Any]] = []  # threadpoolctl's BLAS library controllers, found on first use
+
+
+def _blas_libs() -> list[Any]:
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS.append([lib for lib in ThreadpoolController().lib_controllers
+                          if lib.user_api == "blas"])
+        except Exception:  # pragma: no cover - threadpoolctl missing or unusable
+            _BLAS.append([])
+    return _BLAS[0]
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread (threadpoolctl): the search's products are small, one block
+    of channels at a time, and on a busy machine waking and spinning worker threads cost far
+    more than they give (measured on benchmarks/bench_quantize.py, loaded 2-core machine: the
+    whole search took 5-8x longer with two threads).  Results never depend on it."""
+    libs = _blas_libs()
+    before = [lib.get_num_threads() for lib in libs]
+    for lib, n in zip(libs, before, strict=True):
+        if n and n > 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before, strict=True):
+            if n and n > 1:
+                lib.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=16)
 def _search_plan(
     levels: tuple[float, ...], alpha: tuple[float, ...]
-) -> tuple[_EdgeBinner, NDArray[np.intp], int]:
+) -> tuple[_EdgeBinner, NDArray[np.float64], NDArray[np.float64]]:
     # Depends only on the codebook and the candidates: shared by every layer and channel.
     lv = np.asarray(levels)
     al = np.asarray(alpha)
@@ -134,12 +210,10 @@ def _search_plan(
     thr = (al[:, None] * mids[None, :] / lv[-1]).astype(np.float32)  # (K, M), u units
     edges = np.unique(thr[thr <= 1])
     lower = np.concatenate([[-np.inf], edges]).astype(np.float32)
+    # lev[k, b]: the level candidate k rounds bin b (u from lower[b] up to the next edge) to.
     lev = np.stack([np.searchsorted(np.sort(t), lower, side="right") for t in thr])
-    # Bins are in level order for every candidate, so level j of candidate k owns a run of
-    # bins; cut[k, j] is the first bin above level j (the cumulative-sum index it ends at).
-    j = np.arange(lv.size - 1)
-    cut = np.stack([np.searchsorted(row, j, side="right") for row in lev])
-    return _EdgeBinner(edges), cut, edges.size + 1
+    # (bins, K) tables: sum over bins of stat(bin) * level(bin)**p is one matrix product.
+    return _EdgeBinner(edges), np.ascontiguousarray(lv[lev].T), np.ascontiguousarray((lv**2)[lev].T)
 
 
 def scale_mse(
@@ -153,37 +227,49 @@ def scale_mse(
     alpha = mse_ratios() if ratios is None else np.asarray(ratios, dtype=np.float64)
     vmax = float(lv[-1])
     m = max_abs(w2)
-    binner, cut, nb = _search_plan(tuple(lv.tolist()), tuple(alpha.tolist()))
+    binner, lev1, lev2 = _search_plan(tuple(lv.tolist()), tuple(alpha.tolist()))
+    nb = lev1.shape[0]
     rows_n, n = w2.shape
-    cnt = np.zeros((rows_n, nb))
-    s1 = np.zeros((rows_n, nb))
+    # a1[r, k] = sum of u * level, a2[r, k] = sum of level**2 over row r for candidate k.
+    a1 = np.zeros((rows_n, alpha.size))
+    a2 = np.zeros((rows_n, alpha.size))
     inv = np.where(m > 0, 1.0 / np.where(m > 0, m, 1.0), 0.0).astype(np.float32)
-    ct = np.float32 if w2.dtype == np.float32 else np.float64
-    step = max(1, min(CHUNK // n, CHUNK // nb)) if n < CHUNK else 1
-    for r0 in range(0, rows_n, step):
-        r1 = min(r0 + step, rows_n)
-        for c0 in range(0, n, CHUNK):
-            c1 = min(c0 + CHUNK, n)
-            u = np.abs(w2[r0:r1, c0:c1]).astype(ct, copy=False)
-            u *= inv[r0:r1, None].astype(ct)
-            u = u.astype(np.float32, copy=False)
-            beta = binner(u)
-            beta += (np.arange(r1 - r0) * nb)[:, None]
-            size = (r1 - r0) * nb
-            cnt[r0:r1] += np.bincount(beta.reshape(-1), minlength=size).reshape(r1 - r0, nb)
-            s1[r0:r1] += np.bincount(
-                beta.reshape(-1), weights=u.reshape(-1), minlength=size
-            ).reshape(r1 - r0, nb)
+    f32 = w2.dtype == np.float32
+    # Blocks of whole rows (or of one row's columns) of about CHUNK weights, at most CHUNK
+    # histogram cells: every temporary stays in L2, and the buffers are reused.
+    cols = min(n, CHUNK)
+    step = max(1, min(CHUNK // cols, CHUNK // nb))
+    size = step * cols
+    ub = np.empty(size, np.float32)
+    beta = np.empty(size, np.intp)
+    tmp = [np.empty(size, np.int64) for _ in range(binner.buffers)]
+    wide = None if f32 else np.empty(size, np.float64)
+    offs = (np.arange(step) * nb)[:, None]
+    with _one_blas_thread():
+        for r0 in range(0, rows_n, step):
+            r1 = min(r0 + step, rows_n)
+            r = r1 - r0
+            for c0 in range(0, n, CHUNK):
+                c1 = min(c0 + CHUNK, n)
+                e = r * (c1 - c0)
+                x = w2[r0:r1, c0:c1]
+                u = ub[:e].reshape(x.shape)
+                if wide is None:
+                    np.abs(x, out=u)
+                    u *= inv[r0:r1, None]
+                else:
+                    t = wide[:e].reshape(x.shape)
+                    np.abs(x, out=t)
+                    t *= inv[r0:r1, None].astype(np.float64)
+                    u[...] = t
+                bt = beta[:e]
+                binner(ub[:e], bt, [b[:e] for b in tmp])
+                bt.reshape(x.shape)[...] += offs[:r]
+                cnt = np.bincount(bt, minlength=r * nb).reshape(r, nb)
+                s1 = np.bincount(bt, weights=ub[:e], minlength=r * nb).reshape(r, nb)
+                a1[r0:r1] += s1 @ lev1
+                a2[r0:r1] += cnt.astype(np.float64) @ lev2
     sk = alpha / vmax  # candidate scales in units of max|w|
-    # sum over bins of level(bin) * stat(bin), as a telescoping sum over cumulative stats:
-    # far cheaper than a (rows x bins) @ (bins x candidates) product.
-    def level_weighted(stat: NDArray, lev: NDArray) -> NDArray:
-        cs = np.cumsum(stat, axis=1)  # cs[:, b] = stats of bins 0..b
-        below = np.concatenate([np.zeros((stat.shape[0], 1)), cs], axis=1)[:, cut]
-        return lev[-1] * cs[:, -1:] - below @ np.diff(lev)
-
-    a1 = level_weighted(s1, lv)
-    a2 = level_weighted(cnt, lv**2)
     # Squared error minus the candidate-independent sum of w**2, in units of max|w|**2.
     err = -2.0 * sk[None, :] * a1 + (sk**2)[None, :] * a2
     best = np.argmin(err, axis=1)

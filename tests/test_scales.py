@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,24 +11,71 @@ from asd import scales
 from asd.schemes import get_scheme
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.sampled_from(["asd2", "pot", "int4", "int8"]))
-def test_mse_search_picks_the_brute_force_best(seed, name):
-    rng = np.random.default_rng(seed)
-    w = (rng.laplace(size=(6, 200)) * rng.uniform(0.1, 3, (6, 1))).astype(np.float32)
+def _check_brute_force(w, name):
+    """scale_mse picks the candidate with the least error under the scheme's own quantizer."""
     sch = get_scheme(name)
     chosen = scales.scale_mse(w, sch.levels())
     m = np.abs(w).max(axis=1)
+
     def err(s):
         v = sch.decode(sch._codes(w, s)) * s[:, None]
         return ((w - v) ** 2).sum(axis=1)
 
-    cands = [(m * a / sch.vmax).astype(np.float32) for a in scales.mse_ratios()]
+    cands = [np.where(m > 0, m * a / sch.vmax, 1.0).astype(np.float32) for a in scales.mse_ratios()]
     best = np.argmin([err(s) for s in cands], axis=0)
     # The search picks the brute-force best candidate, then stores it as float16.
     want = np.float16([cands[b][i] for i, b in enumerate(best)]).astype(np.float32)
     assert np.array_equal(chosen.astype(np.float16), chosen)  # stored exactly
     assert np.allclose(err(chosen), err(want), rtol=1e-9, atol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["asd2", "pot", "int4", "int8"]))
+def test_mse_search_picks_the_brute_force_best(seed, name):
+    rng = np.random.default_rng(seed)
+    w = (rng.laplace(size=(6, 200)) * rng.uniform(0.1, 3, (6, 1))).astype(np.float32)
+    _check_brute_force(w, name)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((3, 70000), np.float32), ((300, 64), np.float32), ((40, 500), np.float64)],
+)
+def test_mse_search_brute_force_in_blocks(shape, dtype):
+    # Rows longer than a block, more rows than a block holds, float64 weights, a zero row,
+    # and weights on the candidates' thresholds (one float32 step either side of them too).
+    rng = np.random.default_rng(shape[0])
+    w = (rng.laplace(size=shape) * rng.uniform(0.1, 3, (shape[0], 1))).astype(dtype)
+    w[1] = 0.0
+    sch = get_scheme("asd2")
+    m = np.abs(w[0]).max()
+    thr = np.float32(scales.mse_ratios()[3] * m / sch.vmax) * np.float32(sch.levels()[5] + 0.5 * (
+        sch.levels()[6] - sch.levels()[5]))
+    w[0, 1:4] = [thr, np.nextafter(thr, np.float32(0)), np.nextafter(thr, np.float32(1))]
+    _check_brute_force(w, "asd2")
+
+
+@pytest.mark.parametrize("name", ["asd2", "pot", "int4", "int8", "fp8-e4m3"])
+def test_edge_binning_is_exact(name):
+    # The table lookup counts the edges <= u exactly, on the edges and one float32 step away.
+    lv = get_scheme(name).levels()
+    assert lv is not None
+    binner = scales._search_plan(tuple(lv.tolist()), tuple(scales.mse_ratios().tolist()))[0]
+    e = binner.edges
+    rng = np.random.default_rng(0)
+    u = np.concatenate([
+        e, np.nextafter(e, np.float32(0)), np.nextafter(e, np.float32(2)),
+        rng.uniform(0, 1, 100000).astype(np.float32), np.float32([0, 1, np.nextafter(1, 2)]),
+        rng.uniform(0, e[0], 1000).astype(np.float32),
+    ]).astype(np.float32)
+    # Also with more inner edges per cell (coarser tables) and with the binary-search fallback.
+    coarse = type("Coarse", (scales._EdgeBinner,), {"TOUCHED": 1 << 11})(e)
+    none = type("NoTable", (scales._EdgeBinner,), {"TOUCHED": 0})(e)
+    assert none.shift < 0
+    for b in (binner, coarse, none):
+        got = np.empty(u.size, np.intp)
+        b(u, got, [np.empty(u.size, np.int64) for _ in range(b.buffers)])
+        assert np.array_equal(got, np.searchsorted(e, u, side="right"))
 
 
 @given(st.integers(0, 2**32 - 1))
