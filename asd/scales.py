@@ -24,14 +24,12 @@ counted on the other side of it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from asd.asdq import CHUNK
+from asd.blas import one_blas_thread
 
 METHODS = ("max", "pow2", "mse")
 GRANULARITIES = ("tensor", "channel")
@@ -165,40 +163,6 @@ class _EdgeBinner:
                 out += t
 
 
-_BLAS: list[list[Any]] = []  # threadpoolctl's BLAS library controllers, found on first use
-
-
-def _blas_libs() -> list[Any]:
-    if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS.append([lib for lib in ThreadpoolController().lib_controllers
-                          if lib.user_api == "blas"])
-        except Exception:  # pragma: no cover - threadpoolctl missing or unusable
-            _BLAS.append([])
-    return _BLAS[0]
-
-
-@contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """BLAS limited to one thread (threadpoolctl): the search's products are small, one block
-    of channels at a time, and on a busy machine waking and spinning worker threads cost far
-    more than they give (measured on benchmarks/bench_quantize.py, loaded 2-core machine: the
-    whole search took 5-8x longer with two threads).  Results never depend on it."""
-    libs = _blas_libs()
-    before = [lib.get_num_threads() for lib in libs]
-    for lib, n in zip(libs, before, strict=True):
-        if n and n > 1:
-            lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, n in zip(libs, before, strict=True):
-            if n and n > 1:
-                lib.set_num_threads(n)
-
-
 @functools.lru_cache(maxsize=16)
 def _search_plan(
     levels: tuple[float, ...], alpha: tuple[float, ...]
@@ -245,7 +209,7 @@ def scale_mse(
     tmp = [np.empty(size, np.int64) for _ in range(binner.buffers)]
     wide = None if f32 else np.empty(size, np.float64)
     offs = (np.arange(step) * nb)[:, None]
-    with _one_blas_thread():
+    with one_blas_thread():
         for r0 in range(0, rows_n, step):
             r1 = min(r0 + step, rows_n)
             r = r1 - r0

@@ -29,7 +29,7 @@ Facts about the text (parsed nests, runs, transfer compositions) are cached per 
 the tiles of one layer analyse it once; tables derived from WMEM and BMEM (code integers, REQ
 multipliers) are kept for the run, since no instruction writes those memories.  A batch runs
 its products with BLAS limited to one thread (threadpoolctl, when installed): they are small,
-and waking or spinning worker threads costs more than they give (see _one_blas_thread).
+and waking or spinning worker threads costs more than they give (see asd.blas).
 
 Memory ordering is made irrelevant rather than reproduced: a batch is committed only if no
 address is written twice and no address it reads is written (checked on sorted write runs, or
@@ -42,8 +42,7 @@ iterations as fit, then stepped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
@@ -52,6 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from asd import hwcode
+from asd.blas import one_blas_thread
 
 from . import isa
 from .config import AccelConfig
@@ -112,43 +112,6 @@ def _factorize(v: I64) -> tuple[I64, I64]:
     inv = np.empty(len(v), np.int64)
     inv[order] = np.cumsum(new) - 1
     return sv[new], inv
-
-
-_BLAS: list[list[Any]] = []  # threadpoolctl's BLAS library controllers, found on first use
-
-
-def _blas_libs() -> list[Any]:
-    if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS.append([lib for lib in ThreadpoolController().lib_controllers
-                          if lib.user_api == "blas"])
-        except Exception:  # pragma: no cover - threadpoolctl missing or unusable
-            _BLAS.append([])
-    return _BLAS[0]
-
-
-@contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """BLAS limited to one thread while a batch runs (through threadpoolctl, when installed).
-
-    Fast mode's products are small (a tile's windows times its weights), and for those the
-    worker threads cost more than they give: waking them takes a scheduler slice when the
-    cores are busy, and after a call they spin, competing with the rest of the batch.  Measured
-    on the layer of benchmarks/bench_emulator.py on a loaded 2-core machine: its products took
-    64 ms with two threads and 11 ms with one.  Results never depend on it."""
-    libs = _blas_libs()
-    before = [lib.get_num_threads() for lib in libs]
-    for lib, n in zip(libs, before):
-        if n and n > 1:
-            lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, n in zip(libs, before):
-            if n and n > 1:
-                lib.set_num_threads(n)
 
 
 class _GiveUp(Exception):
@@ -394,7 +357,7 @@ class _Batch:
         """Enter single-threaded BLAS for the rest of the batch (before its first product)."""
         if not self._serial:
             self._serial = True
-            self.resources.enter_context(_one_blas_thread())
+            self.resources.enter_context(one_blas_thread())
 
     @property
     def amem_absmax(self) -> int:
