@@ -247,6 +247,18 @@ def coarse_cells(sources: Sequence[Path], top: str, workdir: str | Path, *,
     return parse_stat((wd / "coarse.txt").read_text())
 
 
+def _over_capacity(log: str) -> bool:
+    """Whether nextpnr failed because the design needs more cells than the device has: its
+    utilization lines say so (``ICESTORM_LC: 9327/ 7680``), or the placer could not spread the
+    cells (``Failed to expand region``, as nextpnr-ice40 0.4 reports an overfull device)."""
+    for used, avail in re.findall(r"ICESTORM_LC:\s*(\d+)\s*/\s*(\d+)", log):
+        if int(used) > int(avail):
+            return True
+    text = log.lower()
+    return ("unable to place" in text or "too many" in text or "failed to expand region" in text
+            or "fit" in text)
+
+
 def nextpnr_fmax(netlist_json: str | Path, *, seed: int = 1, device: str = DEVICE,
                  timeout: float = 600, workdir: str | Path | None = None) -> float:
     """Post-route Fmax (MHz) of the design's clock on an iCE40 ``device``."""
@@ -259,7 +271,7 @@ def nextpnr_fmax(netlist_json: str | Path, *, seed: int = 1, device: str = DEVIC
         out = run_tool(cmd, wd, timeout, f"{js.stem}.nextpnr.s{seed}")
     except SynthError as exc:
         msg = str(exc)
-        if "Unable to place" in msg or "too many" in msg.lower() or "fit" in msg.lower():
+        if _over_capacity(msg):
             raise SynthError(f"design does not fit the iCE40 {device}: {msg}") from None
         raise
     return parse_fmax(out)

@@ -144,3 +144,14 @@ def test_power_refuses_a_wrong_netlist(tmp_path: Path) -> None:
     with pytest.raises(power.PowerError):
         power.toggle_energy(gen.netlist_v, gen.netlist_json, top, wrong, x, codes,
                             tmp_path / "p2")
+
+
+def test_overfull_device_is_reported_as_not_fitting():
+    """Regression: the full sweep crashed when nextpnr-ice40 0.4 could not place a 4-lane,
+    8-bit core (9327 logic cells on a 7680-cell HX8K) instead of reporting it as not fitting."""
+    from accel.synth import _over_capacity
+
+    assert _over_capacity("ERROR: Failed to expand region (0, 0) |_> (33, 33) of 9327 "
+                          "ICESTORM_LCs")
+    assert _over_capacity("Info: \t ICESTORM_LC:  9327/ 7680   121%")
+    assert not _over_capacity("Info: \t ICESTORM_LC:  5000/ 7680    65%\nERROR: timing loop")
