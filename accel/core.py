@@ -86,8 +86,13 @@ PORT_INPUTS = ("clk", "rst", "imem_data", "wmem_data", "bmem_data", "amem_rdata"
 
 def make_ports(config: AccelConfig) -> dict[str, Any]:
     """Fresh signals for every core port, keyed by port name (all unsigned or bool)."""
+    return signals_for(port_widths(config))
+
+
+def signals_for(widths: dict[str, int]) -> dict[str, Any]:
+    """Fresh port signals by name: ``rst`` a synchronous reset, width 0 a bool, else unsigned."""
     out: dict[str, Any] = {}
-    for name, w in port_widths(config).items():
+    for name, w in widths.items():
         if name == "rst":
             out[name] = ResetSignal(1, active=1, isasync=False)
         elif w == 0:

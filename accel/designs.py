@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from myhdl import ResetSignal, Signal, always_comb, always_seq, block, intbv
+from myhdl import Signal, always_comb, always_seq, block, intbv
 
 from asd import hwcode
 from emu.config import AccelConfig
@@ -130,15 +130,7 @@ def _lane_regs(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, prod: Any, 
 
 
 def pe_array_signals(config: AccelConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, (w, _) in pe_array_ports(config).items():
-        if name == "rst":
-            out[name] = ResetSignal(1, active=1, isasync=False)
-        elif w == 0:
-            out[name] = Signal(bool(0))
-        else:
-            out[name] = _unsigned(w)
-    return out
+    return core_mod.signals_for({name: w for name, (w, _) in pe_array_ports(config).items()})
 
 
 def convert_pe_array(config: AccelConfig, directory: str | Path,
