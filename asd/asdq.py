@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from functools import cached_property
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from asd import csd, hwcode
 
@@ -43,6 +44,10 @@ from asd import csd, hwcode
 CHUNK = 1 << 16
 # Bucket tables larger than this fall back to a binary search per element.
 MAX_LUT = 1 << 22
+# Float32 bit-pattern keys (sign, exponent, top mantissa bits) at most this wide.
+MAX_F32_KEY_BITS = 20
+# The keyed path's chunk: fewer, longer numpy calls (its per-call overhead is what dominates).
+KEYED_CHUNK = 1 << 17
 
 
 def _compute_dtype(w: NDArray) -> type[np.floating]:
@@ -52,11 +57,23 @@ def _compute_dtype(w: NDArray) -> type[np.floating]:
 _ONES: dict[tuple[int, np.dtype], NDArray] = {}
 
 
-def _ones(n: int, dtype: np.dtype) -> NDArray:
-    key = (CHUNK, np.dtype(dtype))
+def _ones(n: int, dtype: DTypeLike, chunk: int = CHUNK) -> NDArray:
+    key = (chunk, np.dtype(dtype))
     if key not in _ONES:
         _ONES[key] = np.ones(key[0], dtype=dtype)
     return _ONES[key][:n]
+
+
+_WORK = threading.local()
+
+
+def _keyed_buffers() -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+    """This thread's work buffers for :meth:`GridCodebook._map_keyed`: kept, because a fresh
+    megabyte is page-faulted in on first touch, which costs as much as quantizing a small layer."""
+    bufs = getattr(_WORK, "keyed", None)
+    if bufs is None:
+        bufs = _WORK.keyed = (np.empty(KEYED_CHUNK, np.float32), np.empty(KEYED_CHUNK, np.intp))
+    return bufs
 
 
 def check_finite(x: NDArray, what: str = "values") -> None:
@@ -122,6 +139,30 @@ class GridCodebook:
         idx = np.searchsorted(self.mid2.astype(np.float64), np.abs(x), side="right")
         return (np.where(x < 0, -idx, idx)).astype(self.index_dtype())
 
+    @cached_property
+    def _f32_key(self) -> tuple[int, NDArray[np.signedinteger]] | None:
+        """``(shift, bucket)`` such that ``bucket[bits >> shift]`` is the signed level index of
+        any finite float32 whose bit pattern is ``bits``, or None when that table is too big.
+
+        Keeping the sign, the exponent and the top ``P`` mantissa bits groups floats into cells
+        of ``2**(23-P)`` neighbours.  With ``P`` large enough that every midpoint is exactly a
+        cell start, no midpoint falls strictly inside a cell, so one bucket serves the whole
+        cell; the tie rule (a midpoint belongs to the upper bucket) is the searchsorted at the
+        cell start.  NaN/Inf cells hold the saturated index; callers check finiteness.
+        """
+        odd = [int(m) >> ((int(m) & -int(m)).bit_length() - 1) for m in self.mid2 if m > 0]
+        prec = max((o.bit_length() - 1 for o in odd), default=0)
+        if 9 + prec > MAX_F32_KEY_BITS or self.top >= 2**127:  # too big, or beyond float32
+            return None
+        shift = 23 - prec
+        keys = np.arange(1 << (8 + prec), dtype=np.int64)
+        start = (keys << shift).astype(np.uint32).view(np.float32)
+        with np.errstate(invalid="ignore"):
+            start = np.where(np.isfinite(start), start, np.inf).astype(np.float64)
+        mag = np.searchsorted(self.mid2.astype(np.float64), start, side="right")
+        bucket = np.concatenate([mag, -mag]).astype(self.index_dtype())
+        return shift, bucket
+
     def _table(self, by_index: NDArray | None) -> tuple[NDArray | None, NDArray | None]:
         bi = self._bucket_index
         if by_index is None:
@@ -129,6 +170,18 @@ class GridCodebook:
         if bi is None:
             return None, by_index
         return by_index[bi.astype(np.intp) + self.m], by_index
+
+    def _f32_table(self, by_index: NDArray | None) -> tuple[int, NDArray] | None:
+        plan = self._f32_key
+        if plan is None or by_index is None:
+            return plan
+        shift, bucket = plan
+        # Composed once per index table (a code table is a few hundred bytes to hash).
+        key = (by_index.dtype.str, by_index.tobytes())
+        cache: dict = self.__dict__.setdefault("_f32_tables", {})
+        if key not in cache:
+            cache[key] = by_index[bucket.astype(np.intp) + self.m]
+        return shift, cache[key]
 
     def map(
         self, w: ArrayLike, scale: ArrayLike = 1.0, by_index: NDArray | None = None
@@ -157,6 +210,9 @@ class GridCodebook:
         f = (math.ldexp(1.0, self.frac_bits + 1) / s).astype(ct)
         if not np.all(np.isfinite(f)):
             raise ValueError("scale too small for the compute precision")
+        keyed = self._f32_table(by_index) if ct == np.float32 else None
+        if keyed is not None:
+            return self._map_keyed(w2, f, *keyed).reshape(arr.shape)
         table, fallback = self._table(by_index)
         out_dtype = (table if table is not None else fallback if fallback is not None
                      else np.empty(0, self.index_dtype())).dtype
@@ -181,6 +237,29 @@ class GridCodebook:
             np.take(table, ii, out=dst)
         return out.reshape(arr.shape)
 
+    @staticmethod
+    def _map_keyed(w2: NDArray, f: NDArray, shift: int, table: NDArray) -> NDArray:
+        """:meth:`map` for float32: per chunk a multiply, the bit-pattern key, one gather."""
+        rows, n = w2.shape
+        out = np.empty(rows * n, dtype=table.dtype)
+        buf, ibuf = _keyed_buffers()
+        ones = _ones(KEYED_CHUNK, np.float32, KEYED_CHUNK)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing product saturates
+            for r0, r1, c0, c1 in _blocks(rows, n, KEYED_CHUNK):
+                x = w2[r0:r1, c0:c1]
+                size = x.size
+                b = buf[:size]
+                np.multiply(x, f[r0:r1, None], out=b.reshape(x.shape))
+                # A NaN/Inf weight makes the dot non-finite; so may a product that overflows,
+                # which is only saturation: the exact test on the weights tells them apart.
+                if not np.isfinite(np.dot(b, ones[:size])):
+                    check_finite(x, "weights")
+                ii = ibuf[:size]
+                np.right_shift(b.view(np.uint32), shift, out=ii, casting="unsafe")
+                start = r0 * n + c0  # the block is this contiguous run of the output
+                table.take(ii, out=out[start : start + size], mode="clip")  # keys never clip
+        return out
+
     def index(self, w: ArrayLike, scale: ArrayLike = 1.0) -> NDArray[np.signedinteger]:
         return self.map(w, scale)
 
@@ -189,14 +268,14 @@ class GridCodebook:
         return self.signed_levels[np.asarray(index, dtype=np.intp) + self.m]
 
 
-def _blocks(rows: int, n: int):
-    """Row/column blocks of about CHUNK elements, each contiguous in a C-ordered (rows, n)."""
-    if n >= CHUNK:
+def _blocks(rows: int, n: int, chunk: int = CHUNK):
+    """Row/column blocks of about ``chunk`` elements, each contiguous in a C-ordered (rows, n)."""
+    if n >= chunk:
         for r in range(rows):
-            for c0 in range(0, n, CHUNK):
-                yield r, r + 1, c0, min(c0 + CHUNK, n)
+            for c0 in range(0, n, chunk):
+                yield r, r + 1, c0, min(c0 + chunk, n)
     else:
-        step = max(1, CHUNK // n)
+        step = max(1, chunk // n)
         for r0 in range(0, rows, step):
             yield r0, min(r0 + step, rows), 0, n
 

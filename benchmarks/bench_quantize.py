@@ -198,7 +198,8 @@ def run(shrink=1, repeat=5, sample=20000, out=None, quiet=False):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shrink", type=int, default=1, help="divide channel counts by this")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=9,
+                   help="best of this many interleaved runs (the machine is noisy)")
     p.add_argument("--sample", type=int, default=20000, help="weights in the Python-loop sample")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quantize.json"))
     a = p.parse_args(argv)

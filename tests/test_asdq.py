@@ -148,6 +148,34 @@ def test_fast_table_path_equals_binary_search(ke, seed, dtype):
     assert np.array_equal(idx, fmt.codebook.nearest_index_ref(a))
 
 
+@given(asd_formats, st.integers(0, 2**32 - 1))
+@settings(max_examples=40)
+def test_float32_bit_pattern_lookup_equals_binary_search_at_every_edge(ke, seed):
+    k, e = ke
+    cb = fmt_of(k, e).codebook
+    if cb._f32_key is None:
+        return
+    # Each midpoint and its float32 neighbours (where a coarser key would go wrong), both
+    # signs, and random bit patterns over every finite exponent.
+    mids = cb.mid2.astype(np.float32)
+    near = np.concatenate([mids, np.nextafter(mids, np.float32(0)), np.nextafter(mids, np.inf)])
+    bits = np.random.default_rng(seed).integers(0, 2**32, 4000, dtype=np.uint64).astype(np.uint32)
+    rand = bits.view(np.float32)
+    rand = rand[np.isfinite(rand)]
+    a = np.concatenate([near, -near, rand, [np.float32(0), np.float32(-0.0)]]).astype(np.float32)
+    # This scale makes the quantizer's product the value itself.
+    got = cb.index(a[None, :], 2.0 ** (cb.frac_bits + 1))[0]
+    assert np.array_equal(got, cb.nearest_index_ref(a))
+
+
+def test_float32_product_overflow_saturates_but_inf_weights_raise():
+    cb = fmt_of(2, 3).codebook
+    w = np.array([[3e38, -3e38, 0.25]], np.float32)
+    assert cb.int_values(cb.index(w, 1e-3)).tolist() == [[192, -192, 192]]
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        cb.index(np.array([[np.inf, 0.25]], np.float32), 1e-3)
+
+
 def test_large_window_falls_back_to_binary_search():
     fmt = AsdFormat(2, 5)
     assert fmt.codebook._bucket_index is None
