@@ -9,6 +9,12 @@
   the accumulate stage, identical for both, is longer.  ``mode="direct"`` drops the product
   register (the core lane's single-cycle MAC); ``mode="product"`` keeps only the product
   stage (the accumulator register just holds the last product, no adder): the PE alone.
+  ``mode="carrysave"`` keeps the accumulator in block carry-save form: ``CARRY_BLOCK``-bit
+  blocks whose carry outs are registered into the next block, so no carry crosses more
+  than one block a cycle; the readout lets the pending carries drain through one
+  incrementer stage per block boundary.  The shift-add PE hands over its two sign-folded
+  terms unresolved (one full-adder row merges them with the accumulator; no adder in the
+  PE at all), the multiplier its resolved product.
   One lane's accumulator is read out through a registered mux (``sel``), so the pin count
   does not grow with the lanes.
 * ``core``: the whole core of :mod:`accel.core` as :mod:`accel.export` converts it.
@@ -25,7 +31,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from myhdl import Signal, always_comb, always_seq, block, intbv
+from myhdl import ConcatSignal, Signal, always_comb, always_seq, block, concat, intbv
 
 from asd import hwcode
 from emu.config import AccelConfig
@@ -35,7 +41,9 @@ from . import pe as pe_mod
 
 PE_ARRAY_NAME = "asd_pe_array"
 WRAPPER_NAME = "asd_synth_top"
-MODES = ("pipelined", "direct", "product")
+MODES = ("pipelined", "direct", "product", "carrysave")
+# Bits per carry-save block: the longest carry chain of the carry-save array.
+CARRY_BLOCK = 4
 
 
 def _signed(bits: int) -> Signal:
@@ -65,7 +73,7 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
     if mode not in MODES:
         raise ValueError(f"unknown PE array mode {mode!r} ({', '.join(MODES)})")
     c = config
-    pw = c.act_bits + c.window + 1
+    pw = pe_mod.product_bits(c.act_bits, c.exp_bits)
     acc_bits = c.acc_bits
     insts: list[Any] = []
     xreg = _signed(c.act_bits)
@@ -75,6 +83,14 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
         xreg.next = x_in.signed()
 
     insts.append(x_reg)
+    xzero = Signal(bool(0))  # registered with x: the carry-save PEs stay quiet on a zero
+    if mode == "carrysave":
+
+        @always_seq(clk.posedge, reset=rst)
+        def x_zero_reg() -> None:
+            xzero.next = x_in == 0
+
+        insts.append(x_zero_reg)
     accs = []
     for i in range(c.lanes):
         wl = _unsigned(c.code_bits)
@@ -88,11 +104,19 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
         else:
             wload = wl
             wreg = _unsigned(c.code_bits)
+        if mode == "carrysave":
+            bacc = _BlockAcc(acc_bits)
+            accs.append(bacc)
+            insts.append(_lane_carrysave(clk, rst, load, wload, wreg, xreg, xzero, bacc, c))
+            continue
         prod = _signed(pw)
         insts.append(pe_mod.pe(xreg, wreg, prod, c.pe, c.act_bits, c.exp_bits))
         acc = _signed(acc_bits)
         accs.append(acc)
         insts.append(_lane_regs(clk, rst, load, wload, wreg, prod, acc, acc_bits, mode))
+    if mode == "carrysave":
+        insts.append(_carrysave_readout(clk, rst, sel, accs, acc_out, c.lanes, acc_bits))
+        return insts
     asel = _signed(acc_bits)
     insts.append(core_mod.mux_chain(sel, tuple(range(c.lanes)), accs, asel))
 
@@ -127,6 +151,257 @@ def _lane_regs(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, prod: Any, 
         acc.next = asum[acc_bits:].signed()
 
     return add, regs
+
+
+def carry_blocks(acc_bits: int) -> list[tuple[int, int]]:
+    """``(low bit, width)`` of the accumulator's carry-save blocks, least significant first."""
+    return [(lo, min(CARRY_BLOCK, acc_bits - lo)) for lo in range(0, acc_bits, CARRY_BLOCK)]
+
+
+def readout_latency(config: AccelConfig, mode: str) -> int:
+    """Cycles from a change of ``sel`` to that lane's sum on ``acc_out``."""
+    return len(carry_blocks(config.acc_bits)) if mode == "carrysave" else 1
+
+
+class _BlockAcc:
+    """A carry-save accumulator: ``blocks`` (registered words, one per carry block) and
+    ``carries`` (registered carry into block i, i >= 1); its value, mod ``2**acc_bits``, is
+    ``word + sum(carry_i << low_i)``."""
+
+    def __init__(self, acc_bits: int) -> None:
+        self.layout = carry_blocks(acc_bits)
+        self.blocks = [_unsigned(w) for _, w in self.layout]
+        self.carries = [Signal(bool(0)) for _ in self.layout[1:]]
+        self.word = _joined(self.blocks)
+        self.carry_word = _joined(self.carries) if self.carries else None
+
+
+def _joined(parts: list[Any]) -> Any:
+    """One read-only word of ``parts`` (least significant first)."""
+    if len(parts) == 1:
+        return parts[0]
+    return ConcatSignal(*reversed(parts))
+
+
+@block
+def _block_add(a: Any, b: Any, cin0: Any, carry_in: list[Any], acc: _BlockAcc,
+               clk: Any, rst: Any) -> Any:
+    """Registered ``acc <- a + b`` block by block: block i adds its slices and its carry-in
+    (``cin0`` for block 0, ``carry_in[i-1]`` above), keeps the sum, and registers its carry
+    out as the next block's carry-in.  No carry travels further than one block a cycle."""
+    insts: list[Any] = []
+    for i, (lo, w) in enumerate(acc.layout):
+        ai = _unsigned(w)
+        total = _unsigned(w + 1)
+        cin = cin0 if i == 0 else carry_in[i - 1]
+        insts.append(core_mod.slice_bits(a, lo, w, ai))
+        if b is None:
+            insts.append(_increment(ai, cin, total))
+        else:
+            bi = _unsigned(w)
+            insts += [core_mod.slice_bits(b, lo, w, bi), _adder(ai, bi, cin, total)]
+        insts.append(_split_reg(clk, rst, total, acc.blocks[i],
+                                acc.carries[i] if i < len(acc.carries) else None))
+    return insts
+
+
+@block
+def _adder(a: Any, b: Any, cin: Any, total: Any) -> Any:
+    @always_comb
+    def add() -> None:
+        total.next = a + b + cin
+
+    return add
+
+
+@block
+def _increment(a: Any, cin: Any, total: Any) -> Any:
+    @always_comb
+    def inc() -> None:
+        total.next = a + cin
+
+    return inc
+
+
+@block
+def _split_reg(clk: Any, rst: Any, total: Any, word: Any, carry: Any) -> Any:
+    """``word <- total`` without its top bit; ``carry <- `` the top bit (dropped: wrap)."""
+    w = len(word)
+    if carry is None:
+
+        @always_seq(clk.posedge, reset=rst)
+        def keep() -> None:
+            word.next = total[w:]
+
+        return keep
+
+    @always_seq(clk.posedge, reset=rst)
+    def keep_and_carry() -> None:
+        word.next = total[w:]
+        carry.next = total[w]
+
+    return keep_and_carry
+
+
+@block
+def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: Any,
+                    xzero: Any, acc: _BlockAcc, c: AccelConfig) -> Any:
+    """One lane of the carry-save array: the PE's terms are registered, then added into the
+    block carry-save accumulator."""
+    n = c.acc_bits
+    pw = pe_mod.product_bits(c.act_bits, c.exp_bits)
+    insts: list[Any] = []
+    if c.pe == "shiftadd":
+        o1, o2 = _signed(pw), _signed(pw)
+        s1, s2 = Signal(bool(0)), Signal(bool(0))
+        # The zero weight's flag is decoded at load, as the multiplier decodes its integer.
+        wzero, quiet = Signal(bool(0)), Signal(bool(0))
+        insts += [_zero_weight_reg(clk, rst, load, wload, wzero, c.exp_bits),
+                  _either(xzero, wzero, quiet),
+                  pe_mod.shift_terms(xreg, wreg, quiet, o1, o2, s1, s2, c.act_bits, c.exp_bits)]
+        r1, r2 = _signed(pw), _signed(pw)
+        rs1, rs2 = Signal(bool(0)), Signal(bool(0))
+        e1, e2 = _unsigned(n), _unsigned(n)
+        u, v = _unsigned(n), _unsigned(n)
+        # Three words (accumulator and both terms) become two through one full-adder row;
+        # the +1 of each negated digit takes a free carry-in (bit 0 of v, block 0's adder).
+        insts += [sign_extend(r1, e1), sign_extend(r2, e2),
+                  full_adder_row(acc.word, e1, e2, rs1, u, v),
+                  _block_add(u, v, rs2, acc.carries, acc, clk, rst)]
+
+        @always_seq(clk.posedge, reset=rst)
+        def terms_reg() -> None:
+            r1.next = o1
+            r2.next = o2
+            rs1.next = s1
+            rs2.next = s2
+
+        insts.append(terms_reg)
+    else:
+        prod, rp = _signed(pw), _signed(pw)
+        ep = _unsigned(n)
+        zero = Signal(bool(0))
+        insts += [pe_mod.pe(xreg, wreg, prod, c.pe, c.act_bits, c.exp_bits),
+                  sign_extend(rp, ep), _block_add(acc.word, ep, zero, acc.carries, acc, clk, rst)]
+
+        @always_seq(clk.posedge, reset=rst)
+        def product_reg() -> None:
+            rp.next = prod
+
+        insts.append(product_reg)
+
+    insts.append(_weight_reg(clk, rst, load, wload, wreg))
+    return insts
+
+
+@block
+def _zero_weight_reg(clk: Any, rst: Any, load: Any, wload: Any, wzero: Any,
+                     exp_bits: int) -> Any:
+    zero_code = int(hwcode.encode(0, exp_bits))
+
+    @always_seq(clk.posedge, reset=rst)
+    def flag() -> None:
+        if load:
+            wzero.next = wload == zero_code
+
+    return flag
+
+
+@block
+def _either(a: Any, b: Any, y: Any) -> Any:
+    @always_comb
+    def orr() -> None:
+        y.next = a or b
+
+    return orr
+
+
+@block
+def _weight_reg(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any) -> Any:
+    @always_seq(clk.posedge, reset=rst)
+    def hold() -> None:
+        if load:
+            wreg.next = wload
+
+    return hold
+
+
+@block
+def sign_extend(a: Any, y: Any) -> Any:
+    """``y`` (unsigned, wider) = the two's complement bits of signed ``a``."""
+    wide = _signed(len(y))
+
+    @always_comb
+    def widen() -> None:
+        wide.next = a
+
+    @always_comb
+    def bits() -> None:
+        y.next = wide[len(y):]
+
+    return widen, bits
+
+
+@block
+def full_adder_row(a: Any, b: Any, c: Any, cin: Any, s: Any, k: Any) -> Any:
+    """A 3:2 compressor on unsigned words: ``s + k == a + b + c + cin`` (mod 2**len): the
+    carries move up one bit, and ``cin`` takes the free bit 0."""
+    n = len(s)
+    maj = _unsigned(n)
+
+    @always_comb
+    def row() -> None:
+        s.next = a ^ b ^ c
+        maj.next = (a & b) | (a & c) | (b & c)
+
+    @always_comb
+    def move_up() -> None:
+        k.next = concat(maj[n - 1:0], cin)
+
+    return row, move_up
+
+
+@block
+def _carrysave_readout(clk: Any, rst: Any, sel: Any, accs: list[_BlockAcc], acc_out: Any,
+                       lanes: int, acc_bits: int) -> Any:
+    """Register the selected lane's blocks and carries, then let the carries drain: each
+    stage adds every block's carry-in (an incrementer per block, no carry crossing a block
+    boundary); one stage per carry and the last stage's word is the sum."""
+    keys = tuple(range(lanes))
+    first = _BlockAcc(acc_bits)
+    word, carries = _unsigned(acc_bits), _unsigned(max(1, len(first.carries)))
+    insts: list[Any] = [core_mod.mux_chain(sel, keys, [a.word for a in accs], word)]
+    for i, (lo, w) in enumerate(first.layout):
+        insts.append(_slice_reg(clk, rst, word, lo, w, first.blocks[i]))
+    if first.carries:
+        insts.append(core_mod.mux_chain(sel, keys, [a.carry_word for a in accs], carries))
+        for i, cy in enumerate(first.carries):
+            insts.append(_slice_reg(clk, rst, carries, i, 1, cy))
+    stage = first
+    for _ in first.carries:
+        nxt = _BlockAcc(acc_bits)
+        insts.append(_block_add(stage.word, None, Signal(bool(0)), stage.carries, nxt, clk, rst))
+        stage = nxt
+    insts.append(core_mod.copy_sig(stage.word, acc_out))
+    return insts
+
+
+@block
+def _slice_reg(clk: Any, rst: Any, word: Any, lo: int, w: int, y: Any) -> Any:
+    """``y <- word[lo + w : lo]`` (a bit when ``y`` is a bool)."""
+    if w == 1 and isinstance(y.val, bool):
+
+        @always_seq(clk.posedge, reset=rst)
+        def bit() -> None:
+            y.next = word[lo]
+
+        return bit
+
+    @always_seq(clk.posedge, reset=rst)
+    def part() -> None:
+        y.next = word[lo + w:lo]
+
+    return part
 
 
 def pe_array_signals(config: AccelConfig) -> dict[str, Any]:

@@ -4,6 +4,8 @@
 shifts of ``x``; the signs are folded into the one adder as ``(s1 ? ~t1 : t1) + (s2 ? ~t2 :
 t2) + s1 + s2`` (two's complement negation is invert-and-add-one, and both +1s enter the same
 addition), so there is no separate negation carry chain in front of the adder.
+:func:`shift_terms` hands the two sign-folded terms over unresolved, for an accumulator in
+carry-save form (``accel.designs``, mode ``carrysave``): then the PE has no adder at all.
 
 ``multiplier``: the same product with a real multiplier; the code is decoded to its integer
 ``v * 2^(2^E - 1)`` (by :func:`decode_code`) before it reaches the PE, so the lane stores the
@@ -49,11 +51,9 @@ def code_fields(code: Any, exp_bits: int, s1: Any, sh1: Any, s2: Any, sh2: Any) 
 
 
 @block
-def fold_add(s1: Any, t1: Any, s2: Any, t2: Any, y: Any) -> Any:
-    """``y = (-1)^s1 t1 + (-1)^s2 t2`` with both signs folded into one addition."""
-    o1 = Signal(t1.val)
-    o2 = Signal(t2.val)
-    cst = _signed(3)
+def fold_signs(s1: Any, t1: Any, s2: Any, t2: Any, o1: Any, o2: Any) -> Any:
+    """``o = s ? ~t : t``: with a +1 per set sign still to add, ``o1 + o2 + s1 + s2`` is
+    ``(-1)^s1 t1 + (-1)^s2 t2``."""
 
     @always_comb
     def invert() -> None:
@@ -65,6 +65,19 @@ def fold_add(s1: Any, t1: Any, s2: Any, t2: Any, y: Any) -> Any:
             o2.next = ~t2
         else:
             o2.next = t2
+
+    return invert
+
+
+@block
+def fold_add(s1: Any, t1: Any, s2: Any, t2: Any, y: Any) -> Any:
+    """``y = (-1)^s1 t1 + (-1)^s2 t2`` with both signs folded into one addition."""
+    o1 = Signal(t1.val)
+    o2 = Signal(t2.val)
+    cst = _signed(3)
+
+    @always_comb
+    def carries() -> None:
         if s1 and s2:
             cst.next = 2
         elif s1 or s2:
@@ -76,17 +89,16 @@ def fold_add(s1: Any, t1: Any, s2: Any, t2: Any, y: Any) -> Any:
     def add3() -> None:
         y.next = o1 + o2 + cst
 
-    return invert, add3
+    return fold_signs(s1, t1, s2, t2, o1, o2), carries, add3
 
 
 @block
-def shift_add(x: Any, code: Any, y: Any, xbits: int, exp_bits: int) -> Any:
-    """``y = sa(x, code)``: two shifts and one add/subtract, no multiplier."""
-    pw = xbits + hwcode.window(exp_bits) + 1
-    xw = _signed(pw)
-    s1, s2 = Signal(bool(0)), Signal(bool(0))
+def shifted_terms(x: Any, code: Any, s1: Any, t1: Any, s2: Any, t2: Any,
+                  exp_bits: int) -> Any:
+    """The digits' signs and the two shifted copies of ``x``:
+    ``sa(x, code) = (-1)^s1 t1 + (-1)^s2 t2``."""
+    xw = _signed(len(t1))
     sh1, sh2 = _unsigned(exp_bits), _unsigned(exp_bits)
-    t1, t2 = _signed(pw), _signed(pw)
 
     @always_comb
     def widen() -> None:
@@ -97,7 +109,52 @@ def shift_add(x: Any, code: Any, y: Any, xbits: int, exp_bits: int) -> Any:
         t1.next = xw << sh1
         t2.next = xw << sh2
 
-    return widen, code_fields(code, exp_bits, s1, sh1, s2, sh2), shifts, fold_add(s1, t1, s2, t2, y)
+    return widen, code_fields(code, exp_bits, s1, sh1, s2, sh2), shifts
+
+
+@block
+def shift_add(x: Any, code: Any, y: Any, xbits: int, exp_bits: int) -> Any:
+    """``y = sa(x, code)``: two shifts and one add/subtract, no multiplier."""
+    pw = product_bits(xbits, exp_bits)
+    s1, s2 = Signal(bool(0)), Signal(bool(0))
+    t1, t2 = _signed(pw), _signed(pw)
+    return shifted_terms(x, code, s1, t1, s2, t2, exp_bits), fold_add(s1, t1, s2, t2, y)
+
+
+@block
+def shift_terms(x: Any, code: Any, quiet: Any, o1: Any, o2: Any, g1: Any, g2: Any,
+                xbits: int, exp_bits: int) -> Any:
+    """The shift-add product left unresolved, for a carry-save accumulator:
+    ``sa(x, code) = o1 + o2 + g1 + g2`` (signs folded in, no adder).
+
+    ``quiet`` (the product is known to be zero: a zero activation or the zero weight) forces
+    everything to 0.  Without it a negated digit of a zero product would still hand over
+    ``~0`` and its +1, which is exact but flips every bit of the accumulator rows for
+    nothing: zero activations (ReLU) and zero weights are common.
+    """
+    pw = product_bits(xbits, exp_bits)
+    s1, s2 = Signal(bool(0)), Signal(bool(0))
+    t1, t2 = _signed(pw), _signed(pw)
+    f1, f2 = _signed(pw), _signed(pw)
+
+    @always_comb
+    def quieten() -> None:
+        if quiet:
+            o1.next = 0
+            o2.next = 0
+        else:
+            o1.next = f1
+            o2.next = f2
+        g1.next = s1 and not quiet
+        g2.next = s2 and not quiet
+
+    return (shifted_terms(x, code, s1, t1, s2, t2, exp_bits),
+            fold_signs(s1, t1, s2, t2, f1, f2), quieten)
+
+
+def product_bits(xbits: int, exp_bits: int) -> int:
+    """Width that holds every product of an ``xbits`` activation and a two-digit weight."""
+    return xbits + hwcode.window(exp_bits) + 1
 
 
 @block

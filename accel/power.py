@@ -76,7 +76,7 @@ def simcells() -> Path:
 
 
 def _testbench(config: AccelConfig, top: str, n: int, lanes: int, sel_bits: int,
-               hold: bool) -> str:
+               hold: bool, latency: int) -> str:
     c = config
     after = "load = 1;" if hold else "x_in = 0; w_in = 0; load = 0;"
     wbits = c.lanes * c.code_bits
@@ -108,7 +108,7 @@ initial begin
     $dumpoff;
     for (i = 0; i < {lanes}; i = i + 1) begin
         sel = i;
-        @(negedge clk); @(negedge clk);
+        repeat ({latency + 1}) @(negedge clk);
         $display("PWR-ACC %0d %h", i, acc_out);
     end
     $display("PWR-END");
@@ -198,10 +198,10 @@ def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,
             word |= (int(codes[i, lane]) & cm) << (c.act_bits + lane * c.code_bits)
         lines.append(f"{word:x}")
     (wd / "stream.hex").write_text("\n".join(lines) + "\n")
-    from .designs import sel_bits
+    from .designs import readout_latency, sel_bits
 
     (wd / "tb_power.v").write_text(_testbench(c, top, n, c.lanes, sel_bits(c.lanes),
-                                                mode == "product"))
+                                                mode == "product", readout_latency(c, mode)))
     build = ["iverilog", "-g2005", "-o", "power.vvp", "tb_power.v",
              str(Path(netlist_v).resolve()), str(simcells())]
     try:

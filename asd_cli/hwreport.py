@@ -12,6 +12,9 @@ import numpy as np
 
 from asd_cli.main import UserError
 
+# accel.designs.MODES (not imported here: MyHDL is slow to load for --help).
+PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave")
+
 EPILOG = """\
 examples:
   asd hwreport                                   # default config, PE array and core, 5 seeds
@@ -42,9 +45,11 @@ def register(sub: Any) -> None:
     p.add_argument("--seeds", type=int, default=5, help="nextpnr seeds per design (default 5)")
     p.add_argument("--target", choices=("pe", "core", "both"), default="both",
                    help="PE array, whole core, or both (default)")
-    p.add_argument("--mode", choices=("pipelined", "direct", "product"), default="pipelined",
-                   help="PE array: product register before the accumulator (default) or "
-                        "the core lane's single-cycle MAC, or the product stage alone")
+    p.add_argument("--mode", choices=PE_ARRAY_MODES, default="pipelined",
+                   help="PE array: product register before the accumulator (default), "
+                        "the core lane's single-cycle MAC (direct), the product stage alone "
+                        "(product), or a carry-save accumulator resolved once per output "
+                        "(carrysave)")
     p.add_argument("--macs", type=int, default=2000,
                    help="MACs of the layer simulated for the power proxy (default 2000)")
     p.add_argument("--timeout", type=float, default=900,

@@ -1,15 +1,21 @@
-"""The full hardware sweep: both PE kinds, PE array (pipelined and product stage) and core.
+"""The full hardware sweep: both PE kinds, PE array (pipelined, carry-save, product stage)
+and core.
 
     python benchmarks/bench_hwreport.py [--lanes 1,4,8] [--act-bits 4,8] [--core-lanes 1,4]
-                                        [--seeds 5] [--macs 2000]
+                                        [--seeds 5] [--macs 2000] [--studies NAME,...]
 
 Prints one table per study and writes benchmarks/results/hwreport.json:
 
 * ``pe_pipelined``: the PE array with a product register before the accumulator (equal
   throughput: one MAC per lane per cycle);
+* ``pe_carrysave``: the PE array with a block carry-save accumulator (no carry crosses more
+  than 4 bits a cycle; the sum is resolved once per output at the readout), the shift-add
+  PE's two terms handed over unresolved;
 * ``pe_product``: the product stage alone (weight/activation registers -> PE -> register);
 * ``core``: the whole core (the default 8 lanes do not fit an iCE40 HX8K: Fmax is n/a there,
   area figures are still measured).
+
+``--studies`` runs some of them and replaces just those in an existing results file.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from emu.config import AccelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "hwreport.json"
+# name -> (target, PE array mode)
+STUDIES = {"pe_pipelined": ("pe", "pipelined"), "pe_carrysave": ("pe", "carrysave"),
+           "pe_product": ("pe", "product"), "core": ("core", "pipelined")}
 
 
 def _ints(text: str) -> list[int]:
@@ -41,8 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--macs", type=int, default=2000)
     ap.add_argument("--work", default=str(ROOT / "out" / "bench-hwreport"))
+    ap.add_argument("--studies", default=",".join(STUDIES),
+                    help=f"which studies to run (default all: {', '.join(STUDIES)})")
     ap.add_argument("-o", "--output", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
+    chosen = [s.strip() for s in args.studies.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(STUDIES))
+    if unknown:
+        ap.error(f"unknown studies {', '.join(unknown)} (known: {', '.join(STUDIES)})")
     base = AccelConfig()
     work = Path(args.work)
     t0 = time.perf_counter()
@@ -50,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
-    studies = {}
-    for name, target, mode, lanes in (("pe_pipelined", "pe", "pipelined", args.lanes),
-                                      ("pe_product", "pe", "product", args.lanes),
-                                      ("core", "core", "pipelined", args.core_lanes)):
+    out = Path(args.output)
+    studies = json.loads(out.read_text()) if out.exists() else {}
+    studies.pop("seconds", None)
+    for name in chosen:
+        target, mode = STUDIES[name]
+        lanes = args.core_lanes if target == "core" else args.lanes
         rep = hwreport.run_sweep(base, _ints(lanes), _ints(args.act_bits), (target,),
                                  work / name, seeds=args.seeds, mode=mode,
                                  stream_for=lambda c: layer_stream(c, args.macs), log=log)
@@ -62,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## {name}\n")
         print(hwreport.text_table(rep))
         sys.stdout.flush()
-    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1), **studies},
                               indent=1, default=str) + "\n")
