@@ -42,8 +42,10 @@ from . import pe as pe_mod
 PE_ARRAY_NAME = "asd_pe_array"
 WRAPPER_NAME = "asd_synth_top"
 MODES = ("pipelined", "direct", "product", "carrysave")
-# Bits per carry-save block: the longest carry chain of the carry-save array.
+# Bits per carry-save block: the longest carry chain of a carry-save lane.
 CARRY_BLOCK = 4
+# Block of the readout's carry-resolving adders (shared by the lanes: fewer, longer stages).
+READOUT_BLOCK = 8
 
 
 def _signed(bits: int) -> Signal:
@@ -115,7 +117,7 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
         accs.append(acc)
         insts.append(_lane_regs(clk, rst, load, wload, wreg, prod, acc, acc_bits, mode))
     if mode == "carrysave":
-        insts.append(_carrysave_readout(clk, rst, sel, accs, acc_out, c.lanes, acc_bits))
+        insts.append(_carrysave_readout(clk, rst, sel, accs, acc_out, acc_bits))
         return insts
     asel = _signed(acc_bits)
     insts.append(core_mod.mux_chain(sel, tuple(range(c.lanes)), accs, asel))
@@ -153,14 +155,19 @@ def _lane_regs(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, prod: Any, 
     return add, regs
 
 
-def carry_blocks(acc_bits: int) -> list[tuple[int, int]]:
-    """``(low bit, width)`` of the accumulator's carry-save blocks, least significant first."""
-    return [(lo, min(CARRY_BLOCK, acc_bits - lo)) for lo in range(0, acc_bits, CARRY_BLOCK)]
+def carry_blocks(acc_bits: int, block: int | None = None) -> list[tuple[int, int]]:
+    """``(low bit, width)`` of carry-save blocks (default ``CARRY_BLOCK`` bits), least
+    significant first."""
+    b = block or CARRY_BLOCK
+    return [(lo, min(b, acc_bits - lo)) for lo in range(0, acc_bits, b)]
 
 
 def readout_latency(config: AccelConfig, mode: str) -> int:
     """Cycles from a change of ``sel`` to that lane's sum on ``acc_out``."""
-    return len(carry_blocks(config.acc_bits)) if mode == "carrysave" else 1
+    if mode != "carrysave":
+        return 1
+    # select, add the carries in, one drain stage per readout block boundary
+    return 2 + len(carry_blocks(config.acc_bits, READOUT_BLOCK)) - 1
 
 
 class _BlockAcc:
@@ -168,12 +175,19 @@ class _BlockAcc:
     ``carries`` (registered carry into block i, i >= 1); its value, mod ``2**acc_bits``, is
     ``word + sum(carry_i << low_i)``."""
 
-    def __init__(self, acc_bits: int) -> None:
-        self.layout = carry_blocks(acc_bits)
+    def __init__(self, acc_bits: int, block: int | None = None) -> None:
+        self.layout = carry_blocks(acc_bits, block)
         self.blocks = [_unsigned(w) for _, w in self.layout]
         self.carries = [Signal(bool(0)) for _ in self.layout[1:]]
         self.word = _joined(self.blocks)
         self.carry_word = _joined(self.carries) if self.carries else None
+
+    def carry_vector(self) -> Any:
+        """The carries as one word: carry i at bit ``low_i``, zeros elsewhere."""
+        parts: list[Any] = ["0" * self.layout[0][1]]  # least significant first
+        for (_, w), cy in zip(self.layout[1:], self.carries, strict=True):
+            parts += [cy, "0" * (w - 1)] if w > 1 else [cy]
+        return ConcatSignal(*reversed(parts))
 
 
 def _joined(parts: list[Any]) -> Any:
@@ -184,43 +198,57 @@ def _joined(parts: list[Any]) -> Any:
 
 
 @block
-def _block_add(a: Any, b: Any, cin0: Any, carry_in: list[Any], acc: _BlockAcc,
-               clk: Any, rst: Any) -> Any:
+def _block_add(a: Any, b: Any | None, cin0: Any | None, carry_in: list[Any] | None,
+               acc: _BlockAcc, clk: Any, rst: Any) -> Any:
     """Registered ``acc <- a + b`` block by block: block i adds its slices and its carry-in
-    (``cin0`` for block 0, ``carry_in[i-1]`` above), keeps the sum, and registers its carry
-    out as the next block's carry-in.  No carry travels further than one block a cycle."""
+    (``cin0`` for block 0, ``carry_in[i-1]`` above; None: none), keeps the sum, and registers
+    its carry out as the next block's carry-in.  No carry travels further than one block a
+    cycle."""
     insts: list[Any] = []
     for i, (lo, w) in enumerate(acc.layout):
         ai = _unsigned(w)
+        bi = None if b is None else _unsigned(w)
         total = _unsigned(w + 1)
-        cin = cin0 if i == 0 else carry_in[i - 1]
+        cin = cin0 if i == 0 else None if carry_in is None else carry_in[i - 1]
         insts.append(core_mod.slice_bits(a, lo, w, ai))
-        if b is None:
-            insts.append(_increment(ai, cin, total))
-        else:
-            bi = _unsigned(w)
-            insts += [core_mod.slice_bits(b, lo, w, bi), _adder(ai, bi, cin, total)]
+        if bi is not None:
+            insts.append(core_mod.slice_bits(b, lo, w, bi))
+        insts.append(_adder(ai, bi, cin, total))
         insts.append(_split_reg(clk, rst, total, acc.blocks[i],
                                 acc.carries[i] if i < len(acc.carries) else None))
     return insts
 
 
 @block
-def _adder(a: Any, b: Any, cin: Any, total: Any) -> Any:
+def _adder(a: Any, b: Any | None, cin: Any | None, total: Any) -> Any:
+    """``total = a + b + cin``, leaving out the operands that are None."""
+    if b is not None and cin is not None:
+
+        @always_comb
+        def add3() -> None:
+            total.next = a + b + cin
+
+        return add3
+    if b is not None:
+
+        @always_comb
+        def add2() -> None:
+            total.next = a + b
+
+        return add2
+    if cin is not None:
+
+        @always_comb
+        def inc() -> None:
+            total.next = a + cin
+
+        return inc
+
     @always_comb
-    def add() -> None:
-        total.next = a + b + cin
+    def copy() -> None:
+        total.next = a
 
-    return add
-
-
-@block
-def _increment(a: Any, cin: Any, total: Any) -> Any:
-    @always_comb
-    def inc() -> None:
-        total.next = a + cin
-
-    return inc
+    return copy
 
 
 @block
@@ -280,9 +308,8 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
     else:
         prod, rp = _signed(pw), _signed(pw)
         ep = _unsigned(n)
-        zero = Signal(bool(0))
         insts += [pe_mod.pe(xreg, wreg, prod, c.pe, c.act_bits, c.exp_bits),
-                  sign_extend(rp, ep), _block_add(acc.word, ep, zero, acc.carries, acc, clk, rst)]
+                  sign_extend(rp, ep), _block_add(acc.word, ep, None, acc.carries, acc, clk, rst)]
 
         @always_seq(clk.posedge, reset=rst)
         def product_reg() -> None:
@@ -363,27 +390,66 @@ def full_adder_row(a: Any, b: Any, c: Any, cin: Any, s: Any, k: Any) -> Any:
 
 @block
 def _carrysave_readout(clk: Any, rst: Any, sel: Any, accs: list[_BlockAcc], acc_out: Any,
-                       lanes: int, acc_bits: int) -> Any:
-    """Register the selected lane's blocks and carries, then let the carries drain: each
-    stage adds every block's carry-in (an incrementer per block, no carry crossing a block
-    boundary); one stage per carry and the last stage's word is the sum."""
-    keys = tuple(range(lanes))
-    first = _BlockAcc(acc_bits)
-    word, carries = _unsigned(acc_bits), _unsigned(max(1, len(first.carries)))
-    insts: list[Any] = [core_mod.mux_chain(sel, keys, [a.word for a in accs], word)]
-    for i, (lo, w) in enumerate(first.layout):
-        insts.append(_slice_reg(clk, rst, word, lo, w, first.blocks[i]))
-    if first.carries:
-        insts.append(core_mod.mux_chain(sel, keys, [a.carry_word for a in accs], carries))
-        for i, cy in enumerate(first.carries):
+                       acc_bits: int) -> Any:
+    """Register the selected lane's word and carries; add the carries in as one sparse word,
+    in ``READOUT_BLOCK``-bit blocks; then let the blocks' carries drain, one incrementer stage
+    per block boundary (no carry crosses a block in a cycle).  The last stage's word is the
+    sum."""
+    picked = _BlockAcc(acc_bits)
+    word = _unsigned(acc_bits)
+    insts: list[Any] = [mux_tree(sel, [a.word for a in accs], word)]
+    for i, (lo, w) in enumerate(picked.layout):
+        insts.append(_slice_reg(clk, rst, word, lo, w, picked.blocks[i]))
+    stage = _BlockAcc(acc_bits, READOUT_BLOCK)
+    if picked.carries:
+        carries = _unsigned(len(picked.carries))
+        insts.append(mux_tree(sel, [a.carry_word for a in accs], carries))
+        for i, cy in enumerate(picked.carries):
             insts.append(_slice_reg(clk, rst, carries, i, 1, cy))
-    stage = first
-    for _ in first.carries:
-        nxt = _BlockAcc(acc_bits)
-        insts.append(_block_add(stage.word, None, Signal(bool(0)), stage.carries, nxt, clk, rst))
+        insts.append(_block_add(picked.word, picked.carry_vector(), None, None, stage, clk, rst))
+    else:
+        insts.append(_block_add(picked.word, None, None, None, stage, clk, rst))
+    for _ in stage.carries:
+        nxt = _BlockAcc(acc_bits, READOUT_BLOCK)
+        insts.append(_block_add(stage.word, None, None, stage.carries, nxt, clk, rst))
         stage = nxt
     insts.append(core_mod.copy_sig(stage.word, acc_out))
     return insts
+
+
+@block
+def mux_tree(sel: Any, inputs: list[Any], out: Any) -> Any:
+    """``out = inputs[sel]`` as a balanced tree of two-way muxes, one level per bit of
+    ``sel`` (a chain of ``sel == k`` compares would put every lane in series)."""
+    level = list(inputs)
+    insts: list[Any] = []
+    bit = 0
+    while len(level) > 1:
+        nxt = []
+        for j in range(0, len(level), 2):
+            if j + 1 == len(level):
+                nxt.append(level[j])
+                continue
+            y = out if len(level) == 2 else Signal(out.val)
+            insts.append(_mux_bit(sel, bit, level[j + 1], level[j], y))
+            nxt.append(y)
+        level = nxt
+        bit += 1
+    if len(inputs) == 1:
+        insts.append(core_mod.copy_sig(inputs[0], out))
+    return insts
+
+
+@block
+def _mux_bit(sel: Any, bit: int, one: Any, zero: Any, y: Any) -> Any:
+    @always_comb
+    def pick() -> None:
+        if sel[bit]:
+            y.next = one
+        else:
+            y.next = zero
+
+    return pick
 
 
 @block
