@@ -85,8 +85,8 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
         xreg.next = x_in.signed()
 
     insts.append(x_reg)
-    xzero = Signal(bool(0))  # registered with x: the carry-save PEs stay quiet on a zero
-    if mode == "carrysave":
+    xzero = Signal(bool(0))  # registered with x: the carry-save shift-add PE stays quiet on 0
+    if mode == "carrysave" and c.pe == "shiftadd":
 
         @always_seq(clk.posedge, reset=rst)
         def x_zero_reg() -> None:

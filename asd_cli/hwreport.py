@@ -19,6 +19,7 @@ EPILOG = """\
 examples:
   asd hwreport                                   # default config, PE array and core, 5 seeds
   asd hwreport --lanes 1,4,8 --act-bits 4,8      # the sweep
+  asd hwreport --target pe --mode carrysave      # carry-save accumulators: the short path
   asd hwreport --target pe --lanes 2 --act-bits 4 --seeds 1 --json
 
 For each configuration, target (pe: the PE array with weight, product and accumulator
