@@ -58,9 +58,10 @@ _ROLES = {"w": (0, 1), "x": (2, 3), "out": (4,), "b": (5,), "s": (6, 7)}
 
 
 @st.composite
-def small_configs(draw: st.DrawFn) -> _AccelConfig:
-    """Small accelerator instances: lanes 1..8, act_bits 4..8, exp_bits 2..3, small memories."""
-    lanes = draw(st.integers(1, 8))
+def small_configs(draw: st.DrawFn, max_lanes: int = 8) -> _AccelConfig:
+    """Small accelerator instances: lanes 1..max_lanes (8), act_bits 4..8, exp_bits 2..3,
+    small memories."""
+    lanes = draw(st.integers(1, max_lanes))
     act_bits = draw(st.integers(4, 8))
     exp_bits = draw(st.integers(2, 3))
     low = act_bits + (1 << exp_bits) + 1
