@@ -286,23 +286,27 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
         wzero, quiet = Signal(bool(0)), Signal(bool(0))
         insts += [_zero_weight_reg(clk, rst, load, wload, wzero, c.exp_bits),
                   _either(xzero, wzero, quiet),
-                  pe_mod.shift_terms(xreg, wreg, quiet, o1, o2, s1, s2, c.act_bits, c.exp_bits)]
+                  pe_mod.shift_terms(xreg, wreg, o1, o2, s1, s2, c.act_bits, c.exp_bits)]
         r1, r2 = _signed(pw), _signed(pw)
         rs1, rs2 = Signal(bool(0)), Signal(bool(0))
-        e1, e2 = _unsigned(n), _unsigned(n)
-        u, v = _unsigned(n), _unsigned(n)
-        # Three words (accumulator and both terms) become two through one full-adder row;
-        # the +1 of each negated digit takes a free carry-in (bit 0 of v, block 0's adder).
-        insts += [sign_extend(r1, e1), sign_extend(r2, e2),
-                  full_adder_row(acc.word, e1, e2, rs1, u, v),
-                  _block_add(u, v, rs2, acc.carries, acc, clk, rst)]
+        insts += [_carrysave_terms_add(r1, r2, rs1, rs2, acc, clk, rst)]
 
         @always_seq(clk.posedge, reset=rst)
         def terms_reg() -> None:
-            r1.next = o1
-            r2.next = o2
-            rs1.next = s1
-            rs2.next = s2
+            # A product known to be zero (zero activation: ReLU; the zero weight) clears the
+            # terms: a negated digit would otherwise hand over ~0 and its +1, exact but
+            # flipping every bit of the accumulator rows for nothing.  The clear is the
+            # flip-flops' synchronous reset, no logic in front of them.
+            if quiet:
+                r1.next = 0
+                r2.next = 0
+                rs1.next = False
+                rs2.next = False
+            else:
+                r1.next = o1
+                r2.next = o2
+                rs1.next = s1
+                rs2.next = s2
 
         insts.append(terms_reg)
     else:
@@ -319,6 +323,49 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
 
     insts.append(_weight_reg(clk, rst, load, wload, wreg))
     return insts
+
+
+@block
+def _carrysave_terms_add(r1: Any, r2: Any, rs1: Any, rs2: Any, acc: _BlockAcc, clk: Any,
+                         rst: Any) -> Any:
+    """``acc <- acc + r1 + r2 + rs1 + rs2`` for the signed ``pw``-bit terms ``r1``, ``r2``.
+
+    Three words (accumulator and both terms) become two through one full-adder row; the +1
+    of each negated digit takes a free carry-in (bit 0 of the row's carries, block 0's
+    adder).  The row spans the terms' ``pw`` bits only: a signed term is its bits with the
+    sign bit inverted, read unsigned, minus ``2**(pw-1)``, so both terms together bring
+    ``-2**pw``, and above the row that constant plus the row's carry out ``c`` is ``c - 1``
+    times ``2**pw``: every bit there is ``not c``.  Sign-extended terms would instead cost a
+    full adder on every accumulator bit.
+    """
+    n = len(acc.word)
+    pw = len(r1)
+    if n <= pw:  # no accumulator bits above the terms: the row is the whole word
+        t1, t2, s, k = (_unsigned(n) for _ in range(4))
+
+        @always_comb
+        def low() -> None:
+            t1.next = r1[n:]
+            t2.next = r2[n:]
+
+        return low, full_adder_row(acc.word, t1, t2, rs1, s, k), \
+            _block_add(s, k, rs2, acc.carries, acc, clk, rst)
+    b1, b2 = _unsigned(pw), _unsigned(pw)
+    lo, hi = _unsigned(pw), _unsigned(n - pw)
+    s, k = _unsigned(pw), _unsigned(pw)
+    cout, fill = Signal(bool(0)), Signal(bool(0))
+    u = ConcatSignal(hi, s)
+    v = ConcatSignal(*([fill] * (n - pw)), k)
+
+    @always_comb
+    def offset() -> None:
+        b1.next = r1[pw:] ^ (1 << (pw - 1))
+        b2.next = r2[pw:] ^ (1 << (pw - 1))
+        fill.next = not cout
+
+    return (core_mod.slice_bits(acc.word, 0, pw, lo), core_mod.slice_bits(acc.word, pw, n - pw, hi),
+            offset, full_adder_row(lo, b1, b2, rs1, s, k, cout),
+            _block_add(u, v, rs2, acc.carries, acc, clk, rst))
 
 
 @block
@@ -370,9 +417,10 @@ def sign_extend(a: Any, y: Any) -> Any:
 
 
 @block
-def full_adder_row(a: Any, b: Any, c: Any, cin: Any, s: Any, k: Any) -> Any:
+def full_adder_row(a: Any, b: Any, c: Any, cin: Any, s: Any, k: Any, cout: Any = None) -> Any:
     """A 3:2 compressor on unsigned words: ``s + k == a + b + c + cin`` (mod 2**len): the
-    carries move up one bit, and ``cin`` takes the free bit 0."""
+    carries move up one bit, and ``cin`` takes the free bit 0; the top carry goes to
+    ``cout`` if given (then ``s + k + cout * 2**len`` is the whole sum)."""
     n = len(s)
     maj = _unsigned(n)
 
@@ -385,7 +433,14 @@ def full_adder_row(a: Any, b: Any, c: Any, cin: Any, s: Any, k: Any) -> Any:
     def move_up() -> None:
         k.next = concat(maj[n - 1:0], cin)
 
-    return row, move_up
+    if cout is None:
+        return row, move_up
+
+    @always_comb
+    def top() -> None:
+        cout.next = maj[n - 1]
+
+    return row, move_up, top
 
 
 @block
