@@ -223,7 +223,7 @@ class _Ctl:
 
 @block
 def lane(clk: Any, rst: Any, index: int, config: AccelConfig, ctl: _Ctl, wcode: Any,
-          bword: Any, xb: Any, acc_q: Any) -> Any:
+          bword: Any, xb: Any, nxb: Any, acc_q: Any) -> Any:
     """Weight, product and accumulator registers of lane ``index`` plus its two PEs."""
     c = config
     top = c.window - 1
@@ -255,7 +255,7 @@ def lane(clk: Any, rst: Any, index: int, config: AccelConfig, ctl: _Ctl, wcode: 
             wsel.next = wreg
 
     prod = _signed(pw)
-    insts.append(pe_mod.pe(xb, wsel, prod, kind, c.act_bits, c.exp_bits))
+    insts.append(pe_mod.pe(xb, wsel, prod, kind, c.act_bits, c.exp_bits, nxb))
 
     # Requantization / activation: sa(A, q.code), rounding shift, saturation, ReLU.
     qx_bits = max(c.acc_bits, cb + REQ_SHIFT_BITS)
@@ -610,6 +610,21 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
     def act_in() -> None:
         xb.next = amem_rdata.signed()
 
+    nxb = None
+    if c.pe == "shiftadd":
+        nxb = _signed(c.act_bits + 1)  # -x, once for all the lanes' shift-add PEs
+        xw = _signed(c.act_bits + 1)  # VHDL negates at the operand's width: widen first
+
+        @always_comb
+        def widen_act() -> None:
+            xw.next = amem_rdata.signed()
+
+        @always_comb
+        def neg_act_in() -> None:
+            nxb.next = -xw
+
+        insts += [widen_act, neg_act_in]
+
     # ---- lanes
     accs = [_signed(c.acc_bits) for _ in range(lanes)]
     for i in range(lanes):
@@ -617,7 +632,7 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
         bl = _unsigned(c.acc_bits)
         insts.append(slice_bits(wmem_data, i * c.code_bits, c.code_bits, wl))
         insts.append(slice_bits(bmem_data, i * c.acc_bits, c.acc_bits, bl))
-        insts.append(lane(clk, rst, i, c, ctl, wl, bl, xb, accs[i]))
+        insts.append(lane(clk, rst, i, c, ctl, wl, bl, xb, nxb, accs[i]))
     lane_sel = _unsigned(DBG_BITS)
     acc_sel = _signed(c.acc_bits)
     insts.append(mux_chain(lane_sel, tuple(range(lanes)), accs, acc_sel))

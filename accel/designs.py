@@ -85,6 +85,20 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
         xreg.next = x_in.signed()
 
     insts.append(x_reg)
+    nxreg = None  # -x, registered with x: the shift-add PE's negative second digit
+    if c.pe == "shiftadd" and mode != "carrysave":
+        nxreg = _signed(c.act_bits + 1)
+        xw = _signed(c.act_bits + 1)  # negated at the result's width (VHDL: operand's)
+
+        @always_comb
+        def widen_x() -> None:
+            xw.next = x_in.signed()
+
+        @always_seq(clk.posedge, reset=rst)
+        def neg_x_reg() -> None:
+            nxreg.next = -xw
+
+        insts += [widen_x, neg_x_reg]
     xzero = Signal(bool(0))  # registered with x: the carry-save shift-add PE stays quiet on 0
     if mode == "carrysave" and c.pe == "shiftadd":
 
@@ -112,7 +126,7 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
             insts.append(_lane_carrysave(clk, rst, load, wload, wreg, xreg, xzero, bacc, c))
             continue
         prod = _signed(pw)
-        insts.append(pe_mod.pe(xreg, wreg, prod, c.pe, c.act_bits, c.exp_bits))
+        insts.append(pe_mod.pe(xreg, wreg, prod, c.pe, c.act_bits, c.exp_bits, nxreg))
         acc = _signed(acc_bits)
         accs.append(acc)
         insts.append(_lane_regs(clk, rst, load, wload, wreg, prod, acc, acc_bits, mode))
@@ -280,14 +294,15 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
     pw = pe_mod.product_bits(c.act_bits, c.exp_bits)
     insts: list[Any] = []
     if c.pe == "shiftadd":
-        o1, o2 = _signed(pw), _signed(pw)
+        tw = pe_mod.term_bits(c.act_bits, c.exp_bits)
+        o1, o2 = _signed(tw), _signed(tw)
         s1, s2 = Signal(bool(0)), Signal(bool(0))
         # The zero weight's flag is decoded at load, as the multiplier decodes its integer.
         wzero, quiet = Signal(bool(0)), Signal(bool(0))
         insts += [_zero_weight_reg(clk, rst, load, wload, wzero, c.exp_bits),
                   _either(xzero, wzero, quiet),
                   pe_mod.shift_terms(xreg, wreg, o1, o2, s1, s2, c.act_bits, c.exp_bits)]
-        r1, r2 = _signed(pw), _signed(pw)
+        r1, r2 = _signed(tw), _signed(tw)
         rs1, rs2 = Signal(bool(0)), Signal(bool(0))
         insts += [_carrysave_terms_add(r1, r2, rs1, rs2, acc, clk, rst)]
 
@@ -328,19 +343,19 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
 @block
 def _carrysave_terms_add(r1: Any, r2: Any, rs1: Any, rs2: Any, acc: _BlockAcc, clk: Any,
                          rst: Any) -> Any:
-    """``acc <- acc + r1 + r2 + rs1 + rs2`` for the signed ``pw``-bit terms ``r1``, ``r2``.
+    """``acc <- acc + r1 + r2 + rs1 + rs2`` for the signed ``tw``-bit terms ``r1``, ``r2``.
 
     Three words (accumulator and both terms) become two through one full-adder row; the +1
     of each negated digit takes a free carry-in (bit 0 of the row's carries, block 0's
-    adder).  The row spans the terms' ``pw`` bits only: a signed term is its bits with the
-    sign bit inverted, read unsigned, minus ``2**(pw-1)``, so both terms together bring
-    ``-2**pw``, and above the row that constant plus the row's carry out ``c`` is ``c - 1``
-    times ``2**pw``: every bit there is ``not c``.  Sign-extended terms would instead cost a
+    adder).  The row spans the terms' ``tw`` bits only: a signed term is its bits with the
+    sign bit inverted, read unsigned, minus ``2**(tw-1)``, so both terms together bring
+    ``-2**tw``, and above the row that constant plus the row's carry out ``c`` is ``c - 1``
+    times ``2**tw``: every bit there is ``not c``.  Sign-extended terms would instead cost a
     full adder on every accumulator bit.
     """
     n = len(acc.word)
-    pw = len(r1)
-    if n <= pw:  # no accumulator bits above the terms: the row is the whole word
+    tw = len(r1)
+    if n <= tw:  # no accumulator bits above the terms: the row is the whole word
         t1, t2, s, k = (_unsigned(n) for _ in range(4))
 
         @always_comb
@@ -350,20 +365,20 @@ def _carrysave_terms_add(r1: Any, r2: Any, rs1: Any, rs2: Any, acc: _BlockAcc, c
 
         return low, full_adder_row(acc.word, t1, t2, rs1, s, k), \
             _block_add(s, k, rs2, acc.carries, acc, clk, rst)
-    b1, b2 = _unsigned(pw), _unsigned(pw)
-    lo, hi = _unsigned(pw), _unsigned(n - pw)
-    s, k = _unsigned(pw), _unsigned(pw)
+    b1, b2 = _unsigned(tw), _unsigned(tw)
+    lo, hi = _unsigned(tw), _unsigned(n - tw)
+    s, k = _unsigned(tw), _unsigned(tw)
     cout, fill = Signal(bool(0)), Signal(bool(0))
     u = ConcatSignal(hi, s)
-    v = ConcatSignal(*([fill] * (n - pw)), k)
+    v = ConcatSignal(*([fill] * (n - tw)), k)
 
     @always_comb
     def offset() -> None:
-        b1.next = r1[pw:] ^ (1 << (pw - 1))
-        b2.next = r2[pw:] ^ (1 << (pw - 1))
+        b1.next = r1[tw:] ^ (1 << (tw - 1))
+        b2.next = r2[tw:] ^ (1 << (tw - 1))
         fill.next = not cout
 
-    return (core_mod.slice_bits(acc.word, 0, pw, lo), core_mod.slice_bits(acc.word, pw, n - pw, hi),
+    return (core_mod.slice_bits(acc.word, 0, tw, lo), core_mod.slice_bits(acc.word, tw, n - tw, hi),
             offset, full_adder_row(lo, b1, b2, rs1, s, k, cout),
             _block_add(u, v, rs2, acc.carries, acc, clk, rst))
 

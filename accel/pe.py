@@ -1,15 +1,17 @@
 """Processing elements: ``x`` times a two-digit weight, in two hardware forms.
 
 ``shiftadd``: the code ``| s1 | e1 | s2 | e2 |`` (see :mod:`asd.hwcode`) selects two barrel
-shifts of ``x``; the signs are folded into the one adder as ``(s1 ? ~t1 : t1) + (s2 ? ~t2 :
-t2) + s1 + s2`` (two's complement negation is invert-and-add-one, and both +1s enter the same
-addition), so there is no separate negation carry chain in front of the adder.
+shifts of ``x``; no negation carry chain sits in front of the one adder.  The first sign is
+folded in as ``(s1 ? ~t1 : t1) + s1`` (two's complement negation is invert-and-add-one, the +1
+the adder's carry-in); the second digit shifts ``-x`` when negative, with ``-x`` computed once
+for all the lanes sharing ``x`` (the core and the PE array pass it in).  Without ``-x`` (the
+requantization PE) both signs are folded and both +1s enter the same, three-operand, addition.
 :func:`shift_terms` hands the two sign-folded terms over unresolved, for an accumulator in
 carry-save form (``accel.designs``, mode ``carrysave``): then the PE has no adder at all.
 
 ``multiplier``: the same product with a real multiplier; the code is decoded to its integer
-``v * 2^(2^E - 1)`` (by :func:`decode_code`) before it reaches the PE, so the lane stores the
-integer in its W register.
+``v * 2^(2^E - 1)`` (by :func:`decode_code`: two signed powers of two from a ROM, one add)
+before it reaches the PE, so the lane stores the integer in its W register.
 
 Both compute the exact product: the output width ``xbits + 2^E + 1`` always holds it.
 ``x`` is widened to the output width before it is shifted, because VHDL shifts at the
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from myhdl import Signal, always_comb, block, intbv
+from myhdl import Signal, always_comb, block, concat, intbv
 
 from asd import hwcode
 
@@ -113,19 +115,48 @@ def shifted_terms(x: Any, code: Any, s1: Any, t1: Any, s2: Any, t2: Any,
 
 
 @block
-def shift_add(x: Any, code: Any, y: Any, xbits: int, exp_bits: int) -> Any:
-    """``y = sa(x, code)``: two shifts and one add/subtract, no multiplier."""
+def shift_add(x: Any, code: Any, y: Any, xbits: int, exp_bits: int,
+              neg_x: Any = None) -> Any:
+    """``y = sa(x, code)``: two shifts and one add/subtract, no multiplier.
+
+    With both signs folded, ``o1 + o2 + s1 + s2`` leaves two +1s, and an adder has one
+    carry-in: the second makes it a three-operand add (49 iCE40 LUT4 for 17 bits against 17
+    for two operands and a carry-in).  Given ``neg_x`` (``-x``, one bit wider: computed once
+    for all the lanes sharing ``x``, and registered with it, so no carry chain sits in front
+    of the shifter), the second digit shifts ``-x`` when it is negative instead, and the
+    product is one two-operand add with one carry-in."""
     pw = product_bits(xbits, exp_bits)
     s1, s2 = Signal(bool(0)), Signal(bool(0))
-    t1, t2 = _signed(pw), _signed(pw)
-    return shifted_terms(x, code, s1, t1, s2, t2, exp_bits), fold_add(s1, t1, s2, t2, y)
+    if neg_x is None:
+        t1, t2 = _signed(pw), _signed(pw)
+        return shifted_terms(x, code, s1, t1, s2, t2, exp_bits), fold_add(s1, t1, s2, t2, y)
+    sh1, sh2 = _unsigned(exp_bits), _unsigned(exp_bits)
+    o1, t2 = _signed(pw), _signed(pw)
+    x2 = Signal(neg_x.val)
+    c1 = _signed(2)
+
+    @always_comb
+    def pick() -> None:
+        if s2:
+            x2.next = neg_x
+        else:
+            x2.next = x
+        c1.next = s1
+
+    @always_comb
+    def add() -> None:
+        y.next = o1 + t2 + c1
+
+    return (code_fields(code, exp_bits, s1, sh1, s2, sh2), pick, add,
+            log_shift(x, sh1, s1, o1, exp_bits), log_shift(x2, sh2, None, t2, exp_bits))
 
 
 @block
 def shift_terms(x: Any, code: Any, o1: Any, o2: Any, s1: Any, s2: Any, xbits: int,
                 exp_bits: int) -> Any:
     """The shift-add product left unresolved, for a carry-save accumulator:
-    ``sa(x, code) = o1 + o2 + s1 + s2`` (signs folded in, no adder).
+    ``sa(x, code) = o1 + o2 + s1 + s2`` (signs folded in, no adder); ``o1``, ``o2`` need
+    :func:`term_bits` bits, two fewer than the product.
 
     Each shift is ``exp_bits`` stages of 2:1 muxes (by 1, 2, 4, ...) with the sign folded
     into the last stage: a mux and an XOR are one LUT4.  Written as one variable shift and
@@ -139,27 +170,33 @@ def shift_terms(x: Any, code: Any, o1: Any, o2: Any, s1: Any, s2: Any, xbits: in
 
 @block
 def log_shift(x: Any, sh: Any, s: Any, o: Any, exp_bits: int) -> Any:
-    """``o = s ? ~(x << sh) : x << sh`` through one 2:1 mux stage per bit of ``sh``."""
+    """``o = s ? ~(x << sh) : x << sh`` (``s`` None: ``x << sh``) through one 2:1 mux stage
+    per bit of ``sh``."""
     pw = len(o)
-    stages = [_signed(pw) for _ in range(exp_bits + 1)]
+    stages = [_signed(pw) for _ in range(exp_bits)] + [o if s is None else _signed(pw)]
+    # Generators see single signals only: a list named inside one converts as a memory.
+    first, shifted = stages[0], stages[exp_bits]
 
     @always_comb
     def widen() -> None:
-        stages[0].next = x
+        first.next = x
+
+    insts = [widen] + [shift_stage(stages[k], sh, k, stages[k + 1]) for k in range(exp_bits)]
+    if s is None:
+        return insts
 
     @always_comb
     def fold() -> None:
         if s:
-            o.next = ~stages[exp_bits]
+            o.next = ~shifted
         else:
-            o.next = stages[exp_bits]
+            o.next = shifted
 
-    return [widen, fold] + [_shift_stage(stages[k], sh, k, stages[k + 1])
-                            for k in range(exp_bits)]
+    return insts + [fold]
 
 
-@block
-def _shift_stage(a: Any, sh: Any, k: int, y: Any) -> Any:
+@block  # no leading underscore: VHDL names may not hold two in a row
+def shift_stage(a: Any, sh: Any, k: int, y: Any) -> Any:
     """``y = a << 2**k`` if bit ``k`` of ``sh`` is set, else ``a``."""
     step = 1 << k
 
@@ -173,6 +210,12 @@ def _shift_stage(a: Any, sh: Any, k: int, y: Any) -> Any:
     return stage
 
 
+def term_bits(xbits: int, exp_bits: int) -> int:
+    """Width that holds every shifted activation ``x << s`` and its complement ``~(x << s)``
+    (``s`` up to ``2^E - 1``): the sign-folded terms of :func:`shift_terms`."""
+    return xbits + hwcode.window(exp_bits) - 1
+
+
 def product_bits(xbits: int, exp_bits: int) -> int:
     """Width that holds every product of an ``xbits`` activation and a two-digit weight."""
     return xbits + hwcode.window(exp_bits) + 1
@@ -184,23 +227,36 @@ def decode_code(code: Any, value: Any, exp_bits: int) -> Any:
     wbits = hwcode.window(exp_bits) + 2
     s1, s2 = Signal(bool(0)), Signal(bool(0))
     sh1, sh2 = _unsigned(exp_bits), _unsigned(exp_bits)
-    # Powers of two as a ROM: a shift of the constant 1 would be a shifter for nothing.
-    pow2 = tuple(1 << s for s in range(hwcode.window(exp_bits)))
-    p1u, p2u = _unsigned(wbits - 1), _unsigned(wbits - 1)
+    # Signed powers of two as a ROM indexed by sign and shift (two's complement bit
+    # patterns): a shift of the constant 1 would be a shifter for nothing, and folding the
+    # signs would leave two +1s, a three-operand add.
+    mask = (1 << wbits) - 1
+    table = tuple(((-1) ** sign * (1 << k)) & mask
+                  for sign in (0, 1) for k in range(hwcode.window(exp_bits)))
+    i1, i2 = _unsigned(exp_bits + 1), _unsigned(exp_bits + 1)
+    p1u, p2u = _unsigned(wbits), _unsigned(wbits)
     p1, p2 = _signed(wbits), _signed(wbits)
 
     @always_comb
+    def index() -> None:
+        i1.next = concat(s1, sh1)
+        i2.next = concat(s2, sh2)
+
+    @always_comb
     def rom() -> None:
-        p1u.next = pow2[sh1]
-        p2u.next = pow2[sh2]
+        p1u.next = table[i1]
+        p2u.next = table[i2]
 
     @always_comb
     def to_signed() -> None:
-        p1.next = p1u
-        p2.next = p2u
+        p1.next = p1u.signed()
+        p2.next = p2u.signed()
 
-    return (code_fields(code, exp_bits, s1, sh1, s2, sh2), rom, to_signed,
-            fold_add(s1, p1, s2, p2, value))
+    @always_comb
+    def add() -> None:
+        value.next = p1 + p2
+
+    return code_fields(code, exp_bits, s1, sh1, s2, sh2), index, rom, to_signed, add
 
 
 @block
@@ -215,11 +271,12 @@ def multiply(x: Any, w: Any, y: Any) -> Any:
 
 
 @block
-def pe(x: Any, w: Any, y: Any, kind: str, xbits: int, exp_bits: int) -> Any:
+def pe(x: Any, w: Any, y: Any, kind: str, xbits: int, exp_bits: int,
+       neg_x: Any = None) -> Any:
     """The PE of ``kind``: ``w`` is a code for ``shiftadd`` and a decoded integer for
-    ``multiplier``."""
+    ``multiplier``; ``neg_x`` (``-x``, shiftadd only) see :func:`shift_add`."""
     if kind == "shiftadd":
-        return shift_add(x, w, y, xbits, exp_bits)
+        return shift_add(x, w, y, xbits, exp_bits, neg_x)
     if kind == "multiplier":
         return multiply(x, w, y)
     raise ValueError(f"unknown PE kind {kind!r} (shiftadd or multiplier)")

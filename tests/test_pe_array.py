@@ -95,3 +95,22 @@ def test_carrysave_blocks_carry_across_and_wrap() -> None:
     assert int((x * 256).sum()) != want[0]
     for kind in ("shiftadd", "multiplier"):
         assert simulate(c.replace(pe=kind), "carrysave", x, codes) == want
+
+
+@pytest.mark.parametrize("mode", designs.MODES)
+def test_every_code_on_the_extreme_activations(mode: str) -> None:
+    """Every weight code against the most negative and the largest activation: the widths
+    of the shifted terms (two bits under the product in the carry-save lane), of -x (one bit
+    over x) and of the decoded multiplier weights are exactly enough."""
+    c = AccelConfig(lanes=2, act_bits=8, exp_bits=3, acc_bits=32)
+    every = np.arange(1 << c.code_bits, dtype=np.int64)
+    codes = np.stack([np.concatenate([every, every]), np.concatenate([every, every])[::-1]], 1)
+    x = np.repeat(np.array([c.act_min, c.act_max], np.int64), len(every))
+    for kind in ("shiftadd", "multiplier"):
+        k = c.replace(pe=kind)
+        if mode == "product":  # shows the last product only: one MAC a run
+            for i in range(0, len(x), 37):
+                assert simulate(k, mode, x[i:i + 1], codes[i:i + 1]) == \
+                    expected(k, mode, x[i:i + 1], codes[i:i + 1])
+        else:
+            assert simulate(k, mode, x, codes) == expected(k, mode, x, codes)
