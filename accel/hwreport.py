@@ -7,7 +7,8 @@ For every configuration of a sweep, every target (``pe``: the PE array of
 * Fmax from nextpnr-ice40 (median over seeds, the design inside the scan wrapper),
 * generic gate count, logic depth (``ltp -noff``) and CMOS transistor count (``abc -g``),
 * ``toggle_energy`` (``pe`` target only): the gate-level PE array simulated on the MAC
-  stream of a real layer (:mod:`accel.power`),
+  stream of a real layer (:mod:`accel.power`) with a unit delay per gate, so glitches
+  count; ``toggle_energy_zero_delay`` the same stream with zero-delay gates (no glitches),
 
 and the ratios shiftadd / multiplier.  :func:`write_outputs` writes ``hwreport.md``,
 ``hwreport.json`` and ``hwreport.png``.
@@ -32,12 +33,12 @@ from . import designs, power, synth
 KINDS = ("shiftadd", "multiplier")
 TARGETS = ("pe", "core")
 METRICS = ("lut4", "carry", "ff", "fmax_mhz", "gates", "logic_depth", "transistors",
-           "toggle_energy")
+           "toggle_energy", "toggle_energy_zero_delay")
 # Higher is better for Fmax; the critical path is 1/Fmax.
 LABELS = {"lut4": "iCE40 LUT4", "carry": "iCE40 carry", "ff": "flip-flops",
           "fmax_mhz": "Fmax (MHz)", "crit_ns": "critical path (ns)", "gates": "gates",
           "logic_depth": "logic depth", "transistors": "transistors",
-          "toggle_energy": "toggle energy"}
+          "toggle_energy": "toggle energy", "toggle_energy_zero_delay": "toggle energy (0-delay)"}
 
 Stream = tuple[NDArray[np.int64], NDArray[np.int64]]
 Log = Callable[[str], None]
@@ -90,14 +91,19 @@ def measure(config: AccelConfig, target: str, workdir: str | Path, *, seeds: int
         say(f"  {res['fmax_error']}")
     if target == "pe" and stream is not None:
         say(f"{target} {config.pe}: gate-level simulation of {len(stream[0])} MACs")
+        zero = power.toggle_energy(gen.netlist_v, gen.netlist_json, top, config, stream[0],
+                                   stream[1], wd / "power-zero-delay", mode=mode,
+                                   unit_delay=False, timeout=timeout)
         pr = power.toggle_energy(gen.netlist_v, gen.netlist_json, top, config, stream[0],
                                  stream[1], wd / "power", mode=mode, timeout=timeout)
         res["toggle_energy"] = pr.toggle_energy
         res["toggles"] = pr.toggles
         res["energy_per_mac"] = round(pr.energy_per_mac, 1)
         res["macs"] = pr.macs
+        res["toggle_energy_zero_delay"] = zero.toggle_energy
+        res["glitch_share"] = round(1 - zero.toggle_energy / pr.toggle_energy, 3)
     else:
-        res["toggle_energy"] = None
+        res["toggle_energy"] = res["toggle_energy_zero_delay"] = None
     return res
 
 
@@ -167,7 +173,7 @@ def _fmt(v: Any) -> str:
 
 
 TABLE_METRICS = ("lut4", "carry", "ff", "fmax_mhz", "crit_ns", "gates", "logic_depth",
-                 "transistors", "toggle_energy")
+                 "transistors", "toggle_energy", "toggle_energy_zero_delay")
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:

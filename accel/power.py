@@ -3,9 +3,10 @@
 1. :func:`mac_stream` runs a program image on the golden emulator in step mode and records,
    for every MAC, the broadcast activation and the lanes' weight codes.
 2. :func:`toggle_energy` drives the generic gate-level netlist of the PE array
-   (:func:`accel.synth.generic_stats`, Yosys's ``simcells.v`` models) with that stream under
-   Icarus, one MAC per cycle, dumps a VCD of every net, and counts the toggles of each net
-   bit.  Each toggle is weighted by the transistor count of the cell driving the net
+   (:func:`accel.synth.generic_stats`, Yosys's ``simcells.v`` models, by default with one
+   time unit of delay per gate so that glitches show: :func:`unit_delay_cells`) with that
+   stream under Icarus, one MAC per cycle, dumps a VCD of every net, and counts the toggles
+   of each net bit.  Each toggle is weighted by the transistor count of the cell driving the net
    (:data:`accel.synth.TRANSISTORS`: switched capacitance grows with the size of the gate
    that switches); nets driven from the primary inputs count nothing.  The sum is
    ``toggle_energy`` (transistor-toggles); divided by the MACs it is the energy per MAC.
@@ -75,12 +76,26 @@ def simcells() -> Path:
     raise synth.ToolMissing(f"yosys's simcells.v not found; install with: {synth.INSTALL}")
 
 
+def unit_delay_cells(directory: str | Path) -> Path:
+    """A copy of ``simcells.v`` in ``directory`` whose combinational cells switch one time
+    unit after their inputs (``assign #1``): then a gate whose inputs arrive at different
+    depths switches more than once a cycle, and those glitches are counted as the silicon
+    would pay for them.  Zero-delay cells switch at most once a cycle and hide them."""
+    text = simcells().read_text()
+    delayed, count = re.subn(r"(?m)^assign Y = ", "assign #1 Y = ", text)
+    if count == 0:
+        raise PowerError(f"{simcells()}: no 'assign Y = ' cell to delay")
+    out = Path(directory) / "simcells_unit_delay.v"
+    out.write_text(delayed)
+    return out
+
+
 def _testbench(config: AccelConfig, top: str, n: int, lanes: int, sel_bits: int,
-               hold: bool, latency: int) -> str:
+               hold: bool, latency: int, half_period: int = 5) -> str:
     c = config
     after = "load = 1;" if hold else "x_in = 0; w_in = 0; load = 0;"
     wbits = c.lanes * c.code_bits
-    return f"""`timescale 1ns/1ps
+    return f"""`timescale 1ns/1ns
 module tb_power;
 reg clk = 0;
 reg rst = 1;
@@ -93,7 +108,7 @@ reg [{wbits + c.act_bits - 1}:0] stim [0:{n - 1}];
 integer i;
 {top} dut(.clk(clk), .rst(rst), .x_in(x_in), .w_in(w_in), .load(load), .sel(sel),
           .acc_out(acc_out));
-always #5 clk = ~clk;
+always #{half_period} clk = ~clk;
 initial begin
     $readmemh("stream.hex", stim);
     @(negedge clk); @(negedge clk); rst = 0;
@@ -181,9 +196,10 @@ def parse_vcd_toggles(path: str | Path) -> dict[str, list[int]]:
 
 def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,
                   config: AccelConfig, x: NDArray[np.int64], codes: NDArray[np.int64],
-                  workdir: str | Path, *, mode: str = "pipelined",
+                  workdir: str | Path, *, mode: str = "pipelined", unit_delay: bool = True,
                   timeout: float = 600) -> PowerResult:
-    """Simulate the gate-level PE array on the ``(x, codes)`` stream; see the module doc."""
+    """Simulate the gate-level PE array on the ``(x, codes)`` stream; see the module doc.
+    ``unit_delay``: every gate takes one time unit (glitches counted); otherwise zero."""
     synth.require("iverilog", "vvp")
     c = config
     wd = Path(workdir)
@@ -200,10 +216,16 @@ def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,
     (wd / "stream.hex").write_text("\n".join(lines) + "\n")
     from .designs import readout_latency, sel_bits
 
+    net = synth.load_netlist(netlist_json, top)
+    cells = unit_delay_cells(wd) if unit_delay else simcells()
+    # Unit delays: the clock waits out the deepest path of the netlist (its cell count
+    # bounds the depth) so every cycle settles before the next edge.
+    half = len(net["cells"]) + 5 if unit_delay else 5
     (wd / "tb_power.v").write_text(_testbench(c, top, n, c.lanes, sel_bits(c.lanes),
-                                                mode == "product", readout_latency(c, mode)))
+                                                mode == "product", readout_latency(c, mode),
+                                                half))
     build = ["iverilog", "-g2005", "-o", "power.vvp", "tb_power.v",
-             str(Path(netlist_v).resolve()), str(simcells())]
+             str(Path(netlist_v).resolve()), str(cells)]
     try:
         p = subprocess.run(build, cwd=wd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -230,7 +252,6 @@ def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,
             raise PowerError(f"gate-level netlist disagrees with the emulator on lane {lane}: "
                              f"{have} vs {int(want[lane]) & ((1 << c.acc_bits) - 1)}")
 
-    net = synth.load_netlist(netlist_json, top)
     driver: dict[int, str] = {}
     for cell in net["cells"].values():
         for port, direction in cell["port_directions"].items():

@@ -27,7 +27,8 @@ registers; core: the whole core) and PE kind (shiftadd, multiplier): iCE40 LUT4 
 flip-flops (yosys synth_ice40), Fmax (nextpnr-ice40 --hx8k, median over the seeds), generic
 gates, logic depth and CMOS transistors (yosys abc -g), and, for the PE array, the toggle
 energy of its gate-level netlist simulated on the MACs of a real layer (the second
-convolution of the bundled digits CNN, quantized to ASD, on a real digit).  Ratios are
+convolution of the bundled digits CNN, quantized to ASD, on a real digit), with a unit
+delay per gate so glitches count, and again with zero-delay gates.  Ratios are
 shiftadd / multiplier.  Writes hwreport.md, hwreport.json and hwreport.png to -o DIR.
 Needs yosys, nextpnr-ice40 and iverilog: sudo apt-get install yosys nextpnr-ice40
 fpga-icestorm iverilog."""

@@ -123,7 +123,10 @@ def test_carrysave_flow_small(tmp_path: Path) -> None:
     row = rep["results"][0]
     assert rep["pe_array_mode"] == "carrysave"
     for kind in ("shiftadd", "multiplier"):
-        assert row[kind]["toggle_energy"] > 0 and row[kind]["fmax_mhz"] > 0
+        m = row[kind]
+        assert m["fmax_mhz"] > 0
+        assert 0 < m["toggle_energy_zero_delay"] <= m["toggle_energy"]
+        assert m["glitch_share"] == round(1 - m["toggle_energy_zero_delay"] / m["toggle_energy"], 3)
     assert row["shiftadd"]["mul_cells"] == 0
     assert row["shiftadd"]["logic_depth"] < row["multiplier"]["logic_depth"]
 
@@ -161,6 +164,25 @@ def test_power_refuses_a_wrong_netlist(tmp_path: Path) -> None:
     with pytest.raises(power.PowerError):
         power.toggle_energy(gen.netlist_v, gen.netlist_json, top, wrong, x, codes,
                             tmp_path / "p2")
+
+
+@pytest.mark.synth
+def test_unit_delay_counts_glitches(tmp_path: Path) -> None:
+    """With a unit delay per gate the multiplier's adder array switches more than once a
+    cycle; zero-delay gates switch at most once, so they count fewer toggles.  Both runs
+    still reproduce the emulator (the proxy refuses them otherwise)."""
+    c = AccelConfig(lanes=1, act_bits=4, exp_bits=2, acc_bits=12, pe="multiplier")
+    srcs, top, _ = designs.write_design(c, "pe", tmp_path / "rtl")
+    gen = synth.generic_stats(srcs, top, tmp_path / "gen")
+    rng = np.random.default_rng(5)
+    x = rng.integers(-8, 8, 60)
+    codes = rng.integers(0, 1 << c.code_bits, (60, 1))
+    zero = power.toggle_energy(gen.netlist_v, gen.netlist_json, top, c, x, codes,
+                               tmp_path / "zero", unit_delay=False)
+    unit = power.toggle_energy(gen.netlist_v, gen.netlist_json, top, c, x, codes,
+                               tmp_path / "unit")
+    assert unit.toggles > zero.toggles > 0
+    assert unit.toggle_energy > zero.toggle_energy
 
 
 def test_overfull_device_is_reported_as_not_fitting():
