@@ -121,10 +121,10 @@ def shift_add(x: Any, code: Any, y: Any, xbits: int, exp_bits: int,
 
     With both signs folded, ``o1 + o2 + s1 + s2`` leaves two +1s, and an adder has one
     carry-in: the second makes it a three-operand add (49 iCE40 LUT4 for 17 bits against 17
-    for two operands and a carry-in).  Given ``neg_x`` (``-x``, one bit wider: computed once
-    for all the lanes sharing ``x``, and registered with it, so no carry chain sits in front
-    of the shifter), the second digit shifts ``-x`` when it is negative instead, and the
-    product is one two-operand add with one carry-in."""
+    for two operands and a carry-in).  Given ``neg_x`` (``-x``, one bit wider, computed once
+    for all the lanes sharing ``x``; the PE array registers it with ``x``, so no carry chain
+    sits in front of the shifter there), the second digit shifts ``-x`` when it is negative
+    instead, and the product is one two-operand add with one carry-in."""
     pw = product_bits(xbits, exp_bits)
     s1, s2 = Signal(bool(0)), Signal(bool(0))
     if neg_x is None:
