@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from accel import designs, hwreport, power, synth
-from asd_cli.hwreport import layer_stream
+from asd_cli.hwreport import PE_ARRAY_MODES, layer_stream
 from asd_cli.main import main
 from emu.config import AccelConfig
 
@@ -183,6 +183,12 @@ def test_unit_delay_counts_glitches(tmp_path: Path) -> None:
                                tmp_path / "unit")
     assert unit.toggles > zero.toggles > 0
     assert unit.toggle_energy > zero.toggle_energy
+
+
+def test_cli_offers_every_pe_array_mode():
+    """The CLI keeps its own copy of the mode names (importing MyHDL for ``--help`` is slow);
+    it must name exactly the modes the PE array builds."""
+    assert PE_ARRAY_MODES == designs.MODES
 
 
 def test_overfull_device_is_reported_as_not_fitting():
