@@ -153,7 +153,7 @@ def shift_add(x: Any, code: Any, y: Any, xbits: int, exp_bits: int,
 
 @block
 def shift_terms(x: Any, code: Any, o1: Any, o2: Any, s1: Any, s2: Any, xbits: int,
-                exp_bits: int) -> Any:
+                exp_bits: int, live: Any = None) -> Any:
     """The shift-add product left unresolved, for a carry-save accumulator:
     ``sa(x, code) = o1 + o2 + s1 + s2`` (signs folded in, no adder); ``o1``, ``o2`` need
     :func:`term_bits` bits, two fewer than the product.
@@ -162,9 +162,23 @@ def shift_terms(x: Any, code: Any, o1: Any, o2: Any, s1: Any, s2: Any, xbits: in
     into the last stage: a mux and an XOR are one LUT4.  Written as one variable shift and
     a separate fold, the carry-save array (8 lanes, 8 bits) mapped to the same LUT4 count
     but 2% more generic gates and one gate level deeper.
+
+    ``live`` (``x != 0``, registered with ``x``), if given, clears both signs on a zero
+    activation: then both terms are 0 instead of ``~0`` and a +1 for a negative digit,
+    which would flip every bit of the terms with the weights' signs for a product of 0.
     """
     sh1, sh2 = _unsigned(exp_bits), _unsigned(exp_bits)
-    return (code_fields(code, exp_bits, s1, sh1, s2, sh2),
+    if live is None:
+        return (code_fields(code, exp_bits, s1, sh1, s2, sh2),
+                log_shift(x, sh1, s1, o1, exp_bits), log_shift(x, sh2, s2, o2, exp_bits))
+    r1, r2 = Signal(bool(0)), Signal(bool(0))
+
+    @always_comb
+    def gate_signs() -> None:
+        s1.next = r1 and live
+        s2.next = r2 and live
+
+    return (code_fields(code, exp_bits, r1, sh1, r2, sh2), gate_signs,
             log_shift(x, sh1, s1, o1, exp_bits), log_shift(x, sh2, s2, o2, exp_bits))
 
 

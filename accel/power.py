@@ -91,20 +91,23 @@ def unit_delay_cells(directory: str | Path) -> Path:
 
 
 def _testbench(config: AccelConfig, top: str, n: int, lanes: int, sel_bits: int,
-               hold: bool, latency: int, half_period: int = 5) -> str:
+               hold: bool, latency: int, half_period: int = 5, products: int = 1) -> str:
+    """``n`` cycles of ``{w_in, x_in}`` words from ``stream.hex``, ``products`` MACs a lane
+    each."""
     c = config
     after = "load = 1;" if hold else "x_in = 0; w_in = 0; load = 0;"
-    wbits = c.lanes * c.code_bits
+    wbits = c.lanes * products * c.code_bits
+    xbits = products * c.act_bits
     return f"""`timescale 1ns/1ns
 module tb_power;
 reg clk = 0;
 reg rst = 1;
 reg load = 1;
-reg [{c.act_bits - 1}:0] x_in = 0;
+reg [{xbits - 1}:0] x_in = 0;
 reg [{wbits - 1}:0] w_in = 0;
 reg [{sel_bits - 1}:0] sel = 0;
 wire [{c.acc_bits - 1}:0] acc_out;
-reg [{wbits + c.act_bits - 1}:0] stim [0:{n - 1}];
+reg [{wbits + xbits - 1}:0] stim [0:{n - 1}];
 integer i;
 {top} dut(.clk(clk), .rst(rst), .x_in(x_in), .w_in(w_in), .load(load), .sel(sel),
           .acc_out(acc_out));
@@ -205,25 +208,21 @@ def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
     n = len(x)
-    xm = (1 << c.act_bits) - 1
-    cm = (1 << c.code_bits) - 1
-    lines = []
-    for i in range(n):
-        word = int(x[i]) & xm
-        for lane in range(c.lanes):
-            word |= (int(codes[i, lane]) & cm) << (c.act_bits + lane * c.code_bits)
-        lines.append(f"{word:x}")
-    (wd / "stream.hex").write_text("\n".join(lines) + "\n")
-    from .designs import readout_latency, sel_bits
+    from .designs import cycle_words, products_per_cycle, readout_latency, sel_bits
+
+    k = products_per_cycle(mode)
+    words = cycle_words(c, mode, x, codes)
+    xbits = k * c.act_bits
+    (wd / "stream.hex").write_text("".join(f"{(ww << xbits) | xw:x}\n" for xw, ww in words))
 
     net = synth.load_netlist(netlist_json, top)
     cells = unit_delay_cells(wd) if unit_delay else simcells()
     # Unit delays: the clock waits out the deepest path of the netlist (its cell count
     # bounds the depth) so every cycle settles before the next edge.
     half = len(net["cells"]) + 5 if unit_delay else 5
-    (wd / "tb_power.v").write_text(_testbench(c, top, n, c.lanes, sel_bits(c.lanes),
+    (wd / "tb_power.v").write_text(_testbench(c, top, len(words), c.lanes, sel_bits(c.lanes),
                                                 mode == "product", readout_latency(c, mode),
-                                                half))
+                                                half, k))
     build = ["iverilog", "-g2005", "-o", "power.vvp", "tb_power.v",
              str(Path(netlist_v).resolve()), str(cells)]
     try:

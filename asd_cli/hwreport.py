@@ -13,13 +13,14 @@ import numpy as np
 from asd_cli.main import UserError
 
 # accel.designs.MODES (not imported here: MyHDL is slow to load for --help).
-PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave")
+PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave", "tree")
 
 EPILOG = """\
 examples:
   asd hwreport                                   # default config, PE array and core, 5 seeds
   asd hwreport --lanes 1,4,8 --act-bits 4,8      # the sweep
   asd hwreport --target pe --mode carrysave      # carry-save accumulators: the short path
+  asd hwreport --target pe --mode tree --lanes 2 # 4 MACs a lane a cycle, one adder tree
   asd hwreport --target pe --lanes 2 --act-bits 4 --seeds 1 --json
 
 For each configuration, target (pe: the PE array with weight, product and accumulator
@@ -50,8 +51,9 @@ def register(sub: Any) -> None:
     p.add_argument("--mode", choices=PE_ARRAY_MODES, default="pipelined",
                    help="PE array: product register before the accumulator (default), "
                         "the core lane's single-cycle MAC (direct), the product stage alone "
-                        "(product), or a carry-save accumulator resolved once per output "
-                        "(carrysave)")
+                        "(product), a carry-save accumulator resolved once per output "
+                        "(carrysave), or four MACs a lane per cycle summed with the "
+                        "accumulator in one compressor tree and one adder (tree)")
     p.add_argument("--macs", type=int, default=2000,
                    help="MACs of the layer simulated for the power proxy (default 2000)")
     p.add_argument("--timeout", type=float, default=900,

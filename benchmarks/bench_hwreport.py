@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "hwreport.json"
 # name -> (target, PE array mode)
 STUDIES = {"pe_pipelined": ("pe", "pipelined"), "pe_carrysave": ("pe", "carrysave"),
-           "pe_product": ("pe", "product"), "core": ("core", "pipelined")}
+           "pe_product": ("pe", "product"), "pe_tree": ("pe", "tree"),
+           "core": ("core", "pipelined")}
 
 
 def _ints(text: str) -> list[int]:

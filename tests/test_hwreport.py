@@ -117,18 +117,36 @@ def test_carrysave_flow_small(tmp_path: Path) -> None:
     """The carry-save PE array through the whole flow: its gate-level netlists reproduce the
     emulator on a real layer (the power proxy refuses them otherwise) and its one carry
     chain per block keeps the logic shallower than the multiplier's."""
-    base = AccelConfig(lanes=2, act_bits=4, exp_bits=3, acc_bits=20)
-    rep = hwreport.run_sweep(base, [2], [4], ("pe",), tmp_path, seeds=1, mode="carrysave",
-                             stream_for=lambda c: layer_stream(c, 300))
+    row = small_pe_flow(tmp_path, "carrysave", lanes=2, macs=300)
+    assert row["shiftadd"]["logic_depth"] < row["multiplier"]["logic_depth"]
+
+
+def small_pe_flow(tmp_path: Path, mode: str, lanes: int, macs: int) -> dict:
+    """One small PE array (4-bit activations) of ``mode`` through the whole flow, 1 seed;
+    checks what holds in every mode and returns the row."""
+    base = AccelConfig(lanes=lanes, act_bits=4, exp_bits=3, acc_bits=20)
+    rep = hwreport.run_sweep(base, [lanes], [4], ("pe",), tmp_path, seeds=1, mode=mode,
+                             stream_for=lambda c: layer_stream(c, macs))
     row = rep["results"][0]
-    assert rep["pe_array_mode"] == "carrysave"
+    assert rep["pe_array_mode"] == mode
     for kind in ("shiftadd", "multiplier"):
         m = row[kind]
-        assert m["fmax_mhz"] > 0
+        assert m["fmax_mhz"] > 0 and m["macs"] == macs
         assert 0 < m["toggle_energy_zero_delay"] <= m["toggle_energy"]
         assert m["glitch_share"] == round(1 - m["toggle_energy_zero_delay"] / m["toggle_energy"], 3)
+        assert m["energy_per_mac"] == round(m["toggle_energy"] / macs, 1)
     assert row["shiftadd"]["mul_cells"] == 0
-    assert row["shiftadd"]["logic_depth"] < row["multiplier"]["logic_depth"]
+    return row
+
+
+@pytest.mark.synth
+def test_tree_flow_small(tmp_path: Path) -> None:
+    """The compressor-tree PE array (four MACs a lane a cycle) through the whole flow: the
+    gate-level netlists take the layer four MACs at a time and still reproduce the emulator,
+    the energy is counted per MAC, and the multiplier side has one multiplier per product."""
+    row = small_pe_flow(tmp_path, "tree", lanes=1, macs=301)  # not a multiple of four
+    assert row["multiplier"]["mul_cells"] == designs.TREE_PRODUCTS
+    assert row["ratio"]["gates"] < 1
 
 
 @pytest.mark.synth

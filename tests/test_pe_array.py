@@ -18,8 +18,9 @@ from tests.strategies import mac_streams, small_configs
 
 
 def simulate(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray) -> list[int]:
-    """Stream the MACs in (one per cycle), then read every lane's accumulator."""
-    sig = designs.pe_array_signals(c)
+    """Stream the MACs in (``designs.products_per_cycle`` a cycle), then read every lane's
+    accumulator."""
+    sig = designs.pe_array_signals(c, mode)
     with core_mod.fast_elaboration():
         dut = designs.pe_array(**sig, config=c, mode=mode)
     got: list[int] = []
@@ -38,12 +39,9 @@ def simulate(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray) -> lis
                 yield sig["clk"].negedge
             sig["rst"].next = 0
             sig["load"].next = 1
-            for i in range(len(x)):
-                sig["x_in"].next = int(x[i]) & ((1 << c.act_bits) - 1)
-                word = 0
-                for lane in range(c.lanes):
-                    word |= int(codes[i, lane]) << (lane * c.code_bits)
-                sig["w_in"].next = word
+            for xw, ww in designs.cycle_words(c, mode, x, codes):
+                sig["x_in"].next = xw
+                sig["w_in"].next = ww
                 yield sig["clk"].negedge
             if not hold:
                 sig["x_in"].next = 0
@@ -114,3 +112,25 @@ def test_every_code_on_the_extreme_activations(mode: str) -> None:
                     expected(k, mode, x[i:i + 1], codes[i:i + 1])
         else:
             assert simulate(k, mode, x, codes) == expected(k, mode, x, codes)
+
+
+def test_tree_lane_sums_its_largest_products_in_one_cycle() -> None:
+    """The compressor tree's rows are exactly wide enough: every product of a cycle at the
+    largest magnitude of either sign (and then the sum wrapping at acc_bits)."""
+    c = AccelConfig(lanes=2, act_bits=8, exp_bits=3, acc_bits=32)
+    every = np.arange(1 << c.code_bits, dtype=np.int64)
+    k = designs.TREE_PRODUCTS
+    for xv in (c.act_min, c.act_max):
+        prods = semantics.shift_add(np.int64(xv), every, c.exp_bits)
+        top, bottom = every[np.argmax(prods)], every[np.argmin(prods)]
+        x = np.full(3 * k, xv, np.int64)
+        codes = np.stack([np.repeat([top, bottom, top], k), np.repeat([bottom, top, top], k)], 1)
+        for kind in ("shiftadd", "multiplier"):
+            assert simulate(c.replace(pe=kind), "tree", x, codes) == expected(c, "tree", x, codes)
+    small = AccelConfig(lanes=1, act_bits=8, exp_bits=3, acc_bits=17)
+    x = np.full(4 * k, small.act_min, np.int64)
+    codes = np.full((4 * k, 1), 0, np.int64)  # 2 * 2**7 * -128 each: wraps 17 bits
+    want = expected(small, "tree", x, codes)
+    assert want[0] != int(semantics.shift_add(x, codes[:, 0], 3).sum())
+    for kind in ("shiftadd", "multiplier"):
+        assert simulate(small.replace(pe=kind), "tree", x, codes) == want
