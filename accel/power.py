@@ -5,10 +5,11 @@
 2. :func:`toggle_energy` drives the generic gate-level netlist of the PE array
    (:func:`accel.synth.generic_stats`, Yosys's ``simcells.v`` models, by default with one
    time unit of delay per gate so that glitches show: :func:`unit_delay_cells`) with that
-   stream under Icarus, one MAC per cycle, dumps a VCD of every net, and counts the toggles
-   of each net bit.  Each toggle is weighted by the transistor count of the cell driving the net
-   (:data:`accel.synth.TRANSISTORS`: switched capacitance grows with the size of the gate
-   that switches); nets driven from the primary inputs count nothing.  The sum is
+   stream under Icarus, one MAC per lane and cycle (four in mode ``tree``: the MACs in
+   stream order, :func:`accel.designs.cycle_words`), dumps a VCD of every net, and counts
+   the toggles of each net bit.  Each toggle is weighted by the transistor count of the cell
+   driving the net (:data:`accel.synth.TRANSISTORS`: switched capacitance grows with the
+   size of the gate that switches); nets driven from the primary inputs count nothing.  The sum is
    ``toggle_energy`` (transistor-toggles); divided by the MACs it is the energy per MAC.
 3. After the stream the testbench reads every lane's accumulator back and the run is
    refused unless they equal the emulator's sums of products (the last products for the
