@@ -245,15 +245,16 @@ def _activation_reg(clk: Any, rst: Any, xs: Any, xr: Any, live: Any) -> Any:
     return hold
 
 
-def tree_widths(term_widths: list[int], ones: int, acc_bits: int) -> tuple[int, int]:
-    """``(R, W)`` of :func:`tree_accumulate`: ``R`` holds the sum of every biased term and
-    every +1 (so the rows below it lose no carry), ``W`` (at most ``R``) is the low region
-    whose bias is a whole multiple of ``2**W``."""
+def tree_widths(term_widths: list[int], ones: int, acc_bits: int) -> tuple[int, int, int]:
+    """``(R, W, bias)`` of :func:`tree_accumulate`: ``R`` holds the sum of every biased term
+    and every +1 (so the rows below it lose no carry), ``bias`` is the sum of the terms'
+    offsets, and ``W`` (at most ``R``) the low region whose bias is a whole multiple of
+    ``2**W``."""
     most = sum((1 << w) - 1 for w in term_widths) + ones
     r = min(most.bit_length(), acc_bits)
     offset = sum(1 << (w - 1) for w in term_widths)
     tz = (offset & -offset).bit_length() - 1 if offset else r
-    return r, min(tz, r)
+    return r, min(tz, r), offset
 
 
 @block
@@ -279,8 +280,7 @@ def tree_accumulate(terms: list[Any], ones: list[Any], acc: Any, clk: Any, rst: 
     """
     n = len(acc)
     widths = [len(t) for t in terms]
-    r, w = tree_widths(widths, len(ones), n)
-    offset = sum(1 << (b - 1) for b in widths)
+    r, w, offset = tree_widths(widths, len(ones), n)
     q = (offset >> w) if w < n else 0
     insts: list[Any] = []
     words: list[Any] = []
@@ -307,7 +307,7 @@ def tree_accumulate(terms: list[Any], ones: list[Any], acc: Any, clk: Any, rst: 
     s, k = _unsigned(w), _unsigned(w)
     cout = Signal(bool(0))
     insts += [core_mod.slice_bits(words[0], 0, w, lo_a), core_mod.slice_bits(words[1], 0, w, lo_b),
-              _acc_bits(acc, lo_acc),
+              core_mod.slice_bits(acc, 0, w, lo_acc),
               full_adder_row(lo_acc, lo_a, lo_b, pending.pop(0) if pending else None, s, k, cout)]
     if len(pending) > 1:
         raise ValueError(f"{len(pending)} carry-ins left for one adder: too few tree rows")
@@ -352,15 +352,6 @@ def _top_sum(a: Any, b: Any, w: int, c: Any, q: int, y: Any) -> Any:
         y.next = wide[m:]
 
     return small_add, extend, bits
-
-
-@block
-def _acc_bits(acc: Any, u: Any) -> Any:
-    @always_comb
-    def bits() -> None:
-        u.next = acc[len(u):]
-
-    return bits
 
 
 @block
@@ -619,13 +610,12 @@ def _carrysave_terms_add(r1: Any, r2: Any, rs1: Any, rs2: Any, acc: _BlockAcc, c
     v = ConcatSignal(*([fill] * (n - tw)), k)
 
     @always_comb
-    def offset() -> None:
-        b1.next = r1[tw:] ^ (1 << (tw - 1))
-        b2.next = r2[tw:] ^ (1 << (tw - 1))
+    def upper_bits() -> None:
         fill.next = not cout
 
     return (core_mod.slice_bits(acc.word, 0, tw, lo), core_mod.slice_bits(acc.word, tw, n - tw, hi),
-            offset, full_adder_row(lo, b1, b2, rs1, s, k, cout),
+            _biased(r1, b1), _biased(r2, b2), upper_bits,
+            full_adder_row(lo, b1, b2, rs1, s, k, cout),
             _block_add(u, v, rs2, acc.carries, acc, clk, rst))
 
 
