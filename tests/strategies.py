@@ -59,13 +59,14 @@ _ROLES = {"w": (0, 1), "x": (2, 3), "out": (4,), "b": (5,), "s": (6, 7)}
 
 @st.composite
 def small_configs(draw: st.DrawFn, max_lanes: int = 8) -> _AccelConfig:
-    """Small accelerator instances: lanes 1..max_lanes (8), act_bits 4..8, exp_bits 2..3,
+    """Small accelerator instances: lanes 1..max_lanes (8), every width the configuration
+    allows (act_bits 2..16, exp_bits 1..4, acc_bits from the least a product needs to 40),
     small memories."""
     lanes = draw(st.integers(1, max_lanes))
-    act_bits = draw(st.integers(4, 8))
-    exp_bits = draw(st.integers(2, 3))
+    act_bits = draw(st.integers(2, 16))
+    exp_bits = draw(st.integers(1, 4))
     low = act_bits + (1 << exp_bits) + 1
-    acc_bits = draw(st.sampled_from(sorted({low, low + 3, 24, 32})))
+    acc_bits = draw(st.sampled_from(sorted({a for a in (low, low + 3, 24, 32, 40) if a >= low})))
     return _AccelConfig(
         lanes=lanes, act_bits=act_bits, acc_bits=acc_bits, exp_bits=exp_bits,
         imem_depth=draw(st.sampled_from([128, 256])),

@@ -96,18 +96,22 @@ def test_carrysave_blocks_carry_across_and_wrap() -> None:
 
 
 @pytest.mark.parametrize("mode", designs.MODES)
-def test_every_code_on_the_extreme_activations(mode: str) -> None:
+@pytest.mark.parametrize("act_bits,exp_bits,acc_bits", [(8, 3, 32), (16, 3, 32), (16, 4, 40),
+                                                        (2, 1, 5)])
+def test_every_code_on_the_extreme_activations(mode: str, act_bits: int, exp_bits: int,
+                                               acc_bits: int) -> None:
     """Every weight code against the most negative and the largest activation: the widths
     of the shifted terms (two bits under the product in the carry-save lane), of -x (one bit
-    over x) and of the decoded multiplier weights are exactly enough."""
-    c = AccelConfig(lanes=2, act_bits=8, exp_bits=3, acc_bits=32)
+    over x) and of the decoded multiplier weights are exactly enough, from the narrowest
+    configuration to the widest (16-bit activations, 16 digit positions, 40-bit sums)."""
+    c = AccelConfig(lanes=2, act_bits=act_bits, exp_bits=exp_bits, acc_bits=acc_bits)
     every = np.arange(1 << c.code_bits, dtype=np.int64)
     codes = np.stack([np.concatenate([every, every]), np.concatenate([every, every])[::-1]], 1)
     x = np.repeat(np.array([c.act_min, c.act_max], np.int64), len(every))
     for kind in ("shiftadd", "multiplier"):
         k = c.replace(pe=kind)
         if mode == "product":  # shows the last product only: one MAC a run
-            for i in range(0, len(x), 37):
+            for i in range(0, len(x), len(x) // 14 | 1):  # about 14 MACs, codes of all kinds
                 assert simulate(k, mode, x[i:i + 1], codes[i:i + 1]) == \
                     expected(k, mode, x[i:i + 1], codes[i:i + 1])
         else:

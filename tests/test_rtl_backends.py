@@ -28,7 +28,11 @@ CFG_A = AccelConfig(lanes=4, act_bits=6, acc_bits=11, exp_bits=2, imem_depth=128
                     bmem_depth=16, amem_depth=256, loop_depth=3)
 CFG_B = AccelConfig(lanes=8, act_bits=8, acc_bits=32, exp_bits=3, imem_depth=256, wmem_depth=64,
                     bmem_depth=32, amem_depth=512, loop_depth=4)
-POOLS = {"icarus": [CFG_A, CFG_B], "ghdl": [CFG_A, CFG_B], "verilator": [CFG_A]}
+# The widest configuration allowed: 16-bit activations, 16 digit positions, 40-bit sums.
+CFG_WIDE = AccelConfig(lanes=3, act_bits=16, acc_bits=40, exp_bits=4, imem_depth=128,
+                       wmem_depth=64, bmem_depth=16, amem_depth=256, loop_depth=3)
+POOLS = {"icarus": [CFG_A, CFG_B, CFG_WIDE], "ghdl": [CFG_A, CFG_B, CFG_WIDE],
+         "verilator": [CFG_A, CFG_WIDE]}
 EXAMPLES_MAX = {"myhdl": 30, "icarus": 8, "ghdl": 8, "verilator": 8}
 
 
@@ -134,16 +138,22 @@ def test_examples_present() -> None:
 
 
 def test_random_programs(backend: str) -> None:
-    # Settings per backend: a Hypothesis decorator cannot see the pytest parameter.
+    # Settings per backend: a Hypothesis decorator cannot see the pytest parameter.  A pool's
+    # examples are shared out so that every configuration in it runs.
     pool = POOLS.get(backend)
+    runs = [small_configs()] if pool is None else [st.just(c) for c in pool]
+    for configs in runs:
+        _compare_random_programs(backend, configs, -(-EXAMPLES_MAX[backend] // len(runs)))
 
-    @settings(max_examples=EXAMPLES_MAX[backend], deadline=None, database=None,
+
+def _compare_random_programs(backend: str, configs: st.SearchStrategy[AccelConfig],
+                             examples: int) -> None:
+    @settings(max_examples=examples, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.filter_too_much])
     @given(data=st.data())
     def compare(data: st.DataObject) -> None:
-        config = data.draw(small_configs() if pool is None else st.sampled_from(pool),
-                           "config")
+        config = data.draw(configs, "config")
         pe = data.draw(st.sampled_from(PE_KINDS), "pe")
         image = data.draw(programs(config), "program")
         config = config.replace(pe=pe)
