@@ -8,7 +8,9 @@ For every configuration of a sweep, every target (``pe``: the PE array of
 * generic gate count, logic depth (``ltp -noff``) and CMOS transistor count (``abc -g``),
 * ``toggle_energy`` (``pe`` target only): the gate-level PE array simulated on the MAC
   stream of a real layer (:mod:`accel.power`) with a unit delay per gate, so glitches
-  count; ``toggle_energy_zero_delay`` the same stream with zero-delay gates (no glitches),
+  count; ``toggle_energy_zero_delay`` the same stream with zero-delay gates (no glitches);
+  ``glitch_share`` and ``ff_energy_share`` say how much of the first is glitches and how
+  much is the flip-flops' (registers and accumulators),
 
 and the ratios shiftadd / multiplier.  :func:`write_outputs` writes ``hwreport.md``,
 ``hwreport.json`` and ``hwreport.png``.
@@ -38,7 +40,8 @@ METRICS = ("lut4", "carry", "ff", "fmax_mhz", "gates", "logic_depth", "transisto
 LABELS = {"lut4": "iCE40 LUT4", "carry": "iCE40 carry", "ff": "flip-flops",
           "fmax_mhz": "Fmax (MHz)", "crit_ns": "critical path (ns)", "gates": "gates",
           "logic_depth": "logic depth", "transistors": "transistors",
-          "toggle_energy": "toggle energy", "toggle_energy_zero_delay": "toggle energy (0-delay)"}
+          "toggle_energy": "toggle energy", "toggle_energy_zero_delay": "toggle energy (0-delay)",
+          "glitch_share": "energy share: glitches", "ff_energy_share": "energy share: flip-flops"}
 
 Stream = tuple[NDArray[np.int64], NDArray[np.int64]]
 Log = Callable[[str], None]
@@ -102,6 +105,7 @@ def measure(config: AccelConfig, target: str, workdir: str | Path, *, seeds: int
         res["macs"] = pr.macs
         res["toggle_energy_zero_delay"] = zero.toggle_energy
         res["glitch_share"] = round(1 - zero.toggle_energy / pr.toggle_energy, 3)
+        res["ff_energy_share"] = round(pr.ff_share, 3)
     else:
         res["toggle_energy"] = res["toggle_energy_zero_delay"] = None
     return res
@@ -173,7 +177,8 @@ def _fmt(v: Any) -> str:
 
 
 TABLE_METRICS = ("lut4", "carry", "ff", "fmax_mhz", "crit_ns", "gates", "logic_depth",
-                 "transistors", "toggle_energy", "toggle_energy_zero_delay")
+                 "transistors", "toggle_energy", "toggle_energy_zero_delay", "glitch_share",
+                 "ff_energy_share")
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -183,10 +188,10 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             sa, mu = r["shiftadd"].get(k), r["multiplier"].get(k)
             if sa is None and mu is None:
                 continue
-            ratio = r["ratio"].get(k)
+            ratio = r["ratio"].get(k)  # none for the shares: they say why, not how much
             change = "" if ratio is None else f"{(ratio - 1) * 100:+.0f}%"
             out.append([r["target"], str(r["lanes"]), str(r["act_bits"]), LABELS[k], _fmt(sa),
-                        _fmt(mu), _fmt(ratio), change])
+                        _fmt(mu), _fmt(ratio) if k in r["ratio"] else "", change])
     return out
 
 

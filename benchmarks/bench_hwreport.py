@@ -15,7 +15,10 @@ Prints one table per study and writes benchmarks/results/hwreport.json:
 * ``core``: the whole core (the default 8 lanes do not fit an iCE40 HX8K: Fmax is n/a there,
   area figures are still measured).
 
-``--studies`` runs some of them and replaces just those in an existing results file.
+``--studies`` runs some of them and replaces just those in an existing results file;
+``--add-rows`` keeps a study's other rows and replaces only those of the same lanes,
+activation width and target (e.g. ``--studies pe_tree --lanes 1,4 --act-bits 16`` adds the
+16-bit rows to the 4- and 8-bit ones).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from accel import hwreport
 from asd_cli.hwreport import layer_stream
@@ -42,6 +46,22 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+def _row_key(row: dict[str, Any]) -> tuple[int, int, str]:
+    return row["lanes"], row["act_bits"], row["target"]
+
+
+def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with ``old``'s rows of other configurations kept, sorted by target, lanes
+    and activation width; every row records the nextpnr seeds it was measured with."""
+    fresh = {_row_key(r) for r in new["results"]}
+    kept = [r for r in old["results"] if _row_key(r) not in fresh]
+    for r in kept:
+        r.setdefault("seeds", old["seeds"])
+    rows = kept + [{**r, "seeds": new["seeds"]} for r in new["results"]]
+    rows.sort(key=lambda r: (r["target"], r["lanes"], r["act_bits"]))
+    return {**new, "results": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=str(ROOT / "out" / "bench-hwreport"))
     ap.add_argument("--studies", default=",".join(STUDIES),
                     help=f"which studies to run (default all: {', '.join(STUDIES)})")
+    ap.add_argument("--add-rows", action="store_true",
+                    help="merge the new rows into each study's existing ones instead of "
+                         "replacing the study")
     ap.add_argument("-o", "--output", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
     chosen = [s.strip() for s in args.studies.split(",") if s.strip()]
@@ -76,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                                  work / name, seeds=args.seeds, mode=mode,
                                  stream_for=lambda c: layer_stream(c, args.macs), log=log)
         hwreport.write_outputs(rep, work / name)
-        studies[name] = rep
+        studies[name] = merge_rows(studies[name], rep) if args.add_rows and name in studies \
+            else rep
         print(f"\n## {name}\n")
         print(hwreport.text_table(rep))
         sys.stdout.flush()

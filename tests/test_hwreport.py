@@ -12,6 +12,7 @@ import pytest
 from accel import designs, hwreport, power, synth
 from asd_cli.hwreport import PE_ARRAY_MODES, layer_stream
 from asd_cli.main import main
+from benchmarks.bench_hwreport import merge_rows
 from emu.config import AccelConfig
 
 STAT = """
@@ -135,6 +136,8 @@ def small_pe_flow(tmp_path: Path, mode: str, lanes: int, macs: int) -> dict:
         assert 0 < m["toggle_energy_zero_delay"] <= m["toggle_energy"]
         assert m["glitch_share"] == round(1 - m["toggle_energy_zero_delay"] / m["toggle_energy"], 3)
         assert m["energy_per_mac"] == round(m["toggle_energy"] / macs, 1)
+        # Every array registers its weights and accumulates: flip-flops take a part, not all.
+        assert 0 < m["ff_energy_share"] < 1
     assert row["shiftadd"]["mul_cells"] == 0
     return row
 
@@ -218,3 +221,23 @@ def test_overfull_device_is_reported_as_not_fitting():
                           "ICESTORM_LCs")
     assert _over_capacity("Info: \t ICESTORM_LC:  9327/ 7680   121%")
     assert not _over_capacity("Info: \t ICESTORM_LC:  5000/ 7680    65%\nERROR: timing loop")
+
+
+def test_power_result_splits_flip_flops_from_logic() -> None:
+    pr = power.PowerResult(toggle_energy=100, toggles=20, macs=4,
+                           by_cell={"$_SDFF_PP0_": 24, "$_SDFFE_PP0P_": 16, "$_XOR_": 60})
+    assert pr.ff_share == 0.4 and pr.energy_per_mac == 25
+
+
+def test_bench_adds_rows_without_losing_others() -> None:
+    """``bench_hwreport.py --add-rows``: the new rows replace those of the same lanes,
+    activation width and target; the others stay, with the seeds they were measured with."""
+    def row(lanes: int, act: int, tag: str) -> dict:
+        return {"lanes": lanes, "act_bits": act, "target": "pe", "tag": tag}
+
+    old = {"seeds": 5, "results": [row(1, 4, "old"), row(1, 8, "old"), row(4, 8, "old")]}
+    new = {"seeds": 3, "results": [row(1, 8, "new"), row(1, 16, "new")], "first": {"lanes": 1}}
+    merged = merge_rows(old, new)
+    got = [(r["lanes"], r["act_bits"], r["tag"], r["seeds"]) for r in merged["results"]]
+    assert got == [(1, 4, "old", 5), (1, 8, "new", 3), (1, 16, "new", 3), (4, 8, "old", 5)]
+    assert merged["first"] == {"lanes": 1} and merged["seeds"] == 3
