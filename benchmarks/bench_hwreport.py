@@ -54,9 +54,7 @@ def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new`` with ``old``'s rows of other configurations kept, sorted by target, lanes
     and activation width; every row records the nextpnr seeds it was measured with."""
     fresh = {_row_key(r) for r in new["results"]}
-    kept = [r for r in old["results"] if _row_key(r) not in fresh]
-    for r in kept:
-        r.setdefault("seeds", old["seeds"])
+    kept = [{"seeds": old["seeds"], **r} for r in old["results"] if _row_key(r) not in fresh]
     rows = kept + [{**r, "seeds": new["seeds"]} for r in new["results"]]
     rows.sort(key=lambda r: (r["target"], r["lanes"], r["act_bits"]))
     return {**new, "results": rows}
