@@ -337,7 +337,7 @@ def _top_sum(a: Any, b: Any, w: int, c: Any, q: int, y: Any) -> Any:
     r = len(a)
     m = len(y)
     d = _signed(max(r - w, 1) + 3 + q.bit_length())
-    wide = _signed(m + 1)
+    wide = _signed(max(m, len(d)) + 1)  # y keeps the low m bits of d, however wide d is
 
     @always_comb
     def small_add() -> None:

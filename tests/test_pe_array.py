@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from myhdl import Simulation, StopSimulation, always, block, delay, instance
+from myhdl import (
+    ResetSignal,
+    Signal,
+    Simulation,
+    StopSimulation,
+    always,
+    block,
+    delay,
+    instance,
+    intbv,
+)
 
 from accel import core as core_mod
 from accel import designs
@@ -138,3 +148,50 @@ def test_tree_lane_sums_its_largest_products_in_one_cycle() -> None:
     assert want[0] != int(semantics.shift_add(x, codes[:, 0], 3).sum())
     for kind in ("shiftadd", "multiplier"):
         assert simulate(small.replace(pe=kind), "tree", x, codes) == want
+
+
+@pytest.mark.parametrize("count,width,acc_bits", [(36, 21, 24), (20, 25, 32), (3, 5, 6),
+                                                   (1, 4, 4), (12, 8, 10)])
+def test_tree_accumulate_takes_any_number_of_terms(count: int, width: int,
+                                                   acc_bits: int) -> None:
+    """``designs.tree_accumulate`` alone, with more terms than either PE kind hands it (a
+    Booth multiplier brings five a weight) and sums wider than the accumulator: 36 terms
+    into 24 bits once overflowed the sign extension of its upper operand."""
+    rng = np.random.default_rng(count * 1000 + width)
+    cycles = 6
+    lo, hi = -(1 << (width - 1)), 1 << (width - 1)
+    values = rng.integers(lo, hi, (cycles, count))
+    values[0] = lo  # the most negative terms, then the largest
+    values[1] = hi - 1
+    signs = rng.integers(0, 2, (cycles, count))
+    clk, rst = Signal(bool(0)), ResetSignal(1, active=1, isasync=False)
+    terms = [Signal(intbv(0, min=lo, max=hi)) for _ in range(count)]
+    ones = [Signal(bool(0)) for _ in range(count)]
+    acc = Signal(intbv(0, min=-(1 << (acc_bits - 1)), max=1 << (acc_bits - 1)))
+    with core_mod.fast_elaboration():
+        dut = designs.tree_accumulate(terms, ones, acc, clk, rst)
+    got: list[int] = []
+
+    @block
+    def bench():
+        @always(delay(5))
+        def clock():
+            clk.next = not clk
+
+        @instance
+        def stimulus():
+            yield clk.negedge
+            rst.next = 0
+            for t in range(cycles + 2):  # two more cycles of zeros drain the pipeline
+                for i in range(count):
+                    terms[i].next = int(values[t, i]) if t < cycles else 0
+                    ones[i].next = bool(signs[t, i]) if t < cycles else False
+                yield clk.negedge
+            got.append(int(acc.val))
+            raise StopSimulation
+
+        return clock, stimulus
+
+    Simulation(dut, bench()).run(quiet=1)
+    want = semantics.wrap(int(values.sum() + signs.sum()), acc_bits)
+    assert semantics.wrap(got[0], acc_bits) == want
