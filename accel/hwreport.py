@@ -1,7 +1,8 @@
 """``asd hwreport``: the cost of both PE kinds, measured on the exported RTL.
 
-For every configuration of a sweep, every target (``pe``: the PE array of
-:mod:`accel.designs`; ``core``: the whole core) and both PE kinds it collects
+For every configuration of a sweep (lanes x activation width x exponent field), every
+target (``pe``: the PE array of :mod:`accel.designs`; ``core``: the whole core) and both PE
+kinds it collects
 
 * iCE40 LUT4, carry and flip-flop counts (``synth_ice40`` of the design alone),
 * Fmax from nextpnr-ice40 (median over seeds, the design inside the scan wrapper),
@@ -18,6 +19,7 @@ and the ratios shiftadd / multiplier.  :func:`write_outputs` writes ``hwreport.m
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
@@ -125,41 +127,44 @@ def run_sweep(base: AccelConfig, lanes: Sequence[int], act_bits: Sequence[int],
               device: str = synth.DEVICE,
               stream_for: Callable[[AccelConfig], Stream] | None = None,
               mode: str = "pipelined", timeout: float = 900,
-              log: Log | None = None) -> dict[str, Any]:
-    """Every (lanes, act_bits) x target x PE kind; returns the report dictionary."""
+              log: Log | None = None,
+              exp_bits: Sequence[int] | None = None) -> dict[str, Any]:
+    """Every (lanes, act_bits, exp_bits) x target x PE kind; returns the report dictionary.
+    ``exp_bits`` defaults to ``base``'s."""
     synth.require("yosys", "nextpnr-ice40")
     say = log or (lambda s: None)
+    exps = list(exp_bits) if exp_bits else [base.exp_bits]
     rows = []
     wd = Path(workdir)
-    total = len(lanes) * len(act_bits) * len(targets)
+    total = len(lanes) * len(act_bits) * len(exps) * len(targets)
     step = 0
     t0 = time.perf_counter()
-    for nl in lanes:
-        for ab in act_bits:
-            cfg = base.replace(lanes=nl, act_bits=ab)
-            stream = stream_for(cfg) if stream_for and "pe" in targets else None
-            for target in targets:
-                step += 1
-                say(f"[{step}/{total}] lanes={nl} act_bits={ab} target={target} "
-                    f"({time.perf_counter() - t0:.0f} s)")
-                row: dict[str, Any] = {"lanes": nl, "act_bits": ab, "acc_bits": cfg.acc_bits,
-                                       "exp_bits": cfg.exp_bits, "target": target}
-                for kind in KINDS:
-                    c = cfg.replace(pe=kind)
-                    row[kind] = measure(c, target, wd / f"{target}-l{nl}-a{ab}-{kind}",
-                                        seeds=seeds, device=device,
-                                        stream=stream, mode=mode, timeout=timeout, log=say)
-                row["ratio"] = ratios(row["shiftadd"], row["multiplier"])
-                if stream is not None and target == "pe":
-                    row["layer_macs"] = int(len(stream[0]))
-                rows.append(row)
+    for nl, ab, e in itertools.product(lanes, act_bits, exps):
+        cfg = base.replace(lanes=nl, act_bits=ab, exp_bits=e)
+        stream = stream_for(cfg) if stream_for and "pe" in targets else None
+        for target in targets:
+            step += 1
+            say(f"[{step}/{total}] lanes={nl} act_bits={ab} exp_bits={e} target={target} "
+                f"({time.perf_counter() - t0:.0f} s)")
+            row: dict[str, Any] = {"lanes": nl, "act_bits": ab, "acc_bits": cfg.acc_bits,
+                                   "exp_bits": e, "target": target}
+            for kind in KINDS:
+                c = cfg.replace(pe=kind)
+                row[kind] = measure(c, target, wd / f"{target}-l{nl}-a{ab}-e{e}-{kind}",
+                                    seeds=seeds, device=device,
+                                    stream=stream, mode=mode, timeout=timeout, log=say)
+            row["ratio"] = ratios(row["shiftadd"], row["multiplier"])
+            if stream is not None and target == "pe":
+                row["layer_macs"] = int(len(stream[0]))
+            rows.append(row)
     first = rows[0]
     return {
         "device": f"iCE40 {device.upper()}", "seeds": seeds, "pe_array_mode": mode,
         "tools": tool_versions(), "transistors_per_cell": dict(synth.TRANSISTORS),
         "dff_transistors": synth.DFF_TRANSISTORS, "config": base.to_dict(),
         "shiftadd": summary(first["shiftadd"]), "multiplier": summary(first["multiplier"]),
-        "ratio": first["ratio"], "first": {k: first[k] for k in ("lanes", "act_bits", "target")},
+        "ratio": first["ratio"],
+        "first": {k: first[k] for k in ("lanes", "act_bits", "exp_bits", "target")},
         "results": rows,
     }
 
@@ -190,12 +195,15 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 continue
             ratio = r["ratio"].get(k)  # none for the shares: they say why, not how much
             change = "" if ratio is None else f"{(ratio - 1) * 100:+.0f}%"
-            out.append([r["target"], str(r["lanes"]), str(r["act_bits"]), LABELS[k], _fmt(sa),
-                        _fmt(mu), _fmt(ratio) if k in r["ratio"] else "", change])
+            out.append([r["target"], str(r["lanes"]), str(r["act_bits"]), str(r["exp_bits"]),
+                        LABELS[k], _fmt(sa), _fmt(mu), _fmt(ratio) if k in r["ratio"] else "",
+                        change])
     return out
 
 
-HEADER = ["target", "lanes", "act", "measure", "shiftadd", "multiplier", "ratio", "change"]
+HEADER = ["target", "lanes", "act", "E", "measure", "shiftadd", "multiplier", "ratio", "change"]
+# Columns that name the row (left-aligned in the text table).
+NAME_COLUMNS = HEADER.index("measure") + 1
 
 
 def text_table(report: dict[str, Any]) -> str:
@@ -203,7 +211,7 @@ def text_table(report: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = []
     for j, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+        lines.append("  ".join(c.ljust(w) if i < NAME_COLUMNS else c.rjust(w)
                                for i, (c, w) in enumerate(zip(r, widths))))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -236,7 +244,8 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     for j, r in enumerate(rows):
         vals = [r["ratio"].get(m) or 0.0 for m in metrics]
         xs = [i + (j - (len(rows) - 1) / 2) * width for i in range(len(metrics))]
-        ax.bar(xs, vals, width, label=f"{r['target']} l{r['lanes']} a{r['act_bits']}")
+        ax.bar(xs, vals, width,
+               label=f"{r['target']} l{r['lanes']} a{r['act_bits']} e{r['exp_bits']}")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.axhline(0.5, color="r", lw=0.8, ls="--", label="target (-50%)")
     ax.set_xticks(range(len(metrics)))

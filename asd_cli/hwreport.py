@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,9 @@ examples:
   asd hwreport --target pe --mode carrysave      # carry-save accumulators: the short path
   asd hwreport --target pe --mode carrysave --lanes 4 --act-bits 16  # -54% critical path
   asd hwreport --target pe --mode tree --lanes 2 # 4 MACs a lane a cycle, one adder tree
+  asd hwreport --target pe --mode tree --lanes 1 --act-bits 16 --exp-bits 3,4 --config a40.toml
+                        # 8 or 16 digit positions; a40.toml holds "acc_bits = 40"
+                        # (E=4 at 16 bits needs 33 or more)
   asd hwreport --target pe --lanes 2 --act-bits 4 --seeds 1 --json
 
 For each configuration, target (pe: the PE array with weight, product and accumulator
@@ -46,6 +50,10 @@ def register(sub: Any) -> None:
     p.add_argument("--lanes", metavar="N,N", help="lane counts to sweep (default: config's)")
     p.add_argument("--act-bits", metavar="B,B",
                    help="activation widths to sweep (default: config's)")
+    p.add_argument("--exp-bits", metavar="E,E",
+                   help="ASD exponent fields to sweep, 1..4 (2^E digit positions; default: "
+                        "config's); a wider field needs a wider accumulator (acc_bits in "
+                        "--config)")
     p.add_argument("--seeds", type=int, default=5, help="nextpnr seeds per design (default 5)")
     p.add_argument("--target", choices=("pe", "core", "both"), default="both",
                    help="PE array, whole core, or both (default)")
@@ -127,13 +135,17 @@ def cmd_hwreport(args: argparse.Namespace) -> int:
 
     try:
         base = AccelConfig.load(args.config) if args.config else AccelConfig()
-        lanes = _int_list(args.lanes, base.lanes, "--lanes")
-        acts = _int_list(args.act_bits, base.act_bits, "--act-bits")
-        for nl in lanes:
-            for ab in acts:
-                base.replace(lanes=nl, act_bits=ab)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    lanes = _int_list(args.lanes, base.lanes, "--lanes")
+    acts = _int_list(args.act_bits, base.act_bits, "--act-bits")
+    exps = _int_list(args.exp_bits, base.exp_bits, "--exp-bits")
+    for nl, ab, e in itertools.product(lanes, acts, exps):
+        try:
+            base.replace(lanes=nl, act_bits=ab, exp_bits=e)
+        except ConfigError as exc:
+            hint = "; set acc_bits in --config" if "acc_bits" in str(exc) else ""
+            raise UserError(f"{exc} (lanes {nl}, act_bits {ab}, exp_bits {e}{hint})") from None
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
     try:
@@ -153,7 +165,7 @@ def cmd_hwreport(args: argparse.Namespace) -> int:
         report = hwreport.run_sweep(
             base, lanes, acts, targets, out / "work", seeds=args.seeds,
             stream_for=lambda c: layer_stream(c, args.macs), mode=args.mode,
-            timeout=args.timeout, log=log)
+            timeout=args.timeout, log=log, exp_bits=exps)
     except synth.ToolMissing as exc:
         raise UserError(str(exc)) from None
     except synth.SynthError as exc:

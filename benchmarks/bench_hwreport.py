@@ -2,6 +2,7 @@
 and core.
 
     python benchmarks/bench_hwreport.py [--lanes 1,4,8] [--act-bits 4,8] [--core-lanes 1,4]
+                                        [--exp-bits 3] [--acc-bits 32]
                                         [--seeds 5] [--macs 2000] [--studies NAME,...]
 
 Prints one table per study and writes benchmarks/results/hwreport.json:
@@ -17,8 +18,8 @@ Prints one table per study and writes benchmarks/results/hwreport.json:
 
 ``--studies`` runs some of them and replaces just those in an existing results file;
 ``--add-rows`` keeps a study's other rows and replaces only those of the same lanes,
-activation width and target (e.g. ``--studies pe_tree --lanes 1,4 --act-bits 16`` adds the
-16-bit rows to the 4- and 8-bit ones).
+activation width, exponent field, accumulator width and target (e.g. ``--studies pe_tree
+--lanes 1,4 --act-bits 16`` adds the 16-bit rows to the 4- and 8-bit ones).
 """
 
 from __future__ import annotations
@@ -46,17 +47,19 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def _row_key(row: dict[str, Any]) -> tuple[int, int, str]:
-    return row["lanes"], row["act_bits"], row["target"]
+def _row_key(row: dict[str, Any]) -> tuple[int, int, int, int, str]:
+    return row["lanes"], row["act_bits"], row["exp_bits"], row["acc_bits"], row["target"]
 
 
 def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` with ``old``'s rows of other configurations kept, sorted by target, lanes
-    and activation width; every row records the nextpnr seeds it was measured with."""
+    """``new`` with ``old``'s rows of other configurations kept, sorted by target, lanes,
+    activation width and exponent field; every row records the nextpnr seeds it was
+    measured with."""
     fresh = {_row_key(r) for r in new["results"]}
     kept = [{"seeds": old["seeds"], **r} for r in old["results"] if _row_key(r) not in fresh]
     rows = kept + [{**r, "seeds": new["seeds"]} for r in new["results"]]
-    rows.sort(key=lambda r: (r["target"], r["lanes"], r["act_bits"]))
+    rows.sort(key=lambda r: (r["target"], r["lanes"], r["act_bits"], r["exp_bits"],
+                             r["acc_bits"]))
     return {**new, "results": rows}
 
 
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lanes", default="1,4,8")
     ap.add_argument("--act-bits", default="4,8")
     ap.add_argument("--core-lanes", default="1,4")
+    ap.add_argument("--exp-bits", default=str(AccelConfig().exp_bits))
+    ap.add_argument("--acc-bits", type=int, default=AccelConfig().acc_bits)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--macs", type=int, default=2000)
     ap.add_argument("--work", default=str(ROOT / "out" / "bench-hwreport"))
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(STUDIES))
     if unknown:
         ap.error(f"unknown studies {', '.join(unknown)} (known: {', '.join(STUDIES)})")
-    base = AccelConfig()
+    base = AccelConfig(acc_bits=args.acc_bits)
     work = Path(args.work)
     t0 = time.perf_counter()
 
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         lanes = args.core_lanes if target == "core" else args.lanes
         rep = hwreport.run_sweep(base, _ints(lanes), _ints(args.act_bits), (target,),
                                  work / name, seeds=args.seeds, mode=mode,
-                                 stream_for=lambda c: layer_stream(c, args.macs), log=log)
+                                 stream_for=lambda c: layer_stream(c, args.macs), log=log,
+                                 exp_bits=_ints(args.exp_bits))
         hwreport.write_outputs(rep, work / name)
         studies[name] = merge_rows(studies[name], rep) if args.add_rows and name in studies \
             else rep

@@ -86,6 +86,20 @@ def test_missing_tools_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     assert "yosys" in err and "apt-get install yosys nextpnr-ice40" in err
 
 
+def test_cli_names_the_sweep_point_a_config_refuses(capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path) -> None:
+    """Every (lanes, act_bits, exp_bits) of the sweep is checked before any tool runs."""
+    assert main(["hwreport", "--act-bits", "8,16", "--exp-bits", "3,4", "-o",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "acc_bits" in err and "must be 33..40" in err
+    assert "act_bits 16, exp_bits 4; set acc_bits in --config" in err
+    assert main(["hwreport", "--exp-bits", "5", "-o", str(tmp_path)]) == 2
+    assert "'exp_bits' = 5: must be 1..4" in capsys.readouterr().err
+    assert main(["hwreport", "--exp-bits", "3,x", "-o", str(tmp_path)]) == 2
+    assert "--exp-bits: expected comma-separated integers" in capsys.readouterr().err
+
+
 @pytest.mark.synth
 def test_cli_pe_array_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Both PE kinds through the whole flow on a 2-lane, 4-bit PE array."""
@@ -110,7 +124,7 @@ def test_cli_pe_array_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert row["shiftadd"]["macs"] == 150
     for name in ("hwreport.md", "hwreport.json", "hwreport.png"):
         assert (out / name).stat().st_size > 0
-    assert "| pe | 2 | 4 | iCE40 LUT4 |" in (out / "hwreport.md").read_text()
+    assert "| pe | 2 | 4 | 3 | iCE40 LUT4 |" in (out / "hwreport.md").read_text()
 
 
 @pytest.mark.synth
@@ -118,28 +132,41 @@ def test_carrysave_flow_small(tmp_path: Path) -> None:
     """The carry-save PE array through the whole flow: its gate-level netlists reproduce the
     emulator on a real layer (the power proxy refuses them otherwise) and its one carry
     chain per block keeps the logic shallower than the multiplier's."""
-    row = small_pe_flow(tmp_path, "carrysave", lanes=2, macs=300)
-    assert row["shiftadd"]["logic_depth"] < row["multiplier"]["logic_depth"]
+    e2, e3 = small_pe_flow(tmp_path, "carrysave", lanes=2, macs=300, exp_bits=(2, 3))
+    for row in (e2, e3):
+        assert row["shiftadd"]["logic_depth"] < row["multiplier"]["logic_depth"]
+    # The exponent field sweeps: 4 against 8 digit positions.  Per lane the multiplier's
+    # decoded weight grows by 4 bits and its product by 4, the shift-add code by 2 bits and
+    # each of its two terms by 4.
+    assert (e2["exp_bits"], e3["exp_bits"]) == (2, 3)
+    assert e3["multiplier"]["ff"] - e2["multiplier"]["ff"] == 2 * (4 + 4)
+    assert e3["shiftadd"]["ff"] - e2["shiftadd"]["ff"] == 2 * (2 + 4 + 4)
+    assert "| pe | 2 | 4 | 2 | iCE40 LUT4 |" in hwreport.markdown(
+        {**e2, "device": "-", "seeds": 1, "pe_array_mode": "carrysave", "tools": {},
+         "results": [e2, e3]})
 
 
-def small_pe_flow(tmp_path: Path, mode: str, lanes: int, macs: int) -> dict:
-    """One small PE array (4-bit activations) of ``mode`` through the whole flow, 1 seed;
-    checks what holds in every mode and returns the row."""
+def small_pe_flow(tmp_path: Path, mode: str, lanes: int, macs: int,
+                  exp_bits: tuple[int, ...] = (3,)) -> list[dict]:
+    """Small PE arrays (4-bit activations) of ``mode`` through the whole flow, 1 seed, one
+    per exponent field; checks what holds in every mode and returns the rows."""
     base = AccelConfig(lanes=lanes, act_bits=4, exp_bits=3, acc_bits=20)
     rep = hwreport.run_sweep(base, [lanes], [4], ("pe",), tmp_path, seeds=1, mode=mode,
-                             stream_for=lambda c: layer_stream(c, macs))
-    row = rep["results"][0]
+                             stream_for=lambda c: layer_stream(c, macs), exp_bits=exp_bits)
     assert rep["pe_array_mode"] == mode
-    for kind in ("shiftadd", "multiplier"):
-        m = row[kind]
-        assert m["fmax_mhz"] > 0 and m["macs"] == macs
-        assert 0 < m["toggle_energy_zero_delay"] <= m["toggle_energy"]
-        assert m["glitch_share"] == round(1 - m["toggle_energy_zero_delay"] / m["toggle_energy"], 3)
-        assert m["energy_per_mac"] == round(m["toggle_energy"] / macs, 1)
-        # Every array registers its weights and accumulates: flip-flops take a part, not all.
-        assert 0 < m["ff_energy_share"] < 1
-    assert row["shiftadd"]["mul_cells"] == 0
-    return row
+    assert [r["exp_bits"] for r in rep["results"]] == list(exp_bits)
+    for row in rep["results"]:
+        for kind in ("shiftadd", "multiplier"):
+            m = row[kind]
+            assert m["fmax_mhz"] > 0 and m["macs"] == macs
+            assert 0 < m["toggle_energy_zero_delay"] <= m["toggle_energy"]
+            assert m["glitch_share"] == round(
+                1 - m["toggle_energy_zero_delay"] / m["toggle_energy"], 3)
+            assert m["energy_per_mac"] == round(m["toggle_energy"] / macs, 1)
+            # Every array registers its weights and accumulates: flip-flops take a part.
+            assert 0 < m["ff_energy_share"] < 1
+        assert row["shiftadd"]["mul_cells"] == 0
+    return rep["results"]
 
 
 @pytest.mark.synth
@@ -147,7 +174,7 @@ def test_tree_flow_small(tmp_path: Path) -> None:
     """The compressor-tree PE array (four MACs a lane a cycle) through the whole flow: the
     gate-level netlists take the layer four MACs at a time and still reproduce the emulator,
     the energy is counted per MAC, and the multiplier side has one multiplier per product."""
-    row = small_pe_flow(tmp_path, "tree", lanes=1, macs=301)  # not a multiple of four
+    [row] = small_pe_flow(tmp_path, "tree", lanes=1, macs=301)  # not a multiple of four
     assert row["multiplier"]["mul_cells"] == designs.TREE_PRODUCTS
     assert row["ratio"]["gates"] < 1
 
@@ -231,13 +258,18 @@ def test_power_result_splits_flip_flops_from_logic() -> None:
 
 def test_bench_adds_rows_without_losing_others() -> None:
     """``bench_hwreport.py --add-rows``: the new rows replace those of the same lanes,
-    activation width and target; the others stay, with the seeds they were measured with."""
-    def row(lanes: int, act: int, tag: str) -> dict:
-        return {"lanes": lanes, "act_bits": act, "target": "pe", "tag": tag}
+    activation width, exponent field, accumulator and target; the others stay, with the
+    seeds they were measured with."""
+    def row(lanes: int, act: int, tag: str, exp: int = 3, acc: int = 32) -> dict:
+        return {"lanes": lanes, "act_bits": act, "exp_bits": exp, "acc_bits": acc,
+                "target": "pe", "tag": tag}
 
-    old = {"seeds": 5, "results": [row(1, 4, "old"), row(1, 8, "old"), row(4, 8, "old")]}
+    old = {"seeds": 5, "results": [row(1, 4, "old"), row(1, 8, "old"), row(4, 8, "old"),
+                                   row(1, 16, "old", 4, 40)]}
     new = {"seeds": 3, "results": [row(1, 8, "new"), row(1, 16, "new")], "first": {"lanes": 1}}
     merged = merge_rows(old, new)
-    got = [(r["lanes"], r["act_bits"], r["tag"], r["seeds"]) for r in merged["results"]]
-    assert got == [(1, 4, "old", 5), (1, 8, "new", 3), (1, 16, "new", 3), (4, 8, "old", 5)]
+    got = [(r["lanes"], r["act_bits"], r["exp_bits"], r["tag"], r["seeds"])
+           for r in merged["results"]]
+    assert got == [(1, 4, 3, "old", 5), (1, 8, 3, "new", 3), (1, 16, 3, "new", 3),
+                   (1, 16, 4, "old", 5), (4, 8, 3, "old", 5)]
     assert merged["first"] == {"lanes": 1} and merged["seeds"] == 3
