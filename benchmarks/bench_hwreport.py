@@ -47,8 +47,9 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def _row_key(row: dict[str, Any]) -> tuple[int, int, int, int, str]:
-    return row["lanes"], row["act_bits"], row["exp_bits"], row["acc_bits"], row["target"]
+def _row_key(row: dict[str, Any]) -> tuple[str, int, int, int, int]:
+    """What a row measured: rows of equal keys replace each other, and sort by it."""
+    return row["target"], row["lanes"], row["act_bits"], row["exp_bits"], row["acc_bits"]
 
 
 def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +59,7 @@ def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     fresh = {_row_key(r) for r in new["results"]}
     kept = [{"seeds": old["seeds"], **r} for r in old["results"] if _row_key(r) not in fresh]
     rows = kept + [{**r, "seeds": new["seeds"]} for r in new["results"]]
-    rows.sort(key=lambda r: (r["target"], r["lanes"], r["act_bits"], r["exp_bits"],
-                             r["acc_bits"]))
+    rows.sort(key=_row_key)
     return {**new, "results": rows}
 
 
