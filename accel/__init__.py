@@ -3,5 +3,7 @@ Imports `emu` for the ISA table, configuration and program image only.
 
 ``accel.backends.run(image, backend)`` runs an image on ``myhdl``, ``icarus``, ``ghdl`` or
 ``verilator`` (or the ``emu`` emulator); ``accel.export`` writes the core as Verilog or VHDL
-with a self-checking testbench.
+with a self-checking testbench; ``accel.hwreport`` measures both PE kinds on iCE40
+(``accel.synth``), as generic gates with a toggle power proxy (``accel.power``) and on
+standard cells with OpenSTA (``accel.asic``).
 """

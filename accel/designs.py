@@ -14,7 +14,10 @@
   than one block a cycle; the readout lets the pending carries drain through one
   incrementer stage per block boundary.  The shift-add PE hands over its two sign-folded
   terms unresolved (one full-adder row merges them with the accumulator; no adder in the
-  PE at all), the multiplier its resolved product.
+  PE at all), the multiplier its resolved product.  ``mode="carrysave_direct"`` is the
+  same without the terms and product registers: the shift-add terms (their signs cleared
+  on a zero activation or the zero weight) and the multiplier's product go straight into
+  the accumulator's row, one cycle from the activation register to the accumulator.
   ``mode="tree"`` takes ``TREE_PRODUCTS`` activations and as many weights per lane each
   cycle (K MACs per lane per cycle, for both kinds: equal throughput) and sums all the
   products with the accumulator in one compressor tree of full-adder rows and a single
@@ -48,7 +51,8 @@ from . import pe as pe_mod
 
 PE_ARRAY_NAME = "asd_pe_array"
 WRAPPER_NAME = "asd_synth_top"
-MODES = ("pipelined", "direct", "product", "carrysave", "tree")
+MODES = ("pipelined", "direct", "product", "carrysave", "carrysave_direct", "tree")
+CARRYSAVE_MODES = ("carrysave", "carrysave_direct")
 # Products a lane of the compressor-tree array sums each cycle.
 TREE_PRODUCTS = 4
 # Bits per carry-save block: the longest carry chain of a carry-save lane.
@@ -125,7 +129,7 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
 
     insts.append(x_reg)
     nxreg = None  # -x, registered with x: the shift-add PE's negative second digit
-    if c.pe == "shiftadd" and mode != "carrysave":
+    if c.pe == "shiftadd" and mode not in CARRYSAVE_MODES:
         nxreg = _signed(c.act_bits + 1)
         xw = _signed(c.act_bits + 1)  # negated at the result's width (VHDL: operand's)
 
@@ -139,7 +143,7 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
 
         insts += [widen_x, neg_x_reg]
     xzero = Signal(bool(0))  # registered with x: the carry-save shift-add PE stays quiet on 0
-    if mode == "carrysave" and c.pe == "shiftadd":
+    if mode in CARRYSAVE_MODES and c.pe == "shiftadd":
 
         @always_seq(clk.posedge, reset=rst)
         def x_zero_reg() -> None:
@@ -153,17 +157,18 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
         wload, wreg = _weight_signals(c, wl)
         if c.pe == "multiplier":
             insts.append(pe_mod.decode_code(wl, wload, c.exp_bits))
-        if mode == "carrysave":
+        if mode in CARRYSAVE_MODES:
             bacc = _BlockAcc(acc_bits)
             accs.append(bacc)
-            insts.append(_lane_carrysave(clk, rst, load, wload, wreg, xreg, xzero, bacc, c))
+            insts.append(_lane_carrysave(clk, rst, load, wload, wreg, xreg, xzero, bacc, c,
+                                         registered=mode == "carrysave"))
             continue
         prod = _signed(pw)
         insts.append(pe_mod.pe(xreg, wreg, prod, c.pe, c.act_bits, c.exp_bits, nxreg))
         acc = _signed(acc_bits)
         accs.append(acc)
         insts.append(_lane_regs(clk, rst, load, wload, wreg, prod, acc, acc_bits, mode))
-    if mode == "carrysave":
+    if mode in CARRYSAVE_MODES:
         insts.append(_carrysave_readout(clk, rst, sel, accs, acc_out, acc_bits))
         return insts
     insts.append(_readout(clk, rst, sel, accs, acc_out, acc_bits))
@@ -415,7 +420,7 @@ def carry_blocks(acc_bits: int, block: int | None = None) -> list[tuple[int, int
 
 def readout_latency(config: AccelConfig, mode: str) -> int:
     """Cycles from a change of ``sel`` to that lane's sum on ``acc_out``."""
-    if mode != "carrysave":
+    if mode not in CARRYSAVE_MODES:
         return 1
     # select, add the carries in, one drain stage per readout block boundary
     return 2 + len(carry_blocks(config.acc_bits, READOUT_BLOCK)) - 1
@@ -524,9 +529,9 @@ def _split_reg(clk: Any, rst: Any, total: Any, word: Any, carry: Any) -> Any:
 
 @block
 def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: Any,
-                    xzero: Any, acc: _BlockAcc, c: AccelConfig) -> Any:
-    """One lane of the carry-save array: the PE's terms are registered, then added into the
-    block carry-save accumulator."""
+                    xzero: Any, acc: _BlockAcc, c: AccelConfig, registered: bool = True) -> Any:
+    """One lane of the carry-save array: the PE's terms (shift-add) or product (multiplier)
+    added into the block carry-save accumulator, through a register if ``registered``."""
     n = c.acc_bits
     pw = pe_mod.product_bits(c.act_bits, c.exp_bits)
     insts: list[Any] = []
@@ -534,11 +539,22 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
         tw = pe_mod.term_bits(c.act_bits, c.exp_bits)
         o1, o2 = _signed(tw), _signed(tw)
         s1, s2 = Signal(bool(0)), Signal(bool(0))
+        if not registered:
+            # No register to clear: a zero activation clears the signs instead, so both
+            # terms are 0 rather than ~0 and a +1.  (Not the zero weight: its two digits
+            # cancel only with their signs; 0.7% of this layer's weights.)
+            live = Signal(bool(0))
+            insts += [_negated(xzero, live),
+                      pe_mod.shift_terms(xreg, wreg, o1, o2, s1, s2, c.act_bits, c.exp_bits,
+                                         live),
+                      _carrysave_terms_add(o1, o2, s1, s2, acc, clk, rst),
+                      _weight_reg(clk, rst, load, wload, wreg)]
+            return insts
         # The zero weight's flag is decoded at load, as the multiplier decodes its integer.
         wzero, quiet = Signal(bool(0)), Signal(bool(0))
         insts += [_zero_weight_reg(clk, rst, load, wload, wzero, c.exp_bits),
-                  _either(xzero, wzero, quiet),
-                  pe_mod.shift_terms(xreg, wreg, o1, o2, s1, s2, c.act_bits, c.exp_bits)]
+                  _either(xzero, wzero, quiet)]
+        insts.append(pe_mod.shift_terms(xreg, wreg, o1, o2, s1, s2, c.act_bits, c.exp_bits))
         r1, r2 = _signed(tw), _signed(tw)
         rs1, rs2 = Signal(bool(0)), Signal(bool(0))
         insts += [_carrysave_terms_add(r1, r2, rs1, rs2, acc, clk, rst)]
@@ -562,16 +578,18 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
 
         insts.append(terms_reg)
     else:
-        prod, rp = _signed(pw), _signed(pw)
+        prod = _signed(pw)
+        rp = _signed(pw) if registered else prod
         ep = _unsigned(n)
         insts += [pe_mod.pe(xreg, wreg, prod, c.pe, c.act_bits, c.exp_bits),
                   sign_extend(rp, ep), _block_add(acc.word, ep, None, acc.carries, acc, clk, rst)]
+        if registered:
 
-        @always_seq(clk.posedge, reset=rst)
-        def product_reg() -> None:
-            rp.next = prod
+            @always_seq(clk.posedge, reset=rst)
+            def product_reg() -> None:
+                rp.next = prod
 
-        insts.append(product_reg)
+            insts.append(product_reg)
 
     insts.append(_weight_reg(clk, rst, load, wload, wreg))
     return insts
@@ -639,6 +657,15 @@ def _either(a: Any, b: Any, y: Any) -> Any:
         y.next = a or b
 
     return orr
+
+
+@block
+def _negated(a: Any, y: Any) -> Any:
+    @always_comb
+    def inv() -> None:
+        y.next = not a
+
+    return inv
 
 
 @block

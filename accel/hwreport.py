@@ -12,6 +12,9 @@ kinds it collects
   count; ``toggle_energy_zero_delay`` the same stream with zero-delay gates (no glitches);
   ``glitch_share`` and ``ff_energy_share`` say how much of the first is glitches and how
   much is the flip-flops' (registers and accumulators),
+* the same design on standard cells (:mod:`accel.asic`, OSU 0.18 um): ``asic_area`` (um^2),
+  ``asic_crit_ns`` (OpenSTA) and, for ``pe``, ``asic_energy_pj`` (Liberty power of the
+  netlist simulated on the same stream, clock pins included),
 
 and the ratios shiftadd / multiplier.  :func:`write_outputs` writes ``hwreport.md``,
 ``hwreport.json`` and ``hwreport.png``.
@@ -32,18 +35,22 @@ from numpy.typing import NDArray
 
 from emu.config import AccelConfig
 
-from . import designs, power, synth
+from . import asic, designs, power, synth
 
 KINDS = ("shiftadd", "multiplier")
 TARGETS = ("pe", "core")
 METRICS = ("lut4", "carry", "ff", "fmax_mhz", "gates", "logic_depth", "transistors",
-           "toggle_energy", "toggle_energy_zero_delay")
+           "toggle_energy", "toggle_energy_zero_delay", "asic_area", "asic_crit_ns",
+           "asic_energy_pj")
 # Higher is better for Fmax; the critical path is 1/Fmax.
 LABELS = {"lut4": "iCE40 LUT4", "carry": "iCE40 carry", "ff": "flip-flops",
           "fmax_mhz": "Fmax (MHz)", "crit_ns": "critical path (ns)", "gates": "gates",
           "logic_depth": "logic depth", "transistors": "transistors",
           "toggle_energy": "toggle energy", "toggle_energy_zero_delay": "toggle energy (0-delay)",
-          "glitch_share": "energy share: glitches", "ff_energy_share": "energy share: flip-flops"}
+          "glitch_share": "energy share: glitches", "ff_energy_share": "energy share: flip-flops",
+          "asic_area": "cell area (um^2)", "asic_crit_ns": "cell critical path (ns)",
+          "asic_energy_pj": "cell energy (pJ)",
+          "asic_ff_energy_share": "cell energy share: flip-flops"}
 
 Stream = tuple[NDArray[np.int64], NDArray[np.int64]]
 Log = Callable[[str], None]
@@ -51,7 +58,8 @@ Log = Callable[[str], None]
 
 def tool_versions() -> dict[str, str]:
     out = {}
-    for tool, arg in (("yosys", "-V"), ("nextpnr-ice40", "--version"), ("iverilog", "-V")):
+    for tool, arg in (("yosys", "-V"), ("nextpnr-ice40", "--version"), ("iverilog", "-V"),
+                      ("sta", "-version")):
         try:
             p = subprocess.run([tool, arg], capture_output=True, text=True, timeout=30)
             out[tool] = (p.stdout + p.stderr).strip().splitlines()[0]
@@ -110,6 +118,36 @@ def measure(config: AccelConfig, target: str, workdir: str | Path, *, seeds: int
         res["ff_energy_share"] = round(pr.ff_share, 3)
     else:
         res["toggle_energy"] = res["toggle_energy_zero_delay"] = None
+    res.update(measure_cells(config, target, wd, srcs=srcs, top=top, stream=stream, mode=mode,
+                             timeout=timeout, log=say))
+    return res
+
+
+def measure_cells(config: AccelConfig, target: str, workdir: str | Path, *,
+                  srcs: Sequence[Path] | None = None, top: str | None = None,
+                  stream: Stream | None = None, mode: str = "pipelined", timeout: float = 900,
+                  log: Log | None = None) -> dict[str, Any]:
+    """The standard-cell figures of one design (:mod:`accel.asic`); the RTL is written to
+    ``workdir/rtl`` unless ``srcs`` and ``top`` are given."""
+    say = log or (lambda s: None)
+    wd = Path(workdir)
+    if srcs is None or top is None:
+        srcs, top, _ = designs.write_design(config, target, wd / "rtl", mode)
+    say(f"{target} {config.pe}: standard cells ({asic.LIBRARY}), OpenSTA")
+    cells = asic.map_cells(srcs, top, wd / "cells", timeout=timeout)
+    res: dict[str, Any] = {"asic_area": cells.area, "asic_ff_area": cells.ff_area,
+                           "asic_cells": cells.cells,
+                           "asic_crit_ns": asic.critical_path(cells.netlist_v, top, wd / "sta",
+                                                              timeout=timeout),
+                           "asic_energy_pj": None}
+    if target == "pe" and stream is not None:
+        say(f"{target} {config.pe}: cell-level simulation of {len(stream[0])} MACs, "
+            "OpenSTA power")
+        en = asic.energy_per_mac(cells.netlist_v, top, config, stream[0], stream[1],
+                                 wd / "cell-power", mode=mode, timeout=timeout)
+        res["asic_energy_pj"] = en.energy_pj
+        res["asic_pj_per_mac"] = round(en.pj_per_mac, 3)
+        res["asic_ff_energy_share"] = en.ff_share
     return res
 
 
@@ -132,6 +170,7 @@ def run_sweep(base: AccelConfig, lanes: Sequence[int], act_bits: Sequence[int],
     """Every (lanes, act_bits, exp_bits) x target x PE kind; returns the report dictionary.
     ``exp_bits`` defaults to ``base``'s."""
     synth.require("yosys", "nextpnr-ice40")
+    asic.require()
     say = log or (lambda s: None)
     exps = list(exp_bits) if exp_bits else [base.exp_bits]
     rows = []
@@ -161,7 +200,8 @@ def run_sweep(base: AccelConfig, lanes: Sequence[int], act_bits: Sequence[int],
     return {
         "device": f"iCE40 {device.upper()}", "seeds": seeds, "pe_array_mode": mode,
         "tools": tool_versions(), "transistors_per_cell": dict(synth.TRANSISTORS),
-        "dff_transistors": synth.DFF_TRANSISTORS, "config": base.to_dict(),
+        "dff_transistors": synth.DFF_TRANSISTORS, "cell_library": asic.LIBRARY,
+        "cell_clock_ns": asic.CLOCK_NS, "config": base.to_dict(),
         "shiftadd": summary(first["shiftadd"]), "multiplier": summary(first["multiplier"]),
         "ratio": first["ratio"],
         "first": {k: first[k] for k in ("lanes", "act_bits", "exp_bits", "target")},
@@ -183,7 +223,8 @@ def _fmt(v: Any) -> str:
 
 TABLE_METRICS = ("lut4", "carry", "ff", "fmax_mhz", "crit_ns", "gates", "logic_depth",
                  "transistors", "toggle_energy", "toggle_energy_zero_delay", "glitch_share",
-                 "ff_energy_share")
+                 "ff_energy_share", "asic_area", "asic_crit_ns", "asic_energy_pj",
+                 "asic_ff_energy_share")
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -222,8 +263,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines = ["# Hardware report: shift-add vs multiplier PEs", "",
              f"Device {report['device']} (nextpnr-ice40, Fmax = median of {report['seeds']} "
              f"seeds); PE array mode: {report['pe_array_mode']}; generic mapping "
-             f"`abc -g {synth.ABC_GATES}`. ratio = shiftadd / multiplier (below 1: shift-add "
-             "smaller or faster; for Fmax above 1 is better).", "",
+             f"`abc -g {synth.ABC_GATES}`; standard cells "
+             f"{report.get('cell_library', asic.LIBRARY)} (OpenSTA, power at "
+             f"{report.get('cell_clock_ns', asic.CLOCK_NS):g} ns). ratio = shiftadd / "
+             "multiplier (below 1: shift-add smaller or faster; for Fmax above 1 is better).",
+             "",
              "| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
     for r in table_rows(report):
         lines.append("| " + " | ".join(r) + " |")
@@ -237,7 +281,8 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = ("lut4", "ff", "crit_ns", "gates", "logic_depth", "transistors", "toggle_energy")
+    metrics = ("lut4", "ff", "crit_ns", "gates", "logic_depth", "transistors", "toggle_energy",
+               "asic_area", "asic_crit_ns", "asic_energy_pj")
     rows = report["results"]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(metrics) * max(1, len(rows)) / 2), 4))
     width = 0.8 / max(1, len(rows))

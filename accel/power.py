@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,10 @@ def unit_delay_cells(directory: str | Path) -> Path:
 
 
 def _testbench(config: AccelConfig, top: str, n: int, lanes: int, sel_bits: int,
-               hold: bool, latency: int, half_period: int = 5, products: int = 1) -> str:
+               hold: bool, latency: int, half_period: int = 5, products: int = 1,
+               dump_depth: int = 0) -> str:
     """``n`` cycles of ``{w_in, x_in}`` words from ``stream.hex``, ``products`` MACs a lane
-    each."""
+    each; the VCD holds ``dump_depth`` levels of the design (0: all)."""
     c = config
     after = "load = 1;" if hold else "x_in = 0; w_in = 0; load = 0;"
     wbits = c.lanes * products * c.code_bits
@@ -117,7 +119,7 @@ initial begin
     $readmemh("stream.hex", stim);
     @(negedge clk); @(negedge clk); rst = 0;
     $dumpfile("power.vcd");
-    $dumpvars(0, dut);
+    $dumpvars({dump_depth}, dut);
     for (i = 0; i < {n}; i = i + 1) begin
         {{w_in, x_in}} = stim[i];
         @(negedge clk);
@@ -204,34 +206,29 @@ def parse_vcd_toggles(path: str | Path) -> dict[str, list[int]]:
     return {names[c][0]: v for c, v in counts.items()}
 
 
-def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,
-                  config: AccelConfig, x: NDArray[np.int64], codes: NDArray[np.int64],
-                  workdir: str | Path, *, mode: str = "pipelined", unit_delay: bool = True,
-                  timeout: float = 600) -> PowerResult:
-    """Simulate the gate-level PE array on the ``(x, codes)`` stream; see the module doc.
-    ``unit_delay``: every gate takes one time unit (glitches counted); otherwise zero."""
+def simulate_toggles(netlist_v: str | Path, cell_models: Sequence[str | Path], top: str,
+                     config: AccelConfig, x: NDArray[np.int64], codes: NDArray[np.int64],
+                     workdir: str | Path, *, mode: str = "pipelined", half_period: int = 5,
+                     dump_depth: int = 0, iverilog_flags: Sequence[str] = (),
+                     timeout: float = 600) -> tuple[dict[str, list[int]], int]:
+    """Drive a gate-level PE array netlist with the ``(x, codes)`` stream under Icarus, check
+    its accumulators against the emulator, and return the toggles of every VCD variable
+    (:func:`parse_vcd_toggles`) and the number of clock cycles the stream took."""
     synth.require("iverilog", "vvp")
     c = config
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    n = len(x)
     from .designs import cycle_words, products_per_cycle, readout_latency, sel_bits
 
     k = products_per_cycle(mode)
     words = cycle_words(c, mode, x, codes)
     xbits = k * c.act_bits
     (wd / "stream.hex").write_text("".join(f"{(ww << xbits) | xw:x}\n" for xw, ww in words))
-
-    net = synth.load_netlist(netlist_json, top)
-    cells = unit_delay_cells(wd) if unit_delay else simcells()
-    # Unit delays: the clock waits out the deepest path of the netlist (its cell count
-    # bounds the depth) so every cycle settles before the next edge.
-    half = len(net["cells"]) + 5 if unit_delay else 5
     (wd / "tb_power.v").write_text(_testbench(c, top, len(words), c.lanes, sel_bits(c.lanes),
                                                 mode == "product", readout_latency(c, mode),
-                                                half, k))
-    build = ["iverilog", "-g2005", "-o", "power.vvp", "tb_power.v",
-             str(Path(netlist_v).resolve()), str(cells)]
+                                                half_period, k, dump_depth))
+    build = ["iverilog", "-g2005", *iverilog_flags, "-o", "power.vvp", "tb_power.v",
+             str(Path(netlist_v).resolve()), *(str(m) for m in cell_models)]
     try:
         p = subprocess.run(build, cwd=wd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -257,6 +254,25 @@ def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,
         if have is None or semantics.wrap(have, c.acc_bits) != int(want[lane]):
             raise PowerError(f"gate-level netlist disagrees with the emulator on lane {lane}: "
                              f"{have} vs {int(want[lane]) & ((1 << c.acc_bits) - 1)}")
+    return parse_vcd_toggles(wd / "power.vcd"), len(words)
+
+
+def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,
+                  config: AccelConfig, x: NDArray[np.int64], codes: NDArray[np.int64],
+                  workdir: str | Path, *, mode: str = "pipelined", unit_delay: bool = True,
+                  timeout: float = 600) -> PowerResult:
+    """Simulate the gate-level PE array on the ``(x, codes)`` stream; see the module doc.
+    ``unit_delay``: every gate takes one time unit (glitches counted); otherwise zero."""
+    wd = Path(workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    n = len(x)
+    net = synth.load_netlist(netlist_json, top)
+    cells = unit_delay_cells(wd) if unit_delay else simcells()
+    # Unit delays: the clock waits out the deepest path of the netlist (its cell count
+    # bounds the depth) so every cycle settles before the next edge.
+    half = len(net["cells"]) + 5 if unit_delay else 5
+    toggles, _ = simulate_toggles(netlist_v, [cells], top, config, x, codes, wd, mode=mode,
+                                  half_period=half, timeout=timeout)
 
     driver: dict[int, str] = {}
     for cell in net["cells"].values():
@@ -265,7 +281,6 @@ def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,
                 for b in cell["connections"][port]:
                     if isinstance(b, int):
                         driver[b] = cell["type"]
-    toggles = parse_vcd_toggles(wd / "power.vcd")
     seen: set[int] = set()
     energy, total = 0, 0
     by_cell: dict[str, int] = {}

@@ -14,7 +14,7 @@ import numpy as np
 from asd_cli.main import UserError
 
 # accel.designs.MODES (not imported here: MyHDL is slow to load for --help).
-PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave", "tree")
+PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave", "carrysave_direct", "tree")
 
 EPILOG = """\
 examples:
@@ -22,6 +22,8 @@ examples:
   asd hwreport --lanes 1,4,8 --act-bits 4,8,16   # the sweep (activations 2..16 bits)
   asd hwreport --target pe --mode carrysave      # carry-save accumulators: the short path
   asd hwreport --target pe --mode carrysave --lanes 4 --act-bits 16  # -54% critical path
+  asd hwreport --target pe --mode carrysave_direct --lanes 8 --act-bits 16
+                        # no product register: flip-flops equal, lowest power proxy
   asd hwreport --target pe --mode tree --lanes 2 # 4 MACs a lane a cycle, one adder tree
   asd hwreport --target pe --mode tree --lanes 1 --act-bits 16 --exp-bits 3,4 --config a40.toml
                         # 8 or 16 digit positions; a40.toml holds "acc_bits = 40"
@@ -34,16 +36,20 @@ flip-flops (yosys synth_ice40), Fmax (nextpnr-ice40 --hx8k, median over the seed
 gates, logic depth and CMOS transistors (yosys abc -g), and, for the PE array, the toggle
 energy of its gate-level netlist simulated on the MACs of a real layer (the second
 convolution of the bundled digits CNN, quantized to ASD, on a real digit), with a unit
-delay per gate so glitches count, and again with zero-delay gates.  Ratios are
+delay per gate so glitches count, and again with zero-delay gates.  The same designs
+are also mapped onto real standard cells (OSU 0.18 um, the Liberty file of Debian's
+qflow-tech-osu018): cell area, OpenSTA's critical path and, for the PE array, the Liberty
+power of the cell netlist simulated on the same MACs (clock pins included).  Ratios are
 shiftadd / multiplier.  Writes hwreport.md, hwreport.json and hwreport.png to -o DIR.
-Needs yosys, nextpnr-ice40 and iverilog: sudo apt-get install yosys nextpnr-ice40
-fpga-icestorm iverilog."""
+Needs yosys, nextpnr-ice40, iverilog, OpenSTA and the cell library: sudo apt-get install
+yosys nextpnr-ice40 fpga-icestorm iverilog opensta qflow-tech-osu018."""
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("hwreport", help="synthesize both PE kinds: area, Fmax, power proxy",
                        description="Synthesize the exported RTL for both PE kinds with Yosys "
-                                   "and nextpnr-ice40 and report them side by side.",
+                                   "and nextpnr-ice40, and onto standard cells with OpenSTA, "
+                                   "and report them side by side.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="CFG",
                    help="accelerator configuration (.toml or .json; default: the defaults)")
@@ -61,7 +67,8 @@ def register(sub: Any) -> None:
                    help="PE array: product register before the accumulator (default), "
                         "the core lane's single-cycle MAC (direct), the product stage alone "
                         "(product), a carry-save accumulator resolved once per output "
-                        "(carrysave), or four MACs a lane per cycle summed with the "
+                        "(carrysave), the same without the product register "
+                        "(carrysave_direct), or four MACs a lane per cycle summed with the "
                         "accumulator in one compressor tree and one adder (tree)")
     p.add_argument("--macs", type=int, default=2000,
                    help="MACs of the layer simulated for the power proxy (default 2000)")

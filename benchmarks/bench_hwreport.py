@@ -12,6 +12,8 @@ Prints one table per study and writes benchmarks/results/hwreport.json:
 * ``pe_carrysave``: the PE array with a block carry-save accumulator (no carry crosses more
   than 4 bits a cycle; the sum is resolved once per output at the readout), the shift-add
   PE's two terms handed over unresolved;
+* ``pe_carrysave_direct``: the same without the terms and product registers (one cycle
+  from the activation register into the accumulator, for both kinds);
 * ``pe_product``: the product stage alone (weight/activation registers -> PE -> register);
 * ``core``: the whole core (the default 8 lanes do not fit an iCE40 HX8K: Fmax is n/a there,
   area figures are still measured).
@@ -19,7 +21,10 @@ Prints one table per study and writes benchmarks/results/hwreport.json:
 ``--studies`` runs some of them and replaces just those in an existing results file;
 ``--add-rows`` keeps a study's other rows and replaces only those of the same lanes,
 activation width, exponent field, accumulator width and target (e.g. ``--studies pe_tree
---lanes 1,4 --act-bits 16`` adds the 16-bit rows to the 4- and 8-bit ones).
+--lanes 1,4 --act-bits 16`` adds the 16-bit rows to the 4- and 8-bit ones);
+``--cells-only`` measures just the standard-cell figures (:mod:`accel.asic`: area, OpenSTA
+critical path and power) of every stored row of the chosen studies and adds them to the
+rows, their other figures kept (minutes where the whole flow takes an hour).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accel import hwreport
+from accel import asic, hwreport
 from asd_cli.hwreport import layer_stream
 from emu.config import AccelConfig
 
@@ -39,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "hwreport.json"
 # name -> (target, PE array mode)
 STUDIES = {"pe_pipelined": ("pe", "pipelined"), "pe_carrysave": ("pe", "carrysave"),
+           "pe_carrysave_direct": ("pe", "carrysave_direct"),
            "pe_product": ("pe", "product"), "pe_tree": ("pe", "tree"),
            "core": ("core", "pipelined")}
 
@@ -63,6 +69,30 @@ def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return {**new, "results": rows}
 
 
+def add_cell_figures(study: dict[str, Any], mode: str, work: Path, log: Any) -> None:
+    """Measure the standard-cell figures of every row of ``study`` in place (both kinds,
+    ratios updated); each row's own lanes, widths, exponent field and accumulator."""
+    for row in study["results"]:
+        cfg = AccelConfig(lanes=row["lanes"], act_bits=row["act_bits"],
+                          exp_bits=row["exp_bits"], acc_bits=row["acc_bits"])
+        stream = layer_stream(cfg, row["layer_macs"]) if row["target"] == "pe" else None
+        name = f"{row['target']}-l{row['lanes']}-a{row['act_bits']}-e{row['exp_bits']}-" \
+               f"c{row['acc_bits']}"
+        log(f"{name}: standard cells")
+        for kind in hwreport.KINDS:
+            row[kind].update(hwreport.measure_cells(cfg.replace(pe=kind), row["target"],
+                                                    work / name / kind, stream=stream,
+                                                    mode=mode, log=log))
+        row["ratio"] = hwreport.ratios(row["shiftadd"], row["multiplier"])
+    first = study["results"][0]
+    study.update(cell_library=asic.LIBRARY, cell_clock_ns=asic.CLOCK_NS,
+                 tools=hwreport.tool_versions())
+    for kind in hwreport.KINDS:
+        study[kind] = hwreport.summary(first[kind])
+    study["ratio"] = first["ratio"]
+    study["first"] = {k: first[k] for k in ("lanes", "act_bits", "exp_bits", "target")}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--add-rows", action="store_true",
                     help="merge the new rows into each study's existing ones instead of "
                          "replacing the study")
+    ap.add_argument("--cells-only", action="store_true",
+                    help="add the standard-cell figures to the stored rows of the studies "
+                         "(nothing else re-measured)")
     ap.add_argument("-o", "--output", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
     chosen = [s.strip() for s in args.studies.split(",") if s.strip()]
@@ -97,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     studies.pop("seconds", None)
     for name in chosen:
         target, mode = STUDIES[name]
+        if args.cells_only:
+            if name not in studies:
+                ap.error(f"--cells-only: no stored study {name} in {out}")
+            add_cell_figures(studies[name], mode, work / f"{name}-cells", log)
+            print(f"\n## {name}\n")
+            print(hwreport.text_table(studies[name]))
+            sys.stdout.flush()
+            continue
         lanes = args.core_lanes if target == "core" else args.lanes
         rep = hwreport.run_sweep(base, _ints(lanes), _ints(args.act_bits), (target,),
                                  work / name, seeds=args.seeds, mode=mode,

@@ -1,5 +1,5 @@
 """asd hwreport: the parsers, the transistor model, and the synthesis flow on a small
-configuration (marker ``synth``: Yosys, nextpnr-ice40 and Icarus really run)."""
+configuration (marker ``synth``: Yosys, nextpnr-ice40, Icarus and OpenSTA really run)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from accel import designs, hwreport, power, synth
+from accel import asic, designs, hwreport, power, synth
 from asd_cli.hwreport import PE_ARRAY_MODES, layer_stream
 from asd_cli.main import main
 from benchmarks.bench_hwreport import merge_rows
@@ -165,6 +165,12 @@ def small_pe_flow(tmp_path: Path, mode: str, lanes: int, macs: int,
             assert m["energy_per_mac"] == round(m["toggle_energy"] / macs, 1)
             # Every array registers its weights and accumulates: flip-flops take a part.
             assert 0 < m["ff_energy_share"] < 1
+            # Standard cells: flip-flops are part of the area and (clock pins) of the energy.
+            assert 0 < m["asic_ff_area"] < m["asic_area"]
+            assert 0.1 < m["asic_crit_ns"] < 50
+            assert m["asic_pj_per_mac"] == round(m["asic_energy_pj"] / macs, 3)
+            assert 0 < m["asic_ff_energy_share"] < 1
+            assert sum(n for c, n in m["asic_cells"].items() if c.startswith("DFF")) == m["ff"]
         assert row["shiftadd"]["mul_cells"] == 0
     return rep["results"]
 
@@ -273,3 +279,61 @@ def test_bench_adds_rows_without_losing_others() -> None:
     assert got == [(1, 4, 3, "old", 5), (1, 8, 3, "new", 3), (1, 16, 3, "new", 3),
                    (1, 16, 4, "old", 5), (4, 8, 3, "old", 5)]
     assert merged["first"] == {"lanes": 1} and merged["seeds"] == 3
+
+
+POWER_REPORT = """
+Group                  Internal  Switching    Leakage      Total
+                          Power      Power      Power      Power
+----------------------------------------------------------------
+Sequential             9.08e-03   2.49e-04   6.14e-08   9.32e-03  73.7%
+Combinational          2.80e-03   5.31e-04   6.84e-08   3.33e-03  26.3%
+Macro                  0.00e+00   0.00e+00   0.00e+00   0.00e+00   0.0%
+Pad                    0.00e+00   0.00e+00   0.00e+00   0.00e+00   0.0%
+----------------------------------------------------------------
+Total                  1.19e-02   7.80e-04   1.30e-07   1.27e-02 100.0%
+"""
+
+
+def test_cell_report_parsers() -> None:
+    assert asic.parse_power(POWER_REPORT) == (1.27e-02, 9.32e-03)
+    with pytest.raises(asic.AsicError, match="'Total'"):
+        asic.parse_power(POWER_REPORT.replace("Total", "Sum"))
+    assert asic.parse_area("   Chip area for module '\\asd_pe_array': 71946.000000\n") \
+        == 71946.0
+    with pytest.raises(asic.AsicError, match="chip area"):
+        asic.parse_area("Number of cells: 3")
+    # VCD buses become OpenSTA's bit names; scalars keep theirs.
+    assert asic._bit_names({"x_in": [1, 0, 4], "_12_": [7]}) == \
+        {"x_in[0]": 1, "x_in[1]": 0, "x_in[2]": 4, "_12_": 7}
+
+
+def test_cell_library_areas() -> None:
+    """The Liberty file's areas: a flip-flop is several NAND gates, an inverter less than one."""
+    lib, models = asic.library()
+    areas = asic.cell_areas(lib)
+    assert {"DFFPOSX1", "NAND2X1", "INVX1", "FAX1", "MUX2X1"} <= set(areas)
+    assert areas["INVX1"] < areas["NAND2X1"] < areas["DFFPOSX1"]
+    assert "module DFFPOSX1" in models.read_text()
+
+
+@pytest.mark.synth
+def test_cell_energy_follows_the_stream(tmp_path: Path) -> None:
+    """The cell-level power reads the simulated activity: the same netlist on the same
+    weights draws less with every activation zero (only the clock and the weight registers
+    switch), and both runs reproduce the emulator."""
+    c = AccelConfig(lanes=2, act_bits=4, exp_bits=2, acc_bits=12)
+    srcs, top, _ = designs.write_design(c, "pe", tmp_path / "rtl", "carrysave")
+    cells = asic.map_cells(srcs, top, tmp_path / "cells")
+    assert cells.ffs > 0 and cells.area > cells.ff_area > 0
+    assert 0.1 < asic.critical_path(cells.netlist_v, top, tmp_path / "sta") < 20
+    rng = np.random.default_rng(11)
+    x = rng.integers(-8, 8, 80)
+    codes = rng.integers(0, 1 << c.code_bits, (80, c.lanes))
+    busy = asic.energy_per_mac(cells.netlist_v, top, c, x, codes, tmp_path / "busy",
+                               mode="carrysave")
+    idle = asic.energy_per_mac(cells.netlist_v, top, c, np.zeros_like(x), codes,
+                               tmp_path / "idle", mode="carrysave")
+    assert busy.macs == idle.macs == 80 and busy.cycles == idle.cycles
+    assert 0 < idle.energy_pj < busy.energy_pj
+    # The clock reaches every flip-flop whatever the data: their share grows when idle.
+    assert 0 < busy.ff_share < idle.ff_share < 1

@@ -89,7 +89,8 @@ def test_pe_array_equals_emulator(kind: str, mode: str, data: st.DataObject,
     assert simulate(c, mode, x, codes) == expected(c, mode, x, codes)
 
 
-def test_carrysave_blocks_carry_across_and_wrap() -> None:
+@pytest.mark.parametrize("mode", designs.CARRYSAVE_MODES)
+def test_carrysave_blocks_carry_across_and_wrap(mode: str) -> None:
     """Sums that carry across every block boundary and wrap at acc_bits, with negated digits
     on zero activations and zero weights mixed in."""
     c = AccelConfig(lanes=2, act_bits=8, exp_bits=3, acc_bits=17)
@@ -98,11 +99,11 @@ def test_carrysave_blocks_carry_across_and_wrap() -> None:
     codes = np.empty((n, 2), np.int64)
     codes[:, 0] = 0b0000_0000  # 2 * 2**7 = 256 per unit of x: the sum wraps 17 bits
     codes[:, 1] = np.where(np.arange(n) % 3 == 0, 127, 0b1000_1111)  # zero weight, negative
-    want = expected(c, "carrysave", x, codes)
+    want = expected(c, mode, x, codes)
     assert semantics.wrap(int((x * 256).sum()), 17) == want[0]  # it did wrap
     assert int((x * 256).sum()) != want[0]
     for kind in ("shiftadd", "multiplier"):
-        assert simulate(c.replace(pe=kind), "carrysave", x, codes) == want
+        assert simulate(c.replace(pe=kind), mode, x, codes) == want
 
 
 @pytest.mark.parametrize("mode", designs.MODES)
