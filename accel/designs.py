@@ -16,8 +16,8 @@
   terms unresolved (one full-adder row merges them with the accumulator; no adder in the
   PE at all), the multiplier its resolved product.  ``mode="carrysave_direct"`` is the
   same without the terms and product registers: the shift-add terms (their signs cleared
-  on a zero activation or the zero weight) and the multiplier's product go straight into
-  the accumulator's row, one cycle from the activation register to the accumulator.
+  on a zero activation) and the multiplier's product go straight into the accumulator's
+  row, one cycle from the activation register to the accumulator.
   ``mode="tree"`` takes ``TREE_PRODUCTS`` activations and as many weights per lane each
   cycle (K MACs per lane per cycle, for both kinds: equal throughput) and sums all the
   products with the accumulator in one compressor tree of full-adder rows and a single

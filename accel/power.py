@@ -15,6 +15,9 @@
    refused unless they equal the emulator's sums of products (the last products for the
    product-stage array), so the netlist simulated is
    known to compute the layer.
+
+:func:`simulate_toggles` (steps 2 and 3 without the weighting) also drives the standard-cell
+netlists of :mod:`accel.asic`.
 """
 
 from __future__ import annotations
@@ -209,8 +212,7 @@ def parse_vcd_toggles(path: str | Path) -> dict[str, list[int]]:
 def simulate_toggles(netlist_v: str | Path, cell_models: Sequence[str | Path], top: str,
                      config: AccelConfig, x: NDArray[np.int64], codes: NDArray[np.int64],
                      workdir: str | Path, *, mode: str = "pipelined", half_period: int = 5,
-                     dump_depth: int = 0, iverilog_flags: Sequence[str] = (),
-                     timeout: float = 600) -> tuple[dict[str, list[int]], int]:
+                     dump_depth: int = 0, timeout: float = 600) -> tuple[dict[str, list[int]], int]:
     """Drive a gate-level PE array netlist with the ``(x, codes)`` stream under Icarus, check
     its accumulators against the emulator, and return the toggles of every VCD variable
     (:func:`parse_vcd_toggles`) and the number of clock cycles the stream took."""
@@ -227,7 +229,7 @@ def simulate_toggles(netlist_v: str | Path, cell_models: Sequence[str | Path], t
     (wd / "tb_power.v").write_text(_testbench(c, top, len(words), c.lanes, sel_bits(c.lanes),
                                                 mode == "product", readout_latency(c, mode),
                                                 half_period, k, dump_depth))
-    build = ["iverilog", "-g2005", *iverilog_flags, "-o", "power.vvp", "tb_power.v",
+    build = ["iverilog", "-g2005", "-o", "power.vvp", "tb_power.v",
              str(Path(netlist_v).resolve()), *(str(m) for m in cell_models)]
     try:
         p = subprocess.run(build, cwd=wd, capture_output=True, text=True, timeout=timeout)
