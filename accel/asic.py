@@ -75,7 +75,12 @@ class CellResult:
 
     @property
     def ffs(self) -> int:
-        return sum(n for c, n in self.cells.items() if c.startswith("DFF"))
+        return sum(n for c, n in self.cells.items() if is_flip_flop(c))
+
+
+def is_flip_flop(cell: str) -> bool:
+    """The library's flip-flops (``DFFPOSX1``, ``DFFNEGX1``, ``DFFSR``)."""
+    return cell.startswith("DFF")
 
 
 def parse_area(text: str) -> float:
@@ -114,7 +119,7 @@ def map_cells(sources: Sequence[Path], top: str, workdir: str | Path, *,
     if unknown:
         raise AsicError(f"cells without an area in {lib.name}: {', '.join(unknown)}")
     areas = cell_areas(lib)
-    ff_area = sum(n * areas.get(c, 0.0) for c, n in cells.items() if c.startswith("DFF"))
+    ff_area = sum(n * areas.get(c, 0.0) for c, n in cells.items() if is_flip_flop(c))
     return CellResult(parse_area(text), ff_area, cells, nv)
 
 
@@ -156,7 +161,7 @@ class EnergyResult:
     energy_pj: float  # over the whole stream
     ff_share: float  # the sequential cells' part (clock pins included)
     power_mw: float  # at CLOCK_NS
-    cycles: int
+    cycles: int  # that the simulation covered
     macs: int
 
     @property
@@ -193,10 +198,8 @@ def energy_per_mac(netlist_v: str | Path, top: str, config: AccelConfig,
     _, models = library()
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    toggles, cycles = power.simulate_toggles(netlist_v, [models], top, config, x, codes, wd,
-                                             mode=mode, dump_depth=1, timeout=timeout)
-    # The VCD runs from the first stream word to three cycles past the last.
-    span = cycles + 3
+    toggles, span = power.simulate_toggles(netlist_v, [models], top, config, x, codes, wd,
+                                           mode=mode, dump_depth=1, timeout=timeout)
     declared = set(re.findall(r"(?m)^\s*(?:wire|input|output)\s+(?:\[[\d:]+\]\s+)?(\S+);",
                               Path(netlist_v).read_text()))
     unseen = sorted(declared - set(toggles))

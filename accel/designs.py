@@ -547,36 +547,35 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
             insts += [_negated(xzero, live),
                       pe_mod.shift_terms(xreg, wreg, o1, o2, s1, s2, c.act_bits, c.exp_bits,
                                          live),
-                      _carrysave_terms_add(o1, o2, s1, s2, acc, clk, rst),
-                      _weight_reg(clk, rst, load, wload, wreg)]
-            return insts
-        # The zero weight's flag is decoded at load, as the multiplier decodes its integer.
-        wzero, quiet = Signal(bool(0)), Signal(bool(0))
-        insts += [_zero_weight_reg(clk, rst, load, wload, wzero, c.exp_bits),
-                  _either(xzero, wzero, quiet)]
-        insts.append(pe_mod.shift_terms(xreg, wreg, o1, o2, s1, s2, c.act_bits, c.exp_bits))
-        r1, r2 = _signed(tw), _signed(tw)
-        rs1, rs2 = Signal(bool(0)), Signal(bool(0))
-        insts += [_carrysave_terms_add(r1, r2, rs1, rs2, acc, clk, rst)]
+                      _carrysave_terms_add(o1, o2, s1, s2, acc, clk, rst)]
+        else:
+            # The zero weight's flag is decoded at load, as the multiplier decodes its integer.
+            wzero, quiet = Signal(bool(0)), Signal(bool(0))
+            insts += [_zero_weight_reg(clk, rst, load, wload, wzero, c.exp_bits),
+                      _either(xzero, wzero, quiet)]
+            insts.append(pe_mod.shift_terms(xreg, wreg, o1, o2, s1, s2, c.act_bits, c.exp_bits))
+            r1, r2 = _signed(tw), _signed(tw)
+            rs1, rs2 = Signal(bool(0)), Signal(bool(0))
+            insts += [_carrysave_terms_add(r1, r2, rs1, rs2, acc, clk, rst)]
 
-        @always_seq(clk.posedge, reset=rst)
-        def terms_reg() -> None:
-            # A product known to be zero (zero activation: ReLU; the zero weight) clears the
-            # terms: a negated digit would otherwise hand over ~0 and its +1, exact but
-            # flipping every bit of the accumulator rows for nothing.  The clear is the
-            # flip-flops' synchronous reset, no logic in front of them.
-            if quiet:
-                r1.next = 0
-                r2.next = 0
-                rs1.next = False
-                rs2.next = False
-            else:
-                r1.next = o1
-                r2.next = o2
-                rs1.next = s1
-                rs2.next = s2
+            @always_seq(clk.posedge, reset=rst)
+            def terms_reg() -> None:
+                # A product known to be zero (zero activation: ReLU; the zero weight) clears the
+                # terms: a negated digit would otherwise hand over ~0 and its +1, exact but
+                # flipping every bit of the accumulator rows for nothing.  The clear is the
+                # flip-flops' synchronous reset, no logic in front of them.
+                if quiet:
+                    r1.next = 0
+                    r2.next = 0
+                    rs1.next = False
+                    rs2.next = False
+                else:
+                    r1.next = o1
+                    r2.next = o2
+                    rs1.next = s1
+                    rs2.next = s2
 
-        insts.append(terms_reg)
+            insts.append(terms_reg)
     else:
         prod = _signed(pw)
         rp = _signed(pw) if registered else prod

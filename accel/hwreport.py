@@ -196,17 +196,22 @@ def run_sweep(base: AccelConfig, lanes: Sequence[int], act_bits: Sequence[int],
             if stream is not None and target == "pe":
                 row["layer_macs"] = int(len(stream[0]))
             rows.append(row)
-    first = rows[0]
     return {
         "device": f"iCE40 {device.upper()}", "seeds": seeds, "pe_array_mode": mode,
         "tools": tool_versions(), "transistors_per_cell": dict(synth.TRANSISTORS),
         "dff_transistors": synth.DFF_TRANSISTORS, "cell_library": asic.LIBRARY,
         "cell_clock_ns": asic.CLOCK_NS, "config": base.to_dict(),
-        "shiftadd": summary(first["shiftadd"]), "multiplier": summary(first["multiplier"]),
-        "ratio": first["ratio"],
-        "first": {k: first[k] for k in ("lanes", "act_bits", "exp_bits", "target")},
-        "results": rows,
+        **headline(rows), "results": rows,
     }
+
+
+def headline(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The report's top-level figures: both kinds' and the ratio of the first row, and which
+    configuration that row is."""
+    first = rows[0]
+    return {"shiftadd": summary(first["shiftadd"]), "multiplier": summary(first["multiplier"]),
+            "ratio": first["ratio"],
+            "first": {k: first[k] for k in ("lanes", "act_bits", "exp_bits", "target")}}
 
 
 def summary(m: dict[str, Any]) -> dict[str, Any]:

@@ -95,6 +95,11 @@ def unit_delay_cells(directory: str | Path) -> Path:
     return out
 
 
+# Cycles the VCD runs on after the last stream word (the pipeline drains into the
+# accumulators), before the readout.
+DRAIN_CYCLES = 3
+
+
 def _testbench(config: AccelConfig, top: str, n: int, lanes: int, sel_bits: int,
                hold: bool, latency: int, half_period: int = 5, products: int = 1,
                dump_depth: int = 0) -> str:
@@ -128,7 +133,7 @@ initial begin
         @(negedge clk);
     end
     {after}
-    @(negedge clk); @(negedge clk); @(negedge clk);
+    repeat ({DRAIN_CYCLES}) @(negedge clk);
     $dumpoff;
     for (i = 0; i < {lanes}; i = i + 1) begin
         sel = i;
@@ -215,7 +220,8 @@ def simulate_toggles(netlist_v: str | Path, cell_models: Sequence[str | Path], t
                      dump_depth: int = 0, timeout: float = 600) -> tuple[dict[str, list[int]], int]:
     """Drive a gate-level PE array netlist with the ``(x, codes)`` stream under Icarus, check
     its accumulators against the emulator, and return the toggles of every VCD variable
-    (:func:`parse_vcd_toggles`) and the number of clock cycles the stream took."""
+    (:func:`parse_vcd_toggles`) and the number of clock cycles the VCD covers (the stream and
+    :data:`DRAIN_CYCLES`)."""
     synth.require("iverilog", "vvp")
     c = config
     wd = Path(workdir)
@@ -256,7 +262,7 @@ def simulate_toggles(netlist_v: str | Path, cell_models: Sequence[str | Path], t
         if have is None or semantics.wrap(have, c.acc_bits) != int(want[lane]):
             raise PowerError(f"gate-level netlist disagrees with the emulator on lane {lane}: "
                              f"{have} vs {int(want[lane]) & ((1 << c.acc_bits) - 1)}")
-    return parse_vcd_toggles(wd / "power.vcd"), len(words)
+    return parse_vcd_toggles(wd / "power.vcd"), len(words) + DRAIN_CYCLES
 
 
 def toggle_energy(netlist_v: str | Path, netlist_json: str | Path, top: str,

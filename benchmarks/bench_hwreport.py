@@ -84,13 +84,8 @@ def add_cell_figures(study: dict[str, Any], mode: str, work: Path, log: Any) -> 
                                                     work / name / kind, stream=stream,
                                                     mode=mode, log=log))
         row["ratio"] = hwreport.ratios(row["shiftadd"], row["multiplier"])
-    first = study["results"][0]
     study.update(cell_library=asic.LIBRARY, cell_clock_ns=asic.CLOCK_NS,
-                 tools=hwreport.tool_versions())
-    for kind in hwreport.KINDS:
-        study[kind] = hwreport.summary(first[kind])
-    study["ratio"] = first["ratio"]
-    study["first"] = {k: first[k] for k in ("lanes", "act_bits", "exp_bits", "target")}
+                 tools=hwreport.tool_versions(), **hwreport.headline(study["results"]))
 
 
 def main(argv: list[str] | None = None) -> int:
