@@ -18,6 +18,13 @@
   same without the terms and product registers: the shift-add terms (their signs cleared
   on a zero activation) and the multiplier's product go straight into the accumulator's
   row, one cycle from the activation register to the accumulator.
+  ``mode="carrysave_drain"`` has the lanes of ``carrysave_direct`` and no carry-resolving
+  readout: after the last MAC the lanes take zero products (zero activations) until their
+  own block adders have carried every pending carry through (one block a cycle, see
+  :func:`readout_latency`), and the selected lane's word is then its sum, read through a
+  registered mux.  It trades those cycles at the end of each accumulation (9 for a 40-bit
+  accumulator in 4-bit blocks, the same for both kinds) for the readout pipeline's flip-flops
+  (about 260 at 40 bits, as many as four lanes have).
   ``mode="tree"`` takes ``TREE_PRODUCTS`` activations and as many weights per lane each
   cycle (K MACs per lane per cycle, for both kinds: equal throughput) and sums all the
   products with the accumulator in one compressor tree of full-adder rows and a single
@@ -51,8 +58,9 @@ from . import pe as pe_mod
 
 PE_ARRAY_NAME = "asd_pe_array"
 WRAPPER_NAME = "asd_synth_top"
-MODES = ("pipelined", "direct", "product", "carrysave", "carrysave_direct", "tree")
-CARRYSAVE_MODES = ("carrysave", "carrysave_direct")
+MODES = ("pipelined", "direct", "product", "carrysave", "carrysave_direct", "carrysave_drain",
+         "tree")
+CARRYSAVE_MODES = ("carrysave", "carrysave_direct", "carrysave_drain")
 # Products a lane of the compressor-tree array sums each cycle.
 TREE_PRODUCTS = 4
 # Bits per carry-save block: the longest carry chain of a carry-save lane.
@@ -168,6 +176,11 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
         acc = _signed(acc_bits)
         accs.append(acc)
         insts.append(_lane_regs(clk, rst, load, wload, wreg, prod, acc, acc_bits, mode))
+    if mode == "carrysave_drain":
+        word = _unsigned(acc_bits)
+        insts += [mux_tree(sel, [a.word for a in accs], word),
+                  _slice_reg(clk, rst, word, 0, acc_bits, acc_out)]
+        return insts
     if mode in CARRYSAVE_MODES:
         insts.append(_carrysave_readout(clk, rst, sel, accs, acc_out, acc_bits))
         return insts
@@ -419,7 +432,11 @@ def carry_blocks(acc_bits: int, block: int | None = None) -> list[tuple[int, int
 
 
 def readout_latency(config: AccelConfig, mode: str) -> int:
-    """Cycles from a change of ``sel`` to that lane's sum on ``acc_out``."""
+    """Cycles from a change of ``sel`` to that lane's sum on ``acc_out``; in
+    ``carrysave_drain`` also the zero-product cycles after the last MAC before the first
+    lane is read (a carry crosses one block boundary a cycle)."""
+    if mode == "carrysave_drain":  # a cycle per block boundary, then the readout register
+        return len(carry_blocks(config.acc_bits))
     if mode not in CARRYSAVE_MODES:
         return 1
     # select, add the carries in, one drain stage per readout block boundary

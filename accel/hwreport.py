@@ -41,7 +41,7 @@ KINDS = ("shiftadd", "multiplier")
 TARGETS = ("pe", "core")
 METRICS = ("lut4", "carry", "ff", "fmax_mhz", "gates", "logic_depth", "transistors",
            "toggle_energy", "toggle_energy_zero_delay", "asic_area", "asic_crit_ns",
-           "asic_energy_pj")
+           "asic_energy_pj", "asic_energy_pj_zero_delay")
 # Higher is better for Fmax; the critical path is 1/Fmax.
 LABELS = {"lut4": "iCE40 LUT4", "carry": "iCE40 carry", "ff": "flip-flops",
           "fmax_mhz": "Fmax (MHz)", "crit_ns": "critical path (ns)", "gates": "gates",
@@ -50,6 +50,8 @@ LABELS = {"lut4": "iCE40 LUT4", "carry": "iCE40 carry", "ff": "flip-flops",
           "glitch_share": "energy share: glitches", "ff_energy_share": "energy share: flip-flops",
           "asic_area": "cell area (um^2)", "asic_crit_ns": "cell critical path (ns)",
           "asic_energy_pj": "cell energy (pJ)",
+          "asic_energy_pj_zero_delay": "cell energy (0-delay, pJ)",
+          "asic_glitch_share": "cell energy share: glitches",
           "asic_ff_energy_share": "cell energy share: flip-flops"}
 
 Stream = tuple[NDArray[np.int64], NDArray[np.int64]]
@@ -135,19 +137,24 @@ def measure_cells(config: AccelConfig, target: str, workdir: str | Path, *,
         srcs, top, _ = designs.write_design(config, target, wd / "rtl", mode)
     say(f"{target} {config.pe}: standard cells ({asic.LIBRARY}), OpenSTA")
     cells = asic.map_cells(srcs, top, wd / "cells", timeout=timeout)
+    crit = asic.critical_path(cells.netlist_v, top, wd / "sta", timeout=timeout)
     res: dict[str, Any] = {"asic_area": cells.area, "asic_ff_area": cells.ff_area,
-                           "asic_cells": cells.cells,
-                           "asic_crit_ns": asic.critical_path(cells.netlist_v, top, wd / "sta",
-                                                              timeout=timeout),
+                           "asic_cells": cells.cells, "asic_crit_ns": crit,
                            "asic_energy_pj": None}
     if target == "pe" and stream is not None:
-        say(f"{target} {config.pe}: cell-level simulation of {len(stream[0])} MACs, "
-            "OpenSTA power")
+        say(f"{target} {config.pe}: cell-level simulation of {len(stream[0])} MACs (timed by "
+            "OpenSTA's delays, and at zero delay), OpenSTA power")
         en = asic.energy_per_mac(cells.netlist_v, top, config, stream[0], stream[1],
-                                 wd / "cell-power", mode=mode, timeout=timeout)
+                                 wd / "cell-power", mode=mode,
+                                 period_ns=max(asic.CLOCK_NS, 1.5 * crit), timeout=timeout)
+        zero = asic.energy_per_mac(cells.netlist_v, top, config, stream[0], stream[1],
+                                   wd / "cell-power-zero-delay", mode=mode, timed=False,
+                                   timeout=timeout)
         res["asic_energy_pj"] = en.energy_pj
         res["asic_pj_per_mac"] = round(en.pj_per_mac, 3)
         res["asic_ff_energy_share"] = en.ff_share
+        res["asic_energy_pj_zero_delay"] = zero.energy_pj
+        res["asic_glitch_share"] = round(1 - zero.energy_pj / en.energy_pj, 3)
     return res
 
 
@@ -229,7 +236,7 @@ def _fmt(v: Any) -> str:
 TABLE_METRICS = ("lut4", "carry", "ff", "fmax_mhz", "crit_ns", "gates", "logic_depth",
                  "transistors", "toggle_energy", "toggle_energy_zero_delay", "glitch_share",
                  "ff_energy_share", "asic_area", "asic_crit_ns", "asic_energy_pj",
-                 "asic_ff_energy_share")
+                 "asic_energy_pj_zero_delay", "asic_glitch_share", "asic_ff_energy_share")
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:

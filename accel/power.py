@@ -102,11 +102,13 @@ DRAIN_CYCLES = 3
 
 def _testbench(config: AccelConfig, top: str, n: int, lanes: int, sel_bits: int,
                hold: bool, latency: int, half_period: int = 5, products: int = 1,
-               dump_depth: int = 0) -> str:
+               dump_depth: int = 0, sdf: Path | None = None) -> str:
     """``n`` cycles of ``{w_in, x_in}`` words from ``stream.hex``, ``products`` MACs a lane
-    each; the VCD holds ``dump_depth`` levels of the design (0: all)."""
+    each; the VCD holds ``dump_depth`` levels of the design (0: all); ``sdf``: the delays
+    annotated on the design's cells."""
     c = config
     after = "load = 1;" if hold else "x_in = 0; w_in = 0; load = 0;"
+    annotate = f'$sdf_annotate("{sdf.resolve()}", dut);' if sdf else ""
     wbits = c.lanes * products * c.code_bits
     xbits = products * c.act_bits
     return f"""`timescale 1ns/1ns
@@ -124,6 +126,7 @@ integer i;
           .acc_out(acc_out));
 always #{half_period} clk = ~clk;
 initial begin
+    {annotate}
     $readmemh("stream.hex", stim);
     @(negedge clk); @(negedge clk); rst = 0;
     $dumpfile("power.vcd");
@@ -217,11 +220,19 @@ def parse_vcd_toggles(path: str | Path) -> dict[str, list[int]]:
 def simulate_toggles(netlist_v: str | Path, cell_models: Sequence[str | Path], top: str,
                      config: AccelConfig, x: NDArray[np.int64], codes: NDArray[np.int64],
                      workdir: str | Path, *, mode: str = "pipelined", half_period: int = 5,
-                     dump_depth: int = 0, timeout: float = 600) -> tuple[dict[str, list[int]], int]:
+                     dump_depth: int = 0, sdf: str | Path | None = None,
+                     timeout: float = 600) -> tuple[dict[str, list[int]], int]:
     """Drive a gate-level PE array netlist with the ``(x, codes)`` stream under Icarus, check
     its accumulators against the emulator, and return the toggles of every VCD variable
     (:func:`parse_vcd_toggles`) and the number of clock cycles the VCD covers (the stream and
-    :data:`DRAIN_CYCLES`)."""
+    :data:`DRAIN_CYCLES`).
+
+    ``sdf``: a delay file for the netlist's cells (their Verilog models' ``specify`` paths,
+    which Icarus then honours: ``-gspecify``; ``-Tmax`` takes the file's ``(min::max)``
+    triples at their maximum).  Every cell then switches after its own delay, inertially
+    (a pulse shorter than the delay is swallowed), so the VCD holds the glitches the silicon
+    makes; ``half_period`` (ns) must leave the slowest path time to settle, which the check
+    against the emulator enforces."""
     synth.require("iverilog", "vvp")
     c = config
     wd = Path(workdir)
@@ -234,8 +245,10 @@ def simulate_toggles(netlist_v: str | Path, cell_models: Sequence[str | Path], t
     (wd / "stream.hex").write_text("".join(f"{(ww << xbits) | xw:x}\n" for xw, ww in words))
     (wd / "tb_power.v").write_text(_testbench(c, top, len(words), c.lanes, sel_bits(c.lanes),
                                                 mode == "product", readout_latency(c, mode),
-                                                half_period, k, dump_depth))
-    build = ["iverilog", "-g2005", "-o", "power.vvp", "tb_power.v",
+                                                half_period, k, dump_depth,
+                                                None if sdf is None else Path(sdf)))
+    timing = ["-gspecify", "-Tmax"] if sdf is not None else []
+    build = ["iverilog", "-g2005", *timing, "-o", "power.vvp", "tb_power.v",
              str(Path(netlist_v).resolve()), *(str(m) for m in cell_models)]
     try:
         p = subprocess.run(build, cwd=wd, capture_output=True, text=True, timeout=timeout)
@@ -251,6 +264,10 @@ def simulate_toggles(netlist_v: str | Path, cell_models: Sequence[str | Path], t
     out = p.stdout
     if "PWR-END" not in out:
         raise PowerError(f"power simulation did not finish:\n{(out + p.stderr)[-2000:]}")
+    sdf_errors = [line for line in out.splitlines() if "SDF ERROR" in line]
+    if sdf_errors:  # a delay left unannotated would quietly be the model's own
+        raise PowerError(f"{len(sdf_errors)} SDF annotation errors, e.g.:\n"
+                         + "\n".join(sdf_errors[:3]))
     got = {int(m.group(1)): int(m.group(2), 16)
            for m in re.finditer(r"PWR-ACC (\d+) ([0-9a-fA-FxzXZ]+)", out)
            if all(ch in "0123456789abcdefABCDEF" for ch in m.group(2))}

@@ -14,7 +14,8 @@ import numpy as np
 from asd_cli.main import UserError
 
 # accel.designs.MODES (not imported here: MyHDL is slow to load for --help).
-PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave", "carrysave_direct", "tree")
+PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave", "carrysave_direct",
+                  "carrysave_drain", "tree")
 
 EPILOG = """\
 examples:
@@ -24,6 +25,8 @@ examples:
   asd hwreport --target pe --mode carrysave --lanes 4 --act-bits 16  # -54% critical path
   asd hwreport --target pe --mode carrysave_direct --lanes 8 --act-bits 16
                         # no product register: flip-flops equal, lowest power proxy
+  asd hwreport --target pe --mode carrysave_drain --lanes 4 --act-bits 16 --exp-bits 4 \
+               --config a40.toml  # lanes drain their own carries: one readout register
   asd hwreport --target pe --mode tree --lanes 2 # 4 MACs a lane a cycle, one adder tree
   asd hwreport --target pe --mode tree --lanes 1 --act-bits 16 --exp-bits 3,4 --config a40.toml
                         # 8 or 16 digit positions; a40.toml holds "acc_bits = 40"
@@ -39,7 +42,8 @@ convolution of the bundled digits CNN, quantized to ASD, on a real digit), with 
 delay per gate so glitches count, and again with zero-delay gates.  The same designs
 are also mapped onto real standard cells (OSU 0.18 um, the Liberty file of Debian's
 qflow-tech-osu018): cell area, OpenSTA's critical path and, for the PE array, the Liberty
-power of the cell netlist simulated on the same MACs (clock pins included).  Ratios are
+power of the cell netlist simulated on the same MACs with OpenSTA's delay of every cell
+(SDF; glitches count, clock pins included), and again at zero delay.  Ratios are
 shiftadd / multiplier.  Writes hwreport.md, hwreport.json and hwreport.png to -o DIR.
 Needs yosys, nextpnr-ice40, iverilog, OpenSTA and the cell library: sudo apt-get install
 yosys nextpnr-ice40 fpga-icestorm iverilog opensta qflow-tech-osu018."""
@@ -68,8 +72,10 @@ def register(sub: Any) -> None:
                         "the core lane's single-cycle MAC (direct), the product stage alone "
                         "(product), a carry-save accumulator resolved once per output "
                         "(carrysave), the same without the product register "
-                        "(carrysave_direct), or four MACs a lane per cycle summed with the "
-                        "accumulator in one compressor tree and one adder (tree)")
+                        "(carrysave_direct), the same with lanes that drain their own "
+                        "carries before a one-register readout (carrysave_drain), or four "
+                        "MACs a lane per cycle summed with the accumulator in one compressor "
+                        "tree and one adder (tree)")
     p.add_argument("--macs", type=int, default=2000,
                    help="MACs of the layer simulated for the power proxy (default 2000)")
     p.add_argument("--timeout", type=float, default=900,

@@ -45,6 +45,7 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "hwreport.json"
 # name -> (target, PE array mode)
 STUDIES = {"pe_pipelined": ("pe", "pipelined"), "pe_carrysave": ("pe", "carrysave"),
            "pe_carrysave_direct": ("pe", "carrysave_direct"),
+           "pe_carrysave_drain": ("pe", "carrysave_drain"),
            "pe_product": ("pe", "product"), "pe_tree": ("pe", "tree"),
            "core": ("core", "pipelined")}
 
@@ -66,7 +67,7 @@ def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     kept = [{"seeds": old["seeds"], **r} for r in old["results"] if _row_key(r) not in fresh]
     rows = kept + [{**r, "seeds": new["seeds"]} for r in new["results"]]
     rows.sort(key=_row_key)
-    return {**new, "results": rows}
+    return {**new, **hwreport.headline(rows), "results": rows}
 
 
 def add_cell_figures(study: dict[str, Any], mode: str, work: Path, log: Any) -> None:

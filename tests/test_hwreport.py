@@ -4,6 +4,7 @@ configuration (marker ``synth``: Yosys, nextpnr-ice40, Icarus and OpenSTA really
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,20 @@ def test_carrysave_flow_small(tmp_path: Path) -> None:
          "results": [e2, e3]})
 
 
+@pytest.mark.synth
+def test_carrysave_drain_flow_small(tmp_path: Path) -> None:
+    """The carry-save array whose lanes drain their own carries through the whole flow: the
+    netlists' sums are read after the drain and equal the emulator's, and the readout is one
+    register of the accumulator's width (no carry-resolving stages)."""
+    [row] = small_pe_flow(tmp_path, "carrysave_drain", lanes=2, macs=200)
+    c = AccelConfig(lanes=2, act_bits=4, exp_bits=3, acc_bits=20)
+    lane = c.acc_bits + len(designs.carry_blocks(c.acc_bits)) - 1  # word and block carries
+    weight = {"shiftadd": c.code_bits, "multiplier": c.window + 2}
+    for kind, extra in (("shiftadd", 1), ("multiplier", 0)):  # x == 0 flag for the shifts
+        assert row[kind]["ff"] == c.lanes * (lane + weight[kind]) + c.act_bits + extra \
+            + c.acc_bits
+
+
 def small_pe_flow(tmp_path: Path, mode: str, lanes: int, macs: int,
                   exp_bits: tuple[int, ...] = (3,)) -> list[dict]:
     """Small PE arrays (4-bit activations) of ``mode`` through the whole flow, 1 seed, one
@@ -169,6 +184,10 @@ def small_pe_flow(tmp_path: Path, mode: str, lanes: int, macs: int,
             assert 0 < m["asic_ff_area"] < m["asic_area"]
             assert 0.1 < m["asic_crit_ns"] < 50
             assert m["asic_pj_per_mac"] == round(m["asic_energy_pj"] / macs, 3)
+            # Timed, a net switches at least as often as its settled value changes.
+            assert 0 < m["asic_energy_pj_zero_delay"] <= m["asic_energy_pj"]
+            assert m["asic_glitch_share"] == round(
+                1 - m["asic_energy_pj_zero_delay"] / m["asic_energy_pj"], 3)
             assert 0 < m["asic_ff_energy_share"] < 1
             assert sum(n for c, n in m["asic_cells"].items() if asic.is_flip_flop(c)) == m["ff"]
         assert row["shiftadd"]["mul_cells"] == 0
@@ -265,10 +284,11 @@ def test_power_result_splits_flip_flops_from_logic() -> None:
 def test_bench_adds_rows_without_losing_others() -> None:
     """``bench_hwreport.py --add-rows``: the new rows replace those of the same lanes,
     activation width, exponent field, accumulator and target; the others stay, with the
-    seeds they were measured with."""
+    seeds they were measured with, and the headline is the first row's of the merge."""
     def row(lanes: int, act: int, tag: str, exp: int = 3, acc: int = 32) -> dict:
         return {"lanes": lanes, "act_bits": act, "exp_bits": exp, "acc_bits": acc,
-                "target": "pe", "tag": tag}
+                "target": "pe", "tag": tag, "shiftadd": {"lut4": lanes * act},
+                "multiplier": {"lut4": 2 * lanes * act}, "ratio": {"lut4": 0.5}}
 
     old = {"seeds": 5, "results": [row(1, 4, "old"), row(1, 8, "old"), row(4, 8, "old"),
                                    row(1, 16, "old", 4, 40)]}
@@ -278,7 +298,9 @@ def test_bench_adds_rows_without_losing_others() -> None:
            for r in merged["results"]]
     assert got == [(1, 4, 3, "old", 5), (1, 8, 3, "new", 3), (1, 16, 3, "new", 3),
                    (1, 16, 4, "old", 5), (4, 8, 3, "old", 5)]
-    assert merged["first"] == {"lanes": 1} and merged["seeds"] == 3
+    assert merged["seeds"] == 3
+    assert merged["first"] == {"lanes": 1, "act_bits": 4, "exp_bits": 3, "target": "pe"}
+    assert merged["shiftadd"]["lut4"] == 4 and merged["multiplier"]["lut4"] == 8
 
 
 POWER_REPORT = """
@@ -337,3 +359,35 @@ def test_cell_energy_follows_the_stream(tmp_path: Path) -> None:
     assert 0 < idle.energy_pj < busy.energy_pj
     # The clock reaches every flip-flop whatever the data: their share grows when idle.
     assert 0 < busy.ff_share < idle.ff_share < 1
+    # Timed by OpenSTA's delays, nets whose inputs arrive apart glitch: more energy than
+    # at zero delay on the same stream.
+    flat = asic.energy_per_mac(cells.netlist_v, top, c, x, codes, tmp_path / "flat",
+                               mode="carrysave", timed=False)
+    assert flat.cycles == busy.cycles and 0 < flat.energy_pj < busy.energy_pj
+
+
+@pytest.mark.synth
+def test_cell_delays_are_annotated(tmp_path: Path) -> None:
+    """The timed simulation runs on the delays of the SDF file, not the models' own: with
+    every cell slowed to 40 ns the array cannot settle in its clock and the run is refused
+    (Icarus ignores delays it cannot read without a word; this catches it)."""
+    c = AccelConfig(lanes=1, act_bits=4, exp_bits=2, acc_bits=12)
+    srcs, top, _ = designs.write_design(c, "pe", tmp_path / "rtl", "carrysave_direct")
+    cells = asic.map_cells(srcs, top, tmp_path / "cells")
+    sdf = asic.write_sdf(cells.netlist_v, top, tmp_path / "sdf")
+    text = sdf.read_text()
+    assert text.count("(IOPATH") >= sum(n for cl, n in cells.cells.items()
+                                        if not asic.is_flip_flop(cl)) > 0
+    slow = tmp_path / "slow.sdf"
+    slow.write_text(re.sub(r"\(IOPATH (\S+) (\S+) .*\)",
+                           r"(IOPATH \1 \2 (40.0::40.0) (40.0::40.0))", text))
+    rng = np.random.default_rng(5)
+    x = rng.integers(1, 8, 30)
+    codes = rng.integers(0, 1 << c.code_bits, (30, 1))
+    _, models = asic.library()
+    power.simulate_toggles(cells.netlist_v, [models], top, c, x, codes, tmp_path / "ok",
+                           mode="carrysave_direct", sdf=sdf, dump_depth=1)
+    with pytest.raises(power.PowerError, match="disagrees with the emulator"):
+        power.simulate_toggles(cells.netlist_v, [models], top, c, x, codes,
+                               tmp_path / "slow", mode="carrysave_direct", sdf=slow,
+                               dump_depth=1)
