@@ -224,7 +224,7 @@ def energy_per_mac(netlist_v: str | Path, top: str, config: AccelConfig,
     sdf = write_sdf(netlist_v, top, wd, timeout=timeout) if timed else None
     toggles, span = power.simulate_toggles(netlist_v, [models], top, config, x, codes, wd,
                                            mode=mode, dump_depth=1, sdf=sdf,
-                                           half_period=max(5, math.ceil(period_ns / 2)),
+                                           half_period=math.ceil(period_ns / 2),
                                            timeout=timeout)
     declared = set(re.findall(r"(?m)^\s*(?:wire|input|output)\s+(?:\[[\d:]+\]\s+)?(\S+);",
                               Path(netlist_v).read_text()))

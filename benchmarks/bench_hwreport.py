@@ -1,5 +1,5 @@
-"""The full hardware sweep: both PE kinds, PE array (pipelined, carry-save, product stage)
-and core.
+"""The full hardware sweep: both PE kinds, PE array (pipelined, carry-save, compressor tree,
+product stage) and core.
 
     python benchmarks/bench_hwreport.py [--lanes 1,4,8] [--act-bits 4,8] [--core-lanes 1,4]
                                         [--exp-bits 3] [--acc-bits 32]
@@ -14,6 +14,9 @@ Prints one table per study and writes benchmarks/results/hwreport.json:
   PE's two terms handed over unresolved;
 * ``pe_carrysave_direct``: the same without the terms and product registers (one cycle
   from the activation register into the accumulator, for both kinds);
+* ``pe_carrysave_drain``: those lanes with a one-register readout (the lanes drain their own
+  carries after the last MAC instead of a carry-resolving readout pipeline);
+* ``pe_tree``: four MACs a lane per cycle summed with the accumulator in one compressor tree;
 * ``pe_product``: the product stage alone (weight/activation registers -> PE -> register);
 * ``core``: the whole core (the default 8 lanes do not fit an iCE40 HX8K: Fmax is n/a there,
   area figures are still measured).
