@@ -211,12 +211,14 @@ def conv_source(g: _Geom, nblocks: int, rem: int, cout: int, out_base: int, relu
 
 
 def vector_source(mode: str, g: _Geom, nblocks: int, rem: int, cout: int, out_base: int,
-                  relu: bool, act: bool, const_base: int, cfg: AccelConfig, title: str) -> str:
+                  relu: bool, act: bool, const_base: int, cfg: AccelConfig, title: str,
+                  params_step: int = 0) -> str:
     """Per-lane (channel) operations: ``dw`` depthwise conv (LOADW per tap, VMAC), ``avg``
-    average pool (VMAC with weight 1.0), ``max`` max pool (VLD of the minimum, VMAX)."""
+    average pool (VMAC with weight 1.0), ``max`` max pool (VLD of the minimum, VMAX).
+    ``params_step``: parameter words per block of ``avg`` (0: every block reads the same)."""
     runs = g.kernel_rows(g.kw)
     _check_counts(g.oh, g.ow, *(n for n, _ in runs))
-    pwords = (3 if act else 2) if mode == "dw" else 0
+    pwords = (3 if act else 2) if mode == "dw" else params_step
 
     def body(n: int, tag: str) -> list[str]:
         lines = ["    ADDI r1, r7, 0", "    ADDI r2, r6, 0", f"    LOOP {g.oh}, rows_{tag}",
@@ -241,7 +243,9 @@ def vector_source(mode: str, g: _Geom, nblocks: int, rem: int, cout: int, out_ba
         lines += [f"px_{tag}:", f"    ADDI r1, r1, {s16(g.row_step)}", f"rows_{tag}:",
                   f"    ADDI r7, r7, {cfg.lanes}", f"    ADDI r6, r6, {cfg.lanes}"]
         if mode == "dw":
-            lines += [f"    ADDI r5, r5, {g.kh * g.kw}", f"    ADDI r3, r3, {pwords}"]
+            lines += [f"    ADDI r5, r5, {g.kh * g.kw}"]
+        if pwords:
+            lines += [f"    ADDI r3, r3, {pwords}"]
         return lines
 
     head = [f"; {title}",
@@ -255,8 +259,9 @@ def vector_source(mode: str, g: _Geom, nblocks: int, rem: int, cout: int, out_ba
 
 
 def add_source(npix: int, c: int, b_base: int, nblocks: int, rem: int, out_base: int,
-               relu: bool, act: bool, cfg: AccelConfig, title: str) -> str:
-    """Residual add: two VMACs with the inputs' scale codes, then REQ (+ACT)."""
+               relu: bool, act: bool, cfg: AccelConfig, title: str, params_step: int = 0) -> str:
+    """Residual add: two VMACs with the inputs' scale codes, then REQ (+ACT);
+    ``params_step``: parameter words per block (0: every block reads the same)."""
     _check_counts(npix)
 
     def body(n: int, tag: str) -> list[str]:
@@ -265,6 +270,8 @@ def add_source(npix: int, c: int, b_base: int, nblocks: int, rem: int, out_base:
                  f"      VMAC r1, {n}, {c}", "      LOADW r0, -1", f"      VMAC r4, {n}, {c}"]
         lines += _finish("clr", relu, act, n, c, 0)
         lines += [f"px_{tag}:", f"    ADDI r7, r7, {cfg.lanes}", f"    ADDI r6, r6, {cfg.lanes}"]
+        if params_step:
+            lines += [f"    ADDI r3, r3, {params_step}"]
         return lines
 
     head = [f"; {title}", f"; {npix} pixels of {c} channels: a at 0, b at {b_base}",
@@ -294,6 +301,24 @@ def _param_words(ql: QLayer, ch: slice, nblocks: int, cfg: AccelConfig,
     if sp is not None:
         cols.append(_lane_words(sp[ch], nblocks, cfg.lanes, one))
     return np.stack(cols, axis=1).reshape(-1, cfg.lanes)
+
+
+def _shares_params(ql: QLayer) -> bool:
+    """Whether all the layer's channels have the same requant and slope words (true of an
+    average pool or an add unless a PReLU gives each channel its own slope: their scales
+    are per tensor)."""
+    return all(np.all(v == v[0]) for v in (ql.req_params, ql.slope_params) if v is not None)
+
+
+def _unbiased_params(ql: QLayer, ch: slice, nblocks: int, cfg: AccelConfig) -> tuple[I64, int]:
+    """BMEM words of a layer without bias (average pool, add) for channels ``ch``, and the
+    words the parameter pointer steps per block: one set that every block reads when the
+    channels share them, else one set per block."""
+    if _shares_params(ql):
+        one = _param_words(ql, slice(0, 1), 1, cfg, bias=False)[:, :1]
+        return one.repeat(cfg.lanes, axis=1), 0
+    words = _param_words(ql, ch, nblocks, cfg, bias=False)
+    return words, len(words) // nblocks
 
 
 def _image(source: str, cfg: AccelConfig, weights: I64, params: I64, acts: I64,
@@ -450,6 +475,8 @@ class Lowerer:
         kh, kw = lay.kernel
         per_block_w = kh * kw if mode == "dw" else 0
         pwords = (3 if act else 2) if mode == "dw" else 0
+        if mode == "avg" and not _shares_params(ql):
+            pwords = 2 if act else 1  # requant [, slope] per block
         lanes = cfg.lanes
         const_len = lanes if mode == "max" else 0
         nblk = math.ceil(cin / lanes)
@@ -487,6 +514,7 @@ class Lowerer:
         nblocks = math.ceil(c / cfg.lanes)
         rem = c % cfg.lanes
         sl = slice(*ch)
+        params_step = 0
         if mode == "dw":
             assert ql.w_int is not None
             wt = ql.w_codes[sl, 0].transpose(1, 2, 0)  # (KH, KW, C)
@@ -496,8 +524,7 @@ class Lowerer:
             params = _param_words(ql, sl, nblocks, cfg, bias=True)
         elif mode == "avg":
             weights = np.full((1, cfg.lanes), self.q.unit_code, np.int64)
-            params = _param_words(ql, slice(0, 1), 1, cfg, bias=False)[:, :1].repeat(
-                cfg.lanes, axis=1)
+            params, params_step = _unbiased_params(ql, sl, nblocks, cfg)
         else:
             weights = np.zeros((0, cfg.lanes), np.int64)
             params = np.zeros((0, cfg.lanes), np.int64)
@@ -510,7 +537,7 @@ class Lowerer:
             const_base = in_len + out_len
             title = f"{lay.name}: {mode} rows {o0}..{o1 - 1}, channels {ch[0]}..{ch[1] - 1}"
             src = vector_source(mode, gg, nblocks, rem, c, in_len, ql.relu, act, const_base,
-                                cfg, title)
+                                cfg, title, params_step)
             acts = np.full(const_len, cfg.act_min, np.int64)
             img = _image(src, cfg, weights, params, acts, const_base if const_len else 0,
                          {"input": (0, in_len), "output": (in_len, out_len)})
@@ -526,9 +553,10 @@ class Lowerer:
         act = ql.slope_ints is not None
         lanes = cfg.lanes
         weights = np.array([[ql.add_codes[0]] * lanes, [ql.add_codes[1]] * lanes], np.int64)
-        params = _param_words(ql, slice(0, 1), 1, cfg, bias=False)[:, :1].repeat(lanes, axis=1)
         nblk = math.ceil(cin / lanes)
         gb = min(nblk, max(1, STORE_INC_MAX // lanes))
+        if not _shares_params(ql):  # requant [, slope] per block
+            gb = min(gb, max(1, cfg.bmem_depth // (2 if act else 1)))
         while True:
             groups = _split(nblk, gb)
             c = min(groups[0][1] * lanes, cin) - groups[0][0] * lanes
@@ -543,11 +571,12 @@ class Lowerer:
             ch = (b0 * lanes, min(b1 * lanes, cin))
             c = ch[1] - ch[0]
             nblocks = math.ceil(c / lanes)
+            params, params_step = _unbiased_params(ql, slice(*ch), nblocks, cfg)
             for o0, o1 in _bands(h, min(h, cfg.amem_depth // (3 * w * c))):
                 n = (o1 - o0) * w * c
                 title = f"{lay.name}: add rows {o0}..{o1 - 1}, channels {ch[0]}..{ch[1] - 1}"
                 src = add_source((o1 - o0) * w, c, n, nblocks, c % lanes, 2 * n, ql.relu, act,
-                                 cfg, title)
+                                 cfg, title, params_step)
                 img = _image(src, cfg, weights, params, np.zeros(0, np.int64), 0,
                              {"input": (0, 2 * n), "output": (2 * n, n)})
                 ins = [TileInput(lay.inputs[0], (o0, o1), ch, 0),
