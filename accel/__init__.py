@@ -1,5 +1,6 @@
 """The MyHDL cycle-accurate core, HDL export, simulator backends and synthesis reports.
-Imports `emu` for the ISA table, configuration and program image only.
+Imports `contract` (ISA table, configuration, weight code, image, semantics); the emulator
+only as the `emu` backend.
 
 ``accel.backends.run(image, backend)`` runs an image on ``myhdl``, ``icarus``, ``ghdl`` or
 ``verilator`` (or the ``emu`` emulator); ``accel.export`` writes the core as Verilog or VHDL

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 
 from . import power, synth
 

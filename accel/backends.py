@@ -14,8 +14,8 @@ import importlib
 import time
 from typing import Any
 
-from emu.config import AccelConfig
-from emu.image import Image
+from contract.config import AccelConfig
+from contract.image import Image
 
 from .result import BackendError, BackendResult, BackendTimeout, SimulatorMissing
 
@@ -47,7 +47,7 @@ def run(image: Image, backend: str = "myhdl", *, config: AccelConfig | None = No
     """Run ``image`` to HALT on ``backend``.
 
     ``config`` (default: the image's own) may change only the PE kind: an image built for
-    another configuration is refused with :class:`emu.image.ImageError`.  Raises
+    another configuration is refused with :class:`contract.image.ImageError`.  Raises
     :class:`SimulatorMissing` when the simulator is not installed, :class:`BackendTimeout`
     after ``timeout`` seconds or ``max_cycles`` cycles, :class:`BackendError` otherwise.
     """

@@ -3,7 +3,7 @@
 Structure (all of it convertible to Verilog and VHDL):
 
 * fetch/decode: the instruction at ``pc`` is read combinationally from IMEM; every opcode
-  constant and every field position comes from :mod:`emu.isa` (``isa.OPCODES`` and
+  constant and every field position comes from :mod:`contract.isa` (``isa.OPCODES`` and
   ``isa.field_offsets``), so the table stays the only copy of the encoding.
 * address registers ``R0..R7`` with two read ports and post-increments (both apply when a MAC
   names the same register twice);
@@ -33,9 +33,9 @@ from typing import Any
 
 from myhdl import ResetSignal, Signal, always_comb, always_seq, block, intbv, modbv
 
-from asd import hwcode
-from emu import isa
-from emu.config import AccelConfig
+from contract import hwcode, isa
+from contract.config import AccelConfig
+from contract.errors import AsdError
 
 from . import pe as pe_mod
 
@@ -50,7 +50,7 @@ DBG_BITS = 5  # selects one of up to 32 lanes / 8 registers after HALT
 REQ_SHIFT_BITS = isa.REQ_SHIFT_BITS
 
 
-class RTLError(RuntimeError):
+class RTLError(RuntimeError, AsdError):
     """The RTL cannot be built for this table or configuration."""
 
 

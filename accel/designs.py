@@ -50,8 +50,8 @@ from typing import Any
 
 from myhdl import ConcatSignal, Signal, always_comb, always_seq, block, concat, intbv
 
-from asd import hwcode
-from emu.config import AccelConfig
+from contract import hwcode
+from contract.config import AccelConfig
 
 from . import core as core_mod
 from . import pe as pe_mod

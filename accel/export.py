@@ -13,7 +13,7 @@ reader of the same files (VHDL), runs the core to HALT and prints, one item a li
 
 or ``ASD-TIMEOUT <hex>`` when the cycle limit is reached first.  The simulator backends run
 exactly these testbenches (Icarus under MyHDL co-simulation), so the exported files are the
-ones the test suite checks.  Hex files are written by :meth:`emu.image.Image.readmemh`.
+ones the test suite checks.  Hex files are written by :meth:`contract.image.Image.readmemh`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from emu.config import AccelConfig
-from emu.image import Image
+from contract.config import AccelConfig
+from contract.image import Image
 
 from . import core as core_mod
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 
 from . import asic, designs, power, synth
 

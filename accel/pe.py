@@ -1,6 +1,6 @@
 """Processing elements: ``x`` times a two-digit weight, in two hardware forms.
 
-``shiftadd``: the code ``| s1 | e1 | s2 | e2 |`` (see :mod:`asd.hwcode`) selects two barrel
+``shiftadd``: the code ``| s1 | e1 | s2 | e2 |`` (see :mod:`contract.hwcode`) selects two barrel
 shifts of ``x``; no negation carry chain sits in front of the one adder.  The first sign is
 folded in as ``(s1 ? ~t1 : t1) + s1`` (two's complement negation is invert-and-add-one, the +1
 the adder's carry-in); the second digit shifts ``-x`` when negative, with ``-x`` computed once
@@ -24,7 +24,7 @@ from typing import Any
 
 from myhdl import Signal, always_comb, block, concat, intbv
 
-from asd import hwcode
+from contract import hwcode
 
 
 def _signed(bits: int) -> Signal:
@@ -237,7 +237,7 @@ def product_bits(xbits: int, exp_bits: int) -> int:
 
 @block
 def decode_code(code: Any, value: Any, exp_bits: int) -> Any:
-    """``value`` = the integer a code stands for (``asd.hwcode.to_int``), for the multiplier."""
+    """``value`` = the integer a code stands for (``hwcode.to_int``), for the multiplier."""
     wbits = hwcode.window(exp_bits) + 2
     s1, s2 = Signal(bool(0)), Signal(bool(0))
     sh1, sh2 = _unsigned(exp_bits), _unsigned(exp_bits)

@@ -34,17 +34,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from emu import semantics
-from emu.config import AccelConfig
+from contract import semantics
+from contract.config import AccelConfig
+from contract.errors import AsdError
+from contract.image import Image
 from emu.emulator import Machine
-from emu.image import Image
 
 from . import synth
 
 SIMCELLS_CANDIDATES = ("/usr/share/yosys/simcells.v", "/usr/local/share/yosys/simcells.v")
 
 
-class PowerError(RuntimeError):
+class PowerError(RuntimeError, AsdError):
     """The power simulation could not run or did not reproduce the emulator."""
 
 

@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from emu.config import AccelConfig
-from emu.image import region_of
-from emu.semantics import wrap
+from contract.config import AccelConfig
+from contract.errors import AsdError
+from contract.image import region_of
+from contract.semantics import wrap
 
 
-class BackendError(RuntimeError):
+class BackendError(RuntimeError, AsdError):
     """A simulator run that failed: bad output, a crash, or a build error."""
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.errors import AsdError
+
 INSTALL = "sudo apt-get install yosys nextpnr-ice40 fpga-icestorm"
 DEVICE = "hx8k"
 PACKAGE = {"hx8k": "ct256", "hx1k": "tq144", "up5k": "sg48", "lp8k": "cm81"}
@@ -48,7 +50,7 @@ DFF_TRANSISTORS = 24
 DFF_EXTRA = {"R": 4, "S": 4, "E": 8}  # per reset/set input, per enable (a feedback mux)
 
 
-class SynthError(RuntimeError):
+class SynthError(RuntimeError, AsdError):
     """A synthesis or place-and-route run failed; the message quotes the tool's output."""
 
 

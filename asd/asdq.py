@@ -2,11 +2,11 @@
 
 A value ``v = sum_k d_k * 2**-e_k`` with ``d_k in {-1, 0, +1}``, at most K non-zero digits, at
 distinct positions ``e_k in 0 .. W-1`` where ``W = 2**E`` (E exponent bits).  Every such value is
-an integer times ``2**-(W-1)``; the code works on that integer (``asd.hwcode.to_int``'s unit).
+an integer times ``2**-(W-1)``; the code works on that integer (``contract.hwcode.to_int``'s unit).
 
 Codes (all most-significant bit first):
 
-* K=2: exactly :mod:`asd.hwcode`'s canonical code, ``2*(1+E)`` bits (8 for E=3).  The quantizer
+* K=2: exactly :mod:`contract.hwcode`'s canonical code, ``2*(1+E)`` bits (8 for E=3).  The quantizer
   never produces ``+-2`` (two digits at position 0), which hwcode can also hold.
 * K=1 (one-digit power of two): ``| s | e (E bits) |`` = ``(-1)**s * 2**-e``; the all-ones
   exponent is reserved for zero (written with s=0; s=1 is invalid), so the usable positions are
@@ -37,7 +37,8 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from asd import csd, hwcode
+from asd import csd
+from contract import hwcode
 
 # Elements per chunk: small enough that every temporary stays in L2 cache, large enough that
 # the per-chunk Python overhead is negligible.

@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from contract.errors import AsdError
 
-class ModelError(Exception):
+
+class ModelError(AsdError):
     """A model file that cannot be used; the message names the file (and tensor)."""
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from asd.asdq import CHUNK
-from asd.blas import one_blas_thread
+from contract.blas import one_blas_thread
 
 METHODS = ("max", "pow2", "mse")
 GRANULARITIES = ("tensor", "channel")

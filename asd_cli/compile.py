@@ -91,7 +91,7 @@ def _load_npy(path: str, what: str) -> np.ndarray:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from emu.config import AccelConfig, ConfigError
+    from contract.config import AccelConfig, ConfigError
     from programs.lower import LowerError
     from programs.manifest import compile_model
     from programs.onnx_import import ImportError_

@@ -81,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from asd_cli.compile import backend_runner
     from asd_cli.evaluate import load_dataset, resolve_model
     from asd_cli.progress import Progress
-    from emu.config import AccelConfig
+    from contract.config import AccelConfig
     from programs import runtime
     from programs.manifest import compile_model
 

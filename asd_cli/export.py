@@ -39,8 +39,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from emu.config import AccelConfig, ConfigError
-    from emu.image import Image, ImageError
+    from contract.config import AccelConfig, ConfigError
+    from contract.image import Image, ImageError
 
     try:
         config = AccelConfig.load(args.config) if args.config else AccelConfig()

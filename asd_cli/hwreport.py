@@ -144,7 +144,7 @@ def _first_digit() -> np.ndarray:
 
 
 def cmd_hwreport(args: argparse.Namespace) -> int:
-    from emu.config import AccelConfig, ConfigError
+    from contract.config import AccelConfig, ConfigError
 
     try:
         base = AccelConfig.load(args.config) if args.config else AccelConfig()

@@ -83,7 +83,7 @@ def register(sub: Any) -> None:
 def _load_config(path: str | None) -> Any:
     if path is None:
         return None
-    from emu.config import AccelConfig, ConfigError
+    from contract.config import AccelConfig, ConfigError
 
     try:
         return AccelConfig.load(path)
@@ -92,8 +92,8 @@ def _load_config(path: str | None) -> Any:
 
 
 def _load_image(path: str) -> Any:
+    from contract.image import Image, ImageError
     from emu.asm import AsmError, assemble_file
-    from emu.image import Image, ImageError
 
     try:
         if path.endswith(".s"):
@@ -122,8 +122,8 @@ def cmd_asm(args: argparse.Namespace) -> int:
 
 
 def cmd_disasm(args: argparse.Namespace) -> int:
+    from contract.image import ImageError
     from emu.asm import disassemble
-    from emu.image import ImageError
 
     image = _load_image(args.image)
     try:
@@ -147,8 +147,8 @@ def _pick_regions(regions: dict[str, tuple[int, int]], wanted: list[str] | None
 
 
 def cmd_emu(args: argparse.Namespace) -> int:
+    from contract.image import ImageError
     from emu.emulator import DEFAULT_MAX_CYCLES, EmulatorError, run
-    from emu.image import ImageError
 
     image = _load_image(args.image)
     # Before running: a typo in --region should not cost a whole run.

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from contract.errors import AsdError
+
 # Subcommand modules, in the order `asd --help` lists them.
 SUBCOMMAND_MODULES = [
     "asd_cli.quantize",
@@ -18,7 +20,7 @@ SUBCOMMAND_MODULES = [
 ]
 
 
-class UserError(Exception):
+class UserError(AsdError):
     """A problem with the user's input: printed as one line, exit status 2."""
 
 

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from accel import backends
+from contract.image import Image
 from emu import emulator
 from emu.asm import assemble
-from emu.image import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "programs" / "examples" / "conv3x3.s"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 from programs import reference, runtime, seednets
 from programs.manifest import compile_model
 

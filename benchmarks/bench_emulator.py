@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from emu.config import AccelConfig  # noqa: E402
+from contract.config import AccelConfig  # noqa: E402
 from emu.emulator import run  # noqa: E402
 from programs import kernels  # noqa: E402
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from accel import asic, hwreport
 from asd_cli.hwreport import layer_stream
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "hwreport.json"

@@ -1,6 +1,5 @@
-"""The accelerator's contract and its golden model.
+"""The golden model of the accelerator, built on `contract`.
 
-Owns: the one ISA table (`isa`), the accelerator configuration (`config`), the program image
-(`image`), the assembler and disassembler (`asm`), the integer semantics (`semantics`) and the
-golden emulator (`emulator`).  Imports only `asd`.
+Owns: the assembler and disassembler (`asm`), the golden emulator in step and fast mode
+(`emulator`, `fast`) and the generated ISA reference (`isadoc`).  Imports only `contract`.
 """

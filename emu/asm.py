@@ -27,15 +27,14 @@ from pathlib import Path
 import bitstring
 import numpy as np
 
-from asd import hwcode
+from contract import hwcode, isa
+from contract.config import AccelConfig, ConfigError
+from contract.errors import AsdError
+from contract.image import Image, ImageError
+from contract.semantics import req_param
 
-from . import isa
-from .config import AccelConfig, ConfigError
-from .image import Image, ImageError
-from .semantics import req_param
 
-
-class AsmError(ValueError):
+class AsmError(ValueError, AsdError):
     """An assembly error, formatted ``file:line:col: message``."""
 
     def __init__(self, source: str, line: int, col: int, msg: str):

@@ -17,15 +17,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import isa
-from .config import AccelConfig
-from .image import Image, ImageError, region_of
-from .semantics import leaky, requantize, shift_add, wrap
+from contract import isa
+from contract.config import AccelConfig
+from contract.errors import AsdError
+from contract.image import Image, ImageError, region_of
+from contract.semantics import leaky, requantize, shift_add, wrap
 
 DEFAULT_MAX_CYCLES = 100_000_000
 
 
-class EmulatorError(RuntimeError):
+class EmulatorError(RuntimeError, AsdError):
     """A program fault, naming the pc and the instruction."""
 
     def __init__(self, msg: str, pc: int | None = None, instr: str | None = None):

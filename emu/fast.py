@@ -50,11 +50,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from asd import hwcode
-from asd.blas import one_blas_thread
+from contract import hwcode, isa
+from contract.blas import one_blas_thread
+from contract.config import AccelConfig
+from contract.image import Image
+from contract.semantics import leaky, req_fields, shift_add, wrap
 
-from . import isa
-from .config import AccelConfig
 from .emulator import (
     DEFAULT_MAX_CYCLES,
     Machine,
@@ -62,8 +63,6 @@ from .emulator import (
     cycle_limit_fault,
     new_counters,
 )
-from .image import Image
-from .semantics import leaky, req_fields, shift_add, wrap
 
 I64 = NDArray[np.int64]
 _MASK = 0xFFFF

@@ -1,7 +1,7 @@
 """Small program generators: the seed of the compiler.
 
 Each generator returns a :class:`Kernel`: the assembly text of the code (readable, commented,
-with ``.region`` directives but no bulk data), the :class:`emu.image.Image` with the data
+with ``.region`` directives but no bulk data), the :class:`contract.image.Image` with the data
 attached, and the numpy integer reference of the ``output`` region.  The references are written
 here independently of the emulator (plain integer numpy), so emulator == reference is a real
 check of both.
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from asd import hwcode
+from contract import hwcode
+from contract.config import AccelConfig
+from contract.image import Image
+from contract.semantics import req_param
 from emu.asm import assemble
-from emu.config import AccelConfig
-from emu.image import Image
-from emu.semantics import req_param
 
 I64 = NDArray[np.int64]
 

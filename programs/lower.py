@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from asd import hwcode
-from emu import isa
+from contract import hwcode, isa
+from contract.config import AccelConfig
+from contract.errors import AsdError
+from contract.image import Image
 from emu.asm import assemble
-from emu.config import AccelConfig
-from emu.image import Image
 
 from .graph import Graph, Layer
 from .quantize import QLayer, QNet
@@ -44,7 +44,7 @@ STORE_INC_MAX = (1 << 11) - 1  # STORE's 12-bit signed post-increment
 LOOP_MAX = (1 << 16) - 1
 
 
-class LowerError(ValueError):
+class LowerError(ValueError, AsdError):
     """A layer that can never fit the configuration; names the layer and the memory."""
 
 

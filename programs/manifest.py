@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from emu.config import AccelConfig
-from emu.image import Image
+from contract.config import AccelConfig
+from contract.image import Image
 
 from . import lower as lw
 from .onnx_import import import_model

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from contract.errors import AsdError
+
 from .graph import Graph, Layer, Shape
 
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "LeakyRelu", "PRelu", "Clip", "MaxPool",
@@ -27,7 +29,7 @@ SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "LeakyRelu", "PRelu", "Clip",
 MIN_OPSET = 13
 
 
-class ImportError_(ValueError):  # noqa: N801 - ImportError is a builtin with other meaning
+class ImportError_(ValueError, AsdError):  # noqa: N801 - ImportError is a builtin with other meaning
     """A model the compiler cannot import; the message names the node and the op."""
 
 

@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from asd import hwcode
-from emu.config import AccelConfig
-from emu.semantics import req_param
+from contract import hwcode
+from contract.config import AccelConfig
+from contract.errors import AsdError
+from contract.semantics import req_param
 
 from . import reference
 from .graph import Graph, Layer
@@ -40,7 +41,7 @@ F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
 
-class QuantizeError(ValueError):
+class QuantizeError(ValueError, AsdError):
     """A network that cannot be quantized for this accelerator; names the layer."""
 
 

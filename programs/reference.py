@@ -1,7 +1,7 @@
 """References for the compiled network.
 
 * :func:`int_forward` - the quantized network in plain numpy integers: the bit-exact target
-  every backend must reproduce.  It uses the integer semantics of :mod:`emu.semantics` (the
+  every backend must reproduce.  It uses the integer semantics of :mod:`contract.semantics` (the
   one written definition) but no emulator.
 * :func:`float_forward` - the float network in numpy over the same IR (calibration needs the
   intermediate tensors); :func:`onnx_forward` runs the original model through onnxruntime.
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from emu import semantics
+from contract import semantics
 
 from .graph import Graph, Layer
 

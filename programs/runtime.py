@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from emu.image import Image
+from contract.errors import AsdError
+from contract.image import Image
 
 from . import reference as ref
 from .lower import LoweredLayer, Tile
@@ -33,7 +34,7 @@ I64 = NDArray[np.int64]
 Backend = Callable[[Image], tuple[NDArray[np.int64], int]]
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(RuntimeError, AsdError):
     """A backend's result differs from the integer reference (never expected: a bug)."""
 
 

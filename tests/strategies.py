@@ -50,9 +50,9 @@ def codes_with_width(draw: st.DrawFn) -> tuple[np.ndarray, int]:
 # r0, r1 WMEM pointers; r2, r3 AMEM read pointers (low quarter); r4 the AMEM write pointer
 # (upper half, so reads and writes rarely meet); r5 the BMEM pointer; r6, r7 scratch.
 
-from emu import isa as _isa  # noqa: E402
-from emu.config import AccelConfig as _AccelConfig  # noqa: E402
-from emu.image import Image as _Image  # noqa: E402
+from contract import isa as _isa  # noqa: E402
+from contract.config import AccelConfig as _AccelConfig  # noqa: E402
+from contract.image import Image as _Image  # noqa: E402
 
 _ROLES = {"w": (0, 1), "x": (2, 3), "out": (4,), "b": (5,), "s": (6, 7)}
 
@@ -294,7 +294,7 @@ def mac_streams(draw: st.DrawFn, config: _AccelConfig, max_len: int = 40
                 ) -> tuple[np.ndarray, np.ndarray]:
     """``(x, codes)``: broadcast activations and per-lane weight codes, one MAC per row; zero
     activations and the zero weight's code come often, as they do in real layers."""
-    from asd import hwcode
+    from contract import hwcode
 
     n = draw(st.integers(1, max_len))
     half = 1 << (config.act_bits - 1)

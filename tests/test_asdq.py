@@ -11,8 +11,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from asd import hwcode
 from asd.asdq import AsdFormat, csd_round, csd_round_int, nearest, nearest_int
+from contract import hwcode
 from tests.strategies import asd_formats, scaled_values
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from emu import isa
+from contract import isa
+from contract.config import AccelConfig
+from contract.image import Image
 from emu.asm import AsmError, assemble, assemble_file, disassemble, format_instr
-from emu.config import AccelConfig
-from emu.image import Image
 from tests.strategies import programs_and_configs
 
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from asd_cli.main import main
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 from programs import reference, runtime
 from programs.manifest import Compiled, compile_model
 from tests.zoo_onnx import chain_model

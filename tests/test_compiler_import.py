@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 from programs import reference
 from programs.lower import LowerError, lower
 from programs.onnx_import import ImportError_, import_model

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 from programs import reference, runtime
 from programs.lower import LowerError
 from programs.manifest import compile_model

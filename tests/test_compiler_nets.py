@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 from programs import reference, runtime, seednets
 from programs.manifest import compile_model
 from programs.onnx_import import import_model

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from asd_cli.compile import backend_runner
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 from programs import reference, runtime
 from programs.manifest import compile_model
 from tests.zoo_onnx import chain_model

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emu.config import AccelConfig, ConfigError
+from contract.config import AccelConfig, ConfigError
 
 
 @given(lanes=st.integers(1, 32), act=st.integers(2, 12), e=st.integers(1, 4),

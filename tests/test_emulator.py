@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contract.config import AccelConfig
+from contract.image import Image
 from emu.asm import assemble
-from emu.config import AccelConfig
 from emu.emulator import EmulatorError, RunResult, run
-from emu.image import Image
 from programs import kernels
 from tests.strategies import programs_and_configs
 

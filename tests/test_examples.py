@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asd import hwcode
+from contract import hwcode
+from contract.image import Image
+from contract.semantics import req_fields
 from emu.asm import assemble_file
 from emu.emulator import RunResult, run
-from emu.image import Image
-from emu.semantics import req_fields
 from programs import kernels
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "programs" / "examples"

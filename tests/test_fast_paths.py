@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import emu.fast as fast
-from asd import hwcode
+from contract import hwcode
+from contract.config import AccelConfig
+from contract.image import Image
 from emu.asm import assemble
-from emu.config import AccelConfig
 from emu.emulator import EmulatorError, Machine, RunResult, run
-from emu.image import Image
 from programs import kernels
 from tests.test_emulator import assert_same
 

@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asd import hwcode
-from emu.semantics import round_shift, shift_add, wrap
+from contract import hwcode
+from contract.semantics import round_shift, shift_add, wrap
 
 
 def test_every_code_decodes_and_canonical_code_round_trips():

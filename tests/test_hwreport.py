@@ -14,7 +14,7 @@ from accel import asic, designs, hwreport, power, synth
 from asd_cli.hwreport import PE_ARRAY_MODES, layer_stream
 from asd_cli.main import main
 from benchmarks.bench_hwreport import merge_rows
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 
 STAT = """
 === asd_pe_array ===

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emu.config import AccelConfig
+from contract.config import AccelConfig
+from contract.image import IMAGE_VERSION, Image, ImageError
 from emu.emulator import EmulatorError, predecode
-from emu.image import IMAGE_VERSION, Image, ImageError
 from tests.strategies import programs_and_configs
 
 

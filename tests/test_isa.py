@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emu import isa, isadoc
+from contract import isa
+from emu import isadoc
 
 
 def test_table_is_consistent() -> None:

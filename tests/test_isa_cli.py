@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from asd_cli.main import main
-from emu.image import Image
+from contract.image import Image
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "programs" / "examples"
 

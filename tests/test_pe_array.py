@@ -22,8 +22,8 @@ from myhdl import (
 
 from accel import core as core_mod
 from accel import designs
-from emu import semantics
-from emu.config import AccelConfig
+from contract import semantics
+from contract.config import AccelConfig
 from tests.strategies import mac_streams, small_configs
 
 

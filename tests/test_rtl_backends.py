@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from accel import backends
+from contract.config import PE_KINDS, AccelConfig
+from contract.image import Image, ImageError
 from emu import emulator
 from emu.asm import assemble, assemble_file
-from emu.config import PE_KINDS, AccelConfig
-from emu.image import Image, ImageError
 from tests.strategies import programs, small_configs
 
 pytestmark = pytest.mark.rtl

@@ -13,8 +13,8 @@ import accel.sims
 from accel import backends, export
 from accel.result import SimulatorMissing
 from asd_cli.main import main
-from emu import isa
-from emu.config import AccelConfig
+from contract import isa
+from contract.config import AccelConfig
 
 pytestmark = pytest.mark.rtl
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emu.config import AccelConfig
+from contract.config import AccelConfig
 
 from ..result import BackendError, BackendTimeout, to_signed
 

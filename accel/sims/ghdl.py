@@ -9,8 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from emu.config import AccelConfig
-from emu.image import Image
+from contract.config import AccelConfig
+from contract.image import Image
 
 from .. import export
 from ..result import BackendResult, SimulatorMissing

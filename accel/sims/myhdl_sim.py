@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from myhdl import StopSimulation, always, block, delay, instance
 
-from emu.config import AccelConfig
-from emu.image import Image
+from contract.config import AccelConfig
+from contract.image import Image
 
 from .. import core as core_mod
 from ..result import BackendResult, BackendTimeout, to_signed

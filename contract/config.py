@@ -17,12 +17,13 @@ from typing import Any
 
 import tomli_w
 
-from asd import hwcode
+from . import hwcode
+from .errors import AsdError
 
 PE_KINDS = ("shiftadd", "multiplier")
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, AsdError):
     """A configuration that cannot be built; the message names the field."""
 
 

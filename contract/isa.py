@@ -5,23 +5,25 @@ are all derived from :data:`INSTRUCTIONS`.  Every instruction is one 32-bit word
 the top :data:`OPCODE_BITS` bits, then the fields in table order, most significant first; the
 remaining low bits are reserved and must be zero.
 
-Machine state (widths from :class:`emu.config.AccelConfig`):
+Machine state (widths from :class:`contract.config.AccelConfig`):
 
 * ``R[0..7]``   address registers, 16 bits, wrap modulo 2^16
-* ``W[lane]``   weight register: one two-digit code per lane (see :mod:`asd.hwcode`)
+* ``W[lane]``   weight register: one two-digit code per lane (see :mod:`contract.hwcode`)
 * ``P[lane]``   product register: the last shift-add result per lane
 * ``A[lane]``   accumulators, ``acc_bits`` two's complement, wrap on overflow
 * a loop stack of ``loop_depth`` entries; ``pc`` counts instruction words
 * memories ``IMEM`` (instructions), ``WMEM`` (a code per lane per word), ``BMEM`` (an
   ``acc_bits`` value per lane per word), ``AMEM`` (one ``act_bits`` element per address)
 
-``sa(x, c)`` is the shift-add product of :func:`emu.semantics.shift_add`; ``rnd(t, s)`` the
-rounding shift of :func:`emu.semantics.round_shift`; ``sat`` saturates to the activation range.
+``sa(x, c)`` is the shift-add product of :func:`contract.semantics.shift_add`; ``rnd(t, s)`` the
+rounding shift of :func:`contract.semantics.round_shift`; ``sat`` saturates to the activation range.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .errors import AsdError
 
 WORD_BITS = 32
 OPCODE_BITS = 5
@@ -162,7 +164,7 @@ def _check_table() -> None:
 _check_table()
 
 
-class DecodeError(ValueError):
+class DecodeError(ValueError, AsdError):
     """A word that is not a valid instruction."""
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from asd import hwcode
+from . import hwcode
 
 
 def wrap(v: Any, bits: int) -> Any:

@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .config import AccelConfig, ConfigError
+from .errors import AsdError
 
 MAGIC = b"ASDI"
 IMAGE_VERSION = 1
@@ -39,7 +40,7 @@ SECTION_KINDS = {"config": 1, "text": 2, "weights": 3, "params": 4, "acts": 5, "
 _KIND_NAMES = {v: k for k, v in SECTION_KINDS.items()}
 
 
-class ImageError(ValueError):
+class ImageError(ValueError, AsdError):
     """An image that cannot be loaded, or one built for another configuration."""
 
 
