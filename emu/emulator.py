@@ -11,19 +11,17 @@ body takes none.  HALT's cycle is counted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from contract import isa
+from contract.backend import DEFAULT_MAX_CYCLES, RunResult
 from contract.config import AccelConfig
 from contract.errors import AsdError
-from contract.image import Image, ImageError, region_of
+from contract.image import Image, ImageError
 from contract.semantics import leaky, requantize, shift_add, wrap
-
-DEFAULT_MAX_CYCLES = 100_000_000
 
 
 class EmulatorError(RuntimeError, AsdError):
@@ -33,28 +31,6 @@ class EmulatorError(RuntimeError, AsdError):
         where = "" if pc is None else f"pc {pc}" + (f" ({instr})" if instr else "") + ": "
         super().__init__(where + msg)
         self.pc, self.instr, self.msg = pc, instr, msg
-
-
-@dataclass
-class RunResult:
-    """Final state of a run: memories, registers, accumulators, counters and the trace."""
-
-    config: AccelConfig
-    amem: NDArray[np.int64]
-    regs: list[int]
-    acc: NDArray[np.int64]
-    weights: NDArray[np.int64]
-    products: NDArray[np.int64]
-    counters: dict[str, Any]
-    regions: dict[str, tuple[int, int]] = field(default_factory=dict)
-    trace: list[dict[str, Any]] | None = None
-
-    @property
-    def cycles(self) -> int:
-        return int(self.counters["cycles"])
-
-    def region(self, name: str = "output") -> NDArray[np.int64]:
-        return region_of(self.amem, self.regions, name)
 
 
 def new_counters() -> dict[str, Any]:
@@ -276,8 +252,9 @@ class Machine:
         return None
 
     def result(self, trace: list[dict[str, Any]] | None = None) -> RunResult:
-        return RunResult(self.config, self.amem, list(self.regs), self.acc.copy(), self.w.copy(),
-                         self.p.copy(), self.counters, dict(self.image.regions), trace)
+        return RunResult("emu", self.config, self.amem, self.acc.copy(), list(self.regs),
+                         self.counters, dict(self.image.regions), weights=self.w.copy(),
+                         products=self.p.copy(), trace=trace)
 
 
 def cycle_limit_fault(mach: Machine, max_cycles: int) -> EmulatorError:

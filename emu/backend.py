@@ -1,0 +1,32 @@
+"""The golden emulator as a :class:`contract.backend.Backend` (registered as ``emu``)."""
+
+from __future__ import annotations
+
+import time
+
+from contract.backend import DEFAULT_LIMITS, Limits, RunResult
+from contract.image import Image
+
+from . import emulator
+
+
+class EmulatorBackend:
+    """Step mode (the definition every backend is held to) or, with ``fast``, loops run as
+    array operations with the same results and counters.  ``trace`` records every
+    instruction and implies step mode.  The emulator has no wall clock: ``limits.timeout`` does
+    not apply, its cycle limit stops a program that never halts."""
+
+    name = "emu"
+
+    def __init__(self, fast: bool = False, trace: bool = False) -> None:
+        self.fast, self.trace = fast, trace
+
+    def run(self, image: Image, limits: Limits = DEFAULT_LIMITS) -> RunResult:
+        t0 = time.monotonic()
+        result = emulator.run(image, fast=self.fast, trace=self.trace,
+                              max_cycles=limits.max_cycles)
+        result.wall_seconds = time.monotonic() - t0
+        return result
+
+
+__all__ = ["EmulatorBackend"]
