@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from contract.backend import DEFAULT_MAX_CYCLES
 from contract.config import AccelConfig
 from contract.image import Image
 
@@ -31,7 +32,6 @@ CORE_NAME = "asd_core"
 TB_NAME = "tb_asd"
 HDLS = ("verilog", "vhdl")
 MEMS = ("imem", "wmem", "bmem", "amem")
-DEFAULT_MAX_CYCLES = 100_000_000
 
 
 def mem_widths(config: AccelConfig) -> dict[str, int]:

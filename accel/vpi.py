@@ -9,7 +9,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from .result import BackendError, SimulatorMissing
+from contract.backend import BackendError, SimulatorMissing
+
 from .sims import common
 
 VPI_SOURCES = ("myhdl.c", "myhdl_table.c")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-BACKENDS = ("emu", "myhdl", "icarus", "ghdl", "verilator")
+from contract.backend import BACKENDS, GOLDEN, Backend, BackendError, get_backend
 
 COMPILE_EPILOG = """\
 examples:
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("outdir", metavar="OUTDIR")
     r.add_argument("--input", required=True, metavar="X.npy", help="float32 N x C x H x W")
     r.add_argument("--output", metavar="Y.npy", help="dequantized float32 outputs, N first")
-    r.add_argument("--backend", default="emu", choices=BACKENDS)
+    r.add_argument("--backend", default=GOLDEN, choices=BACKENDS)
     r.add_argument("--emulate", default="first", choices=["first", "all"],
                    help="emu: which images run on the emulator (default: first)")
     r.add_argument("--step", action="store_true", help="emu: step mode instead of fast mode")
@@ -139,21 +139,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def backend_runner(name: str, step: bool = False) -> Any:
-    from programs.runtime import emulator_backend
-
-    if name == "emu":
-        return emulator_backend(fast=not step)
-    try:
-        from accel import backends  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise _user_error(f"backend {name}: the RTL backends are not available ({exc})") from None
-
-    def go(image: Any) -> tuple[np.ndarray, int]:
-        r = backends.run(image, name)
-        return np.asarray(r.amem, np.int64), int(r.cycles)
-
-    return go
+def _open_backend(name: str, step: bool) -> Backend:
+    """The emulator in fast mode unless ``--step``, or a simulator by name."""
+    return get_backend(name, fast=not step) if name == GOLDEN else get_backend(name)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -165,15 +153,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise _user_error(str(exc)) from None
     x = _load_npy(args.input, "input")
-    backend = backend_runner(args.backend, args.step)
     try:
-        rep = runtime.run(comp, x, backend, backend_name=args.backend,
-                          batched=args.backend == "emu", emulate=args.emulate, trace=args.trace,
-                          float_tol=args.tol)
+        backend = _open_backend(args.backend, args.step)
+        rep = runtime.run(comp, x, backend, batched=args.backend == GOLDEN,
+                          emulate=args.emulate, trace=args.trace, float_tol=args.tol)
     except runtime.DivergenceError as exc:
         print(f"asd run: {exc}", file=sys.stderr)
         return 1
-    except ValueError as exc:
+    except (ValueError, BackendError) as exc:
         raise _user_error(str(exc)) from None
     if args.output:
         np.save(args.output, rep.output.astype(np.float32))

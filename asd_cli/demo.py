@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from asd_cli.main import UserError
+from contract.backend import RTL_BACKENDS
 
 DEMO_SCHEMES = ("float", "asd2", "pot", "int8", "int6", "int4", "fp8-e4m3", "fp8-e5m2")
 
@@ -78,9 +79,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from asd import evaluate, modelio, schemes
     from asd.quantize_model import quantize_model
     from asd_cli import report
-    from asd_cli.compile import backend_runner
     from asd_cli.evaluate import load_dataset, resolve_model
     from asd_cli.progress import Progress
+    from contract.backend import get_backend
     from contract.config import AccelConfig
     from programs import runtime
     from programs.manifest import compile_model
@@ -142,8 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if n_rtl:
         t0 = time.perf_counter()
         emu_rep = runtime.run(comp, x[:n_rtl], emulate="all")
-        rtl_rep = runtime.run(comp, x[:n_rtl], backend_runner(rtl), backend_name=rtl,
-                              batched=False, trace=False)
+        rtl_rep = runtime.run(comp, x[:n_rtl], get_backend(rtl), batched=False, trace=False)
         same = bool(np.array_equal(emu_rep.output_int, rtl_rep.output_int))
         same_cycles = rtl_rep.cycles_per_image == emu_rep.cycles_per_image
         rtl_result.update(bit_exact=same, cycles_match=same_cycles,
@@ -241,7 +241,7 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default="mnist_lenet", help="shipped model or .onnx file "
                    "(default: %(default)s)")
     p.add_argument("--config", metavar="CFG", help="accelerator configuration (.toml/.json)")
-    p.add_argument("--backend", choices=["myhdl", "icarus", "ghdl", "verilator"],
+    p.add_argument("--backend", choices=RTL_BACKENDS,
                    help="RTL backend (default: verilator, icarus where it is missing)")
     p.add_argument("--rtl-images", type=int, default=2, metavar="N",
                    help="images to run on the RTL (default: %(default)s; 0 skips the RTL)")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from accel import backends
+from contract.backend import RTL_BACKENDS, Backend, Limits, get_backend
 from contract.image import Image
 from emu import emulator
 from emu.asm import assemble
@@ -54,22 +54,24 @@ def scaled_conv(repeat: int) -> Image:
     return assemble("\n".join(lines), config, f"{EXAMPLE.name} x{repeat}")
 
 
-def measure(image: Image, backend: str, timeout: float) -> dict[str, Any]:
-    if backend == "emu-fast":
-        emulator.run(image, fast=True)
-        t0 = time.perf_counter()
-        r = emulator.run(image, fast=True)
-        wall = time.perf_counter() - t0
-        return {"cycles": r.cycles, "seconds": wall, "amem": r.amem}
-    if backend == "emu-step":
-        t0 = time.perf_counter()
-        r = emulator.run(image)
-        wall = time.perf_counter() - t0
-        return {"cycles": r.cycles, "seconds": wall, "amem": r.amem}
+# The rows besides the simulators: the emulator in each mode.
+EMULATOR_ROWS = {"emu-fast": {"fast": True}, "emu-step": {"fast": False}}
+
+
+def open_row(row: str) -> Backend:
+    if row in EMULATOR_ROWS:
+        return get_backend("emu", **EMULATOR_ROWS[row])
+    return get_backend(row)
+
+
+def measure(image: Image, backend: Backend, timeout: float) -> dict[str, Any]:
+    """A first run (building and caching a simulator's design, warming the emulator's caches)
+    and a timed second one."""
+    limits = Limits(timeout=timeout)
     t0 = time.perf_counter()
-    backends.run(image, backend, timeout=timeout)  # builds and caches the design
+    backend.run(image, limits)
     first = time.perf_counter() - t0
-    res = backends.run(image, backend, timeout=timeout)
+    res = backend.run(image, limits)
     return {"cycles": res.cycles, "seconds": res.wall_seconds, "first_run_seconds": first,
             "amem": res.amem}
 
@@ -77,20 +79,20 @@ def measure(image: Image, backend: str, timeout: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=20, help="times the convolution runs")
-    ap.add_argument("--backends", default=",".join(backends.RTL_BACKENDS),
+    ap.add_argument("--backends", default=",".join(RTL_BACKENDS),
                     help="comma-separated RTL backends to measure")
     ap.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file to write")
     args = ap.parse_args(argv)
     names = [b for b in args.backends.split(",") if b]
     for b in names:
-        if b not in backends.RTL_BACKENDS:
-            ap.error(f"unknown backend {b!r} (one of {', '.join(backends.RTL_BACKENDS)})")
+        if b not in RTL_BACKENDS:
+            ap.error(f"unknown backend {b!r} (one of {', '.join(RTL_BACKENDS)})")
     image = scaled_conv(args.repeat)
     golden = emulator.run(image)
     rows: dict[str, dict[str, Any]] = {}
-    for b in ["emu-fast", "emu-step", *names]:
-        m = measure(image, b, args.timeout)
+    for b in [*EMULATOR_ROWS, *names]:
+        m = measure(image, open_row(b), args.timeout)
         if m["cycles"] != golden.cycles or not np.array_equal(m["amem"], golden.amem):
             print(f"{b}: result differs from the emulator's", file=sys.stderr)
             return 1

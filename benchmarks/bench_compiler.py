@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from contract.backend import get_backend
 from contract.config import AccelConfig
 from programs import reference, runtime, seednets
 from programs.manifest import compile_model
@@ -86,7 +87,7 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
     t_compile = time.perf_counter() - t0
     totals = comp.totals()
     t0 = time.perf_counter()
-    rep = runtime.run(comp, x, runtime.emulator_backend(fast=True))
+    rep = runtime.run(comp, x, get_backend("emu", fast=True))
     t_emu = time.perf_counter() - t0
     t_ort, y_ort = _ort_seconds(model, x)
     # The emulator's result is checked bit for bit against the integer reference inside run().

@@ -1,7 +1,8 @@
 """Running a compiled network layer by layer, on a batch, over any backend.
 
-Backends are plain callables ``Image -> (amem, cycles)`` so this package never imports the
-RTL (``accel``); the ``asd`` command builds them.  The emulator backend is batched: programs
+A backend is any :class:`contract.backend.Backend`, usually one the registry built by name
+(``get_backend("myhdl")``), so this package never imports the RTL (``accel``); the default is
+the emulator in fast mode.  The emulator backend is batched: programs
 have no data-dependent control flow, so every image of a batch takes the same cycles and the
 layer's integer semantics (:func:`programs.reference.int_layer`, vectorized over the batch)
 give every image's output; the emulator runs the tiles of the first image (or of every image
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from contract.backend import DEFAULT_LIMITS, GOLDEN, Backend, Limits, get_backend
 from contract.errors import AsdError
 from contract.image import Image
 
@@ -31,21 +33,10 @@ from .lower import LoweredLayer, Tile
 from .manifest import Compiled
 
 I64 = NDArray[np.int64]
-Backend = Callable[[Image], tuple[NDArray[np.int64], int]]
 
 
 class DivergenceError(RuntimeError, AsdError):
     """A backend's result differs from the integer reference (never expected: a bug)."""
-
-
-def emulator_backend(fast: bool = True) -> Backend:
-    from emu.emulator import run
-
-    def go(image: Image) -> tuple[I64, int]:
-        r = run(image, fast=fast)
-        return r.amem, r.cycles
-
-    return go
 
 
 @dataclass
@@ -112,7 +103,7 @@ def _pad(x: I64, pads: tuple[int, int, int, int], value: int) -> I64:
 
 
 def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
-                 images: range) -> int:
+                 images: range, limits: Limits = DEFAULT_LIMITS) -> int:
     """Run every tile of ``ll`` for the given batch indices, writing ``out``; returns the
     cycles of one image (checked equal for all)."""
     padded = [_pad(x, ll.pads, ll.pad_value) for x in ins]
@@ -122,8 +113,9 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
         mine = {t: p[i] for t, p in zip(ll.inputs, padded)}
         total = 0
         for tile in ll.tiles:
-            amem, cyc = backend(tile_amem(tile, mine))
-            total += cyc
+            result = backend.run(tile_amem(tile, mine), limits)
+            amem = result.amem
+            total += result.cycles
             o0, o1 = tile.out_rows
             k0, k1 = tile.out_channels
             n = (o1 - o0) * ow * (k1 - k0)
@@ -137,10 +129,11 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
 
 
 def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
-        backend_name: str = "emu", batched: bool = True, emulate: str = "first",
+        limits: Limits = DEFAULT_LIMITS, batched: bool = True, emulate: str = "first",
         trace: bool = False, float_tol: float = 0.25,
         progress: Callable[[str], None] | None = None) -> RunReport:
-    """Run ``compiled`` on a float NCHW batch.
+    """Run ``compiled`` on a float NCHW batch on ``backend`` (default: the emulator, fast
+    mode), each tile within ``limits``.
 
     ``batched`` (emulator only): outputs of the whole batch from the vectorized integer
     semantics, the backend running the images ``emulate`` selects (``first`` or ``all``) and
@@ -155,7 +148,7 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
     if x.ndim != 4 or tuple(x.shape[1:]) != g.input_shape:
         raise ValueError(f"input of shape {x.shape}; the network takes N x "
                          f"{' x '.join(map(str, g.input_shape))} (float32, NCHW)")
-    backend = backend or emulator_backend()
+    backend = backend or get_backend(GOLDEN, fast=True)
     n = x.shape[0]
     vals: dict[str, I64] = {g.input: ref.quantize_input(x, q.scales[g.input], q.config.act_bits)}
     records: list[LayerRecord] = []
@@ -172,14 +165,14 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
             if batched:
                 want = ref.int_layer(ql, q, ins)
                 idx = range(n) if emulate == "all" else range(min(1, n))
-                rec.cycles = run_layer_on(ll, ins, backend, out, idx)
+                rec.cycles = run_layer_on(ll, ins, backend, out, idx, limits)
                 rec.emulated_images = len(idx)
                 got = out[list(idx)]
                 diff = got != want[list(idx)]
                 y = want.copy()
                 y[list(idx)] = got  # the backend's own results, never hidden
             else:
-                rec.cycles = run_layer_on(ll, ins, backend, out, range(n))
+                rec.cycles = run_layer_on(ll, ins, backend, out, range(n), limits)
                 rec.emulated_images = n
                 y = out
                 if trace:
@@ -195,7 +188,7 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
                     first_int = ll.name
                 if not trace:
                     raise DivergenceError(
-                        f"layer {ll.name} ({ll.op}): {backend_name} differs from the integer "
+                        f"layer {ll.name} ({ll.op}): {backend.name} differs from the integer "
                         f"reference in {rec.int_mismatches} elements (max |diff| "
                         f"{rec.int_max_diff}); rerun with --trace for every layer")
         vals[ll.output] = y
@@ -205,7 +198,7 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
             progress(f"{ll.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
     y_int = vals[g.output]
     y_out = np.asarray(ref.to_user(ref.dequantize(q, g.output, y_int), g), np.float64)
-    report = RunReport(y_out, y_int, records, n, backend_name, time.perf_counter() - t_start,
+    report = RunReport(y_out, y_int, records, n, backend.name, time.perf_counter() - t_start,
                        vals if trace else {}, first_int)
     if trace:
         _float_trace(compiled, x, vals, report, float_tol)

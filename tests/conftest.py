@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
+from contract.backend import RTL_BACKENDS
+
 # Examples are judged by their results, never by their time: ./dev test runs the suites side
 # by side on shared cores, where Hypothesis's 200 ms default deadline would fail at random.
 settings.register_profile("asd", deadline=None)
 settings.load_profile("asd")
-
-RTL_BACKENDS = ("myhdl", "icarus", "ghdl", "verilator")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -10,7 +10,9 @@ import onnx
 import pytest
 
 from asd_cli.main import main
+from contract.backend import DEFAULT_LIMITS, Limits, RunResult, get_backend
 from contract.config import AccelConfig
+from contract.image import Image
 from programs import reference, runtime
 from programs.manifest import Compiled, compile_model
 from tests.zoo_onnx import chain_model
@@ -81,16 +83,22 @@ def test_run_trace_names_no_divergence_and_compares_float(
 def test_trace_names_the_first_diverging_layer(built: Path) -> None:
     comp = Compiled.load(built / "out")
     x = np.load(built / "x.npy")
-    emu = runtime.emulator_backend()
+    emu = get_backend("emu", fast=True)
     target = comp.layers[2].tiles[0].image.text.tobytes()
 
-    def broken(image: object) -> tuple[np.ndarray, int]:
-        amem, cyc = emu(image)  # type: ignore[arg-type]
-        if image.text.tobytes() == target:  # type: ignore[attr-defined]
-            amem = amem.copy()
-            amem[comp.layers[2].tiles[0].out_base] += 3
-        return amem, cyc
+    class Broken:
+        """The emulator, but one tile's first output is off by 3."""
 
+        name = "broken"
+
+        def run(self, image: Image, limits: Limits = DEFAULT_LIMITS) -> RunResult:
+            result = emu.run(image, limits)
+            if image.text.tobytes() == target:
+                result.amem = result.amem.copy()
+                result.amem[comp.layers[2].tiles[0].out_base] += 3
+            return result
+
+    broken = Broken()
     rep = runtime.run(comp, x, broken, trace=True)
     assert rep.first_int_divergence == comp.layers[2].name
     assert rep.layers[2].int_max_diff == 3

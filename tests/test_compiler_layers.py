@@ -10,6 +10,7 @@ import numpy as np
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from contract.backend import get_backend
 from contract.config import AccelConfig
 from programs import reference, runtime
 from programs.lower import LowerError
@@ -31,7 +32,7 @@ def _check(spec: dict, cfg: dict, emulate_all: bool = True) -> None:
         assert m is not None and int(m.group(1)) > int(m.group(3)), str(exc)
         return
     q = comp.qnet
-    rep = runtime.run(comp, x, runtime.emulator_backend(fast=True), batched=False, trace=True)
+    rep = runtime.run(comp, x, get_backend("emu", fast=True), batched=False, trace=True)
     ints = reference.int_forward(q, x)
     # Every layer of every image: the emulator result is the integer reference's.
     for ll in comp.layers:
@@ -76,6 +77,6 @@ def test_single_layer_step_mode(spec: dict, cfg: dict) -> None:
     model = chain_model(spec)
     x = np.random.default_rng(1).standard_normal((1, spec["c"], spec["h"], spec["w"]))
     comp = compile_model(model, AccelConfig(**cfg), x)
-    rep = runtime.run(comp, x, runtime.emulator_backend(fast=False), batched=False)
+    rep = runtime.run(comp, x, get_backend("emu", fast=False), batched=False)
     want = reference.int_forward(comp.qnet, x)[comp.qnet.graph.output]
     assert np.array_equal(rep.output_int, want)

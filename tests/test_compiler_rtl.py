@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asd_cli.compile import backend_runner
+from contract.backend import get_backend
 from contract.config import AccelConfig
 from programs import reference, runtime
 from programs.manifest import compile_model
@@ -25,8 +25,7 @@ def test_small_network_on_rtl(backend: str) -> None:
     x = np.random.default_rng(0).standard_normal((1, 1, 4, 4)).astype(np.float32)
     cfg = AccelConfig(lanes=4, amem_depth=256, wmem_depth=64, bmem_depth=16, imem_depth=128)
     comp = compile_model(chain_model(SPEC), cfg, x)
-    rep = runtime.run(comp, x, backend_runner(backend), backend_name=backend, batched=False,
-                      trace=True)
+    rep = runtime.run(comp, x, get_backend(backend), batched=False, trace=True)
     ints = reference.int_forward(comp.qnet, x)
     for ll in comp.layers:
         assert np.array_equal(rep.tensors[ll.output], ints[ll.output]), ll.name

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from accel import backends
+from contract.backend import BackendTimeout, Limits, RunResult, for_config, get_backend
 from contract.config import PE_KINDS, AccelConfig
 from contract.image import Image, ImageError
 from emu import emulator
@@ -36,7 +36,7 @@ POOLS = {"icarus": [CFG_A, CFG_B, CFG_WIDE], "ghdl": [CFG_A, CFG_B, CFG_WIDE],
 EXAMPLES_MAX = {"myhdl": 30, "icarus": 8, "ghdl": 8, "verilator": 8}
 
 
-def assert_same(result: backends.BackendResult, golden: emulator.RunResult) -> None:
+def assert_same(result: RunResult, golden: RunResult) -> None:
     bad = np.flatnonzero(result.amem != golden.amem)
     assert bad.size == 0, (f"{result.backend}: AMEM differs at {bad[:8].tolist()}: "
                            f"{result.amem[bad[:8]].tolist()} != {golden.amem[bad[:8]].tolist()}")
@@ -49,7 +49,7 @@ def assert_same(result: backends.BackendResult, golden: emulator.RunResult) -> N
 def check(image: Image, backend: str, pe: str) -> None:
     config = image.config.replace(pe=pe)
     golden = emulator.run(image, config)
-    assert_same(backends.run(image, backend, config=config, timeout=300), golden)
+    assert_same(get_backend(backend).run(for_config(image, config), Limits(timeout=300)), golden)
 
 
 # Every instruction, both branches of each data-dependent choice, and the width edges of
@@ -164,7 +164,8 @@ def _compare_random_programs(backend: str, configs: st.SearchStrategy[AccelConfi
             # does not check addresses, so only programs the emulator accepts are compared.
             assume(False)
             raise
-        assert_same(backends.run(image, backend, config=config, timeout=300), golden)
+        result = get_backend(backend).run(for_config(image, config), Limits(timeout=300))
+        assert_same(result, golden)
 
     compare()
 
@@ -173,13 +174,13 @@ def test_foreign_image_refused(backend: str) -> None:
     image = edges_image()
     other = CFG_A.replace(lanes=8)
     with pytest.raises(ImageError, match="another accelerator configuration.*lanes"):
-        backends.run(image, backend, config=other)
+        get_backend(backend).run(for_config(image, other))
 
 
 def test_other_pe_kind_accepted(backend: str) -> None:
     # The PE kind is not part of the image's configuration hash: both kinds run every image.
     image = edges_image()
-    result = backends.run(image, backend, config=CFG_A.replace(pe="multiplier"))
+    result = get_backend(backend).run(for_config(image, CFG_A.replace(pe="multiplier")))
     assert result.config.pe == "multiplier"
     assert result.cycles == emulator.run(image).cycles
 
@@ -187,8 +188,8 @@ def test_other_pe_kind_accepted(backend: str) -> None:
 def test_cycle_limit(backend: str) -> None:
     # No HALT: the core runs NOPs past the text forever; the limit must stop it.
     image = Image(CFG_A, np.array([0, 0, 0], np.int64))
-    with pytest.raises(backends.BackendTimeout, match="cycle limit|timeout"):
-        backends.run(image, backend, max_cycles=300, timeout=120)
+    with pytest.raises(BackendTimeout, match="cycle limit|timeout"):
+        get_backend(backend).run(image, Limits(max_cycles=300, timeout=120))
 
 
 def test_result_regions(backend: str) -> None:
@@ -203,7 +204,7 @@ def test_result_regions(backend: str) -> None:
         STORE r4, 4, 4
         HALT
 """
-    result = backends.run(assemble(src, CFG_A), backend)
+    result = get_backend(backend).run(assemble(src, CFG_A))
     assert result.region("output").tolist() == acts.tolist()
     assert result.cycles == 2 + 4 * 4 + 1
 

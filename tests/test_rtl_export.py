@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import accel.sims
-from accel import backends, export
-from accel.result import SimulatorMissing
+from accel import export
 from asd_cli.main import main
 from contract import isa
+from contract.backend import SimulatorMissing, get_backend
 from contract.config import AccelConfig
 
 pytestmark = pytest.mark.rtl
@@ -124,4 +124,4 @@ def test_missing_simulator_says_how_to_install(backend: str,
     else:
         monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SimulatorMissing, match=hint):
-        backends.run(image, backend)
+        get_backend(backend).run(image)

@@ -1,6 +1,7 @@
-"""What the external-simulator drivers share: the build cache, the guarded subprocess and the
-parser of the testbench's printed result (the exit code is never trusted: GHDL exits 1 after a
-successful stop, and a crashed run may exit 0)."""
+"""What the simulator backends share: the :class:`SimulatorBackend` base that turns a final
+state into a :class:`contract.backend.RunResult`, the build cache, the guarded subprocess and
+the parser of the testbench's printed result (the exit code is never trusted: GHDL exits 1
+after a successful stop, and a crashed run may exit 0)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,66 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
+from contract.backend import (
+    DEFAULT_LIMITS,
+    BackendError,
+    BackendTimeout,
+    Limits,
+    RunResult,
+)
 from contract.config import AccelConfig
-
-from ..result import BackendError, BackendTimeout, to_signed
+from contract.image import Image
+from contract.semantics import wrap
 
 _ACCEL_DIR = Path(__file__).resolve().parent.parent
+
+
+class FinalState(NamedTuple):
+    """What a simulation reads back after HALT, signed: the RTL has no more to show."""
+
+    cycles: int
+    acc: NDArray[np.int64]
+    regs: list[int]
+    amem: NDArray[np.int64]
+
+
+class SimulatorBackend:
+    """A :class:`contract.backend.Backend` over one simulator: subclasses name it and
+    ``simulate`` the image's own configuration (PE kind included) within the limits."""
+
+    name = "?"
+
+    def run(self, image: Image, limits: Limits = DEFAULT_LIMITS) -> RunResult:
+        t0 = time.monotonic()
+        state = self.simulate(image, limits)
+        return RunResult(self.name, image.config, state.amem, state.acc, state.regs,
+                         {"cycles": state.cycles}, dict(image.regions), time.monotonic() - t0)
+
+    def simulate(self, image: Image, limits: Limits) -> FinalState:
+        raise NotImplementedError
+
+
+def to_signed(values: NDArray[np.int64] | list[int], bits: int) -> NDArray[np.int64]:
+    """Raw ``bits``-wide two's complement words as signed integers."""
+    return np.asarray(wrap(np.asarray(values, dtype=np.int64), bits), dtype=np.int64)
+
+
+def run_on_image_files(image: Image, backend: str, cmd: list[str], timeout: float, what: str,
+                       env: dict[str, str] | None = None) -> str:
+    """Run a compiled testbench in a fresh directory holding the image's ``$readmemh`` files
+    (each run its own, so concurrent runs of one build never read each other's image)."""
+    with tempfile.TemporaryDirectory(prefix=f"asd-{backend}-") as tmp:
+        run_dir = Path(tmp)
+        image.readmemh(run_dir)
+        return run_guarded(cmd, run_dir, timeout, what, env)
 _BUILD_SOURCES = ("core.py", "pe.py", "export.py")  # what a converted, compiled design depends on
 
 
@@ -100,9 +151,8 @@ def tail(text: str, lines: int = 30) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def parse_output(text: str, config: AccelConfig, backend: str
-                 ) -> tuple[int, np.ndarray, list[int], np.ndarray]:
-    """``(cycles, acc, regs, amem)`` from a testbench's printed result."""
+def parse_output(text: str, config: AccelConfig, backend: str) -> FinalState:
+    """The final state a testbench printed."""
     cycles: int | None = None
     acc = [0] * config.lanes
     regs = [0] * 8
@@ -133,8 +183,8 @@ def parse_output(text: str, config: AccelConfig, backend: str
     if not ended or cycles is None or len(amem) != config.amem_depth:
         raise BackendError(f"{backend}: the simulation printed no complete result "
                            f"({len(amem)} of {config.amem_depth} AMEM words):\n{tail(text)}")
-    return (cycles, to_signed(acc, config.acc_bits), regs,
-            to_signed(np.array(amem, np.int64), config.act_bits))
+    return FinalState(cycles, to_signed(acc, config.acc_bits), regs,
+                      to_signed(np.array(amem, np.int64), config.act_bits))
 
 
 def child_env() -> dict[str, str]:

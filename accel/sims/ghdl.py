@@ -5,15 +5,13 @@ GHDL's exit status is ignored: the printed result decides."""
 from __future__ import annotations
 
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
+from contract.backend import Limits, SimulatorMissing
 from contract.config import AccelConfig
 from contract.image import Image
 
 from .. import export
-from ..result import BackendResult, SimulatorMissing
 from . import common
 
 _STD = "--std=08"
@@ -43,17 +41,15 @@ def build(config: AccelConfig, timeout: float = 300.0) -> Path:
     return common.cached_build(common.build_key(config, "ghdl"), builder)
 
 
-def run(image: Image, config: AccelConfig, max_cycles: int, timeout: float) -> BackendResult:
-    t0 = time.monotonic()
-    ghdl = require_ghdl()
-    d = build(config)
-    with tempfile.TemporaryDirectory(prefix="asd-ghdl-") as tmp:
-        run_dir = Path(tmp)
-        export.write_image(image, run_dir)
-        out = common.run_guarded(
+class GhdlBackend(common.SimulatorBackend):
+    name = "ghdl"
+
+    def simulate(self, image: Image, limits: Limits) -> common.FinalState:
+        ghdl = require_ghdl()
+        d = build(image.config)
+        out = common.run_on_image_files(
+            image, self.name,
             [ghdl, "-r", _STD, f"--workdir={d}", export.TB_NAME,
-             f"-gmax_cycles={min(max_cycles, 2**31 - 1)}", "--ieee-asserts=disable-at-0"],
-            run_dir, timeout, "ghdl simulation")
-    cycles, acc, regs, amem = common.parse_output(out, config, "ghdl")
-    return BackendResult("ghdl", config, amem, cycles, acc, regs, dict(image.regions),
-                         time.monotonic() - t0)
+             f"-gmax_cycles={min(limits.max_cycles, 2**31 - 1)}", "--ieee-asserts=disable-at-0"],
+            limits.timeout, "ghdl simulation")
+        return common.parse_output(out, image.config, self.name)

@@ -5,15 +5,13 @@ is loaded at run time from ``$readmemh`` files, so no recompilation per program.
 from __future__ import annotations
 
 import sys
-import tempfile
-import time
 from pathlib import Path
 
+from contract.backend import Limits
 from contract.config import AccelConfig
 from contract.image import Image
 
 from .. import export, vpi
-from ..result import BackendResult
 from . import common
 
 
@@ -31,17 +29,15 @@ def build(config: AccelConfig, timeout: float = 300.0) -> Path:
     return common.cached_build(common.build_key(config, "icarus"), builder)
 
 
-def run(image: Image, config: AccelConfig, max_cycles: int, timeout: float) -> BackendResult:
-    t0 = time.monotonic()
-    lib = vpi.build_vpi()
-    d = build(config)
-    with tempfile.TemporaryDirectory(prefix="asd-icarus-") as tmp:
-        run_dir = Path(tmp)
-        export.write_image(image, run_dir)
-        out = common.run_guarded(
+class IcarusBackend(common.SimulatorBackend):
+    name = "icarus"
+
+    def simulate(self, image: Image, limits: Limits) -> common.FinalState:
+        lib = vpi.build_vpi()
+        d = build(image.config)
+        out = common.run_on_image_files(
+            image, self.name,
             [sys.executable, "-m", "accel.sims.icarus_cosim", str(d / "tb.vvp"), str(lib),
-             str(max_cycles)], run_dir, timeout, "icarus co-simulation",
+             str(limits.max_cycles)], limits.timeout, "icarus co-simulation",
             env=common.child_env())
-    cycles, acc, regs, amem = common.parse_output(out, config, "icarus")
-    return BackendResult("icarus", config, amem, cycles, acc, regs, dict(image.regions),
-                         time.monotonic() - t0)
+        return common.parse_output(out, image.config, self.name)

