@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from contract.backend import BACKENDS, GOLDEN, Backend, BackendError, get_backend
+from contract.backend import BACKENDS, GOLDEN, Backend, get_backend
+from contract.errors import AsdError
 
 COMPILE_EPILOG = """\
 examples:
@@ -86,21 +87,20 @@ def _user_error(msg: str) -> Exception:
 def _load_npy(path: str, what: str) -> np.ndarray:
     try:
         return np.load(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # numpy's ValueError: not an .npy file, or pickled
         raise _user_error(f"{what} {path}: {exc}") from None
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from contract.config import AccelConfig, ConfigError
-    from programs.lower import LowerError
     from programs.manifest import compile_model
-    from programs.onnx_import import ImportError_
-    from programs.quantize import QuantizeError
 
     try:
         config = AccelConfig.load(args.config) if args.config else AccelConfig()
     except ConfigError as exc:
         raise _user_error(str(exc)) from None
+    if args.percentile is not None and not 0 < args.percentile <= 100:
+        raise _user_error(f"--percentile {args.percentile}: expected 0 < P <= 100")
     calib = _load_npy(args.calib, "calibration") if args.calib else None
     hw = None
     if args.input_size:
@@ -118,7 +118,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         comp = compile_model(args.model, config, calib, scheme=args.scheme, scheme_options=opts,
                              percentile=args.percentile,
                              requant_aware=not args.no_requant_search, input_hw=hw)
-    except (ImportError_, QuantizeError, LowerError, ValueError) as exc:
+    except AsdError as exc:  # a model or calibration the compiler refuses; anything else is a bug
         raise _user_error(str(exc)) from None
     comp.write(args.output)
     man = comp.manifest()
@@ -150,8 +150,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         comp = Compiled.load(args.outdir)
-    except (ValueError, OSError) as exc:
+    except (AsdError, OSError) as exc:
         raise _user_error(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise _user_error(f"{args.outdir}: a file of the compiled network is not JSON "
+                          f"({exc})") from None
     x = _load_npy(args.input, "input")
     try:
         backend = _open_backend(args.backend, args.step)
@@ -160,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except runtime.DivergenceError as exc:
         print(f"asd run: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, BackendError) as exc:
+    except AsdError as exc:  # the input's shape, a simulator missing or timing out
         raise _user_error(str(exc)) from None
     if args.output:
         np.save(args.output, rep.output.astype(np.float32))

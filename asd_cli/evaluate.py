@@ -38,6 +38,8 @@ def load_dataset(spec: str | None, meta: dict[str, Any], args: argparse.Namespac
                 kw[key] = getattr(args, key)
     try:
         return datasets.load(spec, **kw)
+    # asd.datasets refuses a spec with ValueError (not yet an AsdError) and passes on what
+    # reading the user's files raises.
     except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
         raise UserError(f"dataset {spec}: {exc}") from None
 

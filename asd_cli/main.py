@@ -21,7 +21,8 @@ SUBCOMMAND_MODULES = [
 
 
 class UserError(AsdError):
-    """A problem with the user's input: printed as one line, exit status 2."""
+    """A problem with the user's input, said in the command's terms: printed as one line,
+    exit status 2 (as is any other :class:`AsdError` a command lets through)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
+    except AsdError as exc:
+        # Every deliberate error (bad input, a program fault, a missing simulator) is one line;
+        # anything else is a bug and keeps its traceback.
         print(f"asd {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         scheme = get_scheme(args.scheme, **_scheme_options(args))
-    except ValueError as exc:
+    except ValueError as exc:  # get_scheme's documented refusal of a name or an option
         raise UserError(str(exc)) from None
     out = Path(args.output)
     if out.exists() and out.is_dir():

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contract.config import AccelConfig
+from contract.errors import AsdError
 from contract.image import Image
 
 from . import lower as lw
@@ -31,6 +32,11 @@ from .onnx_import import import_model
 from .quantize import QNet, quantize
 
 MANIFEST_VERSION = 1
+
+
+class ManifestError(ValueError, AsdError):
+    """A directory that holds no compiled network this version reads, or calibration data
+    that does not fit the model."""
 
 
 @dataclass
@@ -119,10 +125,10 @@ class Compiled:
         try:
             man = json.loads((d / "manifest.json").read_text())
         except OSError as exc:
-            raise ValueError(f"{d}: no compiled network here ({exc.strerror})") from None
+            raise ManifestError(f"{d}: no compiled network here ({exc.strerror})") from None
         if man.get("version") != MANIFEST_VERSION:
-            raise ValueError(f"{d}: manifest version {man.get('version')}, this tool reads "
-                             f"{MANIFEST_VERSION}")
+            raise ManifestError(f"{d}: manifest version {man.get('version')}, this tool reads "
+                                f"{MANIFEST_VERSION}")
         qnet = QNet.load(d)
         layers = []
         for entry in man["layers"]:
@@ -165,8 +171,8 @@ def compile_model(model: str | Path | Any, config: AccelConfig, calib: NDArray |
         calib = default_calibration(graph.input_shape)
     calib = np.asarray(calib, np.float32)
     if calib.ndim != 4 or tuple(calib.shape[1:]) != graph.input_shape:
-        raise ValueError(f"calibration data of shape {calib.shape}; the model takes "
-                         f"N x {' x '.join(map(str, graph.input_shape))}")
+        raise ManifestError(f"calibration data of shape {calib.shape}; the model takes "
+                            f"N x {' x '.join(map(str, graph.input_shape))}")
     qnet = quantize(graph, config, calib, scheme=scheme, scheme_options=scheme_options,
                     percentile=percentile,
                     requant_aware=requant_aware)

@@ -39,6 +39,10 @@ class DivergenceError(RuntimeError, AsdError):
     """A backend's result differs from the integer reference (never expected: a bug)."""
 
 
+class InputError(ValueError, AsdError):
+    """An input batch the network cannot take (its shape)."""
+
+
 @dataclass
 class LayerRecord:
     name: str
@@ -146,7 +150,7 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or tuple(x.shape[1:]) != g.input_shape:
-        raise ValueError(f"input of shape {x.shape}; the network takes N x "
+        raise InputError(f"input of shape {x.shape}; the network takes N x "
                          f"{' x '.join(map(str, g.input_shape))} (float32, NCHW)")
     backend = backend or get_backend(GOLDEN, fast=True)
     n = x.shape[0]
