@@ -32,6 +32,7 @@ from contract.image import Image
 from contract.semantics import wrap
 
 _ACCEL_DIR = Path(__file__).resolve().parent.parent
+_BUILD_SOURCES = ("core.py", "pe.py", "export.py")  # what a converted, compiled design depends on
 
 
 class FinalState(NamedTuple):
@@ -47,7 +48,7 @@ class SimulatorBackend:
     """A :class:`contract.backend.Backend` over one simulator: subclasses name it and
     ``simulate`` the image's own configuration (PE kind included) within the limits."""
 
-    name = "?"
+    name: str
 
     def run(self, image: Image, limits: Limits = DEFAULT_LIMITS) -> RunResult:
         t0 = time.monotonic()
@@ -72,7 +73,6 @@ def run_on_image_files(image: Image, backend: str, cmd: list[str], timeout: floa
         run_dir = Path(tmp)
         image.readmemh(run_dir)
         return run_guarded(cmd, run_dir, timeout, what, env)
-_BUILD_SOURCES = ("core.py", "pe.py", "export.py")  # what a converted, compiled design depends on
 
 
 def cache_root() -> Path:
