@@ -37,7 +37,7 @@ from contract.image import Image
 from emu.asm import assemble
 
 from .graph import Graph, Layer
-from .quantize import QLayer, QNet
+from .qnet import QLayer, QNet
 
 I64 = NDArray[np.int64]
 STORE_INC_MAX = (1 << 11) - 1  # STORE's 12-bit signed post-increment

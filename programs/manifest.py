@@ -28,7 +28,8 @@ from contract.image import Image
 
 from . import lower as lw
 from .onnx_import import import_model
-from .quantize import QNet, quantize
+from .qnet import QNet
+from .quantize import quantize
 
 MANIFEST_VERSION = 1
 
