@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from contract import hwcode, isa
+from contract import hwcode
 from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
+from contract.timing import static_cycles
 from emu.asm import assemble
 
 from .graph import Graph, Layer
@@ -93,30 +94,6 @@ def s16(v: int) -> int:
     """An address step as ADDI's signed immediate: registers wrap modulo 2^16."""
     v &= 0xFFFF
     return v - 0x10000 if v >= 0x8000 else v
-
-
-def static_cycles(text: I64) -> int:
-    """Cycles of a program with no data-dependent control flow, from its text alone (the
-    emulator's timing model: 1 per instruction, n for VLD/VMAX/VMAC/STORE, LOOP 1, back-edges
-    free, HALT counted)."""
-    dec = [isa.decode(int(w)) for w in text]
-
-    def span(start: int, end: int) -> int:  # instructions [start, end]
-        total, pc = 0, start
-        while pc <= end:
-            ins, f = dec[pc]
-            if ins.mnemonic == "LOOP":
-                body_end = pc + f["len"]
-                total += 1 + f["count"] * span(pc + 1, body_end)
-                pc = body_end + 1
-                continue
-            total += f["n"] if ins.cycles == "n" else 1
-            if ins.mnemonic == "HALT":
-                break
-            pc += 1
-        return total
-
-    return span(0, len(dec) - 1)
 
 
 # Program sources -----------------------------------------------------------------------------
