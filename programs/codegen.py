@@ -68,10 +68,9 @@ def _blocks(nblocks: int, rem: int, lanes: int, cfg: AccelConfig,
     return out
 
 
-def _finish(req_mode: str, relu: bool, act: bool, n: int, cout: int, params_back: int
-            ) -> list[str]:
+def _finish(relu: bool, act: bool, n: int, cout: int, params_back: int) -> list[str]:
     """REQ (+ACT) and STORE of one output pixel; ``params_back`` rewinds the parameter pointer
-    to this block's first word (BIAS advanced it by one when ``req_mode == 'bias'``)."""
+    to this block's first word (1 after a BIAS, which advanced it by one; 0 after a CLR)."""
     if act:
         lines = [f"      REQ r3, 1, {int(relu)}", f"      ACT r3, {-params_back - 1}"]
     else:
@@ -94,7 +93,7 @@ def conv_source(g: WindowGeometry, nblocks: int, rem: int, cout: int, out_base: 
         for i, (cnt, step) in enumerate(runs):
             lines += [f"      LOOP {cnt}, mac_{tag}_{i}", "      MAC r0, 1, r1, 1",
                       f"mac_{tag}_{i}:", f"      ADDI r1, r1, {s16(step)}"]
-        lines += _finish("bias", relu, act, n, cout, 1)
+        lines += _finish(relu, act, n, cout, 1)
         lines += [f"px_{tag}:", f"    ADDI r1, r1, {s16(g.row_step)}", f"rows_{tag}:",
                   f"    ADDI r5, r5, {s16(wpb)}", f"    ADDI r3, r3, {pwords}",
                   f"    ADDI r6, r6, {cfg.lanes}"]
@@ -135,8 +134,7 @@ def vector_source(mode: str, g: WindowGeometry, nblocks: int, rem: int, cout: in
         if mode == "max":
             lines += [f"      STORE r2, {n}, {cout}"]
         else:
-            lines += _finish("bias" if mode == "dw" else "clr", relu, act, n, cout,
-                             1 if mode == "dw" else 0)
+            lines += _finish(relu, act, n, cout, 1 if mode == "dw" else 0)
         lines += [f"px_{tag}:", f"    ADDI r1, r1, {s16(g.row_step)}", f"rows_{tag}:",
                   f"    ADDI r7, r7, {cfg.lanes}", f"    ADDI r6, r6, {cfg.lanes}"]
         if mode == "dw":
@@ -165,7 +163,7 @@ def add_source(npix: int, c: int, b_base: int, nblocks: int, rem: int, out_base:
         lines = ["    ADDI r1, r7, 0", f"    ADDI r4, r7, {s16(b_base)}", "    ADDI r2, r6, 0",
                  f"    LOOP {npix}, px_{tag}", "      CLR", "      LOADW r0, 1",
                  f"      VMAC r1, {n}, {c}", "      LOADW r0, -1", f"      VMAC r4, {n}, {c}"]
-        lines += _finish("clr", relu, act, n, c, 0)
+        lines += _finish(relu, act, n, c, 0)
         lines += [f"px_{tag}:", f"    ADDI r7, r7, {cfg.lanes}", f"    ADDI r6, r6, {cfg.lanes}"]
         if params_step:
             lines += [f"    ADDI r3, r3, {params_step}"]

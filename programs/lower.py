@@ -115,6 +115,9 @@ def _rows_fit(avail: int, in_row: int, out_row: int, kh: int, sy: int, oh: int) 
 
 
 class Lowerer:
+    """The tiles of one quantized network, layer by layer: one method per kind of layer
+    chooses its tiling, each ``_*_tiles`` builds the tiles of one block group."""
+
     def __init__(self, qnet: QNet) -> None:
         self.q = qnet
         self.cfg = qnet.config
