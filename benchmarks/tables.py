@@ -123,11 +123,12 @@ def hw_study(study: str) -> str:
             "gates", "logic depth", "transistors", "toggle energy (zero delay)",
             "Fmax sa / mul (MHz)"]
     rows = []
+    seeds = load("hwreport")[study]["seeds"]
     for r in hw_rows(study):
         q = r["ratio"]
         energy = (f"{pct(q.get('toggle_energy'))} ({pct(q.get('toggle_energy_zero_delay'))})"
                   if q.get("toggle_energy") is not None else "-")
-        rows.append([str(r["lanes"]), point(r), str(r.get("seeds", "-")), pct(q["lut4"]),
+        rows.append([str(r["lanes"]), point(r), str(r.get("seeds", seeds)), pct(q["lut4"]),
                      pct(q["carry"]), pct(q["ff"]), pct(path_ratio(r)), pct(q["gates"]),
                      pct(q["logic_depth"]), pct(q["transistors"]), energy, fmax_cell(r)])
     return table(head, rows)

@@ -22,7 +22,7 @@ def test_generated_tables_are_up_to_date() -> None:
 
 
 def test_every_document_with_results_has_generated_blocks() -> None:
-    for name in ("README.md", "docs/benchmarks.md", "docs/compiler.md"):
+    for name in ("README.md", "docs/hardware.md", "docs/benchmarks.md", "docs/compiler.md"):
         assert "<!-- generated: " in (ROOT / name).read_text(), name
 
 
@@ -45,6 +45,13 @@ def test_readme_python_example_runs() -> None:
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "bits/weight" in out.stdout and "cycles" in out.stdout
+
+
+def test_hardware_docs_prose_lines_are_short() -> None:
+    for name in ("docs/hardware.md", "docs/hardware-log.md"):
+        for n, line in enumerate((ROOT / name).read_text().splitlines(), 1):
+            if not line.startswith("|"):
+                assert len(line) <= 120, f"{name}:{n}: {len(line)} characters"
 
 
 def test_check_mode_and_rewrite(tmp_path: Path) -> None:
