@@ -267,7 +267,9 @@ def accuracy(which: str = "short") -> str:
     cut = min(m["schemes"]["asd2"]["size_reduction"] for m in models.values())
     int8 = sum(m["schemes"]["int8"]["top1"] >= m["schemes"]["asd2"]["top1"]
                for m in models.values())
+    images = {m["dataset"]: m["images"] for m in models.values()}
     note = textwrap.fill(
+        "Test images: " + ", ".join(f"{n:,} ({d})" for d, n in sorted(images.items())) + ". "
         f"asd2 is within {drop:.1f} points of float on every model and at least {cut:.1%} "
         f"smaller; int8 is as accurate or more on {int8} of {len(models)} models: ASD's case "
         "is the datapath, not accuracy per stored bit.", width=96)
@@ -280,10 +282,11 @@ def speed() -> str:
     rtl = ", ".join(f"{k} {be[k]['cycles_per_second'] / 1e3:,.1f}k"
                     for k in ("verilator", "icarus", "ghdl", "myhdl"))
     rows = [
-        ["emulator (fast) / numpy float32 im2col, ResNet-18 conv 3x3 64->64 56x56",
-         f"{emu['fast_over_numpy_median']:.1f}x slower, bit-exact"],
+        [f"emulator (fast) / numpy float32 im2col, ResNet-18 {emu['layer'].split(', stride')[0]}",
+         f"{emu['fast_over_numpy_median']:.1f}x slower, "
+         + ("bit-exact" if emu["fast_matches_integer_reference"] else "NOT bit-exact")],
         ["RTL simulation, cycles per second", rtl],
-        ["ASD codes / `np.abs`, 11.7 M weights: nearest, MSE scale search",
+        [f"ASD codes / `np.abs`, {qz['weights'] / 1e6:.1f} M weights: nearest, MSE scale search",
          f"{qz['nearest_over_abs']:.1f}x, {qz['mse_over_abs']:.1f}x"],
         ["emulator / onnxruntime float, seed networks at 224x224",
          f"{span(n['emulator_over_onnxruntime'] for n in nets.values())}x, "
