@@ -255,14 +255,17 @@ def accuracy(which: str = "short") -> str:
     """Top-1 (%) per model and scheme, and the size of the ASD model against float32."""
     models = load("accuracy")["models"]
     names = ACC_SCHEMES[which]
-    head = ["model", *[f"**{s}**" if s == "asd2" else s for s in names], "asd2 size"]
+    head = ["model", *[f"**{s}**" if s == "asd2" else s for s in names], "asd2 size",
+            "accelerator"]
     rows = []
     for name, m in models.items():
         s = m["schemes"]
         a = s["asd2"]
         rows.append([name, *[f"**{s[k]['top1']:.1f}**" if k == "asd2" else f"{s[k]['top1']:.1f}"
                              for k in names],
-                     f"{-100 * a['size_reduction']:.1f}% ({a['bits_per_weight']:.2f} bits)"])
+                     f"{-100 * a['size_reduction']:.1f}% ({a['bits_per_weight']:.2f} bits)",
+                     f"{m['accelerator']['top1']:.1f}"])
+    hw = next(iter(models.values()))["accelerator"]
     drop = max(m["schemes"]["asd2"]["drop_vs_float"] for m in models.values())
     cut = min(m["schemes"]["asd2"]["size_reduction"] for m in models.values())
     int8 = sum(m["schemes"]["int8"]["top1"] >= m["schemes"]["asd2"]["top1"]
@@ -270,6 +273,8 @@ def accuracy(which: str = "short") -> str:
     images = {m["dataset"]: m["images"] for m in models.values()}
     note = textwrap.fill(
         "Test images: " + ", ".join(f"{n:,} ({d})" for d, n in sorted(images.items())) + ". "
+        f"Accelerator: asd2 weights, the shipped configuration ({hw['act_bits']}-bit activations, "
+        f"{hw['lanes']} lanes), bit-exact with the emulator. "
         f"asd2 is within {drop:.1f} points of float on every model and at least {cut:.1%} "
         f"smaller; int8 is as accurate or more on {int8} of {len(models)} models: ASD's case "
         "is the datapath, not accuracy per stored bit.", width=96)
