@@ -22,6 +22,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -39,7 +40,7 @@ SCHEMES = ["float", "asd2", "pot", "int8", "int6", "int4", "fp8-e4m3", "fp8-e5m2
 CALIBRATION_IMAGES = 64
 
 
-def on_accelerator(name: str, data: datasets.Dataset) -> dict[str, object]:
+def on_accelerator(name: str, data: datasets.Dataset) -> dict[str, Any]:
     """Top-1 of the model compiled at the shipped configuration."""
     config = AccelConfig()
     net = manifest.compile_model(MODELS_DIR / f"{name}.onnx", config,
@@ -52,7 +53,7 @@ def on_accelerator(name: str, data: datasets.Dataset) -> dict[str, object]:
             "emulated_images": 1, "bit_exact": True}
 
 
-def measure(name: str, names: list[str]) -> dict[str, object]:
+def measure(name: str, names: list[str]) -> dict[str, Any]:
     meta = json.loads((MODELS_DIR / f"{name}.json").read_text())
     data = datasets.load(meta["dataset"])
     t0 = time.perf_counter()
@@ -76,15 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                     default=ROOT / "benchmarks" / "results" / "accuracy.json")
     args = ap.parse_args(argv)
     names = args.schemes.split(",")
-    out: dict[str, object] = {
-        "granularity": "channel", "scale": "mse", "retraining": False,
-        "python": platform.python_version(), "models": {}}
+    models: dict[str, dict[str, Any]] = {}
     for name in args.models.split(","):
-        rec = measure(name, names)
-        out["models"][name] = rec  # type: ignore[index]
-        s = rec["schemes"]
-        print(f"{name}: " + ", ".join(f"{k} {v['top1']:.1f}" for k, v in s.items()),  # type: ignore[attr-defined]
-              flush=True)
+        rec = models[name] = measure(name, names)
+        top1 = ", ".join(f"{k} {v['top1']:.1f}" for k, v in rec["schemes"].items())
+        print(f"{name}: {top1}; accelerator {rec['accelerator']['top1']:.1f}", flush=True)
+    out = {"granularity": "channel", "scale": "mse", "retraining": False,
+           "python": platform.python_version(), "models": models}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.output}")

@@ -3,6 +3,7 @@ Python example running, its links alive."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -72,3 +73,15 @@ def test_unknown_block_is_an_error() -> None:
 def test_headline_states_the_operating_point() -> None:
     text = tables.hw_headline()
     assert "shipped" in text and "E = 3" in text and "int8 baseline is not measured" in text
+
+
+def test_accuracy_benchmark_runs(tmp_path: Path) -> None:
+    from benchmarks import bench_accuracy
+
+    out = tmp_path / "accuracy.json"
+    assert bench_accuracy.main(["--models", "digits_cnn", "--schemes", "float,asd2",
+                                "-o", str(out)]) == 0
+    rec = json.loads(out.read_text())["models"]["digits_cnn"]
+    assert set(rec["schemes"]) == {"float", "asd2"} and rec["accelerator"]["bit_exact"]
+    assert rec["asd2_exp_bits_4_size"]["bits_per_weight"] > rec["schemes"]["asd2"][
+        "bits_per_weight"]
