@@ -13,7 +13,8 @@ measurements.  ``tests/test_docs.py`` fails when a block is stale.
     python -m benchmarks.tables --check    exit 1 naming every stale block
 
 Blocks (NAME): ``accuracy``, ``hw-headline``, ``speed`` (README); ``hw-study STUDY``,
-``hw-cells``, ``hw-core``, ``hw-targets`` (docs/hardware.md); ``seednets`` (docs/compiler.md).
+``hw-cells``, ``hw-core``, ``hw-targets`` (docs/hardware.md); ``seednets`` (docs/compiler.md);
+``quantize`` (docs/quantizers.md); ``backends`` (docs/rtl.md).
 """
 
 from __future__ import annotations
@@ -301,6 +302,36 @@ def speed() -> str:
     return table(["measured", "figure"], rows)
 
 
+def quantize() -> str:
+    """The saved run of bench_quantize.py against its targets."""
+    q = load("quantize")
+    t = q["targets"]
+    rows = [
+        ["nearest ASD codes at fixed per-channel scales / `np.abs`",
+         f"{q['nearest_over_abs']:.1f}x", f"<= {t['nearest_over_abs']:.0f}x"],
+        [f"per-channel MSE scale search ({q['mse_candidates']} candidates) / `np.abs`",
+         f"{q['mse_over_abs']:.1f}x", f"<= {t['mse_over_abs']:.0f}x"],
+        ["peak extra memory, nearest / MSE search, in weights",
+         f"{q['nearest_peak_extra_over_weights']:.2f}x / {q['mse_peak_extra_over_weights']:.2f}x",
+         f"<= {t['peak_extra_over_weights']:.0f}x"],
+        ["a Python loop per weight / vectorized, nearest / MSE search",
+         f"{q['python_over_vectorized_nearest']:.0f}x / {q['python_over_vectorized_mse']:.0f}x",
+         "-"],
+    ]
+    return (f"{q['weights'] / 1e6:.2f} M weights in {q['layers']} layers, best of "
+            f"{q['repeat']}, numpy {q['numpy']}:\n\n"
+            + table(["measured", "figure", "target"], rows))
+
+
+def backends() -> str:
+    """The saved run of bench_backends.py: simulated cycles per second of every backend."""
+    b = load("backends")
+    rows = [[k, f"{v['cycles_per_second']:,.0f}", f"{v['slowdown_vs_emu_fast']:,.1f}x"]
+            for k, v in b["backends"].items()]
+    return (f"`{b['program']}`, {b['cycles']:,} cycles, {b['config']['lanes']} lanes:\n\n"
+            + table(["backend", "cycles per second", "slower than emu-fast"], rows))
+
+
 SEEDNET_NAMES = {"resnet18": "ResNet-18", "alexnet": "AlexNet", "vgg16": "VGG-16",
                  "squeezenet1_0": "SqueezeNet 1.0", "squeezenet1_1": "SqueezeNet 1.1"}
 
@@ -321,6 +352,7 @@ def seednets() -> str:
 GENERATORS: dict[str, Callable[..., str]] = {
     "accuracy": accuracy, "hw-headline": hw_headline, "speed": speed, "hw-study": hw_study,
     "hw-cells": hw_cells, "hw-core": hw_core, "hw-targets": hw_targets, "seednets": seednets,
+    "quantize": quantize, "backends": backends,
 }
 
 
