@@ -208,7 +208,8 @@ def hw_targets() -> str:
 def hw_headline() -> str:
     """The README's hardware table: the best form on cells at each operating point, honestly
     labelled, and what it means for the published claims."""
-    drain = hw_rows("pe_carrysave_drain")
+    drain = sorted(hw_rows("pe_carrysave_drain"),
+                   key=lambda r: (r["act_bits"], r["exp_bits"], r["lanes"]))
     rows = []
     for r in drain:
         c = cell_ratios(r)
