@@ -257,15 +257,17 @@ def accuracy(which: str = "short") -> str:
     """Top-1 (%) per model and scheme, and the size of the ASD model against float32."""
     models = load("accuracy")["models"]
     names = ACC_SCHEMES[which]
+    full = which == "full"
     head = ["model", *[f"**{s}**" if s == "asd2" else s for s in names], "asd2 size",
-            "accelerator"]
+            *(["asd2 size at E = 4"] if full else []), "accelerator"]
     rows = []
     for name, m in models.items():
         s = m["schemes"]
-        a = s["asd2"]
+        sizes = [s["asd2"]] + ([m["asd2_exp_bits_4_size"]] if full else [])
         rows.append([name, *[f"**{s[k]['top1']:.1f}**" if k == "asd2" else f"{s[k]['top1']:.1f}"
                              for k in names],
-                     f"{-100 * a['size_reduction']:.1f}% ({a['bits_per_weight']:.2f} bits)",
+                     *[f"{-100 * a['size_reduction']:.1f}% ({a['bits_per_weight']:.2f} bits)"
+                       for a in sizes],
                      f"{m['accelerator']['top1']:.1f}"])
     hw = next(iter(models.values()))["accelerator"]
     drop = max(m["schemes"]["asd2"]["drop_vs_float"] for m in models.values())
