@@ -243,7 +243,7 @@ def hw_headline() -> str:
         + ("" if ice else " On iCE40 no form meets all three at any point.")
         + f" The multiplier baseline takes the code decoded to a {decoded_bits(3)}-bit (E = 3) "
         f"or {decoded_bits(4)}-bit (E = 4) integer; a plain int8 baseline is not measured yet.",
-        width=96))
+        width=96, break_on_hyphens=False))
     return "\n".join(out)
 
 
@@ -281,7 +281,7 @@ def accuracy(which: str = "short") -> str:
         f"{hw['lanes']} lanes), bit-exact with the emulator. "
         f"asd2 is within {drop:.1f} points of float on every model and at least {cut:.1%} "
         f"smaller; int8 is as accurate or more on {int8} of {len(models)} models: ASD's case "
-        "is the datapath, not accuracy per stored bit.", width=96)
+        "is the datapath, not accuracy per stored bit.", width=96, break_on_hyphens=False)
     return table(head, rows) + "\n\n" + note
 
 
