@@ -389,3 +389,36 @@ def decode(word: int) -> tuple[Instr, dict[str, int]]:
     if reserved and word & ((1 << reserved) - 1):
         raise DecodeError(f"{ins.mnemonic} word {word:#010x} has reserved bits set")
     return ins, values
+
+
+# Static timing, beside the table: programs have no data-dependent control flow. -----------
+def timing_model() -> str:
+    """The timing model in words, from the cycles column."""
+    multi = [i.mnemonic for i in INSTRUCTIONS if i.cycles == "n"]
+    listed = ", ".join(multi[:-1]) + " and " + multi[-1] if len(multi) > 1 else "".join(multi)
+    return (f"Every instruction takes one cycle, except {listed}, which take `n` cycles (one "
+            f"lane served per cycle). {LOOP.mnemonic} takes one cycle; the jump back at the end "
+            f"of a body takes none. {HALT.mnemonic}'s cycle is counted.")
+
+
+def static_cycles(words: list[int]) -> int:
+    """Cycles of a program from its text alone: the emulators' count for a run to HALT (a
+    malformed program gives a number, not an error: only a run checks it)."""
+    dec = [decode(int(w)) for w in words]
+
+    def span(start: int, end: int) -> int:  # instructions [start, end]
+        total, pc = 0, start
+        while pc <= end:
+            ins, f = dec[pc]
+            if ins.flow == "loop":
+                body_end = pc + f["len"]
+                total += 1 + f["count"] * span(pc + 1, body_end)
+                pc = body_end + 1
+                continue
+            total += cycles_of(ins, f)
+            if ins.flow == "halt":
+                break
+            pc += 1
+        return total
+
+    return span(0, len(dec) - 1)
