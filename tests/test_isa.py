@@ -85,3 +85,31 @@ def test_isadoc_check_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert isadoc.main(["--output", str(out), "--check"]) == 1
     assert isadoc.main(["--output", str(out)]) == 0
     assert isadoc.main(["--output", str(out), "--check"]) == 0
+
+
+def test_lowering_limits_come_from_field_widths() -> None:
+    """The compiler's limits are the table's field ranges: a 12-bit signed STORE increment,
+    a 16-bit LOOP count and a 10-bit LOOP body length."""
+    assert isa.STORE_INC_MAX == (1 << 11) - 1
+    assert isa.LOOP_COUNT_MAX == (1 << 16) - 1
+    assert isa.LOOP_LEN_MAX == (1 << 10) - 1
+
+
+def test_roles_give_register_effects_and_traffic() -> None:
+    mac = isa.BY_MNEMONIC["MAC"]
+    f = {"rw": 3, "iw": -2, "rx": 3, "ix": 5}
+    assert isa.register_effects(mac, f) == ((3, 3, -2), (3, 3, 5))  # rw == rx: both apply
+    assert isa.traffic(mac, f, lanes=4) == {"wmem_reads": 1, "amem_reads": 1, "shift_adds": 4}
+    store = isa.BY_MNEMONIC["STORE"]
+    g = {"rd": 2, "n": 3, "inc": 8}
+    assert isa.register_effects(store, g) == ((2, 2, 8),)
+    assert isa.traffic(store, g, lanes=8) == {"amem_writes": 3}
+    assert isa.cycles_of(store, g) == 3
+    seti = isa.BY_MNEMONIC["SETI"]
+    assert isa.register_effects(seti, {"rd": 1, "imm": 7}) == ((1, -1, 7),)
+    assert seti.writes == {"R"} and not seti.reads
+
+
+def test_timing_model_names_the_multi_cycle_rows() -> None:
+    multi = [i.mnemonic for i in isa.INSTRUCTIONS if i.cycles == "n"]
+    assert multi and all(m in isa.timing_model() for m in multi)
