@@ -9,9 +9,8 @@ the RTL implements exactly them; they work on Python ints and on numpy int64 arr
 * ``rnd(t, s)`` rounds half up: ``(t + 2^(s-1)) >> s`` with an arithmetic shift; ``rnd(t, 0) = t``.
 * ``sat`` clamps to ``[-2^(act_bits-1), 2^(act_bits-1) - 1]``.
 
-Widths guarantee int64 never overflows: acc_bits <= 40, 2^E <= 16, REQ shifts (up to
-``isa.REQ_SHIFT_MAX``) only after
-rounding has brought the value back into range.
+Widths guarantee int64 never overflows: acc_bits <= 40, 2^E <= 16, and a REQ shift (up to
+``isa.REQ_SHIFT_MAX``) only after rounding has brought the value back into range.
 """
 
 from __future__ import annotations

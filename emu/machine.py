@@ -178,14 +178,17 @@ class Machine:
         ins = self.prog.instrs[self.pc]
         f = self.prog.fields[self.pc]
         served = self.lanes_n(f[isa.LANES_FIELD]) if ins.serves_lanes else c.lanes
-        addrs = {p.memory: self.addr(f[p.register], p.memory, self.depths[p.memory],
-                                     served if p.per_lane else 1)
-                 for p in ins.pointers}
+        addrs: dict[isa.Memory, int] = {}
+        for p in ins.pointers:
+            addrs[p.memory] = self.addr(f[p.register], p.memory, self.depths[p.memory],
+                                        served if p.per_lane else 1)
         jump = SEMANTICS[ins.mnemonic](self, f, addrs, served)
         next_pc = self.pc + 1 if jump is None else jump
         if ins.flow == "halt":
             self.halted = True
-        apply_effects(self.regs, self.prog.effects[self.pc])
+        effects = self.prog.effects[self.pc]
+        if effects:
+            apply_effects(self.regs, effects)
         cnt = self.counters
         for key, v in self.traffic[self.pc].items():
             cnt[key] += v
