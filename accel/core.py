@@ -237,6 +237,8 @@ class ControlRow:
 
 
 def control_table() -> tuple[ControlRow, ...]:
+    """Every opcode's control row from its ISA roles; RTLError for a row the core's two
+    register ports and one AMEM port cannot serve."""
     rows = []
     for ins in isa.INSTRUCTIONS:
         if len(ins.pointers) > 2 or sum(p.memory == "AMEM" for p in ins.pointers) > 1:
