@@ -1,5 +1,6 @@
 """The golden model of the accelerator, built on `contract`.
 
-Owns: the assembler and disassembler (`asm`), the golden emulator in step and fast mode
-(`emulator`, `fast`) and the generated ISA reference (`isadoc`).  Imports only `contract`.
+Owns: the assembler and disassembler (`asm`), the golden emulator (`emulator.run`) in step
+mode (`machine`) and fast mode (`fast`, a package of layers), and the generated ISA reference
+(`isadoc`).  Imports only `contract`; `machine` imports neither `fast` nor `emulator`.
 """
