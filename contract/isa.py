@@ -21,6 +21,7 @@ rounding shift of :func:`contract.semantics.round_shift`; ``sat`` saturates to t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -401,7 +402,7 @@ def timing_model() -> str:
             f"of a body takes none. {HALT.mnemonic}'s cycle is counted.")
 
 
-def static_cycles(words: list[int]) -> int:
+def static_cycles(words: Iterable[int]) -> int:
     """Cycles of a program from its text alone: the emulators' count for a run to HALT (a
     malformed program gives a number, not an error: only a run checks it)."""
     dec = [decode(int(w)) for w in words]

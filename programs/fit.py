@@ -12,11 +12,12 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
+from contract import isa
 from contract.config import AccelConfig
 
 # ISA limits the generated code must respect.
-STORE_INC_MAX = (1 << 11) - 1  # STORE's 12-bit signed post-increment
-LOOP_MAX = (1 << 16) - 1
+STORE_INC_MAX = isa.STORE_INC_MAX  # from the table's field ranges
+LOOP_MAX = isa.LOOP_COUNT_MAX
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ one AMEM, so tiling is the normal case:
 A layer that cannot fit even as one block of ``lanes`` channels and one output row is an error
 that says which memory is too small and by how much.  A tile's program comes from
 :mod:`programs.codegen`, its memory contents from :mod:`programs.layout`, its expected cycles
-from :mod:`contract.timing`; block groups shrink until they fit by
+from :mod:`contract.isa`; block groups shrink until they fit by
 :func:`programs.fit.fit_in_groups`.
 """
 
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from contract import isa
 from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
-from contract.timing import static_cycles
 
 from .codegen import WindowGeometry, add_source, conv_source, vector_source
 from .fit import STORE_INC_MAX, DoesNotFit, balanced_groups, fit_in_groups
@@ -226,7 +226,7 @@ class Lowerer:
             img = tile_image(src, cfg, words, params, np.zeros(0, np.int64), 0,
                              band_regions(in_len, out_len))
             tiles.append(Tile(img, src, [TileInput(lay.inputs[0], rows, ci, 0)], (o0, o1), ko,
-                              in_len, static_cycles(img.text)))
+                              in_len, isa.static_cycles(img.text)))
         return tiles
 
     def lower_vector(self, lay: Layer, ll: LoweredLayer, mode: str) -> None:
@@ -291,7 +291,7 @@ class Lowerer:
             img = tile_image(src, cfg, weights, params, acts, const_base if const_len else 0,
                              band_regions(in_len, out_len))
             tiles.append(Tile(img, src, [TileInput(lay.inputs[0], rows, ch, 0)], (o0, o1), ch,
-                              in_len, static_cycles(img.text)))
+                              in_len, isa.static_cycles(img.text)))
         return tiles
 
     def lower_add(self, lay: Layer, ll: LoweredLayer) -> None:
@@ -330,7 +330,7 @@ class Lowerer:
                              band_regions(2 * n, n))
             ins = [TileInput(lay.inputs[0], (o0, o1), ch, 0),
                    TileInput(lay.inputs[1], (o0, o1), ch, n)]
-            tiles.append(Tile(img, src, ins, (o0, o1), ch, 2 * n, static_cycles(img.text)))
+            tiles.append(Tile(img, src, ins, (o0, o1), ch, 2 * n, isa.static_cycles(img.text)))
         return tiles
 
 

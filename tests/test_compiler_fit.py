@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contract.timing import static_cycles
+from contract import isa
 from emu.asm import assemble_file
 from emu.emulator import run
 from programs.fit import DoesNotFit, balanced_groups, fit_in_groups
@@ -51,4 +51,4 @@ def test_fit_in_groups_refuses_when_one_item_does_not_fit() -> None:
 @pytest.mark.parametrize("name", ["dot", "conv3x3", "maxpool"])
 def test_static_cycles_equal_the_emulator_count(name: str) -> None:
     img = assemble_file(EXAMPLES / f"{name}.s")
-    assert static_cycles(img.text) == run(img).counters["cycles"]
+    assert isa.static_cycles(img.text) == run(img).counters["cycles"]
