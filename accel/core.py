@@ -29,6 +29,7 @@ import inspect
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from myhdl import ResetSignal, Signal, always_comb, always_seq, block, intbv, modbv
@@ -215,6 +216,92 @@ class _Ctl:
         self.is_req = Signal(bool(0))
         self.is_act = Signal(bool(0))
         self.relu = Signal(bool(0))
+
+
+@dataclass(frozen=True)
+class ControlRow:
+    """One opcode's core control, derived from its ISA row (the named columns of PyMTL3's
+    ProcCtrl table).  Read port 1 serves a WMEM or BMEM pointer or the source of a register
+    write; read port 2 the AMEM pointer, offset by the lane served."""
+
+    mnemonic: str
+    opcode: int
+    port1: str | None  # register field read on port 1
+    inc1: str | None  # post-increment of port 1's register, if it is a pointer
+    port2: str | None  # register field read on port 2
+    inc2: str | None
+    reg_write: str | None  # register field written from the immediate (+ port 1)
+    adds_port1: bool  # the register write adds port 1 (ADDI) rather than loading (SETI)
+    multi: bool  # one cycle per lane served
+    amem_write: bool  # writes AMEM through port 2
+
+
+def control_table() -> tuple[ControlRow, ...]:
+    """Every opcode's control row from its ISA roles; RTLError for a row the core's two
+    register ports and one AMEM port cannot serve."""
+    rows = []
+    for ins in isa.INSTRUCTIONS:
+        if len(ins.pointers) > 2 or sum(p.memory == "AMEM" for p in ins.pointers) > 1:
+            raise RTLError(f"{ins.mnemonic}: the core has one AMEM port and two register ports")
+        p1 = next((p for p in ins.pointers if p.memory != "AMEM"), None)
+        p2 = next((p for p in ins.pointers if p.memory == "AMEM"), None)
+        w = ins.reg_write
+        if p1 is not None and w is not None and w.source is not None:
+            raise RTLError(f"{ins.mnemonic}: port 1 cannot serve a pointer and a source")
+        rows.append(ControlRow(
+            ins.mnemonic, ins.opcode,
+            p1.register if p1 else (w.source if w else None), p1.increment if p1 else None,
+            p2.register if p2 else None, p2.increment if p2 else None,
+            w.dest if w else None, bool(w and w.source), ins.cycles == "n",
+            bool(p2 and p2.writes)))
+    return tuple(rows)
+
+
+CONTROL = control_table()
+
+
+def _only(rows: list[ControlRow], what: str) -> ControlRow:
+    if len(rows) != 1:
+        raise RTLError(f"the core wires exactly one instruction that {what}; the table has "
+                       f"{[r.mnemonic for r in rows]}")
+    return rows[0]
+
+
+# How the core's control generators (reg_ports, reg_incs, reg_write) are wired, as data, so
+# that elaboration checks the wiring against CONTROL: per register port, the lane flags that
+# select each field (first match wins, the last entry is the default), the flags that
+# post-increment through the port, and the increment field per selecting flags.
+_PORT1_FIELDS = ((("is_mac", "is_loadw"), "rw"), (("is_bias",), "rb"),
+                 (("is_req", "is_act"), "rq"), ((), "rs"))
+_PORT2_FIELDS = ((("is_store",), "rd"), ((), "rx"))
+_PORT1_BUMPS = ("is_mac", "is_loadw", "is_bias", "is_req", "is_act")
+_PORT2_BUMPS = ("is_mac", "is_shiftadd", "is_vld", "is_vmax", "is_vmac", "is_store")
+_INC_FIELDS = ((("is_mac",), ("iw", "ix")), ((), ("inc", "inc")))
+_WRITE_FIELD = "rd"  # reg_write's destination index
+
+
+def _check_wiring(flag_ops: dict[str, int]) -> None:
+    """The hand-wired control agrees with CONTROL for every opcode (``flag_ops``: the opcode
+    each lane flag decodes)."""
+
+    def pick(op: int, table: tuple[tuple[tuple[str, ...], Any], ...]) -> Any:
+        return next(v for flags, v in table if not flags or op in {flag_ops[f] for f in flags})
+
+    for r in CONTROL:
+        wired = {
+            "port1": pick(r.opcode, _PORT1_FIELDS) if r.port1 else None,
+            "port2": pick(r.opcode, _PORT2_FIELDS) if r.port2 else None,
+            "inc1": pick(r.opcode, _INC_FIELDS)[0] if r.opcode in
+            {flag_ops[f] for f in _PORT1_BUMPS} else None,
+            "inc2": pick(r.opcode, _INC_FIELDS)[1] if r.opcode in
+            {flag_ops[f] for f in _PORT2_BUMPS} else None,
+        }
+        wired["reg_write"] = _WRITE_FIELD if r.reg_write else None
+        want = {"port1": r.port1, "port2": r.port2, "inc1": r.inc1, "inc2": r.inc2,
+                "reg_write": r.reg_write}
+        if wired != want:
+            raise RTLError(f"{r.mnemonic}: the core's control wiring {wired} disagrees with "
+                           f"the ISA table's roles {want}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,13 +537,22 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
     _check_table()
     c = config
     op_bits = isa.OPCODE_BITS
+    # Control opcodes come from the control table's columns; the lane flags name the datapath
+    # each instruction drives (see lane).
+    op_halt, op_loop = isa.HALT.opcode, isa.LOOP.opcode
+    writes = [r for r in CONTROL if r.reg_write]
+    op_seti = _only([r for r in writes if not r.adds_port1], "loads a register").opcode
+    op_addi = _only([r for r in writes if r.adds_port1], "steps a register").opcode
+    op_store = _only([r for r in CONTROL if r.amem_write], "writes AMEM").opcode
     ops = isa.OPCODES
-    op_halt, op_seti, op_addi, op_loop = ops["HALT"], ops["SETI"], ops["ADDI"], ops["LOOP"]
     op_loadw, op_shiftadd, op_acc, op_mac = ops["LOADW"], ops["SHIFTADD"], ops["ACC"], ops["MAC"]
     op_clr, op_bias, op_vld, op_vmax = ops["CLR"], ops["BIAS"], ops["VLD"], ops["VMAX"]
-    op_vmac, op_req, op_act, op_store = ops["VMAC"], ops["REQ"], ops["ACT"], ops["STORE"]
-    # Instructions that take n cycles, straight from the table's cycle column.
-    multi_ops = tuple(i.opcode for i in isa.INSTRUCTIONS if i.cycles == "n")
+    op_vmac, op_req, op_act = ops["VMAC"], ops["REQ"], ops["ACT"]
+    _check_wiring({"is_loadw": op_loadw, "is_shiftadd": op_shiftadd, "is_mac": op_mac,
+                   "is_bias": op_bias, "is_vld": op_vld, "is_vmax": op_vmax, "is_vmac": op_vmac,
+                   "is_req": op_req, "is_act": op_act, "is_store": op_store})
+    # Instructions that take n cycles, straight from the control table.
+    multi_ops = tuple(r.opcode for r in CONTROL if r.multi)
     if len(multi_ops) > 4:
         raise RTLError("the RTL's multi-cycle decoder handles at most 4 such opcodes")
     m0, m1, m2, m3 = (multi_ops + (multi_ops[0],) * 4)[:4]

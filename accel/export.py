@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from contract import isa
 from contract.backend import DEFAULT_MAX_CYCLES
 from contract.config import AccelConfig
 from contract.image import Image
@@ -152,7 +153,7 @@ initial begin
             #1;
             $display("ASD-ACC %0d %h", i, dbg_acc);
         end
-        for (i = 0; i < 8; i = i + 1) begin
+        for (i = 0; i < {isa.NUM_REGS}; i = i + 1) begin
             dbg_sel = i;
             #1;
             $display("ASD-REG %0d %h", i, dbg_reg);

@@ -78,9 +78,8 @@ def run_test_set(comp: Any, x: np.ndarray, chunk: int, progress: Any) -> tuple[A
 def cmd_demo(args: argparse.Namespace) -> int:
     from asd import evaluate, modelio, schemes
     from asd.quantize_model import quantize_model
-    from asd_cli import report
+    from asd_cli import progress, report
     from asd_cli.evaluate import load_dataset, resolve_model
-    from asd_cli.progress import Progress
     from contract.backend import get_backend
     from contract.config import AccelConfig
     from programs import runtime
@@ -98,8 +97,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # 1. Retrain-less accuracy per scheme.
     _say(args, "[1/5] accuracy per scheme (weights quantized, no retraining; onnxruntime)")
-    bar = Progress("eval", len(x) * len(DEMO_SCHEMES), enabled=None if not args.json else False)
-    acc = evaluate.evaluate(path, x, y, DEMO_SCHEMES, progress=lambda _s, k: bar.update(k))
+    with progress.bar("eval", len(x) * len(DEMO_SCHEMES), quiet=args.json) as bar:
+        acc = evaluate.evaluate(path, x, y, DEMO_SCHEMES, progress=lambda _s, k: bar.update(k))
     acc_rows = [a.as_dict() for a in acc]
     _say(args, evaluate.format_table(acc) + "\n")
 
@@ -127,9 +126,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # 3. The whole test set on the emulator, bit-exact against the integer reference.
     _say(args, "[3/5] every test image on the golden emulator, checked bit for bit against "
                "the integer reference")
-    bar = Progress("emulator", len(x), enabled=None if not args.json else False)
     t0 = time.perf_counter()
-    y_acc, cycles, mismatches = run_test_set(comp, x, args.chunk, bar)
+    with progress.bar("emulator", len(x), quiet=args.json) as bar:
+        y_acc, cycles, mismatches = run_test_set(comp, x, args.chunk, bar)
     emu_seconds = time.perf_counter() - t0
     accel_top1 = evaluate.topk_accuracy(y_acc.reshape(len(x), -1), y, 1)
     _say(args, f"      {len(x)} images, {mismatches} mismatches, accelerator top-1 "

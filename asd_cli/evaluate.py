@@ -46,7 +46,7 @@ def load_dataset(spec: str | None, meta: dict[str, Any], args: argparse.Namespac
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from asd import evaluate, modelio
-    from asd_cli.progress import Progress
+    from asd_cli import progress
 
     path, meta = resolve_model(args.model)
     data = load_dataset(args.dataset, meta, args)
@@ -54,20 +54,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
-    bars: dict[str, Progress] = {}
+    runs = 1 + len([s for s in schemes if s != "float"])  # float always runs first
 
-    def progress(name: str, k: int) -> None:
-        if args.json:
-            return
-        if name not in bars:
-            bars[name] = Progress(f"eval {name}", len(x))
-        bars[name].update(k)
+    with progress.bar("eval", len(x) * runs, quiet=args.json) as bar:
+        def step(name: str, k: int) -> None:
+            bar.set_description(f"eval {name}", refresh=False)
+            bar.update(k)
 
-    try:
-        results = evaluate.evaluate(path, x, y, schemes, granularity=args.granularity,
-                                    scale=args.scale, progress=progress)
-    except modelio.ModelError as exc:
-        raise UserError(str(exc)) from None
+        try:
+            results = evaluate.evaluate(path, x, y, schemes, granularity=args.granularity,
+                                        scale=args.scale, progress=step)
+        except modelio.ModelError as exc:
+            raise UserError(str(exc)) from None
     if args.json:
         print(json.dumps({"model": str(path), "dataset": data.name, "images": int(len(x)),
                           "schemes": {r.scheme: r.as_dict() for r in results}}, indent=2))

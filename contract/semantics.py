@@ -9,8 +9,8 @@ the RTL implements exactly them; they work on Python ints and on numpy int64 arr
 * ``rnd(t, s)`` rounds half up: ``(t + 2^(s-1)) >> s`` with an arithmetic shift; ``rnd(t, 0) = t``.
 * ``sat`` clamps to ``[-2^(act_bits-1), 2^(act_bits-1) - 1]``.
 
-Widths guarantee int64 never overflows: acc_bits <= 40, 2^E <= 16, shifts <= 63 only after
-rounding has brought the value back into range.
+Widths guarantee int64 never overflows: acc_bits <= 40, 2^E <= 16, and a REQ shift (up to
+``isa.REQ_SHIFT_MAX``) only after rounding has brought the value back into range.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import hwcode
+from .isa import REQ_SHIFT_MAX
 
 
 def wrap(v: Any, bits: int) -> Any:
@@ -57,13 +58,13 @@ def round_shift(t: Any, shift: Any) -> Any:
 def req_fields(param: Any, code_bits: int) -> tuple[Any, Any]:
     """``(code, shift)`` of a REQ/ACT parameter word entry."""
     p = np.asarray(param, dtype=np.int64)
-    return p & ((1 << code_bits) - 1), (p >> code_bits) & 63
+    return p & ((1 << code_bits) - 1), (p >> code_bits) & REQ_SHIFT_MAX
 
 
 def req_param(code: int, shift: int, code_bits: int) -> int:
     """The BMEM entry that REQ reads as ``(code, shift)``."""
-    if not 0 <= shift <= 63:
-        raise ValueError(f"requant shift {shift} out of range 0..63")
+    if not 0 <= shift <= REQ_SHIFT_MAX:
+        raise ValueError(f"requant shift {shift} out of range 0..{REQ_SHIFT_MAX}")
     return int(code) | (int(shift) << code_bits)
 
 

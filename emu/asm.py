@@ -190,7 +190,7 @@ def assemble(text: str, config: AccelConfig | None = None, source: str = "<input
                                    f"{ins.mnemonic} {f.name}: expected a register r0..r"
                                    f"{isa.NUM_REGS - 1}, got '{tok.text}'")
                 v = int(m.group(1))
-            elif ins.mnemonic == "LOOP" and f.name == "len" and not _INT.match(tok.text):
+            elif ins.flow == "loop" and f.name == "len" and not _INT.match(tok.text):
                 if tok.text not in labels:
                     raise AsmError(source, lineno, tok.col + 1, f"unknown label '{tok.text}'")
                 v = labels[tok.text] - pc - 1

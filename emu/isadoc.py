@@ -13,7 +13,7 @@ from pathlib import Path
 from contract import isa, semantics
 from contract.config import AccelConfig
 
-from . import asm, emulator
+from . import asm
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "isa.md"
 
@@ -68,6 +68,28 @@ def _operand_doc(f: isa.Field) -> str:
     return f"`{f.name}` ({f.width} bits, {rng}): {f.doc}"
 
 
+def _states(states: frozenset[isa.State]) -> str:
+    return " ".join(s for s in ("A", "W", "P", "R") if s in states) or "-"
+
+
+def _touches(ins: isa.Instr) -> str:
+    """The row's roles in words: memory accesses, register write, lane registers, flow."""
+    parts = []
+    for p in ins.pointers:
+        what = f"{p.memory}[R[{p.register}]" + (" + i" if p.per_lane else "") + "]"
+        parts.append(f"{'writes' if p.writes else 'reads'} {what}, then R[{p.register}] += "
+                     f"{p.increment}")
+    if ins.reg_write is not None:
+        parts.append(f"writes R[{ins.reg_write.dest}]")
+    verbs = {"reads": "reads", "sets": "sets", "adds": "adds to", "updates": "updates"}
+    parts += [f"{verbs[access]} {state}" for state, access in ins.lane_state]
+    if ins.shift_adds:
+        parts.append("one shift-add per lane served")
+    if ins.flow != "next":
+        parts.append({"halt": "stops the program", "loop": "pushes a loop level"}[ins.flow])
+    return "; ".join(parts) + "." if parts else "nothing (the pc moves on)."
+
+
 def generate() -> str:
     d = AccelConfig()
     out = [
@@ -113,20 +135,21 @@ def generate() -> str:
         "",
         "## Timing model",
         "",
-        _docstring_after(emulator.__doc__, "Timing model").replace("\n", " "),
+        isa.timing_model(),
         "Counters (`asd emu` prints them; both emulator modes agree exactly): cycles, "
         "instructions, instructions by opcode, AMEM reads and writes (elements), WMEM and BMEM "
         "reads (words), shift-adds (one per lane product, including REQ and ACT).",
         "",
         "## Summary",
         "",
-        "| mnemonic | opcode | operands | cycles | action |",
-        "|---|---|---|---|---|",
+        "| mnemonic | opcode | operands | cycles | reads | writes | action |",
+        "|---|---|---|---|---|---|---|",
     ]
     for ins in isa.INSTRUCTIONS:
         ops = ", ".join(f"{f.name}:{f.width}" for f in ins.fields) or "-"
         out.append(f"| [{ins.mnemonic}](#{ins.mnemonic.lower()}) | {ins.opcode} | {ops} | "
-                   f"{ins.cycles} | `{ins.action}` |")
+                   f"{ins.cycles} | {_states(ins.reads)} | {_states(ins.writes)} | "
+                   f"`{ins.action}` |")
     out.append("")
     out.append("## Instructions")
     for ins in isa.INSTRUCTIONS:
@@ -149,6 +172,8 @@ def generate() -> str:
             f"**Notes** {ins.notes}",
             "",
             f"**Cycles** {cyc}",
+            "",
+            f"**Touches** {_touches(ins)}",
         ]
     out += ["", "## Assembly syntax", "", "```",
             _docstring_after(asm.__doc__, "Syntax").split("\n\n", 1)[1].split("\n\n")[0]

@@ -14,6 +14,7 @@ and :meth:`Compiled.load` reads it back, checking every image against the manife
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ from contract.image import Image
 
 from . import lower as lw
 from .onnx_import import import_model
-from .quantize import QNet, quantize
+from .qnet import QNet
+from .quantize import quantize
 
 MANIFEST_VERSION = 1
 
@@ -37,6 +39,15 @@ MANIFEST_VERSION = 1
 class ManifestError(ValueError, AsdError):
     """A directory that holds no compiled network this version reads, or calibration data
     that does not fit the model."""
+
+
+def tile_filename(index: int, layer: str, tile: int) -> str:
+    """``NNN_LAYER_TTT``: layer index, the layer's name made safe for a file name, tile."""
+    return f"{index:03d}_{_safe(layer)}_{tile:03d}"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:48]
 
 
 @dataclass
@@ -82,7 +93,7 @@ class Compiled:
                 entry.update(kernel=list(lay.kernel), stride=list(lay.stride), groups=lay.groups)
             tiles = []
             for j, t in enumerate(ll.tiles):
-                name = lw.tile_filename(i, ll.name, j)
+                name = tile_filename(i, ll.name, j)
                 tiles.append({
                     "image": f"tiles/{name}.bin", "listing": f"tiles/{name}.s",
                     "inputs": [{"tensor": ti.tensor, "rows": list(ti.rows),
@@ -109,7 +120,7 @@ class Compiled:
         tiles_dir.mkdir(parents=True)
         for i, ll in enumerate(self.layers):
             for j, t in enumerate(ll.tiles):
-                name = lw.tile_filename(i, ll.name, j)
+                name = tile_filename(i, ll.name, j)
                 t.image.write(tiles_dir / f"{name}.bin")
                 (tiles_dir / f"{name}.s").write_text(t.source)
         self.qnet.save(d)

@@ -15,7 +15,7 @@ tensor is ``(N, 1, 1, K)`` with its features in ONNX's NCHW order.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,9 +23,7 @@ from numpy.typing import NDArray
 from contract import semantics
 
 from .graph import Graph, Layer
-
-if TYPE_CHECKING:
-    from .quantize import QLayer, QNet
+from .qnet import QLayer, QNet
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]

@@ -89,12 +89,38 @@ def _base(role: str, c: _AccelConfig, draw: st.DrawFn) -> int:
     return draw(st.integers(0, 64))
 
 
+def _pointer_role(p: _isa.Pointer) -> str:
+    """The register role of a pointer: the memory it addresses, and AMEM reads vs writes."""
+    if p.memory == "AMEM":
+        return "out" if p.writes else "x"
+    return {"WMEM": "w", "BMEM": "b"}[p.memory]
+
+
+def _inc_max(p: _isa.Pointer, c: _AccelConfig) -> int:
+    """Post-increments that keep most addresses in range: a block of lanes for a per-lane
+    pointer, a word or two otherwise."""
+    if p.per_lane:
+        return c.lanes
+    return 1 if p.memory == "BMEM" else 2
+
+
+def _weight(ins: _isa.Instr) -> int:
+    """How often an instruction is drawn: the ones that feed or drain A through memory (MAC,
+    VMAC, STORE) more often, one more time per memory they touch."""
+    return 1 + len(ins.pointers) if ins.access("A") in ("adds", "reads") else 1
+
+
+# Every instruction that moves the pc on (LOOP and HALT are placed by _block and _program).
+_STRAIGHT = [ins for ins in _isa.INSTRUCTIONS if ins.flow == "next"
+             for _ in range(_weight(ins))]
+_LOOP, _HALT = _isa.LOOP.mnemonic, _isa.HALT.mnemonic
+_PAD = next(i.mnemonic for i in _isa.INSTRUCTIONS if i.register_only and not i.fields)  # NOP
+_SET_REG = next(i for i in _isa.INSTRUCTIONS if i.reg_write and i.reg_write.source is None)
+
+
 def _instr(draw: st.DrawFn, c: _AccelConfig, wild: bool) -> tuple[str, dict[str, int]]:
-    """One non-LOOP, non-HALT instruction with role-respecting operands."""
-    m = draw(st.sampled_from(["NOP", "SETI", "ADDI", "LOADW", "SHIFTADD", "ACC", "MAC", "CLR",
-                              "BIAS", "VLD", "VMAX", "VMAC", "REQ", "ACT", "STORE",
-                              "MAC", "MAC", "STORE", "VMAC"]))
-    ins = _isa.BY_MNEMONIC[m]
+    """One non-LOOP, non-HALT instruction with role-respecting operands, from its table row."""
+    ins = draw(st.sampled_from(_STRAIGHT))
 
     def reg(role: str) -> int:
         if wild and draw(st.integers(0, 9)) == 0:
@@ -110,30 +136,23 @@ def _instr(draw: st.DrawFn, c: _AccelConfig, wild: bool) -> tuple[str, dict[str,
     if wild and draw(st.integers(0, 19)) == 0:
         lanes_n = st.integers(0, 63)
     v: dict[str, int] = {}
-    if m == "SETI":
+    w = ins.reg_write
+    if w is not None and w.source is None:  # a register set to a base address of some role
         role = draw(st.sampled_from(sorted(_ROLES)))
-        v = {"rd": draw(st.sampled_from(_ROLES[role])), "imm": _base(role, c, draw)}
-    elif m == "ADDI":
+        v = {w.dest: draw(st.sampled_from(_ROLES[role])), w.addend: _base(role, c, draw)}
+    elif w is not None:  # a register stepped from another of the same role
         role = draw(st.sampled_from(sorted(_ROLES)))
-        v = {"rd": reg(role), "rs": reg(role), "imm": inc(4)}
-    elif m == "LOADW":
-        v = {"rw": reg("w"), "inc": inc(2)}
-    elif m == "SHIFTADD":
-        v = {"rx": reg("x"), "inc": inc(2)}
-    elif m == "MAC":
-        v = {"rw": reg("w"), "iw": inc(2), "rx": reg("x"), "ix": inc(2)}
-    elif m == "BIAS":
-        v = {"rb": reg("b"), "inc": inc(1)}
-    elif m in ("VLD", "VMAX", "VMAC"):
-        v = {"rx": reg("x"), "n": draw(lanes_n), "inc": inc(c.lanes)}
-    elif m in ("REQ", "ACT"):
-        v = {"rq": reg("b"), "inc": inc(1)}
-        if m == "REQ":
-            v["relu"] = draw(st.integers(0, 1))
-    elif m == "STORE":
-        v = {"rd": reg("out"), "n": draw(lanes_n), "inc": inc(c.lanes)}
-    assert set(v) == {f.name for f in ins.fields}, m
-    return m, v
+        v = {w.dest: reg(role), w.source: reg(role), w.addend: inc(4)}
+    for p in ins.pointers:
+        v[p.register] = reg(_pointer_role(p))
+        v[p.increment] = inc(_inc_max(p, c))
+    for f in ins.fields:
+        if f.name == _isa.LANES_FIELD:
+            v[f.name] = draw(lanes_n)
+        elif f.name not in v:
+            v[f.name] = draw(st.integers(f.lo, f.hi))
+    assert set(v) == {f.name for f in ins.fields}, ins.mnemonic
+    return ins.mnemonic, v
 
 
 def _block(draw: st.DrawFn, c: _AccelConfig, depth: int, budget: int, wild: bool
@@ -148,12 +167,12 @@ def _block(draw: st.DrawFn, c: _AccelConfig, depth: int, budget: int, wild: bool
         if depth > 0 and i < n - 1 and draw(st.integers(0, 3)) == 0:
             body = _block(draw, c, depth - 1, max(1, (budget - len(out)) // 2), wild)
             count = draw(st.sampled_from([0, 1, 2, 3, 4]))
-            out.append(("LOOP", {"count": count, "len": len(body)}))
+            out.append((_LOOP, {"count": count, "len": len(body)}))
             out += body
         else:
             out.append(_instr(draw, c, wild))
-    if out[-1][0] == "LOOP" or (len(out) > 1 and _ends_nested(out)):
-        out.append(("NOP", {}))
+    if out[-1][0] == _LOOP or (len(out) > 1 and _ends_nested(out)):
+        out.append((_PAD, {}))
     return out
 
 
@@ -161,7 +180,7 @@ def _ends_nested(stmts: list[tuple[str, dict[str, int]]]) -> bool:
     """Does a nested loop's body end on the last statement?"""
     last = len(stmts) - 1
     for i, (m, v) in enumerate(stmts):
-        if m == "LOOP" and i + v["len"] == last:
+        if m == _LOOP and i + v["len"] == last:
             return True
     return False
 
@@ -170,12 +189,15 @@ def _ends_nested(stmts: list[tuple[str, dict[str, int]]]) -> bool:
 def _program(draw: st.DrawFn, config: _AccelConfig, wild: bool) -> _Image:
     c = config
     words = []
+    set_reg = _SET_REG.reg_write
+    assert set_reg is not None
     for role, regs in sorted(_ROLES.items()):
         for r in regs:
-            words.append(_isa.encode("SETI", rd=r, imm=_base(role, c, draw)))
+            base = _base(role, c, draw)
+            words.append(_isa.encode(_SET_REG.mnemonic, **{set_reg.dest: r, set_reg.addend: base}))
     body = _block(draw, c, min(3, c.loop_depth) + (1 if wild else 0), 40, wild)
     words += [_isa.encode(m, **v) for m, v in body]
-    words.append(_isa.encode("HALT"))
+    words.append(_isa.encode(_HALT))
     nw = draw(st.integers(1, c.wmem_depth // 2))
     nb = draw(st.integers(1, c.bmem_depth))
     na = draw(st.integers(0, c.amem_depth // 2))

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contract import isa
 from contract.config import AccelConfig
 from contract.image import Image
 from emu.asm import assemble
@@ -43,6 +44,16 @@ def assert_same(a: RunResult | str, b: RunResult | str) -> None:
 def test_fast_equals_step_on_random_programs(case, max_cycles) -> None:  # type: ignore[no-untyped-def]
     _, img = case
     assert_same(_outcome(img, False, max_cycles), _outcome(img, True, max_cycles))
+
+
+@given(programs_and_configs())
+def test_static_cycles_equal_the_run(case) -> None:  # type: ignore[no-untyped-def]
+    """The table's static timing (what the compiler plans with) is the emulator's count for
+    every program that runs to HALT."""
+    _, img = case
+    res = _outcome(img, False, 100_000)
+    if not isinstance(res, str):
+        assert isa.static_cycles(img.text.tolist()) == res.cycles
 
 
 def _asm(src: str, **cfg: int) -> Image:

@@ -13,12 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import emu.fast as fast
 from contract import hwcode
 from contract.config import AccelConfig
 from contract.image import Image
 from emu.asm import assemble
 from emu.emulator import EmulatorError, Machine, RunResult, run
+from emu.fast import state as fast_state
+from emu.fast.batch import Batch
 from programs import kernels
 from tests.test_emulator import assert_same
 
@@ -37,7 +38,7 @@ class _Spy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         self.taken = self.declined = self.conflicts = 0
-        group, order_free = fast._Batch.group, fast._Batch.memory_is_order_free
+        group, order_free = Batch.group, Batch.memory_is_order_free
 
         def spy_group(batch: Any, g: Any, s: Any) -> bool:
             ok: bool = group(batch, g, s)
@@ -52,8 +53,8 @@ class _Spy:
             self.conflicts += not ok
             return ok
 
-        monkeypatch.setattr(fast._Batch, "group", spy_group)
-        monkeypatch.setattr(fast._Batch, "memory_is_order_free", spy_order)
+        monkeypatch.setattr(Batch, "group", spy_group)
+        monkeypatch.setattr(Batch, "memory_is_order_free", spy_order)
 
 
 def _conv(lanes: int, cin: int, cout: int, size: int, stride: int, pad: int, seed: int,
@@ -94,7 +95,7 @@ def test_float32_would_round_so_float64_is_used(monkeypatch) -> None:  # type: i
     assert_same(step, quick)
     assert not isinstance(quick, str) and np.array_equal(quick.region(), k.expected)
     assert spy.taken > 0
-    batch = fast._Batch(Machine(k.image), {})
+    batch = Batch(Machine(k.image), {})
     assert batch.exact_source(3 * 6 * 3).dtype == np.float64
 
 
@@ -117,13 +118,13 @@ def test_float32_only_below_2_to_24(monkeypatch, cin, dtype) -> None:  # type: i
     codes = np.full((c.wmem_depth, 4), int(hwcode.encode(129, c.exp_bits)))
     img = Image(c, assemble(src, c).text, codes, np.zeros((0, 4), np.int64), acts, 0, {})
     seen = []
-    gather = fast._Batch.gather_x
+    gather = Batch.gather_x
 
     def spy(src, starts, segs):  # type: ignore[no-untyped-def]
         seen.append(src.dtype)
         return gather(src, starts, segs)
 
-    monkeypatch.setattr(fast._Batch, "gather_x", staticmethod(spy))
+    monkeypatch.setattr(Batch, "gather_x", staticmethod(spy))
     step, quick = _outcome(img, False), _outcome(img, True)
     assert_same(step, quick)
     assert seen == [dtype]
@@ -136,10 +137,10 @@ def test_float32_only_below_2_to_24(monkeypatch, cin, dtype) -> None:  # type: i
 def test_float64_and_int64_products_are_exact_too(monkeypatch, f32, f64) -> None:  # type: ignore[no-untyped-def]
     """With the exactness bounds lowered, the same programs take the float64 path (f32=1) and
     the int64 path (both 1, what a sum past 2^53 would take): still step mode's results."""
-    monkeypatch.setattr(fast, "_EXACT_F32", f32)
-    monkeypatch.setattr(fast, "_EXACT_F64", f64)
+    monkeypatch.setattr(fast_state, "EXACT_F32", f32)
+    monkeypatch.setattr(fast_state, "EXACT_F64", f64)
     k = _conv(4, 5, 6, 5, 1, 1, seed=11, acc_bits=17)
-    batch = fast._Batch(Machine(k.image), {})
+    batch = Batch(Machine(k.image), {})
     assert batch.exact_source(45).dtype == (np.int64 if f64 == 1 else np.float64)
     spy = _Spy(monkeypatch)
     step, quick = _outcome(k.image, False), _outcome(k.image, True)
@@ -252,7 +253,7 @@ def test_run_check_equals_bitmap_check(data) -> None:  # type: ignore[no-untyped
     """The order check by sorted write runs agrees with the check by a bitmap of AMEM."""
     depth = 512
     img = assemble(f".config amem_depth={depth}\nHALT\n")
-    batch = fast._Batch(Machine(img), {})
+    batch = Batch(Machine(img), {})
     kw = data.draw(st.integers(1, 8))
     for _ in range(data.draw(st.integers(1, 3))):
         starts = data.draw(st.lists(st.integers(0, depth - kw), min_size=1, max_size=12))
@@ -263,14 +264,14 @@ def test_run_check_equals_bitmap_check(data) -> None:  # type: ignore[no-untyped
         lo, hi = max(0, -(k - 1) * step), depth - 1 - max(0, (k - 1) * step)
         starts = data.draw(st.lists(st.integers(lo, hi), min_size=1, max_size=8))
         batch.reads.append((np.array(starts, np.int64), k, step))
-    assert batch._runs_order_free(kw) == batch._bitmap_order_free()
+    assert batch.runs_order_free(kw) == batch.bitmap_order_free()
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(st.lists(st.integers(0, 65535), min_size=1, max_size=300))
 def test_factorize_is_unique_with_inverse(values) -> None:  # type: ignore[no-untyped-def]
     v = np.array(values, np.int64)
-    got, inv = fast._factorize(v)
+    got, inv = fast_state.factorize(v)
     want, winv = np.unique(v, return_inverse=True)
     assert np.array_equal(got, want) and np.array_equal(inv, winv.reshape(-1))
 
@@ -278,4 +279,4 @@ def test_factorize_is_unique_with_inverse(values) -> None:  # type: ignore[no-un
 @pytest.mark.parametrize("exp_bits", [1, 2, 3, 4])
 def test_code_table_equals_to_int(exp_bits) -> None:  # type: ignore[no-untyped-def]
     codes = np.arange(1 << (hwcode.code_bits(exp_bits) + 2), dtype=np.int64)  # high bits too
-    assert np.array_equal(fast._code_ints(codes, exp_bits), hwcode.to_int(codes, exp_bits))
+    assert np.array_equal(fast_state.code_ints(codes, exp_bits), hwcode.to_int(codes, exp_bits))

@@ -85,3 +85,48 @@ def test_isadoc_check_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert isadoc.main(["--output", str(out), "--check"]) == 1
     assert isadoc.main(["--output", str(out)]) == 0
     assert isadoc.main(["--output", str(out), "--check"]) == 0
+
+
+def test_lowering_limits_come_from_field_widths() -> None:
+    """The compiler's limits are the table's field ranges: a 12-bit signed STORE increment,
+    a 16-bit LOOP count and a 10-bit LOOP body length."""
+    assert isa.STORE_INC_MAX == (1 << 11) - 1
+    assert isa.LOOP_COUNT_MAX == (1 << 16) - 1
+    assert isa.LOOP_LEN_MAX == (1 << 10) - 1
+
+
+def test_roles_give_register_effects_and_traffic() -> None:
+    mac = isa.BY_MNEMONIC["MAC"]
+    f = {"rw": 3, "iw": -2, "rx": 3, "ix": 5}
+    assert isa.register_effects(mac, f) == ((3, 3, -2), (3, 3, 5))  # rw == rx: both apply
+    assert isa.traffic(mac, f, lanes=4) == {"wmem_reads": 1, "amem_reads": 1, "shift_adds": 4}
+    store = isa.BY_MNEMONIC["STORE"]
+    g = {"rd": 2, "n": 3, "inc": 8}
+    assert isa.register_effects(store, g) == ((2, 2, 8),)
+    assert isa.traffic(store, g, lanes=8) == {"amem_writes": 3}
+    assert isa.cycles_of(store, g) == 3
+    seti = isa.BY_MNEMONIC["SETI"]
+    assert isa.register_effects(seti, {"rd": 1, "imm": 7}) == ((1, -1, 7),)
+    assert seti.writes == {"R"} and not seti.reads
+
+
+def test_timing_model_names_the_multi_cycle_rows() -> None:
+    multi = [i.mnemonic for i in isa.INSTRUCTIONS if i.cycles == "n"]
+    assert multi and all(m in isa.timing_model() for m in multi)
+
+
+def test_rtl_control_rows_follow_the_roles() -> None:
+    """The core's control table is the ISA roles seen from its two register ports, and the
+    hand-wired port selection is checked against it at elaboration."""
+    core = pytest.importorskip("accel.core")
+    rows = {r.mnemonic: r for r in core.CONTROL}
+    assert (rows["MAC"].port1, rows["MAC"].inc1, rows["MAC"].port2, rows["MAC"].inc2) == \
+        ("rw", "iw", "rx", "ix")
+    assert rows["STORE"].amem_write and rows["STORE"].multi and rows["STORE"].port2 == "rd"
+    assert rows["ADDI"].port1 == "rs" and rows["ADDI"].adds_port1
+    ops = isa.OPCODES
+    flags = {f"is_{m.lower()}": ops[m] for m in ("LOADW", "SHIFTADD", "MAC", "BIAS", "VLD",
+                                                   "VMAX", "VMAC", "REQ", "ACT", "STORE")}
+    core._check_wiring(flags)
+    with pytest.raises(core.RTLError, match="disagrees with the ISA table"):
+        core._check_wiring({**flags, "is_bias": ops["NOP"]})

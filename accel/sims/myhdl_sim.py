@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from myhdl import StopSimulation, always, block, delay, instance
 
+from contract import isa
 from contract.backend import BackendTimeout, Limits
 from contract.config import AccelConfig
 from contract.image import Image
@@ -89,7 +90,7 @@ def _bench(config: AccelConfig, ports: dict[str, Any], mems: dict[str, list[int]
             yield delay(1)
             acc.append(int(p["dbg_acc"]))
         regs = []
-        for i in range(8):
+        for i in range(isa.NUM_REGS):
             p["dbg_sel"].next = i
             yield delay(1)
             regs.append(int(p["dbg_reg"]))

@@ -1,0 +1,212 @@
+"""One attempt to execute a loop nest over a batch of instances, instruction by instruction.
+
+Each instance is one loop iteration with its own registers, A, W and P (:class:`Lanes`).
+What an instruction touches (its lane count, address checks, recorded AMEM runs, counters,
+register effects, cycles) comes from its ISA table row; what it does to the data is written
+per instruction in :data:`SEMANTICS`, over all instances at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from contract import isa
+from contract.semantics import leaky, shift_add, wrap
+
+from ..machine import Machine
+from .nest import GiveUp, Loop
+from .order import OrderCheck
+from .products import Products
+from .state import I64, MAX_INSTANCES, Lanes, wrap_inplace
+from .transfer import MASK, iteration_registers
+
+
+class Batch(Products, OrderCheck):
+    """A batch over instances; commits to the machine or gives up."""
+
+    def __init__(self, mach: Machine, tables: dict[str, Any]):
+        super().__init__(mach, tables)
+        self.depths = mach.depths
+
+    def body(self, node: Loop, s: Lanes) -> None:
+        items, i = node.items, 0
+        while i < len(items):
+            g = node.groups.get(i)
+            if g is not None and self.group(g, s):
+                i = g.stop
+                continue
+            it = items[i]
+            if isinstance(it, Loop):
+                self.loop(it, s, it.count, True)
+            else:
+                self.instr(it, s)
+            i += 1
+
+    def loop(self, node: Loop, s: Lanes, k: int, tally_loop: bool) -> None:
+        n = s.instances
+        if tally_loop:
+            self.tally(isa.LOOP.mnemonic, n)
+        if k == 0:
+            return
+        if node.dot and n * k <= 8 * MAX_INSTANCES:
+            self.dot_loop(node, s, k)
+        elif node.expand and n * k <= MAX_INSTANCES and n * k * self.c.lanes <= 8 * MAX_INSTANCES:
+            self.expand(node, s, k)
+        else:
+            for _ in range(k):
+                self.body(node, s)
+
+    def expand(self, node: Loop, s: Lanes, k: int) -> None:
+        """k independent iterations of every instance as n*k instances of one body."""
+        n, lanes = s.instances, self.c.lanes
+        regs = iteration_registers(s.regs, node.transfer, k)
+
+        def spread(v: I64, summed: bool) -> I64:
+            return np.zeros((n * k, lanes), np.int64) if summed else np.repeat(v, k, axis=0)
+
+        sub = Lanes(regs.reshape(n * k, -1), spread(s.acc, node.acc_add), spread(s.w, False),
+                    spread(s.p, False))
+        self.body(node, sub)
+
+        def last(v: I64) -> I64:
+            return v.reshape(n, k, -1)[:, -1].copy()
+
+        s.regs, s.w, s.p = last(sub.regs), last(sub.w), last(sub.p)
+        if node.acc_add:
+            s.acc = wrap(s.acc + sub.acc.reshape(n, k, -1).sum(axis=1), self.c.acc_bits)
+        else:
+            s.acc = last(sub.acc)
+
+    def instr(self, pc: int, s: Lanes) -> None:
+        prog = self.mach.prog
+        ins, f = prog.instrs[pc], prog.fields[pc]
+        semantics = SEMANTICS.get(ins.mnemonic)
+        # HALT and LOOP never reach here (the parser refuses or nests them); an instruction
+        # with no batch semantics yet runs in step mode.
+        if ins.flow != "next" or semantics is None:
+            raise GiveUp
+        n = s.instances
+        served = isa.lanes_served(ins, f, self.c.lanes)
+        self.tally(ins.mnemonic, n, isa.cycles_of(ins, f))
+        addrs: dict[isa.Memory, I64] = {}
+        for p in ins.pointers:
+            span = served if p.per_lane else 1
+            a = addrs[p.memory] = self.addr(s.regs, f[p.register], self.depths[p.memory], span)
+            if p.memory == "AMEM":
+                if p.writes:
+                    self.writes.append((a, span))
+                else:
+                    self.reads.append((a, span, 1))
+        semantics(self, s, f, addrs, served)
+        self.count(self.mach.traffic[pc], n)
+        effects = prog.effects[pc]
+        if effects:
+            regs = s.regs.copy()
+            for rd, rs, add in effects:
+                regs[:, rd] = (add if rs < 0 else regs[:, rs] + add) & MASK
+            s.regs = regs
+
+    def commit(self, s: Lanes) -> None:
+        mach = self.mach
+        mach.regs = [int(v) for v in s.regs[0]]
+        mach.acc = s.acc[0].copy()
+        mach.w = s.w[0].copy()
+        mach.p = s.p[0].copy()
+        mach.amem = self.amem
+        for key, v in self.cnt.items():
+            if key == "ops":
+                for op, times in v.items():
+                    mach.counters["ops"][op] += times
+            else:
+                mach.counters[key] += v
+
+
+# What each instruction does to the data of every instance, given its fields, its checked
+# addresses (by memory, one per instance) and the lanes it serves.  Optional per instruction:
+# a loop holding one without an entry here runs in step mode.
+Semantics = Callable[[Batch, Lanes, dict[str, int], dict[isa.Memory, I64], int], None]
+
+
+def _nothing(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    return None
+
+
+def _loadw(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    s.w = b.mach.wmem[a["WMEM"]]
+
+
+def _shiftadd(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    s.p = shift_add(b.amem0[a["AMEM"]][:, None], s.w, b.c.exp_bits)
+
+
+def _acc(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    s.acc = wrap(s.acc + s.p, b.c.acc_bits)
+
+
+def _mac(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    _loadw(b, s, f, a, k)
+    _shiftadd(b, s, f, a, k)
+    _acc(b, s, f, a, k)
+
+
+def _clr(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    s.acc = np.zeros((s.instances, b.c.lanes), np.int64)
+
+
+def _bias(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    s.acc = b.mach.bmem[a["BMEM"]]
+
+
+def _lanes_x(b: Batch, a: dict[isa.Memory, I64], k: int) -> I64:
+    return b.amem0[a["AMEM"][:, None] + np.arange(k)]
+
+
+def _vld(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    acc = s.acc.copy()
+    acc[:, :k] = _lanes_x(b, a, k)
+    s.acc = acc
+
+
+def _vmax(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    acc = s.acc.copy()
+    acc[:, :k] = np.maximum(acc[:, :k], _lanes_x(b, a, k))
+    s.acc = acc
+
+
+def _vmac(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    acc, p = s.acc.copy(), s.p.copy()
+    p[:, :k] = shift_add(_lanes_x(b, a, k), s.w[:, :k], b.c.exp_bits)
+    acc[:, :k] = wrap(acc[:, :k] + p[:, :k], b.c.acc_bits)
+    s.acc, s.p = acc, p
+
+
+def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    # requantize() with sa(acc, code) as acc times the code's integer (exact: it never
+    # wraps), from tables of the whole BMEM.
+    c, q = b.c, a["BMEM"]
+    mult, shift, half = b.requant_tables()
+    y = s.acc * mult[q]
+    y += half[q]
+    np.right_shift(y, shift[q], out=y)
+    np.minimum(y, c.act_max, out=y)
+    s.acc = np.maximum(y, 0 if f["relu"] else c.act_min, out=y)
+
+
+def _act(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    c = b.c
+    s.acc = leaky(s.acc, b.mach.bmem[a["BMEM"]], c.exp_bits, c.act_bits)
+
+
+def _store(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    b.amem[(a["AMEM"][:, None] + np.arange(k)).reshape(-1)] = wrap_inplace(
+        s.acc[:, :k].flatten(), b.c.act_bits)
+
+
+SEMANTICS: dict[str, Semantics] = {
+    "NOP": _nothing, "SETI": _nothing, "ADDI": _nothing, "LOADW": _loadw,
+    "SHIFTADD": _shiftadd, "ACC": _acc, "MAC": _mac, "CLR": _clr, "BIAS": _bias, "VLD": _vld,
+    "VMAX": _vmax, "VMAC": _vmac, "REQ": _req, "ACT": _act, "STORE": _store,
+}

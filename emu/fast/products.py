@@ -1,0 +1,212 @@
+"""Dot-product loops and fused convolution windows as matrix products, exact.
+
+A loop whose body is one dot-product step (MAC) is a k-term dot product per instance; a run
+of such sibling loops with register steps between them (a convolution window: one loop per
+kernel row) is one sum of dot products.  Both become matrix products of gathered activations
+by the weights' integers, as im2col does, in the narrowest type that is provably exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from contract import hwcode, isa
+from contract.semantics import shift_add, wrap
+
+from .nest import GiveUp, Group, Loop, Segment, dot_pointers
+from .state import (
+    I64,
+    MAX_INSTANCES,
+    BatchBase,
+    Lanes,
+    code_ints,
+    exact_dtype,
+    factorize,
+    wrap_inplace,
+)
+from .transfer import MASK, Transfer
+
+
+class Products(BatchBase):
+    """The matrix-product paths of a batch."""
+
+    def dot_traffic(self, times: int, step: str) -> None:
+        """Counters of ``times`` dot-product steps ``step``."""
+        self.tally(step, times)
+        self.count(isa.traffic(isa.BY_MNEMONIC[step], {}, self.c.lanes), times)
+
+    def dot_loop(self, node: Loop, s: Lanes, k: int) -> None:
+        """A body of one dot-product step: k-term dot products, as matrix products."""
+        c = self.c
+        pc = node.items[0]
+        assert isinstance(pc, int)
+        ins = self.mach.prog.instrs[pc]
+        rw, iw, rx, ix = dot_pointers(ins, self.mach.prog.fields[pc])
+        same = rw == rx
+        dw = iw + (ix if same else 0)
+        dx = ix + (iw if same else 0)
+        regs = s.regs
+        n = regs.shape[0]
+        aw = self.affine(regs[:, rw], k, dw, c.wmem_depth)
+        ax = self.affine(regs[:, rx], k, dx, c.amem_depth)
+        self.reads.append((regs[:, rx], k, dx) if ax is None else (ax.reshape(-1), 1, 1))
+        s.acc = wrap(s.acc + self.dots(regs[:, rx], dx, ax, regs[:, rw], dw, aw, k), c.acc_bits)
+        last_w = (regs[:, rw] + (k - 1) * dw) & MASK
+        last_x = (regs[:, rx] + (k - 1) * dx) & MASK
+        s.w = self.mach.wmem[last_w]
+        s.p = shift_add(self.amem0[last_x][:, None], s.w, c.exp_bits)
+        regs = regs.copy()
+        regs[:, rw] = (regs[:, rw] + k * iw) & MASK
+        regs[:, rx] = (regs[:, rx] + k * ix) & MASK
+        s.regs = regs
+        self.dot_traffic(n * k, ins.mnemonic)
+
+    def group(self, g: Group, s: Lanes) -> bool:
+        """A run of sibling dot-product loops (and register-only instructions) as ONE matrix
+        product over (distinct activation windows) x (distinct weight runs).  False, with
+        nothing done, when the run does not fit that form (addresses that wrap past 2^16 or
+        leave memory, windows of several registers, instances that do not factor): the
+        items then run one by one, which also makes any fault step mode's."""
+        c = self.c
+        regs = s.regs
+        n = regs.shape[0]
+        segs = g.segments
+        total = sum(seg.count for seg in segs)
+        xs = self.group_side(regs, [(seg.pre, seg.rx, seg.steps[1], seg.count) for seg in segs],
+                             c.amem_depth)
+        ws = self.group_side(regs, [(seg.pre, seg.rw, seg.steps[0], seg.count) for seg in segs],
+                             c.wmem_depth)
+        if xs is None or ws is None:
+            return False
+        (xstart, xinv, xlo, xhi), (wstart, winv, _, _) = xs, ws
+        nx, nw = xstart.shape[0], wstart.shape[0]
+        if (nx * nw > 2 * n or nx * total > 8 * MAX_INSTANCES
+                or nw * total * c.lanes > 8 * MAX_INSTANCES):
+            return False
+        widx = np.concatenate([wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
+                               for i, seg in enumerate(segs)], axis=1)  # (nw, total)
+        wint = code_ints(self.mach.wmem[widx], c.exp_bits)  # (nw, total, lanes)
+        # Only AMEM[xlo..xhi] is read.  sum_j |x_j w_j| <= max|x| * (the largest column sum
+        # of |w|): tighter than max|x| max|w| total, and what lets 8-bit 3x3x64 windows use
+        # float32 (see exact_dtype).
+        region = self.amem0[xlo: xhi + 1]
+        xmax = max(int(region.max()), -int(region.min()))
+        dtype = exact_dtype(xmax * int(np.abs(wint).sum(axis=1).max()))
+        src: Any = region if dtype is None else region.astype(dtype)
+        self.serial_blas()
+        xmat = self.gather_x(src, xstart - xlo, segs)
+        wmat = wint.transpose(1, 0, 2).reshape(total, nw * c.lanes).astype(src.dtype)
+        prod = xmat @ wmat
+        if prod.dtype != np.int64:
+            prod = prod.astype(np.int64)  # exact integers: every partial sum is under the bound
+        acc = prod.reshape(nx, nw, c.lanes)[xinv, winv]
+        acc += s.acc
+        s.acc = wrap_inplace(acc, c.acc_bits)
+        last = segs[-1]
+        last_x = xstart[xinv, -1] + (last.count - 1) * last.steps[1]
+        last_w = wstart[winv, -1] + (last.count - 1) * last.steps[0]
+        s.w = self.mach.wmem[last_w]
+        # sa(x, code) is x times the code's integer, exactly (it never wraps).
+        s.p = self.amem0[last_x][:, None] * wint[winv, -1]
+        s.regs = g.transfer.apply(regs)
+        for i, seg in enumerate(segs):
+            self.reads.append((xstart[:, i], seg.count, seg.steps[1]))
+        for m in g.tallies:
+            self.tally(m, n)
+        self.tally(isa.LOOP.mnemonic, n * g.loops)
+        self.dot_traffic(n * total, g.step)
+        return True
+
+    @staticmethod
+    def group_side(regs: I64, runs: list[tuple[Transfer, int, int, int]],
+                   depth: int) -> tuple[I64, I64, int, int] | None:
+        """Start addresses of every run, (distinct, runs), each instance's row and the lowest
+        and highest address read, when all runs hang off one register (or are constant) and
+        none wraps or leaves memory."""
+        srcs = {pre.src[r] for pre, r, _, _ in runs} - {-1}
+        if len(srcs) > 1:
+            return None
+        if srcs:
+            key, inv = factorize(regs[:, srcs.pop()])
+        else:
+            key, inv = np.zeros(1, np.int64), np.zeros(regs.shape[0], np.int64)
+        starts = np.empty((len(key), len(runs)), np.int64)
+        low, high = depth, -1
+        for i, (pre, r, step, count) in enumerate(runs):
+            a = (key + pre.add[r]) & MASK if pre.src[r] >= 0 else np.full(len(key), pre.add[r])
+            lo = int(a.min()) + min(0, (count - 1) * step)
+            hi = int(a.max()) + max(0, (count - 1) * step)
+            if lo < 0 or hi >= depth:
+                return None
+            starts[:, i] = a
+            low, high = min(low, lo), max(high, hi)
+        return starts, inv.reshape(-1), low, high
+
+    @staticmethod
+    def gather_x(src: I64, starts: I64, segs: tuple[Segment, ...]) -> I64:
+        """(distinct windows, total) activations: run i of window u is src[starts[u, i] + j*dx]."""
+        counts = {seg.count for seg in segs}
+        dxs = {seg.steps[1] for seg in segs}
+        if len(counts) == 1 and len(dxs) == 1 and min(dxs) > 0:
+            k, dx = counts.pop(), dxs.pop()
+            view = np.lib.stride_tricks.sliding_window_view(src, (k - 1) * dx + 1)[:, ::dx]
+            return view[starts].reshape(len(starts), -1)
+        idx = np.concatenate([starts[:, i, None] + np.arange(seg.count) * seg.steps[1]
+                              for i, seg in enumerate(segs)], axis=1)
+        return src[idx]
+
+    @staticmethod
+    def affine(start: I64, k: int, step: int, depth: int) -> I64 | None:
+        """Addresses start + j*step (j < k), range-checked.  None when they never wrap past
+        2^16 (the common case): callers then index with slices and strides instead."""
+        lo = int(start.min()) + min(0, (k - 1) * step)
+        hi = int(start.max()) + max(0, (k - 1) * step)
+        if lo >= 0 and hi <= MASK:
+            if hi >= depth:
+                raise GiveUp
+            return None
+        out = (start[:, None] + np.arange(k, dtype=np.int64) * step) & MASK
+        if int(out.max()) >= depth:
+            raise GiveUp
+        return out
+
+    def dots(self, x0: I64, dx: int, ax: I64 | None, w0: I64, dw: int, aw: I64 | None,
+             k: int) -> I64:
+        """out[i, l] = sum_j x[i, j] * wint[aw[i, j], l] with x[i, j] = AMEM[ax[i, j]], exact.
+
+        Instances are rows of (distinct activation runs) x (distinct weight runs): when
+        those pairs cover the instances with little waste (a convolution: pixels x channel
+        blocks) it is one matrix product, as im2col would do.  float64 is used only when the
+        bound on every partial sum is below 2^53; otherwise int64, whose wrap modulo 2^64
+        cannot change the low acc_bits bits the accumulator keeps."""
+        n, lanes = len(x0), self.c.lanes
+        j = np.arange(k, dtype=np.int64)
+        if ax is None and aw is None:
+            ux, xinv = factorize(x0)
+            uw, winv = factorize(w0)
+            if len(ux) * len(uw) <= 2 * n:
+                src = self.exact_source(k)
+                exact = src.dtype != np.int64
+                if dx == 1:
+                    xs = np.lib.stride_tricks.sliding_window_view(src, k)[ux]
+                else:
+                    xs = src[ux[:, None] + j * dx]
+                codes = self.mach.wmem[(uw[:, None] + j * dw) & MASK]  # (G, k, lanes)
+                wall = hwcode.to_int(codes, self.c.exp_bits).astype(src.dtype)
+                self.serial_blas()
+                prod = xs @ wall.transpose(1, 0, 2).reshape(k, -1)
+                if exact:
+                    prod = np.rint(prod).astype(np.int64)
+                return prod.reshape(len(ux), len(uw), lanes)[xinv.reshape(-1),
+                                                              winv.reshape(-1)]
+        aw = aw if aw is not None else (w0[:, None] + j * dw) & MASK
+        xs = self.amem0[ax if ax is not None else x0[:, None] + j * dx]
+        out = np.empty((n, lanes), np.int64)
+        chunk = max(1, (1 << 22) // max(1, k * lanes))
+        wint = self.wint
+        for i in range(0, n, chunk):
+            out[i: i + chunk] = np.einsum("ij,ijl->il", xs[i: i + chunk],
+                                          wint[aw[i: i + chunk]])
+        return out

@@ -1,0 +1,115 @@
+"""Memory layout: what each memory of a tile holds, and where.
+
+* AMEM: the host places the tile's input band(s) from address 0, channel-innermost (HWC) and
+  already padded (the border holds zero, or the minimum activation for max pooling: padding is
+  never computed by the hardware); the program writes its output band right after them, and a
+  max pool's constant vector follows the output.  The host collects the output band.
+* WMEM: one word per ``lanes`` output channels (a *block*), lane ``l`` holding channel
+  ``block*lanes + l``; a block's words follow its program's walk (``(ky, kx, ci)`` for a dense
+  convolution, ``(ky, kx)`` for a depthwise one); unused lanes of the last block hold the code of 0.
+* BMEM: per block ``[bias,] requant [, slope]`` words, or one set every block reads when all
+  channels share them (average pool, add); unused lanes hold bias 0 and the code of 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from contract import hwcode
+from contract.config import AccelConfig
+from contract.image import Image
+from emu.asm import assemble
+
+from .fit import check_memories
+from .qnet import QLayer
+
+I64 = NDArray[np.int64]
+Regions = dict[str, tuple[int, int]]
+
+
+def lane_words(per_channel: I64, nblocks: int, lanes: int, fill: int) -> I64:
+    """Per-channel values ``(..., C)`` laid out as ``(nblocks, ..., lanes)`` words."""
+    c = per_channel.shape[-1]
+    padded = np.full(per_channel.shape[:-1] + (nblocks * lanes,), fill, np.int64)
+    padded[..., :c] = per_channel
+    return padded.reshape(per_channel.shape[:-1] + (nblocks, lanes))
+
+
+def _zero_code(cfg: AccelConfig) -> int:
+    return int(hwcode.encode(np.array(0), cfg.exp_bits))
+
+
+def conv_weight_words(codes: I64, nblocks: int, cfg: AccelConfig) -> I64:
+    """WMEM words of a dense convolution's output channels ``codes`` ``(Cout, C, KH, KW)``:
+    block by block, each in ``(ky, kx, ci)`` order."""
+    wt = codes.transpose(2, 3, 1, 0)  # (KH, KW, C, Cout)
+    words = lane_words(wt, nblocks, cfg.lanes, _zero_code(cfg))  # (KH, KW, C, nb, L)
+    return words.transpose(3, 0, 1, 2, 4).reshape(-1, cfg.lanes)
+
+
+def depthwise_weight_words(codes: I64, nblocks: int, cfg: AccelConfig) -> I64:
+    """WMEM words of a depthwise convolution's channels ``codes`` ``(C, KH, KW)``: block by
+    block, each in ``(ky, kx)`` order."""
+    wt = codes.transpose(1, 2, 0)  # (KH, KW, C)
+    words = lane_words(wt, nblocks, cfg.lanes, _zero_code(cfg)).transpose(2, 0, 1, 3)
+    return words.reshape(-1, cfg.lanes)
+
+
+def broadcast_words(codes: list[int], lanes: int) -> I64:
+    """One word per code, the same code in every lane (average pool's 1.0, add's scales)."""
+    return np.array([[code] * lanes for code in codes], np.int64).reshape(-1, lanes)
+
+
+def param_words(ql: QLayer, ch: slice, nblocks: int, cfg: AccelConfig, bias: bool) -> I64:
+    """BMEM words per block: [bias,] requant [, slope]."""
+    one = int(hwcode.encode(np.array(1), cfg.exp_bits))
+    cols = []
+    if bias:
+        assert ql.bias_int is not None
+        cols.append(lane_words(ql.bias_int[ch], nblocks, cfg.lanes, 0))
+    cols.append(lane_words(ql.req_params[ch], nblocks, cfg.lanes, one))
+    sp = ql.slope_params
+    if sp is not None:
+        cols.append(lane_words(sp[ch], nblocks, cfg.lanes, one))
+    return np.stack(cols, axis=1).reshape(-1, cfg.lanes)
+
+
+def shares_params(ql: QLayer) -> bool:
+    """Whether all the layer's channels have the same requant and slope words (true of an
+    average pool or an add unless a PReLU gives each channel its own slope: their scales
+    are per tensor)."""
+    return all(np.all(v == v[0]) for v in (ql.req_params, ql.slope_params) if v is not None)
+
+
+def params_per_block(ql: QLayer, bias: bool) -> int:
+    """BMEM words each block needs of its own, ``[bias,] requant [, slope]``: none for a layer
+    without bias whose channels share one set."""
+    if not bias and shares_params(ql):
+        return 0
+    return int(bias) + 1 + int(ql.slope_ints is not None)
+
+
+def unbiased_params(ql: QLayer, ch: slice, nblocks: int, cfg: AccelConfig) -> tuple[I64, int]:
+    """BMEM words of a layer without bias (average pool, add) for channels ``ch``, and the
+    words the parameter pointer steps per block: one set that every block reads when the
+    channels share them, else one set per block."""
+    if shares_params(ql):
+        one = param_words(ql, slice(0, 1), 1, cfg, bias=False)[:, :1]
+        return one.repeat(cfg.lanes, axis=1), 0
+    words = param_words(ql, ch, nblocks, cfg, bias=False)
+    return words, len(words) // nblocks
+
+
+def band_regions(in_len: int, out_len: int) -> Regions:
+    """The AMEM regions of a tile: its input band(s) from 0, its output right after."""
+    return {"input": (0, in_len), "output": (in_len, out_len)}
+
+
+def tile_image(source: str, cfg: AccelConfig, weights: I64, params: I64, acts: I64,
+               acts_base: int, regions: Regions) -> Image:
+    """The program image of one tile; raises :class:`programs.fit.DoesNotFit` when its
+    program, weights or parameters exceed their memory."""
+    text = assemble(source, cfg, "<lower>").text
+    check_memories(cfg, len(text), len(weights), len(params))
+    return Image(cfg, text, weights, params, acts, acts_base, regions)

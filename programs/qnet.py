@@ -1,0 +1,140 @@
+"""The quantized network: per layer the integer parameters the accelerator and the integer
+reference use (:class:`QLayer`), the network with its tensor scales (:class:`QNet`), and their
+persistence in a compiled output directory.  Produced by :mod:`programs.quantize`, read by the
+integer reference, the lowering and the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from contract import hwcode
+from contract.config import AccelConfig
+from contract.semantics import req_param
+
+from .graph import Graph, Layer
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+
+@dataclass
+class QLayer:
+    """Integer parameters of one layer (per output channel where it applies)."""
+
+    layer: Layer
+    w_int: I64 | None = None        # conv: (Co, Ci/g, KH, KW), values of the weight code
+    s_w: F64 | None = None          # conv: per-channel weight scale
+    bias_int: I64 | None = None     # conv: (Co,), accumulator scale
+    mult: I64 | None = None         # (C,) two-digit requant multiplier m
+    shift: I64 | None = None        # (C,) requant shift
+    relu: bool = False
+    slope_ints: I64 | None = None   # (C,) two-digit slope * 2^(W-1) for ACT
+    add_ints: tuple[int, int] | None = None  # add: the two inputs' two-digit weights
+    exact: bool = True              # requantization factor exactly as the float math wants
+    config: AccelConfig = field(default_factory=AccelConfig)
+
+    @property
+    def req_params(self) -> I64:
+        assert self.mult is not None and self.shift is not None
+        c = self.config
+        codes = hwcode.encode(self.mult, c.exp_bits)
+        return np.array([req_param(int(m), int(s), c.code_bits)
+                         for m, s in zip(codes, self.shift)], np.int64)
+
+    @property
+    def slope_params(self) -> I64 | None:
+        if self.slope_ints is None:
+            return None
+        codes = hwcode.encode(self.slope_ints, self.config.exp_bits)
+        return np.array([req_param(int(m), 0, self.config.code_bits) for m in codes], np.int64)
+
+    @property
+    def w_codes(self) -> I64:
+        assert self.w_int is not None
+        return hwcode.encode(self.w_int, self.config.exp_bits)
+
+    @property
+    def add_codes(self) -> tuple[int, int] | None:
+        if self.add_ints is None:
+            return None
+        a, b = hwcode.encode(np.array(self.add_ints), self.config.exp_bits)
+        return int(a), int(b)
+
+    def mult_float(self) -> F64:
+        assert self.mult is not None and self.shift is not None
+        return self.mult / np.exp2(self.shift.astype(np.float64))
+
+
+@dataclass
+class QNet:
+    graph: Graph
+    config: AccelConfig
+    scales: dict[str, float]
+    qlayers: dict[str, QLayer]
+    scheme: str = "asd"
+    calibration: str = "maxabs"
+    requant_aware: bool = True
+
+    @property
+    def unit_int(self) -> int:
+        """The weight integer of 1.0 (average pooling)."""
+        return 1 << (self.config.window - 1)
+
+    @property
+    def unit_code(self) -> int:
+        return int(hwcode.encode(np.array(self.unit_int), self.config.exp_bits))
+
+    # Persistence: the manifest's layer list plus one npz of arrays --------------------------
+    def save(self, directory: str | Path) -> None:
+        d = Path(directory)
+        arrays: dict[str, NDArray] = {}
+        layers: list[dict[str, Any]] = []
+        for lay in self.graph.layers:
+            ql = self.qlayers[lay.name]
+            i = len(layers)
+            for key in ("weight", "bias", "slope"):
+                v = getattr(lay, key)
+                if v is not None:
+                    arrays[f"{i}/{key}"] = v
+            for key in ("w_int", "s_w", "bias_int", "mult", "shift", "slope_ints"):
+                v = getattr(ql, key)
+                if v is not None:
+                    arrays[f"{i}/q_{key}"] = v
+            layers.append({"layer": lay.attrs(), "relu": ql.relu, "exact": ql.exact,
+                           "add_ints": list(ql.add_ints) if ql.add_ints else None})
+        meta = {"input": self.graph.input, "input_shape": list(self.graph.input_shape),
+                "output": self.graph.output, "output_dims": self.graph.output_dims,
+                "config": self.config.to_dict(), "scales": self.scales, "layers": layers,
+                "scheme": self.scheme, "calibration": self.calibration,
+                "requant_aware": self.requant_aware}
+        (d / "qnet.json").write_text(json.dumps(meta, indent=1))
+        np.savez_compressed(d / "qnet.npz", **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> QNet:
+        d = Path(directory)
+        meta = json.loads((d / "qnet.json").read_text())
+        config = AccelConfig.from_dict(meta["config"])
+        with np.load(d / "qnet.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        layers, qlayers = [], {}
+        for i, entry in enumerate(meta["layers"]):
+            mine = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.split("/")[0] == str(i)}
+            lay = Layer.from_attrs(entry["layer"], {k: v for k, v in mine.items()
+                                                    if not k.startswith("q_")})
+            q = {k[2:]: v for k, v in mine.items() if k.startswith("q_")}
+            layers.append(lay)
+            qlayers[lay.name] = QLayer(lay, relu=bool(entry["relu"]), exact=bool(entry["exact"]),
+                                       add_ints=tuple(entry["add_ints"]) if entry["add_ints"]
+                                       else None, config=config, **q)
+        graph = Graph(meta["input"], tuple(meta["input_shape"]), meta["output"], layers,
+                      int(meta["output_dims"]))
+        return cls(graph, config, {k: float(v) for k, v in meta["scales"].items()}, qlayers,
+                   meta["scheme"], meta["calibration"], bool(meta["requant_aware"]))

@@ -1,0 +1,88 @@
+"""README and docs: generated tables up to date with benchmarks/results, the README short, its
+Python example running, its links alive."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import tables
+
+ROOT = tables.ROOT
+README = ROOT / "README.md"
+
+
+def test_generated_tables_are_up_to_date() -> None:
+    assert tables.stale() == [], "stale: run python -m benchmarks.tables"
+
+
+def test_every_document_with_results_has_generated_blocks() -> None:
+    for name in ("README.md", "docs/hardware.md", "docs/benchmarks.md", "docs/compiler.md",
+                 "docs/quantizers.md", "docs/rtl.md"):
+        assert "<!-- generated: " in (ROOT / name).read_text(), name
+
+
+def test_readme_is_short_and_keeps_the_two_commands() -> None:
+    text = README.read_text()
+    assert len(text.encode()) < 5000, f"README.md is {len(text.encode())} bytes (limit 5000)"
+    assert "./dev demo" in text and "./dev test" in text
+
+
+def test_readme_links_exist() -> None:
+    for link in re.findall(r"\]\(([^)#]+)\)", README.read_text()):
+        assert (ROOT / link).exists(), link
+
+
+def test_readme_python_example_runs() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) == 1 and len(blocks[0].strip().splitlines()) <= 12
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", blocks[0]], cwd=ROOT, env=env, timeout=300,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "bits/weight" in out.stdout and "cycles" in out.stdout
+
+
+def test_hardware_docs_prose_lines_are_short() -> None:
+    for name in ("docs/hardware.md", "docs/hardware-log.md"):
+        for n, line in enumerate((ROOT / name).read_text().splitlines(), 1):
+            if not line.startswith("|"):
+                assert len(line) <= 120, f"{name}:{n}: {len(line)} characters"
+
+
+def test_check_mode_and_rewrite(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("x\n<!-- generated: speed -->\nold\n<!-- end generated -->\ny\n")
+    assert tables.main(["--check", str(doc)]) == 1
+    assert tables.main([str(doc)]) == 0
+    assert tables.main(["--check", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("x\n") and text.endswith("y\n") and "old" not in text
+
+
+def test_unknown_block_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown generated block"):
+        tables.render("<!-- generated: nosuch -->\n<!-- end generated -->", "doc.md")
+
+
+def test_headline_states_the_operating_point() -> None:
+    text = tables.hw_headline()
+    assert "shipped" in text and "E = 3" in text and "int8 baseline is not measured" in text
+
+
+def test_accuracy_benchmark_runs(tmp_path: Path) -> None:
+    from benchmarks import bench_accuracy
+
+    out = tmp_path / "accuracy.json"
+    assert bench_accuracy.main(["--models", "digits_cnn", "--schemes", "float,asd2",
+                                "-o", str(out)]) == 0
+    rec = json.loads(out.read_text())["models"]["digits_cnn"]
+    assert set(rec["schemes"]) == {"float", "asd2"} and rec["accelerator"]["bit_exact"]
+    assert rec["asd2_exp_bits_4_size"]["bits_per_weight"] > rec["schemes"]["asd2"][
+        "bits_per_weight"]
