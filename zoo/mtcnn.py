@@ -21,8 +21,8 @@ monotonic, so top-1 is unchanged.
 Checks before the record is written (a failing ONNX file is removed): the exported graph's
 logits equal the torch forward pass in the source layout on the whole data set within 1e-4,
 its softmax equals the face probabilities of facenet-pytorch's own ``RNet`` / ``ONet`` classes
-within 1e-4, and the ONNX uses only ops the compiler imports.  The data set is ``asd.datasets``' ``lfw_faces24``
-(R-Net) / ``lfw_faces48`` (O-Net).
+within 1e-4, and the ONNX uses only ops the compiler imports.  The data set is
+``asd.datasets``' ``lfw_faces24`` (R-Net) / ``lfw_faces48`` (O-Net).
 """
 
 from __future__ import annotations
