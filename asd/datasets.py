@@ -45,7 +45,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -120,7 +120,7 @@ def _require(module: str, pip_name: str, purpose: str) -> ModuleType:
 
 
 def _split(name: str, x: np.ndarray, y: np.ndarray, pixel_max: float,
-           classes: tuple[str, ...] = tuple(str(i) for i in range(10)),
+           classes: tuple[str, ...] = tuple("0123456789"),
            mean: float = 0.0, std: float = 1.0) -> Dataset:
     n_train, n_test = SPLITS[name]
     if len(x) != n_train + n_test:
@@ -331,7 +331,8 @@ def load(name: str, **kwargs: Any) -> Dataset:
         if not root:
             raise ValueError("imagefolder needs a directory: 'imagefolder:DIR'")
         return _imagefolder(root, **kwargs)
-    loaders = {"mnist5k": _mnist5k, "digits": _digits,
+    loaders: dict[str, Callable[[], Dataset]] = {
+               "mnist5k": _mnist5k, "digits": _digits,
                "lfw_faces24": functools.partial(_lfw_faces, 24),
                "lfw_faces48": functools.partial(_lfw_faces, 48)}
     if name not in loaders:
