@@ -163,7 +163,6 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module", params=[24, 48])
 def faces(request: pytest.FixtureRequest) -> datasets.Dataset:
-    pytest.importorskip("skimage", reason="lfw_faces needs scikit-image")
     return datasets.load(f"lfw_faces{request.param}")
 
 
@@ -203,7 +202,6 @@ def test_faces_load_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """The crops ship inside scikit-image's wheel: loading opens no connection."""
     import socket
 
-    pytest.importorskip("skimage", reason="lfw_faces needs scikit-image")
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("network access in an offline test")

@@ -138,7 +138,6 @@ def test_float_accuracy_matches_record(name: str, data: dict[str, datasets.Datas
 
 @pytest.fixture(scope="module")
 def faces() -> dict[str, datasets.Dataset]:
-    pytest.importorskip("skimage", reason="the lfw_faces sets need scikit-image")
     return {ds: datasets.load(ds) for ds, _, _ in FOREIGN.values()}
 
 
