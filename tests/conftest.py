@@ -1,17 +1,18 @@
 """Shared pytest options.  ``--backend`` picks the simulator the RTL tests run on (as VTA runs
-the same tests on fsim and tsim): myhdl (default), icarus, ghdl, verilator, or all of them."""
+the same tests on fsim and tsim): myhdl (default), icarus, ghdl, verilator, or all of them.
+``--hypothesis-profile`` (or ``HYPOTHESIS_PROFILE``) picks how hard the property tests search:
+dev (default), ci or fuzz (tests/profiles.py)."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
 
 from contract.backend import RTL_BACKENDS
+from tests.profiles import register_profiles
 
-# Examples are judged by their results, never by their time: ./dev test runs the suites side
-# by side on shared cores, where Hypothesis's 200 ms default deadline would fail at random.
-settings.register_profile("asd", deadline=None)
-settings.load_profile("asd")
+# At import, before Hypothesis's plugin reads --hypothesis-profile and before any test module
+# reads the loaded profile's counts.
+register_profiles()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from asd.asdq import AsdFormat, csd_round, csd_round_int, nearest, nearest_int
 from contract import hwcode
+from tests.profiles import scaled_examples
 from tests.strategies import asd_formats, scaled_values
 
 
@@ -50,7 +51,7 @@ def test_codebook_is_exactly_the_k_digit_window_values(ke):
     assert np.array_equal(fmt_of(k, e).codebook.signed_levels, brute_codebook(k, e))
 
 
-@settings(max_examples=300)
+@settings(max_examples=scaled_examples(300))
 @given(asd_formats, scaled_values)
 def test_nearest_equals_brute_force(ke, x):
     k, e = ke
@@ -134,7 +135,7 @@ def test_tie_goes_away_from_zero():
 
 
 @given(asd_formats, st.integers(0, 2**32 - 1), st.sampled_from([np.float32, np.float64]))
-@settings(max_examples=60)
+@settings(max_examples=scaled_examples(60))
 def test_fast_table_path_equals_binary_search(ke, seed, dtype):
     k, e = ke
     fmt = fmt_of(k, e)
@@ -149,7 +150,7 @@ def test_fast_table_path_equals_binary_search(ke, seed, dtype):
 
 
 @given(asd_formats, st.integers(0, 2**32 - 1))
-@settings(max_examples=40)
+@settings(max_examples=scaled_examples(40))
 def test_float32_bit_pattern_lookup_equals_binary_search_at_every_edge(ke, seed):
     k, e = ke
     cb = fmt_of(k, e).codebook

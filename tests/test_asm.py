@@ -10,10 +10,11 @@ from contract import isa
 from contract.config import AccelConfig
 from contract.image import Image
 from emu.asm import AsmError, assemble, assemble_file, disassemble, format_instr
+from tests.profiles import scaled_examples
 from tests.strategies import programs_and_configs
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled_examples(80), suppress_health_check=[HealthCheck.too_slow])
 @given(programs_and_configs(wild=True))
 def test_asm_of_disasm_rebuilds_the_same_bytes(case: tuple[AccelConfig, Image]) -> None:
     _, img = case

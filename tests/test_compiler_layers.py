@@ -15,6 +15,7 @@ from contract.config import AccelConfig
 from programs import reference, runtime
 from programs.lower import LowerError
 from programs.manifest import compile_model
+from tests.profiles import scaled_examples
 from tests.strategies import compiler_configs, layer_chains
 from tests.zoo_onnx import chain_model
 
@@ -59,7 +60,7 @@ _AVGPOOL = ("avgpool", {"k": 2, "s": 2, "pads": [0, 0, 0, 0], "ceil": False})
 _SMALL = dict(amem_depth=512, wmem_depth=256, bmem_depth=16)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled_examples(60), suppress_health_check=[HealthCheck.too_slow])
 @given(layer_chains(), compiler_configs)
 @example(spec={"c": 2, "h": 3, "w": 3, "seed": 0, "steps": [_AVGPOOL, _PRELU]},
          cfg=dict(lanes=1, loop_depth=3, **_SMALL))
@@ -70,7 +71,7 @@ def test_chain_emulator_equals_integer_reference_and_float_bound(spec: dict, cfg
     _check(spec, cfg)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled_examples(15), suppress_health_check=[HealthCheck.too_slow])
 @given(layer_chains(max_steps=1), st.sampled_from([dict(lanes=4), dict(lanes=8)]))
 def test_single_layer_step_mode(spec: dict, cfg: dict) -> None:
     """Step mode (the definition) agrees too, on single layers."""

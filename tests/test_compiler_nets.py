@@ -4,11 +4,13 @@ reference, and close to onnxruntime's float output."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmarks import bench_compiler
 from contract.config import AccelConfig
 from programs import reference, runtime, seednets
 from programs.manifest import compile_model
@@ -63,12 +65,6 @@ def test_full_width_alexnet_reports_what_never_fits() -> None:
 
 
 def test_benchmark_runs_small(tmp_path: Path) -> None:
-    import json
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-    import bench_compiler
-
     out = tmp_path / "c.json"
     assert bench_compiler.main(["--size", "32", "--width", "0.0625", "--compare-size", "16",
                                 "--compare-width", "0.0625", "--out", str(out)]) == 0

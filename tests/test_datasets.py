@@ -156,3 +156,68 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
         datasets.load(f"imagefolder:{tmp_path / 't'}", channels=2)
     with pytest.raises(ValueError, match="mean/std"):
         datasets.load(f"imagefolder:{tmp_path / 't'}", mean=(0.1, 0.2))
+
+
+# --------------------------------------------------------------------------- lfw_faces
+
+
+@pytest.fixture(scope="module", params=[24, 48])
+def faces(request: pytest.FixtureRequest) -> datasets.Dataset:
+    return datasets.load(f"lfw_faces{request.param}")
+
+
+def test_faces_shapes_labels_and_normalization(faces: datasets.Dataset) -> None:
+    size = int(faces.name.removeprefix("lfw_faces"))
+    assert datasets.SPLITS[faces.name] == (100, 100)
+    assert faces.x_train.shape == faces.x_test.shape == (100, 3, size, size)
+    assert faces.x_test.dtype == np.float32 and faces.y_test.dtype == np.int64
+    assert faces.classes == datasets.FACE_CLASSES == ("nonface", "face")
+    y = np.concatenate([faces.y_train, faces.y_test])
+    assert np.bincount(y).tolist() == [100, 100]  # 100 faces, 100 non-faces
+    assert 20 <= faces.y_test.sum() <= 80  # both classes in the test part
+    # grey repeated on the three channels; MTCNN's (pixel - 127.5) / 128 for pixels in [0, 1]
+    assert np.array_equal(faces.x_test[:, 0], faces.x_test[:, 2])
+    norm = faces.normalization
+    assert norm["pixel_max"] == 1.0 and norm["mean"] == [0.5] * 3
+    assert norm["std"] == [128 / 255] * 3
+    lo, hi = (0 - 0.5) * 255 / 128, (1 - 0.5) * 255 / 128
+    assert lo - 1e-6 <= faces.x_test.min() < -0.5 and 0.5 < faces.x_test.max() <= hi + 1e-6
+
+
+def test_faces_split_follows_the_source(faces: datasets.Dataset) -> None:
+    from skimage.data import lfw_subset
+
+    src = np.asarray(lfw_subset(), dtype=np.float64)
+    order = np.random.RandomState(datasets.SPLIT_SEED).permutation(len(src))
+    y = np.concatenate([faces.y_train, faces.y_test])
+    assert np.array_equal(y, (order < 100).astype(np.int64))  # the first 100 are the faces
+    # the mean grey level survives the resize (bilinear weights sum to one per pixel)
+    x = np.concatenate([faces.x_train, faces.x_test])[:, 0] * (128 / 255) + 0.5
+    assert np.allclose(x.mean(axis=(1, 2)), src[order].mean(axis=(1, 2)), atol=0.02)
+    again = datasets.load(faces.name)
+    assert np.array_equal(again.x_test, faces.x_test) and again.x_test is not faces.x_test
+
+
+def test_faces_load_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crops ship inside scikit-image's wheel: loading opens no connection."""
+    import socket
+
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network access in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    datasets._lfw_faces_raw.cache_clear()
+    d = datasets.load("lfw_faces24")
+    assert d.x_test.shape == (100, 3, 24, 24)
+
+
+def test_resize_matrix_is_bilinear() -> None:
+    assert np.array_equal(datasets._resize_matrix(5, 5), np.eye(5))
+    m = datasets._resize_matrix(25, 48)
+    assert m.shape == (48, 25) and np.allclose(m.sum(axis=1), 1.0) and (m >= 0).all()
+    ramp = np.arange(25.0)
+    inner = m @ ramp  # a linear ramp stays linear away from the clamped edges
+    assert np.allclose(np.diff(inner[2:-2]), 25 / 48)
+    assert np.allclose(datasets._resize_matrix(4, 2) @ np.arange(4.0), [0.5, 2.5])

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks import bench_emulator
 from contract import isa
 from contract.config import AccelConfig
 from contract.image import Image
 from emu.asm import assemble
 from emu.emulator import EmulatorError, RunResult, run
 from programs import kernels
+from tests.helpers import assert_same
+from tests.profiles import scaled_examples
 from tests.strategies import programs_and_configs
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _outcome(img: Image, fast: bool, max_cycles: int) -> RunResult | str:
@@ -29,17 +28,7 @@ def _outcome(img: Image, fast: bool, max_cycles: int) -> RunResult | str:
         return str(exc)
 
 
-def assert_same(a: RunResult | str, b: RunResult | str) -> None:
-    if isinstance(a, str) or isinstance(b, str):
-        assert a == b
-        return
-    assert a.counters == b.counters
-    assert a.regs == b.regs
-    for name in ("amem", "acc", "weights", "products"):
-        assert np.array_equal(getattr(a, name), getattr(b, name)), name
-
-
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled_examples(250), suppress_health_check=[HealthCheck.too_slow])
 @given(programs_and_configs(wild=True), st.sampled_from([50, 400, 100_000]))
 def test_fast_equals_step_on_random_programs(case, max_cycles) -> None:  # type: ignore[no-untyped-def]
     _, img = case
@@ -180,11 +169,6 @@ def test_kernel_source_is_readable_assembly() -> None:
 
 
 def test_benchmark_runs_at_a_tiny_size(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import bench_emulator
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     out = tmp_path / "emulator.json"
     assert bench_emulator.main(["--size", "6", "--channels", "8", "--lanes", "4",
                                 "--repeats", "1", "--out", str(out)]) == 0
@@ -194,7 +178,7 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path) -> None:  # type: ignore[no-unt
     assert result["fast_seconds"] > 0 and result["step_shift_adds_per_s"] > 0
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled_examples(60), suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fast_dot_product_paths_equal_step_mode(data) -> None:  # type: ignore[no-untyped-def]
     """MAC-only loops are matrix products in fast mode: float32, float64 or int64 by bound, and

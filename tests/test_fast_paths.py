@@ -5,7 +5,6 @@ windows of several registers, reads that meet the batch's own writes), and the h
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -21,9 +20,10 @@ from emu.emulator import EmulatorError, Machine, RunResult, run
 from emu.fast import state as fast_state
 from emu.fast.batch import Batch
 from programs import kernels
-from tests.test_emulator import assert_same
+from tests.helpers import assert_same
+from tests.profiles import scaled_examples
 
-EXAMPLES = int(os.environ.get("FAST_PATH_EXAMPLES", "150"))
+EXAMPLES = scaled_examples(150)
 
 
 def _outcome(img: Image, fast_mode: bool, max_cycles: int = 10**7) -> RunResult | str:
@@ -241,13 +241,13 @@ def group_programs(draw: st.DrawFn) -> Image:
                  {})
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow])
 @given(group_programs(), st.sampled_from([10**6, 300]))
 def test_fast_equals_step_on_sibling_mac_loops(img, max_cycles) -> None:  # type: ignore[no-untyped-def]
     assert_same(_outcome(img, False, max_cycles), _outcome(img, True, max_cycles))
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@settings(max_examples=EXAMPLES)
 @given(st.data())
 def test_run_check_equals_bitmap_check(data) -> None:  # type: ignore[no-untyped-def]
     """The order check by sorted write runs agrees with the check by a bitmap of AMEM."""
@@ -267,7 +267,7 @@ def test_run_check_equals_bitmap_check(data) -> None:  # type: ignore[no-untyped
     assert batch.runs_order_free(kw) == batch.bitmap_order_free()
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@settings(max_examples=EXAMPLES)
 @given(st.lists(st.integers(0, 65535), min_size=1, max_size=300))
 def test_factorize_is_unique_with_inverse(values) -> None:  # type: ignore[no-untyped-def]
     v = np.array(values, np.int64)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from contract.config import AccelConfig
 from contract.image import IMAGE_VERSION, Image, ImageError
 from emu.emulator import EmulatorError, predecode
+from tests.profiles import scaled_examples
 from tests.strategies import programs_and_configs
 
 
@@ -61,14 +62,14 @@ def test_unknown_opcode_is_an_emulator_error_naming_the_pc() -> None:
         predecode(img)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled_examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_random_bytes_only_raise_image_error(blob: bytes) -> None:
     with pytest.raises(ImageError):
         Image.from_bytes(blob)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled_examples(150), suppress_health_check=[HealthCheck.too_slow])
 @given(programs_and_configs(wild=True), st.data())
 def test_corrupted_images_with_valid_crc_only_raise_typed_errors(case, data) -> None:  # type: ignore[no-untyped-def]
     """Mutations past the CRC check reach the section parser, JSON and the decoder."""

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from contract import isa
 from emu import isadoc
+from tests.profiles import scaled_examples
 
 
 def test_table_is_consistent() -> None:
@@ -23,7 +24,7 @@ def instructions(draw: st.DrawFn) -> tuple[str, dict[str, int]]:
     return ins.mnemonic, {f.name: draw(st.integers(f.lo, f.hi)) for f in ins.fields}
 
 
-@settings(max_examples=300)
+@settings(max_examples=scaled_examples(300))
 @given(instructions())
 def test_encode_decode_round_trip(instr: tuple[str, dict[str, int]]) -> None:
     m, values = instr
@@ -33,7 +34,7 @@ def test_encode_decode_round_trip(instr: tuple[str, dict[str, int]]) -> None:
     assert ins.mnemonic == m and back == values
 
 
-@settings(max_examples=300)
+@settings(max_examples=scaled_examples(300))
 @given(st.integers(0, (1 << 32) - 1))
 def test_random_words_decode_or_raise_decode_error(word: int) -> None:
     try:
@@ -118,7 +119,8 @@ def test_timing_model_names_the_multi_cycle_rows() -> None:
 def test_rtl_control_rows_follow_the_roles() -> None:
     """The core's control table is the ISA roles seen from its two register ports, and the
     hand-wired port selection is checked against it at elaboration."""
-    core = pytest.importorskip("accel.core")
+    from accel import core
+
     rows = {r.mnemonic: r for r in core.CONTROL}
     assert (rows["MAC"].port1, rows["MAC"].inc1, rows["MAC"].port2, rows["MAC"].inc2) == \
         ("rw", "iw", "rx", "ix")

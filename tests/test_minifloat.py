@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asd.minifloat import Minifloat, fp8_e4m3, fp8_e5m2, parse_format, quantize_feature_map
+from tests.profiles import scaled_examples
 from tests.strategies import any_float32, any_float64
 
 PAIRS = [(fp8_e4m3, ml_dtypes.float8_e4m3fn), (fp8_e5m2, ml_dtypes.float8_e5m2)]
@@ -29,7 +30,7 @@ def test_all_256_codes_decode_and_reencode_like_ml_dtypes():
         assert np.array_equal(fmt.encode(ours), ml_bits(ours, dt))
 
 
-@settings(max_examples=400)
+@settings(max_examples=scaled_examples(400))
 @given(st.lists(any_float32, min_size=1, max_size=20))
 def test_float32_conversion_equals_ml_dtypes(xs):
     x = np.array(xs, dtype=np.float32)
@@ -41,7 +42,7 @@ def test_float32_conversion_equals_ml_dtypes(xs):
         assert np.array_equal(sat.encode(x), ml_bits(clipped, dt))
 
 
-@settings(max_examples=300)
+@settings(max_examples=scaled_examples(300))
 @given(st.lists(any_float64, min_size=1, max_size=20))
 def test_float64_conversion_equals_ml_dtypes(xs):
     x = np.array(xs, dtype=np.float64)

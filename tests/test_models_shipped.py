@@ -1,7 +1,8 @@
 """The trained models shipped in asd/data/models: load, run, op set, recorded accuracy.
 
 Needs onnx + onnxruntime and the dataset packages, never torch.  The models are reproduced by
-``zoo/train.py --all`` (see zoo/README.md).
+``zoo/train.py --all`` (see zoo/README.md); the ones trained elsewhere (``FOREIGN``) by
+``zoo/mtcnn.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ SHIPPED = {
     "mnist_vgg": ("mnist5k", 96.0),
     "mnist_resnet18": ("mnist5k", 96.0),
     "mnist_squeezenet": ("mnist5k", 95.0),
+}
+
+# trained elsewhere, exported by zoo/mtcnn.py: name -> (dataset, input size, minimum top-1)
+FOREIGN = {
+    "mtcnn_rnet": ("lfw_faces24", 24, 95.0),
+    "mtcnn_onet": ("lfw_faces48", 48, 95.0),
 }
 
 # the ONNX ops the compiler imports (issue 6)
@@ -64,8 +71,9 @@ def data() -> dict[str, datasets.Dataset]:
 
 
 def test_exactly_the_expected_models_ship() -> None:
-    assert sorted(p.stem for p in MODEL_DIR.glob("*.onnx")) == sorted(SHIPPED)
-    assert sorted(p.stem for p in MODEL_DIR.glob("*.json")) == sorted(SHIPPED)
+    names = sorted([*SHIPPED, *FOREIGN])
+    assert sorted(p.stem for p in MODEL_DIR.glob("*.onnx")) == names
+    assert sorted(p.stem for p in MODEL_DIR.glob("*.json")) == names
     total = sum(p.stat().st_size for p in MODEL_DIR.glob("*.onnx"))
     assert total < 6_000_000
 
@@ -123,3 +131,74 @@ def test_float_accuracy_matches_record(name: str, data: dict[str, datasets.Datas
     assert abs(top1 - rec["test_top1_onnxruntime"]) <= 0.1 + 1e-9
     assert abs(rec["test_top1_torch"] - rec["test_top1_onnxruntime"]) <= 100.0 / len(ds.y_test)
     assert top1 >= floor
+
+
+# --------------------------------------------------------------------------- trained elsewhere
+
+
+@pytest.fixture(scope="module")
+def faces() -> dict[str, datasets.Dataset]:
+    return {ds: datasets.load(ds) for ds, _, _ in FOREIGN.values()}
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+def test_foreign_graph_and_record(name: str) -> None:
+    dataset, size, _ = FOREIGN[name]
+    path = MODEL_DIR / f"{name}.onnx"
+    rec = _record(name)
+    blob = path.read_bytes()
+    assert len(blob) < 2_000_000
+    assert rec["onnx_bytes"] == len(blob)
+    assert rec["onnx_sha256"] == hashlib.sha256(blob).hexdigest()
+    assert rec["name"] == name and rec["dataset"] == dataset and rec["trained_here"] is False
+    src = rec["source"]
+    assert (src["package"], src["version"]) == ("facenet-pytorch", "2.6.0")
+    assert src["licence"].startswith("MIT")
+    assert src["max_abs_prob_diff_onnx_vs_package"] <= 1e-4
+    assert rec["classes"] == list(datasets.FACE_CLASSES)
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    ops = {n.op_type for n in model.graph.node}
+    assert ops <= ALLOWED_OPS and {"Conv", "PRelu", "MaxPool", "Gemm"} <= ops
+    assert sorted(ops) == rec["ops"]
+    (inp,) = model.graph.input
+    (out,) = model.graph.output
+    assert inp.name == "input" and out.name == "logits"
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == rec["input_shape"] == ["N", 3, size, size]
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+def test_foreign_float_accuracy_matches_record(
+    name: str, faces: dict[str, datasets.Dataset]
+) -> None:
+    dataset, _, floor = FOREIGN[name]
+    ds = faces[dataset]
+    rec = _record(name)
+    assert rec["split"]["test"] == len(ds.y_test)
+    assert rec["normalization"] == ds.normalization
+    (logits,) = _session(name).run(["logits"], {"input": ds.x_test})
+    assert logits.shape == (len(ds.y_test), 2) and np.isfinite(logits).all()
+    top1 = 100.0 * float((logits.argmax(1) == ds.y_test).mean())
+    assert abs(top1 - rec["test_top1_onnxruntime"]) <= 0.1 + 1e-9
+    assert rec["test_top1_torch"] == rec["test_top1_onnxruntime"]
+    assert top1 >= floor
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+def test_foreign_compiler_float_reference_equals_onnxruntime(
+    name: str, faces: dict[str, datasets.Dataset]
+) -> None:
+    """The compiler imports the graph (PRelu, ceil-mode pools, flatten, dense) as onnxruntime
+    runs it: its float64 reference gives the same logits on the whole data set."""
+    from programs import reference
+    from programs.onnx_import import import_model
+
+    ds = faces[FOREIGN[name][0]]
+    x = np.concatenate([ds.x_train, ds.x_test])
+    graph = import_model(onnx.load(str(MODEL_DIR / f"{name}.onnx")))
+    ours = reference.to_user(reference.float_forward(graph, x)[graph.output], graph)
+    (theirs,) = _session(name).run(["logits"], {"input": x})
+    assert ours.shape == theirs.shape == (len(x), 2)
+    assert np.allclose(ours, theirs, rtol=1e-4, atol=1e-4)

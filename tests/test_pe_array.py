@@ -24,6 +24,7 @@ from accel import core as core_mod
 from accel import designs
 from contract import semantics
 from contract.config import AccelConfig
+from tests.profiles import scaled_examples
 from tests.strategies import mac_streams, small_configs
 
 
@@ -80,7 +81,7 @@ def expected(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray) -> lis
 
 @pytest.mark.parametrize("kind", ["shiftadd", "multiplier"])
 @pytest.mark.parametrize("mode", designs.MODES)
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=scaled_examples(20))
 @given(data=st.data(), config=small_configs(max_lanes=3))  # MyHDL simulates slowly
 def test_pe_array_equals_emulator(kind: str, mode: str, data: st.DataObject,
                                   config: AccelConfig) -> None:

@@ -15,6 +15,7 @@ from contract.config import PE_KINDS, AccelConfig
 from contract.image import Image, ImageError
 from emu import emulator
 from emu.asm import assemble, assemble_file
+from tests.profiles import scaled_examples
 from tests.strategies import programs, small_configs
 
 pytestmark = pytest.mark.rtl
@@ -143,12 +144,13 @@ def test_random_programs(backend: str) -> None:
     pool = POOLS.get(backend)
     runs = [small_configs()] if pool is None else [st.just(c) for c in pool]
     for configs in runs:
-        _compare_random_programs(backend, configs, -(-EXAMPLES_MAX[backend] // len(runs)))
+        _compare_random_programs(backend, configs,
+                                 -(-scaled_examples(EXAMPLES_MAX[backend]) // len(runs)))
 
 
 def _compare_random_programs(backend: str, configs: st.SearchStrategy[AccelConfig],
                              examples: int) -> None:
-    @settings(max_examples=examples, deadline=None, database=None,
+    @settings(max_examples=examples, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.filter_too_much])
     @given(data=st.data())

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from asd import scales
 from asd.schemes import get_scheme
+from tests.profiles import scaled_examples
 
 
 def _check_brute_force(w, name):
@@ -29,7 +30,7 @@ def _check_brute_force(w, name):
     assert np.allclose(err(chosen), err(want), rtol=1e-9, atol=0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=scaled_examples(40))
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["asd2", "pot", "int4", "int8"]))
 def test_mse_search_picks_the_brute_force_best(seed, name):
     rng = np.random.default_rng(seed)
