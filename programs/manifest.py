@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contract.config import AccelConfig
+from contract.files import DirectoryBuilder
 from contract.image import Image
 
 from . import lower as lw
@@ -107,21 +108,30 @@ class Compiled:
                 **self.info}
 
     def write(self, outdir: str | Path) -> Path:
+        """Write the compiled network to ``outdir`` in one step: it is built beside and swapped
+        in at the end, so a failure leaves the previous output whole (and raises
+        :class:`contract.files.OutputError`).  Files in ``outdir`` that the previous manifest
+        does not list as its own are kept; a new file that would overwrite one is refused."""
         d = Path(outdir)
-        tiles_dir = d / "tiles"
-        if tiles_dir.exists():
-            shutil.rmtree(tiles_dir)
-        tiles_dir.mkdir(parents=True)
-        for i, ll in enumerate(self.layers):
-            for j, t in enumerate(ll.tiles):
-                name = tile_filename(i, ll.name, j)
-                t.image.write(tiles_dir / f"{name}.bin")
-                (tiles_dir / f"{name}.s").write_text(t.source)
-        self.qnet.save(d)
-        if self.model_path is not None and self.model_path.resolve() != (d / "model.onnx"
-                                                                         ).resolve():
-            shutil.copyfile(self.model_path, d / "model.onnx")
-        (d / "manifest.json").write_text(json.dumps(self.manifest(), indent=1) + "\n")
+        with DirectoryBuilder(d, owned_files(d)) as out:
+            new = out.staging
+            (new / "tiles").mkdir()
+            owned = ["manifest.json", "qnet.json", "qnet.npz"]
+            for i, ll in enumerate(self.layers):
+                for j, t in enumerate(ll.tiles):
+                    name = tile_filename(i, ll.name, j)
+                    (new / "tiles" / f"{name}.bin").write_bytes(t.image.to_bytes())
+                    (new / "tiles" / f"{name}.s").write_text(t.source)
+                    owned += [f"tiles/{name}.bin", f"tiles/{name}.s"]
+            self.qnet.save(new)
+            # A model compiled from inside the output directory is the user's: left in place.
+            if self.model_path is not None and (self.model_path.resolve()
+                                                != (d / "model.onnx").resolve()):
+                shutil.copyfile(self.model_path, new / "model.onnx")
+                owned.append("model.onnx")
+            man = self.manifest()
+            man["files"] = sorted(owned)
+            (new / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
         return d
 
     @classmethod
@@ -155,6 +165,28 @@ class Compiled:
             layers.append(ll)
         model = d / "model.onnx"
         return cls(qnet, layers, model if model.exists() else None)
+
+
+# What every compiled directory holds besides its tiles (a manifest from before the "files"
+# list owns these and the tiles it lists).
+_FIXED_FILES = ("manifest.json", "qnet.json", "qnet.npz", "model.onnx")
+
+
+def owned_files(outdir: Path) -> list[str]:
+    """The files of ``outdir`` a previous compile wrote (relative paths), from its manifest;
+    none when there is no readable manifest, so nothing there is ever deleted."""
+    try:
+        man = json.loads((outdir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(man, dict):
+        return []
+    files = man.get("files")
+    if isinstance(files, list) and all(isinstance(f, str) for f in files):
+        return list(files)
+    listed = [t.get(key) for e in man.get("layers", []) if isinstance(e, dict)
+              for t in e.get("tiles", []) if isinstance(t, dict) for key in ("image", "listing")]
+    return [*_FIXED_FILES, *(f for f in listed if isinstance(f, str))]
 
 
 def default_calibration(shape: tuple[int, int, int], n: int = 4, seed: int = 0) -> NDArray:
