@@ -29,9 +29,10 @@ from contract.files import DirectoryBuilder
 from contract.image import Image
 
 from . import lower as lw
+from .budget import DEFAULT_MEMORY_BUDGET, check_memory_budget
 from .onnx_import import import_model
 from .qnet import QNet
-from .quantize import quantize
+from .quantize import QuantizeError, quantize
 
 MANIFEST_VERSION = 1
 
@@ -167,6 +168,8 @@ class Compiled:
         return cls(qnet, layers, model if model.exists() else None)
 
 
+DEFAULT_CALIBRATION_INPUTS = 4
+
 # What every compiled directory holds besides its tiles (a manifest from before the "files"
 # list owns these and the tiles it lists).
 _FIXED_FILES = ("manifest.json", "qnet.json", "qnet.npz", "model.onnx")
@@ -189,7 +192,8 @@ def owned_files(outdir: Path) -> list[str]:
     return [*_FIXED_FILES, *(f for f in listed if isinstance(f, str))]
 
 
-def default_calibration(shape: tuple[int, int, int], n: int = 4, seed: int = 0) -> NDArray:
+def default_calibration(shape: tuple[int, int, int], n: int = DEFAULT_CALIBRATION_INPUTS,
+                        seed: int = 0) -> NDArray:
     """Stand-in calibration when none is given: standard normal images (real data is better)."""
     return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
 
@@ -197,19 +201,26 @@ def default_calibration(shape: tuple[int, int, int], n: int = 4, seed: int = 0) 
 def compile_model(model: str | Path | Any, config: AccelConfig, calib: NDArray | None = None,
                   *, scheme: str = "asd", scheme_options: dict[str, Any] | None = None,
                   percentile: float | None = None,
-                  requant_aware: bool = True, input_hw: tuple[int, int] | None = None
-                  ) -> Compiled:
-    """ONNX model (path or ModelProto) -> quantized, lowered network."""
+                  requant_aware: bool = True, input_hw: tuple[int, int] | None = None,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Compiled:
+    """ONNX model (path or ModelProto) -> quantized, lowered network.  A graph whose
+    calibration would need more than ``memory_budget`` bytes is refused before allocating
+    (:class:`programs.budget.MemoryBudgetError`)."""
     t0 = time.perf_counter()
     graph = import_model(model, input_hw)
     lw.check_fits(graph, config)
     t1 = time.perf_counter()
+    if calib is not None:
+        calib = np.asarray(calib, np.float32)
+        if calib.ndim != 4 or tuple(calib.shape[1:]) != graph.input_shape:
+            raise QuantizeError(f"calibration data of shape {calib.shape}; the model takes "
+                                f"N x {' x '.join(map(str, graph.input_shape))}")
+        if not np.all(np.isfinite(calib)):
+            raise QuantizeError("calibration data: expected finite values, found NaN or Inf")
+    check_memory_budget(graph, DEFAULT_CALIBRATION_INPUTS if calib is None else len(calib),
+                        memory_budget)
     if calib is None:
         calib = default_calibration(graph.input_shape)
-    calib = np.asarray(calib, np.float32)
-    if calib.ndim != 4 or tuple(calib.shape[1:]) != graph.input_shape:
-        raise ValueError(f"calibration data of shape {calib.shape}; the model takes "
-                         f"N x {' x '.join(map(str, graph.input_shape))}")
     qnet = quantize(graph, config, calib, scheme=scheme, scheme_options=scheme_options,
                     percentile=percentile,
                     requant_aware=requant_aware)
