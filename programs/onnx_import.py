@@ -281,7 +281,11 @@ class _Importer:
         x = self.act_input(node, node.input[0])
         gamma, beta, mean, var = (self.const(node, t, n) for t, n in
                                   zip(node.input[1:5], ("scale", "B", "mean", "var")))
-        k = gamma / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+        eps = float(a.get("epsilon", 1e-5))
+        if not np.all(var + eps > 0):
+            raise self.fail(node, f"var '{self.name(node.input[4])}' + epsilon: expected > 0, "
+                            f"found {float(np.min(var + eps)):.4g}")
+        k = gamma / np.sqrt(var + eps)
         prod = self.producer(x)
         if prod is not None and prod.op == "conv" and prod.act == "none" and self.sole_reader(x):
             assert prod.weight is not None and prod.bias is not None
