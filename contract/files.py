@@ -110,19 +110,31 @@ class DirectoryBuilder:
     as a context manager: write into :attr:`staging`; a clean exit commits, an exception
     removes the staging directory and leaves ``target`` as it was (an :class:`OSError` is
     raised as an :class:`OutputError` naming ``target``).
+
+    A directory that cannot be swapped as a whole (a mount point, the working directory, one
+    whose parent is not writable) is built inside itself instead and its files are moved in
+    one by one: ``keystone`` (the file that makes the directory valid, e.g. its manifest) is
+    removed first and placed last, so an interrupted commit leaves no keystone rather than a
+    keystone beside the wrong files.
     """
 
-    def __init__(self, target: str | Path, owned: Iterable[str] = ()) -> None:
+    def __init__(self, target: str | Path, owned: Iterable[str] = (),
+                 keystone: str | None = None) -> None:
         given = Path(target)
         # Build beside the real directory, so a symbolic link to it keeps working.
-        self.target = given.resolve() if given.is_symlink() else given.absolute()
+        self.target = given.resolve() if given.is_symlink() else Path(os.path.abspath(given))
         self.owned = {Path(p) for p in owned}
+        self.keystone = Path(keystone) if keystone else None
         if self.target.exists() and not self.target.is_dir():
             raise OutputError(f"{given}: exists and is not a directory")
+        self.in_place = self.target.is_dir() and (
+            os.path.ismount(self.target) or self.target == Path.cwd()
+            or not os.access(self.target.parent, os.W_OK))
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
-            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.new-",
-                                                 dir=self.target.parent))
+            self.staging = Path(tempfile.mkdtemp(
+                prefix=f".{self.target.name}.new-",
+                dir=self.target if self.in_place else self.target.parent))
             os.chmod(self.staging, 0o777 & ~_umask())
         except OSError as exc:
             raise OutputError(f"{given}: cannot create an output directory here "
@@ -148,7 +160,9 @@ class DirectoryBuilder:
     def _users_files(self) -> list[Path]:
         if not self.target.is_dir():
             return []
-        return sorted(p for p in _relative_files(self.target) if p not in self.owned)
+        building = self.staging.relative_to(self.target) if self.in_place else None
+        return sorted(p for p in _relative_files(self.target)
+                      if p not in self.owned and (building is None or building not in p.parents))
 
     def _sync_staging(self) -> None:
         for rel in _relative_files(self.staging):
@@ -172,6 +186,9 @@ class DirectoryBuilder:
             raise OutputError(f"{self.target / clash[0]}: would be overwritten but was not "
                               "written by this tool (not listed in its manifest); move it or "
                               "choose another output directory")
+        if self.in_place:
+            self._commit_in_place()
+            return
         moved: list[Path] = []
         old: Path | None = None  # where the previous directory went, once it moved
         try:
@@ -198,6 +215,30 @@ class DirectoryBuilder:
         _fsync_dir(self.target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)  # only files this tool wrote remain in it
+
+    def _commit_in_place(self) -> None:
+        """Move the new files over the old ones, the keystone removed first and placed last;
+        then drop the previous files this tool owned that the new output does not have."""
+        new = sorted(_relative_files(self.staging),
+                     key=lambda rel: (rel == self.keystone, str(rel)))
+        # Only files that are really there: a manifest naming "../x" must not reach outside.
+        stale = self.owned.intersection(_relative_files(self.target)) - set(new)
+        try:
+            self._sync_staging()
+            if self.keystone is not None and self.keystone in self.owned:
+                (self.target / self.keystone).unlink(missing_ok=True)
+            for rel in new:
+                (self.target / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.staging / rel, self.target / rel)
+            for rel in stale:
+                (self.target / rel).unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.target}: replacing the output in place failed "
+                              f"({_describe(exc)}); it may be incomplete (no "
+                              f"{self.keystone or 'complete set of files'})") from None
+        finally:
+            self.abandon()
+        _fsync_dir(self.target)
 
     def _undo(self, moved: list[Path], old: Path | None) -> None:
         """Put the previous directory and the user's files back where they were."""

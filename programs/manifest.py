@@ -8,7 +8,10 @@
     OUTDIR/tiles/NNN_LAYER_TTT.bin   one program image per tile
     OUTDIR/tiles/NNN_LAYER_TTT.s     its assembly listing (code; data lives in the .bin)
 
-and :meth:`Compiled.load` reads it back, checking every image against the manifest.
+and :meth:`Compiled.load` reads it back, checking every image against the manifest.  The
+manifest's ``files`` lists what the compiler wrote; :meth:`Compiled.write` builds the directory
+beside OUTDIR and swaps it in (:class:`contract.files.DirectoryBuilder`), so a failure leaves
+the previous output whole and files the previous manifest does not list are kept.
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ class Compiled:
         :class:`contract.files.OutputError`).  Files in ``outdir`` that the previous manifest
         does not list as its own are kept; a new file that would overwrite one is refused."""
         d = Path(outdir)
-        with DirectoryBuilder(d, owned_files(d)) as out:
+        with DirectoryBuilder(d, owned_files(d), keystone="manifest.json") as out:
             new = out.staging
             (new / "tiles").mkdir()
             owned = ["manifest.json", "qnet.json", "qnet.npz"]

@@ -4,6 +4,7 @@ writing leaves the previous output whole, and nothing the toolkit did not write 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +166,55 @@ def test_compile_refuses_to_overwrite_a_manifest_it_did_not_write(
         compiled[0].write(out)
     assert (out / "manifest.json").read_text() == "my own notes, not a manifest"
     assert sorted(os.listdir(out)) == ["manifest.json"]
+
+
+def test_the_working_directory_is_replaced_in_place_keeping_its_inode(
+        tmp_path: Path, compiled: tuple[Compiled, Compiled],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Swapping the directory a shell sits in would strand the shell in a deleted one: it is
+    rebuilt inside itself, the manifest placed last."""
+    few, many = compiled
+    out = tmp_path / "net"
+    many.write(out)
+    (out / "notes.txt").write_text("kept by the user")
+    inode = out.stat().st_ino
+    monkeypatch.chdir(out)
+    few.write(".")
+    assert out.stat().st_ino == inode
+    tiles = {t[k] for e in few.manifest()["layers"] for t in e["tiles"]
+             for k in ("image", "listing")}
+    assert set(_tree(out)) == tiles | {"manifest.json", "qnet.json", "qnet.npz", "model.onnx",
+                                       "notes.txt"}
+    assert Compiled.load(out).totals() == few.totals()
+
+
+def test_an_in_place_build_that_fails_leaves_the_previous_output_intact(
+        tmp_path: Path, compiled: tuple[Compiled, Compiled],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    few, many = compiled
+    out = tmp_path / "net"
+    few.write(out)
+    before = _tree(out)
+    monkeypatch.chdir(out)
+    monkeypatch.setattr(Compiled, "manifest", lambda self: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        many.write(".")
+    assert _tree(out) == before and sorted(os.listdir(out)) == sorted(
+        {p.split("/")[0] for p in before})
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_manifest_claiming_files_outside_its_directory_deletes_nothing_there(
+        tmp_path: Path, compiled: tuple[Compiled, Compiled], monkeypatch: pytest.MonkeyPatch,
+        in_place: bool) -> None:
+    out = tmp_path / "net"
+    compiled[0].write(out)
+    outside = tmp_path / "precious.txt"
+    outside.write_text("the user's")
+    man = json.loads((out / "manifest.json").read_text())
+    man["files"] += ["../precious.txt", str(outside)]
+    (out / "manifest.json").write_text(json.dumps(man))
+    if in_place:
+        monkeypatch.chdir(out)
+    compiled[1].write("." if in_place else out)
+    assert outside.read_text() == "the user's"
