@@ -9,6 +9,7 @@ quantization).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,38 @@ from numpy.typing import NDArray
 
 from contract.errors import AsdError
 
+from .budget import DEFAULT_MEMORY_BUDGET, FLOAT_BYTES, MemoryBudgetError
+
 MIN_OPSET = 13
 
 
 class ImportError_(ValueError, AsdError):  # noqa: N801 - ImportError is a builtin with other meaning
     """A model the compiler cannot import; the message names the node and the op."""
+
+
+def load_initializers(graph: Any, budget: int = DEFAULT_MEMORY_BUDGET) -> dict[str, NDArray]:
+    """Every initializer as an array (floats as float64), each declared size checked against
+    ``budget`` before it is read: external data can declare any size."""
+    from onnx import numpy_helper
+
+    arrays: dict[str, NDArray] = {}
+    for init in graph.initializer:
+        dims = list(init.dims)
+        if any(d < 0 for d in dims):
+            raise ImportError_(f"initializer '{init.name}': expected dimensions >= 0, found "
+                               f"{dims}")
+        if FLOAT_BYTES * math.prod(dims) > budget:
+            raise MemoryBudgetError(f"initializer '{init.name}' of {'x'.join(map(str, dims))}: "
+                                    f"expected at most {budget / 2**30:.3g} GiB, found "
+                                    f"{FLOAT_BYTES * math.prod(dims) / 2**30:.3g} GiB")
+        try:
+            arr = numpy_helper.to_array(init)
+        except Exception as exc:  # onnx raises several unrelated types for bad tensor data
+            raise ImportError_(f"initializer '{init.name}': cannot read its data: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                               ) from None
+        arrays[init.name] = arr.astype(np.float64) if arr.dtype.kind == "f" else arr
+    return arrays
 
 
 def node_label(node: Any) -> str:

@@ -29,6 +29,7 @@ from .onnx_checks import (
     check_unique_outputs,
     int_attr,
     ints_attr,
+    load_initializers,
     node_label,
     require_finite,
 )
@@ -51,15 +52,9 @@ def _decode(v: Any) -> Any:
 
 class _Importer:
     def __init__(self, model: Any, input_hw: tuple[int, int] | None) -> None:
-        from onnx import numpy_helper
-
         self.model = model
         g = model.graph
-        self.consts: dict[str, NDArray] = {
-            init.name: numpy_helper.to_array(init).astype(np.float64)
-            if numpy_helper.to_array(init).dtype.kind == "f"
-            else numpy_helper.to_array(init)
-            for init in g.initializer}
+        self.consts: dict[str, NDArray] = load_initializers(g)
         inputs = [i for i in g.input if i.name not in self.consts]
         if len(inputs) != 1:
             raise ImportError_(f"model has {len(inputs)} graph inputs; the compiler takes "
@@ -77,6 +72,9 @@ class _Importer:
         if c is None or h is None or w is None:
             raise ImportError_(f"input '{inp.name}' has symbolic C/H/W {dims[1:]}; give the "
                                "input size explicitly")
+        if min(c, h, w) < 1:
+            raise ImportError_(f"input '{inp.name}': expected C, H, W >= 1, found "
+                               f"{c}x{h}x{w}")
         self.input = inp.name
         self.input_shape: Shape = (int(c), int(h), int(w))
         self.output = g.output[0].name

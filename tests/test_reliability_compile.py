@@ -174,3 +174,27 @@ def test_a_program_longer_than_imem_shrinks_the_tile_and_stays_bit_exact() -> No
 def test_a_program_that_never_fits_imem_is_a_lower_error() -> None:
     with pytest.raises(LowerError, match="exceeds imem_depth 16"):
         compile_model(MODELS / "digits_cnn.onnx", AccelConfig(imem_depth=16))
+
+
+def test_an_initializer_declaring_a_huge_size_is_refused_before_reading() -> None:
+    huge = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[1 << 20, 1 << 20])
+    node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv1")
+    model = _model([node], {}, "y")
+    model.graph.initializer.append(huge)
+    _refused(model, MemoryBudgetError, "initializer 'W' of 1048576x1048576", "GiB")
+
+
+def test_initializer_data_that_does_not_match_its_shape_is_refused() -> None:
+    bad = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 2, 3, 3],
+                      float_data=[0.1] * 5)
+    node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv1")
+    model = _model([node], {}, "y")
+    model.graph.initializer.append(bad)
+    _refused(model, ImportError_, "initializer 'W': cannot read its data")
+
+
+@pytest.mark.parametrize("shape", [(0, 6, 6), (2, 0, 6)])
+def test_an_empty_input_is_refused(shape: tuple[int, int, int]) -> None:
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu1")
+    _refused(_model([node], {}, "y", shape=shape), ImportError_, "input 'x'",
+             "expected C, H, W >= 1")
