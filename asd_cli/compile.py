@@ -120,7 +120,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
                              requant_aware=not args.no_requant_search, input_hw=hw)
     except AsdError as exc:  # a model or calibration the compiler refuses; anything else is a bug
         raise _user_error(str(exc)) from None
-    comp.write(args.output)
+    try:
+        comp.write(args.output)
+    except AsdError as exc:  # the output directory cannot be written; the previous one survives
+        raise _user_error(str(exc)) from None
     man = comp.manifest()
     if args.json:
         print(json.dumps({"outdir": args.output, "totals": man["totals"],

@@ -13,18 +13,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from numpy.typing import NDArray
 
 from contract import hwcode
 from contract.config import AccelConfig
 from contract.image import Image
-from emu.asm import assemble
+from emu.asm import AsmError, assemble
 
 from .fit import check_memories
 from .qnet import QLayer
 
 I64 = NDArray[np.int64]
+IMEM_DEPTH_MAX = 1 << 16  # the configuration's limit (contract.config)
 Regions = dict[str, tuple[int, int]]
 
 
@@ -110,6 +113,14 @@ def tile_image(source: str, cfg: AccelConfig, weights: I64, params: I64, acts: I
                acts_base: int, regions: Regions) -> Image:
     """The program image of one tile; raises :class:`programs.fit.DoesNotFit` when its
     program, weights or parameters exceed their memory."""
-    text = assemble(source, cfg, "<lower>").text
+    try:
+        text = assemble(source, cfg, "<lower>").text
+    except AsmError:
+        # The assembler refuses a program longer than IMEM before the size check below could
+        # tell the planner to shrink the tile: measure it against the largest IMEM instead.
+        roomy = dataclasses.replace(cfg, imem_depth=IMEM_DEPTH_MAX)
+        text = assemble(source, roomy, "<lower>").text
+        if len(text) <= cfg.imem_depth:
+            raise
     check_memories(cfg, len(text), len(weights), len(params))
     return Image(cfg, text, weights, params, acts, acts_base, regions)

@@ -8,7 +8,10 @@
     OUTDIR/tiles/NNN_LAYER_TTT.bin   one program image per tile
     OUTDIR/tiles/NNN_LAYER_TTT.s     its assembly listing (code; data lives in the .bin)
 
-and :meth:`Compiled.load` reads it back, checking every image against the manifest.
+and :meth:`Compiled.load` reads it back, checking every image against the manifest.  The
+manifest's ``files`` lists what the compiler wrote; :meth:`Compiled.write` builds the directory
+beside OUTDIR and swaps it in (:class:`contract.files.DirectoryBuilder`), so a failure leaves
+the previous output whole and files the previous manifest does not list are kept.
 """
 
 from __future__ import annotations
@@ -26,19 +29,20 @@ from numpy.typing import NDArray
 
 from contract.config import AccelConfig
 from contract.errors import AsdError
+from contract.files import DirectoryBuilder
 from contract.image import Image
 
 from . import lower as lw
+from .budget import DEFAULT_MEMORY_BUDGET, check_memory_budget
 from .onnx_import import import_model
 from .qnet import QNet
-from .quantize import quantize
+from .quantize import QuantizeError, quantize
 
 MANIFEST_VERSION = 1
 
 
 class ManifestError(ValueError, AsdError):
-    """A directory that holds no compiled network this version reads, or calibration data
-    that does not fit the model."""
+    """A directory that holds no compiled network this version reads."""
 
 
 def tile_filename(index: int, layer: str, tile: int) -> str:
@@ -113,21 +117,30 @@ class Compiled:
                 **self.info}
 
     def write(self, outdir: str | Path) -> Path:
+        """Write the compiled network to ``outdir`` in one step: it is built beside and swapped
+        in at the end, so a failure leaves the previous output whole (and raises
+        :class:`contract.files.OutputError`).  Files in ``outdir`` that the previous manifest
+        does not list as its own are kept; a new file that would overwrite one is refused."""
         d = Path(outdir)
-        tiles_dir = d / "tiles"
-        if tiles_dir.exists():
-            shutil.rmtree(tiles_dir)
-        tiles_dir.mkdir(parents=True)
-        for i, ll in enumerate(self.layers):
-            for j, t in enumerate(ll.tiles):
-                name = tile_filename(i, ll.name, j)
-                t.image.write(tiles_dir / f"{name}.bin")
-                (tiles_dir / f"{name}.s").write_text(t.source)
-        self.qnet.save(d)
-        if self.model_path is not None and self.model_path.resolve() != (d / "model.onnx"
-                                                                         ).resolve():
-            shutil.copyfile(self.model_path, d / "model.onnx")
-        (d / "manifest.json").write_text(json.dumps(self.manifest(), indent=1) + "\n")
+        with DirectoryBuilder(d, owned_files(d), keystone="manifest.json") as out:
+            new = out.staging
+            (new / "tiles").mkdir()
+            owned = ["manifest.json", "qnet.json", "qnet.npz"]
+            for i, ll in enumerate(self.layers):
+                for j, t in enumerate(ll.tiles):
+                    name = tile_filename(i, ll.name, j)
+                    (new / "tiles" / f"{name}.bin").write_bytes(t.image.to_bytes())
+                    (new / "tiles" / f"{name}.s").write_text(t.source)
+                    owned += [f"tiles/{name}.bin", f"tiles/{name}.s"]
+            self.qnet.save(new)
+            # A model compiled from inside the output directory is the user's: left in place.
+            if self.model_path is not None and (self.model_path.resolve()
+                                                != (d / "model.onnx").resolve()):
+                shutil.copyfile(self.model_path, new / "model.onnx")
+                owned.append("model.onnx")
+            man = self.manifest()
+            man["files"] = sorted(owned)
+            (new / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
         return d
 
     @classmethod
@@ -163,7 +176,32 @@ class Compiled:
         return cls(qnet, layers, model if model.exists() else None)
 
 
-def default_calibration(shape: tuple[int, int, int], n: int = 4, seed: int = 0) -> NDArray:
+DEFAULT_CALIBRATION_INPUTS = 4
+
+# What every compiled directory holds besides its tiles (a manifest from before the "files"
+# list owns these and the tiles it lists).
+_FIXED_FILES = ("manifest.json", "qnet.json", "qnet.npz", "model.onnx")
+
+
+def owned_files(outdir: Path) -> list[str]:
+    """The files of ``outdir`` a previous compile wrote (relative paths), from its manifest;
+    none when there is no readable manifest, so nothing there is ever deleted."""
+    try:
+        man = json.loads((outdir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(man, dict):
+        return []
+    files = man.get("files")
+    if isinstance(files, list) and all(isinstance(f, str) for f in files):
+        return list(files)
+    listed = [t.get(key) for e in man.get("layers", []) if isinstance(e, dict)
+              for t in e.get("tiles", []) if isinstance(t, dict) for key in ("image", "listing")]
+    return [*_FIXED_FILES, *(f for f in listed if isinstance(f, str))]
+
+
+def default_calibration(shape: tuple[int, int, int], n: int = DEFAULT_CALIBRATION_INPUTS,
+                        seed: int = 0) -> NDArray:
     """Stand-in calibration when none is given: standard normal images (real data is better)."""
     return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
 
@@ -171,19 +209,26 @@ def default_calibration(shape: tuple[int, int, int], n: int = 4, seed: int = 0) 
 def compile_model(model: str | Path | Any, config: AccelConfig, calib: NDArray | None = None,
                   *, scheme: str = "asd", scheme_options: dict[str, Any] | None = None,
                   percentile: float | None = None,
-                  requant_aware: bool = True, input_hw: tuple[int, int] | None = None
-                  ) -> Compiled:
-    """ONNX model (path or ModelProto) -> quantized, lowered network."""
+                  requant_aware: bool = True, input_hw: tuple[int, int] | None = None,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Compiled:
+    """ONNX model (path or ModelProto) -> quantized, lowered network.  A graph whose
+    calibration would need more than ``memory_budget`` bytes is refused before allocating
+    (:class:`programs.budget.MemoryBudgetError`)."""
     t0 = time.perf_counter()
     graph = import_model(model, input_hw)
     lw.check_fits(graph, config)
     t1 = time.perf_counter()
+    if calib is not None:
+        calib = np.asarray(calib, np.float32)
+        if calib.ndim != 4 or tuple(calib.shape[1:]) != graph.input_shape:
+            raise QuantizeError(f"calibration data of shape {calib.shape}; the model takes "
+                                f"N x {' x '.join(map(str, graph.input_shape))}")
+        if not np.all(np.isfinite(calib)):
+            raise QuantizeError("calibration data: expected finite values, found NaN or Inf")
+    check_memory_budget(graph, DEFAULT_CALIBRATION_INPUTS if calib is None else len(calib),
+                        memory_budget)
     if calib is None:
         calib = default_calibration(graph.input_shape)
-    calib = np.asarray(calib, np.float32)
-    if calib.ndim != 4 or tuple(calib.shape[1:]) != graph.input_shape:
-        raise ManifestError(f"calibration data of shape {calib.shape}; the model takes "
-                            f"N x {' x '.join(map(str, graph.input_shape))}")
     qnet = quantize(graph, config, calib, scheme=scheme, scheme_options=scheme_options,
                     percentile=percentile,
                     requant_aware=requant_aware)

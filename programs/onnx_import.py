@@ -19,18 +19,25 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from contract.errors import AsdError
-
 from .graph import Graph, Layer, Shape
+from .onnx_checks import (
+    MIN_OPSET,
+    ImportError_,
+    check_kernel_shape,
+    check_layer_params_finite,
+    check_opset,
+    check_unique_outputs,
+    int_attr,
+    ints_attr,
+    load_initializers,
+    node_label,
+    require_finite,
+)
 
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "LeakyRelu", "PRelu", "Clip", "MaxPool",
                  "AveragePool", "GlobalAveragePool", "Add", "Concat", "Flatten", "Reshape",
                  "BatchNormalization", "Dropout", "Identity", "Softmax", "Constant")
-MIN_OPSET = 13
-
-
-class ImportError_(ValueError, AsdError):  # noqa: N801 - ImportError is a builtin with other meaning
-    """A model the compiler cannot import; the message names the node and the op."""
+__all__ = ["MIN_OPSET", "SUPPORTED_OPS", "ImportError_", "import_model"]
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -45,15 +52,9 @@ def _decode(v: Any) -> Any:
 
 class _Importer:
     def __init__(self, model: Any, input_hw: tuple[int, int] | None) -> None:
-        from onnx import numpy_helper
-
         self.model = model
         g = model.graph
-        self.consts: dict[str, NDArray] = {
-            init.name: numpy_helper.to_array(init).astype(np.float64)
-            if numpy_helper.to_array(init).dtype.kind == "f"
-            else numpy_helper.to_array(init)
-            for init in g.initializer}
+        self.consts: dict[str, NDArray] = load_initializers(g)
         inputs = [i for i in g.input if i.name not in self.consts]
         if len(inputs) != 1:
             raise ImportError_(f"model has {len(inputs)} graph inputs; the compiler takes "
@@ -71,6 +72,9 @@ class _Importer:
         if c is None or h is None or w is None:
             raise ImportError_(f"input '{inp.name}' has symbolic C/H/W {dims[1:]}; give the "
                                "input size explicitly")
+        if min(c, h, w) < 1:
+            raise ImportError_(f"input '{inp.name}': expected C, H, W >= 1, found "
+                               f"{c}x{h}x{w}")
         self.input = inp.name
         self.input_shape: Shape = (int(c), int(h), int(w))
         self.output = g.output[0].name
@@ -99,13 +103,15 @@ class _Importer:
         return t
 
     def fail(self, node: Any, msg: str) -> ImportError_:
-        return ImportError_(f"node '{node.name or node.output[0]}' ({node.op_type}): {msg}")
+        return ImportError_(f"{node_label(node)}: {msg}")
 
-    def const(self, node: Any, t: str, what: str) -> NDArray:
+    def const(self, node: Any, t: str, what: str, finite: bool = True) -> NDArray:
+        """Constant input ``t``; a parameter (``finite``) with NaN or Inf is refused here,
+        by name, before it poisons quantization."""
         t = self.name(t)
         if t not in self.consts:
             raise self.fail(node, f"{what} '{t}' must be a constant initializer")
-        return self.consts[t]
+        return require_finite(node, self.consts[t], what, t) if finite else self.consts[t]
 
     def act_input(self, node: Any, t: str) -> str:
         t = self.name(t)
@@ -134,11 +140,8 @@ class _Importer:
 
     # ---------------------------------------------------------------------------------------
     def run(self) -> Graph:
-        opset = max((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")),
-                    default=0)
-        if opset < MIN_OPSET:
-            raise ImportError_(f"model uses opset {opset}; the importer supports opset "
-                               f"{MIN_OPSET} and later (re-export or convert the model)")
+        check_opset(self.model)
+        check_unique_outputs(self.model.graph)
         for node in self.model.graph.node:
             if node.domain not in ("", "ai.onnx"):
                 raise self.fail(node, f"domain '{node.domain}' is not supported")
@@ -154,6 +157,9 @@ class _Importer:
         if out not in self.shapes:
             raise ImportError_(f"graph output '{out}' is not produced by a supported layer")
         layers = self.live_layers(out)
+        for lay in layers:
+            check_layer_params_finite(lay.name, {"weight": lay.weight, "bias": lay.bias,
+                                                 "slope": lay.slope})
         for lay in layers[:-1]:
             if lay.op == "softmax":
                 raise ImportError_(f"layer {lay.name}: Softmax runs on the host and is "
@@ -183,10 +189,11 @@ class _Importer:
               stride: tuple[int, int], hw: tuple[int, int]) -> tuple[int, int, int, int]:
         auto = _decode(a.get("auto_pad", "NOTSET"))
         if auto in ("NOTSET", "VALID"):
-            p = list(a.get("pads", [0, 0, 0, 0])) if auto == "NOTSET" else [0, 0, 0, 0]
-            if len(p) != 4:
+            p = a.get("pads", [0, 0, 0, 0]) if auto == "NOTSET" else [0, 0, 0, 0]
+            if isinstance(p, list) and len(p) != 4:
                 raise self.fail(node, f"pads {p}: only 2-D pads are supported")
-            return (int(p[0]), int(p[1]), int(p[2]), int(p[3]))
+            t, l, b, r = ints_attr(node, {"pads": p}, "pads", None, 4, 0)
+            return (t, l, b, r)
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             out = []
             for i in range(2):
@@ -200,7 +207,7 @@ class _Importer:
 
     def _check_2d(self, node: Any, a: dict[str, Any], names: tuple[str, ...]) -> None:
         for n in names:
-            if n in a and len(a[n]) != 2:
+            if n in a and isinstance(a[n], list) and len(a[n]) != 2:
                 raise self.fail(node, f"{n} {list(a[n])}: only 2-D operations are supported")
 
     def op_Conv(self, node: Any) -> None:  # noqa: N802
@@ -210,9 +217,9 @@ class _Importer:
         w = self.const(node, node.input[1], "weight")
         if w.ndim != 4:
             raise self.fail(node, f"weight of rank {w.ndim}: only 2-D convolutions are supported")
-        if any(d != 1 for d in a.get("dilations", [1, 1])):
+        if any(d != 1 for d in ints_attr(node, a, "dilations", [1, 1], 2, 1)):
             raise self.fail(node, f"dilations {list(a['dilations'])}: only 1 is supported")
-        groups = int(a.get("group", 1))
+        groups = int_attr(node, a, "group", 1, 1)
         c = self.shapes[x][0]
         if c % groups or w.shape[0] % groups or w.shape[1] * groups != c:
             raise self.fail(node, f"group {groups} does not match {c} input channels and "
@@ -220,7 +227,8 @@ class _Importer:
         b = (self.const(node, node.input[2], "bias") if len(node.input) > 2 and node.input[2]
              else np.zeros(w.shape[0]))
         kernel = (int(w.shape[2]), int(w.shape[3]))
-        stride = tuple(int(s) for s in a.get("strides", [1, 1]))
+        check_kernel_shape(node, a, kernel)
+        stride = ints_attr(node, a, "strides", [1, 1], 2, 1)
         pads = self._pads(node, a, kernel, stride, self.shapes[x][1:])  # type: ignore[arg-type]
         self.add(Layer(node.name or node.output[0], "conv", [x], node.output[0], [node.name],
                        weight=np.asarray(w, np.float64), bias=np.asarray(b, np.float64).copy(),
@@ -271,7 +279,11 @@ class _Importer:
         x = self.act_input(node, node.input[0])
         gamma, beta, mean, var = (self.const(node, t, n) for t, n in
                                   zip(node.input[1:5], ("scale", "B", "mean", "var")))
-        k = gamma / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+        eps = float(a.get("epsilon", 1e-5))
+        if not np.all(var + eps > 0):
+            raise self.fail(node, f"var '{self.name(node.input[4])}' + epsilon: expected > 0, "
+                            f"found {float(np.min(var + eps)):.4g}")
+        k = gamma / np.sqrt(var + eps)
         prod = self.producer(x)
         if prod is not None and prod.op == "conv" and prod.act == "none" and self.sole_reader(x):
             assert prod.weight is not None and prod.bias is not None
@@ -318,9 +330,9 @@ class _Importer:
         self._activation(node, "prelu", slope=s)
 
     def op_Clip(self, node: Any) -> None:  # noqa: N802
-        lo = (float(self.const(node, node.input[1], "min"))
+        lo = (float(self.const(node, node.input[1], "min", finite=False))
               if len(node.input) > 1 and node.input[1] else -math.inf)
-        hi = (float(self.const(node, node.input[2], "max"))
+        hi = (float(self.const(node, node.input[2], "max", finite=False))
               if len(node.input) > 2 and node.input[2] else math.inf)
         if lo != 0.0 or not hi > 0:
             raise self.fail(node, f"Clip({lo}, {hi}): only min=0 with max>0 (ReLU, ReLU6) is "
@@ -333,12 +345,12 @@ class _Importer:
         x = self.act_input(node, node.input[0])
         if len(node.output) > 1 and node.output[1]:
             raise self.fail(node, "the Indices output is not supported")
-        if any(d != 1 for d in a.get("dilations", [1, 1])):
+        if any(d != 1 for d in ints_attr(node, a, "dilations", [1, 1], 2, 1)):
             raise self.fail(node, f"dilations {list(a['dilations'])}: only 1 is supported")
         if int(a.get("storage_order", 0)):
             raise self.fail(node, "storage_order=1 is not supported")
-        kernel = tuple(int(k) for k in a["kernel_shape"])
-        stride = tuple(int(s) for s in a.get("strides", [1, 1]))
+        kernel = ints_attr(node, a, "kernel_shape", None, 2, 1)
+        stride = ints_attr(node, a, "strides", [1, 1], 2, 1)
         _, h, w = self.shapes[x]
         t, l, b, r = self._pads(node, a, kernel, stride, (h, w))  # type: ignore[arg-type]
         if int(a.get("ceil_mode", 0)):
