@@ -100,9 +100,9 @@ class Scheme:
 
     def _scales(self, w2: NDArray, method: str) -> NDArray[np.float32]:
         lv = self.levels()
-        if method != "mse" or lv is not None:
-            if method != "mse":
-                return scales.choose_scale(w2, method, self.vmax)
+        if method != "mse":
+            return scales.choose_scale(w2, method, self.vmax)
+        if lv is not None:
             return scales.scale_mse(w2, lv, values=self._values)
         # No nearest-rounding codebook: the same three stages, each candidate quantized.
         alpha = scales.mse_ratios()
