@@ -91,12 +91,12 @@ def im2col(x: NDArray, kernel: tuple[int, int], strides: tuple[int, int],
     return cols.transpose(1, 0, 2)
 
 
-def _layer_rows(node: Any, x: NDArray) -> NDArray:
+def _layer_rows(node: Any, x: NDArray, wshape: tuple[int, ...]) -> NDArray:
     """The layer input ``x`` as ``(groups, rows, cols)`` matching the weight's columns."""
     if node.op_type == "Conv":
         if x.ndim != 4:
             raise ModelError(f"Conv {node.name!r}: only 2-D convolutions are calibrated")
-        k = tuple(_attr(node, "kernel_shape", []))
+        k = tuple(_attr(node, "kernel_shape", wshape[2:]))
         pads = tuple(_attr(node, "pads", [0, 0, 0, 0]))
         if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(k) != 2:
             raise ModelError(f"Conv {node.name!r}: auto_pad or kernel shape not supported")
@@ -120,7 +120,7 @@ def collect_stats(model_path: str | Path, x: NDArray, batch: int = 32,
     if not np.all(np.isfinite(x)):
         raise ModelError("NaN or Inf in the calibration images")
     proto = onnx.load(str(model_path))
-    inits = {t.name for t in proto.graph.initializer}
+    inits = {t.name: tuple(t.dims) for t in proto.graph.initializer}
     layers: dict[str, tuple[Any, str]] = {}  # weight name -> (node, input tensor)
     for node in proto.graph.node:
         if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 \
@@ -147,7 +147,7 @@ def collect_stats(model_path: str | Path, x: NDArray, batch: int = 32,
             a = got[tname]
             if not np.all(np.isfinite(a)):
                 raise ModelError(f"NaN or Inf in layer input {tname!r} (of {wname!r})")
-            r = _layer_rows(node, a.astype(np.float64))
+            r = _layer_rows(node, a.astype(np.float64), inits[wname])
             st = cal.layers.get(wname)
             if st is None:
                 g, _, c = r.shape

@@ -179,11 +179,13 @@ def _search_plan(
     mids = (lv[:-1] + lv[1:]) / 2
     thr = (al[:, None] * mids[None, :] / lv[-1]).astype(np.float32)  # (K, M), u units
     edges = np.unique(thr[thr <= 1])
-    lower = np.concatenate([[-np.inf], edges]).astype(np.float32)
-    # lev[k, b]: the level candidate k rounds bin b (u from lower[b] up to the next edge) to.
-    lev = np.stack([np.searchsorted(np.sort(t), lower, side="right") for t in thr])
-    # (bins, K) tables: sum over bins of stat(bin) * level(bin)**p is one matrix product.
-    return _EdgeBinner(edges), np.ascontiguousarray(lv[lev].T), np.ascontiguousarray((lv**2)[lev].T)
+    # Bin b holds u from edge b-1 (bin 0: from 0) up to edge b.  Candidate k rounds u to level
+    # j+1 or above from its threshold j on, i.e. from bin pos[k, j] (the bin above that edge;
+    # nb, past every bin, for a threshold above 1).  With C the running sum of a per-bin
+    # statistic (C[0] = 0, C[nb] = total), sum_b stat(b) * level(b)**p
+    # = sum_j (lv[j+1]**p - lv[j]**p) * (C[nb] - C[pos[k, j]]): a gather, not a product.
+    pos = np.where(thr <= 1, 1 + np.searchsorted(edges, thr, side="left"), edges.size + 1)
+    return _EdgeBinner(edges), pos.astype(np.intp), np.stack([np.diff(lv), np.diff(lv**2)])
 
 
 def grid_errors(
@@ -199,8 +201,10 @@ def grid_errors(
     alpha = np.asarray(ratios, dtype=np.float64)
     vmax = float(lv[-1])
     m = max_abs(w2)
-    binner, lev1, lev2 = _search_plan(tuple(lv.tolist()), tuple(alpha.tolist()))
-    nb = lev1.shape[0]
+    binner, pos, dl = _search_plan(tuple(lv.tolist()), tuple(alpha.tolist()))
+    nb = binner.edges.size + 1
+    flat = pos.reshape(-1)
+    run = np.empty((2, 0, nb + 1))
     rows_n, n = w2.shape
     # a1[r, k] = sum of u * level, a2[r, k] = sum of level**2 over row r for candidate k.
     a1 = np.zeros((rows_n, alpha.size))
@@ -237,10 +241,15 @@ def grid_errors(
                 bt = beta[:e]
                 binner(ub[:e], bt, [b[:e] for b in tmp])
                 bt.reshape(x.shape)[...] += offs[:r]
-                cnt = np.bincount(bt, minlength=r * nb).reshape(r, nb)
-                s1 = np.bincount(bt, weights=ub[:e], minlength=r * nb).reshape(r, nb)
-                a1[r0:r1] += s1 @ lev1
-                a2[r0:r1] += cnt.astype(np.float64) @ lev2
+                if run.shape[1] != r:
+                    run = np.zeros((2, r, nb + 1))
+                np.cumsum(np.bincount(bt, weights=ub[:e], minlength=r * nb).reshape(r, nb),
+                          axis=1, out=run[0, :, 1:])
+                np.cumsum(np.bincount(bt, minlength=r * nb).reshape(r, nb), axis=1,
+                          out=run[1, :, 1:])
+                got = run[:, :, flat].reshape(2, r, -1, dl.shape[1])
+                a1[r0:r1] += run[0, :, -1:] * dl[0].sum() - got[0] @ dl[0]
+                a2[r0:r1] += run[1, :, -1:] * dl[1].sum() - got[1] @ dl[1]
     sk = alpha / vmax  # candidate scales in units of max|w|
     # Squared error minus the candidate-independent sum of w**2, in units of max|w|**2.
     return -2.0 * sk[None, :] * a1 + (sk**2)[None, :] * a2, m
