@@ -99,17 +99,26 @@ def _round_one(
     wm = rounding_.weight_matrix(w, axis)
     st = rounding_.check_calibration(cal, name, wm.shape[1] * 1)
     cols = st.hessian.shape[-1]
-    if st.rows < cols and rounding == "gptq":
+    if st.rows < cols and rounding.startswith("gptq"):
         notes.append(f"{name}: {st.rows} calibration rows for {cols} inputs: the Hessian is "
                      f"rank-deficient; damped by {rounding_.DAMP} of its mean diagonal")
     s = scheme._scales(scales.rows(w, granularity, axis), scale)
     if rounding == "bias":
         res = scheme.quantize(w, granularity, scale, axis, fixed_scale=s)
-        dq = rounding_.weight_matrix(res.dequant, axis) - wm
-        if st.bias is None:
-            notes.append(f"{name}: no bias to correct")
-            return res, None
-        return res, rounding_.bias_shift(dq, st)
+    else:
+        res = scheme.quantize(_gptq_target(w, wm, axis, s, st, scheme), granularity, scale,
+                              axis, fixed_scale=s)
+    if not rounding.endswith("bias"):
+        return res, None
+    if st.bias is None:
+        notes.append(f"{name}: no bias to correct")
+        return res, None
+    return res, rounding_.bias_shift(rounding_.weight_matrix(res.dequant, axis) - wm, st)
+
+
+def _gptq_target(w: np.ndarray, wm: np.ndarray, axis: int, s: np.ndarray,
+                 st: rounding_.LayerStats, scheme: Scheme) -> np.ndarray:
+    """The GPTQ-compensated weights (rounding them at scales ``s`` gives the GPTQ result)."""
     srow = np.broadcast_to(s.astype(np.float64), (wm.shape[0],)).astype(np.float32)
     per = wm.shape[0] // st.groups
     target = np.empty_like(wm)
@@ -121,8 +130,7 @@ def _round_one(
             return scheme._values(c, sg) * sg[:, None].astype(np.float64)
 
         target[g * per:(g + 1) * per] = rounding_.gptq(wm[g * per:(g + 1) * per], u, round_cols)
-    wt = rounding_.from_matrix(target, w.shape, axis)
-    return scheme.quantize(wt, granularity, scale, axis, fixed_scale=s), None
+    return rounding_.from_matrix(target, w.shape, axis)
 
 
 def quantize_model(

@@ -20,6 +20,7 @@ scales chosen first, by the scheme's scale search, and then kept fixed):
   column is rounded by the scheme's own quantizer, so the non-uniform ASD codebook works as is.
   ``H`` gets ``DAMP`` times its mean diagonal added (and 1 on an always-zero input), so fewer
   calibration rows than columns still works (the notes say so).
+* ``gptq+bias``: ``gptq``, then the bias correction of what it left (the mean output shift).
 
 Layer inputs come from the float model (not the partly quantized one): one onnxruntime pass per
 batch with every weight layer's input exposed as an extra graph output; see
@@ -38,7 +39,7 @@ from numpy.typing import NDArray
 
 from asd.modelio import ModelError
 
-ROUNDINGS = ("nearest", "bias", "gptq")
+ROUNDINGS = ("nearest", "bias", "gptq", "gptq+bias")
 DAMP = 0.01  # fraction of the mean diagonal of H added to its diagonal
 BLOCK = 128  # columns per lazy-update block
 

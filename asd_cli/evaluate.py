@@ -122,7 +122,7 @@ def register(sub: Any) -> None:
                    help="scale choice (default: %(default)s)")
     p.add_argument("--rounding", default="nearest", metavar="R[,R...]",
                    help="nearest | bias (bias correction, Nagel et al. 2019) | gptq "
-                        "(second-order, Frantar et al. 2022); several comma-separated "
+                        "(second-order, Frantar et al. 2022) | gptq+bias; several comma-separated "
                         "(default: %(default)s)")
     p.add_argument("--calib", type=int, default=256, metavar="N",
                    help="bias/gptq: calibration images, the first N of the training split "

@@ -26,12 +26,16 @@ examples:
       yet rounded through the inverse input Hessian of 256 calibration images (the model's
       training split; --dataset for another).  Corrected biases are stored with --rounding bias.
 
-rounding (ONNX models only for bias/gptq: the layer inputs come from running the float model):
+rounding (ONNX models only for bias/gptq: the layer inputs come from running the float model;
+the default, auto, picks gptq+bias when the model is ONNX and --dataset or its JSON sidecar
+names a data set, nearest otherwise, and says which):
   nearest  every weight to its nearest code (no data needed)
   bias     nearest, then the mean output shift on the calibration images is taken out of the
            bias (Nagel et al. 2019, data-free quantization's bias correction)
   gptq     columns rounded in order, errors compensated through H^-1, H = X^T X of the layer
            inputs (Frantar et al. 2022, GPTQ / OBQ); scales are chosen first and kept
+  gptq+bias  gptq, then bias correction of the mean shift it leaves (best measured: see
+           docs/quantizers.md)
 
 what is stored: OUT.npz holds, for every weight tensor NAME, NAME (dequantized float32),
 NAME.codes (packed codes, uint8) and NAME.scale (float16); biases stay float32.  OUT.json
@@ -71,9 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one scale per tensor or per output channel (default: channel)")
     p.add_argument("--scale", default="mse", choices=["max", "mse", "pow2"],
                    help="max-abs, MSE-optimal search, or power of two (default: mse)")
-    p.add_argument("--rounding", default="nearest", choices=["nearest", "bias", "gptq"],
+    p.add_argument("--rounding", default="auto", choices=["auto", *rounding.ROUNDINGS],
                    help="how weights are rounded onto the codes at the chosen scales "
-                        "(default: %(default)s; see below)")
+                        "(default: auto = gptq+bias, the best measured, for an ONNX model "
+                        "with a known calibration set, else nearest; see below)")
     p.add_argument("--dataset", help="bias/gptq: calibration data, mnist5k | digits | "
                                      "imagefolder:DIR (default: the model's JSON sidecar's)")
     p.add_argument("--calib", type=int, default=256, metavar="N",
@@ -122,6 +127,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and out.is_dir():
         raise UserError(f"{out}: is a directory, expected an output .npz path")
+    if args.rounding == "auto":
+        side = Path(args.model).with_suffix(".json")
+        known = args.dataset or (side.exists() and "dataset" in json.loads(side.read_text()))
+        onnx_model = Path(args.model).suffix.lower() == ".onnx"
+        args.rounding = "gptq+bias" if onnx_model and known else "nearest"
+        if not args.quiet and onnx_model and not known:
+            print("rounding: nearest (no calibration data known; --dataset for gptq+bias)")
     try:
         model = modelio.load(args.model)
         cal = _calibration(args) if args.rounding != "nearest" else None

@@ -191,9 +191,23 @@ def test_rounding_gptq_on_a_shipped_model(tmp_path, capsys):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["rounding"] == "gptq" and meta["notes"]
     near = tmp_path / "n.npz"
-    assert main(["quantize", model, "-o", str(near), "-q"]) == 0
+    assert main(["quantize", model, "-o", str(near), "-q", "--rounding", "nearest"]) == 0
     with np.load(out) as a, np.load(near) as b:
         # same scales (chosen first, then fixed), different codes
         w = [k for k in a.files if k.endswith(".scale")]
         assert w and all(np.array_equal(a[k], b[k]) for k in w)
         assert any(not np.array_equal(a[k[:-6] + ".codes"], b[k[:-6] + ".codes"]) for k in w)
+
+
+def test_default_rounding_follows_the_calibration_data(tmp_path, capsys):
+    # A shipped model names its data set: gptq+bias (the best measured); an ONNX file without
+    # one falls back to nearest and says so.
+    out = tmp_path / "d.npz"
+    model = "asd/data/models/digits_cnn.onnx"
+    assert main(["quantize", model, "-o", str(out), "--calib", "16", "-q"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["rounding"] == "gptq+bias"
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(open(model, "rb").read())
+    assert main(["quantize", str(bare), "-o", str(out)]) == 0
+    assert "rounding: nearest (no calibration data known" in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".json").read_text())["rounding"] == "nearest"

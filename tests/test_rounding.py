@@ -94,12 +94,13 @@ def test_calibration_im2col_reproduces_the_convolution(tmp_path):
     assert np.allclose(st.mean[0], patches[0].mean(axis=0))
 
 
-def test_bias_correction_removes_the_mean_output_shift(tmp_path):
+@pytest.mark.parametrize("how", ["bias", "gptq+bias"])
+def test_bias_correction_removes_the_mean_output_shift(tmp_path, how):
     path = tmp_path / "t.onnx"
     w, b = _model(path)
     x = np.random.default_rng(2).normal(size=(20, 2, 6, 6)).astype(np.float32)
     cal = rounding.collect_stats(path, x)
-    qm = quantize_model(modelio.load(path), get_scheme("pot"), rounding="bias", calibration=cal)
+    qm = quantize_model(modelio.load(path), get_scheme("pot"), rounding=how, calibration=cal)
     patches = rounding.im2col(x.astype(np.float64), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1)[0]
     wq = qm.results["w"].dequant.reshape(4, -1)
     shift_before = (patches @ (wq - w.reshape(4, -1)).T).mean(axis=0)
