@@ -12,7 +12,7 @@ asd            K signed digits in a window of 2**E positions   digits=2, exp_bit
 asd2           asd with digits=2, exp_bits=3 (the headline)
 pot            one-digit power of two (INQ / LogQuant)         exp_bits=3
 int            uniform symmetric integers                      bits=8
-int8/int6/int4 int with that many bits
+int8/7/6/4     int with that many bits
 shiftcnn       greedy sum of N power-of-two terms              terms=2, exp_bits=3
 fp             minifloat                                       format="e4m3" (or e5m2, eXmY)
 fp8-e4m3/-e5m2 fp with that format
@@ -272,6 +272,7 @@ _FACTORIES: dict[str, Callable[..., Scheme]] = {
     "pot": PotScheme,
     "int": IntScheme,
     "int8": lambda **o: IntScheme(**{"bits": 8, **o}),
+    "int7": lambda **o: IntScheme(**{"bits": 7, **o}),
     "int6": lambda **o: IntScheme(**{"bits": 6, **o}),
     "int4": lambda **o: IntScheme(**{"bits": 4, **o}),
     "shiftcnn": ShiftCnnScheme,
