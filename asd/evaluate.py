@@ -14,14 +14,15 @@ Size accounting counts every stored bit: packed codes, per-channel scales (float
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from asd import modelio
+from asd import fidelity, modelio
+from asd import rounding as rounding_
 from asd.quantize_model import quantize_model
 from asd.schemes import FpScheme, get_scheme
 
@@ -39,6 +40,12 @@ class SchemeAccuracy:
     size_reduction: float
     drop_vs_float: float
     feature_maps: str
+    rounding: str = "nearest"
+    agreement: float = 100.0  # top-1 agreement with float, percent
+    sqnr_db: float | None = None  # output logits against float; None: identical
+    kl: float = 0.0  # mean KL(softmax float || softmax quantized), nats
+    layer_sqnr_db: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +137,11 @@ class Runner:
         self.session = ort.InferenceSession(proto.SerializeToString(), opts,
                                             providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def outputs(self, xb: NDArray) -> dict[str, NDArray]:
+        """Every graph output of one batch, by name."""
+        return dict(zip(self.names, self.session.run(None, {self.input: xb}), strict=True))
 
     def __call__(self, x: NDArray, batch: int = 256,
                  progress: Callable[[int], None] | None = None) -> NDArray:
@@ -141,71 +153,115 @@ class Runner:
         return np.concatenate(outs).reshape(len(x), -1)
 
 
+def _compare(ref: Runner, quant: Runner, x: NDArray, batch: int, layers: list[str],
+             progress: Callable[[int], None] | None) -> tuple[NDArray, NDArray, dict]:
+    """Both models batch by batch: float and quantized logits, per-layer output SQNR."""
+    acc = fidelity.LayerSqnr(layers)
+    outs: tuple[list[NDArray], list[NDArray]] = ([], [])
+    for i in range(0, len(x), batch):
+        a, b = ref.outputs(x[i:i + batch]), quant.outputs(x[i:i + batch])
+        acc.add(a, b)
+        outs[0].append(a[ref.names[0]])
+        outs[1].append(b[quant.names[0]])
+        if progress:
+            progress(min(batch, len(x) - i))
+    return (np.concatenate(outs[0]).reshape(len(x), -1),
+            np.concatenate(outs[1]).reshape(len(x), -1), acc.result())
+
+
 def evaluate(model_path: str | Path, x: NDArray, y: NDArray,
              schemes: Iterable[str] = DEFAULT_SCHEMES, *, granularity: str = "channel",
              scale: str = "mse", batch: int = 256,
-             progress: Callable[[str, int], None] | None = None) -> list[SchemeAccuracy]:
-    """Accuracy of the model on (x, y) for each scheme; the first result is always float."""
+             progress: Callable[[str, int], None] | None = None,
+             roundings: Iterable[str] = ("nearest",), calib_x: NDArray | None = None,
+             ) -> list[SchemeAccuracy]:
+    """Accuracy and fidelity to float of the model on (x, y) for each scheme and rounding
+    (``bias``/``gptq`` need calibration images ``calib_x``); the first result is float."""
     onnx = _onnx()
     path = Path(model_path)
     model = modelio.load(path)
     proto = onnx.load(str(path))
-    n_classes = None
-    schemes = list(schemes)
-    if "float" in schemes:
-        schemes.remove("float")
+    schemes = [s for s in schemes if s != "float"]
+    roundings = list(roundings)
     weight_count = sum(int(w.size) for w in model.weights.values())
     bias_count = sum(int(b.size) for b in model.biases.values())
     float_bits = 32 * (weight_count + bias_count)
-    results: list[SchemeAccuracy] = []
+    layers = fidelity.layer_outputs(proto)
+    ref = Runner(fidelity.exposing(proto, layers))
+    cal = None
+    if any(r != "nearest" for r in roundings):
+        if calib_x is None:
+            raise modelio.ModelError("bias and gptq rounding need calibration images")
+        cal = rounding_.collect_stats(path, calib_x)
 
-    def run(p: Any, name: str) -> NDArray:
-        cb = (lambda k: progress(name, k)) if progress else None
-        return Runner(p)(x, batch, cb)
+    def cb(name: str) -> Callable[[int], None] | None:
+        return (lambda k: progress(name, k)) if progress else None
 
-    logits = run(proto, "float")
-    n_classes = logits.shape[1]
-    k5 = n_classes >= 10
+    logits = Runner(proto)(x, batch, cb("float"))
+    k5 = logits.shape[1] >= 10
     ref1 = topk_accuracy(logits, y, 1)
-    results.append(SchemeAccuracy("float", ref1, topk_accuracy(logits, y, 5) if k5 else None,
-                                  32.0, float_bits / 8, 0.0, 0.0, "float32"))
+    results = [SchemeAccuracy("float", ref1, topk_accuracy(logits, y, 5) if k5 else None,
+                              32.0, float_bits / 8, 0.0, 0.0, "float32")]
     for name in schemes:
         try:
             scheme = get_scheme(name)
         except ValueError as exc:
             raise modelio.ModelError(str(exc)) from None
-        qm = quantize_model(model, scheme, granularity, scale)
-        tensors: dict[str, NDArray] = {k: r.dequant for k, r in qm.results.items()}
-        bits = sum(r.size.payload_bits + r.size.scale_count * r.size.scale_bits
-                   for r in qm.results.values())
-        if name in FP8_TYPES:
-            # All parameters in fp8: biases too (unscaled, saturating like the feature maps).
-            fmt = FpScheme(format=name.split("-")[1]).fmt
-            for bname, b in model.biases.items():
-                tensors[bname] = fmt.decode(fmt.encode(b.astype(np.float64))).astype(np.float32)
-            bits += 8 * bias_count
-            p = _with_fp8_feature_maps(_with_weights(proto, tensors), FP8_TYPES[name])
-            fmaps = name
-        else:
-            bits += 32 * bias_count
-            p = _with_weights(proto, tensors)
-            fmaps = "float32"
-        out = run(p, name)
-        top1 = topk_accuracy(out, y, 1)
-        results.append(SchemeAccuracy(
-            name, top1, topk_accuracy(out, y, 5) if k5 else None,
-            (bits - (8 if name in FP8_TYPES else 32) * bias_count) / max(weight_count, 1),
-            bits / 8, 1.0 - bits / float_bits, ref1 - top1, fmaps))
+        for rnd in roundings if name not in FP8_TYPES else ["nearest"]:
+            qm = quantize_model(model, scheme, granularity, scale, rnd, cal)
+            tensors: dict[str, NDArray] = {k: r.dequant for k, r in qm.results.items()}
+            bits = sum(r.size.payload_bits + r.size.scale_count * r.size.scale_bits
+                       for r in qm.results.values())
+            if name in FP8_TYPES:
+                # All parameters in fp8: biases too (unscaled, saturating like feature maps).
+                fmt = FpScheme(format=name.split("-")[1]).fmt
+                for bname, b in model.biases.items():
+                    tensors[bname] = fmt.decode(fmt.encode(b.astype(np.float64))).astype(
+                        np.float32)
+                bits += 8 * bias_count
+                p = _with_fp8_feature_maps(_with_weights(proto, tensors), FP8_TYPES[name])
+                fmaps = name
+            else:
+                tensors.update(qm.biases)  # corrected by the bias rounding
+                bits += 32 * bias_count
+                p = _with_weights(proto, tensors)
+                fmaps = "float32"
+            label = name if rnd == "nearest" else f"{name}/{rnd}"
+            f_out, out, per_layer = _compare(ref, Runner(fidelity.exposing(p, layers)), x,
+                                             batch, layers, cb(label))
+            top1 = topk_accuracy(out, y, 1)
+            sq = fidelity.sqnr_db(f_out, out)
+            results.append(SchemeAccuracy(
+                name, top1, topk_accuracy(out, y, 5) if k5 else None,
+                (bits - (8 if name in FP8_TYPES else 32) * bias_count) / max(weight_count, 1),
+                bits / 8, 1.0 - bits / float_bits, ref1 - top1, fmaps, rnd,
+                fidelity.agreement(f_out, out), None if sq == float("inf") else sq,
+                fidelity.softmax_kl(f_out, out), per_layer, list(qm.notes)))
     return results
 
 
-def format_table(results: list[SchemeAccuracy]) -> str:
-    head = (f"{'scheme':<10} {'top-1 %':>8} {'top-5 %':>8} {'bits/w':>7} {'size KiB':>9} "
-            f"{'smaller':>8} {'drop':>6}  feature maps")
+def format_table(results: list[SchemeAccuracy], layers: bool = False) -> str:
+    """One row per scheme and rounding; ``layers``: then the per-layer output SQNR."""
+    head = (f"{'scheme':<10} {'rounding':<8} {'top-1 %':>8} {'top-5 %':>8} {'agree %':>8} "
+            f"{'SQNR dB':>8} {'KL':>9} {'bits/w':>7} {'size KiB':>9} {'smaller':>8} "
+            f"{'drop':>6}  feature maps")
     lines = [head, "-" * len(head)]
     for r in results:
         t5 = f"{r.top5:8.2f}" if r.top5 is not None else f"{'-':>8}"
-        lines.append(f"{r.scheme:<10} {r.top1:8.2f} {t5} {r.bits_per_weight:7.2f} "
+        sq = f"{r.sqnr_db:8.2f}" if r.sqnr_db is not None else f"{'inf':>8}"
+        lines.append(f"{r.scheme:<10} {r.rounding:<8} {r.top1:8.2f} {t5} {r.agreement:8.2f} "
+                     f"{sq} {r.kl:9.2e} {r.bits_per_weight:7.2f} "
                      f"{r.size_bytes / 1024:9.1f} {100 * r.size_reduction:7.1f}% "
                      f"{r.drop_vs_float:+6.2f}  {r.feature_maps}")
+    quant = [r for r in results if r.layer_sqnr_db]
+    if layers and quant:
+        lines += ["", "per-layer output SQNR (dB) against float:"]
+        names = list(quant[0].layer_sqnr_db)
+        width = max(len(n) for n in names)
+        lines.append(" " * width + "".join(f" {(r.scheme + '/' + r.rounding)[:14]:>14}"
+                                           for r in quant))
+        for n in names:
+            cells = [r.layer_sqnr_db.get(n) for r in quant]
+            lines.append(n.ljust(width) + "".join(
+                f" {'inf' if c is None else f'{c:.2f}':>14}" for c in cells))
     return "\n".join(lines)

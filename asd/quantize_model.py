@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from asd import modelio, packing
+from asd import modelio, packing, scales
+from asd import rounding as rounding_
 from asd.schemes import QuantResult, Scheme
 
 FORMAT_VERSION = 1
@@ -42,6 +43,8 @@ class QuantizedModel:
     scheme: Scheme
     granularity: str
     scale_method: str
+    rounding: str = "nearest"
+    notes: list[str] = field(default_factory=list)
     results: dict[str, QuantResult] = field(default_factory=dict)
     reports: list[TensorReport] = field(default_factory=list)
     biases: dict[str, np.ndarray] = field(default_factory=dict)
@@ -84,21 +87,78 @@ def error_stats(w: np.ndarray, q: np.ndarray) -> tuple[float, float]:
     return math.sqrt(num / den), 10.0 * math.log10(den / num)
 
 
+def _round_one(
+    name: str, w: np.ndarray, axis: int, scheme: Scheme, granularity: str, scale: str,
+    rounding: str, cal: rounding_.Calibration | None, notes: list[str],
+) -> tuple[QuantResult, np.ndarray | None]:
+    """One tensor through ``rounding``; also the bias shift to subtract (``bias`` rounding)."""
+    if rounding == "nearest":
+        return scheme.quantize(w, granularity, scale, axis), None
+    if cal is None:
+        raise ValueError(f"rounding {rounding!r} needs calibration data")
+    wm = rounding_.weight_matrix(w, axis)
+    st = rounding_.check_calibration(cal, name, wm.shape[1] * 1)
+    cols = st.hessian.shape[-1]
+    if st.rows < cols and rounding.startswith("gptq"):
+        notes.append(f"{name}: {st.rows} calibration rows for {cols} inputs: the Hessian is "
+                     f"rank-deficient; damped by {rounding_.DAMP} of its mean diagonal")
+    s = scheme._scales(scales.rows(w, granularity, axis), scale)
+    if rounding == "bias":
+        res = scheme.quantize(w, granularity, scale, axis, fixed_scale=s)
+    else:
+        res = scheme.quantize(_gptq_target(w, wm, axis, s, st, scheme), granularity, scale,
+                              axis, fixed_scale=s)
+    if not rounding.endswith("bias"):
+        return res, None
+    if st.bias is None:
+        notes.append(f"{name}: no bias to correct")
+        return res, None
+    return res, rounding_.bias_shift(rounding_.weight_matrix(res.dequant, axis) - wm, st)
+
+
+def _gptq_target(w: np.ndarray, wm: np.ndarray, axis: int, s: np.ndarray,
+                 st: rounding_.LayerStats, scheme: Scheme) -> np.ndarray:
+    """The GPTQ-compensated weights (rounding them at scales ``s`` gives the GPTQ result)."""
+    srow = np.broadcast_to(s.astype(np.float64), (wm.shape[0],)).astype(np.float32)
+    per = wm.shape[0] // st.groups
+    target = np.empty_like(wm)
+    for g in range(st.groups):
+        sg = srow[g * per:(g + 1) * per]
+        u = rounding_.inverse_factor(st.hessian[g])
+
+        def round_cols(c: np.ndarray, c0: int, c1: int, sg: np.ndarray = sg) -> np.ndarray:
+            return scheme._values(c, sg) * sg[:, None].astype(np.float64)
+
+        target[g * per:(g + 1) * per] = rounding_.gptq(wm[g * per:(g + 1) * per], u, round_cols)
+    return rounding_.from_matrix(target, w.shape, axis)
+
+
 def quantize_model(
-    model: modelio.Model, scheme: Scheme, granularity: str = "channel", scale: str = "mse"
+    model: modelio.Model, scheme: Scheme, granularity: str = "channel", scale: str = "mse",
+    rounding: str = "nearest", calibration: rounding_.Calibration | None = None,
 ) -> QuantizedModel:
-    qm = QuantizedModel(model.path, scheme, granularity, scale)
+    """Every weight tensor through ``scheme``; ``rounding`` other than ``nearest`` needs the
+    ``calibration`` of :func:`asd.rounding.collect_stats` (and corrects biases for ``bias``)."""
+    if rounding not in rounding_.ROUNDINGS:
+        raise modelio.ModelError(
+            f"unknown rounding {rounding!r}; use one of {', '.join(rounding_.ROUNDINGS)}")
+    qm = QuantizedModel(model.path, scheme, granularity, scale, rounding=rounding)
+    qm.biases = {k: v.astype(np.float32) for k, v in model.biases.items()}
     for name, w in model.weights.items():
         try:
-            res = scheme.quantize(w, granularity, scale, model.channel_axis.get(name, 0))
-        except ValueError as exc:
+            res, shift = _round_one(name, w, model.channel_axis.get(name, 0), scheme,
+                                    granularity, scale, rounding, calibration, qm.notes)
+        except (ValueError, np.linalg.LinAlgError, modelio.ModelError) as exc:
             raise modelio.ModelError(f"{model.path}: tensor {name!r}: {exc}") from None
+        if shift is not None and calibration is not None:
+            bname = calibration.layers[name].bias
+            assert bname is not None
+            qm.biases[bname] = (qm.biases[bname] - shift).astype(np.float32)
         rel, sqnr = error_stats(w, res.dequant)
         qm.results[name] = res
         qm.reports.append(
             TensorReport(name, tuple(w.shape), res.size.bits_per_weight, rel, sqnr, res.size)
         )
-    qm.biases = {k: v.astype(np.float32) for k, v in model.biases.items()}
     qm.others = dict(model.others)
     return qm
 
@@ -124,11 +184,13 @@ def format_table(qm: QuantizedModel) -> str:
     spec = ", ".join(f"{k}={v}" for k, v in qm.scheme.spec().items() if k != "scheme")
     lines.append("")
     lines.append(
-        f"scheme {qm.scheme.name}({spec}), {qm.granularity} scales by {qm.scale_method}: "
+        f"scheme {qm.scheme.name}({spec}), {qm.granularity} scales by {qm.scale_method}, "
+        f"{qm.rounding} rounding: "
         f"{qm.weight_bits_per_weight:.3f} bits/weight with scales; "
         f"total {qm.total_bits / 8:,.0f} B vs float32 {qm.float32_bits / 8:,.0f} B "
         f"({100 * qm.reduction:.1f}% smaller)"
     )
+    lines += [f"note: {n}" for n in qm.notes]
     return "\n".join(lines)
 
 
@@ -139,6 +201,8 @@ def sidecar(qm: QuantizedModel) -> dict[str, Any]:
         "scheme": qm.scheme.spec(),
         "granularity": qm.granularity,
         "scale_method": qm.scale_method,
+        "rounding": qm.rounding,
+        "notes": qm.notes,
         "tensors": {
             r.name: {
                 "shape": list(r.shape),

@@ -24,6 +24,7 @@ counted on the other side of it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -38,6 +39,9 @@ GRANULARITIES = ("tensor", "channel")
 MIN_SCALE = 2.0**-24  # the smallest float16 subnormal
 MAX_SCALE = 65504.0  # the largest finite float16
 SCALE_BITS = 16  # scales are stored as float16
+STARTS = 2  # local minima of the coarse grid refined on a finer one
+FINE_POINTS = 33  # fine candidates across a coarse neighbour on each side
+POLISH_STEPS = 2  # assignment <-> least-squares scale alternations
 
 
 def rows(w: ArrayLike, granularity: str, axis: int = 0) -> NDArray:
@@ -81,11 +85,13 @@ def scale_pow2(w2: NDArray, vmax: float) -> NDArray[np.float32]:
     return _finish(np.ldexp(1.0, e.astype(np.int64)), m)
 
 
-def mse_ratios(count: int = 32) -> NDArray[np.float64]:
-    """Candidate ``alpha`` values: ``2**(0.25 - k/16)``, k = 0..count-1 (k=4 is alpha=1)."""
+def mse_ratios(count: int = 73) -> NDArray[np.float64]:
+    """Candidate ``alpha`` values: ``2**(1.5 - k/8)``, k = 0..count-1 (k=12 is alpha=1):
+    from max|w| at a third of ``vmax`` (room for the dense part of a two-digit codebook near
+    1.0 when ``vmax`` is 1.5 or more) down to ``vmax`` clipping at an eighth of max|w|."""
     if count < 1:
         raise ValueError("need at least one candidate")
-    return np.exp2(0.25 - np.arange(count) / 16.0)
+    return np.exp2(1.5 - np.arange(count) / 16.0)
 
 
 _ONE_BITS = int(np.float32(1.0).view(np.int32))  # u <= 1 (up to a rounding): keys <= this >> shift
@@ -163,7 +169,7 @@ class _EdgeBinner:
                 out += t
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=512)
 def _search_plan(
     levels: tuple[float, ...], alpha: tuple[float, ...]
 ) -> tuple[_EdgeBinner, NDArray[np.float64], NDArray[np.float64]]:
@@ -173,26 +179,32 @@ def _search_plan(
     mids = (lv[:-1] + lv[1:]) / 2
     thr = (al[:, None] * mids[None, :] / lv[-1]).astype(np.float32)  # (K, M), u units
     edges = np.unique(thr[thr <= 1])
-    lower = np.concatenate([[-np.inf], edges]).astype(np.float32)
-    # lev[k, b]: the level candidate k rounds bin b (u from lower[b] up to the next edge) to.
-    lev = np.stack([np.searchsorted(np.sort(t), lower, side="right") for t in thr])
-    # (bins, K) tables: sum over bins of stat(bin) * level(bin)**p is one matrix product.
-    return _EdgeBinner(edges), np.ascontiguousarray(lv[lev].T), np.ascontiguousarray((lv**2)[lev].T)
+    # Bin b holds u from edge b-1 (bin 0: from 0) up to edge b.  Candidate k rounds u to level
+    # j+1 or above from its threshold j on, i.e. from bin pos[k, j] (the bin above that edge;
+    # nb, past every bin, for a threshold above 1).  With C the running sum of a per-bin
+    # statistic (C[0] = 0, C[nb] = total), sum_b stat(b) * level(b)**p
+    # = sum_j (lv[j+1]**p - lv[j]**p) * (C[nb] - C[pos[k, j]]): a gather, not a product.
+    pos = np.where(thr <= 1, 1 + np.searchsorted(edges, thr, side="left"), edges.size + 1)
+    return _EdgeBinner(edges), pos.astype(np.intp), np.stack([np.diff(lv), np.diff(lv**2)])
 
 
-def scale_mse(
-    w2: NDArray, levels: ArrayLike, ratios: ArrayLike | None = None
-) -> NDArray[np.float32]:
-    """Per-row scale minimizing the squared error of nearest rounding to ``+-levels``.
+def grid_errors(
+    w2: NDArray, levels: ArrayLike, ratios: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Squared error of nearest rounding to ``+-levels`` at every candidate scale
+    ``ratio * max|w| / vmax`` of every row, minus the row's sum of ``w**2``, in units of the
+    row's ``max|w|**2`` (so comparable across candidate sets); also ``max|w|`` per row.
 
     ``levels``: the non-negative codebook values, sorted, starting at 0.
     """
     lv = np.asarray(levels, dtype=np.float64)
-    alpha = mse_ratios() if ratios is None else np.asarray(ratios, dtype=np.float64)
+    alpha = np.asarray(ratios, dtype=np.float64)
     vmax = float(lv[-1])
     m = max_abs(w2)
-    binner, lev1, lev2 = _search_plan(tuple(lv.tolist()), tuple(alpha.tolist()))
-    nb = lev1.shape[0]
+    binner, pos, dl = _search_plan(tuple(lv.tolist()), tuple(alpha.tolist()))
+    nb = binner.edges.size + 1
+    flat = pos.reshape(-1)
+    run = np.empty((2, 0, nb + 1))
     rows_n, n = w2.shape
     # a1[r, k] = sum of u * level, a2[r, k] = sum of level**2 over row r for candidate k.
     a1 = np.zeros((rows_n, alpha.size))
@@ -229,16 +241,118 @@ def scale_mse(
                 bt = beta[:e]
                 binner(ub[:e], bt, [b[:e] for b in tmp])
                 bt.reshape(x.shape)[...] += offs[:r]
-                cnt = np.bincount(bt, minlength=r * nb).reshape(r, nb)
-                s1 = np.bincount(bt, weights=ub[:e], minlength=r * nb).reshape(r, nb)
-                a1[r0:r1] += s1 @ lev1
-                a2[r0:r1] += cnt.astype(np.float64) @ lev2
+                if run.shape[1] != r:
+                    run = np.zeros((2, r, nb + 1))
+                np.cumsum(np.bincount(bt, weights=ub[:e], minlength=r * nb).reshape(r, nb),
+                          axis=1, out=run[0, :, 1:])
+                np.cumsum(np.bincount(bt, minlength=r * nb).reshape(r, nb), axis=1,
+                          out=run[1, :, 1:])
+                got = run[:, :, flat].reshape(2, r, -1, dl.shape[1])
+                a1[r0:r1] += run[0, :, -1:] * dl[0].sum() - got[0] @ dl[0]
+                a2[r0:r1] += run[1, :, -1:] * dl[1].sum() - got[1] @ dl[1]
     sk = alpha / vmax  # candidate scales in units of max|w|
     # Squared error minus the candidate-independent sum of w**2, in units of max|w|**2.
-    err = -2.0 * sk[None, :] * a1 + (sk**2)[None, :] * a2
-    best = np.argmin(err, axis=1)
-    return _finish(m * alpha[best] / vmax, m)
+    return -2.0 * sk[None, :] * a1 + (sk**2)[None, :] * a2, m
 
+
+Quantizer = Callable[[NDArray, NDArray[np.float32]], NDArray]
+
+
+def local_minima(err: NDArray[np.float64], count: int) -> NDArray[np.intp]:
+    """``(rows, count)`` candidate indices: each row's ``count`` lowest local minima of ``err``
+    along the candidates (a plateau counts once per point), padded with the global best."""
+    e = np.pad(err, ((0, 0), (1, 1)), constant_values=np.inf)
+    loc = (e[:, 1:-1] <= e[:, :-2]) & (e[:, 1:-1] <= e[:, 2:])
+    ranked = np.argsort(np.where(loc, err, np.inf), axis=1, kind="stable")[:, :count]
+    worst = np.take_along_axis(loc, ranked, axis=1)
+    return np.where(worst, ranked, ranked[:, :1])
+
+
+def refine_windows(
+    w2: NDArray, starts: NDArray[np.intp], alpha: NDArray[np.float64], fine: NDArray[np.float64],
+    errors: Callable[[NDArray, NDArray[np.float64]], NDArray[np.float64]],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Best ratio and its error per row over the windows ``alpha[k] * fine`` for every start
+    ``k`` in ``starts[row]``; ``errors(rows_of_w2, ratios)`` gives ``(rows, ratios)`` errors.
+    Rows with the same start share one call (its candidate set is theirs alone)."""
+    n = w2.shape[0]
+    best_e = np.full(n, np.inf)
+    best_a = np.ones(n)
+    for j in range(starts.shape[1]):
+        for k in np.unique(starts[:, j]):
+            r = np.flatnonzero(starts[:, j] == k)
+            sub = w2 if r.size == n else w2[r]
+            cand = alpha[k] * fine
+            e = errors(sub, cand)
+            i = np.argmin(e, axis=1)
+            e_min = e[np.arange(r.size), i]
+            better = e_min < best_e[r]
+            best_e[r[better]] = e_min[better]
+            best_a[r[better]] = cand[i[better]]
+    return best_a, best_e
+
+
+def polish(
+    w2: NDArray, s: NDArray[np.float32], values: Quantizer, steps: int = POLISH_STEPS,
+    nearest: bool = True,
+) -> NDArray[np.float32]:
+    """Alternate assignment and scale: with the codes ``q`` of the current scale fixed, the
+    least-squares scale is ``<w,q>/<q,q>``; keep the best scale seen per row.
+
+    ``values(w2, s)``: the unscaled quantized values.  For a nearest-rounding codebook
+    (``nearest``) re-rounding at the new scale can only lower the error, so the last step's
+    scale is taken on its fixed-assignment error (an upper bound) without another pass.
+    """
+    m = max_abs(w2)
+    cur = s
+    best_s = s.copy()
+    best_e = np.full(s.shape, np.inf)
+    for _ in range(steps):
+        v = values(w2, cur).astype(w2.dtype, copy=False)
+        c = cur.astype(w2.dtype)[:, None]
+        d = w2 - c * v
+        e = np.einsum("ij,ij->i", d, d).astype(np.float64)
+        num = np.einsum("ij,ij->i", w2, v).astype(np.float64)
+        den = np.einsum("ij,ij->i", v, v).astype(np.float64)
+        better = e < best_e
+        best_e[better], best_s[better] = e[better], cur[better]
+        ok = den > 0
+        nxt = _finish(np.where(ok, num / np.where(ok, den, 1.0), cur), m)
+        if nearest:
+            c64, n64 = cur.astype(np.float64), nxt.astype(np.float64)
+            bound = e - 2.0 * (n64 - c64) * (num - c64 * den) + (n64 - c64) ** 2 * den
+            better = bound < best_e
+            best_e[better], best_s[better] = bound[better], nxt[better]
+        cur = nxt
+    return best_s
+
+
+def scale_mse(
+    w2: NDArray, levels: ArrayLike, ratios: ArrayLike | None = None, *,
+    starts: int | None = None, values: Quantizer | None = None,
+) -> NDArray[np.float32]:
+    """Per-row scale minimizing the squared error of nearest rounding to ``+-levels``.
+
+    Three stages: every candidate of ``ratios`` (default :func:`mse_ratios`, a 2**(1/16)
+    grid); a grid 16 times finer across the neighbours of each row's ``starts`` best local
+    minima; then, given ``values`` (the codebook's nearest quantizer), :func:`polish`.
+    ``starts=0`` stops after the first stage (the best candidate of ``ratios``).
+    """
+    lv = np.asarray(levels, dtype=np.float64)
+    alpha = mse_ratios() if ratios is None else np.asarray(ratios, dtype=np.float64)
+    vmax = float(lv[-1])
+    starts = STARTS if starts is None else starts
+    err, m = grid_errors(w2, lv, alpha)
+    best_a = alpha[np.argmin(err, axis=1)]
+    if starts and alpha.size > 1:
+        step = float(np.log2(alpha[0] / alpha[1]))
+        fine = np.exp2(np.linspace(-step, step, FINE_POINTS))
+        best_a, _ = refine_windows(w2, local_minima(err, starts), alpha, fine,
+                                   lambda x, a: grid_errors(x, lv, a)[0])
+    s = _finish(m * best_a / vmax, m)
+    if values is not None and starts:
+        s = polish(w2, s, values)
+    return s
 
 def choose_scale(
     w2: NDArray, method: str, vmax: float, levels: ArrayLike | None = None

@@ -12,7 +12,7 @@ asd            K signed digits in a window of 2**E positions   digits=2, exp_bit
 asd2           asd with digits=2, exp_bits=3 (the headline)
 pot            one-digit power of two (INQ / LogQuant)         exp_bits=3
 int            uniform symmetric integers                      bits=8
-int8/int6/int4 int with that many bits
+int8/7/6/4     int with that many bits
 shiftcnn       greedy sum of N power-of-two terms              terms=2, exp_bits=3
 fp             minifloat                                       format="e4m3" (or e5m2, eXmY)
 fp8-e4m3/-e5m2 fp with that format
@@ -84,22 +84,35 @@ class Scheme:
         """Unscaled value ``v`` of every code."""
         raise NotImplementedError
 
-    def _scales(self, w2: NDArray, method: str) -> NDArray[np.float32]:
-        if method != "mse" or self.levels() is not None:
-            return scales.choose_scale(w2, method, self.vmax, self.levels())
-        # No nearest-rounding codebook: evaluate every candidate.
+    def _values(self, w2: NDArray, s: NDArray[np.float32]) -> NDArray:
+        """Unscaled quantized values of ``w2`` at per-row scales ``s``."""
+        return self.decode(self._codes(w2, s))
+
+    def _errors(self, w2: NDArray, ratios: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Squared error per row (columns: ``ratios``) under this quantizer, by brute force."""
         m = scales.max_abs(w2)
-        alpha = scales.mse_ratios()
-        best = np.full(w2.shape[0], np.inf)
-        pick = np.ones(w2.shape[0])
-        for a in alpha:
+        out = np.empty((w2.shape[0], ratios.size))
+        for k, a in enumerate(ratios):
             s = scales._finish(m * a / self.vmax, m)
-            v = self.decode(self._codes(w2, s)) * s[:, None]
-            err = ((w2 - v) ** 2).sum(axis=1)
-            better = err < best
-            best[better] = err[better]
-            pick[better] = a
-        return scales._finish(m * pick / self.vmax, m)
+            d = w2 - self._values(w2, s) * s[:, None]
+            out[:, k] = np.einsum("ij,ij->i", d, d)
+        return out
+
+    def _scales(self, w2: NDArray, method: str) -> NDArray[np.float32]:
+        lv = self.levels()
+        if method != "mse":
+            return scales.choose_scale(w2, method, self.vmax)
+        if lv is not None:
+            return scales.scale_mse(w2, lv, values=self._values)
+        # No nearest-rounding codebook: the same three stages, each candidate quantized.
+        alpha = scales.mse_ratios()
+        starts = scales.local_minima(self._errors(w2, alpha), scales.STARTS)
+        step = float(np.log2(alpha[0] / alpha[1]))
+        fine = np.exp2(np.linspace(-step, step, scales.FINE_POINTS // 2 + 1))
+        best, _ = scales.refine_windows(w2, starts, alpha, fine, self._errors)
+        m = scales.max_abs(w2)
+        s = scales._finish(m * best / self.vmax, m)
+        return scales.polish(w2, s, self._values, nearest=False)
 
     def quantize(
         self,
@@ -107,7 +120,9 @@ class Scheme:
         granularity: str = "channel",
         scale: str = "mse",
         channel_axis: int = 0,
+        fixed_scale: NDArray[np.float32] | None = None,
     ) -> QuantResult:
+        """Quantize ``w``; ``fixed_scale`` (one per row of the granularity) skips the search."""
         a = np.asarray(w)
         if a.dtype.kind != "f":
             raise ValueError(f"weights must be floating point, got {a.dtype}")
@@ -117,7 +132,7 @@ class Scheme:
             raise ValueError("empty tensor")
         axis = channel_axis % a.ndim if a.ndim else 0
         w2 = scales.rows(a, granularity, axis)
-        s = self._scales(w2, scale)
+        s = self._scales(w2, scale) if fixed_scale is None else fixed_scale
         codes2 = self._codes(w2, s)
         v2 = self.decode(codes2)
         deq2 = (v2 * s[:, None].astype(np.float64)).astype(np.float32)
@@ -152,6 +167,11 @@ class _GridScheme(Scheme):
     def _codes(self, w2: NDArray, s: NDArray[np.float32]) -> NDArray[np.int64]:
         return self.fmt.codebook.map(w2, s, self._code_table())
 
+    def _values(self, w2: NDArray, s: NDArray[np.float32]) -> NDArray:
+        # One table lookup per weight: the level's value, not its code.
+        table = self.fmt.codebook.values().astype(w2.dtype)
+        return self.fmt.codebook.map(w2, s, table)
+
     def _code_table(self) -> NDArray[np.int64]:
         return self.fmt.encode(self.fmt.codebook.signed_levels)
 
@@ -177,6 +197,11 @@ class AsdScheme(_GridScheme):
             return super()._codes(w2, s)
         x = w2.astype(np.float64) / s[:, None].astype(np.float64)
         return self.fmt.encode(csd_round_int(x, self.fmt))
+
+    def _values(self, w2: NDArray, s: NDArray[np.float32]) -> NDArray:
+        if self.conversion == "nearest":
+            return super()._values(w2, s)
+        return Scheme._values(self, w2, s)
 
     def levels(self) -> NDArray[np.float64] | None:
         # The published conversion is not nearest rounding: its MSE needs the brute force.
@@ -247,6 +272,7 @@ _FACTORIES: dict[str, Callable[..., Scheme]] = {
     "pot": PotScheme,
     "int": IntScheme,
     "int8": lambda **o: IntScheme(**{"bits": 8, **o}),
+    "int7": lambda **o: IntScheme(**{"bits": 7, **o}),
     "int6": lambda **o: IntScheme(**{"bits": 6, **o}),
     "int4": lambda **o: IntScheme(**{"bits": 4, **o}),
     "shiftcnn": ShiftCnnScheme,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from asd.rounding import ROUNDINGS
 from asd_cli.main import UserError
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "asd" / "data" / "models"
@@ -54,7 +55,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
-    runs = 1 + len([s for s in schemes if s != "float"])  # float always runs first
+    roundings = [r.strip() for r in args.rounding.split(",") if r.strip()]
+    bad = [r for r in roundings if r not in ROUNDINGS]
+    if bad:
+        raise UserError(f"--rounding {bad[0]!r}: use one or more of {', '.join(ROUNDINGS)}")
+    calib = None
+    if any(r != "nearest" for r in roundings):
+        calib = data.x_train[: args.calib] if len(data.x_train) else x[: args.calib]
+        if not len(data.x_train):
+            print(f"note: {data.name} has no training split; calibrating on the first "
+                  f"{len(calib)} test images", flush=True)
+    fp8 = [s for s in schemes if s in evaluate.FP8_TYPES]  # they take one rounding only
+    runs = 1 + len(fp8) + (len(schemes) - len(fp8) - schemes.count("float")) * len(roundings)
 
     with progress.bar("eval", len(x) * runs, quiet=args.json) as bar:
         def step(name: str, k: int) -> None:
@@ -63,28 +75,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         try:
             results = evaluate.evaluate(path, x, y, schemes, granularity=args.granularity,
-                                        scale=args.scale, progress=step)
+                                        scale=args.scale, progress=step, roundings=roundings,
+                                        calib_x=calib)
         except modelio.ModelError as exc:
             raise UserError(str(exc)) from None
     if args.json:
         print(json.dumps({"model": str(path), "dataset": data.name, "images": int(len(x)),
-                          "schemes": {r.scheme: r.as_dict() for r in results}}, indent=2))
+                          "calibration_images": 0 if calib is None else int(len(calib)),
+                          "schemes": {(r.scheme if r.rounding == "nearest"
+                                       else f"{r.scheme}/{r.rounding}"): r.as_dict()
+                                      for r in results}}, indent=2))
     else:
         print(f"{path.name} on {data.name} ({len(x)} test images), weights quantized "
-              f"per {args.granularity}, scale {args.scale}, no retraining\n")
-        print(evaluate.format_table(results))
+              f"per {args.granularity}, scale {args.scale}, no retraining"
+              + (f", {len(calib)} calibration images" if calib is not None else "") + "\n")
+        print(evaluate.format_table(results, layers=args.layers))
+        for r in results:
+            for n in r.notes:
+                print(f"note ({r.scheme}/{r.rounding}): {n}")
     return 0
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "eval", help="accuracy of a model under each quantization scheme, no retraining",
-        description="Quantize the model's weights with each scheme (no retraining) and measure "
-                    "top-1/top-5 accuracy with onnxruntime. The fp8 schemes quantize all "
-                    "parameters and every feature map.",
+        description="Quantize the model's weights with each scheme and rounding (no "
+                    "retraining) and measure, with onnxruntime against the float model on the "
+                    "same images: top-1/top-5 accuracy, top-1 agreement with float, output "
+                    "SQNR (dB) and softmax KL divergence, and (--layers) the SQNR of every "
+                    "weight layer's output. When top-1 saturates, SQNR and KL still tell "
+                    "schemes apart. The fp8 schemes quantize all parameters and every feature "
+                    "map (nearest rounding only).",
         epilog="examples:\n"
                "  asd eval mnist_lenet\n"
                "  asd eval mnist_resnet18 --schemes float,asd2,int8 --json\n"
+               "  asd eval mnist_vgg --schemes asd2,int6 --rounding nearest,gptq --layers\n"
                "  asd eval model.onnx --dataset imagefolder:/data/imagenet/val --size 224",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="an .onnx file, or the name of a shipped model "
@@ -96,6 +121,15 @@ def register(sub: Any) -> None:
     p.add_argument("--granularity", choices=["channel", "tensor"], default="channel")
     p.add_argument("--scale", choices=["mse", "max", "pow2"], default="mse",
                    help="scale choice (default: %(default)s)")
+    p.add_argument("--rounding", default="nearest", metavar="R[,R...]",
+                   help="nearest | bias (bias correction, Nagel et al. 2019) | gptq "
+                        "(second-order, Frantar et al. 2022) | gptq+bias; several comma-separated "
+                        "(default: %(default)s)")
+    p.add_argument("--calib", type=int, default=256, metavar="N",
+                   help="bias/gptq: calibration images, the first N of the training split "
+                        "(default: %(default)s)")
+    p.add_argument("--layers", action="store_true",
+                   help="also print the per-layer output SQNR table")
     p.add_argument("--limit", type=int, help="only the first N test images")
     p.add_argument("--size", type=int, help="imagefolder: input size (default 224)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from asd import modelio
+from asd import modelio, rounding
 from asd.quantize_model import format_table, quantize_model, save
 from asd.schemes import get_scheme
 
@@ -20,6 +21,21 @@ examples:
       classic per-tensor INT8.
   asd quantize weights.npz -o w_fp8.npz --scheme fp --fp-format e4m3 --scale max
       FP8 E4M3 with a max-abs scale.
+  asd quantize asd/data/models/mnist_vgg.onnx -o vgg_asd.npz --rounding gptq
+      error-compensating rounding: each layer's rounding error is pushed onto the inputs not
+      yet rounded through the inverse input Hessian of 256 calibration images (the model's
+      training split; --dataset for another).  Corrected biases are stored with --rounding bias.
+
+rounding (ONNX models only for bias/gptq: the layer inputs come from running the float model;
+the default, auto, picks gptq+bias when the model is ONNX and --dataset or its JSON sidecar
+names a data set, nearest otherwise, and says which):
+  nearest  every weight to its nearest code (no data needed)
+  bias     nearest, then the mean output shift on the calibration images is taken out of the
+           bias (Nagel et al. 2019, data-free quantization's bias correction)
+  gptq     columns rounded in order, errors compensated through H^-1, H = X^T X of the layer
+           inputs (Frantar et al. 2022, GPTQ / OBQ); scales are chosen first and kept
+  gptq+bias  gptq, then bias correction of the mean shift it leaves (best measured: see
+           docs/quantizers.md)
 
 what is stored: OUT.npz holds, for every weight tensor NAME, NAME (dequantized float32),
 NAME.codes (packed codes, uint8) and NAME.scale (float16); biases stay float32.  OUT.json
@@ -59,6 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one scale per tensor or per output channel (default: channel)")
     p.add_argument("--scale", default="mse", choices=["max", "mse", "pow2"],
                    help="max-abs, MSE-optimal search, or power of two (default: mse)")
+    p.add_argument("--rounding", default="auto", choices=["auto", *rounding.ROUNDINGS],
+                   help="how weights are rounded onto the codes at the chosen scales "
+                        "(default: auto = gptq+bias, the best measured, for an ONNX model "
+                        "with a known calibration set, else nearest; see below)")
+    p.add_argument("--dataset", help="bias/gptq: calibration data, mnist5k | digits | "
+                                     "imagefolder:DIR (default: the model's JSON sidecar's)")
+    p.add_argument("--calib", type=int, default=256, metavar="N",
+                   help="bias/gptq: calibration images (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the table")
     p.set_defaults(func=run)
 
@@ -75,6 +99,24 @@ def _scheme_options(args: argparse.Namespace) -> dict:
     return {"format": args.fp_format}
 
 
+def _calibration(args: argparse.Namespace) -> rounding.Calibration:
+    from asd_cli.evaluate import load_dataset
+    from asd_cli.main import UserError
+
+    path = Path(args.model)
+    if path.suffix.lower() != ".onnx":
+        raise UserError(f"--rounding {args.rounding} needs an ONNX model (the layer inputs "
+                        f"come from running it); {path.name} is not one")
+    side = path.with_suffix(".json")
+    meta = json.loads(side.read_text()) if side.exists() else {}
+    args.size = args.limit = None
+    data = load_dataset(args.dataset, meta, args)
+    x = data.x_train if len(data.x_train) else data.x_test
+    if args.calib < 1:
+        raise UserError("--calib must be at least 1")
+    return rounding.collect_stats(path, x[: args.calib])
+
+
 def run(args: argparse.Namespace) -> int:
     from asd_cli.main import UserError
 
@@ -85,9 +127,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and out.is_dir():
         raise UserError(f"{out}: is a directory, expected an output .npz path")
+    if args.rounding == "auto":
+        side = Path(args.model).with_suffix(".json")
+        known = args.dataset or (side.exists() and "dataset" in json.loads(side.read_text()))
+        onnx_model = Path(args.model).suffix.lower() == ".onnx"
+        args.rounding = "gptq+bias" if onnx_model and known else "nearest"
+        if not args.quiet and onnx_model and not known:
+            print("rounding: nearest (no calibration data known; --dataset for gptq+bias)")
     try:
         model = modelio.load(args.model)
-        qm = quantize_model(model, scheme, args.granularity, args.scale)
+        cal = _calibration(args) if args.rounding != "nearest" else None
+        qm = quantize_model(model, scheme, args.granularity, args.scale, args.rounding, cal)
         npz, side = save(qm, out)
     except modelio.ModelError as exc:
         raise UserError(str(exc)) from None
@@ -95,5 +145,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: cannot write ({exc.strerror or exc})") from None
     if not args.quiet:
         print(format_table(qm))
+        if cal is not None:
+            print(f"calibrated on {cal.images} images")
         print(f"wrote {npz} and {side}")
     return 0

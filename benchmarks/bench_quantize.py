@@ -4,7 +4,8 @@ Measured side by side in one run, each the best of ``--repeat`` runs:
 
 * ``np.abs`` over all the weights: the yardstick;
 * nearest ASD (K=2, E=3) codes at fixed per-channel scales   (target: <= 3x np.abs);
-* per-channel MSE-optimal scale search, 32 candidates       (target: <= 30x np.abs);
+* per-channel MSE-optimal scale search as ``asd quantize`` runs it (73 coarse candidates, two
+  fine windows of 33, two least-squares polish steps)            (target: <= 30x np.abs);
 * peak extra memory of each, by tracemalloc                 (target: <= 4x the weights);
 * the same two done per weight in a Python loop, timed on a sample and extrapolated.
 
@@ -31,6 +32,7 @@ if str(ROOT) not in sys.path:
 
 from asd import scales  # noqa: E402
 from asd.asdq import AsdFormat  # noqa: E402
+from asd.schemes import get_scheme  # noqa: E402
 
 
 def resnet18_shapes(shrink: int = 1) -> list[tuple[int, ...]]:
@@ -124,13 +126,14 @@ def run(shrink=1, repeat=5, sample=20000, out=None, quiet=False):
     n = buf.size
     fixed = [scales.scale_max(w, fmt.vmax) for w in layers]
     table = fmt.code_table
-    levels = fmt.codebook.positive_values()
 
     def nearest_all():
         return [fmt.codebook.map(w, s, table) for w, s in zip(layers, fixed, strict=True)]
 
+    scheme = get_scheme("asd2")
+
     def mse_all():
-        return [scales.scale_mse(w, levels) for w in layers]
+        return [scheme._scales(w, "mse") for w in layers]
 
     nearest_all()  # warm the tables
     t_abs = t_near = t_mse = float("inf")

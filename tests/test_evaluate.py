@@ -108,3 +108,36 @@ def test_eval_command_errors(capsys, tmp_path):
     assert "shipped models" in capsys.readouterr().err
     assert main(["eval", "digits_cnn", "--schemes", "asd7x"]) == 2
     assert "unknown scheme" in capsys.readouterr().err
+
+
+def test_fidelity_measures():
+    from asd import fidelity
+
+    ref = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]])
+    assert fidelity.sqnr_db(ref, ref) == float("inf")
+    noisy = ref + 0.1
+    want = 10 * np.log10(np.sum(ref**2) / (6 * 0.01))
+    assert fidelity.sqnr_db(ref, noisy) == pytest.approx(want)
+    assert fidelity.softmax_kl(ref, noisy) == pytest.approx(0.0, abs=1e-12)  # shift-invariant
+    assert fidelity.softmax_kl(ref, ref[:, ::-1]) > 0.1
+    assert fidelity.agreement(ref, np.array([[0.0, 3.0, 0.0], [0.0, 1.0, 0.0]])) == 50.0
+
+
+def test_eval_reports_fidelity_per_rounding(tmp_path):
+    path = tmp_path / "tiny.onnx"
+    w, b, g, gb = tiny_model(path)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 1, 4, 4)).astype(np.float32)
+    y = np.argmax(numpy_forward(x, w, b, g, gb), axis=1)
+    res = evaluate.evaluate(path, x, y, ["pot"], roundings=["nearest", "gptq"],
+                            calib_x=rng.normal(size=(64, 1, 4, 4)).astype(np.float32))
+    by = {(r.scheme, r.rounding): r for r in res}
+    near, gq = by[("pot", "nearest")], by[("pot", "gptq")]
+    # one-digit powers of two are coarse: the output differs, measurably, per layer too
+    assert near.sqnr_db is not None and 0 < near.sqnr_db < 40
+    assert set(near.layer_sqnr_db) == {"c", "logits"}
+    assert near.layer_sqnr_db["logits"] == pytest.approx(near.sqnr_db)
+    assert near.kl > 0 and 0 <= near.agreement <= 100
+    assert gq.sqnr_db is not None and gq.sqnr_db != near.sqnr_db
+    with pytest.raises(evaluate.modelio.ModelError, match="calibration"):
+        evaluate.evaluate(path, x, y, ["pot"], roundings=["gptq"])

@@ -179,3 +179,35 @@ def test_onnx_model_weights_biases_and_axes(tmp_path, capsys):
         sch = get_scheme("asd")
         v = sch.decode(load_codes(z, meta, "gw"))
         assert np.array_equal((v * z["gw.scale"][None, :]).astype(np.float32), z["gw"])
+
+
+def test_rounding_gptq_on_a_shipped_model(tmp_path, capsys):
+    out = tmp_path / "d.npz"
+    model = "asd/data/models/digits_cnn.onnx"
+    assert main(["quantize", model, "-o", str(out), "--rounding", "gptq", "--calib", "32"]) == 0
+    text = capsys.readouterr().out
+    assert "gptq rounding" in text and "calibrated on 32 images" in text
+    assert "rank-deficient" in text  # 32 images, wider inputs: damped, and said
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["rounding"] == "gptq" and meta["notes"]
+    near = tmp_path / "n.npz"
+    assert main(["quantize", model, "-o", str(near), "-q", "--rounding", "nearest"]) == 0
+    with np.load(out) as a, np.load(near) as b:
+        # same scales (chosen first, then fixed), different codes
+        w = [k for k in a.files if k.endswith(".scale")]
+        assert w and all(np.array_equal(a[k], b[k]) for k in w)
+        assert any(not np.array_equal(a[k[:-6] + ".codes"], b[k[:-6] + ".codes"]) for k in w)
+
+
+def test_default_rounding_follows_the_calibration_data(tmp_path, capsys):
+    # A shipped model names its data set: gptq+bias (the best measured); an ONNX file without
+    # one falls back to nearest and says so.
+    out = tmp_path / "d.npz"
+    model = "asd/data/models/digits_cnn.onnx"
+    assert main(["quantize", model, "-o", str(out), "--calib", "16", "-q"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["rounding"] == "gptq+bias"
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(open(model, "rb").read())
+    assert main(["quantize", str(bare), "-o", str(out)]) == 0
+    assert "rounding: nearest (no calibration data known" in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".json").read_text())["rounding"] == "nearest"

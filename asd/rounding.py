@@ -1,0 +1,233 @@
+"""Error-compensating rounding without retraining: bias correction and GPTQ-style rounding.
+
+Three roundings of a weight tensor onto a scheme's codebook (per-output-channel or per-tensor
+scales chosen first, by the scheme's scale search, and then kept fixed):
+
+* ``nearest``: every weight to its nearest codebook value.
+* ``bias``: nearest, then the expected output shift ``(W_q - W) E[x]``, with ``E[x]`` the mean
+  layer input over the calibration images (im2col patches for a convolution, so padding is
+  counted), subtracted from the bias -- the bias correction of Nagel et al. 2019, "Data-Free
+  Quantization Through Weight Equalization and Bias Correction" (ICCV), here from calibration
+  data rather than batch-norm statistics.  A layer without a bias keeps its error (said in the
+  notes).
+* ``gptq``: the layer-wise second-order rounding of Frantar et al. 2022, "GPTQ: Accurate
+  Post-Training Quantization for Generative Pre-trained Transformers" (after their Optimal
+  Brain Quantization, "Optimal Brain Compression", NeurIPS 2022): the columns (inputs) of the
+  ``(outputs, inputs)`` weight matrix are rounded in order, and each column's rounding error
+  is pushed onto the columns not yet rounded through the inverse of the layer's input Hessian
+  ``H = X^T X`` (``X``: the calibration inputs as im2col rows), so the layer's output on the
+  calibration data, not the weights, stays close.  Nothing in it assumes a uniform grid: each
+  column is rounded by the scheme's own quantizer, so the non-uniform ASD codebook works as is.
+  ``H`` gets ``DAMP`` times its mean diagonal added (and 1 on an always-zero input), so fewer
+  calibration rows than columns still works (the notes say so).
+* ``gptq+bias``: ``gptq``, then the bias correction of what it left (the mean output shift).
+
+Layer inputs come from the float model (not the partly quantized one): one onnxruntime pass per
+batch with every weight layer's input exposed as an extra graph output; see
+:func:`collect_stats`.  No labels, gradients or epochs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from asd.modelio import ModelError
+
+ROUNDINGS = ("nearest", "bias", "gptq", "gptq+bias")
+DAMP = 0.01  # fraction of the mean diagonal of H added to its diagonal
+BLOCK = 128  # columns per lazy-update block
+
+
+@dataclass
+class LayerStats:
+    """Calibration statistics of one weight layer's input, in the weight's column order."""
+
+    op: str  # Conv, Gemm or MatMul
+    groups: int  # Conv groups (1 otherwise); H and mean are per group
+    hessian: NDArray[np.float64]  # (groups, cols, cols): sum of x x^T over im2col rows
+    mean: NDArray[np.float64]  # (groups, cols): mean im2col row
+    rows: int  # im2col rows seen (per group)
+    bias: str | None = None  # the layer's bias initializer, if any
+
+
+@dataclass
+class Calibration:
+    images: int
+    layers: dict[str, LayerStats] = field(default_factory=dict)  # by weight name
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            from onnx import helper
+
+            return helper.get_attribute_value(a)
+    return default
+
+
+def im2col(x: NDArray, kernel: tuple[int, int], strides: tuple[int, int],
+           pads: tuple[int, int, int, int], dilations: tuple[int, int], groups: int) -> NDArray:
+    """``(groups, N*OH*OW, C/groups*kh*kw)`` patches of an NCHW input, in the column order of
+    a Conv weight ``(M, C/groups, kh, kw)`` reshaped to ``(M, -1)``."""
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    oh = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    ow = (w + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    cols = np.empty((n, oh, ow, c, kh, kw), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dilations[0], j * dilations[1]
+            patch = xp[:, :, r0:r0 + strides[0] * (oh - 1) + 1:strides[0],
+                       c0:c0 + strides[1] * (ow - 1) + 1:strides[1]]
+            cols[:, :, :, :, i, j] = patch.transpose(0, 2, 3, 1)
+    cg = c // groups
+    cols = cols.reshape(n * oh * ow, groups, cg * kh * kw)
+    return cols.transpose(1, 0, 2)
+
+
+def _layer_rows(node: Any, x: NDArray, wshape: tuple[int, ...]) -> NDArray:
+    """The layer input ``x`` as ``(groups, rows, cols)`` matching the weight's columns."""
+    if node.op_type == "Conv":
+        if x.ndim != 4:
+            raise ModelError(f"Conv {node.name!r}: only 2-D convolutions are calibrated")
+        k = tuple(_attr(node, "kernel_shape", wshape[2:]))
+        pads = tuple(_attr(node, "pads", [0, 0, 0, 0]))
+        if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(k) != 2:
+            raise ModelError(f"Conv {node.name!r}: auto_pad or kernel shape not supported")
+        return im2col(x, (int(k[0]), int(k[1])), tuple(_attr(node, "strides", [1, 1])),
+                      pads, tuple(_attr(node, "dilations", [1, 1])), int(_attr(node, "group", 1)))
+    if node.op_type == "Gemm" and _attr(node, "transA", 0):
+        x = x.T
+    return x.reshape(1, -1, x.shape[-1])
+
+
+def collect_stats(model_path: str | Path, x: NDArray, batch: int = 32,
+                  progress: Callable[[int], None] | None = None) -> Calibration:
+    """Hessians and mean inputs of every Conv/Gemm/MatMul weight layer over images ``x``.
+
+    NaN/Inf in the images or in a layer input raise :class:`ModelError` naming it."""
+    import onnx
+    import onnxruntime as ort
+
+    if x.size == 0 or len(x) == 0:
+        raise ModelError("calibration needs at least one image")
+    if not np.all(np.isfinite(x)):
+        raise ModelError("NaN or Inf in the calibration images")
+    proto = onnx.load(str(model_path))
+    inits = {t.name: tuple(t.dims) for t in proto.graph.initializer}
+    layers: dict[str, tuple[Any, str]] = {}  # weight name -> (node, input tensor)
+    for node in proto.graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 \
+                and node.input[1] in inits and node.input[0] not in inits:
+            layers.setdefault(node.input[1], (node, node.input[0]))
+    biases = {w: n.input[2] for w, (n, _) in layers.items()
+              if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[2] in inits}
+    outs = [o.name for o in proto.graph.output]
+    extra = sorted({t for _, t in layers.values()} - set(outs))
+    for t in extra:
+        proto.graph.output.append(onnx.ValueInfoProto(name=t))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(proto.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0].name
+    names = outs + extra
+    cal = Calibration(images=len(x))
+    sums: dict[str, NDArray[np.float64]] = {}
+    for i in range(0, len(x), batch):
+        got = dict(zip(names, sess.run(names, {inp: x[i:i + batch].astype(np.float32)}),
+                       strict=True))
+        for wname, (node, tname) in layers.items():
+            a = got[tname]
+            if not np.all(np.isfinite(a)):
+                raise ModelError(f"NaN or Inf in layer input {tname!r} (of {wname!r})")
+            r = _layer_rows(node, a.astype(np.float64), inits[wname])
+            st = cal.layers.get(wname)
+            if st is None:
+                g, _, c = r.shape
+                st = cal.layers[wname] = LayerStats(node.op_type, g, np.zeros((g, c, c)),
+                                                    np.zeros((g, c)), 0, biases.get(wname))
+                sums[wname] = np.zeros((g, c))
+            st.hessian += np.einsum("grc,grd->gcd", r, r)
+            sums[wname] += r.sum(axis=1)
+            st.rows += r.shape[1]
+        if progress:
+            progress(min(batch, len(x) - i))
+    for wname, st in cal.layers.items():
+        st.mean = sums[wname] / max(st.rows, 1)
+    return cal
+
+
+def weight_matrix(w: NDArray, axis: int) -> NDArray[np.float64]:
+    """``(outputs, inputs)`` view of a weight with its output channels on ``axis``."""
+    return np.moveaxis(np.asarray(w, dtype=np.float64), axis, 0).reshape(w.shape[axis], -1)
+
+
+def from_matrix(m: NDArray, shape: tuple[int, ...], axis: int) -> NDArray:
+    moved = list(shape)
+    moved.insert(0, moved.pop(axis))
+    return np.moveaxis(m.reshape(moved), 0, axis)
+
+
+def inverse_factor(h: NDArray[np.float64], damp: float = DAMP) -> NDArray[np.float64]:
+    """Upper Cholesky factor ``U`` of ``(H + damp*mean(diag H)*I)^-1`` (``H^-1 = U^T U``);
+    an input that is always zero gets 1 on its diagonal."""
+    h = h.copy()
+    d = np.diag(h).copy()
+    dead = d <= 0
+    d[dead] = 1.0
+    h[np.diag_indices_from(h)] = d
+    h[np.diag_indices_from(h)] += damp * float(np.mean(d))
+    hinv = np.linalg.inv(h)
+    hinv = (hinv + hinv.T) / 2
+    return np.asarray(np.linalg.cholesky(hinv).T, dtype=np.float64)
+
+
+def gptq(w: NDArray[np.float64], u: NDArray[np.float64],
+         round_cols: Callable[[NDArray[np.float64], int, int], NDArray[np.float64]],
+         block: int = BLOCK) -> NDArray[np.float64]:
+    """Second-order rounding of ``w`` (outputs x inputs) given ``U`` from :func:`inverse_factor`.
+
+    ``round_cols(cols, c0, c1)`` rounds columns ``c0:c1`` (given as a 2-D block) onto the grid.
+    Returns the compensated weights just before each column was rounded: rounding them with
+    the same quantizer gives the GPTQ result.  Blocks of columns are updated lazily (GPTQ's
+    trick): inside a block column by column, the rest of the matrix once per block.
+    """
+    w = w.copy()
+    n = w.shape[1]
+    for b0 in range(0, n, block):
+        b1 = min(b0 + block, n)
+        err = np.empty((w.shape[0], b1 - b0))
+        for j in range(b0, b1):
+            col = w[:, j:j + 1]
+            e = (col - round_cols(col, j, j + 1)) / u[j, j]
+            w[:, j + 1:b1] -= e * u[j, j + 1:b1]
+            err[:, j - b0] = e[:, 0]
+        if b1 < n:
+            w[:, b1:] -= err @ u[b0:b1, b1:]
+    return w
+
+
+def check_calibration(cal: Calibration, name: str, cols: int) -> LayerStats:
+    st = cal.layers.get(name)
+    if st is None:
+        raise ModelError(f"tensor {name!r}: no calibration input (not a Conv/Gemm/MatMul "
+                         "weight fed by a computed tensor)")
+    if st.hessian.shape[-1] != cols // st.groups and st.hessian.shape[-1] * st.groups != cols:
+        raise ModelError(f"tensor {name!r}: calibration columns {st.hessian.shape[-1]} do not "
+                         f"match the weight's {cols}")
+    return st
+
+
+def bias_shift(dq: NDArray[np.float64], st: LayerStats) -> NDArray[np.float64]:
+    """Expected output change ``(W_q - W) E[x]`` per output channel, ``dq = W_q - W``."""
+    g = st.groups
+    rows = dq.shape[0] // g
+    return np.concatenate([dq[k * rows:(k + 1) * rows] @ st.mean[k] for k in range(g)])

@@ -1,0 +1,142 @@
+"""Error-compensating rounding: GPTQ-style second-order rounding and bias correction."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from asd import modelio, rounding
+from asd.quantize_model import quantize_model
+from asd.schemes import get_scheme
+from asd_cli.main import main
+
+
+def _layer(seed, rows=16, cols=48, n=400):
+    rng = np.random.default_rng(seed)
+    # Correlated inputs (what makes compensation pay): a random mixing of a few factors.
+    x = rng.normal(size=(n, 8)) @ rng.normal(size=(8, cols)) + 0.3 * rng.normal(size=(n, cols))
+    w = rng.laplace(size=(rows, cols)) * 0.1
+    return x, w
+
+
+def _gptq_matrix(scheme, w, h):
+    s = scheme._scales(w.astype(np.float64), "mse")
+    u = rounding.inverse_factor(h)
+
+    def rc(c, c0, c1):
+        return scheme._values(c, s) * s[:, None].astype(np.float64)
+
+    target = rounding.gptq(w, u, rc)
+    return scheme.quantize(target, "channel", "mse", 0, fixed_scale=s).dequant.astype(np.float64), \
+        scheme.quantize(w, "channel", "mse", 0, fixed_scale=s).dequant.astype(np.float64)
+
+
+@pytest.mark.parametrize("name", ["asd2", "int6", "pot"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gptq_lowers_the_layer_output_error(name, seed):
+    x, w = _layer(seed)
+    q, near = _gptq_matrix(get_scheme(name), w, x.T @ x)
+    err_gptq = np.sum((x @ (q - w).T) ** 2)
+    err_near = np.sum((x @ (near - w).T) ** 2)
+    assert err_gptq < 0.8 * err_near
+    # every value is still on the codebook at the fixed scales (re-rounding changes nothing)
+    sch = get_scheme(name)
+    s = sch._scales(w.astype(np.float64), "mse")
+    again = sch.quantize(q, "channel", "mse", 0, fixed_scale=s).dequant
+    assert np.allclose(again, q, rtol=0, atol=1e-6)
+
+
+def test_gptq_with_uncorrelated_inputs_is_nearest():
+    # A diagonal Hessian couples no columns: nothing to compensate.
+    _, w = _layer(3)
+    h = np.diag(np.linspace(1, 4, w.shape[1]))
+    q, near = _gptq_matrix(get_scheme("asd2"), w, h)
+    assert np.array_equal(q, near)
+
+
+def _model(path, with_bias=True):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 2, 3, 3)).astype(np.float32)
+    b = rng.normal(size=4).astype(np.float32)
+    g = rng.normal(size=(3, 4 * 3 * 3)).astype(np.float32)
+    gb = rng.normal(size=3).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1],
+                              strides=[2, 2], kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "g", "gb"], ["logits"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "t", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (g, "g"), (gb, "gb"))])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return w, b
+
+
+def test_calibration_im2col_reproduces_the_convolution(tmp_path):
+    path = tmp_path / "t.onnx"
+    w, b = _model(path)
+    x = np.random.default_rng(1).normal(size=(5, 2, 6, 6)).astype(np.float32)
+    patches = rounding.im2col(x.astype(np.float64), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1)
+    m = onnx.load(str(path))
+    m.graph.output.append(onnx.ValueInfoProto(name="c"))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    c = sess.run(["c"], {"input": x})[0]  # (5, 4, 3, 3)
+    got = (patches[0] @ w.reshape(4, -1).T + b).reshape(5, 3, 3, 4).transpose(0, 3, 1, 2)
+    assert np.allclose(got, c, atol=1e-4)
+    cal = rounding.collect_stats(path, x, batch=2)
+    st = cal.layers["w"]
+    assert st.rows == 5 * 9 and st.bias == "b"
+    assert np.allclose(st.hessian[0], patches[0].T @ patches[0])
+    assert np.allclose(st.mean[0], patches[0].mean(axis=0))
+
+
+@pytest.mark.parametrize("how", ["bias", "gptq+bias"])
+def test_bias_correction_removes_the_mean_output_shift(tmp_path, how):
+    path = tmp_path / "t.onnx"
+    w, b = _model(path)
+    x = np.random.default_rng(2).normal(size=(20, 2, 6, 6)).astype(np.float32)
+    cal = rounding.collect_stats(path, x)
+    qm = quantize_model(modelio.load(path), get_scheme("pot"), rounding=how, calibration=cal)
+    patches = rounding.im2col(x.astype(np.float64), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1)[0]
+    wq = qm.results["w"].dequant.reshape(4, -1)
+    shift_before = (patches @ (wq - w.reshape(4, -1)).T).mean(axis=0)
+    shift_after = shift_before + (qm.biases["b"] - b)
+    assert np.abs(shift_before).max() > 1e-3
+    assert np.abs(shift_after).max() < 1e-5
+
+
+def test_small_calibration_is_damped_and_said(tmp_path, capsys):
+    path = tmp_path / "t.onnx"
+    _model(path)
+    x = np.random.default_rng(3).normal(size=(2, 2, 6, 6)).astype(np.float32)  # 2 rows, 36 cols
+    cal = rounding.collect_stats(path, x)
+    qm = quantize_model(modelio.load(path), get_scheme("asd2"), rounding="gptq", calibration=cal)
+    assert any("g: 2 calibration rows for 36 inputs" in n for n in qm.notes)
+    assert np.all(np.isfinite(qm.results["g"].dequant))
+
+
+def test_nan_calibration_is_an_error_and_nothing_is_written(tmp_path):
+    path = tmp_path / "t.onnx"
+    _model(path)
+    x = np.zeros((2, 2, 6, 6), np.float32)
+    x[1, 0, 0, 0] = np.nan
+    with pytest.raises(modelio.ModelError, match="calibration images"):
+        rounding.collect_stats(path, x)
+    out = tmp_path / "o.npz"
+    # an npz model cannot be calibrated: a clear error, no output
+    np.savez(tmp_path / "m.npz", w=np.ones((3, 4), np.float32))
+    assert main(["quantize", str(tmp_path / "m.npz"), "-o", str(out), "--rounding", "gptq"]) != 0
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_rounding_needs_calibration(tmp_path):
+    path = tmp_path / "t.onnx"
+    _model(path)
+    with pytest.raises(modelio.ModelError, match="calibration"):
+        quantize_model(modelio.load(path), get_scheme("asd2"), rounding="gptq")
+    with pytest.raises(modelio.ModelError, match="unknown rounding"):
+        quantize_model(modelio.load(path), get_scheme("asd2"), rounding="best")
