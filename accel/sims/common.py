@@ -21,7 +21,8 @@ from contract.config import AccelConfig
 from ..result import BackendError, BackendTimeout, to_signed
 
 _ACCEL_DIR = Path(__file__).resolve().parent.parent
-_BUILD_SOURCES = ("core.py", "pe.py", "export.py")  # what a converted, compiled design depends on
+# What a converted, compiled core depends on.
+_BUILD_SOURCES = ("core.py", "core_lane.py", "pe.py", "hdl.py", "export.py")
 
 
 def cache_root() -> Path:

@@ -12,6 +12,7 @@ from contract.config import AccelConfig
 from contract.image import Image
 
 from .. import core as core_mod
+from ..hdl import fast_elaboration
 from ..result import BackendResult, BackendTimeout, to_signed
 
 
@@ -103,7 +104,7 @@ def run(image: Image, config: AccelConfig, max_cycles: int, timeout: float) -> B
     mems = packed_memories(image, config)
     ports = core_mod.make_ports(config)
     out: dict[str, Any] = {}
-    with core_mod.fast_elaboration():
+    with fast_elaboration():
         bench = _bench(config, ports, mems, max_cycles, t0 + timeout, out)
     bench.run_sim(quiet=1)
     bench.quit_sim()
