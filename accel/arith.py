@@ -3,6 +3,9 @@ their adders, and the compressor tree that sums many terms with one carry-propag
 
 Words are unsigned bit vectors unless a docstring says otherwise; a signed term enters an
 adder row biased (its sign bit inverted) so rows never need sign extension.
+
+Blocks keep their names, leading underscores included: a block's name prefixes its
+nets in the converted HDL, so renaming one would change every netlist.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 read out, and what follows for the stimulus (products per cycle) and the readout latency.
 :func:`accel.pe_array.pe_array` builds every mode from these properties; the modes
 themselves are described in :mod:`accel.pe_array`.
+
+Blocks keep their names, leading underscores included: a block's name prefixes its
+nets in the converted HDL, so renaming one would change every netlist.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ CARRYSAVE_MODES = tuple(m for m, spec in LANE_MODES.items() if spec.carry_save)
 
 
 def lane_mode(mode: str) -> LaneMode:
+    """The registry entry of ``mode`` (a ValueError names the known modes)."""
     if mode not in LANE_MODES:
         raise ValueError(f"unknown PE array mode {mode!r} ({', '.join(MODES)})")
     return LANE_MODES[mode]
@@ -88,7 +92,7 @@ def readout_latency(config: AccelConfig, mode: str) -> int:
     return lane_mode(mode).readout_latency(config)
 
 
-def _weight_signals(c: AccelConfig, code: Any) -> tuple[Any, Any]:
+def weight_signals(c: AccelConfig, code: Any) -> tuple[Any, Any]:
     """``(value loaded, W register)`` of one weight: the code itself for the shift-add PE;
     for the multiplier the integer :func:`accel.pe.decode_code` makes of ``code`` (the
     caller instantiates the decoder), its register reset to the zero weight."""
@@ -250,7 +254,7 @@ def _tree_lanes(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, accs: list[
         for j in range(k):
             wl = unsigned(c.code_bits)
             insts.append(slice_bits(w_in, (i * k + j) * c.code_bits, c.code_bits, wl))
-            wload, wreg = _weight_signals(c, wl)
+            wload, wreg = weight_signals(c, wl)
             if c.pe == "multiplier":
                 prod = signed(pe_mod.product_bits(c.act_bits, c.exp_bits))
                 insts += [pe_mod.decode_code(wl, wload, c.exp_bits),

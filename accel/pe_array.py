@@ -2,36 +2,38 @@
 :mod:`accel.pe` exactly as the core instantiates them, with the activation broadcast from
 one register, each lane's weight register (the code for ``shiftadd``; for ``multiplier`` the
 integer decoded when it is loaded, as in the core), a product register and the accumulator.
-The product register splits the product from the accumulate (one MAC per lane per cycle
-either way: equal throughput), so the critical path of each PE kind is that of its own
-product stage unless the accumulate stage, identical for both, is longer. ``mode="direct"``
-drops the product register (the core lane's single-cycle MAC); ``mode="product"`` keeps only
-the product stage (the accumulator register just holds the last product, no adder): the PE
-alone. ``mode="carrysave"`` keeps the accumulator in block carry-save form:
-``CARRY_BLOCK``-bit blocks whose carry outs are registered into the next block, so no carry
-crosses more than one block a cycle; the readout lets the pending carries drain through one
-incrementer stage per block boundary. The shift-add PE hands over its two sign-folded terms
-unresolved (one full-adder row merges them with the accumulator; no adder in the PE at all),
-the multiplier its resolved product. ``mode="carrysave_direct"`` is the same without the
-terms and product registers: the shift-add terms (their signs cleared on a zero activation)
-and the multiplier's product go straight into the accumulator's row, one cycle from the
-activation register to the accumulator. ``mode="carrysave_drain"`` has the lanes of
-``carrysave_direct`` and no carry-resolving readout: after the last MAC the lanes take zero
-products (zero activations) until their own block adders have carried every pending carry
-through (one block a cycle, see :func:`accel.lanes.readout_latency`), and the selected
-lane's word is then its sum, read through a registered mux. It trades those cycles at the
-end of each accumulation (9 for a 40-bit accumulator in 4-bit blocks, the same for both
-kinds) for the readout pipeline's flip-flops (about 260 at 40 bits, as many as four lanes
-have). ``mode="tree"`` takes ``TREE_PRODUCTS`` activations and as many weights per lane each
-cycle (K MACs per lane per cycle, for both kinds: equal throughput) and sums all the
-products with the accumulator in one compressor tree of full-adder rows and a single
-carry-propagate adder: the shift-add PE hands its ``2K`` sign-folded terms (their +1s ride
-the rows' free carry-ins), the multiplier its ``K`` products. The tree's two words are
-registered; the last row (adding the accumulator) and the adder are the accumulate stage,
-identical for both kinds. One lane's accumulator is read out through a registered mux
-(``sel``), so the pin count does not grow with the lanes.
+One lane's accumulator is read out through a registered mux (``sel``), so the pin count does
+not grow with the lanes.  The modes (their properties in :data:`accel.lanes.LANE_MODES`):
 
-The modes and their properties are registered in :data:`accel.lanes.LANE_MODES`.
+* ``pipelined``: the product register splits the product from the accumulate (one MAC per
+  lane per cycle either way: equal throughput), so the critical path of each PE kind is that
+  of its own product stage unless the accumulate stage, identical for both, is longer.
+* ``direct`` drops the product register (the core lane's single-cycle MAC).
+* ``product`` keeps only the product stage (the accumulator register just holds the last
+  product, no adder): the PE alone.
+* ``carrysave`` keeps the accumulator in block carry-save form: ``CARRY_BLOCK``-bit blocks
+  whose carry outs are registered into the next block, so no carry crosses more than one
+  block a cycle; the readout lets the pending carries drain through one incrementer stage
+  per block boundary.  The shift-add PE hands over its two sign-folded terms unresolved (one
+  full-adder row merges them with the accumulator; no adder in the PE at all), the
+  multiplier its resolved product.
+* ``carrysave_direct`` is the same without the terms and product registers: the shift-add
+  terms (their signs cleared on a zero activation) and the multiplier's product go straight
+  into the accumulator's row, one cycle from the activation register to the accumulator.
+* ``carrysave_drain`` has the lanes of ``carrysave_direct`` and no carry-resolving readout:
+  after the last MAC the lanes take zero products (zero activations) until their own block
+  adders have carried every pending carry through (one block a cycle, see
+  :func:`accel.lanes.readout_latency`), and the selected lane's word is then its sum, read
+  through a registered mux.  It trades those cycles at the end of each accumulation (9 for a
+  40-bit accumulator in 4-bit blocks, the same for both kinds) for the readout pipeline's
+  flip-flops (about 260 at 40 bits, as many as four lanes have).
+* ``tree`` takes ``TREE_PRODUCTS`` activations and as many weights per lane each cycle (K
+  MACs per lane per cycle, for both kinds: equal throughput) and sums all the products with
+  the accumulator in one compressor tree of full-adder rows and a single carry-propagate
+  adder: the shift-add PE hands its ``2K`` sign-folded terms (their +1s ride the rows' free
+  carry-ins), the multiplier its ``K`` products.  The tree's two words are registered; the
+  last row (adding the accumulator) and the adder are the accumulate stage, identical for
+  both kinds.
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ from .lanes import (
     _lane_carrysave,
     _lane_regs,
     _tree_lanes,
-    _weight_signals,
     lane_mode,
     products_per_cycle,
+    weight_signals,
 )
 
 
@@ -136,7 +138,7 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
     for i in range(c.lanes):
         wl = unsigned(c.code_bits)
         insts.append(slice_bits(w_in, i * c.code_bits, c.code_bits, wl))
-        wload, wreg = _weight_signals(c, wl)
+        wload, wreg = weight_signals(c, wl)
         if c.pe == "multiplier":
             insts.append(pe_mod.decode_code(wl, wload, c.exp_bits))
         if spec.carry_save:

@@ -3,6 +3,9 @@
 
 Each readout comes with its latency (cycles from a change of ``sel`` to that lane's sum on
 ``acc_out``), which :mod:`accel.lanes` records per mode.
+
+Blocks keep their names, leading underscores included: a block's name prefixes its
+nets in the converted HDL, so renaming one would change every netlist.
 """
 
 from __future__ import annotations
