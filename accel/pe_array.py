@@ -94,6 +94,8 @@ def cycle_words(config: AccelConfig, mode: str, x: Any, codes: Any) -> list[tupl
 def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_out: Any,
              config: AccelConfig, mode: str = "pipelined") -> Any:
     """``lanes`` PEs sharing one activation; see the module docstring."""
+    # The registry's flags pick the parts; the parts are instantiated here, in this block,
+    # because MyHDL names every signal after the block whose locals hold it.
     spec = lane_mode(mode)
     c = config
     pw = pe_mod.product_bits(c.act_bits, c.exp_bits)
