@@ -8,9 +8,9 @@ Structure (all of it convertible to Verilog and VHDL):
 * address registers ``R0..R7`` with two read ports and post-increments (both apply when a MAC
   names the same register twice);
 * a loop stack of ``loop_depth`` levels giving a zero-overhead back-edge;
-* ``lanes`` lanes, each with its weight register W, product register P, accumulator A, a PE
-  (:mod:`accel.pe`) for MAC/SHIFTADD/VMAC and a second PE feeding the requantization and
-  activation unit (REQ, ACT);
+* ``lanes`` lanes (:mod:`accel.core_lane`), each with its weight register W, product
+  register P, accumulator A, a PE (:mod:`accel.pe`) for MAC/SHIFTADD/VMAC and a second PE
+  feeding the requantization and activation unit (REQ, ACT);
 * memory ports with combinational reads and one synchronous AMEM write, so the memories stay
   outside the core (the testbench or the simulator model holds them, loaded from the image).
 
@@ -24,21 +24,18 @@ SystemVerilog or VHDL keyword (MyHDL does not escape them).
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import sys
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from myhdl import ResetSignal, Signal, always_comb, always_seq, block, intbv, modbv
+from myhdl import Signal, always_comb, always_seq, block, intbv, modbv
 
-from contract import hwcode, isa
+from contract import isa
 from contract.config import AccelConfig
-from contract.errors import AsdError
 
-from . import pe as pe_mod
+from .control import CONTROL, RTLError, check_wiring, only_row
+from .core_lane import lane
+from .hdl import fast_elaboration, mux_chain, signals_for, slice_bits, slice_signed
+from .hdl import signed as _signed
+from .hdl import unsigned as _unsigned
 
 # The mnemonics this datapath implements.  A new instruction added to the table without RTL
 # support must fail at elaboration, not silently decode as nothing.
@@ -48,23 +45,10 @@ IMPLEMENTED = frozenset(
 
 CYCLE_BITS = 40  # ~10^12 cycles before the counter wraps
 DBG_BITS = 5  # selects one of up to 32 lanes / 8 registers after HALT
-REQ_SHIFT_BITS = isa.REQ_SHIFT_BITS
-
-
-class RTLError(RuntimeError, AsdError):
-    """The RTL cannot be built for this table or configuration."""
 
 
 def addr_bits(depth: int) -> int:
     return max(1, (depth - 1).bit_length())
-
-
-def _unsigned(bits: int, val: int = 0) -> Signal:
-    return Signal(intbv(val)[bits:])
-
-
-def _signed(bits: int) -> Signal:
-    return Signal(intbv(0, min=-(1 << (bits - 1)), max=1 << (bits - 1)))
 
 
 def port_widths(config: AccelConfig) -> dict[str, int]:
@@ -90,78 +74,8 @@ def make_ports(config: AccelConfig) -> dict[str, Any]:
     return signals_for(port_widths(config))
 
 
-def signals_for(widths: dict[str, int]) -> dict[str, Any]:
-    """Fresh port signals by name: ``rst`` a synchronous reset, width 0 a bool, else unsigned."""
-    out: dict[str, Any] = {}
-    for name, w in widths.items():
-        if name == "rst":
-            out[name] = ResetSignal(1, active=1, isasync=False)
-        elif w == 0:
-            out[name] = Signal(bool(0))
-        else:
-            out[name] = _unsigned(w)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
-# Small convertible building blocks
-
-
-@block
-def mux_chain(sel: Any, keys: tuple[int, ...], inputs: list[Any], out: Any) -> Any:
-    """``out = inputs[j]`` where ``sel == keys[j]`` (the first input otherwise).
-
-    Built as a chain of two-way muxes on plain signals: MyHDL would turn an indexed list of
-    signals into an HDL memory, which clashes with driving each element from its own lane.
-    """
-    insts = []
-    prev = inputs[0]
-    for j in range(1, len(inputs)):
-        nxt = out if j == len(inputs) - 1 else Signal(out.val)
-        insts.append(mux2(sel, keys[j], inputs[j], prev, nxt))
-        prev = nxt
-    if len(inputs) == 1:
-        insts.append(copy_sig(inputs[0], out))
-    return insts
-
-
-@block
-def mux2(sel: Any, key: int, a: Any, b: Any, y: Any) -> Any:
-    @always_comb
-    def pick() -> None:
-        if sel == key:
-            y.next = a
-        else:
-            y.next = b
-
-    return pick
-
-
-@block
-def copy_sig(a: Any, y: Any) -> Any:
-    @always_comb
-    def cp() -> None:
-        y.next = a
-
-    return cp
-
-
-@block
-def slice_bits(word: Any, lo: int, width: int, y: Any) -> Any:
-    @always_comb
-    def cut() -> None:
-        y.next = word[lo + width:lo]
-
-    return cut
-
-
-@block
-def slice_signed(word: Any, lo: int, width: int, y: Any) -> Any:
-    @always_comb
-    def cut() -> None:
-        y.next = word[lo + width:lo].signed()
-
-    return cut
+# Instruction fields
 
 
 @block
@@ -216,260 +130,6 @@ class _Ctl:
         self.is_req = Signal(bool(0))
         self.is_act = Signal(bool(0))
         self.relu = Signal(bool(0))
-
-
-@dataclass(frozen=True)
-class ControlRow:
-    """One opcode's core control, derived from its ISA row (the named columns of PyMTL3's
-    ProcCtrl table).  Read port 1 serves a WMEM or BMEM pointer or the source of a register
-    write; read port 2 the AMEM pointer, offset by the lane served."""
-
-    mnemonic: str
-    opcode: int
-    port1: str | None  # register field read on port 1
-    inc1: str | None  # post-increment of port 1's register, if it is a pointer
-    port2: str | None  # register field read on port 2
-    inc2: str | None
-    reg_write: str | None  # register field written from the immediate (+ port 1)
-    adds_port1: bool  # the register write adds port 1 (ADDI) rather than loading (SETI)
-    multi: bool  # one cycle per lane served
-    amem_write: bool  # writes AMEM through port 2
-
-
-def control_table() -> tuple[ControlRow, ...]:
-    """Every opcode's control row from its ISA roles; RTLError for a row the core's two
-    register ports and one AMEM port cannot serve."""
-    rows = []
-    for ins in isa.INSTRUCTIONS:
-        if len(ins.pointers) > 2 or sum(p.memory == "AMEM" for p in ins.pointers) > 1:
-            raise RTLError(f"{ins.mnemonic}: the core has one AMEM port and two register ports")
-        p1 = next((p for p in ins.pointers if p.memory != "AMEM"), None)
-        p2 = next((p for p in ins.pointers if p.memory == "AMEM"), None)
-        w = ins.reg_write
-        if p1 is not None and w is not None and w.source is not None:
-            raise RTLError(f"{ins.mnemonic}: port 1 cannot serve a pointer and a source")
-        rows.append(ControlRow(
-            ins.mnemonic, ins.opcode,
-            p1.register if p1 else (w.source if w else None), p1.increment if p1 else None,
-            p2.register if p2 else None, p2.increment if p2 else None,
-            w.dest if w else None, bool(w and w.source), ins.cycles == "n",
-            bool(p2 and p2.writes)))
-    return tuple(rows)
-
-
-CONTROL = control_table()
-
-
-def _only(rows: list[ControlRow], what: str) -> ControlRow:
-    if len(rows) != 1:
-        raise RTLError(f"the core wires exactly one instruction that {what}; the table has "
-                       f"{[r.mnemonic for r in rows]}")
-    return rows[0]
-
-
-# How the core's control generators (reg_ports, reg_incs, reg_write) are wired, as data, so
-# that elaboration checks the wiring against CONTROL: per register port, the lane flags that
-# select each field (first match wins, the last entry is the default), the flags that
-# post-increment through the port, and the increment field per selecting flags.
-_PORT1_FIELDS = ((("is_mac", "is_loadw"), "rw"), (("is_bias",), "rb"),
-                 (("is_req", "is_act"), "rq"), ((), "rs"))
-_PORT2_FIELDS = ((("is_store",), "rd"), ((), "rx"))
-_PORT1_BUMPS = ("is_mac", "is_loadw", "is_bias", "is_req", "is_act")
-_PORT2_BUMPS = ("is_mac", "is_shiftadd", "is_vld", "is_vmax", "is_vmac", "is_store")
-_INC_FIELDS = ((("is_mac",), ("iw", "ix")), ((), ("inc", "inc")))
-_WRITE_FIELD = "rd"  # reg_write's destination index
-
-
-def _check_wiring(flag_ops: dict[str, int]) -> None:
-    """The hand-wired control agrees with CONTROL for every opcode (``flag_ops``: the opcode
-    each lane flag decodes)."""
-
-    def pick(op: int, table: tuple[tuple[tuple[str, ...], Any], ...]) -> Any:
-        return next(v for flags, v in table if not flags or op in {flag_ops[f] for f in flags})
-
-    for r in CONTROL:
-        wired = {
-            "port1": pick(r.opcode, _PORT1_FIELDS) if r.port1 else None,
-            "port2": pick(r.opcode, _PORT2_FIELDS) if r.port2 else None,
-            "inc1": pick(r.opcode, _INC_FIELDS)[0] if r.opcode in
-            {flag_ops[f] for f in _PORT1_BUMPS} else None,
-            "inc2": pick(r.opcode, _INC_FIELDS)[1] if r.opcode in
-            {flag_ops[f] for f in _PORT2_BUMPS} else None,
-        }
-        wired["reg_write"] = _WRITE_FIELD if r.reg_write else None
-        want = {"port1": r.port1, "port2": r.port2, "inc1": r.inc1, "inc2": r.inc2,
-                "reg_write": r.reg_write}
-        if wired != want:
-            raise RTLError(f"{r.mnemonic}: the core's control wiring {wired} disagrees with "
-                           f"the ISA table's roles {want}")
-
-
-# ---------------------------------------------------------------------------------------------
-# One lane
-
-
-@block
-def lane(clk: Any, rst: Any, index: int, config: AccelConfig, ctl: _Ctl, wcode: Any,
-          bword: Any, xb: Any, nxb: Any, acc_q: Any) -> Any:
-    """Weight, product and accumulator registers of lane ``index`` plus its two PEs."""
-    c = config
-    top = c.window - 1
-    pw = c.act_bits + c.window + 1  # shift-add product of an activation
-    rw = c.acc_bits + c.window + 1  # shift-add product of an accumulator (REQ/ACT)
-    cb = c.code_bits
-    kind = c.pe
-    insts = []
-
-    # W holds the code (shiftadd) or the decoded integer (multiplier: decoded when loaded).
-    if kind == "multiplier":
-        # W resets to what code 0 stands for (2^2^E: both digits 2^0), as the emulator's
-        # zeroed weight codes do, so a VMAC before any LOADW agrees.
-        wbits = c.window + 2
-        w0 = int(hwcode.to_int(0, c.exp_bits))
-        wreg = Signal(intbv(w0, min=-(1 << (wbits - 1)), max=1 << (wbits - 1)))
-        wload = _signed(wbits)
-        insts.append(pe_mod.decode_code(wcode, wload, c.exp_bits))
-    else:
-        wreg = _unsigned(cb)
-        wload = wcode
-    wsel = Signal(wreg.val)  # MAC uses the word it loads in the same cycle
-
-    @always_comb
-    def choose_w() -> None:
-        if ctl.is_mac:
-            wsel.next = wload
-        else:
-            wsel.next = wreg
-
-    prod = _signed(pw)
-    insts.append(pe_mod.pe(xb, wsel, prod, kind, c.act_bits, c.exp_bits, nxb))
-
-    # Requantization / activation: sa(A, q.code), rounding shift, saturation, ReLU.
-    qx_bits = max(c.acc_bits, cb + REQ_SHIFT_BITS)
-    qx = _signed(qx_bits)  # sign-extended so q.shift can read bits above acc_bits
-    qcode = _unsigned(cb)
-    qshift = _unsigned(REQ_SHIFT_BITS)
-
-    @always_comb
-    def widen_q() -> None:
-        qx.next = bword.signed()
-
-    insts.append(slice_bits(qx, 0, cb, qcode))
-    insts.append(slice_bits(qx, cb, REQ_SHIFT_BITS, qshift))
-    if kind == "multiplier":
-        qint = _signed(c.window + 2)
-        insts.append(pe_mod.decode_code(qcode, qint, c.exp_bits))
-        qsel: Any = qint
-    else:
-        qsel = qcode
-    rprod = _signed(rw)
-    insts.append(pe_mod.pe(acc_q, qsel, rprod, kind, c.acc_bits, c.exp_bits))
-
-    shamt = _unsigned(REQ_SHIFT_BITS)
-    shm1 = _unsigned(REQ_SHIFT_BITS)
-    rsh = _signed(rw)
-    rinc = _signed(rw + 1)
-    rrnd = _signed(rw + 1)
-    ysat = _signed(c.act_bits)
-    amax, amin = c.act_max, c.act_min
-    act_bits = c.act_bits
-    acc_bits = c.acc_bits
-
-    @always_comb
-    def shift_amount() -> None:
-        # ACT's slope is a pure code: the shift is fixed at 2^E - 1.
-        if ctl.is_act:
-            shamt.next = top
-        else:
-            shamt.next = qshift
-
-    @always_comb
-    def shift_minus_one() -> None:
-        if shamt == 0:
-            shm1.next = 0
-        else:
-            shm1.next = shamt - 1
-
-    @always_comb
-    def round_pre() -> None:
-        # rnd(t, s) = ((t >>> (s-1)) + 1) >>> 1 for s >= 1: the same as adding 2^(s-1) first,
-        # without a 64-bit adder for the half.
-        rsh.next = rprod >> shm1
-
-    @always_comb
-    def round_inc() -> None:
-        rinc.next = rsh + 1
-
-    @always_comb
-    def round_fin() -> None:
-        if shamt == 0:
-            rrnd.next = rprod
-        else:
-            rrnd.next = rinc >> 1
-
-    @always_comb
-    def saturate() -> None:
-        if rrnd > amax:
-            ysat.next = amax
-        elif rrnd < amin:
-            if ctl.relu:
-                ysat.next = 0
-            else:
-                ysat.next = amin
-        elif rrnd < 0 and ctl.relu:
-            ysat.next = 0
-        else:
-            ysat.next = rrnd[act_bits:].signed()
-
-    preg = _signed(pw)
-    asum = _signed(c.acc_bits + 1)
-    xacc = _signed(c.acc_bits)
-
-    @always_comb
-    def acc_add() -> None:
-        # Wrap: the accumulator keeps the low acc_bits bits (slice, not a sign-keeping resize).
-        if ctl.is_acc:
-            asum.next = acc_q + preg
-        else:
-            asum.next = acc_q + prod
-
-    @always_comb
-    def widen_x() -> None:
-        xacc.next = xb
-
-    active = Signal(bool(0))
-
-    @always_comb
-    def lane_active() -> None:
-        active.next = ctl.k == index
-
-    @always_seq(clk.posedge, reset=rst)
-    def regs_upd() -> None:
-        if ctl.run:
-            if ctl.is_loadw or ctl.is_mac:
-                wreg.next = wload
-            if ctl.is_shiftadd or ctl.is_mac or (ctl.is_vmac and active):
-                preg.next = prod
-            if ctl.is_acc or ctl.is_mac or (ctl.is_vmac and active):
-                acc_q.next = asum[acc_bits:].signed()
-            elif ctl.is_clr:
-                acc_q.next = 0
-            elif ctl.is_bias:
-                acc_q.next = bword.signed()
-            elif ctl.is_vld and active:
-                acc_q.next = xacc
-            elif ctl.is_vmax and active:
-                if xacc > acc_q:
-                    acc_q.next = xacc
-            elif ctl.is_req:
-                acc_q.next = ysat
-            elif ctl.is_act:
-                if acc_q < 0:
-                    acc_q.next = ysat
-
-    insts += [choose_w, widen_q, shift_amount, shift_minus_one, round_pre, round_inc,
-              round_fin, saturate, acc_add, widen_x, lane_active, regs_upd]
-    return insts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,14 +201,14 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
     # each instruction drives (see lane).
     op_halt, op_loop = isa.HALT.opcode, isa.LOOP.opcode
     writes = [r for r in CONTROL if r.reg_write]
-    op_seti = _only([r for r in writes if not r.adds_port1], "loads a register").opcode
-    op_addi = _only([r for r in writes if r.adds_port1], "steps a register").opcode
-    op_store = _only([r for r in CONTROL if r.amem_write], "writes AMEM").opcode
+    op_seti = only_row([r for r in writes if not r.adds_port1], "loads a register").opcode
+    op_addi = only_row([r for r in writes if r.adds_port1], "steps a register").opcode
+    op_store = only_row([r for r in CONTROL if r.amem_write], "writes AMEM").opcode
     ops = isa.OPCODES
     op_loadw, op_shiftadd, op_acc, op_mac = ops["LOADW"], ops["SHIFTADD"], ops["ACC"], ops["MAC"]
     op_clr, op_bias, op_vld, op_vmax = ops["CLR"], ops["BIAS"], ops["VLD"], ops["VMAX"]
     op_vmac, op_req, op_act = ops["VMAC"], ops["REQ"], ops["ACT"]
-    _check_wiring({"is_loadw": op_loadw, "is_shiftadd": op_shiftadd, "is_mac": op_mac,
+    check_wiring({"is_loadw": op_loadw, "is_shiftadd": op_shiftadd, "is_mac": op_mac,
                    "is_bias": op_bias, "is_vld": op_vld, "is_vmax": op_vmax, "is_vmac": op_vmac,
                    "is_req": op_req, "is_act": op_act, "is_store": op_store})
     # Instructions that take n cycles, straight from the control table.
@@ -810,37 +470,6 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
               reg_write, mem_addr, mem_ports, act_in, lane_select, store_out, loop_ctl,
               loop_ctl2, sequencer]
     return insts
-
-
-_ELAB_LOCK = threading.Lock()
-
-
-def _frames(context: int = 1) -> list[tuple[Any, str, int, str, None, None]]:
-    """``inspect.stack()`` without reading source files: (frame, file, line, function) only."""
-    out = []
-    f: Any = sys._getframe(1)
-    while f is not None:
-        code = f.f_code
-        out.append((f, code.co_filename, f.f_lineno, code.co_name, None, None))
-        f = f.f_back
-    return out
-
-
-@contextlib.contextmanager
-def fast_elaboration() -> Iterator[None]:
-    """Elaborate MyHDL blocks without ``inspect.stack()``'s source lookups.
-
-    MyHDL calls ``inspect.stack()`` for every block and generator, and it reads source context
-    for every frame up the stack: under pytest and Hypothesis (deep stacks) elaborating the
-    core took ten seconds.  MyHDL only uses the frame objects and function names from it.
-    """
-    with _ELAB_LOCK:
-        saved = inspect.stack
-        inspect.stack = _frames  # type: ignore[assignment]
-        try:
-            yield
-        finally:
-            inspect.stack = saved
 
 
 def build(config: AccelConfig, ports: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:

@@ -7,7 +7,7 @@ the adder's carry-in); the second digit shifts ``-x`` when negative, with ``-x``
 for all the lanes sharing ``x`` (the core and the PE array pass it in).  Without ``-x`` (the
 requantization PE) both signs are folded and both +1s enter the same, three-operand, addition.
 :func:`shift_terms` hands the two sign-folded terms over unresolved, for an accumulator in
-carry-save form (``accel.designs``, mode ``carrysave``): then the PE has no adder at all.
+carry-save form (:mod:`accel.lanes`, mode ``carrysave``): then the PE has no adder at all.
 
 ``multiplier``: the same product with a real multiplier; the code is decoded to its integer
 ``v * 2^(2^E - 1)`` (by :func:`decode_code`: two signed powers of two from a ROM, one add)
@@ -22,17 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from myhdl import Signal, always_comb, block, concat, intbv
+from myhdl import Signal, always_comb, block, concat
 
 from contract import hwcode
 
-
-def _signed(bits: int) -> Signal:
-    return Signal(intbv(0, min=-(1 << (bits - 1)), max=1 << (bits - 1)))
-
-
-def _unsigned(bits: int) -> Signal:
-    return Signal(intbv(0)[bits:])
+from .hdl import signed, unsigned
 
 
 @block
@@ -76,7 +70,7 @@ def fold_add(s1: Any, t1: Any, s2: Any, t2: Any, y: Any) -> Any:
     """``y = (-1)^s1 t1 + (-1)^s2 t2`` with both signs folded into one addition."""
     o1 = Signal(t1.val)
     o2 = Signal(t2.val)
-    cst = _signed(3)
+    cst = signed(3)
 
     @always_comb
     def carries() -> None:
@@ -99,8 +93,8 @@ def shifted_terms(x: Any, code: Any, s1: Any, t1: Any, s2: Any, t2: Any,
                   exp_bits: int) -> Any:
     """The digits' signs and the two shifted copies of ``x``:
     ``sa(x, code) = (-1)^s1 t1 + (-1)^s2 t2``."""
-    xw = _signed(len(t1))
-    sh1, sh2 = _unsigned(exp_bits), _unsigned(exp_bits)
+    xw = signed(len(t1))
+    sh1, sh2 = unsigned(exp_bits), unsigned(exp_bits)
 
     @always_comb
     def widen() -> None:
@@ -128,12 +122,12 @@ def shift_add(x: Any, code: Any, y: Any, xbits: int, exp_bits: int,
     pw = product_bits(xbits, exp_bits)
     s1, s2 = Signal(bool(0)), Signal(bool(0))
     if neg_x is None:
-        t1, t2 = _signed(pw), _signed(pw)
+        t1, t2 = signed(pw), signed(pw)
         return shifted_terms(x, code, s1, t1, s2, t2, exp_bits), fold_add(s1, t1, s2, t2, y)
-    sh1, sh2 = _unsigned(exp_bits), _unsigned(exp_bits)
-    o1, t2 = _signed(pw), _signed(pw)
+    sh1, sh2 = unsigned(exp_bits), unsigned(exp_bits)
+    o1, t2 = signed(pw), signed(pw)
     x2 = Signal(neg_x.val)
-    c1 = _signed(2)
+    c1 = signed(2)
 
     @always_comb
     def pick() -> None:
@@ -167,7 +161,7 @@ def shift_terms(x: Any, code: Any, o1: Any, o2: Any, s1: Any, s2: Any, xbits: in
     activation: then both terms are 0 instead of ``~0`` and a +1 for a negative digit,
     which would flip every bit of the terms with the weights' signs for a product of 0.
     """
-    sh1, sh2 = _unsigned(exp_bits), _unsigned(exp_bits)
+    sh1, sh2 = unsigned(exp_bits), unsigned(exp_bits)
     if live is None:
         return (code_fields(code, exp_bits, s1, sh1, s2, sh2),
                 log_shift(x, sh1, s1, o1, exp_bits), log_shift(x, sh2, s2, o2, exp_bits))
@@ -187,7 +181,7 @@ def log_shift(x: Any, sh: Any, s: Any, o: Any, exp_bits: int) -> Any:
     """``o = s ? ~(x << sh) : x << sh`` (``s`` None: ``x << sh``) through one 2:1 mux stage
     per bit of ``sh``."""
     pw = len(o)
-    stages = [_signed(pw) for _ in range(exp_bits)] + [o if s is None else _signed(pw)]
+    stages = [signed(pw) for _ in range(exp_bits)] + [o if s is None else signed(pw)]
     # Generators see single signals only: a list named inside one converts as a memory.
     first, shifted = stages[0], stages[exp_bits]
 
@@ -240,16 +234,16 @@ def decode_code(code: Any, value: Any, exp_bits: int) -> Any:
     """``value`` = the integer a code stands for (``hwcode.to_int``), for the multiplier."""
     wbits = hwcode.window(exp_bits) + 2
     s1, s2 = Signal(bool(0)), Signal(bool(0))
-    sh1, sh2 = _unsigned(exp_bits), _unsigned(exp_bits)
+    sh1, sh2 = unsigned(exp_bits), unsigned(exp_bits)
     # Signed powers of two as a ROM indexed by sign and shift (two's complement bit
     # patterns): a shift of the constant 1 would be a shifter for nothing, and folding the
     # signs would leave two +1s, a three-operand add.
     mask = (1 << wbits) - 1
     table = tuple(((-1) ** sign * (1 << k)) & mask
                   for sign in (0, 1) for k in range(hwcode.window(exp_bits)))
-    i1, i2 = _unsigned(exp_bits + 1), _unsigned(exp_bits + 1)
-    p1u, p2u = _unsigned(wbits), _unsigned(wbits)
-    p1, p2 = _signed(wbits), _signed(wbits)
+    i1, i2 = unsigned(exp_bits + 1), unsigned(exp_bits + 1)
+    p1u, p2u = unsigned(wbits), unsigned(wbits)
+    p1, p2 = signed(wbits), signed(wbits)
 
     @always_comb
     def index() -> None:

@@ -6,7 +6,7 @@
    (:func:`accel.synth.generic_stats`, Yosys's ``simcells.v`` models, by default with one
    time unit of delay per gate so that glitches show: :func:`unit_delay_cells`) with that
    stream under Icarus, one MAC per lane and cycle (four in mode ``tree``: the MACs in
-   stream order, :func:`accel.designs.cycle_words`), dumps a VCD of every net, and counts
+   stream order, :func:`accel.pe_array.cycle_words`), dumps a VCD of every net, and counts
    the toggles of each net bit.  Each toggle is weighted by the transistor count of the cell
    driving the net (:data:`accel.synth.TRANSISTORS`: switched capacitance grows with the
    size of the gate that switches); nets driven from the primary inputs count nothing.  The sum is
@@ -238,7 +238,8 @@ def simulate_toggles(netlist_v: str | Path, cell_models: Sequence[str | Path], t
     c = config
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    from .designs import cycle_words, products_per_cycle, readout_latency, sel_bits
+    from .lanes import products_per_cycle, readout_latency
+    from .pe_array import cycle_words, sel_bits
 
     k = products_per_cycle(mode)
     words = cycle_words(c, mode, x, codes)

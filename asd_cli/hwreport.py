@@ -13,7 +13,7 @@ import numpy as np
 
 from asd_cli.main import UserError
 
-# accel.designs.MODES (not imported here: MyHDL is slow to load for --help).
+# accel.lanes.MODES (not imported here: MyHDL is slow to load for --help).
 PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave", "carrysave_direct",
                   "carrysave_drain", "tree")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from accel import asic, designs, hwreport, power, synth
+from accel import arith, asic, designs, hwreport, lanes, pe_array, power, synth
 from asd_cli.hwreport import PE_ARRAY_MODES, layer_stream
 from asd_cli.main import main
 from benchmarks.bench_hwreport import merge_rows
@@ -66,8 +66,8 @@ def test_vcd_toggles(tmp_path: Path) -> None:
 
 def test_scan_wrapper_ports() -> None:
     c = AccelConfig(lanes=2, act_bits=4)
-    v = designs.scan_wrapper(designs.PE_ARRAY_NAME, designs.pe_array_ports(c))
-    nin = c.act_bits + 2 * c.code_bits + 1 + designs.sel_bits(2)
+    v = designs.scan_wrapper(designs.PE_ARRAY_NAME, pe_array.pe_array_ports(c))
+    nin = c.act_bits + 2 * c.code_bits + 1 + pe_array.sel_bits(2)
     assert f"reg [{nin - 1}:0] sin" in v
     assert f"reg [{c.acc_bits - 1}:0] sout" in v
     assert "module asd_synth_top(input clk, input rst, input si, input se, output so)" in v
@@ -154,7 +154,7 @@ def test_carrysave_drain_flow_small(tmp_path: Path) -> None:
     register of the accumulator's width (no carry-resolving stages)."""
     [row] = small_pe_flow(tmp_path, "carrysave_drain", lanes=2, macs=200)
     c = AccelConfig(lanes=2, act_bits=4, exp_bits=3, acc_bits=20)
-    lane = c.acc_bits + len(designs.carry_blocks(c.acc_bits)) - 1  # word and block carries
+    lane = c.acc_bits + len(arith.carry_blocks(c.acc_bits)) - 1  # word and block carries
     weight = {"shiftadd": c.code_bits, "multiplier": c.window + 2}
     for kind, extra in (("shiftadd", 1), ("multiplier", 0)):  # x == 0 flag for the shifts
         assert row[kind]["ff"] == c.lanes * (lane + weight[kind]) + c.act_bits + extra \
@@ -200,7 +200,7 @@ def test_tree_flow_small(tmp_path: Path) -> None:
     gate-level netlists take the layer four MACs at a time and still reproduce the emulator,
     the energy is counted per MAC, and the multiplier side has one multiplier per product."""
     [row] = small_pe_flow(tmp_path, "tree", lanes=1, macs=301)  # not a multiple of four
-    assert row["multiplier"]["mul_cells"] == designs.TREE_PRODUCTS
+    assert row["multiplier"]["mul_cells"] == lanes.TREE_PRODUCTS
     assert row["ratio"]["gates"] < 1
 
 
@@ -261,7 +261,7 @@ def test_unit_delay_counts_glitches(tmp_path: Path) -> None:
 def test_cli_offers_every_pe_array_mode():
     """The CLI keeps its own copy of the mode names (importing MyHDL for ``--help`` is slow);
     it must name exactly the modes the PE array builds."""
-    assert PE_ARRAY_MODES == designs.MODES
+    assert PE_ARRAY_MODES == lanes.MODES
 
 
 def test_overfull_device_is_reported_as_not_fitting():

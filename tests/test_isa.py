@@ -119,9 +119,9 @@ def test_timing_model_names_the_multi_cycle_rows() -> None:
 def test_rtl_control_rows_follow_the_roles() -> None:
     """The core's control table is the ISA roles seen from its two register ports, and the
     hand-wired port selection is checked against it at elaboration."""
-    from accel import core
+    from accel import control
 
-    rows = {r.mnemonic: r for r in core.CONTROL}
+    rows = {r.mnemonic: r for r in control.CONTROL}
     assert (rows["MAC"].port1, rows["MAC"].inc1, rows["MAC"].port2, rows["MAC"].inc2) == \
         ("rw", "iw", "rx", "ix")
     assert rows["STORE"].amem_write and rows["STORE"].multi and rows["STORE"].port2 == "rd"
@@ -129,6 +129,6 @@ def test_rtl_control_rows_follow_the_roles() -> None:
     ops = isa.OPCODES
     flags = {f"is_{m.lower()}": ops[m] for m in ("LOADW", "SHIFTADD", "MAC", "BIAS", "VLD",
                                                    "VMAX", "VMAC", "REQ", "ACT", "STORE")}
-    core._check_wiring(flags)
-    with pytest.raises(core.RTLError, match="disagrees with the ISA table"):
-        core._check_wiring({**flags, "is_bias": ops["NOP"]})
+    control.check_wiring(flags)
+    with pytest.raises(control.RTLError, match="disagrees with the ISA table"):
+        control.check_wiring({**flags, "is_bias": ops["NOP"]})

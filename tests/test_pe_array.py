@@ -20,8 +20,8 @@ from myhdl import (
     intbv,
 )
 
-from accel import core as core_mod
-from accel import designs
+from accel import arith, lanes, pe_array
+from accel.hdl import fast_elaboration
 from contract import semantics
 from contract.config import AccelConfig
 from tests.profiles import scaled_examples
@@ -29,11 +29,11 @@ from tests.strategies import mac_streams, small_configs
 
 
 def simulate(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray) -> list[int]:
-    """Stream the MACs in (``designs.products_per_cycle`` a cycle), then read every lane's
+    """Stream the MACs in (``lanes.products_per_cycle`` a cycle), then read every lane's
     accumulator."""
-    sig = designs.pe_array_signals(c, mode)
-    with core_mod.fast_elaboration():
-        dut = designs.pe_array(**sig, config=c, mode=mode)
+    sig = pe_array.pe_array_signals(c, mode)
+    with fast_elaboration():
+        dut = pe_array.pe_array(**sig, config=c, mode=mode)
     got: list[int] = []
     hold = mode == "product"  # the product stage keeps showing the last product
 
@@ -50,7 +50,7 @@ def simulate(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray) -> lis
                 yield sig["clk"].negedge
             sig["rst"].next = 0
             sig["load"].next = 1
-            for xw, ww in designs.cycle_words(c, mode, x, codes):
+            for xw, ww in pe_array.cycle_words(c, mode, x, codes):
                 sig["x_in"].next = xw
                 sig["w_in"].next = ww
                 yield sig["clk"].negedge
@@ -62,7 +62,7 @@ def simulate(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray) -> lis
                 yield sig["clk"].negedge
             for lane in range(c.lanes):
                 sig["sel"].next = lane
-                for _ in range(designs.readout_latency(c, mode) + 1):
+                for _ in range(lanes.readout_latency(c, mode) + 1):
                     yield sig["clk"].negedge
                 got.append(semantics.wrap(int(sig["acc_out"].val), c.acc_bits))
             raise StopSimulation
@@ -80,7 +80,7 @@ def expected(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray) -> lis
 
 
 @pytest.mark.parametrize("kind", ["shiftadd", "multiplier"])
-@pytest.mark.parametrize("mode", designs.MODES)
+@pytest.mark.parametrize("mode", lanes.MODES)
 @settings(max_examples=scaled_examples(20))
 @given(data=st.data(), config=small_configs(max_lanes=3))  # MyHDL simulates slowly
 def test_pe_array_equals_emulator(kind: str, mode: str, data: st.DataObject,
@@ -90,7 +90,7 @@ def test_pe_array_equals_emulator(kind: str, mode: str, data: st.DataObject,
     assert simulate(c, mode, x, codes) == expected(c, mode, x, codes)
 
 
-@pytest.mark.parametrize("mode", designs.CARRYSAVE_MODES)
+@pytest.mark.parametrize("mode", lanes.CARRYSAVE_MODES)
 def test_carrysave_blocks_carry_across_and_wrap(mode: str) -> None:
     """Sums that carry across every block boundary and wrap at acc_bits, with negated digits
     on zero activations and zero weights mixed in."""
@@ -107,7 +107,7 @@ def test_carrysave_blocks_carry_across_and_wrap(mode: str) -> None:
         assert simulate(c.replace(pe=kind), mode, x, codes) == want
 
 
-@pytest.mark.parametrize("mode", designs.MODES)
+@pytest.mark.parametrize("mode", lanes.MODES)
 @pytest.mark.parametrize("act_bits,exp_bits,acc_bits", [(8, 3, 32), (16, 3, 32), (16, 4, 40),
                                                         (2, 1, 5)])
 def test_every_code_on_the_extreme_activations(mode: str, act_bits: int, exp_bits: int,
@@ -135,7 +135,7 @@ def test_tree_lane_sums_its_largest_products_in_one_cycle() -> None:
     largest magnitude of either sign (and then the sum wrapping at acc_bits)."""
     c = AccelConfig(lanes=2, act_bits=8, exp_bits=3, acc_bits=32)
     every = np.arange(1 << c.code_bits, dtype=np.int64)
-    k = designs.TREE_PRODUCTS
+    k = lanes.TREE_PRODUCTS
     for xv in (c.act_min, c.act_max):
         prods = semantics.shift_add(np.int64(xv), every, c.exp_bits)
         top, bottom = every[np.argmax(prods)], every[np.argmin(prods)]
@@ -156,7 +156,7 @@ def test_tree_lane_sums_its_largest_products_in_one_cycle() -> None:
                                                    (1, 4, 4), (12, 8, 10)])
 def test_tree_accumulate_takes_any_number_of_terms(count: int, width: int,
                                                    acc_bits: int) -> None:
-    """``designs.tree_accumulate`` alone, with more terms than either PE kind hands it (a
+    """``arith.tree_accumulate`` alone, with more terms than either PE kind hands it (a
     Booth multiplier brings five a weight) and sums wider than the accumulator: 36 terms
     into 24 bits once overflowed the sign extension of its upper operand."""
     rng = np.random.default_rng(count * 1000 + width)
@@ -170,8 +170,8 @@ def test_tree_accumulate_takes_any_number_of_terms(count: int, width: int,
     terms = [Signal(intbv(0, min=lo, max=hi)) for _ in range(count)]
     ones = [Signal(bool(0)) for _ in range(count)]
     acc = Signal(intbv(0, min=-(1 << (acc_bits - 1)), max=1 << (acc_bits - 1)))
-    with core_mod.fast_elaboration():
-        dut = designs.tree_accumulate(terms, ones, acc, clk, rst)
+    with fast_elaboration():
+        dut = arith.tree_accumulate(terms, ones, acc, clk, rst)
     got: list[int] = []
 
     @block

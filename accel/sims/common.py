@@ -32,7 +32,8 @@ from contract.image import Image
 from contract.semantics import wrap
 
 _ACCEL_DIR = Path(__file__).resolve().parent.parent
-_BUILD_SOURCES = ("core.py", "pe.py", "export.py")  # what a converted, compiled design depends on
+# What a converted, compiled core depends on.
+_BUILD_SOURCES = ("core.py", "core_lane.py", "pe.py", "hdl.py", "export.py")
 
 
 class FinalState(NamedTuple):

@@ -14,6 +14,7 @@ from contract.config import AccelConfig
 from contract.image import Image
 
 from .. import core as core_mod
+from ..hdl import fast_elaboration
 from . import common
 
 
@@ -108,7 +109,7 @@ class MyhdlBackend(common.SimulatorBackend):
         mems = packed_memories(image, config)
         ports = core_mod.make_ports(config)
         out: dict[str, Any] = {}
-        with core_mod.fast_elaboration():
+        with fast_elaboration():
             bench = _bench(config, ports, mems, limits.max_cycles,
                            time.monotonic() + limits.timeout, out)
         bench.run_sim(quiet=1)
