@@ -57,10 +57,10 @@ def mac_stream(image: Image, config: AccelConfig | None = None,
     ws: list[NDArray[np.int64]] = []
     while not mach.halted:
         ins = mach.prog.instrs[mach.pc]
-        if ins.mnemonic == "MAC":
+        if ins.is_dot_step:
             f = mach.prog.fields[mach.pc]
-            xs.append(int(mach.amem[mach.regs[f["rx"]]]))
-            ws.append(mach.wmem[mach.regs[f["rw"]]].copy())
+            xs.append(int(mach.amem[mach.regs[f[ins.pointer("AMEM").register]]]))
+            ws.append(mach.wmem[mach.regs[f[ins.pointer("WMEM").register]]].copy())
             if limit is not None and len(xs) >= limit:
                 break
         mach.step()

@@ -155,6 +155,14 @@ class Instr:
         """Touches nothing but the address registers (and the pc moves on)."""
         return not self.pointers and not self.lane_state and self.flow == "next"
 
+    @property
+    def is_dot_step(self) -> bool:
+        """One term of a dot product: loads W from WMEM, sets P from one AMEM element times W
+        and adds it to every lane's A (MAC).  A loop of only these is a matrix product."""
+        mems = sorted((p.memory, p.writes, p.per_lane) for p in self.pointers)
+        return (mems == [("AMEM", False, False), ("WMEM", False, False)]
+                and dict(self.lane_state) == {"A": "adds", "W": "sets", "P": "sets"})
+
     def pointer(self, memory: Memory) -> Pointer:
         for p in self.pointers:
             if p.memory == memory:

@@ -36,7 +36,7 @@ class Loop:
     dynamic: int = 0  # instructions in one body iteration
     expand: bool = False  # iterations independent through A, W and P
     acc_add: bool = False  # ... with A only added to (sum the iterations)
-    dot: bool = False  # the body is one dot-product step (see is_dot_step)
+    dot: bool = False  # the body is one dot-product step (see isa.Instr.is_dot_step)
     # Runs of sibling dot-product loops and register-only instructions, by first item index.
     groups: dict[int, Group] = field(default_factory=dict)
 
@@ -47,14 +47,6 @@ class Loop:
     @property
     def total_dynamic(self) -> int:
         return 1 + self.count * self.dynamic
-
-
-def is_dot_step(ins: isa.Instr) -> bool:
-    """One term of a dot product: loads W from WMEM, sets P from one AMEM element times W and
-    adds it to every lane's A (MAC).  A loop of only these is a matrix product."""
-    mems = [(p.memory, p.writes, p.per_lane) for p in ins.pointers]
-    return (sorted(mems) == [("AMEM", False, False), ("WMEM", False, False)]
-            and dict(ins.lane_state) == {"A": "adds", "W": "sets", "P": "sets"})
 
 
 @dataclass(frozen=True)
@@ -228,7 +220,7 @@ def classify(node: Loop, prog: Decoded, lanes: int) -> None:
     node.acc_add = wp_ok and not use["A"].independent and only_adds
     node.expand = wp_ok and (use["A"].independent or node.acc_add)
     node.dot = (len(node.items) == 1 and isinstance(node.items[0], int)
-                and is_dot_step(prog.instrs[node.items[0]]))
+                and prog.instrs[node.items[0]].is_dot_step)
     node.groups = groups(node.items, prog)
 
 
