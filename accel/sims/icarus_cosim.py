@@ -11,7 +11,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from myhdl import Cosimulation, ResetSignal, Signal, Simulation, StopSimulation, delay, instance
+from myhdl import Cosimulation, ResetSignal, Signal, Simulation, StopSimulation, instance
+
+from accel.sims.clocking import clock, reset_pulse
 
 
 def main(argv: list[str]) -> int:
@@ -23,21 +25,12 @@ def main(argv: list[str]) -> int:
                          tb_done=tb_done)
 
     @instance
-    def clock() -> Any:
-        while True:
-            yield delay(5)
-            clk.next = not clk
-
-    @instance
     def control() -> Any:
-        rst.next = 1
-        yield clk.negedge
-        yield clk.negedge
-        rst.next = 0
+        yield from reset_pulse(clk, rst)
         yield tb_done.posedge
         raise StopSimulation()
 
-    Simulation(cosim, clock, control).run(quiet=1)
+    Simulation(cosim, clock(clk), control).run(quiet=1)
     sys.stdout.flush()
     return 0
 

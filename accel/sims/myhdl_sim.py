@@ -16,6 +16,7 @@ from contract.image import Image
 from .. import core as core_mod
 from ..hdl import fast_elaboration
 from . import common
+from .clocking import clock, reset_pulse
 
 
 def packed_memories(image: Image, config: AccelConfig) -> dict[str, list[int]]:
@@ -60,17 +61,8 @@ def _bench(config: AccelConfig, ports: dict[str, Any], mems: dict[str, list[int]
             yield p["imem_addr"], p["wmem_addr"], p["bmem_addr"], p["amem_addr"], wtick
 
     @instance
-    def clock() -> Any:
-        while True:
-            yield delay(5)
-            clk.next = not clk
-
-    @instance
     def control() -> Any:
-        rst.next = 1
-        yield clk.negedge
-        yield clk.negedge
-        rst.next = 0
+        yield from reset_pulse(clk, rst)
         n = 0
         while True:
             yield clk.posedge
@@ -98,7 +90,7 @@ def _bench(config: AccelConfig, ports: dict[str, Any], mems: dict[str, list[int]
         out["acc"], out["regs"] = acc, regs
         raise StopSimulation()
 
-    return dut, mem_write, mem_read, clock, control
+    return dut, mem_write, mem_read, clock(clk), control
 
 
 class MyhdlBackend(common.SimulatorBackend):
