@@ -21,6 +21,7 @@ rebuilds the same image.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from contract.config import AccelConfig, ConfigError
 from contract.errors import AsdError
 from contract.image import Image, ImageError
 from contract.semantics import req_param
+
+# A bound on the bytes read from one source file (/dev/zero must not hang the reader).
+MAX_SOURCE_BYTES = 64 << 20
 
 
 class AsmError(ValueError, AsdError):
@@ -66,7 +70,12 @@ def _split_operands(s: str, col0: int) -> list[_Tok]:
 def _int(tok: _Tok, source: str, line: int, what: str = "an integer") -> int:
     if not _INT.match(tok.text):
         raise AsmError(source, line, tok.col + 1, f"expected {what}, got '{tok.text}'")
-    return int(tok.text, 0)
+    try:
+        return int(tok.text, 0)
+    except ValueError:
+        raise AsmError(source, line, tok.col + 1, f"expected {what} of at most "
+                       f"{sys.get_int_max_str_digits()} digits, got {len(tok.text)} "
+                       "characters") from None
 
 
 def _words(rest: str, col0: int) -> list[_Tok]:
@@ -110,7 +119,13 @@ def assemble(text: str, config: AccelConfig | None = None, source: str = "<input
 
     # Pass 2: directives that shape the configuration come first.
     overrides: dict[str, object] = {}
+    data_seen = False
     for lineno, col, head, rest in stmts:
+        if head != ".config":
+            data_seen = data_seen or head != ".region"
+        elif data_seen:
+            raise AsmError(source, lineno, col + 1, ".config must come before any data or "
+                           "instruction, found it after")
         if head == ".config":
             for tok in _words(rest, col + len(head) + 1):
                 key, eq, val = tok.text.partition("=")
@@ -147,6 +162,14 @@ def assemble(text: str, config: AccelConfig | None = None, source: str = "<input
                 raise AsmError(source, lineno, col + 1, f"{head} needs an address")
             addr = _int(toks[0], source, lineno, "an address")
             vals = [_int(t, source, lineno) for t in toks[1:]]
+            depth = {".amem": config.amem_depth, ".wmem": config.wmem_depth,
+                     ".wint": config.wmem_depth}.get(head, config.bmem_depth)
+            n = len(vals) if head == ".amem" else len(vals) // (2 * lanes if head == ".req"
+                                                                else lanes)
+            if not 0 <= addr <= depth - max(n, 1):
+                raise AsmError(source, lineno, toks[0].col + 1,
+                               f"{head} address: expected 0..{depth - max(n, 1)} (depth {depth}, "
+                               f"{n} word(s)), found {addr}")
             if head == ".amem":
                 for i, v in enumerate(vals):
                     data["amem"][addr + i] = v
@@ -226,9 +249,19 @@ def assemble(text: str, config: AccelConfig | None = None, source: str = "<input
 def assemble_file(path: str | Path, config: AccelConfig | None = None) -> Image:
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_SOURCE_BYTES + 1)
     except OSError as exc:
         raise AsmError(str(p), 0, 0, f"cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_SOURCE_BYTES:
+        raise AsmError(str(p), 0, 0, f"source too large: expected at most {MAX_SOURCE_BYTES} "
+                       "bytes, found more")
+    try:
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise AsmError(str(p), line, 0, f"expected UTF-8 text, found byte "
+                       f"0x{raw[exc.start]:02x} at offset {exc.start}") from None
     return assemble(text, config, str(p))
 
 

@@ -1,0 +1,70 @@
+"""Reliability of the assembler on hostile inputs (issue 22): each refusal is an AsmError."""
+from __future__ import annotations
+
+import pytest
+
+from contract.config import AccelConfig
+from emu.asm import AsmError, assemble, assemble_file
+
+LANES = AccelConfig().lanes
+
+
+def _row(v: int = 1) -> str:
+    return " ".join([str(v)] * LANES)
+
+
+def test_negative_wmem_address_refused() -> None:
+    with pytest.raises(AsmError, match=r"src:1.*expected 0\.\..*found -1"):
+        assemble(f".wmem -1 {_row()}\n", None, "src")
+
+
+def test_negative_bmem_address_refused() -> None:
+    with pytest.raises(AsmError, match=r"src:2.*found -3"):
+        assemble(f"\n.bmem -3 {_row()}\n", None, "src")
+
+
+def test_huge_wmem_address_refused_before_allocating() -> None:
+    depth = AccelConfig().wmem_depth
+    with pytest.raises(AsmError, match=rf"depth {depth}.*found 1000000000"):
+        assemble(f".wmem 1000000000 {_row()}\n", None, "src")
+
+
+def test_last_wmem_word_still_accepted() -> None:
+    depth = AccelConfig().wmem_depth
+    img = assemble(f".wmem {depth - 1} {_row(0)}\nHALT\n", None, "src")
+    assert img.weights.shape[0] == depth
+
+
+def test_huge_amem_address_refused() -> None:
+    with pytest.raises(AsmError, match="found 99999999"):
+        assemble(".amem 99999999 1\n", None, "src")
+
+
+def test_int_string_limit_reported_with_line() -> None:
+    with pytest.raises(AsmError, match=r"src:1.*at most \d+ digits"):
+        assemble(".wmem " + "9" * 5000 + "\n", None, "src")
+
+
+def test_config_after_data_refused() -> None:
+    with pytest.raises(AsmError, match=r"src:2.*\.config must come before"):
+        assemble(f".wmem 0 {_row()}\n.config lanes={LANES}\n", None, "src")
+
+
+def test_non_utf8_source_refused(tmp_path) -> None:
+    p = tmp_path / "bad.s"
+    p.write_bytes(b"HALT\n\xff\xfe\n")
+    with pytest.raises(AsmError, match=r"bad.s:2.*UTF-8.*0xff"):
+        assemble_file(p)
+
+
+def test_oversized_source_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("emu.asm.MAX_SOURCE_BYTES", 16)
+    p = tmp_path / "big.s"
+    p.write_text("HALT\n" * 10)
+    with pytest.raises(AsmError, match="too large"):
+        assemble_file(p)
+
+
+def test_dev_zero_source_is_bounded() -> None:
+    with pytest.raises(AsmError):
+        assemble_file("/dev/zero")
