@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -32,8 +34,6 @@ from contract.image import Image
 from contract.semantics import wrap
 
 _ACCEL_DIR = Path(__file__).resolve().parent.parent
-# What a converted, compiled core depends on.
-_BUILD_SOURCES = ("core.py", "core_lane.py", "pe.py", "hdl.py", "export.py")
 
 
 class FinalState(NamedTuple):
@@ -76,21 +76,51 @@ def run_on_image_files(image: Image, backend: str, cmd: list[str], timeout: floa
         return run_guarded(cmd, run_dir, timeout, what, env)
 
 
+class CacheError(BackendError):
+    """A build cache that is not private to this user, or an entry that fails verification."""
+
+
 def cache_root() -> Path:
-    """Where converted and compiled designs are kept between runs (``ASD_ACCEL_CACHE``)."""
+    """Where converted and compiled designs are kept between runs: ``ASD_ACCEL_CACHE``, else
+    ``$XDG_CACHE_HOME/asd-accel``, else ``~/.cache/asd-accel`` (never a shared /tmp path)."""
     env = os.environ.get("ASD_ACCEL_CACHE")
     if env:
         return Path(env)
-    return Path(tempfile.gettempdir()) / f"asd-accel-{os.getuid()}"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "asd-accel"
+
+
+def stat_of(path: Path) -> os.stat_result:
+    """``lstat`` of a cache directory (a public seam: tests simulate another owner here)."""
+    return os.lstat(path)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created 0700 if missing; refuses one that is a symlink, not a directory, not
+    owned by this user or writable by group/others (another user could plant builds there)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = stat_of(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise CacheError(f"build cache {path}: expected a directory, found "
+                         f"{'a symlink' if stat.S_ISLNK(st.st_mode) else 'another file type'}")
+    if st.st_uid != os.getuid():
+        raise CacheError(f"build cache {path}: expected owner uid {os.getuid()}, found uid "
+                         f"{st.st_uid}; remove it or set ASD_ACCEL_CACHE to a private directory")
+    if st.st_mode & 0o022:
+        raise CacheError(f"build cache {path}: expected no group/other write permission, "
+                         f"found mode {stat.S_IMODE(st.st_mode):04o}; chmod 700 it")
+    return path
 
 
 def source_digest() -> str:
-    """Hash of the RTL and testbench sources, so an edited core is never run from a stale
-    build."""
+    """Hash of every .py file of the ``contract`` and ``accel`` packages (the ISA table, the
+    weight code, the RTL and the testbench), so an edit is never run from a stale build."""
     h = hashlib.sha256()
-    for p in sorted(_ACCEL_DIR / n for n in _BUILD_SOURCES):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
+    root = _ACCEL_DIR.parent
+    for p in sorted([*(root / "contract").rglob("*.py"), *_ACCEL_DIR.rglob("*.py")]):
+        h.update(str(p.relative_to(root)).encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()[:16]
 
 
@@ -99,28 +129,46 @@ def build_key(config: AccelConfig, backend: str) -> str:
     return f"{backend}-{config.pe}-{h.hexdigest()[:16]}"
 
 
+_MANIFEST = ".complete"
+
+
+def _file_digests(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file() and p.name != _MANIFEST}
+
+
+def entry_ok(d: Path) -> bool:
+    """True if ``d`` is a completed entry whose files all match their recorded sha256."""
+    try:
+        recorded = json.loads((d / _MANIFEST).read_text())
+        return isinstance(recorded, dict) and recorded == _file_digests(d)
+    except (OSError, ValueError):
+        return False
+
+
 def cached_build(key: str, builder: Callable[[Path], None]) -> Path:
     """The directory built by ``builder`` for ``key``, building it once.
 
     The build happens in place (GHDL records absolute source paths in its library) under an
-    exclusive lock, so concurrent test processes wait for one build instead of racing.
+    exclusive lock, so concurrent test processes wait for one build instead of racing. The
+    entry is marked complete last, with the sha256 of every file it holds; an entry that is
+    incomplete or whose files no longer match (tampered, half written) is rebuilt.
     """
-    root = cache_root()
+    root = private_dir(cache_root())
     final = root / key
-    if (final / ".complete").exists():
+    if entry_ok(final):
         return final
-    root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (final / ".complete").exists():
+        if not entry_ok(final):
             shutil.rmtree(final, ignore_errors=True)
-            final.mkdir()
+            final.mkdir(mode=0o700)
             try:
                 builder(final)
             except BaseException:
                 shutil.rmtree(final, ignore_errors=True)
                 raise
-            (final / ".complete").write_text("ok\n")
+            (final / _MANIFEST).write_text(json.dumps(_file_digests(final)))
     return final
 
 
