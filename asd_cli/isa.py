@@ -132,6 +132,11 @@ def cmd_disasm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_trace_entry(e: dict[str, Any]) -> None:
+    extra = "".join(f" {k}={v}" for k, v in e.items() if k not in ("cycle", "pc", "instr"))
+    print(f"{e['cycle']:>8} {e['pc']:>5}  {e['instr']:<28}{extra}")
+
+
 def _pick_regions(regions: dict[str, tuple[int, int]], wanted: list[str] | None
                   ) -> dict[str, tuple[int, int]]:
     if wanted:
@@ -157,7 +162,11 @@ def cmd_emu(args: argparse.Namespace) -> int:
     golden = args.backend == GOLDEN
     if not golden and (args.fast or args.trace):
         raise UserError("--fast and --trace apply to the emu backend only")
-    options = {"fast": args.fast, "trace": args.trace} if golden else {}
+    options: dict[str, Any] = {"fast": args.fast, "trace": args.trace} if golden else {}
+    if golden and args.trace and not args.json:
+        # Streamed: each line is printed as it runs (no trace kept in memory), so the lines
+        # before a cycle limit or a fault are shown, then the fault line.
+        options["on_trace"] = _print_trace_entry
     try:
         result = get_backend(args.backend, **options).run(image, Limits(max_cycles=max_cycles))
     except AsdError as exc:  # a program fault, a foreign image, a simulator missing or failing
@@ -184,9 +193,7 @@ def cmd_emu(args: argparse.Namespace) -> int:
         return 0
     if trace is not None:
         for e in trace:
-            extra = "".join(f" {k}={v}" for k, v in e.items() if k not in ("cycle", "pc",
-                                                                              "instr"))
-            print(f"{e['cycle']:>8} {e['pc']:>5}  {e['instr']:<28}{extra}")
+            _print_trace_entry(e)
     for name, reg in out["regions"].items():
         print(f"{name} [{reg['base']}..{reg['base'] + reg['length']}): "
               + " ".join(map(str, reg["values"])))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from contract.backend import DEFAULT_LIMITS, Limits, RunResult
 from contract.image import Image
@@ -18,13 +20,14 @@ class EmulatorBackend:
 
     name = "emu"
 
-    def __init__(self, fast: bool = False, trace: bool = False) -> None:
-        self.fast, self.trace = fast, trace
+    def __init__(self, fast: bool = False, trace: bool = False,
+                 on_trace: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.fast, self.trace, self.on_trace = fast, trace, on_trace
 
     def run(self, image: Image, limits: Limits = DEFAULT_LIMITS) -> RunResult:
         t0 = time.monotonic()
         result = emulator.run(image, fast=self.fast, trace=self.trace,
-                              max_cycles=limits.max_cycles)
+                              max_cycles=limits.max_cycles, on_trace=self.on_trace)
         result.wall_seconds = time.monotonic() - t0
         return result
 

@@ -11,6 +11,7 @@ body takes none.  HALT's cycle is counted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,12 +32,18 @@ from .machine import (
 
 
 def run(image: Image, config: AccelConfig | None = None, *, fast: bool = False,
-        trace: bool = False, max_cycles: int = DEFAULT_MAX_CYCLES) -> RunResult:
-    """Run an image to HALT.  Raises :class:`EmulatorError` (or ImageError for a foreign image)."""
-    if fast and not trace:
+        trace: bool = False, max_cycles: int = DEFAULT_MAX_CYCLES,
+        on_trace: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Run an image to HALT.  Raises :class:`EmulatorError` (or ImageError for a foreign image).
+
+    ``on_trace`` streams the trace: each entry is passed to it as it is made and none is kept
+    (the result's ``trace`` is None), so a long run's trace costs no memory and the entries
+    before a fault have already been seen."""
+    if fast and not trace and on_trace is None:
         return run_fast(image, config, max_cycles=max_cycles)
     mach = Machine(image, config)
-    log: list[dict[str, Any]] | None = [] if trace else None
+    log: list[dict[str, Any]] | None = [] if trace or on_trace else None
+    sink = log.append if on_trace is None and log is not None else on_trace
     while not mach.halted:
         if mach.counters["cycles"] >= max_cycles:
             raise cycle_limit_fault(mach, max_cycles)
@@ -52,10 +59,11 @@ def run(image: Image, config: AccelConfig | None = None, *, fast: bool = False,
                 entry["acc"] = mach.acc.tolist()
             if mach.counters["amem_writes"] != before[2]:
                 entry["stored"] = int(mach.counters["amem_writes"] - before[2])
-            log.append(entry)
+            assert sink is not None
+            sink(entry)
         else:
             mach.step()
-    return mach.result(log)
+    return mach.result(None if on_trace else log)
 
 
 __all__ = ["EmulatorError", "ImageError", "Machine", "RunResult", "run", "DEFAULT_MAX_CYCLES",

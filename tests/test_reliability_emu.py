@@ -68,3 +68,25 @@ def test_oversized_source_refused(tmp_path, monkeypatch) -> None:
 def test_dev_zero_source_is_bounded() -> None:
     with pytest.raises(AsmError):
         assemble_file("/dev/zero")
+
+
+def test_trace_streams_and_shows_lines_before_cycle_limit(tmp_path, capsys) -> None:
+    from asd_cli.main import main
+
+    src = tmp_path / "spin.s"
+    src.write_text("SETI r1, 1\nSETI r2, 2\nSETI r3, 3\nSETI r4, 4\nHALT\n")
+    assert main(["emu", str(src), "--trace", "--max-cycles", "3"]) == 2
+    cap = capsys.readouterr()
+    lines = cap.out.splitlines()
+    assert len(lines) == 3 and "SETI r1, 1" in lines[0] and "SETI r3, 3" in lines[2]
+    assert "3" in cap.err and len(cap.err.strip().splitlines()) == 1
+
+
+def test_streamed_trace_keeps_nothing_in_memory() -> None:
+    from emu import emulator
+
+    img = assemble("SETI r1, 7\nSETI r2, 1\nHALT\n", None, "src")
+    seen: list[dict] = []
+    res = emulator.run(img, on_trace=seen.append)
+    assert res.trace is None
+    assert seen == emulator.run(img, trace=True).trace
