@@ -27,6 +27,10 @@ class ConfigError(ValueError, AsdError):
     """A configuration that cannot be built; the message names the field."""
 
 
+# A configuration is a few hundred bytes; more is refused unread (/dev/zero, a wrong file).
+MAX_CONFIG_BYTES = 1 << 20
+
+
 @dataclass(frozen=True)
 class AccelConfig:
     """Parameters of one accelerator instance.
@@ -128,15 +132,20 @@ class AccelConfig:
         """Read a configuration from a .toml or .json file."""
         p = Path(path)
         try:
-            text = p.read_text()
+            with p.open("rb") as fh:
+                raw = fh.read(MAX_CONFIG_BYTES + 1)
         except OSError as exc:
             raise ConfigError(f"{p}: cannot read configuration: {exc.strerror}") from None
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: configuration too large: expected at most "
+                              f"{MAX_CONFIG_BYTES} bytes, found more")
         try:
+            text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
             if p.suffix == ".json":
                 data = json.loads(text)
             else:
                 data = tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        except ValueError as exc:  # bad syntax, non-UTF-8 bytes, an integer over the digit limit
             raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a table of config fields")

@@ -40,6 +40,10 @@ SECTION_KINDS = {"config": 1, "text": 2, "weights": 3, "params": 4, "acts": 5, "
 _KIND_NAMES = {v: k for k, v in SECTION_KINDS.items()}
 
 
+# A bound on the bytes read from one image file (/dev/zero must not hang the reader).
+MAX_IMAGE_BYTES = 256 << 20
+
+
 class ImageError(ValueError, AsdError):
     """An image that cannot be loaded, or one built for another configuration."""
 
@@ -208,8 +212,7 @@ class Image:
             regions = meta.get("regions", {})
             if not isinstance(regions, dict):
                 raise TypeError(f"regions must be a table, not {type(regions).__name__}")
-        except (UnicodeDecodeError, json.JSONDecodeError, ConfigError, TypeError,
-                AttributeError, RecursionError) as exc:
+        except (ValueError, ConfigError, TypeError, AttributeError, RecursionError) as exc:
             raise bad(f"bad config or meta section: {exc}") from None
         if config.semantic_hash() != cfghash:
             raise bad("configuration hash does not match the embedded configuration")
@@ -227,9 +230,13 @@ class Image:
     def load(cls, path: str | Path) -> Image:
         p = Path(path)
         try:
-            blob = p.read_bytes()
+            with p.open("rb") as fh:
+                blob = fh.read(MAX_IMAGE_BYTES + 1)
         except OSError as exc:
             raise ImageError(f"{p}: cannot read image: {exc.strerror}") from None
+        if len(blob) > MAX_IMAGE_BYTES:
+            raise ImageError(f"{p}: image too large: expected at most {MAX_IMAGE_BYTES} bytes, "
+                             "found more")
         return cls.from_bytes(blob, str(p))
 
     # HDL testbenches ------------------------------------------------------------------------

@@ -90,3 +90,26 @@ def test_streamed_trace_keeps_nothing_in_memory() -> None:
     res = emulator.run(img, on_trace=seen.append)
     assert res.trace is None
     assert seen == emulator.run(img, trace=True).trace
+
+
+def test_config_file_hostile_inputs(tmp_path) -> None:
+    from contract.config import ConfigError
+
+    bad = tmp_path / "c.toml"
+    bad.write_bytes(b"lanes = 4\n\xff\n")
+    with pytest.raises(ConfigError, match="c.toml"):
+        AccelConfig.load(bad)
+    big = tmp_path / "c.json"
+    big.write_text('{"lanes": ' + "9" * 5000 + "}")
+    with pytest.raises(ConfigError, match="c.json"):
+        AccelConfig.load(big)
+    with pytest.raises(ConfigError, match="too large"):
+        AccelConfig.load("/dev/zero")
+
+
+def test_image_file_bounded(monkeypatch) -> None:
+    from contract.image import Image, ImageError
+
+    monkeypatch.setattr("contract.image.MAX_IMAGE_BYTES", 1 << 16)
+    with pytest.raises(ImageError, match="too large"):
+        Image.load("/dev/zero")
