@@ -1,0 +1,207 @@
+"""The client side of a sweep: inputs loaded and hashed once, task keys, the Dask cluster
+(embedded ``LocalCluster`` or an existing scheduler), results written as they arrive."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asd_cli.sweep.spec import Spec
+from asd_cli.sweep.store import Store
+
+
+def project_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("asd-accel")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class Task:
+    key: str
+    point: dict[str, Any]
+    options: dict[str, Any]
+    model: str | None  # an id in the inputs table, scattered once
+    data: str | None
+
+
+def _sha(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
+    return h.hexdigest()
+
+
+def _model(name: str, spec_dir: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    from asd_cli.evaluate import resolve_model
+
+    local = spec_dir / name
+    path, meta = resolve_model(str(local) if local.suffix == ".onnx" and local.exists()
+                               else name)
+    blob = path.read_bytes()
+    sha = _sha(blob)
+    return sha, {"name": path.stem, "sha": sha, "bytes": blob}, meta
+
+
+def _shards(name: str, limit: int | None, shards: int) -> list[dict[str, Any]]:
+    from asd import datasets
+    from asd_cli.main import UserError
+
+    kw = {"limit": limit} if name.startswith("imagefolder:") and limit else {}
+    try:
+        d = datasets.load(name, **kw)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
+        raise UserError(f"dataset {name}: {exc}") from None
+    x, y = d.x_test[:limit] if limit else d.x_test, d.y_test[:limit] if limit else d.y_test
+    pool = np.ascontiguousarray(d.x_train)
+    pool_sha = _sha(pool.tobytes())
+    out = []
+    for xs, ys in zip(np.array_split(x, shards), np.array_split(y, shards), strict=True):
+        xs, ys = np.ascontiguousarray(xs), np.ascontiguousarray(ys)
+        out.append({"name": name, "x": xs, "y": ys, "calib_pool": pool,
+                    "sha": _sha(xs.tobytes(), ys.tobytes(), pool_sha.encode())})
+    return out
+
+
+def plan(spec: Spec, points: list[dict[str, Any]],
+         version: str) -> tuple[list[Task], dict[str, dict[str, Any]]]:
+    """Every point as a task with its key, and the inputs (models, dataset shards) by id.
+    The key hashes the point, the measure's options, the version and the inputs' contents."""
+    inputs: dict[str, dict[str, Any]] = {}
+    models: dict[str, tuple[str, dict[str, Any]]] = {}
+    shard_ids: dict[tuple[str, int | None], list[str]] = {}
+    tasks = []
+    for pt in points:
+        model_id = data_id = None
+        pt = dict(pt)
+        if pt["measure"] in ("eval", "run"):
+            if pt["model"] not in models:
+                sha, blob, meta = _model(pt["model"], spec.path.parent)
+                models[pt["model"]] = (sha, meta)
+                inputs[f"model-{sha}"] = blob
+            sha, meta = models[pt["model"]]
+            model_id = f"model-{sha}"
+            ds = pt["dataset"] or meta.get("dataset")
+            if not ds:
+                from asd_cli.main import UserError
+
+                raise UserError(f"{spec.path}: axes.datasets: model {pt['model']} names no "
+                                f"dataset in a JSON sidecar; give axes.datasets")
+            pt["dataset"] = ds
+            if (ds, spec.limit) not in shard_ids:
+                ids = []
+                for blob in _shards(ds, spec.limit, spec.shards):
+                    inputs[f"data-{blob['sha']}"] = blob
+                    ids.append(f"data-{blob['sha']}")
+                shard_ids[(ds, spec.limit)] = ids
+            data_id = shard_ids[(ds, spec.limit)][pt["shard"]]
+        opts = spec.measures[pt["measure"]]
+        key = _sha(json.dumps({"point": pt, "options": opts, "version": version,
+                               "model": model_id, "data": data_id}, sort_keys=True).encode())
+        tasks.append(Task(key, pt, opts, model_id, data_id))
+    return tasks, inputs
+
+
+@dataclass
+class Outcome:
+    points: int
+    skipped: int = 0
+    executed: int = 0
+    ok: int = 0
+    failed: int = 0
+    workers: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def pending(tasks: list[Task], store: Store, retry_failed: bool) -> list[Task]:
+    """The tasks still to run: not recorded, or recorded as failed and ``retry_failed``."""
+    done = store.status()
+    out, seen = [], set()
+    for t in tasks:
+        st = done.get(t.key)
+        if t.key not in seen and (st is None or (st == "failed" and retry_failed)):
+            out.append(t)
+            seen.add(t.key)
+    return out
+
+
+def _cluster(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return None, Client(scheduler, timeout="20s")
+        except OSError as exc:
+            from asd_cli.main import UserError
+
+            raise UserError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                           processes=True, host="127.0.0.1", dashboard_address=None,
+                           scheduler_port=0, silence_logs=40)
+    return cluster, Client(cluster)
+
+
+def execute(tasks: list[Task], inputs: dict[str, dict[str, Any]], store: Store, version: str,
+            *, scheduler: str | None = None, workers: int | None = None,
+            retry_failed: bool = False, workdir: str | Path = "out/sweep/work",
+            on_result: Callable[[Task, dict[str, Any], Outcome], None] | None = None,
+            ) -> Outcome:
+    """Run what is not done yet on Dask; each result is written to ``store`` as it arrives.
+    ``on_result`` sees every record after it is stored (progress; a test may interrupt)."""
+    from distributed import as_completed
+
+    from asd_cli.sweep import tasks as task_fns
+
+    todo = pending(tasks, store, retry_failed)
+    out = Outcome(points=len({t.key for t in tasks}))
+    out.skipped = out.points - len(todo)
+    if not todo:
+        return out
+    cluster, client = _cluster(scheduler, workers)
+    futures: list[Any] = []
+    try:
+        out.workers = len(client.scheduler_info().get("workers", {}))
+        needed = sorted({i for t in todo for i in (t.model, t.data) if i})
+        # Each model and shard goes to the cluster once; a worker fetches it once.
+        refs = dict(zip(needed, client.scatter([inputs[i] for i in needed], hash=False),
+                        strict=True))
+        wd = str(Path(workdir).resolve())
+        by_key = {}
+        for t in todo:
+            f = client.submit(task_fns.run_point, t.point, t.options, refs.get(t.model or ""),
+                              refs.get(t.data or ""), wd, t.key, pure=False,
+                              key=f"asd-sweep-{t.key[:24]}")
+            by_key[f.key] = t
+            futures.append(f)
+        for f in as_completed(futures):
+            t = by_key[f.key]
+            try:
+                rec = f.result()
+            except Exception as exc:  # the task never returned: its worker died, KilledWorker
+                rec = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            store.put(t.key, t.point, rec, version)
+            out.executed += 1
+            out.ok += rec["status"] == "ok"
+            out.failed += rec["status"] != "ok"
+            if on_result:
+                on_result(t, rec, out)
+    finally:
+        for f in futures:
+            if not f.done():
+                f.cancel()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return out
