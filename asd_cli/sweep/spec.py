@@ -214,7 +214,7 @@ def _configs(ck: _Checker, axes: dict[str, Any]) -> list[dict[str, Any]]:
         try:
             AccelConfig.from_dict({**AccelConfig().to_dict(), **c}, "fields")
         except ConfigError as exc:
-            raise ck.fail(f"axes.configs[{i}]", str(exc)) from None
+            raise ck.fail(f"axes.configs[{i}]", str(exc).removeprefix("fields: ")) from None
     return raw
 
 

@@ -1,0 +1,167 @@
+"""``asd sweep``: spec errors, the result store, and sweeps on a real Dask cluster (a scheduler
+and two worker processes on 127.0.0.1) that store, skip, resume and retry."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asd_cli.main import main
+from asd_cli.sweep import runner, spec
+from asd_cli.sweep.store import Store, StoreError
+
+distributed = pytest.importorskip("distributed")
+
+TINY = """\
+[axes]
+models = ["mnist_lenet"]
+limit = 20
+schemes = ["asd2", "int8"]
+
+[measures.eval]
+
+[measures.run]
+calib = 8
+"""
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A real cluster on loopback: a scheduler and two single-threaded worker processes."""
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None,
+                                       scheduler_port=0, silence_logs=40)
+    try:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+def _sweep(tmp_path: Path, text: str, address: str, **kw: Any) -> tuple[runner.Outcome, Path]:
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    sp = spec.load(p)
+    version = runner.project_version()
+    tasks, inputs = runner.plan(sp, spec.points(sp), version)
+    db = tmp_path / "s.sqlite"
+    with Store(db) as store:
+        out = runner.execute(tasks, inputs, store, version, scheduler=address,
+                             workdir=tmp_path / "work", **kw)
+    return out, db
+
+
+def _rows(db: Path) -> list[dict[str, Any]]:
+    with Store(db) as store:
+        return store.rows()
+
+
+def test_sweep_stores_skips_and_retries(tmp_path: Path, scheduler: str) -> None:
+    out, db = _sweep(tmp_path, TINY, scheduler)
+    assert (out.points, out.executed, out.ok, out.failed, out.workers) == (4, 4, 3, 1, 2)
+    rows = {(r["measure"], r["point"]["scheme"]["name"]): r for r in _rows(db)}
+    assert len(rows) == 4
+    # The hardware's two-digit code holds no int8 weights: a failure recorded with its error.
+    assert rows[("run", "int8")]["status"] == "failed"
+    assert "QuantizeError" in rows[("run", "int8")]["error"]
+    assert rows[("run", "asd2")]["result"]["cycles_per_image"] > 0
+    # The same figures as the single command (asd eval mnist_lenet --limit 20).
+    from asd import datasets, evaluate
+    from asd_cli.evaluate import resolve_model
+
+    d = datasets.load("mnist5k")
+    direct = evaluate.evaluate(resolve_model("mnist_lenet")[0], d.x_test[:20], d.y_test[:20],
+                               ["asd2", "int8"])
+    for r in direct[1:]:
+        got = rows[("eval", r.scheme)]["result"]
+        assert (got["top1"], got["sqnr_db"], got["bits_per_weight"]) == (
+            r.top1, r.sqnr_db, r.bits_per_weight)
+
+    again, _ = _sweep(tmp_path, TINY, scheduler)
+    assert (again.skipped, again.executed) == (4, 0)
+    retried, _ = _sweep(tmp_path, TINY, scheduler, retry_failed=True)
+    assert (retried.skipped, retried.executed, retried.failed) == (3, 1, 1)
+    assert len(_rows(db)) == 4
+
+
+def test_interrupted_sweep_resumes(tmp_path: Path, scheduler: str) -> None:
+    text = TINY.replace("[measures.run]\ncalib = 8\n", "")
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path, text, scheduler, on_result=interrupt)
+    assert len(_rows(tmp_path / "s.sqlite")) == 1  # the first result was stored before it
+    out, db = _sweep(tmp_path, text, scheduler)
+    assert (out.skipped, out.executed, out.ok) == (1, 1, 1)
+    keys = [r["key"] for r in _rows(db)]
+    assert len(keys) == len(set(keys)) == 2
+
+
+def test_cli_json_and_dry_run(tmp_path: Path, scheduler: str,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "one.toml"
+    p.write_text('[axes]\nmodels = ["mnist_lenet"]\nlimit = 10\nschemes = ["float"]\n'
+                 "[measures.eval]\n")
+    db = str(tmp_path / "one.sqlite")
+    assert main(["sweep", str(p), "--db", db, "--dry-run"]) == 0
+    assert "1 points, 1 to run" in capsys.readouterr().out
+    assert main(["sweep", str(p), "--db", db, "--scheduler", scheduler, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["summary"]["executed"] == 1
+    assert doc["results"][0]["result"]["top1"] == doc["results"][0]["result"]["float_top1"]
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ('[axes]\nmodels = ["mnist_lenet"]\nschemes = ["asd9"]\n[measures.eval]\n',
+     ":3: axes.schemes[0]: unknown scheme 'asd9'"),
+    ('[axes]\nlanes = [4]\n[measures.hwreport]\n', ":2: axes.lanes: unknown axis"),
+    ('[axes]\nconfigs = [{lanes = 99}]\n[measures.hwreport]\n',
+     ":2: axes.configs[0]: config field 'lanes' = 99"),
+    ('[axes]\nmodels = ["mnist_lenet"]\n[measures.eval]\nscale = "abs"\n',
+     ":4: measures.eval.scale: use mse"),
+    ('[axes]\nmodels = ["mnist_lenet"]\n[measures.synth]\n', ":3: measures.synth: unknown"),
+    ('[axes]\nroundings = ["up"]\nmodels = ["mnist_lenet"]\n[measures.eval]\n',
+     ":2: axes.roundings[0]: unknown value 'up'"),
+])
+def test_bad_spec_is_one_line_naming_the_key(tmp_path: Path, text: str, where: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    assert main(["sweep", str(p), "--db", str(tmp_path / "x.sqlite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and where in err, err
+    assert not (tmp_path / "x.sqlite").exists()
+
+
+def test_points_follow_the_axes_each_measure_reads(tmp_path: Path) -> None:
+    p = tmp_path / "s.toml"
+    p.write_text('[axes]\nmodels = ["mnist_lenet"]\nschemes = ["float", "asd2"]\n'
+                 'roundings = ["nearest", "gptq"]\nconfigs = [{}, {lanes = 4}]\n'
+                 'pe = ["shiftadd", "multiplier"]\nmodes = ["pipelined", "tree"]\n'
+                 "[measures.eval]\n[measures.run]\n[measures.hwreport]\n")
+    pts = spec.points(spec.load(p))
+    count = {m: sum(q["measure"] == m for q in pts) for m in ("eval", "run", "hwreport")}
+    # eval: float once, asd2 x 2 roundings; run: asd2 x 2 configs x 2 PE kinds; hwreport: 8.
+    assert count == {"eval": 3, "run": 4, "hwreport": 8}
+
+
+def test_foreign_or_corrupt_database_is_refused_untouched(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    con.close()
+    for f in (junk, other):
+        before = f.read_bytes()
+        with pytest.raises(StoreError, match="not a sweep database"):
+            Store(f)
+        assert f.read_bytes() == before
