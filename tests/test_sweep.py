@@ -4,7 +4,11 @@ and two worker processes on 127.0.0.1) that store, skip, resume and retry."""
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,3 +169,44 @@ def test_foreign_or_corrupt_database_is_refused_untouched(tmp_path: Path) -> Non
         with pytest.raises(StoreError, match="not a sweep database"):
             Store(f)
         assert f.read_bytes() == before
+
+
+def _start(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
+    """``dask scheduler`` and two ``dask worker`` processes on loopback; one worker is killed
+    when the first result arrives; every point is still stored exactly once."""
+    sched_file = tmp_path / "scheduler.json"
+    procs = [_start(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                     "--scheduler-file", str(sched_file)])]
+    try:
+        deadline = time.monotonic() + 30
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        procs += [_start(["worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+                          "--no-nanny", "--no-dashboard"]) for _ in range(2)]
+        with distributed.Client(address, timeout="20s") as c:
+            c.wait_for_workers(2, timeout=30)
+
+        def kill_one(t: Any, rec: Any, out: runner.Outcome) -> None:
+            if out.executed == 1:
+                procs[1].send_signal(signal.SIGKILL)
+
+        text = TINY.replace('"asd2", "int8"', '"asd2", "int8", "int6", "pot"').replace(
+            "[measures.run]\ncalib = 8\n", "")
+        out, db = _sweep(tmp_path, text, address, on_result=kill_one)
+        assert procs[1].wait(timeout=10) == -signal.SIGKILL
+        rows = _rows(db)
+        assert (out.points, out.executed, len(rows)) == (4, 4, 4)
+        assert len({r["key"] for r in rows}) == 4
+        assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=20)

@@ -174,9 +174,10 @@ def execute(tasks: list[Task], inputs: dict[str, dict[str, Any]], store: Store, 
     try:
         out.workers = len(client.scheduler_info().get("workers", {}))
         needed = sorted({i for t in todo for i in (t.model, t.data) if i})
-        # Each model and shard goes to the cluster once; a worker fetches it once.
-        refs = dict(zip(needed, client.scatter([inputs[i] for i in needed], hash=False),
-                        strict=True))
+        # Each model and shard goes to every worker once (not once per task); a copy on
+        # every worker also survives the loss of one.
+        scattered = client.scatter([inputs[i] for i in needed], hash=False, broadcast=True)
+        refs = dict(zip(needed, scattered, strict=True))
         wd = str(Path(workdir).resolve())
         by_key = {}
         for t in todo:
