@@ -3,6 +3,7 @@ and two worker processes on 127.0.0.1) that store, skip, resume and retry."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
@@ -210,3 +211,52 @@ def test_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
             if p.poll() is None:
                 p.terminate()
                 p.wait(timeout=20)
+
+
+def test_sigint_on_the_embedded_cluster_then_resume(tmp_path: Path, scheduler: str) -> None:
+    """``asd sweep`` with its own LocalCluster, interrupted by SIGINT once a result is stored:
+    exit 130, the stored result kept; the rerun computes only the rest."""
+    text = TINY.replace('"asd2", "int8"', '"asd2", "int8", "int6", "pot"').replace(
+        "[measures.run]\ncalib = 8\n", "").replace("limit = 20", "limit = 20\nshards = 2")
+    (tmp_path / "s.toml").write_text(text)
+    db = tmp_path / "s.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "asd_cli.main", "sweep",
+                             str(tmp_path / "s.toml"), "--workers", "1", "--db", str(db)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    done = 0
+    while done == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if db.exists():
+            with contextlib.suppress(sqlite3.Error):
+                con = sqlite3.connect(db)
+                done = con.execute("SELECT count(*) FROM points").fetchone()[0]
+                con.close()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"asd sweep: interrupted" in err
+    stored = len(_rows(db))
+    assert 1 <= stored < 8
+    out, _ = _sweep(tmp_path, text, scheduler)
+    assert (out.skipped, out.executed) == (stored, 8 - stored)
+    assert len(_rows(db)) == 8
+
+
+@pytest.mark.parametrize("name", ["accuracy", "hwreport"])
+def test_benchmark_specs_parse(name: str) -> None:
+    root = Path(__file__).resolve().parent.parent
+    pts = spec.points(spec.load(root / "benchmarks" / "sweeps" / f"{name}.toml"))
+    assert len(pts) == {"accuracy": 6 * 8, "hwreport": 48}[name]
+
+
+@pytest.mark.synth
+def test_hwreport_measure_on_the_smallest_design(tmp_path: Path, scheduler: str) -> None:
+    """One PE array (1 lane, 4-bit activations) through Yosys, nextpnr and OpenSTA on a
+    worker: about 10 s."""
+    out, db = _sweep(tmp_path, '[axes]\nconfigs = [{lanes = 1, act_bits = 4}]\n'
+                               '[measures.hwreport]\nseeds = 1\nmacs = 200\ntimeout = 300\n',
+                     scheduler)
+    (row,) = _rows(db)
+    assert row["status"] == "ok", row["error"]
+    assert row["result"]["lut4"] > 0 and row["result"]["asic_crit_ns"] > 0

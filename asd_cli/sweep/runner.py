@@ -176,7 +176,8 @@ def execute(tasks: list[Task], inputs: dict[str, dict[str, Any]], store: Store, 
         needed = sorted({i for t in todo for i in (t.model, t.data) if i})
         # Each model and shard goes to every worker once (not once per task); a copy on
         # every worker also survives the loss of one.
-        scattered = client.scatter([inputs[i] for i in needed], hash=False, broadcast=True)
+        scattered = (client.scatter([inputs[i] for i in needed], hash=False, broadcast=True)
+                     if needed else [])
         refs = dict(zip(needed, scattered, strict=True))
         wd = str(Path(workdir).resolve())
         by_key = {}
