@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from asd_cli.main import main
-from asd_cli.sweep import runner, spec
+from asd_cli.sweep import report, runner, spec
 from asd_cli.sweep.store import Store, StoreError
 
 distributed = pytest.importorskip("distributed")
@@ -92,6 +92,11 @@ def test_sweep_stores_skips_and_retries(tmp_path: Path, scheduler: str) -> None:
     retried, _ = _sweep(tmp_path, TINY, scheduler, retry_failed=True)
     assert (retried.skipped, retried.executed, retried.failed) == (3, 1, 1)
     assert len(_rows(db)) == 4
+    assert main(["sweep", "--report", str(db), "-o", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "mnist_lenet/asd2" in page and "QuantizeError" in page
+    assert (tmp_path / "rep" / "pareto0.png").stat().st_size > 1000
+    assert len(json.loads((tmp_path / "rep" / "results.json").read_text())) == 4
 
 
 def test_interrupted_sweep_resumes(tmp_path: Path, scheduler: str) -> None:
@@ -260,3 +265,9 @@ def test_hwreport_measure_on_the_smallest_design(tmp_path: Path, scheduler: str)
     (row,) = _rows(db)
     assert row["status"] == "ok", row["error"]
     assert row["result"]["lut4"] > 0 and row["result"]["asic_crit_ns"] > 0
+
+
+def test_pareto_front() -> None:
+    xy = [(8.0, 90.0), (4.0, 85.0), (4.0, 80.0), (2.0, 60.0), (8.0, 95.0), (6.0, 84.0)]
+    assert report.pareto(xy, higher_is_better=True) == [3, 1, 4]
+    assert report.pareto([(1.0, 5.0), (2.0, 3.0), (3.0, 4.0)], higher_is_better=False) == [0, 1]

@@ -15,6 +15,7 @@ examples:
   asd sweep sweep.toml --scheduler tcp://10.0.0.5:8786   # an existing Dask cluster
   asd sweep sweep.toml --dry-run              # the points, and which are already done
   asd sweep sweep.toml --retry-failed --json  # rerun the failed points, print JSON
+  asd sweep --report out/sweep/sweep.sqlite -o out/report   # HTML tables, Pareto plots
 
 a spec (TOML):
   [axes]
@@ -49,7 +50,8 @@ def register(sub: Any) -> None:
                                    "LocalCluster on 127.0.0.1, or an existing cluster), "
                                    "storing each result in SQLite as it finishes.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("spec", metavar="SPEC.toml")
+    p.add_argument("spec", metavar="SPEC.toml", nargs="?",
+                   help="the sweep specification (not needed with --report)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="an existing Dask scheduler, e.g. tcp://HOST:8786 (default: start a "
                         "LocalCluster for this command and stop it after)")
@@ -65,6 +67,12 @@ def register(sub: Any) -> None:
                    help="list the points and which are done; run nothing")
     p.add_argument("--json", action="store_true",
                    help="print the summary and every point's record as one JSON object")
+    p.add_argument("--report", metavar="DB",
+                   help="run nothing: write the points stored in DB as HTML tables and "
+                        "Pareto plots (with --json, print them)")
+    p.add_argument("-o", "--output", default="out/sweep/report", metavar="DIR",
+                   help="--report: directory for index.html, its figures and results.json "
+                        "(default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
@@ -111,6 +119,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from asd_cli.sweep import spec as spec_mod
     from asd_cli.sweep.store import Store
 
+    if args.report:
+        return _report(args)
+    if not args.spec:
+        raise UserError("give a SPEC.toml to run, or --report DB")
     if args.workers is not None and args.workers < 1:
         raise UserError("--workers must be at least 1")
     if args.workers and args.scheduler:
@@ -152,3 +164,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
               f"results in {db}")
     failed = sum(r["status"] != "ok" for r in rows)
     return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from asd_cli.main import UserError
+    from asd_cli.sweep import report
+    from asd_cli.sweep.store import Store
+
+    if not Path(args.report).is_file():
+        raise UserError(f"--report {args.report}: no such database")
+    with Store(args.report) as store:
+        rows = store.rows()
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+        return 0
+    path = report.write(rows, args.output, args.report, HEADLINE)
+    print(f"{len(rows)} points; wrote {path}")
+    return 0
