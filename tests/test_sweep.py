@@ -252,7 +252,7 @@ def test_sigint_on_the_embedded_cluster_then_resume(tmp_path: Path, scheduler: s
 def test_benchmark_specs_parse(name: str) -> None:
     root = Path(__file__).resolve().parent.parent
     pts = spec.points(spec.load(root / "benchmarks" / "sweeps" / f"{name}.toml"))
-    assert len(pts) == {"accuracy": 6 * 8, "hwreport": 48}[name]
+    assert len(pts) == {"accuracy": 6 * 8 + 6, "hwreport": 48}[name]
 
 
 @pytest.mark.synth
@@ -271,3 +271,24 @@ def test_pareto_front() -> None:
     xy = [(8.0, 90.0), (4.0, 85.0), (4.0, 80.0), (2.0, 60.0), (8.0, 95.0), (6.0, 84.0)]
     assert report.pareto(xy, higher_is_better=True) == [3, 1, 4]
     assert report.pareto([(1.0, 5.0), (2.0, 3.0), (3.0, 4.0)], higher_is_better=False) == [0, 1]
+
+
+def test_a_measure_overrides_an_axis(tmp_path: Path) -> None:
+    p = tmp_path / "s.toml"
+    p.write_text('[axes]\nmodels = ["mnist_lenet"]\nschemes = ["float", "int8", "asd2"]\n'
+                 '[measures.eval]\n[measures.run]\nschemes = ["asd2", {name = "asd", '
+                 'conversion = "csd"}]\nconfigs = [{}, {lanes = 4}]\n')
+    pts = spec.points(spec.load(p))
+    ev = [q["scheme"]["name"] for q in pts if q["measure"] == "eval"]
+    run = [(q["scheme"].get("conversion"), q["config"]) for q in pts if q["measure"] == "run"]
+    assert ev == ["float", "int8", "asd2"] and len(run) == 4
+    p.write_text('[axes]\nmodels = ["mnist_lenet"]\n[measures.eval]\n\n'
+                 '[measures.run]\nschemes = ["asd2", "int9"]\n')
+    with pytest.raises(spec.SpecError, match=r":6: measures.run.schemes\[1\]: unknown scheme"):
+        spec.load(p)
+
+
+def test_the_documented_spec_is_valid(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "sweep.md").read_text()
+    (tmp_path / "doc.toml").write_text(doc.split("```toml\n")[1].split("```")[0])
+    assert len(spec.points(spec.load(tmp_path / "doc.toml"))) == 20 + 32 + 8

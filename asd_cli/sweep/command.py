@@ -23,7 +23,7 @@ a spec (TOML):
   datasets = ["mnist5k"]              # default: the model's own
   limit = 200                         # the first N test images
   shards = 2                          # the images split in N shards, a point each
-  schemes = ["asd2", "int8", {name = "asd", conversion = "csd"}]  # options: run only
+  schemes = ["float", "asd2", "int8"]
   roundings = ["nearest", "gptq"]     # eval
   seeds = [0, 1]                      # calibration sample (eval with bias/gptq, run)
   configs = [{}, {lanes = 4, act_bits = 4}]   # accelerator fields over the defaults
@@ -31,6 +31,7 @@ a spec (TOML):
   modes = ["pipelined", "carrysave"]  # hwreport
   [measures.eval]                     # asd eval figures: granularity, scale, calib
   [measures.run]                      # asd compile + asd run on the emulator: calib
+  schemes = ["asd2", {name = "asd", conversion = "csd"}]  # an axis for this measure only
   [measures.hwreport]                 # target ("pe"/"core"), seeds, macs, timeout
 
 Each measure runs on the product of the axes it reads (eval: models, datasets, shards,
@@ -146,7 +147,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         with progress.bar("sweep", len(runner.pending(tasks, store, args.retry_failed)),
                           quiet=args.quiet or args.json, unit="point") as bar:
             def step(t: runner.Task, rec: dict[str, Any], o: runner.Outcome) -> None:
-                bar.set_postfix(ok=o.ok, failed=o.failed, refresh=False)
+                bar.set_postfix(ok=o.ok, failed=o.failed, running=o.running, refresh=False)
                 bar.update(1)
 
             out = runner.execute(tasks, inputs, store, version, scheduler=args.scheduler,

@@ -120,9 +120,15 @@ class Outcome:
     ok: int = 0
     failed: int = 0
     workers: int = 0
+    slots: int = 0    # worker threads: tasks that can run at once
+    queued: int = 0   # submitted, not yet finished
+
+    @property
+    def running(self) -> int:
+        return min(self.slots, self.queued)
 
     def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k not in ("slots", "queued")}
 
 
 def pending(tasks: list[Task], store: Store, retry_failed: bool) -> list[Task]:
@@ -172,7 +178,10 @@ def execute(tasks: list[Task], inputs: dict[str, dict[str, Any]], store: Store, 
     cluster, client = _cluster(scheduler, workers)
     futures: list[Any] = []
     try:
-        out.workers = len(client.scheduler_info().get("workers", {}))
+        info = client.scheduler_info().get("workers", {})
+        out.workers = len(info)
+        out.slots = sum(int(w.get("nthreads", 1)) for w in info.values())
+        out.queued = len(todo)
         needed = sorted({i for t in todo for i in (t.model, t.data) if i})
         # Each model and shard goes to every worker once (not once per task); a copy on
         # every worker also survives the loss of one.
@@ -195,6 +204,7 @@ def execute(tasks: list[Task], inputs: dict[str, dict[str, Any]], store: Store, 
                 rec = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
             store.put(t.key, t.point, rec, version)
             out.executed += 1
+            out.queued -= 1
             out.ok += rec["status"] == "ok"
             out.failed += rec["status"] != "ok"
             if on_result:

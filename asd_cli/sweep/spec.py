@@ -36,6 +36,11 @@ MEASURE_OPTIONS: dict[str, dict[str, Any]] = {
 
 AXES = ("models", "datasets", "limit", "shards", "schemes", "roundings", "configs", "pe",
         "modes", "seeds")
+# An axis of the spec -> its name in a point.  A measure's table may give any of these that
+# the measure reads, overriding [axes] for that measure only.
+POINT_NAMES = {"models": "model", "datasets": "dataset", "schemes": "scheme",
+               "roundings": "rounding", "configs": "config", "pe": "pe", "modes": "mode",
+               "seeds": "seed"}
 
 
 class SpecError(ValueError, AsdError):
@@ -45,26 +50,27 @@ class SpecError(ValueError, AsdError):
 @dataclass
 class Spec:
     path: Path
-    models: list[str]
-    datasets: list[str | None]
     limit: int | None
     shards: int
-    schemes: list[dict[str, Any]]  # {"name": ..., **options}
-    roundings: list[str]
-    configs: list[dict[str, Any]]  # AccelConfig fields over the defaults
-    pe: list[str]
-    modes: list[str]
-    seeds: list[int]
+    values: dict[str, list[Any]]  # point axis name -> values; a scheme is {"name", **options}
     measures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # per measure
 
 
 def _line_of(text: str, key: str) -> int | None:
-    """The first line that assigns ``key`` (or opens table ``key``), 1-based."""
-    leaf = key.split(".")[-1].split("[")[0]
+    """The first line that assigns ``key`` (or opens table ``key``), 1-based, looked for
+    after the header of the table that holds it (``[axes]``, ``[measures.NAME]``)."""
+    parts = key.split("[")[0].split(".")
+    leaf, table = parts[-1], ".".join(parts[:-1])
+    lines = text.splitlines()
+    start = 0
+    if table:
+        head = re.compile(rf"^\s*\[\s*{re.escape(table)}\s*\]")
+        start = next((i for i, line in enumerate(lines) if head.match(line)), 0)
     pat = re.compile(rf"^\s*(\[+\s*[\w.]*\b{re.escape(leaf)}\s*\]+|\"?{re.escape(leaf)}\"?\s*=)")
-    for i, line in enumerate(text.splitlines(), 1):
-        if pat.match(line):
-            return i
+    for i in range(start, len(lines)):
+        if pat.match(lines[i]):
+            return i + 1
     return None
 
 
@@ -79,7 +85,9 @@ class _Checker:
 
     def list_of(self, table: dict[str, Any], key: str, kind: type | tuple[type, ...],
                 default: list[Any]) -> list[Any]:
-        v = table.get(key.split(".")[-1], default)
+        if key.split(".")[-1] not in table:
+            return default
+        v = table[key.split(".")[-1]]
         if not isinstance(v, list):
             v = [v]
         if not v:
@@ -121,9 +129,8 @@ def parse(data: dict[str, Any], path: Path, text: str = "") -> Spec:
     for key in axes:
         if key not in AXES:
             raise ck.fail(f"axes.{key}", f"unknown axis (known: {', '.join(AXES)})")
-    measures = _measures(ck, data.get("measures"))
+    measures, raw_overrides = _measures(ck, data.get("measures"))
     needs_model = bool({"eval", "run"} & set(measures))
-    models = ck.list_of(axes, "axes.models", str, [] if needs_model else ["-"])
     if needs_model and "models" not in axes:
         raise ck.fail("axes.models", "eval and run need at least one model")
     limit = axes.get("limit")
@@ -133,27 +140,58 @@ def parse(data: dict[str, Any], path: Path, text: str = "") -> Spec:
     shards = axes.get("shards", 1)
     if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
         raise ck.fail("axes.shards", f"expected a positive integer, got {shards!r}")
-    spec = Spec(
-        path=path, models=models,
-        datasets=ck.list_of(axes, "axes.datasets", str, [None]) if "datasets" in axes
-        else [None],
-        limit=limit, shards=shards,
-        schemes=_schemes(ck, axes, measures),
-        roundings=ck.list_of(axes, "axes.roundings", str, ["nearest"]),
-        configs=_configs(ck, axes),
-        pe=ck.list_of(axes, "axes.pe", str, ["shiftadd"]),
-        modes=ck.list_of(axes, "axes.modes", str, ["pipelined"]),
-        seeds=ck.list_of(axes, "axes.seeds", int, [0]),
-        measures=measures)
-    _check_values(ck, spec)
-    return spec
+    evals_base = "eval" in measures and "schemes" not in raw_overrides.get("eval", {})
+    values = _axis_values(ck, axes, "axes", evals_base)
+    if not needs_model:
+        values["model"] = ["-"]
+    overrides = {m: _axis_values(ck, table, f"measures.{m}", m == "eval", only=set(table))
+                 for m, table in raw_overrides.items()}
+    return Spec(path=path, limit=limit, shards=shards, values=values, measures=measures,
+                overrides=overrides)
 
 
-def _measures(ck: _Checker, table: Any) -> dict[str, dict[str, Any]]:
+def _axis_values(ck: _Checker, table: dict[str, Any], prefix: str, for_eval: bool,
+                 only: set[str] | None = None) -> dict[str, list[Any]]:
+    """The axes of ``table`` (``[axes]`` or a measure's overrides), checked, by point name."""
+    from asd.datasets import NAMES
+    from asd.rounding import ROUNDINGS
+    from contract.config import PE_KINDS
+
+    def axis(name: str, kind: type | tuple[type, ...], default: list[Any],
+             known: tuple[str, ...] | None = None) -> None:
+        if only is not None and name not in only:
+            return
+        vals = ck.list_of(table, f"{prefix}.{name}", kind, default)
+        for i, v in enumerate(vals):
+            if known is not None and v not in known:
+                raise ck.fail(f"{prefix}.{name}[{i}]",
+                              f"unknown value {v!r} (known: {', '.join(known)})")
+        out[POINT_NAMES[name]] = vals
+
+    out: dict[str, list[Any]] = {}
+    axis("models", str, ["-"])
+    axis("datasets", str, [None])
+    axis("roundings", str, ["nearest"], ROUNDINGS)
+    axis("pe", str, ["shiftadd"], PE_KINDS)
+    axis("modes", str, ["pipelined"], PE_ARRAY_MODES)
+    axis("seeds", int, [0])
+    for i, d in enumerate(out.get("dataset", [])):
+        if d is not None and d not in NAMES and not d.startswith("imagefolder:"):
+            raise ck.fail(f"{prefix}.datasets[{i}]",
+                          f"unknown dataset {d!r} (known: {', '.join(NAMES)})")
+    if only is None or "schemes" in only:
+        out["scheme"] = _schemes(ck, table, f"{prefix}.schemes", for_eval)
+    if only is None or "configs" in only:
+        out["config"] = _configs(ck, table, f"{prefix}.configs")
+    return out
+
+
+def _measures(ck: _Checker, table: Any) -> tuple[dict[str, dict[str, Any]],
+                                                 dict[str, dict[str, Any]]]:
     if not isinstance(table, dict) or not table:
         raise ck.fail("measures", "name at least one measure: [measures.eval], [measures.run] "
                                   "or [measures.hwreport]")
-    out = {}
+    out, overrides = {}, {}
     for name, opts in table.items():
         if name not in MEASURE_OPTIONS:
             raise ck.fail(f"measures.{name}",
@@ -161,10 +199,15 @@ def _measures(ck: _Checker, table: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(opts, dict):
             raise ck.fail(f"measures.{name}", "expected a table of options ([measures.NAME])")
         defaults = MEASURE_OPTIONS[name]
+        reads = {a for a, n in POINT_NAMES.items() if n in MEASURE_AXES[name]}
+        overrides[name] = {k: v for k, v in opts.items() if k in reads}
+        if not overrides[name]:
+            del overrides[name]
+        opts = {k: v for k, v in opts.items() if k not in reads}
         for key, v in opts.items():
             if key not in defaults:
                 raise ck.fail(f"measures.{name}.{key}",
-                              f"unknown option (known: {', '.join(defaults)})")
+                              f"unknown option (known: {', '.join([*defaults, *sorted(reads)])})")
             want = type(defaults[key])
             ok = isinstance(v, want) or (want is float and isinstance(v, int))
             if not ok or isinstance(v, bool):
@@ -179,16 +222,16 @@ def _measures(ck: _Checker, table: Any) -> dict[str, dict[str, Any]]:
     hw = out.get("hwreport", {})
     if hw and hw["target"] not in ("pe", "core"):
         raise ck.fail("measures.hwreport.target", "use pe or core")
-    return out
+    return out, overrides
 
 
-def _schemes(ck: _Checker, axes: dict[str, Any], measures: dict[str, Any]) -> list[dict]:
+def _schemes(ck: _Checker, table: dict[str, Any], key0: str, for_eval: bool) -> list[dict]:
     from asd.schemes import get_scheme
 
-    raw = ck.list_of(axes, "axes.schemes", (str, dict), ["asd2"])
+    raw = ck.list_of(table, key0, (str, dict), ["asd2"])
     out = []
     for i, s in enumerate(raw):
-        key = f"axes.schemes[{i}]"
+        key = f"{key0}[{i}]"
         d = {"name": s} if isinstance(s, str) else dict(s)
         name = d.get("name")
         if not isinstance(name, str):
@@ -199,54 +242,32 @@ def _schemes(ck: _Checker, axes: dict[str, Any], measures: dict[str, Any]) -> li
                 get_scheme(name, **opts)
             except ValueError as exc:
                 raise ck.fail(key, str(exc)) from None
-        if opts and "eval" in measures:
+        if opts and for_eval:
             raise ck.fail(key, "scheme options reach the run measure only; asd eval takes "
                                "registry names (asd, asd2, int8, ...)")
         out.append(d)
     return out
 
 
-def _configs(ck: _Checker, axes: dict[str, Any]) -> list[dict[str, Any]]:
+def _configs(ck: _Checker, table: dict[str, Any], key: str) -> list[dict[str, Any]]:
     from contract.config import AccelConfig, ConfigError
 
-    raw = ck.list_of(axes, "axes.configs", dict, [{}])
+    raw = ck.list_of(table, key, dict, [{}])
     for i, c in enumerate(raw):
         try:
             AccelConfig.from_dict({**AccelConfig().to_dict(), **c}, "fields")
         except ConfigError as exc:
-            raise ck.fail(f"axes.configs[{i}]", str(exc).removeprefix("fields: ")) from None
+            raise ck.fail(f"{key}[{i}]", str(exc).removeprefix("fields: ")) from None
     return raw
-
-
-def _check_values(ck: _Checker, spec: Spec) -> None:
-    from asd.datasets import NAMES
-    from asd.rounding import ROUNDINGS
-    from contract.config import PE_KINDS
-
-    def check(key: str, values: list[Any], known: tuple[str, ...]) -> None:
-        for i, v in enumerate(values):
-            if v not in known:
-                raise ck.fail(f"{key}[{i}]", f"unknown value {v!r} (known: {', '.join(known)})")
-
-    check("axes.roundings", spec.roundings, ROUNDINGS)
-    check("axes.pe", spec.pe, PE_KINDS)
-    check("axes.modes", spec.modes, PE_ARRAY_MODES)
-    named = tuple(n for n in NAMES if ":" not in n)
-    for i, d in enumerate(spec.datasets):
-        if d is not None and d not in named and not d.startswith("imagefolder:"):
-            raise ck.fail(f"axes.datasets[{i}]",
-                          f"unknown dataset {d!r} (known: {', '.join(NAMES)})")
 
 
 def points(spec: Spec) -> list[dict[str, Any]]:
     """The product of the axes, per measure, each distinct point once, in spec order."""
-    values: dict[str, list[Any]] = {
-        "model": spec.models, "dataset": spec.datasets, "shard": list(range(spec.shards)),
-        "scheme": spec.schemes, "rounding": spec.roundings, "config": spec.configs,
-        "pe": spec.pe, "mode": spec.modes, "seed": spec.seeds}
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for measure in spec.measures:
+        values = {**spec.values, "shard": list(range(spec.shards)),
+                  **spec.overrides.get(measure, {})}
         names = MEASURE_AXES[measure]
         for combo in itertools.product(*(values[n] for n in names)):
             pt = {"measure": measure, **dict(zip(names, combo, strict=True))}
