@@ -292,3 +292,11 @@ def test_the_documented_spec_is_valid(tmp_path: Path) -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "sweep.md").read_text()
     (tmp_path / "doc.toml").write_text(doc.split("```toml\n")[1].split("```")[0])
     assert len(spec.points(spec.load(tmp_path / "doc.toml"))) == 20 + 32 + 8
+
+
+def test_scaling_benchmark_runs(tmp_path: Path) -> None:
+    from benchmarks import bench_sweep
+
+    out = tmp_path / "sweep.json"
+    assert bench_sweep.main(["--limit", "10", "--schemes", "float", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["points"] == 1
