@@ -55,8 +55,9 @@ def label(pt: dict[str, Any]) -> str:
 
 def _figure(path: Path, rows: list[dict[str, Any]], x: str, y: str, higher: bool,
             title: str) -> bool:
-    pts = [(r["result"][x], r["result"][y], label(r["point"])) for r in rows
-           if r["result"].get(x) is not None and r["result"].get(y) is not None]
+    rows = [r for r in rows
+            if r["result"].get(x) is not None and r["result"].get(y) is not None]
+    pts = [(r["result"][x], r["result"][y], label(r["point"])) for r in rows]
     if not pts:
         return False
     import matplotlib
@@ -65,12 +66,21 @@ def _figure(path: Path, rows: list[dict[str, Any]], x: str, y: str, higher: bool
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, color="#888")
-    front = pareto([(p[0], p[1]) for p in pts], higher)
-    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "o-", color="#c33")
-    for i in front:
-        ax.annotate(pts[i][2], (pts[i][0], pts[i][1]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+    # One front per model (eval) or per PE kind (hwreport): fronts across them mean little.
+    groups: dict[str, list[tuple[float, float, str]]] = {}
+    for (px, py, name), r in zip(pts, rows, strict=True):
+        g = str(r["point"].get("model") or r["point"].get("pe") or "")
+        groups.setdefault(g, []).append((px, py, name))
+    for g, gp in groups.items():
+        front = pareto([(p[0], p[1]) for p in gp], higher)
+        dots = ax.scatter([p[0] for p in gp], [p[1] for p in gp], s=14, alpha=0.5)
+        ax.plot([gp[i][0] for i in front], [gp[i][1] for i in front], "o-",
+                color=dots.get_facecolor()[0], label=g, alpha=1.0)
+        for i in front:
+            ax.annotate(gp[i][2], (gp[i][0], gp[i][1]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    if len(groups) > 1:
+        ax.legend(fontsize=8)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.set_title(title, fontsize=10)
