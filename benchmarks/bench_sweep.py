@@ -53,13 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         for t in todo:  # the yardstick: the same task functions, in this process
             rec = tasks.run_point(t.point, t.options, inputs.get(t.model or ""),
-                                  inputs.get(t.data or ""), str(tmp), t.key)
+                                  inputs.get(t.data or ""), inputs.get(t.pool or ""),
+                                  str(tmp), t.key)
             assert rec["status"] == "ok", rec
         serial = time.perf_counter() - t0
         walls: dict[int, float] = {}
         for n in (1, 2):
             with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                              host="127.0.0.1", dashboard_address=None, scheduler_port=0,
+                              host="127.0.0.1", dashboard_address="127.0.0.1:0", scheduler_port=0,
                               silence_logs=40) as cluster:
                 # Warm the workers' imports first: this measures the sweep, not start-up.
                 from distributed import Client

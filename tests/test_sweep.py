@@ -39,7 +39,7 @@ calib = 8
 def scheduler() -> Iterator[str]:
     """A real cluster on loopback: a scheduler and two single-threaded worker processes."""
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None,
+                                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                        scheduler_port=0, silence_logs=40)
     try:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
@@ -187,6 +187,7 @@ def test_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
     when the first result arrives; every point is still stored exactly once."""
     sched_file = tmp_path / "scheduler.json"
     procs = [_start(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                     "--dashboard-address", "127.0.0.1:0",
                      "--scheduler-file", str(sched_file)])]
     try:
         deadline = time.monotonic() + 30
@@ -195,9 +196,15 @@ def test_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
         address = json.loads(sched_file.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
         procs += [_start(["worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                          "--no-nanny", "--no-dashboard"]) for _ in range(2)]
+                          "--no-nanny", "--no-dashboard",
+                          "--dashboard-address", "127.0.0.1:0"]) for _ in range(2)]
         with distributed.Client(address, timeout="20s") as c:
             c.wait_for_workers(2, timeout=30)
+        import psutil
+
+        listening = {c.laddr.ip for p in procs for c in psutil.Process(p.pid).net_connections()
+                     if c.status == psutil.CONN_LISTEN}
+        assert listening == {"127.0.0.1"}, listening
 
         def kill_one(t: Any, rec: Any, out: runner.Outcome) -> None:
             if out.executed == 1:
@@ -300,3 +307,17 @@ def test_scaling_benchmark_runs(tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
     assert bench_sweep.main(["--limit", "10", "--schemes", "float", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["points"] == 1
+
+
+def test_each_input_is_scattered_once(tmp_path: Path) -> None:
+    """Two shards and three schemes: one model, one calibration pool and two shards to send,
+    and a key per point that changes with the images."""
+    p = tmp_path / "s.toml"
+    p.write_text(TINY.replace("limit = 20", "limit = 20\nshards = 2"))
+    sp = spec.load(p)
+    tasks, inputs = runner.plan(sp, spec.points(sp), "1")
+    assert sorted(i.split("-")[0] for i in inputs) == ["data", "data", "model", "pool"]
+    assert len({t.key for t in tasks}) == len(tasks) == 8
+    p.write_text(TINY.replace("limit = 20", "limit = 21\nshards = 2"))
+    sp = spec.load(p)
+    assert not {t.key for t in runner.plan(sp, spec.points(sp), "1")[0]} & {t.key for t in tasks}

@@ -31,8 +31,9 @@ class Task:
     key: str
     point: dict[str, Any]
     options: dict[str, Any]
-    model: str | None  # an id in the inputs table, scattered once
-    data: str | None
+    model: str | None  # ids in the inputs table, each scattered once
+    data: str | None   # the shard's test images and labels
+    pool: str | None   # the dataset's training split: calibration images are drawn from it
 
 
 def _sha(*parts: bytes) -> str:
@@ -53,7 +54,9 @@ def _model(name: str, spec_dir: Path) -> tuple[str, dict[str, Any], dict[str, An
     return sha, {"name": path.stem, "sha": sha, "bytes": blob}, meta
 
 
-def _shards(name: str, limit: int | None, shards: int) -> list[dict[str, Any]]:
+def _shards(name: str, limit: int | None,
+            shards: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The training split (the calibration pool) and the test images split in shards."""
     from asd import datasets
     from asd_cli.main import UserError
 
@@ -64,13 +67,12 @@ def _shards(name: str, limit: int | None, shards: int) -> list[dict[str, Any]]:
         raise UserError(f"dataset {name}: {exc}") from None
     x, y = d.x_test[:limit] if limit else d.x_test, d.y_test[:limit] if limit else d.y_test
     pool = np.ascontiguousarray(d.x_train)
-    pool_sha = _sha(pool.tobytes())
+    pool_blob = {"name": name, "x": pool, "sha": _sha(pool.tobytes())}
     out = []
     for xs, ys in zip(np.array_split(x, shards), np.array_split(y, shards), strict=True):
         xs, ys = np.ascontiguousarray(xs), np.ascontiguousarray(ys)
-        out.append({"name": name, "x": xs, "y": ys, "calib_pool": pool,
-                    "sha": _sha(xs.tobytes(), ys.tobytes(), pool_sha.encode())})
-    return out
+        out.append({"name": name, "x": xs, "y": ys, "sha": _sha(xs.tobytes(), ys.tobytes())})
+    return pool_blob, out
 
 
 def plan(spec: Spec, points: list[dict[str, Any]],
@@ -79,10 +81,10 @@ def plan(spec: Spec, points: list[dict[str, Any]],
     The key hashes the point, the measure's options, the version and the inputs' contents."""
     inputs: dict[str, dict[str, Any]] = {}
     models: dict[str, tuple[str, dict[str, Any]]] = {}
-    shard_ids: dict[tuple[str, int | None], list[str]] = {}
+    shard_ids: dict[tuple[str, int | None], tuple[str, list[str]]] = {}
     tasks = []
     for pt in points:
-        model_id = data_id = None
+        model_id = data_id = pool_id = None
         pt = dict(pt)
         if pt["measure"] in ("eval", "run"):
             if pt["model"] not in models:
@@ -99,16 +101,19 @@ def plan(spec: Spec, points: list[dict[str, Any]],
                                 f"dataset in a JSON sidecar; give axes.datasets")
             pt["dataset"] = ds
             if (ds, spec.limit) not in shard_ids:
-                ids = []
-                for blob in _shards(ds, spec.limit, spec.shards):
+                pool, blobs = _shards(ds, spec.limit, spec.shards)
+                inputs[f"pool-{pool['sha']}"] = pool
+                for blob in blobs:
                     inputs[f"data-{blob['sha']}"] = blob
-                    ids.append(f"data-{blob['sha']}")
-                shard_ids[(ds, spec.limit)] = ids
-            data_id = shard_ids[(ds, spec.limit)][pt["shard"]]
+                shard_ids[(ds, spec.limit)] = (f"pool-{pool['sha']}",
+                                               [f"data-{b['sha']}" for b in blobs])
+            pool_id, ids = shard_ids[(ds, spec.limit)]
+            data_id = ids[pt["shard"]]
         opts = spec.measures[pt["measure"]]
         key = _sha(json.dumps({"point": pt, "options": opts, "version": version,
-                               "model": model_id, "data": data_id}, sort_keys=True).encode())
-        tasks.append(Task(key, pt, opts, model_id, data_id))
+                               "model": model_id, "data": data_id, "pool": pool_id},
+                              sort_keys=True).encode())
+        tasks.append(Task(key, pt, opts, model_id, data_id, pool_id))
     return tasks, inputs
 
 
@@ -154,7 +159,7 @@ def _cluster(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
 
             raise UserError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
     cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                           processes=True, host="127.0.0.1", dashboard_address=None,
+                           processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                            scheduler_port=0, silence_logs=40)
     return cluster, Client(cluster)
 
@@ -182,7 +187,7 @@ def execute(tasks: list[Task], inputs: dict[str, dict[str, Any]], store: Store, 
         out.workers = len(info)
         out.slots = sum(int(w.get("nthreads", 1)) for w in info.values())
         out.queued = len(todo)
-        needed = sorted({i for t in todo for i in (t.model, t.data) if i})
+        needed = sorted({i for t in todo for i in (t.model, t.data, t.pool) if i})
         # Each model and shard goes to every worker once (not once per task); a copy on
         # every worker also survives the loss of one.
         scattered = (client.scatter([inputs[i] for i in needed], hash=False, broadcast=True)
@@ -192,7 +197,8 @@ def execute(tasks: list[Task], inputs: dict[str, dict[str, Any]], store: Store, 
         by_key = {}
         for t in todo:
             f = client.submit(task_fns.run_point, t.point, t.options, refs.get(t.model or ""),
-                              refs.get(t.data or ""), wd, t.key, pure=False,
+                              refs.get(t.data or ""), refs.get(t.pool or ""), wd, t.key,
+                              pure=False,
                               key=f"asd-sweep-{t.key[:24]}")
             by_key[f.key] = t
             futures.append(f)

@@ -36,22 +36,22 @@ def model_file(model: dict[str, Any]) -> Path:
     return p
 
 
-def calibration(data: dict[str, Any], n: int, seed: int) -> np.ndarray:
+def calibration(data: dict[str, Any], pool: dict[str, Any], n: int, seed: int) -> np.ndarray:
     """``n`` calibration images drawn by ``seed`` from the training split (or, without one,
     the first ``n`` test images, as ``asd eval`` does)."""
-    pool = data["calib_pool"]
-    if not len(pool):
+    xs = pool["x"]
+    if not len(xs):
         return np.asarray(data["x"][:n])
-    idx = np.random.default_rng(seed).choice(len(pool), min(n, len(pool)), replace=False)
-    return np.asarray(pool[np.sort(idx)])
+    idx = np.random.default_rng(seed).choice(len(xs), min(n, len(xs)), replace=False)
+    return np.asarray(xs[np.sort(idx)])
 
 
 def measure_eval(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any],
-                 data: dict[str, Any]) -> dict[str, Any]:
+                 data: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
     from asd import evaluate
 
     name, rnd = point["scheme"]["name"], point["rounding"]
-    calib = calibration(data, opts["calib"], point["seed"]) if rnd != "nearest" else None
+    calib = calibration(data, pool, opts["calib"], point["seed"]) if rnd != "nearest" else None
     res = evaluate.evaluate(model_file(model), data["x"], data["y"], [name],
                             granularity=opts["granularity"], scale=opts["scale"],
                             roundings=[rnd], calib_x=calib)
@@ -69,13 +69,13 @@ def _config(point: dict[str, Any]) -> Any:
 
 
 def measure_run(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any],
-                data: dict[str, Any]) -> dict[str, Any]:
+                data: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
     from programs import runtime
     from programs.manifest import compile_model
 
     scheme = dict(point["scheme"])
     name = scheme.pop("name")
-    calib = calibration(data, opts["calib"], point["seed"])
+    calib = calibration(data, pool, opts["calib"], point["seed"])
     t0 = time.perf_counter()
     comp = compile_model(str(model_file(model)), _config(point), calib, scheme=name,
                          scheme_options=scheme)
@@ -104,7 +104,8 @@ def measure_hwreport(point: dict[str, Any], opts: dict[str, Any], workdir: str,
 
 
 def run_point(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any] | None,
-              data: dict[str, Any] | None, workdir: str, key: str) -> dict[str, Any]:
+              data: dict[str, Any] | None, pool: dict[str, Any] | None, workdir: str,
+              key: str) -> dict[str, Any]:
     """One point's figures as a record: ``{"status", "result" | "error", "seconds",
     "worker"}``."""
     t0 = time.perf_counter()
@@ -112,11 +113,11 @@ def run_point(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any]
     try:
         m = point["measure"]
         if m == "eval":
-            assert model is not None and data is not None
-            rec["result"] = measure_eval(point, opts, model, data)
+            assert model is not None and data is not None and pool is not None
+            rec["result"] = measure_eval(point, opts, model, data, pool)
         elif m == "run":
-            assert model is not None and data is not None
-            rec["result"] = measure_run(point, opts, model, data)
+            assert model is not None and data is not None and pool is not None
+            rec["result"] = measure_run(point, opts, model, data, pool)
         else:
             rec["result"] = measure_hwreport(point, opts, workdir, key)
         rec["status"] = "ok"
