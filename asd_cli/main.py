@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "asd_cli.compile",
     "asd_cli.export",
     "asd_cli.hwreport",
+    "asd_cli.sweep",
 ]
 
 

@@ -1,0 +1,131 @@
+"""The work of one point, run on a Dask worker: the figures of ``asd eval``, of ``asd compile``
++ ``asd run`` (emulator), or of ``asd hwreport`` for one design.
+
+Each function takes the point, the measure's options and the inputs the client scattered
+once (a model as bytes, a dataset shard as arrays), and returns a JSON-able dictionary of
+figures.  :func:`run_point` wraps them: it never raises for a deliberate error
+(:class:`contract.errors.AsdError`) or a bug in one point; it returns a record with status
+``failed`` and the error's one line, so one bad point does not stop the sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contract.errors import AsdError
+
+
+def model_file(model: dict[str, Any]) -> Path:
+    """The scattered model's bytes as a file on this worker, written once per content hash."""
+    d = Path(tempfile.gettempdir()) / f"asd-sweep-{os.getuid()}"
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"{model['sha'][:16]}.onnx"
+    if not p.exists() or hashlib.sha256(p.read_bytes()).hexdigest() != model["sha"]:
+        tmp = p.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(model["bytes"])
+        tmp.replace(p)
+    return p
+
+
+def calibration(data: dict[str, Any], pool: dict[str, Any], n: int, seed: int) -> np.ndarray:
+    """``n`` calibration images drawn by ``seed`` from the training split (or, without one,
+    the first ``n`` test images, as ``asd eval`` does)."""
+    xs = pool["x"]
+    if not len(xs):
+        return np.asarray(data["x"][:n])
+    idx = np.random.default_rng(seed).choice(len(xs), min(n, len(xs)), replace=False)
+    return np.asarray(xs[np.sort(idx)])
+
+
+def measure_eval(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any],
+                 data: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
+    from asd import evaluate
+
+    name, rnd = point["scheme"]["name"], point["rounding"]
+    calib = calibration(data, pool, opts["calib"], point["seed"]) if rnd != "nearest" else None
+    res = evaluate.evaluate(model_file(model), data["x"], data["y"], [name],
+                            granularity=opts["granularity"], scale=opts["scale"],
+                            roundings=[rnd], calib_x=calib)
+    out = res[-1].as_dict()
+    out["float_top1"] = res[0].top1
+    out["images"] = int(len(data["x"]))
+    return out
+
+
+def _config(point: dict[str, Any]) -> Any:
+    from contract.config import AccelConfig
+
+    return AccelConfig.from_dict({**AccelConfig().to_dict(), **point["config"],
+                                  "pe": point["pe"]})
+
+
+def measure_run(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any],
+                data: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
+    from programs import runtime
+    from programs.manifest import compile_model
+
+    scheme = dict(point["scheme"])
+    name = scheme.pop("name")
+    calib = calibration(data, pool, opts["calib"], point["seed"])
+    t0 = time.perf_counter()
+    comp = compile_model(str(model_file(model)), _config(point), calib, scheme=name,
+                         scheme_options=scheme)
+    t1 = time.perf_counter()
+    rep = runtime.run(comp, data["x"], batched=True)
+    y = np.asarray(data["y"])
+    pred = rep.output.reshape(len(y), -1).argmax(axis=1)
+    return {"top1": float(100.0 * np.mean(pred == y)), "images": int(len(y)),
+            "cycles_per_image": rep.cycles_per_image, **comp.totals(),
+            "compile_seconds": t1 - t0, "run_seconds": rep.seconds,
+            "first_int_divergence": rep.first_int_divergence}
+
+
+def measure_hwreport(point: dict[str, Any], opts: dict[str, Any], workdir: str,
+                     key: str) -> dict[str, Any]:
+    from accel import hwreport, synth
+    from asd_cli.hwreport import layer_stream
+
+    synth.require("yosys", "nextpnr-ice40", "iverilog")
+    cfg = _config(point)
+    stream = layer_stream(cfg, opts["macs"]) if opts["target"] == "pe" else None
+    # Every tool run keeps its own timeout (opts["timeout"] seconds), on this worker.
+    return hwreport.measure(cfg, opts["target"], Path(workdir) / key[:16],
+                            seeds=opts["seeds"], stream=stream, mode=point["mode"],
+                            timeout=opts["timeout"])
+
+
+def run_point(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any] | None,
+              data: dict[str, Any] | None, pool: dict[str, Any] | None, workdir: str,
+              key: str) -> dict[str, Any]:
+    """One point's figures as a record: ``{"status", "result" | "error", "seconds",
+    "worker"}``."""
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+    try:
+        m = point["measure"]
+        if m == "eval":
+            assert model is not None and data is not None and pool is not None
+            rec["result"] = measure_eval(point, opts, model, data, pool)
+        elif m == "run":
+            assert model is not None and data is not None and pool is not None
+            rec["result"] = measure_run(point, opts, model, data, pool)
+        else:
+            rec["result"] = measure_hwreport(point, opts, workdir, key)
+        rec["status"] = "ok"
+    except AsdError as exc:
+        rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a bug in one point: keep its place in the traceback
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        rec.update(status="failed", error=f"{type(exc).__name__}: {exc} "
+                                          f"({Path(where.filename).name}:{where.lineno})")
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
