@@ -37,7 +37,7 @@ MEMS = ("imem", "wmem", "bmem", "amem")
 
 def mem_widths(config: AccelConfig) -> dict[str, int]:
     c = config
-    return {"imem": 32, "wmem": c.lanes * c.code_bits, "bmem": c.lanes * c.acc_bits,
+    return {"imem": 32, "wmem": c.lanes * c.weight_bits, "bmem": c.lanes * c.acc_bits,
             "amem": c.act_bits}
 
 

@@ -157,7 +157,8 @@ def assemble(text: str, config: AccelConfig | None = None, source: str = "<input
                                f"{per_word} values ({lanes} lanes), got {len(vals)}")
             if head == ".wint":
                 try:
-                    vals = [int(c) for c in hwcode.encode(np.array(vals), config.exp_bits)]
+                    fmt = config.weight_format
+                    vals = [int(c) for c in fmt.encode(np.array(vals), config.exp_bits)]
                 except ValueError as exc:
                     raise AsmError(source, lineno, rest_col + 1, str(exc)) from None
             if head == ".req":
