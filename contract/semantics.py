@@ -7,7 +7,7 @@ the RTL implements exactly them; they work on Python ints and on numpy int64 arr
   ``T = 2^E - 1``, ``(-1)^s1 (x << (T - e1)) + (-1)^s2 (x << (T - e2))``, exact (never wraps:
   its width is that of ``x`` plus ``2^E + 1`` bits).
 * ``product(x, code, weights, E)`` is the MAC product of a WMEM code in the configuration's
-  weight format (:mod:`contract.weights`): ``sa(x, code)`` for ``asd``, ``x * q`` for ``int8``,
+  weight format (``contract.weights``): ``sa(x, code)`` for ``asd``, ``x * q`` for ``int8``,
   both exact.  REQ and ACT parameters are two-digit codes in every format.
 * ``rnd(t, s)`` rounds half up: ``(t + 2^(s-1)) >> s`` with an arithmetic shift; ``rnd(t, 0) = t``.
 * ``sat`` clamps to ``[-2^(act_bits-1), 2^(act_bits-1) - 1]``.
