@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from contract.image import Image, ImageError
 from emu import emulator
 from emu.asm import assemble
 from programs import reference, runtime
-from programs.manifest import compile_model
+from programs.manifest import Compiled, compile_model
 from tests.strategies import programs_and_configs, small_configs
 from tests.test_compiler_rtl import SPEC
 from tests.zoo_onnx import chain_model
@@ -72,7 +73,7 @@ def test_default_serializes_as_before() -> None:
     assert AccelConfig.from_dict({"weights": "asd"}) == c
 
 
-def test_int8_round_trip(tmp_path: object) -> None:
+def test_int8_round_trip() -> None:
     assert json.loads(INT8.to_json())["weights"] == "int8"
     assert AccelConfig.from_dict(json.loads(INT8.to_json())) == INT8
     assert INT8.semantic_hash() != INT8.replace(weights="asd").semantic_hash()
@@ -143,6 +144,26 @@ def test_small_network_int8_bit_exact() -> None:
     conv = next(q for q in comp.qnet.qlayers.values() if q.w_int is not None)
     assert conv.w_int is not None and 63 < np.abs(conv.w_int).max() <= 127  # 8 bits in use
     rep = runtime.run(comp, x, batched=False, trace=True)
+    ints = reference.int_forward(comp.qnet, x)
+    for ll in comp.layers:
+        assert np.array_equal(rep.tensors[ll.output], ints[ll.output]), ll.name
+
+
+def test_cli_compiles_shipped_model_int8(tmp_path: Path) -> None:
+    # `asd compile --config int8.toml` on a shipped model; `asd run --trace` is bit-exact.
+    from asd_cli.main import main
+
+    model = Path(__file__).resolve().parent.parent / "asd" / "data" / "models" / "digits_cnn.onnx"
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "calib.npy", rng.random((4, 1, 8, 8)).astype(np.float32))
+    np.save(tmp_path / "x.npy", rng.random((2, 1, 8, 8)).astype(np.float32))
+    (tmp_path / "int8.toml").write_text('[accelerator]\npe = "multiplier"\nweights = "int8"\n')
+    assert main(["compile", str(model), "--config", str(tmp_path / "int8.toml"), "-o",
+                 str(tmp_path / "out"), "--calib", str(tmp_path / "calib.npy")]) == 0
+    comp = Compiled.load(tmp_path / "out")
+    assert comp.qnet.config.weights == "int8"
+    x = np.load(tmp_path / "x.npy")
+    rep = runtime.run(comp, x, emulate="all", trace=True)
     ints = reference.int_forward(comp.qnet, x)
     for ll in comp.layers:
         assert np.array_equal(rep.tensors[ll.output], ints[ll.output]), ll.name
