@@ -167,3 +167,15 @@ def test_cli_compiles_shipped_model_int8(tmp_path: Path) -> None:
     ints = reference.int_forward(comp.qnet, x)
     for ll in comp.layers:
         assert np.array_equal(rep.tensors[ll.output], ints[ll.output]), ll.name
+
+
+def test_hand_kernel_int8_weights() -> None:
+    from programs import kernels
+
+    c = AccelConfig(lanes=4, pe="multiplier", weights="int8")
+    rng = np.random.default_rng(0)
+    x, w = rng.integers(-128, 128, (5, 5, 3)), rng.integers(-128, 128, (3, 3, 3, 6))
+    k = kernels.conv2d(x, w, rng.integers(-500, 500, 6), np.full(6, 3), np.full(6, 10), pad=1,
+                       config=c)
+    for fast in (False, True):
+        assert np.array_equal(emulator.run(k.image, fast=fast).region("output"), k.expected)
