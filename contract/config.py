@@ -181,7 +181,8 @@ class AccelConfig:
 
     def semantic_hash(self) -> bytes:
         """8 bytes identifying everything that changes what a program computes or where it
-        may address.  The PE kind is left out: both kinds run the same images bit for bit."""
+        may address.  The PE kind is left out: both kinds run the same images bit for bit.
+        The weight format is in (through :meth:`to_dict`, so only when it is not 'asd')."""
         d = self.to_dict()
         d.pop("pe")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).digest()[:8]
