@@ -57,7 +57,7 @@ def port_widths(config: AccelConfig) -> dict[str, int]:
     return {
         "clk": 0, "rst": 0,
         "imem_addr": addr_bits(c.imem_depth), "imem_data": isa.WORD_BITS,
-        "wmem_addr": addr_bits(c.wmem_depth), "wmem_data": c.lanes * c.code_bits,
+        "wmem_addr": addr_bits(c.wmem_depth), "wmem_data": c.lanes * c.weight_bits,
         "bmem_addr": addr_bits(c.bmem_depth), "bmem_data": c.lanes * c.acc_bits,
         "amem_addr": addr_bits(c.amem_depth), "amem_rdata": c.act_bits,
         "amem_we": 0, "amem_wdata": c.act_bits,
@@ -384,9 +384,9 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
     # ---- lanes
     accs = [_signed(c.acc_bits) for _ in range(lanes)]
     for i in range(lanes):
-        wl = _unsigned(c.code_bits)
+        wl = _unsigned(c.weight_bits)
         bl = _unsigned(c.acc_bits)
-        insts.append(slice_bits(wmem_data, i * c.code_bits, c.code_bits, wl))
+        insts.append(slice_bits(wmem_data, i * c.weight_bits, c.weight_bits, wl))
         insts.append(slice_bits(bmem_data, i * c.acc_bits, c.acc_bits, bl))
         insts.append(lane(clk, rst, i, c, ctl, wl, bl, xb, nxb, accs[i]))
     lane_sel = _unsigned(DBG_BITS)

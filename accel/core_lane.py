@@ -26,14 +26,19 @@ def lane(clk: Any, rst: Any, index: int, config: AccelConfig, ctl: Any, wcode: A
     """Weight, product and accumulator registers of lane ``index`` plus its two PEs."""
     c = config
     top = c.window - 1
-    pw = c.act_bits + c.window + 1  # shift-add product of an activation
+    pw = c.weight_format.product_bits(c.act_bits, c.exp_bits)  # product of an activation
     rw = c.acc_bits + c.window + 1  # shift-add product of an accumulator (REQ/ACT)
     cb = c.code_bits
     kind = c.pe
     insts = []
 
-    # W holds the code (shiftadd) or the decoded integer (multiplier: decoded when loaded).
-    if kind == "multiplier":
+    # W holds the code (shiftadd), the decoded integer (multiplier: decoded when loaded) or,
+    # with int8 weights, the 8-bit integer itself (no decoder).
+    if c.weights == "int8":
+        wreg = signed(c.weight_bits)  # resets to 0, what the emulator's zeroed code stands for
+        wload = signed(c.weight_bits)
+        insts.append(pe_mod.int_weight(wcode, wload))
+    elif kind == "multiplier":
         # W resets to what code 0 stands for (2^2^E: both digits 2^0), as the emulator's
         # zeroed weight codes do, so a VMAC before any LOADW agrees.
         wbits = c.window + 2

@@ -37,7 +37,7 @@ MEMS = ("imem", "wmem", "bmem", "amem")
 
 def mem_widths(config: AccelConfig) -> dict[str, int]:
     c = config
-    return {"imem": 32, "wmem": c.lanes * c.code_bits, "bmem": c.lanes * c.acc_bits,
+    return {"imem": 32, "wmem": c.lanes * c.weight_bits, "bmem": c.lanes * c.acc_bits,
             "amem": c.act_bits}
 
 
@@ -382,7 +382,8 @@ def demo_image(config: AccelConfig) -> Image:
     c = config
     n = c.lanes
     lanes_w = " ".join(str(((i * 5) % 7) - 3) for i in range(n))
-    lanes_w2 = " ".join(str(1 << (i % max(1, c.window - 1))) for i in range(n))
+    span = max(1, c.window - 1) if c.weights == "asd" else 7  # int8: powers of two up to 64
+    lanes_w2 = " ".join(str(1 << (i % span)) for i in range(n))
     bias = " ".join(str(i * 3 - 4) for i in range(n))
     req = " ".join(f"{1 + i % 3} {2 + i % 2}" for i in range(n))
     acts = " ".join(str(((i * 37) % (c.act_max - c.act_min + 1)) + c.act_min)

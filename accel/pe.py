@@ -11,7 +11,9 @@ carry-save form (:mod:`accel.lanes`, mode ``carrysave``): then the PE has no add
 
 ``multiplier``: the same product with a real multiplier; the code is decoded to its integer
 ``v * 2^(2^E - 1)`` (by :func:`decode_code`: two signed powers of two from a ROM, one add)
-before it reaches the PE, so the lane stores the integer in its W register.
+before it reaches the PE, so the lane stores the integer in its W register.  With ``int8``
+weights (:mod:`contract.weights`) WMEM holds the integer itself: :func:`int_weight` only
+reinterprets the 8 bits as signed, and the product is ``act_bits + 8`` bits wide.
 
 Both compute the exact product: the output width ``xbits + 2^E + 1`` always holds it.
 ``x`` is widened to the output width before it is shifted, because VHDL shifts at the
@@ -265,6 +267,18 @@ def decode_code(code: Any, value: Any, exp_bits: int) -> Any:
         value.next = p1 + p2
 
     return code_fields(code, exp_bits, s1, sh1, s2, sh2), index, rom, to_signed, add
+
+
+@block
+def int_weight(code: Any, value: Any) -> Any:
+    """``value`` = the WMEM bits read as a two's complement integer (``int8`` weights: the
+    multiplier takes them straight, no decoder)."""
+
+    @always_comb
+    def as_signed() -> None:
+        value.next = code.signed()
+
+    return as_signed
 
 
 @block

@@ -18,9 +18,11 @@ from typing import Any
 import tomli_w
 
 from . import hwcode
+from . import weights as wformats
 from .errors import AsdError
 
 PE_KINDS = ("shiftadd", "multiplier")
+_STR_FIELDS = ("pe", "weights")
 
 
 class ConfigError(ValueError, AsdError):
@@ -46,6 +48,10 @@ class AccelConfig:
     loop_depth     hardware loop nesting levels
     pe             'shiftadd' (two shifted terms per weight) or 'multiplier' (same datapath with
                    a multiplier); the results are identical, only the hardware differs
+    weights        WMEM weight format (:mod:`contract.weights`): 'asd' (two-digit codes, the
+                   default) or 'int8' (plain 8-bit integers, PE kind 'multiplier' only).  Left
+                   out of the serialized form at its default, so 'asd' configurations keep
+                   their hash and image bytes
     """
 
     lanes: int = 8
@@ -58,6 +64,7 @@ class AccelConfig:
     amem_depth: int = 65536
     loop_depth: int = 4
     pe: str = "shiftadd"
+    weights: str = wformats.DEFAULT
 
     def __post_init__(self) -> None:
         def need(cond: bool, field: str, what: str) -> None:
@@ -65,24 +72,32 @@ class AccelConfig:
                 raise ConfigError(f"config field '{field}' = {getattr(self, field)!r}: {what}")
 
         for f in fields(self):
-            if f.name != "pe":
+            if f.name not in _STR_FIELDS:
                 v = getattr(self, f.name)
                 need(isinstance(v, int) and not isinstance(v, bool), f.name, "must be an integer")
         need(1 <= self.lanes <= 32, "lanes", "must be 1..32")
         need(2 <= self.act_bits <= 16, "act_bits", "must be 2..16")
         need(1 <= self.exp_bits <= 4, "exp_bits", "must be 1..4")
+        need(isinstance(self.weights, str) and self.weights in wformats.FORMATS, "weights",
+             f"must be one of {', '.join(wformats.FORMATS)}")
+        need(self.pe in PE_KINDS, "pe", f"must be one of {', '.join(PE_KINDS)}")
+        fmt = wformats.FORMATS[self.weights]
+        if self.pe not in fmt.pe_kinds:
+            raise ConfigError(f"config field 'weights' = {self.weights!r} needs field 'pe' in "
+                              f"{', '.join(fmt.pe_kinds)}, not 'pe' = {self.pe!r}")
+        pbits = fmt.product_bits(self.act_bits, self.exp_bits)
         need(
-            self.act_bits + self.window + 1 <= self.acc_bits <= 40,
+            pbits <= self.acc_bits <= 40,
             "acc_bits",
-            f"must be {self.act_bits + self.window + 1}..40 (a product needs "
-            f"act_bits + 2^exp_bits + 1 bits)",
+            f"must be {pbits}..40 (a product of {self.weights} weights needs {pbits} bits)"
+            if self.weights != "asd" else
+            f"must be {pbits}..40 (a product needs act_bits + 2^exp_bits + 1 bits)",
         )
         for name, limit in (("imem_depth", 1 << 16), ("wmem_depth", 1 << 16),
                             ("bmem_depth", 1 << 16), ("amem_depth", 1 << 16)):
             v = getattr(self, name)
             need(2 <= v <= limit and v & (v - 1) == 0, name, f"must be a power of two, 2..{limit}")
         need(1 <= self.loop_depth <= 8, "loop_depth", "must be 1..8")
-        need(self.pe in PE_KINDS, "pe", f"must be one of {', '.join(PE_KINDS)}")
 
     # Derived quantities -------------------------------------------------------------------
     @property
@@ -92,7 +107,17 @@ class AccelConfig:
 
     @property
     def code_bits(self) -> int:
+        """Bits of a two-digit code (REQ/ACT parameters; WMEM words too with 'asd')."""
         return hwcode.code_bits(self.exp_bits)
+
+    @property
+    def weight_format(self) -> wformats.WeightFormat:
+        return wformats.FORMATS[self.weights]
+
+    @property
+    def weight_bits(self) -> int:
+        """Bits of one lane's weight code in WMEM."""
+        return self.weight_format.code_bits(self.exp_bits)
 
     @property
     def act_min(self) -> int:
@@ -104,7 +129,12 @@ class AccelConfig:
 
     # Serialization ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The serialized fields; ``weights`` only when not the default (hash and image
+        bytes of 'asd' configurations are those from before the field existed)."""
+        d = dataclasses.asdict(self)
+        if d["weights"] == wformats.DEFAULT:
+            del d["weights"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -160,7 +190,8 @@ class AccelConfig:
 
     def semantic_hash(self) -> bytes:
         """8 bytes identifying everything that changes what a program computes or where it
-        may address.  The PE kind is left out: both kinds run the same images bit for bit."""
+        may address.  The PE kind is left out: both kinds run the same images bit for bit.
+        The weight format is in (through :meth:`to_dict`, so only when it is not 'asd')."""
         d = self.to_dict()
         d.pop("pe")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).digest()[:8]

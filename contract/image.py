@@ -19,6 +19,7 @@ writer and loader; :func:`readmemh` writes the same bits for HDL testbenches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import zlib
@@ -101,8 +102,8 @@ class Image:
              f"activations {self.acts_base}..{self.acts_base + len(self.acts)} exceed "
              f"amem_depth {c.amem_depth}"),
             (bool(np.all((self.text >= 0) & (self.text < 1 << 32))), "text words must be u32"),
-            (bool(np.all((self.weights >= 0) & (self.weights < 1 << c.code_bits))),
-             f"weight codes must fit {c.code_bits} bits"),
+            (bool(np.all((self.weights >= 0) & (self.weights < 1 << c.weight_bits))),
+             f"weight codes must fit {c.weight_bits} bits"),
             (bool(np.all((self.params >= -(1 << (c.acc_bits - 1)))
                          & (self.params < 1 << (c.acc_bits - 1)))),
              f"params must fit {c.acc_bits} signed bits"),
@@ -119,8 +120,9 @@ class Image:
     def check_config(self, config: AccelConfig) -> None:
         """Refuse to run on a configuration other than the one the image was built for."""
         if config.semantic_hash() != self.config.semantic_hash():
-            diff = [k for k, v in self.config.to_dict().items()
-                    if k != "pe" and config.to_dict()[k] != v]
+            # Every field but the PE kind, the weight format too (named even at its default).
+            mine, theirs = dataclasses.asdict(self.config), dataclasses.asdict(config)
+            diff = [k for k, v in mine.items() if k != "pe" and theirs[k] != v]
             raise ImageError(
                 "image was built for another accelerator configuration ("
                 + ", ".join(f"{k}: image {getattr(self.config, k)} vs {getattr(config, k)}"
@@ -145,7 +147,7 @@ class Image:
         sections: list[tuple[str, int, bool, int, NDArray[np.int64] | bytes]] = [
             ("config", 1, False, 0, c.to_json().encode()),
             ("text", 4, False, 0, self.text),
-            ("weights", _elem_bytes(c.code_bits), False, 0, self.weights.reshape(-1)),
+            ("weights", _elem_bytes(c.weight_bits), False, 0, self.weights.reshape(-1)),
             ("params", _elem_bytes(c.acc_bits), True, 0, self.params.reshape(-1)),
             ("acts", _elem_bytes(c.act_bits), True, self.acts_base, self.acts),
             ("meta", 1, False, 0, json.dumps({"regions": self.regions}, sort_keys=True).encode()),
@@ -247,9 +249,9 @@ class Image:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         mems = self.initial_memories()
-        widths = {"imem": 32, "wmem": c.lanes * c.code_bits, "bmem": c.lanes * c.acc_bits,
+        widths = {"imem": 32, "wmem": c.lanes * c.weight_bits, "bmem": c.lanes * c.acc_bits,
                   "amem": c.act_bits}
-        lane_bits = {"wmem": c.code_bits, "bmem": c.acc_bits}
+        lane_bits = {"wmem": c.weight_bits, "bmem": c.acc_bits}
         out = {}
         for name, mem in mems.items():
             digits = (widths[name] + 3) // 4

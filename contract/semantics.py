@@ -6,6 +6,9 @@ the RTL implements exactly them; they work on Python ints and on numpy int64 arr
 * ``sa(x, code)`` is the shift-add product: with the code's fields ``(s1, e1, s2, e2)`` and
   ``T = 2^E - 1``, ``(-1)^s1 (x << (T - e1)) + (-1)^s2 (x << (T - e2))``, exact (never wraps:
   its width is that of ``x`` plus ``2^E + 1`` bits).
+* ``product(x, code, weights, E)`` is the MAC product of a WMEM code in the configuration's
+  weight format (``contract.weights``): ``sa(x, code)`` for ``asd``, ``x * q`` for ``int8``,
+  both exact.  REQ and ACT parameters are two-digit codes in every format.
 * ``rnd(t, s)`` rounds half up: ``(t + 2^(s-1)) >> s`` with an arithmetic shift; ``rnd(t, 0) = t``.
 * ``sat`` clamps to ``[-2^(act_bits-1), 2^(act_bits-1) - 1]``.
 
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import hwcode
+from . import weights as wformats
 from .isa import REQ_SHIFT_MAX
 
 
@@ -45,6 +49,14 @@ def shift_add(x: Any, code: Any, exp_bits: int) -> Any:
     t2 = np.left_shift(x, top - e2)
     out = np.where(s1 == 1, -t1, t1) + np.where(s2 == 1, -t2, t2)
     return out
+
+
+def product(x: Any, code: Any, weights: str, exp_bits: int) -> Any:
+    """``x`` times the integer a WMEM ``code`` stands for in format ``weights``, exact."""
+    if weights == wformats.DEFAULT:
+        return shift_add(x, code, exp_bits)
+    ints = wformats.get(weights).to_int(code, exp_bits)
+    return np.asarray(x, dtype=np.int64) * ints
 
 
 def round_shift(t: Any, shift: Any) -> Any:

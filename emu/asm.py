@@ -132,8 +132,8 @@ def assemble(text: str, config: AccelConfig | None = None, source: str = "<input
                 if not eq:
                     raise AsmError(source, lineno, tok.col + 1, f"expected key=value, got "
                                    f"'{tok.text}'")
-                overrides[key] = val if key == "pe" else _int(_Tok(val, tok.col + len(key) + 1),
-                                                              source, lineno)
+                overrides[key] = (val if key in ("pe", "weights") else
+                                  _int(_Tok(val, tok.col + len(key) + 1), source, lineno))
     if overrides:
         try:
             config = AccelConfig.from_dict({**config.to_dict(), **overrides}, source)
@@ -180,7 +180,8 @@ def assemble(text: str, config: AccelConfig | None = None, source: str = "<input
                                f"{per_word} values ({lanes} lanes), got {len(vals)}")
             if head == ".wint":
                 try:
-                    vals = [int(c) for c in hwcode.encode(np.array(vals), config.exp_bits)]
+                    fmt = config.weight_format
+                    vals = [int(c) for c in fmt.encode(np.array(vals), config.exp_bits)]
                 except ValueError as exc:
                     raise AsmError(source, lineno, rest_col + 1, str(exc)) from None
             if head == ".req":
@@ -285,7 +286,7 @@ def disassemble(image: Image, data: bool = True) -> str:
     c = image.config
     default = AccelConfig()
     lines = []
-    changed = [f"{k}={v}" for k, v in c.to_dict().items() if default.to_dict()[k] != v]
+    changed = [f"{k}={v}" for k, v in c.to_dict().items() if default.to_dict().get(k) != v]
     if changed:
         lines.append(".config " + " ".join(changed))
     for pc, word in enumerate(image.text.tolist()):

@@ -11,11 +11,28 @@ import sys
 from pathlib import Path
 
 from contract import isa, semantics
+from contract import weights as wformats
 from contract.config import AccelConfig
 
 from . import asm
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "isa.md"
+
+
+def _weight_formats() -> list[str]:
+    """The WMEM weight formats (``contract.weights``), one row each."""
+    rows = ["### Weight formats", "",
+            "The configuration's `weights` field picks what a WMEM code is (`contract.weights`, "
+            "one table for the emulator, compiler, integer reference and RTL). Where an "
+            "instruction below says `sa(x, W)`, read the product of `x` and the integer `W` "
+            "stands for in that format; REQ and ACT parameters are two-digit codes in every "
+            "format. The compiler's accumulator unit is `s_x * s_w / unit`.", "",
+            "| weights | code bits (E = 3) | unit (1.0) | PE kinds | code |",
+            "|---|---|---|---|---|"]
+    for f in wformats.FORMATS.values():
+        rows.append(f"| `{f.name}` | {f.code_bits(3)} | {f.unit(3)} | "
+                    f"{', '.join(f.pe_kinds)} | {f.summary} |")
+    return rows + [""]
 
 
 def _docstring_after(doc: str | None, marker: str) -> str:
@@ -113,7 +130,8 @@ def generate() -> str:
         f"- `W[lane]`: weight register, one two-digit code of `2(1+exp_bits)` bits per lane "
         f"(lanes [{d.lanes}], exp_bits [{d.exp_bits}]). It resets to code 0, which stands for "
         "2^0 + 2^0 (every code has two digits; zero is +2^-(W-1) - 2^-(W-1)), so a VMAC before "
-        "any LOADW multiplies by 2.",
+        "any LOADW multiplies by 2. With `weights = \"int8\"` it holds an 8-bit integer and "
+        "resets to 0.",
         "- `P[lane]`: product register, the last shift-add result per lane; zero at reset, "
         "as are `A` and the loop stack.",
         f"- `A[lane]`: accumulators, `acc_bits` [{d.acc_bits}] two's complement, wrapping.",
@@ -133,6 +151,7 @@ def generate() -> str:
         "`(-1)^s1 2^-e1 + (-1)^s2 2^-e2`; the datapath uses it as the integer "
         "`v * 2^(2^E - 1)`, so `sa(x, code)` is exactly `x` times that integer.",
         "",
+        *_weight_formats(),
         "## Timing model",
         "",
         isa.timing_model(),

@@ -24,7 +24,7 @@ from contract.backend import RunResult
 from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
-from contract.semantics import leaky, requantize, shift_add, wrap
+from contract.semantics import leaky, product, requantize, wrap
 
 
 class EmulatorError(RuntimeError, AsdError):
@@ -233,7 +233,7 @@ def _loadw(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> N
 
 
 def _shiftadd(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> None:
-    m.p = shift_add(m.amem[a["AMEM"]], m.w, m.config.exp_bits)
+    m.p = product(m.amem[a["AMEM"]], m.w, m.config.weights, m.config.exp_bits)
 
 
 def _acc(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> None:
@@ -273,7 +273,7 @@ def _vmax(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> No
 def _vmac(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> None:
     c = m.config
     acc, p = m.acc.copy(), m.p.copy()
-    p[:n] = shift_add(_lanes_x(m, a, n), m.w[:n], c.exp_bits)
+    p[:n] = product(_lanes_x(m, a, n), m.w[:n], c.weights, c.exp_bits)
     acc[:n] = wrap(acc[:n] + p[:n], c.acc_bits)
     m.p, m.acc = p, acc
 

@@ -126,7 +126,7 @@ done:
 """
     params = np.array([[req_param(int(hwcode.encode(mult, c.exp_bits)), shift, c.code_bits)]
                        * c.lanes], np.int64)
-    img = _build(code, c, hwcode.encode(w, c.exp_bits), params, x, 0,
+    img = _build(code, c, c.weight_format.encode(w, c.exp_bits), params, x, 0,
                  {"input": (0, n), "output": (out, c.lanes)})
     acc = wrap(x @ w, c.acc_bits)
     return Kernel(code, img, requant_reference(acc, np.asarray(mult), np.asarray(shift),
@@ -214,7 +214,8 @@ def conv2d(x: I64, w: I64, bias: I64, mult: I64, shift: I64, *, stride: int = 1,
     shifts = np.pad(np.asarray(shift, np.int64), (0, pad_c))
     req = (mult_codes | (shifts << c.code_bits)).reshape(nblocks, lanes)
     xp = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
-    img = _build(source, c, hwcode.encode(words, c.exp_bits), np.concatenate([biases, req]),
+    img = _build(source, c, c.weight_format.encode(words, c.exp_bits),
+                 np.concatenate([biases, req]),
                  xp.reshape(-1), in_base,
                  {"input": (in_base, hp * wp * cin), "output": (out_base, ho * wo * cout)})
     ref = conv2d_reference(x, w, bias, mult, shift, stride=stride, pad=pad, relu=relu,

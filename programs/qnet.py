@@ -57,14 +57,16 @@ class QLayer:
 
     @property
     def w_codes(self) -> I64:
+        """WMEM codes of ``w_int`` in the configuration's weight format."""
         assert self.w_int is not None
-        return hwcode.encode(self.w_int, self.config.exp_bits)
+        return self.config.weight_format.encode(self.w_int, self.config.exp_bits)
 
     @property
     def add_codes(self) -> tuple[int, int] | None:
         if self.add_ints is None:
             return None
-        a, b = hwcode.encode(np.array(self.add_ints), self.config.exp_bits)
+        c = self.config
+        a, b = c.weight_format.encode(np.array(self.add_ints), c.exp_bits)
         return int(a), int(b)
 
     def mult_float(self) -> F64:
@@ -85,11 +87,12 @@ class QNet:
     @property
     def unit_int(self) -> int:
         """The weight integer of 1.0 (average pooling)."""
-        return 1 << (self.config.window - 1)
+        return self.config.weight_format.unit(self.config.exp_bits)
 
     @property
     def unit_code(self) -> int:
-        return int(hwcode.encode(np.array(self.unit_int), self.config.exp_bits))
+        c = self.config
+        return int(c.weight_format.encode(np.array(self.unit_int), c.exp_bits))
 
     # Persistence: the manifest's layer list plus one npz of arrays --------------------------
     def save(self, directory: str | Path) -> None:

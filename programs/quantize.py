@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contract import hwcode
+from contract import weights as wformats
 from contract.config import AccelConfig
 from contract.errors import AsdError
 
@@ -51,9 +52,11 @@ SchemeFn = Callable[[F64], I64]
 _EXP_BITS_SCHEMES = ("asd", "pot", "shiftcnn")
 
 
-def weight_scheme(name: str, exp_bits: int, **options: Any) -> tuple[SchemeFn, float]:
+def weight_scheme(name: str, exp_bits: int, *, weights: str = "asd", **options: Any
+                  ) -> tuple[SchemeFn, float]:
     """``(quantizer, largest value)`` of a registry scheme; the quantizer refuses values the
-    two-digit hardware code cannot hold (so int8, minifloats etc. fail with a clear error)."""
+    WMEM weight format ``weights`` (contract.weights) cannot hold (so on the two-digit code
+    int8, minifloats etc. fail with a clear error)."""
     from asd.schemes import available, get_scheme
 
     if name in _EXP_BITS_SCHEMES:
@@ -62,7 +65,8 @@ def weight_scheme(name: str, exp_bits: int, **options: Any) -> tuple[SchemeFn, f
         sch = get_scheme(name, **options)
     except ValueError as exc:
         raise QuantizeError(str(exc)) from None
-    unit = float(1 << (hwcode.window(exp_bits) - 1))
+    wfmt = wformats.get(weights)
+    unit = float(wfmt.unit(exp_bits))
 
     checked: set[int] = set()
 
@@ -83,13 +87,14 @@ def weight_scheme(name: str, exp_bits: int, **options: Any) -> tuple[SchemeFn, f
             if not np.array_equal(ints, vals):
                 raise ValueError("values off the 2^-(W-1) grid")
             if new:
-                hwcode.encode(np.array(new, np.int64), exp_bits)
+                wfmt.encode(np.array(new, np.int64), exp_bits)
                 checked.update(new)
         except ValueError:
             raise QuantizeError(
-                f"weight scheme '{name}' {options} gives values the accelerator's two-digit "
-                f"code (E={exp_bits}) cannot hold; usable: asd (digits<=2), asd "
-                f"conversion=csd, pot; registry: {', '.join(available())}") from None
+                f"weight scheme '{name}' {options} gives values the accelerator's {weights} "
+                f"weights (E={exp_bits}) cannot hold; usable: "
+                + ("asd (digits<=2), asd conversion=csd, pot" if weights == "asd" else
+                   "int bits<=8") + f"; registry: {', '.join(available())}") from None
         return ints.astype(np.int64).reshape(v.shape)
 
     fn.levels = sch.levels()  # type: ignore[attr-defined]
@@ -234,7 +239,7 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
     """Quantize every layer of ``graph`` for ``config`` using calibration inputs ``calib``
     (float, NCHW)."""
     qmax = (1 << (config.act_bits - 1)) - 1
-    unit = 1 << (config.window - 1)
+    unit = config.weight_format.unit(config.exp_bits)
     ranges, pre_ranges = calibrate(graph, calib, percentile)
     groups = _Groups()
     for t in graph.shapes:
@@ -261,7 +266,10 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
             raise QuantizeError(f"layer {lay.name}: Clip(0, {lay.act_hi}) output shares a "
                                 f"scale with a wider tensor; its upper clamp cannot be kept")
 
-    quant, vmax = weight_scheme(scheme, config.exp_bits, **(scheme_options or {}))
+    if config.weights == "int8" and scheme == "asd":  # the format's own scheme by default
+        scheme, scheme_options = "int", {"bits": 8}
+    quant, vmax = weight_scheme(scheme, config.exp_bits, weights=config.weights,
+                                **(scheme_options or {}))
     qlayers: dict[str, QLayer] = {}
     for lay in graph.layers:
         ql = QLayer(lay, relu=lay.act in ("relu", "clip"), config=config)
@@ -280,7 +288,7 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
                 scales[lay.output] = scales[lay.inputs[0]] / (unit * k * ql.mult_float()[0])
         elif lay.op == "add":
             sa, sb = scales[lay.inputs[0]], scales[lay.inputs[1]]
-            ql.add_ints = _add_weights(sa, sb, config.exp_bits)
+            ql.add_ints = _add_weights(sa, sb, config)
             target = sa / (ql.add_ints[0] * s_y)
             _set_mult(ql, target, free and requant_aware, config, graph)
             if free and requant_aware:
@@ -305,9 +313,10 @@ def _set_mult(ql: QLayer, target: float, snap: bool, config: AccelConfig, graph:
     return float(ql.mult_float()[0])
 
 
-def _add_weights(sa: float, sb: float, exp_bits: int) -> tuple[int, int]:
-    """Two-digit weights ``(ca, cb)`` with ``ca / sa`` as close to ``cb / sb`` as any pair."""
-    ms = two_digit_ints(exp_bits).astype(np.float64)
+def _add_weights(sa: float, sb: float, config: AccelConfig) -> tuple[int, int]:
+    """Weights ``(ca, cb)`` of the WMEM format with ``ca / sa`` as close to ``cb / sb`` as any
+    pair."""
+    ms = config.weight_format.positive_ints(config.exp_bits).astype(np.float64)
     ratio = sb / sa  # want cb / ca == ratio
     err = np.abs(ms[None, :] / ms[:, None] / ratio - 1.0)  # rows ca, columns cb
     # Among (near-)ties prefer large weights: finer rounding of the sum.
@@ -325,7 +334,7 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
                    config: AccelConfig, aware: bool) -> None:
     lay = ql.layer
     assert lay.weight is not None and lay.bias is not None
-    unit = 1 << (config.window - 1)
+    unit = config.weight_format.unit(config.exp_bits)
     co = lay.weight.shape[0]
     w = lay.weight.reshape(co, -1)
     amax = np.abs(w).max(axis=1)

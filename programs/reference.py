@@ -165,11 +165,12 @@ def int_layer(ql: QLayer, qnet: QNet, ins: list[I64]) -> I64:
         acc = semantics.wrap(acc + ql.bias_int, c.acc_bits)
     elif lay.op == "avgpool":
         s = windows(ins[0], lay.kernel, lay.stride, lay.pads).sum(axis=(3, 4), dtype=np.int64)
-        acc = semantics.wrap(semantics.shift_add(s, qnet.unit_code, c.exp_bits), c.acc_bits)
+        acc = semantics.wrap(semantics.product(s, qnet.unit_code, c.weights, c.exp_bits),
+                             c.acc_bits)
     elif lay.op == "add":
         assert ql.add_codes is not None
-        acc = semantics.wrap(semantics.shift_add(ins[0], ql.add_codes[0], c.exp_bits)
-                             + semantics.shift_add(ins[1], ql.add_codes[1], c.exp_bits),
+        acc = semantics.wrap(semantics.product(ins[0], ql.add_codes[0], c.weights, c.exp_bits)
+                             + semantics.product(ins[1], ql.add_codes[1], c.weights, c.exp_bits),
                              c.acc_bits)
     else:
         raise ValueError(f"layer {lay.name}: no integer semantics for {lay.op}")

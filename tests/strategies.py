@@ -51,6 +51,7 @@ def codes_with_width(draw: st.DrawFn) -> tuple[np.ndarray, int]:
 # (upper half, so reads and writes rarely meet); r5 the BMEM pointer; r6, r7 scratch.
 
 from contract import isa as _isa  # noqa: E402
+from contract import weights as _wformats  # noqa: E402
 from contract.config import AccelConfig as _AccelConfig  # noqa: E402
 from contract.image import Image as _Image  # noqa: E402
 
@@ -58,14 +59,17 @@ _ROLES = {"w": (0, 1), "x": (2, 3), "out": (4,), "b": (5,), "s": (6, 7)}
 
 
 @st.composite
-def small_configs(draw: st.DrawFn, max_lanes: int = 8) -> _AccelConfig:
+def small_configs(draw: st.DrawFn, max_lanes: int = 8,
+                  formats: tuple[str, ...] = ("asd", "int8")) -> _AccelConfig:
     """Small accelerator instances: lanes 1..max_lanes (8), every width the configuration
     allows (act_bits 2..16, exp_bits 1..4, acc_bits from the least a product needs to 40),
-    small memories."""
+    small memories, a weight format from ``formats`` (int8 with the multiplier PE kind)."""
     lanes = draw(st.integers(1, max_lanes))
     act_bits = draw(st.integers(2, 16))
     exp_bits = draw(st.integers(1, 4))
-    low = act_bits + (1 << exp_bits) + 1
+    weights = draw(st.sampled_from(formats))
+    fmt = _wformats.get(weights)
+    low = fmt.product_bits(act_bits, exp_bits)
     acc_bits = draw(st.sampled_from(sorted({a for a in (low, low + 3, 24, 32, 40) if a >= low})))
     return _AccelConfig(
         lanes=lanes, act_bits=act_bits, acc_bits=acc_bits, exp_bits=exp_bits,
@@ -74,6 +78,7 @@ def small_configs(draw: st.DrawFn, max_lanes: int = 8) -> _AccelConfig:
         bmem_depth=draw(st.sampled_from([16, 32])),
         amem_depth=draw(st.sampled_from([256, 512])),
         loop_depth=draw(st.integers(2, 4)),
+        pe=fmt.pe_kinds[0], weights=weights,
     )
 
 
@@ -207,7 +212,7 @@ def _program(draw: st.DrawFn, config: _AccelConfig, wild: bool) -> _Image:
     out_base = c.amem_depth // 2
     return _Image(
         c, np.array(words, np.int64),
-        rng.integers(0, 1 << c.code_bits, (nw, c.lanes)),
+        rng.integers(0, 1 << c.weight_bits, (nw, c.lanes)),
         rng.integers(-min(half, 1 << 20), min(half, 1 << 20), (nb, c.lanes)),
         rng.integers(c.act_min, c.act_max + 1, na),
         0,

@@ -32,8 +32,12 @@ CFG_B = AccelConfig(lanes=8, act_bits=8, acc_bits=32, exp_bits=3, imem_depth=256
 # The widest configuration allowed: 16-bit activations, 16 digit positions, 40-bit sums.
 CFG_WIDE = AccelConfig(lanes=3, act_bits=16, acc_bits=40, exp_bits=4, imem_depth=128,
                        wmem_depth=64, bmem_depth=16, amem_depth=256, loop_depth=3)
-POOLS = {"icarus": [CFG_A, CFG_B, CFG_WIDE], "ghdl": [CFG_A, CFG_B, CFG_WIDE],
-         "verilator": [CFG_A, CFG_WIDE]}
+# int8 weights (multiplier only): 8-bit WMEM words beside 10-bit REQ codes (E = 4).
+CFG_INT8 = AccelConfig(lanes=4, act_bits=7, acc_bits=17, exp_bits=4, imem_depth=128,
+                       wmem_depth=64, bmem_depth=16, amem_depth=256, loop_depth=3,
+                       pe="multiplier", weights="int8")
+POOLS = {"icarus": [CFG_A, CFG_B, CFG_WIDE, CFG_INT8], "ghdl": [CFG_A, CFG_B, CFG_WIDE, CFG_INT8],
+         "verilator": [CFG_A, CFG_WIDE, CFG_INT8]}
 EXAMPLES_MAX = {"myhdl": 30, "icarus": 8, "ghdl": 8, "verilator": 8}
 
 
@@ -156,7 +160,7 @@ def _compare_random_programs(backend: str, configs: st.SearchStrategy[AccelConfi
     @given(data=st.data())
     def compare(data: st.DataObject) -> None:
         config = data.draw(configs, "config")
-        pe = data.draw(st.sampled_from(PE_KINDS), "pe")
+        pe = data.draw(st.sampled_from(config.weight_format.pe_kinds), "pe")
         image = data.draw(programs(config), "program")
         config = config.replace(pe=pe)
         try:

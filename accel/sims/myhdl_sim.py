@@ -22,7 +22,7 @@ from .clocking import clock, reset_pulse
 def packed_memories(image: Image, config: AccelConfig) -> dict[str, list[int]]:
     """Memory words as the core's ports see them: lane 0 in the least significant bits."""
     mems = image.initial_memories()
-    lane_bits = {"wmem": config.code_bits, "bmem": config.acc_bits}
+    lane_bits = {"wmem": config.weight_bits, "bmem": config.acc_bits}
     out: dict[str, list[int]] = {}
     for name, mem in mems.items():
         if name in lane_bits:

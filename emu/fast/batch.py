@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from contract import isa
-from contract.semantics import leaky, shift_add, wrap
+from contract.semantics import leaky, product, wrap
 
 from ..machine import Machine
 from .nest import GiveUp, Loop
@@ -139,7 +139,7 @@ def _loadw(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: i
 
 
 def _shiftadd(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.p = shift_add(b.amem0[a["AMEM"]][:, None], s.w, b.c.exp_bits)
+    s.p = product(b.amem0[a["AMEM"]][:, None], s.w, b.c.weights, b.c.exp_bits)
 
 
 def _acc(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
@@ -178,7 +178,7 @@ def _vmax(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: in
 
 def _vmac(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     acc, p = s.acc.copy(), s.p.copy()
-    p[:, :k] = shift_add(_lanes_x(b, a, k), s.w[:, :k], b.c.exp_bits)
+    p[:, :k] = product(_lanes_x(b, a, k), s.w[:, :k], b.c.weights, b.c.exp_bits)
     acc[:, :k] = wrap(acc[:, :k] + p[:, :k], b.c.acc_bits)
     s.acc, s.p = acc, p
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from contract import hwcode, isa
-from contract.semantics import shift_add, wrap
+from contract import isa
+from contract.semantics import product, wrap
 
 from .nest import GiveUp, Group, Loop, Segment, dot_pointers
 from .state import (
@@ -56,7 +56,7 @@ class Products(BatchBase):
         last_w = (regs[:, rw] + (k - 1) * dw) & MASK
         last_x = (regs[:, rx] + (k - 1) * dx) & MASK
         s.w = self.mach.wmem[last_w]
-        s.p = shift_add(self.amem0[last_x][:, None], s.w, c.exp_bits)
+        s.p = product(self.amem0[last_x][:, None], s.w, c.weights, c.exp_bits)
         regs = regs.copy()
         regs[:, rw] = (regs[:, rw] + k * iw) & MASK
         regs[:, rx] = (regs[:, rx] + k * ix) & MASK
@@ -87,7 +87,7 @@ class Products(BatchBase):
             return False
         widx = np.concatenate([wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
                                for i, seg in enumerate(segs)], axis=1)  # (nw, total)
-        wint = code_ints(self.mach.wmem[widx], c.exp_bits)  # (nw, total, lanes)
+        wint = code_ints(self.mach.wmem[widx], c.exp_bits, c.weights)  # (nw, total, lanes)
         # Only AMEM[xlo..xhi] is read.  sum_j |x_j w_j| <= max|x| * (the largest column sum
         # of |w|): tighter than max|x| max|w| total, and what lets 8-bit 3x3x64 windows use
         # float32 (see exact_dtype).
@@ -194,7 +194,7 @@ class Products(BatchBase):
                 else:
                     xs = src[ux[:, None] + j * dx]
                 codes = self.mach.wmem[(uw[:, None] + j * dw) & MASK]  # (G, k, lanes)
-                wall = hwcode.to_int(codes, self.c.exp_bits).astype(src.dtype)
+                wall = code_ints(codes, self.c.exp_bits, self.c.weights).astype(src.dtype)
                 self.serial_blas()
                 prod = xs @ wall.transpose(1, 0, 2).reshape(k, -1)
                 if exact:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from contract import hwcode
+from contract import weights as wformats
 from contract.blas import one_blas_thread
 from contract.config import AccelConfig
 from contract.semantics import req_fields
@@ -47,18 +47,21 @@ class Lanes:
         return int(self.regs.shape[0])
 
 
-_INT_TABLES: dict[int, I64] = {}
+_INT_TABLES: dict[tuple[str, int], I64] = {}
 # REQ tables of a BMEM image, by its bytes: the tiles of one layer share their parameters.
 _REQ_TABLES: dict[tuple[bytes, int], tuple[I64, I64, I64]] = {}
 
 
-def code_ints(codes: I64, exp_bits: int) -> I64:
-    """hwcode.to_int by table lookup: a code's value depends only on its low code_bits bits
-    (the fields split reads), so one table of 2^code_bits entries gives the same integers."""
-    if exp_bits not in _INT_TABLES:
-        every = np.arange(1 << hwcode.code_bits(exp_bits), dtype=np.int64)
-        _INT_TABLES[exp_bits] = hwcode.to_int(every, exp_bits).astype(np.int64)
-    table = _INT_TABLES[exp_bits]
+def code_ints(codes: I64, exp_bits: int, weights: str = wformats.DEFAULT) -> I64:
+    """The weight format's ``to_int`` (two-digit codes by default) by table lookup: a code's
+    value depends only on its low code_bits bits, so one table of 2^code_bits entries gives
+    the same integers."""
+    key = (weights, exp_bits)
+    if key not in _INT_TABLES:
+        fmt = wformats.get(weights)
+        every = np.arange(1 << fmt.code_bits(exp_bits), dtype=np.int64)
+        _INT_TABLES[key] = fmt.to_int(every, exp_bits).astype(np.int64)
+    table = _INT_TABLES[key]
     return table[np.asarray(codes, np.int64) & (len(table) - 1)]
 
 
@@ -133,7 +136,7 @@ class BatchBase:
     def wint(self) -> I64:
         """The integer of every WMEM code."""
         if "wint" not in self.tables:
-            self.tables["wint"] = code_ints(self.mach.wmem, self.c.exp_bits)
+            self.tables["wint"] = code_ints(self.mach.wmem, self.c.exp_bits, self.c.weights)
         return self.tables["wint"]  # type: ignore[no-any-return]
 
     def requant_tables(self) -> tuple[I64, I64, I64]:
@@ -153,7 +156,7 @@ class BatchBase:
 
     def exact_source(self, k: int) -> I64:
         """AMEM in the narrowest type whose k-term dot products with any weights are exact."""
-        return self.source_for(self.amem_absmax * (1 << self.c.window) * k)
+        return self.source_for(self.amem_absmax * self.c.weight_format.max_abs(self.c.exp_bits) * k)
 
     def source_for(self, bound: int) -> I64:
         """AMEM in the narrowest type in which sums of products whose absolute values add up to
