@@ -108,7 +108,8 @@ def test_scheme_the_hardware_cannot_hold_is_an_error() -> None:
     g = import_model(chain_model({"c": 2, "h": 4, "w": 4, "seed": 0, "steps": [
         ("conv", {"co": 2, "k": 1, "s": 1, "pads": [0] * 4, "bias": True, "bn": False,
                   "groups": "dense", "act": "none"})]}))
-    with pytest.raises(QuantizeError, match=r"'int8'.*asd weights \(E=3\) cannot hold.*usable: asd"):
+    with pytest.raises(QuantizeError,
+                       match=r"'int8'.*asd weights \(E=3\) cannot hold.*usable: asd"):
         quantize(g, AccelConfig(), np.ones((1, 2, 4, 4)), scheme="int8")
 
 
