@@ -25,6 +25,7 @@ from asd import fidelity, modelio
 from asd import rounding as rounding_
 from asd.quantize_model import quantize_model
 from asd.schemes import FpScheme, get_scheme
+from contract import blas
 
 DEFAULT_SCHEMES = ("float", "asd2", "pot", "int8", "int6", "int4", "fp8-e4m3", "fp8-e5m2")
 FP8_TYPES = {"fp8-e4m3": "FLOAT8E4M3FN", "fp8-e5m2": "FLOAT8E5M2"}
@@ -134,6 +135,7 @@ class Runner:
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        opts.intra_op_num_threads = blas.ort_threads()
         self.session = ort.InferenceSession(proto.SerializeToString(), opts,
                                             providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name

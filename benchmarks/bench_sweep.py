@@ -1,11 +1,18 @@
-"""Scaling of ``asd sweep`` on a loopback Dask cluster: the same eval points run serially in
-this process (no Dask: the yardstick), then on a cluster of 1 and of 2 worker processes on
-127.0.0.1, each from an empty database.  Prints the scheduling overhead (1 worker against
-serial) and the speed-up of 2 workers over 1 (ratios only; these machines are shared), and
-writes benchmarks/results/sweep.json.
+"""Scaling of ``asd sweep`` on a loopback Dask cluster: the same points run serially in this
+process (no Dask: the yardstick, as the serial benchmark scripts run them), then on a cluster
+of 1 and of 2 worker processes on 127.0.0.1, each from an empty database.  Prints the
+overhead of 1 and of 2 workers against serial and the speed-up of 2 workers over 1 (ratios
+only; these machines are shared), and writes benchmarks/results/sweep.json (sweep-eval.json
+for ``--measure eval``).
 
-    python benchmarks/bench_sweep.py                          # mnist_lenet, 8 points
-    python benchmarks/bench_sweep.py --limit 20 --schemes asd2,int8 --out /tmp/s.json  # tiny
+The default measure is ``hwreport`` (the issue's goal: the hardware sweep, where every task
+is a chain of single-threaded Yosys, nextpnr, Icarus and OpenSTA runs): both PE kinds, four
+PE-array modes, one lane, 4-bit activations, one nextpnr seed.  ``--measure eval`` runs eval
+points instead (in-process onnxruntime and numpy, which use every core on their own).
+
+    python benchmarks/bench_sweep.py                                  # 8 hwreport points
+    python benchmarks/bench_sweep.py --measure eval --limit 1000      # 8 eval points
+    python benchmarks/bench_sweep.py --measure eval --limit 20 --schemes float --out /tmp/s.json
 """
 
 from __future__ import annotations
@@ -21,72 +28,113 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "sweep.json"
+RESULTS = ROOT / "benchmarks" / "results"
+MODES = ("pipelined", "carrysave", "carrysave_direct", "tree")
 
 
-def _spec(tmp: Path, model: str, schemes: list[str], limit: int) -> Path:
+def _spec(tmp: Path, args: argparse.Namespace) -> Path:
     p = tmp / "bench.toml"
-    p.write_text(f'[axes]\nmodels = ["{model}"]\nlimit = {limit}\n'
-                 f"schemes = {json.dumps(schemes)}\n[measures.eval]\n")
+    if args.measure == "eval":
+        p.write_text(f'[axes]\nmodels = ["{args.model}"]\nlimit = {args.limit}\n'
+                     f"schemes = {json.dumps(args.schemes.split(','))}\n[measures.eval]\n")
+    else:
+        p.write_text(f"[axes]\nconfigs = [{{lanes = 1, act_bits = 4}}]\n"
+                     f'pe = ["shiftadd", "multiplier"]\nmodes = {json.dumps(list(MODES))}\n'
+                     f"[measures.hwreport]\nseeds = 1\nmacs = {args.macs}\n")
     return p
+
+
+def _warm(measure: str) -> None:
+    """A worker's imports, loaded before the clock starts: this measures the sweep, not
+    start-up (the serial yardstick pays its imports once too, before its first point)."""
+    import importlib
+
+    for mod in (("asd.evaluate", "onnxruntime") if measure == "eval"
+                else ("accel.hwreport", "asd_cli.hwreport")):
+        importlib.import_module(mod)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="mnist_lenet")
-    ap.add_argument("--schemes", default="asd2,pot,int8,int6,int4,fp8-e4m3,fp8-e5m2,float")
-    ap.add_argument("--limit", type=int, default=1000, help="test images per point")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--measure", choices=["hwreport", "eval"], default="hwreport")
+    ap.add_argument("--model", default="mnist_lenet", help="eval: the model")
+    ap.add_argument("--schemes", default="asd2,pot,int8,int6,int4,fp8-e4m3,fp8-e5m2,float",
+                    help="eval: the schemes, one point each")
+    ap.add_argument("--limit", type=int, default=1000, help="eval: test images per point")
+    ap.add_argument("--macs", type=int, default=500,
+                    help="hwreport: MACs of the gate-level energy simulation per point")
+    ap.add_argument("--out", type=Path, help="the JSON written (default: benchmarks/results/)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS / ("sweep.json" if args.measure == "hwreport" else "sweep-eval.json")
     os.environ.setdefault("PYTHONPATH", str(ROOT))
 
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
 
     from asd_cli.sweep import runner, spec, tasks
     from asd_cli.sweep.store import Store
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        sp = spec.load(_spec(tmp, args.model, args.schemes.split(","), args.limit))
+        sp = spec.load(_spec(tmp, args))
         version = runner.project_version()
         todo, inputs = runner.plan(sp, spec.points(sp), version)
+        _warm(args.measure)
+        load_before = os.getloadavg()[0]
+        walls: dict[str, float] = {}
+        busy: dict[str, float] = {}  # the sum of the points' own seconds
         t0 = time.perf_counter()
-        for t in todo:  # the yardstick: the same task functions, in this process
+        busy["serial"] = 0.0
+        for t in todo:
             rec = tasks.run_point(t.point, t.options, inputs.get(t.model or ""),
                                   inputs.get(t.data or ""), inputs.get(t.pool or ""),
-                                  str(tmp), t.key)
+                                  str(tmp / "serial"), t.key)
             assert rec["status"] == "ok", rec
-        serial = time.perf_counter() - t0
-        walls: dict[int, float] = {}
+            busy["serial"] += rec["seconds"]
+        walls["serial"] = time.perf_counter() - t0
         for n in (1, 2):
             with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                               host="127.0.0.1", dashboard_address="127.0.0.1:0", scheduler_port=0,
                               silence_logs=40) as cluster:
-                # Warm the workers' imports first: this measures the sweep, not start-up.
-                from distributed import Client
-
                 with Client(cluster) as c:
-                    c.run(lambda: __import__("asd.evaluate") and __import__("onnxruntime"))
+                    c.run(_warm, args.measure)
+                secs: list[float] = []
                 with Store(tmp / f"w{n}.sqlite") as store:
                     t0 = time.perf_counter()
                     out = runner.execute(todo, inputs, store, version,
                                          scheduler=cluster.scheduler_address,
-                                         workdir=tmp / "work")
-                    walls[n] = time.perf_counter() - t0
+                                         workdir=tmp / f"work{n}",
+                                         on_result=lambda _t, r, _o, s=secs: s.append(r["seconds"]))
+                    walls[f"{n}w"] = time.perf_counter() - t0
+                busy[f"{n}w"] = sum(secs)
                 assert out.ok == len(todo), out
     result: dict[str, Any] = {
-        "model": args.model, "points": len(todo), "images_per_point": args.limit,
-        "cores": os.cpu_count(),
-        "overhead_1_worker_vs_serial": walls[1] / serial - 1.0,
-        "speedup_2_vs_1_workers": walls[1] / walls[2],
+        "measure": args.measure, "points": len(todo), "cores": os.cpu_count(),
+        **({"model": args.model, "images_per_point": args.limit} if args.measure == "eval"
+           else {"grid": "lanes 1, act_bits 4, shiftadd+multiplier x " + ",".join(MODES),
+                 "seeds": 1, "macs": args.macs}),
+        "serial_seconds_per_point": walls["serial"] / len(todo),
+        "overhead_1_worker_vs_serial": walls["1w"] / walls["serial"] - 1.0,
+        "overhead_2_workers_vs_serial": walls["2w"] / walls["serial"] - 1.0,
+        "speedup_2_vs_1_workers": walls["1w"] / walls["2w"],
+        # Wall time of 1 worker beyond its points' own seconds: what Dask itself costs.
+        "scheduling_share_1_worker": 1.0 - busy["1w"] / walls["1w"],
+        "load_average_before": load_before,
         "note": "ratios only: seconds on a shared machine are not comparable between runs",
     }
-    print(f"{len(todo)} eval points of {args.model}, {args.limit} images each")
-    over = result["overhead_1_worker_vs_serial"]
-    print(f"1 worker against serial in-process: {100 * over:+.1f}%")
+    what = (f"{args.model}, {args.limit} images each" if args.measure == "eval"
+            else f"{result['grid']}, {args.macs} MACs")
+    print(f"{len(todo)} {args.measure} points ({what}); serial "
+          f"{result['serial_seconds_per_point']:.1f} s per point")
+    print(f"1 worker against serial in-process: "
+          f"{100 * result['overhead_1_worker_vs_serial']:+.1f}% "
+          f"(scheduling share of its wall time {100 * result['scheduling_share_1_worker']:.1f}%)")
+    print(f"2 workers against serial in-process: "
+          f"{100 * result['overhead_2_workers_vs_serial']:+.1f}%")
     print(f"2 workers against 1: {result['speedup_2_vs_1_workers']:.2f}x faster")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    from contract.files import write_text_atomic
+
+    write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -42,3 +42,15 @@ def one_blas_thread() -> Iterator[None]:
         for lib, n in zip(libs, before, strict=True):
             if n and n > 1:
                 lib.set_num_threads(n)
+
+
+def ort_threads() -> int:
+    """onnxruntime's intra-op thread count: ``OMP_NUM_THREADS`` when set (0 = its default, one
+    per core).  onnxruntime ignores that variable on its own, so a Dask worker (which sets it
+    to its share of the cores) would otherwise start a thread per core in every worker."""
+    import os
+
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from contract import semantics
+from contract import blas, semantics
 
 from .graph import Graph, Layer
 from .qnet import QLayer, QNet
@@ -133,6 +133,7 @@ def onnx_forward(model: str | Path | Any, x_nchw: NDArray, tensors: list[str] | 
             names.append(t)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.intra_op_num_threads = blas.ort_threads()
     sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0].name
     outs = sess.run(names, {inp: np.asarray(x_nchw, np.float32)})

@@ -305,8 +305,11 @@ def test_scaling_benchmark_runs(tmp_path: Path) -> None:
     from benchmarks import bench_sweep
 
     out = tmp_path / "sweep.json"
-    assert bench_sweep.main(["--limit", "10", "--schemes", "float", "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["points"] == 1
+    assert bench_sweep.main(["--measure", "eval", "--limit", "10", "--schemes", "float",
+                             "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["points"] == 1 and res["measure"] == "eval"
+    assert 0.0 <= res["scheduling_share_1_worker"] < 1.0 and res["speedup_2_vs_1_workers"] > 0
 
 
 def test_each_input_is_scattered_once(tmp_path: Path) -> None:
