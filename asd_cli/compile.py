@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("outdir", metavar="OUTDIR")
     r.add_argument("--input", required=True, metavar="X.npy", help="float32 N x C x H x W")
-    r.add_argument("--output", metavar="Y.npy", help="dequantized float32 outputs, N first")
+    r.add_argument("--output", metavar="Y.npy",
+                   help="dequantized float32 outputs, N first (.npy, under exactly this name)")
     r.add_argument("--backend", default=GOLDEN, choices=BACKENDS)
     r.add_argument("--emulate", default="first", choices=["first", "all"],
                    help="emu: which images run on the emulator (default: first)")
@@ -142,6 +143,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_output(path: str, output: np.ndarray) -> None:
+    """Replace ``path`` (exactly the name given: numpy would add ``.npy``) in one step."""
+    from contract.files import atomic_file
+
+    try:
+        with atomic_file(path) as fh:
+            np.save(fh, output)
+    except AsdError as exc:  # the previous file is intact; the message names the path
+        raise _user_error(str(exc)) from None
+
+
 def _open_backend(name: str, step: bool) -> Backend:
     """The emulator in fast mode unless ``--step``, or a simulator by name."""
     return get_backend(name, fast=not step) if name == GOLDEN else get_backend(name)
@@ -169,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except AsdError as exc:  # the input's shape, a simulator missing or timing out
         raise _user_error(str(exc)) from None
     if args.output:
-        np.save(args.output, rep.output.astype(np.float32))
+        _save_output(args.output, rep.output.astype(np.float32))
     if args.json:
         print(json.dumps(rep.as_dict()))
     else:

@@ -112,9 +112,9 @@ def cmd_asm(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     out = Path(args.output) if args.output else Path(args.source).with_suffix(".bin")
     try:
-        image.write(out)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write: {exc.strerror}") from None
+        image.write(out)  # in one step: a failure names the path and keeps the previous file
+    except AsdError as exc:
+        raise UserError(str(exc)) from None
     print(f"{out}: {len(image.text)} instructions, {len(image.weights)} weight words, "
           f"{len(image.params)} parameter words, {len(image.acts)} activations")
     return 0
