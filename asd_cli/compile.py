@@ -86,10 +86,21 @@ def _user_error(msg: str) -> Exception:
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:
+    """A real, finite numeric array from an .npy file (no pickles): complex, boolean or
+    structured arrays and NaN/Inf would be silently cast or propagate into garbage."""
     try:
-        return np.load(path)
+        arr = np.load(path)
     except (OSError, ValueError) as exc:  # numpy's ValueError: not an .npy file, or pickled
         raise _user_error(f"{what} {path}: {exc}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+        found = f"dtype {arr.dtype}" if isinstance(arr, np.ndarray) else "an .npz archive"
+        raise _user_error(f"{what} {path}: expected a real integer or float array, found "
+                          f"{found}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise _user_error(f"{what} {path}: expected finite values, found "
+                          f"{arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    return arr
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

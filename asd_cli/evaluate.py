@@ -22,7 +22,13 @@ def resolve_model(name: str) -> tuple[Path, dict[str, Any]]:
         shipped = ", ".join(sorted(q.stem for q in MODELS_DIR.glob("*.onnx")))
         raise UserError(f"{name}: no such model file (shipped models: {shipped})")
     side = p.with_suffix(".json")
-    meta = json.loads(side.read_text()) if side.exists() else {}
+    try:
+        meta = json.loads(side.read_text()) if side.exists() else {}
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"{side}: the model's sidecar is not readable JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{side}: expected a JSON object in the model's sidecar, found "
+                        f"{type(meta).__name__}")
     return p, meta
 
 
@@ -31,7 +37,9 @@ def load_dataset(spec: str | None, meta: dict[str, Any], args: argparse.Namespac
 
     spec = spec or meta.get("dataset")
     if not spec:
-        raise UserError("no --dataset given and the model has no JSON sidecar naming one")
+        raise UserError(f"{getattr(args, 'model', 'the model')}: no --dataset given and no JSON "
+                        "sidecar beside the model names one (expected --dataset mnist5k, "
+                        "digits or imagefolder:DIR)")
     kw: dict[str, Any] = {}
     if spec.startswith("imagefolder:"):
         for key in ("size", "limit"):
@@ -49,6 +57,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from asd import evaluate, modelio
     from asd_cli import progress
 
+    for name in ("limit", "calib", "size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} {value}: expected a positive count")
     path, meta = resolve_model(args.model)
     data = load_dataset(args.dataset, meta, args)
     x, y = data.x_test, data.y_test

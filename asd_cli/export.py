@@ -61,7 +61,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from accel import export
     except ImportError as exc:
         raise UserError(f"exporting needs MyHDL ({exc}): pip install -e '.[hw]'") from None
-    from contract.files import DirectoryBuilder
+    from contract.errors import AsdError
+    from contract.files import DirectoryBuilder, OutputError
 
     target = Path(args.output)
     # Built beside and swapped in: a failure (a program that does not fit the configuration,
@@ -70,7 +71,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     owned = [p.name for p in target.glob("*") if p.name in EXPORT_NAMES
              or (p.name.startswith("pck_myhdl_") and p.suffix == ".vhd")]
     with DirectoryBuilder(target, owned) as out:
-        files = export.export(config, args.hdl, out.staging, image)
+        try:
+            files = export.export(config, args.hdl, out.staging, image)
+        except AsdError as exc:
+            if image is not None or isinstance(exc, OutputError):
+                raise
+            raise UserError(f"the built-in demo program does not fit "
+                            f"{args.config or 'the configuration'} ({exc}); give a program "
+                            "that does with --image") from None
         out.owned.update(Path(f.name) for f in files)
     for f in files:
         print(target / f.name)
