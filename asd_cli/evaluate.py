@@ -53,6 +53,29 @@ def load_dataset(spec: str | None, meta: dict[str, Any], args: argparse.Namespac
         raise UserError(f"dataset {spec}: {exc}") from None
 
 
+def check_input_shape(path: Path, x: Any, dataset: str) -> None:
+    """Refuse a data set whose images are not the shape the model declares for its input
+    (the batch dimension and any symbolic one aside), before onnxruntime fails deep inside."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except (OSError, ValueError, DecodeError):
+        return  # not a readable model: the evaluation says so in its own terms
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if not inputs:
+        return
+    dims = [d.dim_value if d.HasField("dim_value") else None
+            for d in inputs[0].type.tensor_type.shape.dim]
+    got = tuple(x.shape)
+    if len(dims) != len(got) or any(d is not None and d != g for d, g in zip(dims[1:], got[1:])):
+        want = " x ".join("?" if d is None else str(d) for d in dims[1:])
+        raise UserError(f"{path}: input '{inputs[0].name}' expects images of {want}, data set "
+                        f"{dataset} gives {' x '.join(map(str, got[1:]))}")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from asd import evaluate, modelio
     from asd_cli import progress
@@ -66,6 +89,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     x, y = data.x_test, data.y_test
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
+    check_input_shape(path, x, data.name)
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
     roundings = [r.strip() for r in args.rounding.split(",") if r.strip()]
     bad = [r for r in roundings if r not in ROUNDINGS]
