@@ -39,7 +39,8 @@ def _npy(d: Path, name: str, arr: np.ndarray) -> str:
 Case = Callable[[Path], list[str]]
 CASES: dict[str, tuple[Case, list[str]]] = {
     "quantize": (lambda d: ["quantize", _write(d, "w.npz", "not an archive"), "-o",
-                            str(d / "q.npz")], ["w.npz", ".npz"]),
+                            str(d / "q.npz")], ["w.npz", "expected a zip of .npy arrays",
+                                                   "b'not '"]),
     "asm": (lambda d: ["asm", _write(d, "bad.s", "    MAC r1, 1, r2\n"), "-o",
                        str(d / "bad.bin")], ["bad.s:1:5", "MAC takes 4 operand"]),
     "asm-late-config": (lambda d: ["asm", _write(d, "late.s", ".amem 0 1\n.config lanes=4\n"
