@@ -97,26 +97,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise UserError(f"--{name} {value}: expected a positive count")
     if args.rtl_images < 0:
         raise UserError(f"--rtl-images {args.rtl_images}: expected 0 or more")
+    from asd_cli.evaluate import resolve_model
+
+    model = resolve_model(args.model)
     dest = Path(args.out)
     owned = [*REPORT_FILES, *(f"build/{f}" for f in owned_files(dest / "build"))]
     # The report folder is built beside and swapped in at the end: a run that fails half way
     # leaves the previous report (or nothing) instead of an empty or partial folder.
     with DirectoryBuilder(dest, owned) as build:
-        return _demo(args, config, build.staging, dest)
+        return _demo(args, config, model, build.staging, dest)
 
 
-def _demo(args: argparse.Namespace, config: Any, out: Path, dest: Path) -> int:
+def _demo(args: argparse.Namespace, config: Any, model_file: tuple[Path, dict[str, Any]],
+          out: Path, dest: Path) -> int:
     """The demo proper, writing into ``out``, which becomes ``dest`` when it succeeds."""
     from asd import evaluate, modelio, schemes
     from asd.quantize_model import quantize_model
     from asd_cli import progress, report
-    from asd_cli.evaluate import load_dataset, resolve_model
+    from asd_cli.evaluate import load_dataset
     from contract.backend import get_backend
     from programs import runtime
     from programs.manifest import compile_model
 
     t_start = time.perf_counter()
-    path, meta = resolve_model(args.model)
+    path, meta = model_file
     data = load_dataset(None, meta, args)
     x, y = data.x_test, data.y_test
     if args.limit:

@@ -156,12 +156,14 @@ def test_report_files_survive_a_full_disk(tmp_path: Path,
     _no_temporaries(tmp_path)
 
 
-def test_demo_with_a_bad_config_writes_nothing(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_with_a_bad_config_or_model_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("lanes = 0\n")
-    out = tmp_path / "report"
+    out = tmp_path / "a" / "report"
     _fails_cleanly(capsys, ["demo", "--config", str(bad), "--out", str(out)], str(bad), "lanes")
+    _fails_cleanly(capsys, ["demo", "--model", str(tmp_path / "none.onnx"), "--out", str(out)],
+                   "none.onnx", "no such model file")
     assert os.listdir(tmp_path) == ["bad.toml"]
 
 
@@ -176,7 +178,7 @@ def test_demo_failing_half_way_leaves_the_previous_report(
     (out / "mine.txt").write_text("the user's")
     before = _snapshot(out)
 
-    def half_way(args: Any, config: Any, staging: Path, dest: Path) -> int:
+    def half_way(args: Any, config: Any, model: Any, staging: Path, dest: Path) -> int:
         (staging / "index.html").write_text("half")
         raise AsdError("the model cannot be read")
 
