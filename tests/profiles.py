@@ -44,8 +44,8 @@ def scaled_examples(ci_count: int) -> int:
 
 
 # What `tox -e fuzz` runs per property class of tests/test_reliability_fuzz.py (assembler
-# text, configuration files, program images, emulator programs); ASD_FUZZ_EXAMPLES sets
-# another count, e.g. a short smoke run of the environment.
+# text, configuration files, program images, emulator programs, ONNX graphs);
+# ASD_FUZZ_EXAMPLES sets another count, e.g. a short smoke run of the environment.
 FUZZ_EXAMPLES = 10_000
 
 

@@ -1,10 +1,12 @@
 """Fuzzing the entry points that read user files: every input gives a correct result or the
 project's typed error (:class:`contract.errors.AsdError`), never anything else.
 
-Four property classes, a few hundred cases each in CI and FUZZ_EXAMPLES (10,000) each under
-``tox -e fuzz`` (tests/profiles.py): mutated assembler sources, mutated configuration files,
-mutated program images, and random emulator programs (step and fast mode must agree, faults
-included)."""
+Five property classes, a few hundred cases each in CI (forty ONNX models, each a compile) and
+FUZZ_EXAMPLES (10,000) each under ``tox -e fuzz`` (tests/profiles.py): mutated assembler
+sources, mutated configuration files, mutated program images, random emulator programs (step
+and fast mode must agree, faults included) and mutated ONNX graphs (attributes, shapes,
+NaN/Inf/huge weights, opsets; a model accepted must run bit-exact against the integer
+reference)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from contract.config import AccelConfig, ConfigError
@@ -62,8 +66,10 @@ def test_mutated_sources_assemble_or_name_the_line(case, data) -> None:  # type:
     try:
         got = assemble(source, config, "fuzz.s")
     except AsmError as exc:
+        event("refused: AsmError")
         assert str(exc).startswith("fuzz.s")
         return
+    event("accepted")
     # What it accepted is a well-formed image: it survives its own round trip.
     assert Image.from_bytes(got.to_bytes()).to_bytes() == got.to_bytes()
 
@@ -84,8 +90,10 @@ def test_mutated_configuration_files_load_or_raise_config_error(
     try:
         loaded = AccelConfig.load(path)
     except ConfigError as exc:
+        event("refused: ConfigError")
         assert str(exc).startswith(str(path))
         return
+    event("accepted")
     again = scratch / f"again{suffix}"
     loaded.save(again)
     assert AccelConfig.load(again) == loaded
@@ -123,12 +131,14 @@ def test_mutated_images_load_and_run_or_raise_typed_errors(blob: bytes) -> None:
     try:
         image = Image.from_bytes(blob, "fuzz.bin")
     except ImageError as exc:
+        event("refused: ImageError")
         assert str(exc).startswith("fuzz.bin")
         return
     try:
         emulator.run(image, max_cycles=2_000)
-    except AsdError:
-        pass
+        event("loaded and ran to HALT")
+    except AsdError as exc:
+        event(f"loaded, run refused: {type(exc).__name__}")
 
 
 def _outcome(image: Image, fast: bool) -> emulator.RunResult | str:
@@ -142,4 +152,75 @@ def _outcome(image: Image, fast: bool) -> emulator.RunResult | str:
 @given(programs_and_configs(wild=True))
 def test_random_programs_give_the_same_result_or_fault_in_both_modes(case) -> None:  # type: ignore[no-untyped-def]
     _, image = case
-    assert_same(_outcome(image, False), _outcome(image, True))
+    step = _outcome(image, False)
+    event("fault" if isinstance(step, str) else "HALT")
+    assert_same(step, _outcome(image, True))
+
+
+# Attribute values a careless exporter or a hostile user writes: zero, negative, fractional,
+# huge, the wrong length.
+WILD_INTS = st.sampled_from([1, 1, 2, 2, 3, 0, -1, 7, 1 << 31])
+WILD_LISTS = st.lists(WILD_INTS, min_size=1, max_size=5)
+
+
+@st.composite
+def mutated_onnx_models(draw: st.DrawFn) -> tuple[object, np.ndarray]:
+    """A Conv (and sometimes a pool after it) with wild attributes, weight shapes, values
+    (NaN, Inf, huge) and opset; the calibration images to compile it with."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    c, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 7)), draw(st.integers(3, 7))
+    co, k = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    # Listed more than once: most draws well-formed, so that accepted models are common too.
+    good = (co, c, k, k)
+    wshape = draw(st.sampled_from([good, good, good, (co, c + 1, k, k), (co, c, k),
+                                   (co, c, k, 9)]))
+    weight = draw(st.sampled_from([0.1, -0.5, 3.0, 0.25, 1e30, np.nan, np.inf])) * np.ones(wshape)
+    weight.flat[0] = draw(st.floats(-2, 2, allow_nan=False))
+    attrs: dict[str, Any] = {}
+    for name in draw(st.sets(st.sampled_from(["strides", "pads", "group", "kernel_shape",
+                                               "dilations", "auto_pad"]), max_size=2)):
+        if name == "group":
+            attrs[name] = draw(WILD_INTS)
+        elif name == "auto_pad":
+            attrs[name] = draw(st.sampled_from(["SAME_UPPER", "VALID", "NOTSET", "bogus"]))
+        else:
+            sane = {"pads": [[0] * 4, [1] * 4], "kernel_shape": [[k, k]]}.get(name, [[1, 1],
+                                                                                    [2, 2]])
+            attrs[name] = draw(st.one_of(st.sampled_from(sane), WILD_LISTS))
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["y"], name="conv1", **attrs)]
+    out = "y"
+    if draw(st.booleans()):
+        pool = draw(st.sampled_from(["MaxPool", "AveragePool"]))
+        nodes.append(helper.make_node(pool, ["y"], ["z"], name="pool1",
+                                      kernel_shape=draw(WILD_LISTS), strides=draw(WILD_LISTS)))
+        out = "z"
+    graph = helper.make_graph(
+        nodes, "fuzz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight.astype(np.float32), "W"),
+         numpy_helper.from_array(np.zeros(co, np.float32), "B")])
+    opset = draw(st.sampled_from([13, 13, 13, 17, 11, 999]))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    calib = np.random.default_rng(0).random((2, c, h, w)).astype(np.float32)
+    return model, calib
+
+
+@settings(max_examples=fuzz_examples(40), **SETTINGS)  # type: ignore[arg-type]
+@given(mutated_onnx_models())
+def test_mutated_onnx_models_compile_and_run_bit_exact_or_raise_typed_errors(case) -> None:  # type: ignore[no-untyped-def]
+    from programs import runtime
+    from programs.manifest import compile_model
+
+    model, calib = case
+    try:
+        compiled = compile_model(model, AccelConfig(), calib)
+    except AsdError as exc:
+        event(f"refused: {type(exc).__name__}")
+        assert "\n" not in str(exc)
+        return
+    event("accepted, run bit-exact")
+    # Accepted: the emulator must agree bit for bit with the integer reference (run raises
+    # DivergenceError otherwise, which is not an accepted outcome here).
+    rep = runtime.run(compiled, calib[:1], emulate="all")
+    assert rep.first_int_divergence is None
