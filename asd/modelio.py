@@ -64,6 +64,16 @@ def _validate(model: Model) -> None:
 def _load_npz(p: Path) -> Model:
     model = Model(str(p))
     try:
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise ModelError(f"{p}: cannot read ({exc.strerror})") from None
+    if head[:2] != b"PK":  # a zip's signature (an empty archive has another after "PK")
+        # numpy would read a plain .npy or a pickle instead and say something about pickles.
+        found = "an empty file" if not head else f"bytes {head!r}"
+        raise ModelError(f"{p}: not a readable .npz archive: expected a zip of .npy arrays, "
+                         f"found {found}")
+    try:
         with np.load(p, allow_pickle=False) as z:
             items = [(k, z[k]) for k in z.files]
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as exc:

@@ -23,6 +23,7 @@ import numpy as np
 from asd import modelio, packing, scales
 from asd import rounding as rounding_
 from asd.schemes import QuantResult, Scheme
+from contract.files import new_file_mode
 
 FORMAT_VERSION = 1
 
@@ -244,9 +245,11 @@ def save(qm: QuantizedModel, out: str | Path) -> tuple[Path, Path]:
     tmp_npz = tmp_json = None
     try:
         fd, tmp_npz = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=out.parent)
+        os.chmod(tmp_npz, new_file_mode())  # mkstemp's 0600 is not what a user expects
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)  # type: ignore[arg-type]
         fd, tmp_json = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=out.parent)
+        os.chmod(tmp_json, new_file_mode())
         with os.fdopen(fd, "w") as fh:
             json.dump(sidecar(qm), fh, indent=2)
             fh.write("\n")

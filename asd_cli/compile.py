@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("outdir", metavar="OUTDIR")
     r.add_argument("--input", required=True, metavar="X.npy", help="float32 N x C x H x W")
-    r.add_argument("--output", metavar="Y.npy", help="dequantized float32 outputs, N first")
+    r.add_argument("--output", metavar="Y.npy",
+                   help="dequantized float32 outputs, N first (.npy, under exactly this name)")
     r.add_argument("--backend", default=GOLDEN, choices=BACKENDS)
     r.add_argument("--emulate", default="first", choices=["first", "all"],
                    help="emu: which images run on the emulator (default: first)")
@@ -85,10 +86,21 @@ def _user_error(msg: str) -> Exception:
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:
+    """A real, finite numeric array from an .npy file (no pickles): complex, boolean or
+    structured arrays and NaN/Inf would be silently cast or propagate into garbage."""
     try:
-        return np.load(path)
+        arr = np.load(path)
     except (OSError, ValueError) as exc:  # numpy's ValueError: not an .npy file, or pickled
         raise _user_error(f"{what} {path}: {exc}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+        found = f"dtype {arr.dtype}" if isinstance(arr, np.ndarray) else "an .npz archive"
+        raise _user_error(f"{what} {path}: expected a real integer or float array, found "
+                          f"{found}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise _user_error(f"{what} {path}: expected finite values, found "
+                          f"{arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    return arr
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -142,6 +154,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_output(path: str, output: np.ndarray) -> None:
+    """Replace ``path`` (exactly the name given: numpy would add ``.npy``) in one step."""
+    from contract.files import atomic_file
+
+    try:
+        with atomic_file(path) as fh:
+            np.save(fh, output)
+    except AsdError as exc:  # the previous file is intact; the message names the path
+        raise _user_error(str(exc)) from None
+
+
 def _open_backend(name: str, step: bool) -> Backend:
     """The emulator in fast mode unless ``--step``, or a simulator by name."""
     return get_backend(name, fast=not step) if name == GOLDEN else get_backend(name)
@@ -169,7 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except AsdError as exc:  # the input's shape, a simulator missing or timing out
         raise _user_error(str(exc)) from None
     if args.output:
-        np.save(args.output, rep.output.astype(np.float32))
+        _save_output(args.output, rep.output.astype(np.float32))
     if args.json:
         print(json.dumps(rep.as_dict()))
     else:

@@ -75,20 +75,52 @@ def run_test_set(comp: Any, x: np.ndarray, chunk: int, progress: Any) -> tuple[A
     return np.concatenate(outs), cycles, mismatches
 
 
+# What `asd demo` writes into --out besides the compiled network under build/ (whose own
+# manifest lists its files); anything else there is the user's and is kept.
+REPORT_FILES = ("accuracy.png", "layer_error.png", "histograms.png", "cycles.png",
+                "summary.json", "index.html")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    from contract.config import AccelConfig, ConfigError
+    from contract.files import DirectoryBuilder
+    from programs.manifest import owned_files
+
+    # Everything the user gave is checked before anything is written.
+    try:
+        config = AccelConfig.load(args.config) if args.config else AccelConfig()
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    for name in ("limit", "calib", "chunk"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} {value}: expected a positive count")
+    if args.rtl_images < 0:
+        raise UserError(f"--rtl-images {args.rtl_images}: expected 0 or more")
+    from asd_cli.evaluate import resolve_model
+
+    model = resolve_model(args.model)
+    dest = Path(args.out)
+    owned = [*REPORT_FILES, *(f"build/{f}" for f in owned_files(dest / "build"))]
+    # The report folder is built beside and swapped in at the end: a run that fails half way
+    # leaves the previous report (or nothing) instead of an empty or partial folder.
+    with DirectoryBuilder(dest, owned) as build:
+        return _demo(args, config, model, build.staging, dest)
+
+
+def _demo(args: argparse.Namespace, config: Any, model_file: tuple[Path, dict[str, Any]],
+          out: Path, dest: Path) -> int:
+    """The demo proper, writing into ``out``, which becomes ``dest`` when it succeeds."""
     from asd import evaluate, modelio, schemes
     from asd.quantize_model import quantize_model
     from asd_cli import progress, report
-    from asd_cli.evaluate import load_dataset, resolve_model
+    from asd_cli.evaluate import load_dataset
     from contract.backend import get_backend
-    from contract.config import AccelConfig
     from programs import runtime
     from programs.manifest import compile_model
 
     t_start = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path, meta = resolve_model(args.model)
+    path, meta = model_file
     data = load_dataset(None, meta, args)
     x, y = data.x_test, data.y_test
     if args.limit:
@@ -114,7 +146,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # 2. Compile.
     _say(args, "[2/5] quantize with ASD and compile for the accelerator")
-    config = AccelConfig.load(args.config) if args.config else AccelConfig()
     calib = data.x_train[: args.calib]
     comp = compile_model(path, config, calib, scheme="asd")
     comp.write(out / "build")
@@ -210,7 +241,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "checks": checks,
         "seconds": time.perf_counter() - t_start,
     }
-    page = report.write(out, summary, figures)
+    page = dest / report.write(out, summary, figures).name
     summary["report"] = str(page)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))

@@ -22,7 +22,13 @@ def resolve_model(name: str) -> tuple[Path, dict[str, Any]]:
         shipped = ", ".join(sorted(q.stem for q in MODELS_DIR.glob("*.onnx")))
         raise UserError(f"{name}: no such model file (shipped models: {shipped})")
     side = p.with_suffix(".json")
-    meta = json.loads(side.read_text()) if side.exists() else {}
+    try:
+        meta = json.loads(side.read_text()) if side.exists() else {}
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"{side}: the model's sidecar is not readable JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{side}: expected a JSON object in the model's sidecar, found "
+                        f"{type(meta).__name__}")
     return p, meta
 
 
@@ -31,7 +37,9 @@ def load_dataset(spec: str | None, meta: dict[str, Any], args: argparse.Namespac
 
     spec = spec or meta.get("dataset")
     if not spec:
-        raise UserError("no --dataset given and the model has no JSON sidecar naming one")
+        raise UserError(f"{getattr(args, 'model', 'the model')}: no --dataset given and no JSON "
+                        "sidecar beside the model names one (expected --dataset mnist5k, "
+                        "digits or imagefolder:DIR)")
     kw: dict[str, Any] = {}
     if spec.startswith("imagefolder:"):
         for key in ("size", "limit"):
@@ -45,15 +53,43 @@ def load_dataset(spec: str | None, meta: dict[str, Any], args: argparse.Namespac
         raise UserError(f"dataset {spec}: {exc}") from None
 
 
+def check_input_shape(path: Path, x: Any, dataset: str) -> None:
+    """Refuse a data set whose images are not the shape the model declares for its input
+    (the batch dimension and any symbolic one aside), before onnxruntime fails deep inside."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except (OSError, ValueError, DecodeError):
+        return  # not a readable model: the evaluation says so in its own terms
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if not inputs:
+        return
+    dims = [d.dim_value if d.HasField("dim_value") else None
+            for d in inputs[0].type.tensor_type.shape.dim]
+    got = tuple(x.shape)
+    if len(dims) != len(got) or any(d is not None and d != g for d, g in zip(dims[1:], got[1:])):
+        want = " x ".join("?" if d is None else str(d) for d in dims[1:])
+        raise UserError(f"{path}: input '{inputs[0].name}' expects images of {want}, data set "
+                        f"{dataset} gives {' x '.join(map(str, got[1:]))}")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from asd import evaluate, modelio
     from asd_cli import progress
 
+    for name in ("limit", "calib", "size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} {value}: expected a positive count")
     path, meta = resolve_model(args.model)
     data = load_dataset(args.dataset, meta, args)
     x, y = data.x_test, data.y_test
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
+    check_input_shape(path, x, data.name)
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
     roundings = [r.strip() for r in args.rounding.split(",") if r.strip()]
     bad = [r for r in roundings if r not in ROUNDINGS]

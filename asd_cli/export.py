@@ -61,10 +61,31 @@ def cmd_export(args: argparse.Namespace) -> int:
         from accel import export
     except ImportError as exc:
         raise UserError(f"exporting needs MyHDL ({exc}): pip install -e '.[hw]'") from None
-    try:
-        files = export.export(config, args.hdl, Path(args.output), image)
-    except OSError as exc:
-        raise UserError(f"cannot write {args.output}: {exc}") from None
+    from contract.errors import AsdError
+    from contract.files import DirectoryBuilder, OutputError
+
+    target = Path(args.output)
+    # Built beside and swapped in: a failure (a program that does not fit the configuration,
+    # a full disk) leaves the previous directory as it was.  Only the names export writes
+    # are its own; any other file there is the user's and is kept.
+    owned = [p.name for p in target.glob("*") if p.name in EXPORT_NAMES
+             or (p.name.startswith("pck_myhdl_") and p.suffix == ".vhd")]
+    with DirectoryBuilder(target, owned) as out:
+        try:
+            files = export.export(config, args.hdl, out.staging, image)
+        except AsdError as exc:
+            if image is not None or isinstance(exc, OutputError):
+                raise
+            raise UserError(f"the built-in demo program does not fit "
+                            f"{args.config or 'the configuration'} ({exc}); give a program "
+                            "that does with --image") from None
+        out.owned.update(Path(f.name) for f in files)
     for f in files:
-        print(f)
+        print(target / f.name)
     return 0
+
+
+# Every file `asd export` writes, for either language (the MyHDL package's name carries its
+# version, so it is matched by prefix).
+EXPORT_NAMES = frozenset({"asd_core.v", "asd_core.vhd", "tb_asd.v", "tb_asd.vhd", "imem.hex",
+                          "wmem.hex", "bmem.hex", "amem.hex", "expect.hex", "run.sh"})

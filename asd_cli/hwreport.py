@@ -143,6 +143,34 @@ def _first_digit() -> np.ndarray:
     return np.asarray(load_digits().images[0], np.float64)
 
 
+def _write_outputs(hwreport: Any, report: dict[str, Any], out: Path) -> list[Path]:
+    """The report files, written into a private directory beside them and renamed into place
+    once all were written: a failure while writing leaves the previous report files as they
+    were and no partial ones."""
+    import os
+    import shutil
+    import tempfile
+
+    from contract.files import OutputError, new_file_mode
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".hwreport.new-", dir=out))
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write the report here ({exc.strerror})") from None
+    try:
+        written = hwreport.write_outputs(report, staging)
+        for f in written:
+            os.chmod(f, new_file_mode())
+            os.replace(f, out / f.name)
+    except OSError as exc:
+        raise OutputError(f"{out}: writing the report failed ({exc.strerror or exc}); the "
+                          "previous report files are unchanged") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / f.name for f in written]
+
+
 def cmd_hwreport(args: argparse.Namespace) -> int:
     from contract.config import AccelConfig, ConfigError
 
@@ -173,6 +201,10 @@ def cmd_hwreport(args: argparse.Namespace) -> int:
             print(f"hwreport: {msg}", file=sys.stderr, flush=True)
 
     out = Path(args.output)
+    try:  # before hours of synthesis: an output folder that cannot be made is said now
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the output directory ({exc.strerror})") from None
     try:
         synth.require("yosys", "nextpnr-ice40", "iverilog")
         report = hwreport.run_sweep(
@@ -183,7 +215,7 @@ def cmd_hwreport(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     except synth.SynthError as exc:
         raise UserError(f"synthesis failed: {exc}") from None
-    files = hwreport.write_outputs(report, out)
+    files = _write_outputs(hwreport, report, out)
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:

@@ -112,9 +112,9 @@ def cmd_asm(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     out = Path(args.output) if args.output else Path(args.source).with_suffix(".bin")
     try:
-        image.write(out)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write: {exc.strerror}") from None
+        image.write(out)  # in one step: a failure names the path and keeps the previous file
+    except AsdError as exc:
+        raise UserError(str(exc)) from None
     print(f"{out}: {len(image.text)} instructions, {len(image.weights)} weight words, "
           f"{len(image.params)} parameter words, {len(image.acts)} activations")
     return 0
@@ -135,6 +135,30 @@ def cmd_disasm(args: argparse.Namespace) -> int:
 def _print_trace_entry(e: dict[str, Any]) -> None:
     extra = "".join(f" {k}={v}" for k, v in e.items() if k not in ("cycle", "pc", "instr"))
     print(f"{e['cycle']:>8} {e['pc']:>5}  {e['instr']:<28}{extra}")
+
+
+class _JsonTraceSpool:
+    """Trace entries as the items of a JSON list, kept in a temporary file, not in memory."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.file = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self.separator = ""
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.file.write(self.separator + json.dumps(entry))
+        self.separator = ", "
+
+    def copy_to(self, out: Any) -> None:
+        import shutil
+
+        self.file.seek(0)
+        shutil.copyfileobj(self.file, out)
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _pick_regions(regions: dict[str, tuple[int, int]], wanted: list[str] | None
@@ -163,13 +187,21 @@ def cmd_emu(args: argparse.Namespace) -> int:
     if not golden and (args.fast or args.trace):
         raise UserError("--fast and --trace apply to the emu backend only")
     options: dict[str, Any] = {"fast": args.fast, "trace": args.trace} if golden else {}
+    json_trace = None
     if golden and args.trace and not args.json:
         # Streamed: each line is printed as it runs (no trace kept in memory), so the lines
         # before a cycle limit or a fault are shown, then the fault line.
         options["on_trace"] = _print_trace_entry
+    elif golden and args.trace:
+        # Streamed too, into a temporary file: the JSON object puts the trace after the
+        # counters and regions, known only at the end, so it is copied out after the run.
+        json_trace = _JsonTraceSpool()
+        options["on_trace"] = json_trace.add
     try:
         result = get_backend(args.backend, **options).run(image, Limits(max_cycles=max_cycles))
     except AsdError as exc:  # a program fault, a foreign image, a simulator missing or failing
+        if json_trace is not None:
+            json_trace.close()
         raise UserError(str(exc)) from None
     amem, regions, trace = result.amem, result.regions, result.trace
     out: dict[str, Any] = {"image": args.image, "backend": args.backend}
@@ -186,6 +218,12 @@ def cmd_emu(args: argparse.Namespace) -> int:
     out["regions"] = {n: {"base": b, "length": k, "values": [int(v) for v in amem[b: b + k]]}
                       for n, (b, k) in shown.items()}
     if args.json:
+        if json_trace is not None:
+            # The same text json.dump gives with "trace" as the last key.
+            sys.stdout.write(json.dumps(out)[:-1] + ', "trace": [')
+            json_trace.copy_to(sys.stdout)
+            sys.stdout.write("]}\n")
+            return 0
         if trace is not None:
             out["trace"] = trace
         json.dump(out, sys.stdout)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from contract.files import write_text_atomic
+
 
 def _plt() -> Any:
     import matplotlib
@@ -107,10 +109,11 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> s
 
 
 def write(out_dir: str | Path, summary: dict[str, Any], figures: dict[str, str]) -> Path:
-    """Write ``index.html`` and ``summary.json`` into out_dir; figures maps title -> PNG name."""
+    """Write ``index.html`` and ``summary.json`` into out_dir, each replaced in one step;
+    figures maps title -> PNG name."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_text_atomic(d / "summary.json", json.dumps(summary, indent=2, default=float))
     acc_rows = summary.get("accuracy", [])
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -147,5 +150,5 @@ def write(out_dir: str | Path, summary: dict[str, Any], figures: dict[str, str])
                      f"alt='{html.escape(title)}'>")
     parts.append("</body></html>")
     path = d / "index.html"
-    path.write_text("\n".join(parts))
+    write_text_atomic(path, "\n".join(parts))
     return path

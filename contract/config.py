@@ -20,6 +20,7 @@ import tomli_w
 from . import hwcode
 from . import weights as wformats
 from .errors import AsdError
+from .files import write_text_atomic
 
 PE_KINDS = ("shiftadd", "multiplier")
 _STR_FIELDS = ("pe", "weights")
@@ -183,7 +184,7 @@ class AccelConfig:
 
     def save(self, path: str | Path) -> None:
         p = Path(path)
-        p.write_text(self.to_json() + "\n" if p.suffix == ".json" else self.to_toml())
+        write_text_atomic(p, self.to_json() + "\n" if p.suffix == ".json" else self.to_toml())
 
     def replace(self, **changes: Any) -> AccelConfig:
         return dataclasses.replace(self, **changes)

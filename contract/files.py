@@ -40,6 +40,11 @@ def _umask() -> int:
     return mask
 
 
+def new_file_mode() -> int:
+    """The mode a new file gets under the user's umask (0644 under the usual 022)."""
+    return 0o666 & ~_umask()
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make a rename in ``directory`` durable; some file systems cannot, which is harmless."""
     with contextlib.suppress(OSError):
@@ -71,7 +76,7 @@ def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -149,8 +154,15 @@ class DirectoryBuilder:
             self.commit()
             return
         self.abandon()
+        # Name the user's directory, not the staging one they never asked for.
+        def shown(text: object) -> str:
+            return str(text).replace(str(self.staging), str(self.target))
+
+        if isinstance(exc, OutputError):
+            raise OutputError(shown(exc)) from None
         if isinstance(exc, OSError) and not isinstance(exc, AsdError):
-            raise OutputError(f"{self.target}: writing {exc.filename or 'the output'} failed "
+            what = shown(exc.filename) if exc.filename else "the output"
+            raise OutputError(f"{self.target}: writing {what} failed "
                               f"({_describe(exc)}); the previous output is unchanged") from None
 
     def abandon(self) -> None:
@@ -249,5 +261,5 @@ class DirectoryBuilder:
         self.abandon()
 
 
-__all__ = ["DirectoryBuilder", "OutputError", "atomic_file", "write_bytes_atomic",
-           "write_text_atomic"]
+__all__ = ["DirectoryBuilder", "OutputError", "atomic_file", "new_file_mode",
+           "write_bytes_atomic", "write_text_atomic"]

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from .config import AccelConfig, ConfigError
 from .errors import AsdError
+from .files import write_bytes_atomic, write_text_atomic
 
 MAGIC = b"ASDI"
 IMAGE_VERSION = 1
@@ -164,7 +165,9 @@ class Image:
         return bytes(out)
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_bytes(self.to_bytes())
+        """Replace ``path`` with the image in one step: a failure leaves the previous file
+        (raises :class:`contract.files.OutputError`, an ``OSError`` naming the path)."""
+        write_bytes_atomic(path, self.to_bytes())
 
     @classmethod
     def from_bytes(cls, blob: bytes, source: str = "image") -> Image:
@@ -268,6 +271,6 @@ class Image:
                 m = (1 << widths[name]) - 1
                 lines = [f"{v & m:0{digits}x}" for v in mem.tolist()]
             path = d / f"{name}.hex"
-            path.write_text("\n".join(lines) + "\n")
+            write_text_atomic(path, "\n".join(lines) + "\n")
             out[name] = path
         return out

@@ -13,6 +13,7 @@ from pathlib import Path
 from contract import isa, semantics
 from contract import weights as wformats
 from contract.config import AccelConfig
+from contract.files import write_text_atomic
 
 from . import asm
 
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    write_text_atomic(args.output, text)
     print(f"wrote {args.output}")
     return 0
 

@@ -41,3 +41,17 @@ def scaled_examples(ci_count: int) -> int:
     one.  Read when the test's module is imported, after the profile is loaded."""
     max_examples = settings().max_examples  # the loaded profile's
     return max(1, -(-ci_count * max_examples // CI_MAX_EXAMPLES))
+
+
+# What `tox -e fuzz` runs per property class of tests/test_reliability_fuzz.py (assembler
+# text, configuration files, program images, emulator programs, ONNX graphs);
+# ASD_FUZZ_EXAMPLES sets another count, e.g. a short smoke run of the environment.
+FUZZ_EXAMPLES = 10_000
+
+
+def fuzz_examples(ci_count: int) -> int:
+    """A fuzz property's example count: ``ci_count`` scaled like any test (a few hundred in
+    CI), but FUZZ_EXAMPLES (or ``$ASD_FUZZ_EXAMPLES``) under the ``fuzz`` profile."""
+    if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz":
+        return int(os.environ.get("ASD_FUZZ_EXAMPLES", FUZZ_EXAMPLES))
+    return scaled_examples(ci_count)

@@ -92,6 +92,36 @@ def test_streamed_trace_keeps_nothing_in_memory() -> None:
     assert seen == emulator.run(img, trace=True).trace
 
 
+def test_json_trace_is_streamed_and_the_same_object(tmp_path, capsys, monkeypatch) -> None:
+    import json
+
+    from asd_cli.main import main
+    from emu import emulator
+
+    src = tmp_path / "loop.s"
+    src.write_text("SETI r1, 2\nLOOP 3, end\nSETI r2, 1\nend:\nHALT\n")
+    full = emulator.run(assemble_file(str(src)), trace=True).trace
+    kept: list[object] = []
+    real_run = emulator.run
+
+    def spy(*args, **kw):  # type: ignore[no-untyped-def]
+        result = real_run(*args, **kw)
+        kept.append(result.trace)
+        return result
+
+    monkeypatch.setattr(emulator, "run", spy)
+    assert main(["emu", str(src), "--json", "--trace"]) == 0
+    text = capsys.readouterr().out
+    got = json.loads(text)
+    assert got["trace"] == full and list(got)[-1] == "trace"
+    assert text == json.dumps(got) + "\n"  # the text json.dump gives for the whole object
+    assert kept == [None]  # the emulator handed each entry on and kept none
+    # A fault: the error line only, no half-written JSON.
+    assert main(["emu", str(src), "--json", "--trace", "--max-cycles", "2"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and "cycle" in cap.err
+
+
 def test_config_file_hostile_inputs(tmp_path) -> None:
     from contract.config import ConfigError
 
