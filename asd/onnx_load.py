@@ -87,8 +87,11 @@ def load_onnx(source: str | Path | Any, *, input_shape: tuple[int | None, ...] |
     if not optimize:
         return model
     model = _ort_basic(model)
-    if 0 < default_opset(model) < TARGET_OPSET:
+    converted = 0 < default_opset(model) < TARGET_OPSET
+    if converted:
         model = _convert(model, label)
+    if _copy_dims_in_reshape_targets(model) or converted:
+        _drop_dead_nodes(model)
         model = _ort_basic(model)
     _fold_bn_after_gemm(model)
     return model
@@ -200,6 +203,95 @@ def _convert(model: Any, label: str) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxLoadError(f"{label}: converting opset {default_opset(model)} to "
                             f"{TARGET_OPSET} failed: {first}") from None
+
+
+def _int_values(t: str, inits: dict[str, Any]) -> list[int] | None:
+    from onnx import numpy_helper
+
+    if t not in inits:
+        return None
+    arr = numpy_helper.to_array(inits[t])
+    return [int(v) for v in arr.reshape(-1)] if arr.dtype.kind in "iu" else None
+
+
+def _shape_part(part: str, x: str, pos: int, producer: dict[str, Any],
+                inits: dict[str, Any]) -> list[int] | None:
+    """The entries of a Reshape target's part ``part`` at position ``pos``: its constant
+    values, or zeros where it reads ``x``'s own dimensions ``pos..`` (``Slice`` or ``Gather``
+    of ``Shape(x)``); None for anything else."""
+    const = _int_values(part, inits)
+    if const is not None:
+        return const
+    node = producer.get(part)
+    if node is not None and node.op_type == "Unsqueeze" and _int_values(
+            node.input[1] if len(node.input) > 1 else "", inits) == [0]:
+        node = producer.get(node.input[0])
+        scalar = True
+    else:
+        scalar = False
+    if node is None or node.op_type not in ("Slice", "Gather") or node.attribute and not (
+            node.op_type == "Gather" and [a.name for a in node.attribute] == ["axis"]
+            and node.attribute[0].i == 0):
+        return None
+    shape = producer.get(node.input[0])
+    if shape is None or shape.op_type != "Shape" or shape.input[0] != x or shape.attribute:
+        return None
+    if node.op_type == "Gather":
+        idx = _int_values(node.input[1], inits)
+        scalar_idx = node.input[1] in inits and len(inits[node.input[1]].dims) == 0
+        ok = idx == [pos] and scalar_idx == scalar
+        return [0] if ok else None
+    starts, ends = (_int_values(t, inits) for t in node.input[1:3])
+    rest = [_int_values(t, inits) for t in node.input[3:5] if t]
+    if scalar or starts != [pos] or ends is None or len(ends) != 1 or any(
+            r != [0] and r != [1] for r in rest) or not pos < ends[0] < 2**31:
+        return None  # rest: axes [0] and steps [1] only
+    return [0] * (ends[0] - pos)
+
+
+def _copy_dims_in_reshape_targets(model: Any) -> bool:
+    """``Reshape(x, Concat(<x's own dimensions>, constants))`` -> a constant target with 0
+    ("copy this dimension of x", the meaning of 0 when ``allowzero`` is 0) where the target
+    reads x's dimension at the same position: exporters compute ``x.view(x.size(0), -1)`` so,
+    and onnxruntime cannot fold it while the batch is symbolic.  True if any was rewritten."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    producer = {t: n for n in g.node for t in n.output}
+    changed = False
+    for node in g.node:
+        if (node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] in inits
+                or any(a.name == "allowzero" and a.i for a in node.attribute)):
+            continue
+        concat = producer.get(node.input[1])
+        if concat is None or concat.op_type != "Concat":
+            continue
+        values: list[int] = []
+        for part in concat.input:
+            got = _shape_part(part, node.input[0], len(values), producer, inits)
+            if got is None:
+                break
+            values += got
+        else:
+            name = f"{node.output[0]}_target"
+            g.initializer.append(numpy_helper.from_array(np.array(values, np.int64), name))
+            inits[name] = g.initializer[-1]
+            node.input[1] = name
+            changed = True
+    return changed
+
+
+def _drop_dead_nodes(model: Any) -> None:
+    """Remove nodes none of whose outputs is read or is a graph output."""
+    g = model.graph
+    while True:
+        used = {t for n in g.node for t in n.input} | {o.name for o in g.output}
+        dead = [n for n in g.node if not any(t in used for t in n.output if t)]
+        if not dead:
+            return
+        for n in dead:
+            g.node.remove(n)
 
 
 def _fold_bn_after_gemm(model: Any) -> None:

@@ -155,9 +155,10 @@ NEAREST_SUPPORTED = {
     "Elu": "LeakyRelu/PRelu", "Selu": "LeakyRelu/PRelu", "Celu": "LeakyRelu/PRelu",
     "Gelu": "Relu", "Softplus": "Relu", "Mish": "Relu", "Swish": "Relu", "ThresholdedRelu": "Relu",
     "Abs": "Relu", "Max": "Clip/Relu", "Min": "Clip",
-    "Mul": "a constant per-channel Mul right after Conv/Gemm (folded into it); a product of "
-           "two feature maps has no equivalent",
-    "Div": "a constant per-channel Div right after Conv/Gemm (folded into it)",
+    "Mul": "Conv (a constant per-channel Mul right after one folds into it); a feature map "
+           "times a feature map has no equivalent",
+    "Div": "Mul by the reciprocal right after a Conv (folds into it); a division by a "
+           "feature map has no equivalent",
     "Sub": "Add", "Sum": "Add", "Mean": "Add",
     "ConvTranspose": "Conv", "ConvInteger": "Conv", "QLinearConv": "Conv (float: asd quantizes)",
     "MatMulInteger": "MatMul (float: asd quantizes)", "QLinearMatMul": "MatMul (float)",

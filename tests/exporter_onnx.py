@@ -2,7 +2,8 @@
 
 Every style computes the same function as :func:`clean` (one network, one set of weights):
 
-* ``clean``: opset 13, weights as initializers, BatchNormalization already folded, Flatten.
+* ``clean``: opset 13, weights as initializers, BatchNormalization already folded, the
+  classifier's input flattened by ``Reshape(x, [0, -1])`` with a constant target.
 * ``paddle`` (Paddle2ONNX): opset 11, every weight in a ``Constant`` node, the convolution
   without bias followed by BatchNormalization, the classifier's Reshape target computed by
   ``Shape -> Slice -> Cast -> Concat``, an ``Identity`` producing the graph output.
@@ -150,7 +151,7 @@ def clean(seed: int = 0) -> Any:
     h = b.node("Conv", [h, b.tensor(p["w2"]), b.tensor(p["b2"])], kernel_shape=[3, 3],
                pads=[1, 1, 1, 1])
     h = b.node("Relu", [h])
-    h = b.node("Flatten", [h], axis=1)
+    h = b.node("Reshape", [h, b.tensor([0, -1], np.int64)])
     y = b.node("Gemm", [h, b.tensor(p["wf"]), b.tensor(p["bf"])], transB=1)
     g = helper.make_graph(b.nodes, "clean",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT,
