@@ -196,3 +196,17 @@ def test_opset_older_than_7_is_refused_by_quantize_too(tmp_path: Path,
     assert main(["quantize", str(tmp_path / "old.onnx"), "-o", str(tmp_path / "q.npz")]) == 2
     assert "opset 6; opsets 7 and later" in capsys.readouterr().err
     assert not (tmp_path / "q.npz").exists()
+
+
+def test_opset_7_the_oldest_the_converter_reads_loads_and_imports() -> None:
+    from programs.onnx_import import import_model
+
+    m = exporter_model("torch_old")
+    m.opset_import[0].version = 7  # every op of this model has the same form in opset 7
+    onnx.checker.check_model(m)
+    x = np.random.default_rng(2).standard_normal((2, *IN_SHAPE)).astype(np.float32)
+    loaded = load_onnx(m)
+    assert default_opset(loaded) == TARGET_OPSET
+    np.testing.assert_allclose(_ort(loaded, x), _ort(m, x), rtol=1e-5, atol=1e-6)
+    assert [lay.op for lay in import_model(m).layers] == [
+        lay.op for lay in import_model(clean()).layers]
