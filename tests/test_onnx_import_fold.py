@@ -72,8 +72,8 @@ def test_bn_after_gemm_folds_into_it() -> None:
     assert "BatchNormalization" not in {n.op_type for n in loaded.graph.node}
 
 
-def _quantize_summary(path: Path, out: Path) -> dict[str, Any]:
-    assert main(["quantize", str(path), "-o", str(out), "--quiet"]) == 0
+def _quantize_summary(path: Path, out: Path, *extra: str) -> dict[str, Any]:
+    assert main(["quantize", str(path), "-o", str(out), "--quiet", *extra]) == 0
     side = json.loads(out.with_suffix(".json").read_text())
     tensors = sorted((tuple(t["shape"]), t["size"]["total_bits"], t["scale_count"],
                       round(t["sqnr_db"], 3)) for t in side["tensors"].values())
@@ -88,6 +88,14 @@ def test_quantize_gives_the_clean_models_result(files: Path, tmp_path: Path, sty
     got = _quantize_summary(files / f"{style}.onnx", tmp_path / "q.npz")
     want = _quantize_summary(files / "clean.onnx", tmp_path / "clean_q.npz")
     assert len(got["tensors"]) == 3 and got == want
+
+
+def test_calibrated_rounding_reads_the_loaded_graph(files: Path, tmp_path: Path) -> None:
+    """gptq+bias collects layer statistics by weight name: those of the loaded graph."""
+    extra = ("--rounding", "gptq+bias", "--dataset", "digits", "--calib", "32")
+    got = _quantize_summary(files / "paddle.onnx", tmp_path / "q.npz", *extra)
+    want = _quantize_summary(files / "clean.onnx", tmp_path / "clean_q.npz", *extra)
+    assert got == want
 
 
 def test_quantize_before_the_loader_found_no_weights(files: Path) -> None:
