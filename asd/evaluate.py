@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from asd import fidelity, modelio
+from asd import fidelity, modelio, onnx_load
 from asd import rounding as rounding_
 from asd.quantize_model import quantize_model
 from asd.schemes import FpScheme, get_scheme
@@ -179,10 +179,12 @@ def evaluate(model_path: str | Path, x: NDArray, y: NDArray,
              ) -> list[SchemeAccuracy]:
     """Accuracy and fidelity to float of the model on (x, y) for each scheme and rounding
     (``bias``/``gptq`` need calibration images ``calib_x``); the first result is float."""
-    onnx = _onnx()
+    _onnx()  # a clear error when the onnx package is missing
     path = Path(model_path)
     model = modelio.load(path)
-    proto = onnx.load(str(path))
+    proto = model.proto  # the loaded graph: the weights' names are its initializers'
+    if proto is None:
+        raise modelio.ModelError(f"{path}: evaluation runs the model, so it must be .onnx")
     schemes = [s for s in schemes if s != "float"]
     roundings = list(roundings)
     weight_count = sum(int(w.size) for w in model.weights.values())
@@ -194,7 +196,8 @@ def evaluate(model_path: str | Path, x: NDArray, y: NDArray,
     if any(r != "nearest" for r in roundings):
         if calib_x is None:
             raise modelio.ModelError("bias and gptq rounding need calibration images")
-        cal = rounding_.collect_stats(path, calib_x)
+        with onnx_load.as_file(proto) as loaded:
+            cal = rounding_.collect_stats(loaded, calib_x)
 
     def cb(name: str) -> Callable[[int], None] | None:
         return (lambda k: progress(name, k)) if progress else None

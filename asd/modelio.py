@@ -5,7 +5,10 @@
 * ``.onnx``: initializers feeding the weight input of Conv, Gemm or MatMul are weights, those
   feeding the bias input of Conv or Gemm are biases, other initializers are kept as is.  The
   output-channel axis is 0 for Conv and for Gemm with ``transB=1``, the last axis for MatMul
-  and for Gemm with ``transB=0``.  The ``onnx`` package is imported only here, on demand.
+  and for Gemm with ``transB=0``.  The file is read by :func:`asd.onnx_load.load_onnx` (the
+  loader every command shares: exporter clutter folded, old opsets converted), so weights an
+  exporter kept in ``Constant`` nodes are found and named as in the graph ``Model.proto``
+  holds.  The ``onnx`` package is imported only here, on demand.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,6 +35,7 @@ class Model:
     channel_axis: dict[str, int] = field(default_factory=dict)
     biases: dict[str, NDArray] = field(default_factory=dict)
     others: dict[str, NDArray] = field(default_factory=dict)
+    proto: Any = None  # the loaded (folded) onnx.ModelProto of an .onnx model
 
 
 def load(path: str | Path) -> Model:
@@ -52,7 +57,9 @@ def load(path: str | Path) -> Model:
 
 def _validate(model: Model) -> None:
     if not model.weights:
-        raise ModelError(f"{model.path}: no weight tensors found")
+        where = ("Conv, Gemm or MatMul weights that are constant after folding"
+                 if model.proto is not None else "float arrays of rank >= 2")
+        raise ModelError(f"{model.path}: no weight tensors found (expected {where})")
     for kind, group in (("weight", model.weights), ("bias", model.biases)):
         for name, arr in group.items():
             if arr.size == 0:
@@ -94,16 +101,17 @@ _WEIGHT_OPS = {"Conv": (1, 2), "Gemm": (1, 2), "MatMul": (1, None)}
 
 def _load_onnx(p: Path) -> Model:
     try:
-        import onnx
         from onnx import numpy_helper
     except ImportError:
         raise ModelError(
             f"{p}: reading ONNX needs the 'onnx' package (pip install 'asd-accel[onnx]')"
         ) from None
+    from asd.onnx_load import OnnxLoadError, load_onnx
+
     try:
-        proto = onnx.load(str(p))
-    except Exception as exc:  # onnx raises protobuf DecodeError, OSError, ...
-        raise ModelError(f"{p}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        proto = load_onnx(p)
+    except OnnxLoadError as exc:
+        raise ModelError(str(exc)) from None
     inits = {t.name: t for t in proto.graph.initializer}
     roles: dict[str, tuple[str, int]] = {}
     for node in proto.graph.node:
@@ -120,10 +128,10 @@ def _load_onnx(p: Path) -> Model:
             roles.setdefault(node.input[wi], ("weight", axis))
         if bi is not None and len(node.input) > bi and node.input[bi] in inits:
             roles.setdefault(node.input[bi], ("bias", 0))
-    model = Model(str(p))
+    model = Model(str(p), proto=proto)
     for name, t in inits.items():
         try:
-            arr = numpy_helper.to_array(t, base_dir=str(p.parent))
+            arr = numpy_helper.to_array(t)
         except Exception as exc:
             raise ModelError(f"{p}: initializer {name!r} cannot be read ({exc})") from None
         role, axis = roles.get(name, ("other", 0))

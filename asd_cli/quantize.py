@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from asd import modelio, rounding
+from asd import modelio, onnx_load, rounding
 from asd.quantize_model import format_table, quantize_model, save
 from asd.schemes import get_scheme
 
@@ -99,7 +99,7 @@ def _scheme_options(args: argparse.Namespace) -> dict:
     return {"format": args.fp_format}
 
 
-def _calibration(args: argparse.Namespace) -> rounding.Calibration:
+def _calibration(args: argparse.Namespace, model: modelio.Model) -> rounding.Calibration:
     from asd_cli.evaluate import load_dataset
     from asd_cli.main import UserError
 
@@ -114,7 +114,8 @@ def _calibration(args: argparse.Namespace) -> rounding.Calibration:
     x = data.x_train if len(data.x_train) else data.x_test
     if args.calib < 1:
         raise UserError("--calib must be at least 1")
-    return rounding.collect_stats(path, x[: args.calib])
+    with onnx_load.as_file(model.proto) as loaded:  # the graph whose weight names quantize uses
+        return rounding.collect_stats(loaded, x[: args.calib])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             print("rounding: nearest (no calibration data known; --dataset for gptq+bias)")
     try:
         model = modelio.load(args.model)
-        cal = _calibration(args) if args.rounding != "nearest" else None
+        cal = _calibration(args, model) if args.rounding != "nearest" else None
         qm = quantize_model(model, scheme, args.granularity, args.scale, args.rounding, cal)
         npz, side = save(qm, out)
     except modelio.ModelError as exc:

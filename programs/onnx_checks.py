@@ -143,3 +143,63 @@ def check_layer_params_finite(name: str, arrays: dict[str, NDArray | None]) -> N
             raise ImportError_(f"layer {name}: {what}: expected finite values after fusing "
                                "its nodes, found NaN or Inf (check BatchNormalization "
                                "variances and Gemm alpha/beta)")
+
+
+# What to re-export an op the compiler lacks as: the supported op closest in effect.  Ops not
+# listed get the supported op with the closest name, or none.
+NEAREST_SUPPORTED = {
+    "HardSigmoid": "Relu/Clip (Clip(0, max) is ReLU6)",
+    "HardSwish": "Relu/Clip (Clip(0, max) is ReLU6)",
+    "Sigmoid": "Relu/Clip; Softmax as the last layer",
+    "Tanh": "Clip (min 0)",
+    "Elu": "LeakyRelu/PRelu", "Selu": "LeakyRelu/PRelu", "Celu": "LeakyRelu/PRelu",
+    "Gelu": "Relu", "Softplus": "Relu", "Mish": "Relu", "Swish": "Relu", "ThresholdedRelu": "Relu",
+    "Abs": "Relu", "Max": "Clip/Relu", "Min": "Clip",
+    "Mul": "Conv (a constant per-channel Mul right after one folds into it); a feature map "
+           "times a feature map has no equivalent",
+    "Div": "Mul by the reciprocal right after a Conv (folds into it); a division by a "
+           "feature map has no equivalent",
+    "Sub": "Add", "Sum": "Add", "Mean": "Add",
+    "ConvTranspose": "Conv", "ConvInteger": "Conv", "QLinearConv": "Conv (float: asd quantizes)",
+    "MatMulInteger": "MatMul (float: asd quantizes)", "QLinearMatMul": "MatMul (float)",
+    "QuantizeLinear": "none (give the float model: asd quantizes it)",
+    "DequantizeLinear": "none (give the float model: asd quantizes it)",
+    "GlobalMaxPool": "MaxPool with the whole map as kernel",
+    "ReduceMean": "GlobalAveragePool", "ReduceMax": "MaxPool", "LpPool": "AveragePool",
+    "InstanceNormalization": "BatchNormalization", "LayerNormalization": "BatchNormalization",
+    "LRN": "BatchNormalization", "LogSoftmax": "Softmax (last layer)",
+    "Transpose": "Flatten/Reshape to N x K", "Squeeze": "Flatten/Reshape to N x K",
+    "Unsqueeze": "Flatten/Reshape to N x K",
+    "Pad": "the pads attribute of Conv/MaxPool/AveragePool",
+    "Resize": "none (MaxPool/AveragePool and strided Conv only reduce resolution)",
+    "Upsample": "none (MaxPool/AveragePool and strided Conv only reduce resolution)",
+}
+
+
+def nearest_supported(op: str, supported: tuple[str, ...]) -> str:
+    if op in NEAREST_SUPPORTED:
+        return NEAREST_SUPPORTED[op]
+    import difflib
+
+    close = difflib.get_close_matches(op, supported, n=1, cutoff=0.6)
+    return close[0] if close else "none"
+
+
+def check_supported_ops(graph: Any, supported: tuple[str, ...]) -> None:
+    """Refuse, before anything is quantized or written, every node whose op the compiler
+    cannot run: one line naming the first such node, its op and the nearest supported op,
+    then how many other nodes of which ops are refused too."""
+    bad = [n for n in graph.node
+           if n.domain not in ("", "ai.onnx") or n.op_type not in supported]
+    if not bad:
+        return
+    first = bad[0]
+    what = (f"domain '{first.domain}' is not supported" if first.domain not in ("", "ai.onnx")
+            else f"not supported; nearest supported: {nearest_supported(first.op_type, supported)}")
+    counts: dict[str, int] = {}
+    for n in bad[1:]:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    more = (f"; {len(bad) - 1} more unsupported node(s): "
+            + ", ".join(f"{op} x{k}" for op, k in counts.items())) if counts else ""
+    raise ImportError_(f"{node_label(first)}: {what}{more}; supported ops: "
+                       + ", ".join(supported))

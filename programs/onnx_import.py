@@ -1,4 +1,7 @@
-"""ONNX (opset 13 and later) -> the compiler's graph IR (:mod:`programs.graph`).
+"""ONNX (opset 13 and later; 7..12 converted on loading) -> the compiler's graph IR
+(:mod:`programs.graph`).  Models are read by :func:`asd.onnx_load.load_onnx`, which has
+already folded constants, shape arithmetic, Identity/Dropout/Cast and BatchNormalization after
+Conv/Gemm; what is left is matched here.
 
 Fusions, all exact in float: BatchNormalization folds into the preceding Conv (or becomes a
 depthwise 1x1 conv when nothing precedes it), an activation fuses into the layer producing its
@@ -13,7 +16,6 @@ supported: never a silently wrong result.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from .onnx_checks import (
     check_kernel_shape,
     check_layer_params_finite,
     check_opset,
+    check_supported_ops,
     check_unique_outputs,
     int_attr,
     ints_attr,
@@ -142,6 +145,7 @@ class _Importer:
     def run(self) -> Graph:
         check_opset(self.model)
         check_unique_outputs(self.model.graph)
+        check_supported_ops(self.model.graph, SUPPORTED_OPS)
         for node in self.model.graph.node:
             if node.domain not in ("", "ai.onnx"):
                 raise self.fail(node, f"domain '{node.domain}' is not supported")
@@ -449,12 +453,14 @@ class _Importer:
 
 
 def import_model(model: Any, input_hw: tuple[int, int] | None = None) -> Graph:
-    """Import an ``onnx.ModelProto`` or a path to a .onnx file."""
-    import onnx
+    """Import an ``onnx.ModelProto`` or a path to a .onnx file, read by the loader every
+    command shares (:func:`asd.onnx_load.load_onnx`: exporter clutter folded, opsets 7..12
+    converted) with a batch of one and ``input_hw``, so shape arithmetic on the input folds."""
+    from asd.onnx_load import OnnxLoadError, load_onnx
 
-    if isinstance(model, (str, Path)):
-        try:
-            model = onnx.load(str(model))
-        except Exception as exc:  # onnx raises several unrelated types for a bad file
-            raise ImportError_(f"{model}: cannot load ONNX model: {exc}") from None
-    return _Importer(model, input_hw).run()
+    shape = (-1, None, *input_hw) if input_hw is not None else (-1, None, None, None)
+    try:
+        loaded = load_onnx(model, input_shape=shape)
+    except OnnxLoadError as exc:
+        raise ImportError_(str(exc)) from None
+    return _Importer(loaded, input_hw).run()
