@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from asd_cli.main import UserError
+from asd_cli.main import UserError, require_counts
 from contract.backend import RTL_BACKENDS
 
 DEMO_SCHEMES = ("float", "asd2", "pot", "int8", "int6", "int4", "fp8-e4m3", "fp8-e5m2")
@@ -91,10 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         config = AccelConfig.load(args.config) if args.config else AccelConfig()
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    for name in ("limit", "calib", "chunk"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name} {value}: expected a positive count")
+    require_counts(args, "limit", "calib", "chunk")
     if args.rtl_images < 0:
         raise UserError(f"--rtl-images {args.rtl_images}: expected 0 or more")
     from asd_cli.evaluate import resolve_model

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from asd.rounding import ROUNDINGS
-from asd_cli.main import UserError
+from asd_cli.main import UserError, require_counts
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "asd" / "data" / "models"
 
@@ -80,10 +80,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from asd import evaluate, modelio
     from asd_cli import progress
 
-    for name in ("limit", "calib", "size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name} {value}: expected a positive count")
+    require_counts(args, "limit", "calib", "size")
     path, meta = resolve_model(args.model)
     data = load_dataset(args.dataset, meta, args)
     x, y = data.x_test, data.y_test

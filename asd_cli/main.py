@@ -26,6 +26,15 @@ class UserError(AsdError):
     exit status 2 (as is any other :class:`AsdError` a command lets through)."""
 
 
+def require_counts(args: argparse.Namespace, *names: str) -> None:
+    """Each option of ``names`` that was given is a positive count (``--limit -3`` would
+    otherwise slice away the last three images instead of keeping the first)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} {value}: expected a positive count")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asd",
