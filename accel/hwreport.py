@@ -72,11 +72,13 @@ def tool_versions() -> dict[str, str]:
 
 def measure(config: AccelConfig, target: str, workdir: str | Path, *, seeds: int = 5,
             device: str = synth.DEVICE, stream: Stream | None = None, mode: str = "pipelined",
-            timeout: float = 900, log: Log | None = None) -> dict[str, Any]:
-    """All figures of one design (``config.pe`` picks the PE kind)."""
+            timeout: float = 900, log: Log | None = None, form: str = "resolved"
+            ) -> dict[str, Any]:
+    """All figures of one design (``config.pe`` picks the PE kind, ``config.weights`` the
+    weight format, ``form`` how a multiplier hands on its product)."""
     say = log or (lambda s: None)
     wd = Path(workdir)
-    srcs, top, wrap = designs.write_design(config, target, wd / "rtl", mode)
+    srcs, top, wrap = designs.write_design(config, target, wd / "rtl", mode, form)
     coarse = synth.coarse_cells(srcs, top, wd / "coarse", timeout=timeout)
     say(f"{target} {config.pe}: synth_ice40")
     ice = synth.ice40_stats(srcs, top, wd / "ice40", timeout=timeout, write_json=False)
@@ -128,13 +130,13 @@ def measure(config: AccelConfig, target: str, workdir: str | Path, *, seeds: int
 def measure_cells(config: AccelConfig, target: str, workdir: str | Path, *,
                   srcs: Sequence[Path] | None = None, top: str | None = None,
                   stream: Stream | None = None, mode: str = "pipelined", timeout: float = 900,
-                  log: Log | None = None) -> dict[str, Any]:
+                  log: Log | None = None, form: str = "resolved") -> dict[str, Any]:
     """The standard-cell figures of one design (:mod:`accel.asic`); the RTL is written to
     ``workdir/rtl`` unless ``srcs`` and ``top`` are given."""
     say = log or (lambda s: None)
     wd = Path(workdir)
     if srcs is None or top is None:
-        srcs, top, _ = designs.write_design(config, target, wd / "rtl", mode)
+        srcs, top, _ = designs.write_design(config, target, wd / "rtl", mode, form)
     say(f"{target} {config.pe}: standard cells ({asic.LIBRARY}), OpenSTA")
     cells = asic.map_cells(srcs, top, wd / "cells", timeout=timeout)
     crit = asic.critical_path(cells.netlist_v, top, wd / "sta", timeout=timeout)

@@ -101,16 +101,20 @@ def _int_list(text: str | None, default: int, what: str) -> list[int]:
 
 def layer_stream(config: Any, macs: int) -> tuple[np.ndarray, np.ndarray]:
     """The MAC stream of a real layer for ``config``: conv2 of the bundled digits CNN,
-    quantized to ASD, on the feature map conv1 computes from the first test digit."""
+    quantized to ``config``'s weight format (ASD codes, or int8 integers), on the feature map
+    conv1 computes from the first test digit."""
     from importlib import resources
 
     from accel import power
+    from contract import weights as wformats
     from programs import kernels
     from programs.manifest import compile_model
 
-    # The stream does not depend on memory depths: build the layer with room for all of it.
-    big = config.replace(pe="shiftadd", wmem_depth=1 << 16, amem_depth=1 << 16,
-                         bmem_depth=1 << 10, imem_depth=1 << 12, loop_depth=4)
+    # The stream does not depend on memory depths or the PE kind (both run the same images):
+    # build the layer with room for all of it.
+    big = config.replace(pe=wformats.get(config.weights).pe_kinds[0], wmem_depth=1 << 16,
+                         amem_depth=1 << 16, bmem_depth=1 << 10, imem_depth=1 << 12,
+                         loop_depth=4)
     model = resources.files("asd") / "data" / "models" / "digits_cnn.onnx"
     comp = compile_model(str(model), big)
     convs = [q for q in comp.qnet.qlayers.values() if q.w_int is not None]
