@@ -106,6 +106,7 @@ def test_cli_pe_array_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     """Both PE kinds through the whole flow on a 2-lane, 4-bit PE array."""
     out = tmp_path / "rep"
     rc = main(["hwreport", "--target", "pe", "--lanes", "2", "--act-bits", "4", "--seeds", "2",
+               "--mode", "pipelined", "--kinds", "shiftadd,multiplier", "--networks", "none",
                "--macs", "150", "--json", "-q", "-o", str(out)])
     assert rc == 0
     rep = json.loads(capsys.readouterr().out)
