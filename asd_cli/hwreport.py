@@ -187,7 +187,8 @@ def network_cycles(name: str, config: Any) -> Any:
     comp = compile_model(model if name == "resnet18" else str(model), config, calib)
     counting = _CountingBackend(get_backend("emu", fast=True))
     runtime.run(comp, np.zeros((1, *comp.qnet.graph.input_shape), np.float32), counting)
-    return NetworkCycles.from_counters(label, counting.cycles, counting.ops)
+    return NetworkCycles.from_counters(label, counting.cycles, counting.ops,
+                                       counting.shift_adds, config.lanes)
 
 
 class _CountingBackend:
@@ -196,6 +197,7 @@ class _CountingBackend:
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.cycles = 0
+        self.shift_adds = 0
         self.ops: dict[str, int] = {}
 
     @property
@@ -205,6 +207,7 @@ class _CountingBackend:
     def run(self, image: Image, limits: Limits = DEFAULT_LIMITS) -> RunResult:
         result = self.inner.run(image, limits)
         self.cycles += result.cycles
+        self.shift_adds += int(result.counters["shift_adds"])
         for op, n in result.counters["ops"].items():
             self.ops[op] = self.ops.get(op, 0) + int(n)
         return result

@@ -50,24 +50,30 @@ def test_strongest_int8_form_is_the_lowest_path_area_energy() -> None:
 
 
 def test_energy_per_inference_counts_idle_and_drain_cycles() -> None:
-    net = inference.NetworkCycles.from_counters(
-        "net", 1000, {"MAC": 600, "SHIFTADD": 0, "BIAS": 10, "CLR": 2, "REQ": 12})
-    assert (net.mac_cycles, net.sums) == (600, 12)
+    ops = {"MAC": 600, "SHIFTADD": 0, "BIAS": 10, "CLR": 2, "REQ": 12}
+    net = inference.NetworkCycles.from_counters("net", 1000, ops, 8 * (600 + 12), 8)
+    assert (net.mac_cycles, net.sums, net.single_products) == (600, 12, 0)
     c = AccelConfig()  # 32-bit accumulators: 8 blocks of 4 bits
     drain = inference.per_inference(FIGURES, net, c, "carrysave_drain")
     piped = inference.per_inference(FIGURES, net, c, "pipelined")
     assert drain is not None and piped is not None
     # A MAC cycle: the stream's 2103 pJ less its 3 idle tail cycles, over 100 MAC cycles.
     assert piped["pj_per_mac_cycle"] == 21.0
-    assert piped["cycles"] == 1000 and piped["energy_uj"] == (600 * 21 + 400 * 1) / 1e6
+    assert piped["cycles"] == 1000 and piped["energy_uj"] == round((600 * 21 + 400) / 1e6, 3)
     assert drain["drain_cycles"] == 12 * 8 and drain["cycles"] == 1096
     assert drain["energy_uj"] == round((600 * 21 + 496 * 1) / 1e6, 3)
     assert drain["images_per_s"] == round(1e9 / (2.0 * 1096), 1)
     tree = inference.per_inference(FIGURES, net, c, "tree")
     assert tree is not None and tree["mac_cycles"] == 150 and tree["cycles"] == 550
     assert inference.per_inference({"asic_crit_ns": 1.0}, net, c, "tree") is None
-    with pytest.raises(ValueError, match="VMAC cycles are not modelled"):
-        inference.NetworkCycles.from_counters("fc", 10, {"VMAC": 1})
+    # VMAC: 40 products one lane a cycle cost 40 idle cycles and 40 / 8 MAC cycles' extra.
+    vm = inference.NetworkCycles.from_counters("vm", 1000, {**ops, "VMAC": 5},
+                                               8 * (600 + 12) + 40, 8)
+    assert vm.single_products == 40
+    got = inference.per_inference(FIGURES, vm, c, "pipelined")
+    assert got is not None and got["energy_uj"] == round((1000 + (600 + 5) * 20) / 1e6, 3)
+    with pytest.raises(ValueError, match="do not match the operations counted with 8 lanes"):
+        inference.NetworkCycles.from_counters("bad", 10, ops, 8 * 600, 8)
 
 
 def test_cli_refuses_what_it_cannot_build(tmp_path: Path,
