@@ -116,6 +116,19 @@ def _int_list(text: str | None, default: int, what: str) -> list[int]:
     return vals
 
 
+# The E int8 programs are compiled at when a row's E is wider: an int8 multiplier has no E
+# (only the requantization codes do), and the compiler refuses int8 weights at E = 4 (its
+# weight codes come out wider than 8 bits).
+INT8_COMPILE_EXP_BITS = 3
+
+
+def compilable(config: Any) -> Any:
+    """``config``, with int8 weights at an E the compiler takes (see above)."""
+    if config.weights == "int8" and config.exp_bits > INT8_COMPILE_EXP_BITS:
+        return config.replace(exp_bits=INT8_COMPILE_EXP_BITS)
+    return config
+
+
 def layer_stream(config: Any, macs: int) -> tuple[np.ndarray, np.ndarray]:
     """The MAC stream of a real layer for ``config``: conv2 of the bundled digits CNN,
     quantized to ``config``'s weight format (ASD codes, or int8 integers), on the feature map
@@ -129,9 +142,9 @@ def layer_stream(config: Any, macs: int) -> tuple[np.ndarray, np.ndarray]:
 
     # The stream does not depend on memory depths or the PE kind (both run the same images):
     # build the layer with room for all of it.
-    big = config.replace(pe=wformats.get(config.weights).pe_kinds[0], wmem_depth=1 << 16,
-                         amem_depth=1 << 16, bmem_depth=1 << 10, imem_depth=1 << 12,
-                         loop_depth=4)
+    big = compilable(config).replace(pe=wformats.get(config.weights).pe_kinds[0],
+                                     wmem_depth=1 << 16, amem_depth=1 << 16,
+                                     bmem_depth=1 << 10, imem_depth=1 << 12, loop_depth=4)
     model = resources.files("asd") / "data" / "models" / "digits_cnn.onnx"
     comp = compile_model(str(model), big)
     convs = [q for q in comp.qnet.qlayers.values() if q.w_int is not None]
@@ -176,6 +189,7 @@ def network_cycles(name: str, config: Any) -> Any:
     from programs.manifest import compile_model
 
     calib = None
+    config = compilable(config)
     if name == "resnet18":
         model: Any = seednets.build("resnet18")
         config = config.replace(wmem_depth=max(config.wmem_depth, 32768))
@@ -189,6 +203,37 @@ def network_cycles(name: str, config: Any) -> Any:
     runtime.run(comp, np.zeros((1, *comp.qnet.graph.input_shape), np.float32), counting)
     return NetworkCycles.from_counters(label, counting.cycles, counting.ops,
                                        counting.shift_adds, config.lanes)
+
+
+# The saved hardware sweep `asd demo` quotes datapath energy from (a source checkout).
+RESULTS_JSON = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "hwreport.json"
+DEMO_MODE = "carrysave_drain"
+
+
+def measured_energy_per_image(model: str, config: Any) -> dict[str, Any] | None:
+    """Datapath energy per image of ``model`` on the ``carrysave_drain`` PE arrays measured at
+    ``config``'s point (lanes, activation width, E) in the saved sweep, for the shift-add PE
+    and the strongest int8 form, each on the network compiled for its weight format; None
+    when the sweep is not here or did not measure that point."""
+    if not RESULTS_JSON.exists():
+        return None
+    from accel import inference
+
+    rows = json.loads(RESULTS_JSON.read_text()).get(f"pe_{DEMO_MODE}", {}).get("results", [])
+    for r in rows:
+        if (r["lanes"], r["act_bits"], r["exp_bits"], r["acc_bits"]) == \
+                (config.lanes, config.act_bits, config.exp_bits, config.acc_bits) and \
+                r.get("int8_best") and r["shiftadd"].get("asic_idle_pj_per_cycle"):
+            best = r["int8_best"]
+            asd = config.replace(pe="shiftadd", weights="asd")
+            int8 = config.replace(pe="multiplier", weights="int8")
+            return {"int8_form": best, "mode": DEMO_MODE,
+                    "shiftadd": inference.per_inference(r["shiftadd"],
+                                                        network_cycles(model, asd), asd,
+                                                        DEMO_MODE),
+                    "int8": inference.per_inference(r[best], network_cycles(model, int8), int8,
+                                                    DEMO_MODE)}
+    return None
 
 
 class _CountingBackend:

@@ -143,3 +143,14 @@ def test_cli_cells_only_every_kind(tmp_path: Path, capsys: pytest.CaptureFixture
     assert inf["shiftadd"]["drain_cycles"] == inf["network"]["sums"] * 8
     assert inf["ratio_int8"] == round(inf["shiftadd"]["energy_uj"]
                                       / inf[row["int8_best"]]["energy_uj"], 3)
+
+
+def test_int8_programs_compile_at_the_shipped_exponent_field() -> None:
+    """An int8 multiplier has no E: rows at E = 4 run int8 programs compiled at E = 3 (the
+    compiler refuses int8 weights at E = 4); ASD configurations are left as they are."""
+    from asd_cli.hwreport import compilable
+
+    wide = AccelConfig(act_bits=16, exp_bits=4, acc_bits=40)
+    assert compilable(wide) == wide
+    int8 = wide.replace(pe="multiplier", weights="int8")
+    assert compilable(int8) == int8.replace(exp_bits=3)
