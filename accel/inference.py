@@ -82,4 +82,4 @@ def per_inference(figures: Mapping[str, Any], net: NetworkCycles, config: AccelC
             "energy_uj": round(energy_pj / 1e6, 3),
             "mac_energy_share": round(busy * mac_pj / energy_pj, 3),
             "fmax_mhz": round(1000.0 / crit, 1),
-            "images_per_s": round(1e9 / (crit * cycles), 1)}
+            "images_per_s": float(f"{1e9 / (crit * cycles):.4g}")}
