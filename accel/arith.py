@@ -333,3 +333,4 @@ def _final_add(a: Any, b: Any, cin: Any | None, acc: Any, clk: Any, rst: Any) ->
     return _adder(a, b, cin, total), keep
 
 
+

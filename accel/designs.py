@@ -27,11 +27,11 @@ WRAPPER_NAME = "asd_synth_top"
 
 
 def convert_pe_array(config: AccelConfig, directory: str | Path,
-                     mode: str = "pipelined") -> Path:
+                     mode: str = "pipelined", form: str = "resolved") -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     with fast_elaboration():
-        inst = pe_array(**pe_array_signals(config, mode), config=config, mode=mode)
+        inst = pe_array(**pe_array_signals(config, mode), config=config, mode=mode, form=form)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         inst.convert(hdl="Verilog", path=str(d), name=PE_ARRAY_NAME, initial_values=True,
@@ -82,14 +82,17 @@ def scan_wrapper(top: str, ports: dict[str, tuple[int, str]]) -> str:
 
 
 def write_design(config: AccelConfig, target: str, directory: str | Path,
-                 mode: str = "pipelined") -> tuple[list[Path], str, Path]:
+                 mode: str = "pipelined", form: str = "resolved") -> tuple[list[Path], str, Path]:
     """Convert ``target`` (``pe`` or ``core``) for ``config`` into ``directory``; returns
-    ``(sources, top module name, wrapper file)``."""
+    ``(sources, top module name, wrapper file)``.  ``form``: the multiplier's
+    (:data:`accel.pe.MULTIPLIER_FORMS`; the core's lanes resolve their products)."""
     d = Path(directory)
     if target == "pe":
-        src = convert_pe_array(config, d, mode)
+        src = convert_pe_array(config, d, mode, form)
         top, ports = PE_ARRAY_NAME, pe_array_ports(config, mode)
     elif target == "core":
+        if form != "resolved":
+            raise ValueError(f"the core's lanes resolve their products: no {form!r} form")
         src = convert_core(config, d)
         top, ports = CORE_NAME, core_ports(config)
     else:

@@ -22,7 +22,8 @@ from contract.config import AccelConfig
 
 from . import pe as pe_mod
 from .arith import BlockAccumulator, _block_add, _carrysave_terms_add, tree_accumulate
-from .hdl import _either, _negated, sign_extend, signed, slice_bits, unsigned
+from .hdl import _delay, _either, _negated, sign_extend, signed, slice_bits, unsigned
+from .pairs import _carrysave_pair_add, carrysave_product, pair_layout
 from .readouts import (
     _carrysave_readout,
     _readout,
@@ -95,12 +96,20 @@ def readout_latency(config: AccelConfig, mode: str) -> int:
 def weight_signals(c: AccelConfig, code: Any) -> tuple[Any, Any]:
     """``(value loaded, W register)`` of one weight: the code itself for the shift-add PE;
     for the multiplier the integer :func:`accel.pe.decode_code` makes of ``code`` (the
-    caller instantiates the decoder), its register reset to the zero weight."""
+    caller instantiates the decoder), its register reset to the zero weight; with ``int8``
+    weights the 8 bits read as signed (:func:`accel.pe.int_weight`, no decoder)."""
     if c.pe != "multiplier":
         return code, unsigned(c.code_bits)
+    if c.weights == "int8":
+        return signed(c.weight_bits), signed(c.weight_bits)
     wbits = c.window + 2
     return signed(wbits), Signal(intbv(int(hwcode.to_int(0, c.exp_bits)),
                                         min=-(1 << (wbits - 1)), max=1 << (wbits - 1)))
+
+
+def lane_product_bits(c: AccelConfig) -> int:
+    """Width of one lane's product in ``c``'s weight format."""
+    return c.weight_format.product_bits(c.act_bits, c.exp_bits)
 
 
 @block
@@ -169,12 +178,17 @@ def _lane_regs(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, prod: Any, 
 @block
 def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: Any,
                     xzero: Any, acc: BlockAccumulator, c: AccelConfig,
-                    registered: bool = True) -> Any:
-    """One lane of the carry-save array: the PE's terms (shift-add) or product (multiplier)
-    added into the block carry-save accumulator, through a register if ``registered``."""
+                    registered: bool = True, form: str = "resolved") -> Any:
+    """One lane of the carry-save array: the PE's terms (shift-add), product (multiplier,
+    ``form`` resolved) or partial products (``booth``, ``array``: summed to a carry-save
+    pair, :func:`_products_carrysave`) added into the block carry-save accumulator, through a
+    register if ``registered``."""
     n = c.acc_bits
-    pw = pe_mod.product_bits(c.act_bits, c.exp_bits)
+    pw = lane_product_bits(c)
     insts: list[Any] = []
+    if c.pe == "multiplier" and form != "resolved":
+        return [_products_carrysave(clk, rst, wreg, xreg, xzero, acc, c, registered, form),
+                _weight_reg(clk, rst, load, wload, wreg)]
     if c.pe == "shiftadd":
         tw = pe_mod.term_bits(c.act_bits, c.exp_bits)
         o1, o2 = signed(tw), signed(tw)
@@ -235,10 +249,45 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
 
 
 @block
+def _products_carrysave(clk: Any, rst: Any, wreg: Any, xreg: Any, xzero: Any,
+                        acc: BlockAccumulator, c: AccelConfig, registered: bool,
+                        form: str) -> Any:
+    """The multiplier's partial products (:func:`accel.pe.partial_products`) reduced to a
+    carry-save pair (:func:`accel.arith.carrysave_product`) and merged into the block
+    accumulator by one full-adder row, as the shift-add PE's two terms are: no carry is
+    resolved on either side.  ``registered``: the pair (and its pending +1s) is registered
+    between the two, reset to a zero product."""
+    widths = pe_mod.partial_product_widths(form, c.act_bits, len(wreg))
+    terms = [signed(w) for w in widths]
+    negs = [Signal(bool(0)) for _ in range(pe_mod.partial_product_negs(form, len(wreg)))]
+    r, _, _, nleft = pair_layout(widths, len(negs))
+    if nleft > 2:
+        raise ValueError(f"{nleft} +1s left for a carry-save pair: too few rows")
+    pa, pb = unsigned(r + 1), unsigned(r + 1)
+    left = [Signal(bool(0)) for _ in range(nleft)]
+    live = Signal(bool(0))
+    insts: list[Any] = [_negated(xzero, live),
+                        pe_mod.partial_products(xreg, wreg, live, terms, negs, form),
+                        carrysave_product(terms, negs, live, pa, pb, left)]
+    if registered:  # reset to (0, 0) and not live: a zero product
+        ra, rb, rlive = unsigned(r + 1), unsigned(r + 1), Signal(bool(0))
+        rleft = [Signal(bool(0)) for _ in left]
+        insts += [_delay(pa, ra, clk, rst), _delay(pb, rb, clk, rst),
+                  _delay(live, rlive, clk, rst)]
+        insts += [_delay(d, q, clk, rst) for d, q in zip(left, rleft, strict=True)]
+        pa, pb, left, live = ra, rb, rleft, rlive
+    cin_row = left[0] if left else None
+    cin0 = left[1] if len(left) > 1 else None
+    insts.append(_carrysave_pair_add(pa, pb, cin_row, cin0, live, acc, clk, rst))
+    return insts
+
+
+@block
 def _tree_lanes(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, accs: list[Any],
-                c: AccelConfig) -> Any:
+                c: AccelConfig, form: str = "resolved") -> Any:
     """The lanes of the compressor-tree array (see the module docstring), accumulating into
-    ``accs``."""
+    ``accs``; a multiplier of ``form`` booth or array hands the tree its partial products
+    instead of its products."""
     k = TREE_PRODUCTS
     insts: list[Any] = []
     xregs, lives = [], []
@@ -252,12 +301,23 @@ def _tree_lanes(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, accs: list[
         terms: list[Any] = []  # signed words the tree sums
         ones: list[Any] = []  # +1s (folded signs)
         for j in range(k):
-            wl = unsigned(c.code_bits)
-            insts.append(slice_bits(w_in, (i * k + j) * c.code_bits, c.code_bits, wl))
+            wl = unsigned(c.weight_bits)
+            insts.append(slice_bits(w_in, (i * k + j) * c.weight_bits, c.weight_bits, wl))
             wload, wreg = weight_signals(c, wl)
-            if c.pe == "multiplier":
-                prod = signed(pe_mod.product_bits(c.act_bits, c.exp_bits))
-                insts += [pe_mod.decode_code(wl, wload, c.exp_bits),
+            if c.pe == "multiplier" and form != "resolved":
+                widths = pe_mod.partial_product_widths(form, c.act_bits, len(wreg))
+                pps = [signed(w) for w in widths]
+                negs = [Signal(bool(0))
+                        for _ in range(pe_mod.partial_product_negs(form, len(wreg)))]
+                insts += [pe_mod.int_weight(wl, wload) if c.weights == "int8" else
+                          pe_mod.decode_code(wl, wload, c.exp_bits),
+                          pe_mod.partial_products(xregs[j], wreg, lives[j], pps, negs, form)]
+                terms += pps
+                ones += negs
+            elif c.pe == "multiplier":
+                prod = signed(lane_product_bits(c))
+                insts += [pe_mod.int_weight(wl, wload) if c.weights == "int8" else
+                          pe_mod.decode_code(wl, wload, c.exp_bits),
                           pe_mod.multiply(xregs[j], wreg, prod)]
                 terms.append(prod)
             else:

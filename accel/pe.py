@@ -15,6 +15,12 @@ before it reaches the PE, so the lane stores the integer in its W register.  Wit
 weights (:mod:`contract.weights`) WMEM holds the integer itself: :func:`int_weight` only
 reinterprets the 8 bits as signed, and the product is ``act_bits + 8`` bits wide.
 
+For a carry-save accumulator the multiplier can keep its partial products unresolved too
+(:data:`MULTIPLIER_FORMS`): :func:`booth_terms` (radix-4 Booth: one sign-folded term
+``0, +-x, +-2x`` per two weight bits) or :func:`array_terms` (one term ``x`` or 0 per weight
+bit, the sign bit's negated), summed by :mod:`accel.arith` with the accumulator, as the
+shift-add PE's two terms are.
+
 Both compute the exact product: the output width ``xbits + 2^E + 1`` always holds it.
 ``x`` is widened to the output width before it is shifted, because VHDL shifts at the
 operand's width (DESIGN.md s.6).
@@ -279,6 +285,150 @@ def int_weight(code: Any, value: Any) -> Any:
         value.next = code.signed()
 
     return as_signed
+
+
+# How a multiplier lane hands its product on: resolved (``x * w``, one word) or as
+# unresolved partial products (Booth radix-4 or a plain array of weight bits).
+MULTIPLIER_FORMS = ("resolved", "booth", "array")
+
+
+def partial_product_widths(form: str, xbits: int, wbits: int) -> list[int]:
+    """Widths of the signed terms :func:`partial_products` makes for an ``xbits`` activation
+    and a ``wbits`` weight: term ``j`` already shifted into place."""
+    if form == "booth":  # digit j weighs 4^j; |d| x fits xbits + 1 bits
+        return [xbits + 1 + 2 * j for j in range((wbits + 1) // 2)]
+    if form == "array":  # bit j weighs 2^j
+        return [xbits + j for j in range(wbits)]
+    raise ValueError(f"no partial products for multiplier form {form!r} "
+                     f"({', '.join(MULTIPLIER_FORMS)})")
+
+
+def partial_product_negs(form: str, wbits: int) -> int:
+    """How many +1s (negated terms) :func:`partial_products` hands over."""
+    return len(partial_product_widths(form, 1, wbits)) if form == "booth" else 1
+
+
+@block
+def partial_products(x: Any, w: Any, live: Any, terms: list[Any], negs: list[Any],
+                     form: str) -> Any:
+    """``x * w == sum(terms) + (number of set negs)`` for signed ``x`` and ``w``, no adder:
+    the terms (:func:`partial_product_widths`) and the +1s of the negated ones, for an
+    accumulator that sums them in full-adder rows.  ``live`` (``x != 0``) clears the signs
+    on a zero activation, so every term is 0 then rather than ``~0`` and a +1."""
+    if form == "booth":
+        return booth_terms(x, w, live, terms, negs)
+    return array_terms(x, w, live, terms, negs)
+
+
+@block
+def booth_terms(x: Any, w: Any, live: Any, terms: list[Any], negs: list[Any]) -> Any:
+    """Radix-4 Booth: digit ``j`` of ``w`` (bits ``2j+1, 2j, 2j-1``, bit -1 being 0) is
+    ``d in {-2..2}``; term ``j`` is ``(|d| x) << 2j``, inverted when ``d < 0`` with its +1 in
+    ``negs[j]``."""
+    digits = len(terms)
+    wide = signed(2 * digits)  # w sign-extended to whole digits
+    padded = unsigned(2 * digits + 1)  # and bit -1 (0) below it
+
+    @always_comb
+    def widen_w() -> None:
+        wide.next = w
+
+    @always_comb
+    def pad() -> None:
+        padded.next = concat(wide[2 * digits:], False)
+
+    return [widen_w, pad] + [booth_term(x, padded, live, j, terms[j], negs[j])
+                             for j in range(digits)]
+
+
+@block
+def booth_term(x: Any, padded: Any, live: Any, j: int, t: Any, neg: Any) -> Any:
+    """One Booth digit's term (see :func:`booth_terms`)."""
+    tw = len(t)
+    lo, mid, hi = 2 * j, 2 * j + 1, 2 * j + 2
+    shift = 2 * j
+    xw, mag = signed(tw), signed(tw)
+    one, two = Signal(bool(0)), Signal(bool(0))
+
+    @always_comb
+    def recode() -> None:
+        one.next = padded[mid] ^ padded[lo]
+        two.next = (padded[hi] and not padded[mid] and not padded[lo]) or \
+            (not padded[hi] and padded[mid] and padded[lo])
+        # 111 is -0: no sign, so the term is 0 rather than ~0 and a +1.
+        neg.next = padded[hi] and not (padded[mid] and padded[lo]) and live
+
+    @always_comb
+    def widen_x() -> None:
+        xw.next = x
+
+    @always_comb
+    def pick() -> None:
+        if one:
+            mag.next = xw << shift
+        elif two:
+            mag.next = xw << (shift + 1)
+        else:
+            mag.next = 0
+
+    @always_comb
+    def fold() -> None:
+        if neg:
+            t.next = ~mag
+        else:
+            t.next = mag
+
+    return recode, widen_x, pick, fold
+
+
+@block
+def array_terms(x: Any, w: Any, live: Any, terms: list[Any], negs: list[Any]) -> Any:
+    """A plain partial-product array: term ``j`` is ``x << j`` where bit ``j`` of ``w`` is
+    set (0 otherwise); the sign bit weighs ``-2^(n-1)``, so its term is inverted with the
+    +1 in ``negs[0]``."""
+    top = len(terms) - 1
+    insts = [array_term(x, w, j, terms[j]) for j in range(top)]
+    return insts + [array_sign_term(x, w, live, top, terms[top], negs[0])]
+
+
+@block
+def array_term(x: Any, w: Any, j: int, t: Any) -> Any:
+    xw = signed(len(t))
+
+    @always_comb
+    def widen_x() -> None:
+        xw.next = x
+
+    @always_comb
+    def gate() -> None:
+        if w[j]:
+            t.next = xw << j
+        else:
+            t.next = 0
+
+    return widen_x, gate
+
+
+@block
+def array_sign_term(x: Any, w: Any, live: Any, j: int, t: Any, neg: Any) -> Any:
+    xw = signed(len(t))
+
+    @always_comb
+    def widen_x() -> None:
+        xw.next = x
+
+    @always_comb
+    def sign() -> None:
+        neg.next = w[j] and live
+
+    @always_comb
+    def gate() -> None:
+        if neg:
+            t.next = ~(xw << j)
+        else:
+            t.next = 0
+
+    return widen_x, sign, gate
 
 
 @block

@@ -52,9 +52,26 @@ from .lanes import (
     _lane_regs,
     _tree_lanes,
     lane_mode,
+    lane_product_bits,
     products_per_cycle,
     weight_signals,
 )
+
+
+def check_form(config: AccelConfig, mode: str, form: str) -> None:
+    """Refuse a multiplier form the array cannot build, naming what would work."""
+    if form not in pe_mod.MULTIPLIER_FORMS:
+        raise ValueError(f"unknown multiplier form {form!r} "
+                         f"({', '.join(pe_mod.MULTIPLIER_FORMS)})")
+    if form == "resolved":
+        return
+    if config.pe != "multiplier":
+        raise ValueError(f"multiplier form {form!r} needs pe = 'multiplier', not "
+                         f"{config.pe!r}")
+    spec = lane_mode(mode)
+    if not (spec.carry_save or spec.tree):
+        raise ValueError(f"multiplier form {form!r} keeps partial products unresolved, which "
+                         f"only the carry-save and tree modes take, not {mode!r}")
 
 
 def sel_bits(lanes: int) -> int:
@@ -68,7 +85,7 @@ def pe_array_ports(config: AccelConfig, mode: str = "pipelined") -> dict[str, tu
     c = config
     k = products_per_cycle(mode)
     return {"clk": (0, "in"), "rst": (0, "in"), "x_in": (k * c.act_bits, "in"),
-            "w_in": (c.lanes * k * c.code_bits, "in"), "load": (0, "in"),
+            "w_in": (c.lanes * k * c.weight_bits, "in"), "load": (0, "in"),
             "sel": (sel_bits(c.lanes), "in"), "acc_out": (c.acc_bits, "out")}
 
 
@@ -85,27 +102,30 @@ def cycle_words(config: AccelConfig, mode: str, x: Any, codes: Any) -> list[tupl
         for j in range(min(k, len(x) - t)):
             xw |= (int(x[t + j]) & xm) << (j * c.act_bits)
             for lane in range(c.lanes):
-                ww |= int(codes[t + j, lane]) << ((lane * k + j) * c.code_bits)
+                ww |= int(codes[t + j, lane]) << ((lane * k + j) * c.weight_bits)
         out.append((xw, ww))
     return out
 
 
 @block
 def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_out: Any,
-             config: AccelConfig, mode: str = "pipelined") -> Any:
-    """``lanes`` PEs sharing one activation; see the module docstring."""
+             config: AccelConfig, mode: str = "pipelined", form: str = "resolved") -> Any:
+    """``lanes`` PEs sharing one activation; see the module docstring.  ``form``: how a
+    multiplier hands on its product in the carry-save and tree modes
+    (:data:`accel.pe.MULTIPLIER_FORMS`; partial products need one of those modes)."""
     # The registry's flags pick the parts; the parts are instantiated here, in this block,
     # because MyHDL names every signal after the block whose locals hold it.
     spec = lane_mode(mode)
     c = config
-    pw = pe_mod.product_bits(c.act_bits, c.exp_bits)
+    check_form(c, mode, form)
+    pw = lane_product_bits(c)
     acc_bits = c.acc_bits
     insts: list[Any] = []
     readout = spec.readout
     if spec.tree:
         assert readout is not None
         accs = [signed(acc_bits) for _ in range(c.lanes)]
-        return (_tree_lanes(clk, rst, x_in, w_in, load, accs, c),
+        return (_tree_lanes(clk, rst, x_in, w_in, load, accs, c, form),
                 readout(clk, rst, sel, accs, acc_out, acc_bits))
     xreg = signed(c.act_bits)
 
@@ -129,7 +149,7 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
 
         insts += [widen_x, neg_x_reg]
     xzero = Signal(bool(0))  # registered with x: the carry-save shift-add PE stays quiet on 0
-    if spec.carry_save and c.pe == "shiftadd":
+    if spec.carry_save and (c.pe == "shiftadd" or form != "resolved"):
 
         @always_seq(clk.posedge, reset=rst)
         def x_zero_reg() -> None:
@@ -138,16 +158,17 @@ def pe_array(clk: Any, rst: Any, x_in: Any, w_in: Any, load: Any, sel: Any, acc_
         insts.append(x_zero_reg)
     accs = []
     for i in range(c.lanes):
-        wl = unsigned(c.code_bits)
-        insts.append(slice_bits(w_in, i * c.code_bits, c.code_bits, wl))
+        wl = unsigned(c.weight_bits)
+        insts.append(slice_bits(w_in, i * c.weight_bits, c.weight_bits, wl))
         wload, wreg = weight_signals(c, wl)
         if c.pe == "multiplier":
-            insts.append(pe_mod.decode_code(wl, wload, c.exp_bits))
+            insts.append(pe_mod.int_weight(wl, wload) if c.weights == "int8" else
+                         pe_mod.decode_code(wl, wload, c.exp_bits))
         if spec.carry_save:
             bacc = BlockAccumulator(acc_bits)
             accs.append(bacc)
             insts.append(_lane_carrysave(clk, rst, load, wload, wreg, xreg, xzero, bacc, c,
-                                         registered=spec.registered))
+                                         registered=spec.registered, form=form))
             continue
         prod = signed(pw)
         insts.append(pe_mod.pe(xreg, wreg, prod, c.pe, c.act_bits, c.exp_bits, nxreg))

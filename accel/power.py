@@ -110,7 +110,7 @@ def _testbench(config: AccelConfig, top: str, n: int, lanes: int, sel_bits: int,
     c = config
     after = "load = 1;" if hold else "x_in = 0; w_in = 0; load = 0;"
     annotate = f'$sdf_annotate("{sdf.resolve()}", dut);' if sdf else ""
-    wbits = c.lanes * products * c.code_bits
+    wbits = c.lanes * products * c.weight_bits
     xbits = products * c.act_bits
     return f"""`timescale 1ns/1ns
 module tb_power;
@@ -273,7 +273,7 @@ def simulate_toggles(netlist_v: str | Path, cell_models: Sequence[str | Path], t
     got = {int(m.group(1)): int(m.group(2), 16)
            for m in re.finditer(r"PWR-ACC (\d+) ([0-9a-fA-FxzXZ]+)", out)
            if all(ch in "0123456789abcdefABCDEF" for ch in m.group(2))}
-    prods = semantics.shift_add(x[:, None], codes, c.exp_bits)
+    prods = semantics.product(x[:, None], codes, c.weights, c.exp_bits)
     # Accumulating modes hold the sum of the products; the product stage the last product.
     want = semantics.wrap(prods[-1] if mode == "product" else prods.sum(axis=0), c.acc_bits)
     for lane in range(c.lanes):

@@ -112,6 +112,7 @@ def _demo(args: argparse.Namespace, config: Any, model_file: tuple[Path, dict[st
     from asd.quantize_model import quantize_model
     from asd_cli import progress, report
     from asd_cli.evaluate import load_dataset
+    from asd_cli.hwreport import measured_energy_per_image
     from contract.backend import get_backend
     from programs import runtime
     from programs.manifest import compile_model
@@ -160,7 +161,15 @@ def _demo(args: argparse.Namespace, config: Any, model_file: tuple[Path, dict[st
     emu_seconds = time.perf_counter() - t0
     accel_top1 = evaluate.topk_accuracy(y_acc.reshape(len(x), -1), y, 1)
     _say(args, f"      {len(x)} images, {mismatches} mismatches, accelerator top-1 "
-               f"{accel_top1:.2f}% (int8 activations, ASD weights), {emu_seconds:.1f} s\n")
+               f"{accel_top1:.2f}% (int8 activations, ASD weights), {emu_seconds:.1f} s")
+    # Datapath energy per image at the cells' measured energy (asd hwreport's saved sweep).
+    energy = measured_energy_per_image(str(path), config)
+    if energy and energy["shiftadd"] and energy["int8"]:
+        sa, i8 = energy["shiftadd"], energy["int8"]
+        _say(args, f"      datapath energy per image ({energy['mode']} PE array, OSU 0.18 um, "
+                   f"memories not counted): shift-add {sa['energy_uj']:.3g} uJ, int8 "
+                   f"multiplier ({energy['int8_form']}) {i8['energy_uj']:.3g} uJ")
+    _say(args, "")
 
     # 4. A few images on the RTL.
     rtl = pick_rtl_backend(args.backend)
@@ -230,6 +239,7 @@ def _demo(args: argparse.Namespace, config: Any, model_file: tuple[Path, dict[st
         "model": str(path), "dataset": data.name,
         "accuracy": acc_rows,
         "accelerator": {"top1": accel_top1, "cycles_per_image": cycles,
+                        "datapath_energy_per_image": energy,
                         "images_checked_bitexact": len(x) - mismatches,
                         "mismatches": mismatches, "emulator_seconds": emu_seconds,
                         "program_bytes": tot["image_bytes"], "program_images": tot["tiles"]},

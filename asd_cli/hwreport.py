@@ -12,51 +12,61 @@ from typing import Any
 import numpy as np
 
 from asd_cli.main import UserError
+from contract.backend import DEFAULT_LIMITS, Backend, Limits, RunResult
+from contract.image import Image
 
-# accel.lanes.MODES (not imported here: MyHDL is slow to load for --help).
+# accel.lanes.MODES and accel.kinds.KINDS (not imported here: MyHDL is slow to load for
+# --help).
 PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave", "carrysave_direct",
                   "carrysave_drain", "tree")
+KIND_NAMES = ("shiftadd", "multiplier", "int8", "int8_booth", "int8_array")
+# The networks energy per inference is given for: the demo's and ResNet-18 (224x224).
+NETWORKS = ("mnist_lenet", "resnet18")
 
 EPILOG = """\
 examples:
-  asd hwreport                                   # default config, PE array and core, 5 seeds
-  asd hwreport --lanes 1,4,8 --act-bits 4,8,16   # the sweep (activations 2..16 bits)
-  asd hwreport --target pe --mode carrysave      # carry-save accumulators: the short path
-  asd hwreport --target pe --mode carrysave --lanes 4 --act-bits 16  # -54% critical path
-  asd hwreport --target pe --mode carrysave_direct --lanes 8 --act-bits 16
-                        # no product register: flip-flops equal, lowest power proxy
-  asd hwreport --target pe --mode carrysave_drain --lanes 4 --act-bits 16 --exp-bits 4 \
-               --config a40.toml  # lanes drain their own carries: one readout register
-  asd hwreport --target pe --mode tree --lanes 2 # 4 MACs a lane a cycle, one adder tree
-  asd hwreport --target pe --mode tree --lanes 1 --act-bits 16 --exp-bits 3,4 --config a40.toml
-                        # 8 or 16 digit positions; a40.toml holds "acc_bits = 40"
-                        # (E=4 at 16 bits needs 33 or more)
-  asd hwreport --target pe --lanes 2 --act-bits 4 --seeds 1 --json
+  asd hwreport                  # the shipped point: E=3, 8-bit activations, 8 lanes,
+                                # carry-save lanes that drain their own carries, every kind
+  asd hwreport --cells-only     # the same on standard cells alone (minutes, not an hour)
+  asd hwreport --mode carrysave --lanes 4,8      # carry-save with a readout pipeline
+  asd hwreport --mode tree --lanes 2             # 4 MACs a lane a cycle, one adder tree
+  asd hwreport --act-bits 16 --lanes 4           # another operating point (not shipped)
+  asd hwreport --act-bits 16 --exp-bits 4 --config a40.toml  # E=4: 10-bit codes, 68.6%
+                        # size cut; a40.toml holds "acc_bits = 40" (33 or more needed)
+  asd hwreport --mode pipelined --kinds shiftadd,int8 --target both  # PE array and core
+  asd hwreport --lanes 2 --act-bits 4 --seeds 1 --networks none --json
 
 For each configuration, target (pe: the PE array with weight, product and accumulator
-registers; core: the whole core) and PE kind (shiftadd, multiplier): iCE40 LUT4 / carry /
-flip-flops (yosys synth_ice40), Fmax (nextpnr-ice40 --hx8k, median over the seeds), generic
-gates, logic depth and CMOS transistors (yosys abc -g), and, for the PE array, the toggle
-energy of its gate-level netlist simulated on the MACs of a real layer (the second
-convolution of the bundled digits CNN, quantized to ASD, on a real digit), with a unit
-delay per gate so glitches count, and again with zero-delay gates.  The same designs
-are also mapped onto real standard cells (OSU 0.18 um, the Liberty file of Debian's
-qflow-tech-osu018): cell area, OpenSTA's critical path and, for the PE array, the Liberty
-power of the cell netlist simulated on the same MACs with OpenSTA's delay of every cell
-(SDF; glitches count, clock pins included), and again at zero delay.  Ratios are
-shiftadd / multiplier.  Writes hwreport.md, hwreport.json and hwreport.png to -o DIR.
-Needs yosys, nextpnr-ice40, iverilog, OpenSTA and the cell library: sudo apt-get install
-yosys nextpnr-ice40 fpga-icestorm iverilog opensta qflow-tech-osu018."""
+registers; core: the whole core) and kind -- shiftadd (the shift-add PE, ASD codes); int8,
+int8_booth, int8_array (a multiplier fed plain 8-bit weights, its product resolved or, in
+the carry-save and tree modes, its Booth or plain partial products unresolved into the same
+accumulator); multiplier (fed the ASD code decoded to an integer) -- on standard cells (OSU
+0.18 um, Debian's qflow-tech-osu018): cell area, OpenSTA's critical path and, for the PE
+array, the Liberty power of the cell netlist simulated on the MACs of a real layer (conv2
+of the bundled digits CNN, compiled for each weight format, on a real digit) with OpenSTA's
+delay of every cell (glitches count, clock pins included), at zero delay, and on idle
+cycles; unless --cells-only also iCE40 LUT4 / carry / flip-flops, Fmax (nextpnr-ice40
+--hx8k, median over the seeds), generic gates, logic depth, transistors and a toggle-energy
+proxy.  The baseline is the int8 form with the lowest cell path x area x energy.  Energy
+per inference: the --networks compiled for each row's configuration, their emulator cycle
+counts costed at the measured energy of a MAC cycle and of an idle cycle (drain cycles
+counted), images/s at the cell Fmax; memories and control not counted.  Writes
+hwreport.md, hwreport.json and hwreport.png to -o DIR.  Needs yosys, iverilog, OpenSTA and
+the cell library (and nextpnr-ice40 without --cells-only): sudo apt-get install yosys
+nextpnr-ice40 fpga-icestorm iverilog opensta qflow-tech-osu018."""
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("hwreport", help="synthesize both PE kinds: area, Fmax, power proxy",
-                       description="Synthesize the exported RTL for both PE kinds with Yosys "
-                                   "and nextpnr-ice40, and onto standard cells with OpenSTA, "
-                                   "and report them side by side.",
+    p = sub.add_parser("hwreport",
+                       help="the shift-add PE against int8 and ASD-decoded multipliers: "
+                            "area, path, energy per inference",
+                       description="Synthesize the exported RTL of the shift-add PE array "
+                                   "and of its multiplier baselines onto standard cells "
+                                   "(OpenSTA) and iCE40, and report them side by side.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="CFG",
-                   help="accelerator configuration (.toml or .json; default: the defaults)")
+                   help="accelerator configuration (.toml or .json; default: the shipped "
+                        "one); its pe and weights fields are left to --kinds")
     p.add_argument("--lanes", metavar="N,N", help="lane counts to sweep (default: config's)")
     p.add_argument("--act-bits", metavar="B,B",
                    help="activation widths to sweep (default: config's)")
@@ -65,19 +75,26 @@ def register(sub: Any) -> None:
                         "config's); a wider field needs a wider accumulator (acc_bits in "
                         "--config)")
     p.add_argument("--seeds", type=int, default=5, help="nextpnr seeds per design (default 5)")
-    p.add_argument("--target", choices=("pe", "core", "both"), default="both",
-                   help="PE array, whole core, or both (default)")
-    p.add_argument("--mode", choices=PE_ARRAY_MODES, default="pipelined",
-                   help="PE array: product register before the accumulator (default), "
-                        "the core lane's single-cycle MAC (direct), the product stage alone "
-                        "(product), a carry-save accumulator resolved once per output "
-                        "(carrysave), the same without the product register "
-                        "(carrysave_direct), the same with lanes that drain their own "
-                        "carries before a one-register readout (carrysave_drain), or four "
-                        "MACs a lane per cycle summed with the accumulator in one compressor "
-                        "tree and one adder (tree)")
+    p.add_argument("--target", choices=("pe", "core", "both"), default="pe",
+                   help="PE array (default), whole core, or both")
+    p.add_argument("--mode", choices=PE_ARRAY_MODES, default="carrysave_drain",
+                   help="PE array: carry-save lanes that drain their own carries before a "
+                        "one-register readout (carrysave_drain, default), the same with a "
+                        "carry-resolving readout pipeline (carrysave_direct) and a terms "
+                        "register (carrysave), a product register before a carry-propagate "
+                        "accumulator (pipelined), the core lane's single-cycle MAC (direct), "
+                        "the product stage alone (product), or four MACs a lane per cycle "
+                        "summed in one compressor tree (tree)")
+    p.add_argument("--kinds", metavar="K,K",
+                   help=f"kinds to build ({', '.join(KIND_NAMES)}; default: all the mode "
+                        "builds)")
+    p.add_argument("--cells-only", action="store_true",
+                   help="standard-cell figures only (no iCE40, no generic gates)")
+    p.add_argument("--networks", default=",".join(NETWORKS), metavar="NAME,NAME",
+                   help="networks to give energy per inference for (shipped model names or "
+                        "resnet18; 'none': skip; default: %(default)s)")
     p.add_argument("--macs", type=int, default=2000,
-                   help="MACs of the layer simulated for the power proxy (default 2000)")
+                   help="MACs of the layer simulated for the energy (default 2000)")
     p.add_argument("--timeout", type=float, default=900,
                    help="seconds allowed for each tool run (default 900)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -99,18 +116,35 @@ def _int_list(text: str | None, default: int, what: str) -> list[int]:
     return vals
 
 
+# The E int8 programs are compiled at when a row's E is wider: an int8 multiplier has no E
+# (only the requantization codes do), and the compiler refuses int8 weights at E = 4 (its
+# weight codes come out wider than 8 bits).
+INT8_COMPILE_EXP_BITS = 3
+
+
+def compilable(config: Any) -> Any:
+    """``config``, with int8 weights at an E the compiler takes (see above)."""
+    if config.weights == "int8" and config.exp_bits > INT8_COMPILE_EXP_BITS:
+        return config.replace(exp_bits=INT8_COMPILE_EXP_BITS)
+    return config
+
+
 def layer_stream(config: Any, macs: int) -> tuple[np.ndarray, np.ndarray]:
     """The MAC stream of a real layer for ``config``: conv2 of the bundled digits CNN,
-    quantized to ASD, on the feature map conv1 computes from the first test digit."""
+    quantized to ``config``'s weight format (ASD codes, or int8 integers), on the feature map
+    conv1 computes from the first test digit."""
     from importlib import resources
 
     from accel import power
+    from contract import weights as wformats
     from programs import kernels
     from programs.manifest import compile_model
 
-    # The stream does not depend on memory depths: build the layer with room for all of it.
-    big = config.replace(pe="shiftadd", wmem_depth=1 << 16, amem_depth=1 << 16,
-                         bmem_depth=1 << 10, imem_depth=1 << 12, loop_depth=4)
+    # The stream does not depend on memory depths or the PE kind (both run the same images):
+    # build the layer with room for all of it.
+    big = compilable(config).replace(pe=wformats.get(config.weights).pe_kinds[0],
+                                     wmem_depth=1 << 16, amem_depth=1 << 16,
+                                     bmem_depth=1 << 10, imem_depth=1 << 12, loop_depth=4)
     model = resources.files("asd") / "data" / "models" / "digits_cnn.onnx"
     comp = compile_model(str(model), big)
     convs = [q for q in comp.qnet.qlayers.values() if q.w_int is not None]
@@ -171,6 +205,87 @@ def _write_outputs(hwreport: Any, report: dict[str, Any], out: Path) -> list[Pat
     return [out / f.name for f in written]
 
 
+def network_cycles(name: str, config: Any) -> Any:
+    """One image of network ``name`` (a shipped model, or ``resnet18``: the seed network at
+    224x224 with enlarged WMEM, as benchmarks/bench_compiler.py compiles it) compiled for
+    ``config``: its cycles and operations from the emulator's counters (programs have no
+    data-dependent timing, so a zero image gives them)."""
+    from accel.inference import NetworkCycles
+    from asd_cli.evaluate import resolve_model
+    from contract.backend import get_backend
+    from programs import runtime, seednets
+    from programs.manifest import compile_model
+
+    calib = None
+    config = compilable(config)
+    if name == "resnet18":
+        model: Any = seednets.build("resnet18")
+        config = config.replace(wmem_depth=max(config.wmem_depth, 32768))
+        calib = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+        label = "ResNet-18 (224x224)"
+    else:
+        model, _ = resolve_model(name)
+        label = name
+    comp = compile_model(model if name == "resnet18" else str(model), config, calib)
+    counting = _CountingBackend(get_backend("emu", fast=True))
+    runtime.run(comp, np.zeros((1, *comp.qnet.graph.input_shape), np.float32), counting)
+    return NetworkCycles.from_counters(label, counting.cycles, counting.ops,
+                                       counting.shift_adds, config.lanes)
+
+
+# The saved hardware sweep `asd demo` quotes datapath energy from (a source checkout).
+RESULTS_JSON = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "hwreport.json"
+DEMO_MODE = "carrysave_drain"
+
+
+def measured_energy_per_image(model: str, config: Any) -> dict[str, Any] | None:
+    """Datapath energy per image of ``model`` on the ``carrysave_drain`` PE arrays measured at
+    ``config``'s point (lanes, activation width, E) in the saved sweep, for the shift-add PE
+    and the strongest int8 form, each on the network compiled for its weight format; None
+    when the sweep is not here or did not measure that point."""
+    if not RESULTS_JSON.exists():
+        return None
+    from accel import inference
+
+    rows = json.loads(RESULTS_JSON.read_text()).get(f"pe_{DEMO_MODE}", {}).get("results", [])
+    for r in rows:
+        if (r["lanes"], r["act_bits"], r["exp_bits"], r["acc_bits"]) == \
+                (config.lanes, config.act_bits, config.exp_bits, config.acc_bits) and \
+                r.get("int8_best") and r["shiftadd"].get("asic_idle_pj_per_cycle"):
+            best = r["int8_best"]
+            asd = config.replace(pe="shiftadd", weights="asd")
+            int8 = config.replace(pe="multiplier", weights="int8")
+            return {"int8_form": best, "mode": DEMO_MODE,
+                    "shiftadd": inference.per_inference(r["shiftadd"],
+                                                        network_cycles(model, asd), asd,
+                                                        DEMO_MODE),
+                    "int8": inference.per_inference(r[best], network_cycles(model, int8), int8,
+                                                    DEMO_MODE)}
+    return None
+
+
+class _CountingBackend:
+    """The emulator, summing the counters of every tile it runs."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.cycles = 0
+        self.shift_adds = 0
+        self.ops: dict[str, int] = {}
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def run(self, image: Image, limits: Limits = DEFAULT_LIMITS) -> RunResult:
+        result = self.inner.run(image, limits)
+        self.cycles += result.cycles
+        self.shift_adds += int(result.counters["shift_adds"])
+        for op, n in result.counters["ops"].items():
+            self.ops[op] = self.ops.get(op, 0) + int(n)
+        return result
+
+
 def cmd_hwreport(args: argparse.Namespace) -> int:
     from contract.config import AccelConfig, ConfigError
 
@@ -178,22 +293,45 @@ def cmd_hwreport(args: argparse.Namespace) -> int:
         base = AccelConfig.load(args.config) if args.config else AccelConfig()
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    if base.pe != "shiftadd" or base.weights != "asd":
+        raise UserError(f"--config: pe = {base.pe!r}, weights = {base.weights!r}: hwreport "
+                        "builds every kind itself (--kinds); give a configuration with the "
+                        "defaults pe = 'shiftadd', weights = 'asd'")
     lanes = _int_list(args.lanes, base.lanes, "--lanes")
     acts = _int_list(args.act_bits, base.act_bits, "--act-bits")
     exps = _int_list(args.exp_bits, base.exp_bits, "--exp-bits")
+    targets = ("pe", "core") if args.target == "both" else (args.target,)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
+    for k in kinds or ():
+        if k not in KIND_NAMES:
+            raise UserError(f"--kinds: unknown kind {k!r} (known: {', '.join(KIND_NAMES)})")
     for nl, ab, e in itertools.product(lanes, acts, exps):
         try:
-            base.replace(lanes=nl, act_bits=ab, exp_bits=e)
+            cfg = base.replace(lanes=nl, act_bits=ab, exp_bits=e)
         except ConfigError as exc:
             hint = "; set acc_bits in --config" if "acc_bits" in str(exc) else ""
             raise UserError(f"{exc} (lanes {nl}, act_bits {ab}, exp_bits {e}{hint})") from None
+        if any(k.startswith("int8") for k in kinds or ("int8",)):
+            try:
+                cfg.replace(pe="multiplier", weights="int8")
+            except ConfigError as exc:
+                raise UserError(f"{exc} (the int8 baseline at lanes {nl}, act_bits {ab}, "
+                                f"exp_bits {e})") from None
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    networks = [] if args.networks.strip() == "none" else \
+        [n.strip() for n in args.networks.split(",") if n.strip()]
     try:
         from accel import hwreport, synth
+        from accel import kinds as kinds_mod
     except ImportError as exc:
         raise UserError(f"hwreport needs MyHDL ({exc}): pip install -e '.[hw]'") from None
-    targets = ("pe", "core") if args.target == "both" else (args.target,)
+    for target in targets:
+        try:
+            kinds_mod.check_kinds(kinds or list(kinds_mod.kinds_for(args.mode, target)),
+                                  args.mode, target)
+        except ValueError as exc:
+            raise UserError(f"--kinds: {exc}") from None
     quiet = args.quiet
 
     def log(msg: str) -> None:
@@ -206,16 +344,31 @@ def cmd_hwreport(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"{out}: cannot create the output directory ({exc.strerror})") from None
     try:
-        synth.require("yosys", "nextpnr-ice40", "iverilog")
         report = hwreport.run_sweep(
             base, lanes, acts, targets, out / "work", seeds=args.seeds,
             stream_for=lambda c: layer_stream(c, args.macs), mode=args.mode,
-            timeout=args.timeout, log=log, exp_bits=exps)
+            timeout=args.timeout, log=log, exp_bits=exps, kinds=kinds,
+            cells_only=args.cells_only)
     except synth.ToolMissing as exc:
         raise UserError(str(exc)) from None
     except synth.SynthError as exc:
         raise UserError(f"synthesis failed: {exc}") from None
     files = _write_outputs(hwreport, report, out)
+
+
+    if networks and "pe" in targets:
+        cache: dict[str, Any] = {}
+
+        def networks_for(c: Any) -> list[Any]:
+            key = c.replace(pe="shiftadd" if c.weights == "asd" else c.pe).to_json()
+            if key not in cache:
+                log(f"compiling {', '.join(networks)} for {c.weights} weights, "
+                    f"{c.lanes} lanes, {c.act_bits}-bit activations")
+                cache[key] = [network_cycles(n, c) for n in networks]
+            return list(cache[key])
+
+        hwreport.add_inference(report, networks_for, base)
+    files = hwreport.write_outputs(report, out)
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:

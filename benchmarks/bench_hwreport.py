@@ -26,8 +26,12 @@ Prints one table per study and writes benchmarks/results/hwreport.json:
 activation width, exponent field, accumulator width and target (e.g. ``--studies pe_tree
 --lanes 1,4 --act-bits 16`` adds the 16-bit rows to the 4- and 8-bit ones);
 ``--cells-only`` measures just the standard-cell figures (:mod:`accel.asic`: area, OpenSTA
-critical path and power) of every stored row of the chosen studies and adds them to the
-rows, their other figures kept (minutes where the whole flow takes an hour).
+critical path, power on the stream and on idle cycles) of the stored rows of the chosen
+studies (those of ``--lanes``, ``--act-bits``, ``--exp-bits`` when given) for ``--kinds``
+(default: every kind the study's mode builds: the shift-add PE, the int8 multiplier in each
+of its forms, the decoded-ASD multiplier) and adds them to the rows, their other figures
+kept (minutes where the whole flow takes an hour).  Every study then gets the energy per
+inference of ``--networks`` (:mod:`accel.inference`) for its rows with idle-cycle figures.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from accel import asic, hwreport
-from asd_cli.hwreport import layer_stream
+from accel import kinds as kinds_mod
+from asd_cli.hwreport import NETWORKS, layer_stream, network_cycles
 from contract.config import AccelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,32 +78,60 @@ def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return {**new, **hwreport.headline(rows), "results": rows}
 
 
-def add_cell_figures(study: dict[str, Any], mode: str, work: Path, log: Any) -> None:
-    """Measure the standard-cell figures of every row of ``study`` in place (both kinds,
-    ratios updated); each row's own lanes, widths, exponent field and accumulator."""
+def add_cell_figures(study: dict[str, Any], mode: str, work: Path, log: Any,
+                     kinds: list[str] | None = None, keep: Any = None) -> None:
+    """Measure the standard-cell figures of the rows of ``study`` that ``keep`` accepts (all
+    when None) in place, for ``kinds`` (default every kind the mode builds; a kind new to a
+    row is added); each row's own lanes, widths, exponent field and accumulator."""
     for row in study["results"]:
+        if keep is not None and not keep(row):
+            continue
         cfg = AccelConfig(lanes=row["lanes"], act_bits=row["act_bits"],
                           exp_bits=row["exp_bits"], acc_bits=row["acc_bits"])
-        stream = layer_stream(cfg, row["layer_macs"]) if row["target"] == "pe" else None
+        names = kinds or list(kinds_mod.kinds_for(mode, row["target"]))
         name = f"{row['target']}-l{row['lanes']}-a{row['act_bits']}-e{row['exp_bits']}-" \
                f"c{row['acc_bits']}"
-        log(f"{name}: standard cells")
-        for kind in hwreport.KINDS:
-            row[kind].update(hwreport.measure_cells(cfg.replace(pe=kind), row["target"],
-                                                    work / name / kind, stream=stream,
-                                                    mode=mode, log=log))
-        row["ratio"] = hwreport.ratios(row["shiftadd"], row["multiplier"])
+        streams: dict[str, Any] = {}
+        for kind in names:
+            k = kinds_mod.KINDS[kind]
+            c = k.config(cfg)
+            if row["target"] == "pe" and c.weights not in streams:
+                streams[c.weights] = layer_stream(c, row["layer_macs"])
+            log(f"{name}: standard cells, {kind}")
+            row.setdefault(kind, {}).update(hwreport.measure_cells(
+                c, row["target"], work / name / kind, stream=streams.get(c.weights),
+                mode=mode, log=log, form=k.form))
+        hwreport.update_ratios(row)
     study.update(cell_library=asic.LIBRARY, cell_clock_ns=asic.CLOCK_NS,
                  tools=hwreport.tool_versions(), **hwreport.headline(study["results"]))
+
+
+def add_inference(study: dict[str, Any], networks: list[str], log: Any,
+                  cache: dict[str, Any]) -> None:
+    """Energy per inference of ``networks`` on every row of ``study`` with idle-cycle
+    figures (the networks compiled once per configuration and weight format)."""
+    def networks_for(c: AccelConfig) -> list[Any]:
+        key = c.replace(pe="shiftadd" if c.weights == "asd" else c.pe).to_json()
+        if key not in cache:
+            log(f"compiling {', '.join(networks)}: {c.weights} weights, {c.lanes} lanes, "
+                f"{c.act_bits}-bit activations, E = {c.exp_bits}")
+            cache[key] = [network_cycles(n, c) for n in networks]
+        return list(cache[key])
+
+    hwreport.add_inference(study, networks_for, AccelConfig())
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lanes", default="1,4,8")
-    ap.add_argument("--act-bits", default="4,8")
+    ap.add_argument("--lanes", help="default 1,4,8 (--cells-only: the stored rows' filter)")
+    ap.add_argument("--act-bits", help="default 4,8 (--cells-only: the stored rows' filter)")
     ap.add_argument("--core-lanes", default="1,4")
-    ap.add_argument("--exp-bits", default=str(AccelConfig().exp_bits))
+    ap.add_argument("--exp-bits", help="default the shipped E (--cells-only: a filter)")
+    ap.add_argument("--kinds", help=f"kinds to measure ({', '.join(kinds_mod.KINDS)}; default "
+                                    "every kind the study's mode builds)")
+    ap.add_argument("--networks", default=",".join(NETWORKS),
+                    help="networks for energy per inference ('none': skip)")
     ap.add_argument("--acc-bits", type=int, default=AccelConfig().acc_bits)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--macs", type=int, default=2000)
@@ -114,6 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
     chosen = [s.strip() for s in args.studies.split(",") if s.strip()]
+    kinds = [k.strip() for k in args.kinds.split(",")] if args.kinds else None
+    networks = [] if args.networks == "none" else [n for n in args.networks.split(",") if n]
+    filters = {k: set(_ints(v)) for k, v in (("lanes", args.lanes), ("act_bits", args.act_bits),
+                                             ("exp_bits", args.exp_bits)) if v}
+
+    def keep(row: dict[str, Any]) -> bool:
+        return all(row[k] in v for k, v in filters.items())
+
+    lanes_arg = args.lanes or "1,4,8"
+    acts_arg = args.act_bits or "4,8"
+    exps_arg = args.exp_bits or str(AccelConfig().exp_bits)
+    compiled: dict[str, Any] = {}
     unknown = sorted(set(chosen) - set(STUDIES))
     if unknown:
         ap.error(f"unknown studies {', '.join(unknown)} (known: {', '.join(STUDIES)})")
@@ -132,16 +177,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.cells_only:
             if name not in studies:
                 ap.error(f"--cells-only: no stored study {name} in {out}")
-            add_cell_figures(studies[name], mode, work / f"{name}-cells", log)
+            add_cell_figures(studies[name], mode, work / f"{name}-cells", log, kinds, keep)
+            if networks and target == "pe":
+                add_inference(studies[name], networks, log, compiled)
             print(f"\n## {name}\n")
             print(hwreport.text_table(studies[name]))
             sys.stdout.flush()
             continue
-        lanes = args.core_lanes if target == "core" else args.lanes
-        rep = hwreport.run_sweep(base, _ints(lanes), _ints(args.act_bits), (target,),
+        lanes = args.core_lanes if target == "core" else lanes_arg
+        rep = hwreport.run_sweep(base, _ints(lanes), _ints(acts_arg), (target,),
                                  work / name, seeds=args.seeds, mode=mode,
                                  stream_for=lambda c: layer_stream(c, args.macs), log=log,
-                                 exp_bits=_ints(args.exp_bits))
+                                 exp_bits=_ints(exps_arg), kinds=kinds)
+        if networks and target == "pe":
+            add_inference(rep, networks, log, compiled)
         hwreport.write_outputs(rep, work / name)
         studies[name] = merge_rows(studies[name], rep) if args.add_rows and name in studies \
             else rep

@@ -12,239 +12,28 @@ measurements.  ``tests/test_docs.py`` fails when a block is stale.
     python -m benchmarks.tables            rewrite the blocks in place
     python -m benchmarks.tables --check    exit 1 naming every stale block
 
-Blocks (NAME): ``accuracy``, ``hw-headline``, ``speed`` (README); ``hw-study STUDY``,
-``hw-cells``, ``hw-core``, ``hw-targets`` (docs/hardware.md); ``seednets`` (docs/compiler.md);
-``quantize`` (docs/quantizers.md); ``backends`` (docs/rtl.md).
+Blocks (NAME): ``accuracy``, ``hw-headline``, ``speed`` (README); the hardware blocks of
+:mod:`benchmarks.hwtables` (docs/hardware.md); ``seednets`` (docs/compiler.md); ``quantize``
+(docs/quantizers.md); ``backends`` (docs/rtl.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import textwrap
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
-from contract import hwcode
-from contract.config import AccelConfig
+from benchmarks import hwtables
+from benchmarks.tablefmt import RESULTS, load, pct, span, table  # noqa: F401  (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- generated: ([\w-]+)(?: ([\w-]+))? -->\n)(.*?)(<!-- end generated -->)",
                    re.S)
 
-# The published targets (TCAS-I 2020): critical path -52%, area and power more than -50%.
-TARGETS = {"path": 0.48, "area": 0.50, "energy": 0.50}
-# What the product ships: the default configuration, which the compiler and the demo use.
-SHIPPED = {"act_bits": AccelConfig().act_bits, "exp_bits": AccelConfig().exp_bits}
-FORMS = {"pe_pipelined": "pipelined", "pe_carrysave": "carrysave",
-         "pe_carrysave_direct": "carrysave_direct", "pe_carrysave_drain": "carrysave_drain",
-         "pe_tree": "tree", "pe_product": "product"}
-
-
-def load(name: str) -> Any:
-    return json.loads((RESULTS / f"{name}.json").read_text())
-
-
-# ---- formatting -------------------------------------------------------------------------
-
-def pct(ratio: float | None, bold_at: float | None = None) -> str:
-    """A shift-add / multiplier ratio as a change in percent; bold when it meets ``bold_at``."""
-    if ratio is None:
-        return "n/a"
-    text = f"{(ratio - 1) * 100:+.0f}%".replace("+0%", "0%").replace("-0%", "0%")
-    return f"**{text}**" if bold_at is not None and ratio <= bold_at else text
-
-
-def span(values: Iterable[float], fmt: str = "{:.0f}") -> str:
-    """``a..b`` (or ``a``) of the values, in ``fmt``."""
-    vs = sorted(values)
-    lo, hi = fmt.format(vs[0]), fmt.format(vs[-1])
-    return lo if lo == hi else f"{lo}..{hi}"
-
-
-def table(head: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def code_bits(exp_bits: int) -> int:
-    """Bits of a two-digit ASD code: two signs and two exponent fields."""
-    return hwcode.code_bits(exp_bits)
-
-
-def decoded_bits(exp_bits: int) -> int:
-    """Bits of the integer the multiplier baseline decodes a code to: 2^E + 2."""
-    return hwcode.window(exp_bits) + 2
-
-
-# ---- the hardware sweep -----------------------------------------------------------------
-
-def hw_rows(study: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = load("hwreport")[study]["results"]
-    return rows
-
-
-def path_ratio(row: dict[str, Any]) -> float | None:
-    """iCE40 critical path, shift-add / multiplier, from the median Fmax (None: no fit)."""
-    fs, fm = row["shiftadd"].get("fmax_mhz"), row["multiplier"].get("fmax_mhz")
-    return fm / fs if fs and fm else None
-
-
-def cell_ratios(row: dict[str, Any]) -> dict[str, float]:
-    r = row["ratio"]
-    return {"path": r["asic_crit_ns"], "area": r["asic_area"], "energy": r["asic_energy_pj"]}
-
-
-def meets_all(ratios: Mapping[str, float | None]) -> bool:
-    return all(v is not None and v <= TARGETS[k] for k, v in ratios.items())
-
-
-def point(row: dict[str, Any]) -> str:
-    return f"{row['act_bits']} / {row['exp_bits']} / {row['acc_bits']}"
-
-
-def fmax_cell(row: dict[str, Any]) -> str:
-    sa, mu = row["shiftadd"], row["multiplier"]
-
-    def one(d: dict[str, Any]) -> str:
-        return f"{d['fmax_mhz']:.1f}" if d.get("fmax_mhz") else "no fit"
-
-    return f"{one(sa)} / {one(mu)}"
-
-
-def hw_study(study: str) -> str:
-    """One study's rows on iCE40 and in generic gates."""
-    head = ["lanes", "act / E / acc bits", "seeds", "LUT4", "carry", "FF", "critical path",
-            "gates", "logic depth", "transistors", "toggle energy (zero delay)",
-            "Fmax sa / mul (MHz)"]
-    rows = []
-    seeds = load("hwreport")[study]["seeds"]
-    for r in hw_rows(study):
-        q = r["ratio"]
-        energy = (f"{pct(q.get('toggle_energy'))} ({pct(q.get('toggle_energy_zero_delay'))})"
-                  if q.get("toggle_energy") is not None else "-")
-        rows.append([str(r["lanes"]), point(r), str(r.get("seeds", seeds)), pct(q["lut4"]),
-                     pct(q["carry"]), pct(q["ff"]), pct(path_ratio(r)), pct(q["gates"]),
-                     pct(q["logic_depth"]), pct(q["transistors"]), energy, fmax_cell(r)])
-    return table(head, rows)
-
-
-def hw_cells() -> str:
-    """Every PE-array row measured on standard cells (OSU 0.18 um)."""
-    head = ["form", "lanes", "act / E / acc bits", "cell critical path (sa / mul ns)",
-            "cell area", "cell energy (pJ a MAC of one lane, sa / mul)", "at zero delay",
-            "glitch share sa / mul", "flip-flop share sa / mul (logic alone)"]
-    rows = []
-    for study, form in FORMS.items():
-        for r in hw_rows(study):
-            sa, mu, q = r["shiftadd"], r["multiplier"], r["ratio"]
-            if sa.get("asic_energy_pj") is None:
-                continue
-            lanes = r["lanes"]
-            logic = ((sa["asic_energy_pj"] * (1 - sa["asic_ff_energy_share"]))
-                     / (mu["asic_energy_pj"] * (1 - mu["asic_ff_energy_share"])))
-            rows.append([
-                f"`{form}`", str(lanes), point(r),
-                f"{pct(q['asic_crit_ns'], TARGETS['path'])} "
-                f"({sa['asic_crit_ns']:.2f} / {mu['asic_crit_ns']:.2f})",
-                pct(q["asic_area"], TARGETS["area"]),
-                f"{pct(q['asic_energy_pj'], TARGETS['energy'])} "
-                f"({sa['asic_pj_per_mac'] / lanes:.1f} / {mu['asic_pj_per_mac'] / lanes:.1f})",
-                pct(q["asic_energy_pj_zero_delay"]),
-                f"{sa['asic_glitch_share']:.0%} / {mu['asic_glitch_share']:.0%}",
-                f"{sa['asic_ff_energy_share']:.0%} / {mu['asic_ff_energy_share']:.0%} "
-                f"({pct(logic)})"])
-    return table(head, rows)
-
-
-def hw_core() -> str:
-    head = ["lanes", "act bits", "LUT4", "carry", "FF", "Fmax sa / mul (MHz)", "critical path",
-            "gates", "logic depth", "transistors", "cell area"]
-    rows = []
-    for r in hw_rows("core"):
-        q = r["ratio"]
-        rows.append([str(r["lanes"]), str(r["act_bits"]), pct(q["lut4"]), pct(q["carry"]),
-                     pct(q["ff"]), fmax_cell(r), pct(path_ratio(r)), pct(q["gates"]),
-                     pct(q["logic_depth"]), pct(q["transistors"]),
-                     pct(q.get("asic_area"))])
-    return table(head, rows)
-
-
-def _all_cell_rows() -> list[tuple[str, dict[str, Any]]]:
-    """Every whole PE array (not the product stage alone) measured on cells."""
-    return [(form, r) for study, form in FORMS.items() for r in hw_rows(study)
-            if r["ratio"].get("asic_energy_pj") is not None and form != "product"]
-
-
-def _ice40_meets_all(r: dict[str, Any]) -> bool:
-    return meets_all({"path": path_ratio(r), "area": r["ratio"]["lut4"],
-                      "energy": r["ratio"]["toggle_energy"]})
-
-
-def hw_targets() -> str:
-    """Per form and operating point, whether the three targets hold at once."""
-    head = ["act / E bits", "forms and lanes meeting all three on cells",
-            "best cell energy (form, lanes)", "iCE40: path, LUT4, toggle energy all met"]
-    rows = []
-    rows_all = _all_cell_rows()
-    for act, e in sorted({(r["act_bits"], r["exp_bits"]) for _, r in rows_all}):
-        here = [(f, r) for f, r in rows_all if (r["act_bits"], r["exp_bits"]) == (act, e)]
-        met = [f"`{f}` {r['lanes']}" for f, r in here if meets_all(cell_ratios(r))]
-        f, best = min(here, key=lambda fr: fr[1]["ratio"]["asic_energy_pj"])
-        ice = [f"`{f}` {r['lanes']}" for f, r in here if _ice40_meets_all(r)]
-        label = f"{act} / {e}" + (" (shipped)" if (act, e) == tuple(SHIPPED.values()) else "")
-        rows.append([label, ", ".join(met) or "none",
-                     f"{pct(best['ratio']['asic_energy_pj'])} (`{f}` {best['lanes']})",
-                     ", ".join(ice) or "none"])
-    return table(head, rows)
-
-
-def hw_headline() -> str:
-    """The README's hardware table: the best form on cells at each operating point, honestly
-    labelled, and what it means for the published claims."""
-    drain = sorted(hw_rows("pe_carrysave_drain"),
-                   key=lambda r: (r["act_bits"], r["exp_bits"], r["lanes"]))
-    rows = []
-    for r in drain:
-        c = cell_ratios(r)
-        shipped = all(r[k] == v for k, v in SHIPPED.items())
-        rows.append([str(r["lanes"]), str(r["act_bits"]) + (" (shipped)" if shipped else ""),
-                     f"{r['exp_bits']} ({code_bits(r['exp_bits'])})",
-                     pct(c["path"], TARGETS["path"]), pct(c["area"], TARGETS["area"]),
-                     pct(c["energy"], TARGETS["energy"]), "yes" if meets_all(c) else "no"])
-    head = ["lanes", "act bits", "E (code bits)", "critical path", "area", "energy",
-            "all three"]
-    out = [table(head, rows), ""]
-    ship = [cell_ratios(r) for r in drain if all(r[k] == v for k, v in SHIPPED.items())]
-    held = [k for k in TARGETS if all(c[k] <= TARGETS[k] for c in ship)]
-    e3_any = any(meets_all(cell_ratios(r)) for _, r in _all_cell_rows() if r["exp_bits"] == 3)
-    win = [r for r in drain if meets_all(cell_ratios(r))]
-    acc = load("accuracy")["models"]
-    e4 = [m["asd2_exp_bits_4_size"] for m in acc.values()]
-    e3 = [m["schemes"]["asd2"] for m in acc.values()]
-    names = {"path": "critical-path", "area": "area", "energy": "energy"}
-    ice = any(_ice40_meets_all(r) for _, r in _all_cell_rows())
-    out.append(textwrap.fill(
-        f"At the shipped point (E = {SHIPPED['exp_bits']}, {SHIPPED['act_bits']}-bit "
-        f"activations) only the {' and '.join(names[k] for k in held) or 'no'} target holds"
-        + ("." if e3_any else f"; no form meets all three at E = {SHIPPED['exp_bits']}.")
-        + (f" All three need {span(r['act_bits'] for r in win)}-bit activations and "
-           f"E = {span(r['exp_bits'] for r in win)}, which nothing shipped uses, and whose "
-           f"{span(code_bits(r['exp_bits']) for r in win)}-bit codes cut the size by only "
-           f"{span((100 * m['size_reduction'] for m in e4), '{:.1f}')}% (E = 3: "
-           f"{span((100 * m['size_reduction'] for m in e3), '{:.1f}')}%; published: 73%)."
-           if win else "")
-        + ("" if ice else " On iCE40 no form meets all three at any point.")
-        + f" The multiplier baseline takes the code decoded to a {decoded_bits(3)}-bit (E = 3) "
-        f"or {decoded_bits(4)}-bit (E = 4) integer; a plain int8 baseline is not measured yet.",
-        width=96, break_on_hyphens=False))
-    return "\n".join(out)
 
 
 # ---- accuracy and speed -----------------------------------------------------------------
@@ -352,10 +141,10 @@ def seednets() -> str:
     return table(head, rows)
 
 
+hw_headline = hwtables.hw_headline
 GENERATORS: dict[str, Callable[..., str]] = {
-    "accuracy": accuracy, "hw-headline": hw_headline, "speed": speed, "hw-study": hw_study,
-    "hw-cells": hw_cells, "hw-core": hw_core, "hw-targets": hw_targets, "seednets": seednets,
-    "quantize": quantize, "backends": backends,
+    "accuracy": accuracy, "speed": speed, "seednets": seednets, "quantize": quantize,
+    "backends": backends, **hwtables.GENERATORS,
 }
 
 

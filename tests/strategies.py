@@ -321,13 +321,11 @@ def mac_streams(draw: st.DrawFn, config: _AccelConfig, max_len: int = 40
                 ) -> tuple[np.ndarray, np.ndarray]:
     """``(x, codes)``: broadcast activations and per-lane weight codes, one MAC per row; zero
     activations and the zero weight's code come often, as they do in real layers."""
-    from contract import hwcode
-
     n = draw(st.integers(1, max_len))
     half = 1 << (config.act_bits - 1)
     act = st.one_of(st.just(0), st.integers(-half, half - 1))
-    zero_code = int(hwcode.encode(0, config.exp_bits))
-    code = st.one_of(st.just(zero_code), st.integers(0, (1 << config.code_bits) - 1))
+    zero_code = int(config.weight_format.encode(0, config.exp_bits))
+    code = st.one_of(st.just(zero_code), st.integers(0, (1 << config.weight_bits) - 1))
     x = draw(hnp.arrays(np.int64, n, elements=act))
     codes = draw(hnp.arrays(np.int64, (n, config.lanes), elements=code))
     return x, codes

@@ -106,6 +106,7 @@ def test_cli_pe_array_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     """Both PE kinds through the whole flow on a 2-lane, 4-bit PE array."""
     out = tmp_path / "rep"
     rc = main(["hwreport", "--target", "pe", "--lanes", "2", "--act-bits", "4", "--seeds", "2",
+               "--mode", "pipelined", "--kinds", "shiftadd,multiplier", "--networks", "none",
                "--macs", "150", "--json", "-q", "-o", str(out)])
     assert rc == 0
     rep = json.loads(capsys.readouterr().out)
@@ -152,26 +153,30 @@ def test_carrysave_drain_flow_small(tmp_path: Path) -> None:
     """The carry-save array whose lanes drain their own carries through the whole flow: the
     netlists' sums are read after the drain and equal the emulator's, and the readout is one
     register of the accumulator's width (no carry-resolving stages)."""
-    [row] = small_pe_flow(tmp_path, "carrysave_drain", lanes=2, macs=200)
+    [row] = small_pe_flow(tmp_path, "carrysave_drain", lanes=2, macs=200,
+                          kinds=("shiftadd", "multiplier", "int8_booth"))
     c = AccelConfig(lanes=2, act_bits=4, exp_bits=3, acc_bits=20)
     lane = c.acc_bits + len(arith.carry_blocks(c.acc_bits)) - 1  # word and block carries
-    weight = {"shiftadd": c.code_bits, "multiplier": c.window + 2}
-    for kind, extra in (("shiftadd", 1), ("multiplier", 0)):  # x == 0 flag for the shifts
+    weight = {"shiftadd": c.code_bits, "multiplier": c.window + 2, "int8_booth": 8}
+    # The x == 0 flag: for the shifts' signs, for the Booth terms' signs and biases.
+    for kind, extra in (("shiftadd", 1), ("multiplier", 0), ("int8_booth", 1)):
         assert row[kind]["ff"] == c.lanes * (lane + weight[kind]) + c.act_bits + extra \
             + c.acc_bits
 
 
 def small_pe_flow(tmp_path: Path, mode: str, lanes: int, macs: int,
-                  exp_bits: tuple[int, ...] = (3,)) -> list[dict]:
+                  exp_bits: tuple[int, ...] = (3,),
+                  kinds: tuple[str, ...] = ("shiftadd", "multiplier")) -> list[dict]:
     """Small PE arrays (4-bit activations) of ``mode`` through the whole flow, 1 seed, one
     per exponent field; checks what holds in every mode and returns the rows."""
     base = AccelConfig(lanes=lanes, act_bits=4, exp_bits=3, acc_bits=20)
     rep = hwreport.run_sweep(base, [lanes], [4], ("pe",), tmp_path, seeds=1, mode=mode,
-                             stream_for=lambda c: layer_stream(c, macs), exp_bits=exp_bits)
+                             stream_for=lambda c: layer_stream(c, macs), exp_bits=exp_bits,
+                             kinds=kinds)
     assert rep["pe_array_mode"] == mode
     assert [r["exp_bits"] for r in rep["results"]] == list(exp_bits)
     for row in rep["results"]:
-        for kind in ("shiftadd", "multiplier"):
+        for kind in kinds:
             m = row[kind]
             assert m["fmax_mhz"] > 0 and m["macs"] == macs
             assert 0 < m["toggle_energy_zero_delay"] <= m["toggle_energy"]
@@ -209,7 +214,8 @@ def test_core_flow_small(tmp_path: Path) -> None:
     """The whole core of a tiny configuration, both kinds: area, depth and Fmax parsed."""
     base = AccelConfig(lanes=1, act_bits=4, exp_bits=2, acc_bits=12, imem_depth=64,
                        wmem_depth=64, bmem_depth=16, amem_depth=256, loop_depth=1)
-    rep = hwreport.run_sweep(base, [1], [4], ("core",), tmp_path, seeds=1)
+    rep = hwreport.run_sweep(base, [1], [4], ("core",), tmp_path, seeds=1,
+                             kinds=("shiftadd", "multiplier"))
     row = rep["results"][0]
     for kind in ("shiftadd", "multiplier"):
         m = row[kind]

@@ -1,6 +1,7 @@
-"""The PE-array designs `asd hwreport` synthesizes compute the layer, in every mode and for
-both PE kinds: MyHDL simulation against the emulator's products (the synthesized netlists are
-checked the same way by the power proxy)."""
+"""The PE-array designs `asd hwreport` synthesizes compute the layer, in every mode, for both
+PE kinds and both weight formats, and for every form of the multiplier (resolved product,
+Booth or plain partial products): MyHDL simulation against the emulator's products (the
+synthesized netlists are checked the same way by the power proxy)."""
 
 from __future__ import annotations
 
@@ -22,18 +23,20 @@ from myhdl import (
 
 from accel import arith, lanes, pe_array
 from accel.hdl import fast_elaboration
+from accel.pe import MULTIPLIER_FORMS
 from contract import semantics
 from contract.config import AccelConfig
 from tests.profiles import scaled_examples
 from tests.strategies import mac_streams, small_configs
 
 
-def simulate(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray) -> list[int]:
+def simulate(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray,
+             form: str = "resolved") -> list[int]:
     """Stream the MACs in (``lanes.products_per_cycle`` a cycle), then read every lane's
     accumulator."""
     sig = pe_array.pe_array_signals(c, mode)
     with fast_elaboration():
-        dut = pe_array.pe_array(**sig, config=c, mode=mode)
+        dut = pe_array.pe_array(**sig, config=c, mode=mode, form=form)
     got: list[int] = []
     hold = mode == "product"  # the product stage keeps showing the last product
 
@@ -74,7 +77,7 @@ def simulate(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray) -> lis
 
 
 def expected(c: AccelConfig, mode: str, x: np.ndarray, codes: np.ndarray) -> list[int]:
-    prods = semantics.shift_add(x[:, None], codes, c.exp_bits)
+    prods = semantics.product(x[:, None], codes, c.weights, c.exp_bits)
     total = prods[-1] if mode == "product" else prods.sum(axis=0)
     return [int(v) for v in semantics.wrap(total, c.acc_bits)]
 
@@ -88,6 +91,51 @@ def test_pe_array_equals_emulator(kind: str, mode: str, data: st.DataObject,
     c = config.replace(pe=kind)
     x, codes = data.draw(mac_streams(c))
     assert simulate(c, mode, x, codes) == expected(c, mode, x, codes)
+
+
+def forms_of(mode: str) -> tuple[str, ...]:
+    """The multiplier forms ``mode`` builds: partial products only where sums stay
+    unresolved (carry-save lanes, the compressor tree)."""
+    spec = lanes.lane_mode(mode)
+    return MULTIPLIER_FORMS if spec.carry_save or spec.tree else ("resolved",)
+
+
+@pytest.mark.parametrize("weights", ["asd", "int8"])
+@pytest.mark.parametrize("mode", lanes.MODES)
+@settings(max_examples=scaled_examples(10))
+@given(data=st.data())
+def test_multiplier_forms_equal_emulator(weights: str, mode: str, data: st.DataObject) -> None:
+    """Every multiplier form, fed the decoded ASD code or plain int8 weights."""
+    c = data.draw(small_configs(max_lanes=3, formats=(weights,))).replace(pe="multiplier")
+    x, codes = data.draw(mac_streams(c))
+    for form in forms_of(mode):
+        assert simulate(c, mode, x, codes, form) == expected(c, mode, x, codes), form
+
+
+@pytest.mark.parametrize("mode", [m for m in lanes.MODES if m != "product"])
+@pytest.mark.parametrize("act_bits,acc_bits", [(8, 32), (16, 32), (2, 10)])
+def test_int8_every_weight_on_the_extreme_activations(mode: str, act_bits: int,
+                                                      acc_bits: int) -> None:
+    """All 256 int8 weights (-128 and the Booth digits' -0, 111, among them) against the
+    most negative and the largest activation, in every form: the partial products' widths,
+    biases and constant are exactly enough."""
+    c = AccelConfig(lanes=2, act_bits=act_bits, acc_bits=acc_bits, pe="multiplier",
+                    weights="int8")
+    every = np.arange(256, dtype=np.int64)
+    codes = np.stack([np.concatenate([every, every]), np.concatenate([every, every])[::-1]], 1)
+    x = np.repeat(np.array([c.act_min, c.act_max], np.int64), len(every))
+    for form in forms_of(mode):
+        assert simulate(c, mode, x, codes, form) == expected(c, mode, x, codes), form
+
+
+def test_partial_product_forms_refused_where_products_resolve() -> None:
+    c = AccelConfig(lanes=2, pe="multiplier", weights="int8")
+    with pytest.raises(ValueError, match="only the carry-save and tree modes.*'pipelined'"):
+        pe_array.check_form(c, "pipelined", "booth")
+    with pytest.raises(ValueError, match="needs pe = 'multiplier', not 'shiftadd'"):
+        pe_array.check_form(AccelConfig(lanes=2), "carrysave", "array")
+    with pytest.raises(ValueError, match="unknown multiplier form 'wallace'"):
+        pe_array.check_form(c, "carrysave", "wallace")
 
 
 @pytest.mark.parametrize("mode", lanes.CARRYSAVE_MODES)
@@ -105,6 +153,8 @@ def test_carrysave_blocks_carry_across_and_wrap(mode: str) -> None:
     assert int((x * 256).sum()) != want[0]
     for kind in ("shiftadd", "multiplier"):
         assert simulate(c.replace(pe=kind), mode, x, codes) == want
+    for form in MULTIPLIER_FORMS[1:]:
+        assert simulate(c.replace(pe="multiplier"), mode, x, codes, form) == want
 
 
 @pytest.mark.parametrize("mode", lanes.MODES)

@@ -1,0 +1,36 @@
+"""Formatting shared by the generated tables (:mod:`benchmarks.tables`,
+:mod:`benchmarks.hwtables`): the saved results, percent changes, spans and Markdown tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(name: str) -> Any:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def pct(ratio: float | None, bold_at: float | None = None) -> str:
+    """A shift-add / multiplier ratio as a change in percent; bold when it meets ``bold_at``."""
+    if ratio is None:
+        return "n/a"
+    text = f"{(ratio - 1) * 100:+.0f}%".replace("+0%", "0%").replace("-0%", "0%")
+    return f"**{text}**" if bold_at is not None and ratio <= bold_at else text
+
+
+def span(values: Iterable[float], fmt: str = "{:.0f}") -> str:
+    """``a..b`` (or ``a``) of the values, in ``fmt``."""
+    vs = sorted(values)
+    lo, hi = fmt.format(vs[0]), fmt.format(vs[-1])
+    return lo if lo == hi else f"{lo}..{hi}"
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
