@@ -24,6 +24,13 @@ def test_demo_counts_and_report(tmp_path, capsys):
     schemes = {a["scheme"]: a for a in summary["accuracy"]}
     assert {"float", "asd2", "pot", "int8", "fp8-e4m3", "fp8-e5m2"} <= set(schemes)
     assert schemes["asd2"]["size_reduction"] > 0.73
+    # The int8 baseline runs the same schedule (the PE kinds share the ISA's timing) and keeps
+    # the accuracy; the saved hardware sweep prices both at this point.
+    base = acc["int8_baseline"]
+    assert base["cycles_per_image"] == acc["cycles_per_image"]
+    assert abs(base["top1"] - acc["top1"]) <= 5.0
+    energy = acc["datapath_energy_per_image"]
+    assert energy["shiftadd"]["energy_uj"] > 0 and energy["int8"]["energy_uj"] > 0
     page = (out / "index.html").read_text()
     pngs = re.findall(r"src='([^']+\.png)'", page)
     assert len(pngs) == 4
