@@ -62,7 +62,7 @@ def test_energy_per_inference_counts_idle_and_drain_cycles() -> None:
     assert piped["cycles"] == 1000 and piped["energy_uj"] == round((600 * 21 + 400) / 1e6, 3)
     assert drain["drain_cycles"] == 12 * 8 and drain["cycles"] == 1096
     assert drain["energy_uj"] == round((600 * 21 + 496 * 1) / 1e6, 3)
-    assert drain["images_per_s"] == round(1e9 / (2.0 * 1096), 1)
+    assert drain["images_per_s"] == float(f"{1e9 / (2.0 * 1096):.4g}")  # 4 significant digits
     tree = inference.per_inference(FIGURES, net, c, "tree")
     assert tree is not None and tree["mac_cycles"] == 150 and tree["cycles"] == 550
     assert inference.per_inference({"asic_crit_ns": 1.0}, net, c, "tree") is None
