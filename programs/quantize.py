@@ -16,11 +16,21 @@
   instead and is snapped (upwards, so nothing new saturates) to make ``M`` exact.
 * LeakyReLU/PReLU slopes are two-digit codes ``slope * 2^(W-1)`` applied by ACT.
 * ReLU6 (Clip 0..6): the output scale is ``min(range, 6) / 127`` so saturation clamps at 6.
+* Weight rounding (:class:`WeightRounding`): with every channel's scale fixed by the search
+  above, the weights go onto the scheme's grid by nearest rounding or by an error-compensating
+  rounding of :mod:`asd.rounding` (``bias``, ``gptq``, ``gptq+bias``: the same code as
+  ``asd quantize --rounding``), with each conv's input statistics from the calibration images
+  through the float network or through the quantized network itself (``inputs="quantized"``:
+  the int8 activations the accelerator really sees, each layer after the ones before it are
+  fixed); a bias correction goes into the integer bias.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +44,7 @@ from contract.errors import AsdError
 from . import reference
 from .graph import Graph
 from .qnet import QLayer, QNet
+from .reference import int_layer, quantize_input
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -41,6 +52,48 @@ I64 = NDArray[np.int64]
 
 class QuantizeError(ValueError, AsdError):
     """A network that cannot be quantized for this accelerator; names the layer."""
+
+
+# Weight rounding -----------------------------------------------------------------------------
+ROUNDING_INPUTS = ("float", "quantized")
+
+
+@dataclass
+class WeightRounding:
+    """How the compiler puts weights onto the grid once every channel's scale is fixed:
+    ``method`` from :data:`asd.rounding.ROUNDINGS`; ``inputs``: whose layer inputs give each
+    conv's Hessian and mean input, the float network's or the quantized network's own
+    (int8 activations, dequantized).  ``notes`` collects what the user should be told."""
+
+    method: str = "nearest"
+    inputs: str = "float"
+    notes: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        from asd.rounding import ROUNDINGS
+
+        if self.method not in ROUNDINGS:
+            raise QuantizeError(f"rounding {self.method!r}: expected one of "
+                                f"{', '.join(ROUNDINGS)}")
+        if self.inputs not in ROUNDING_INPUTS:
+            raise QuantizeError(f"rounding inputs {self.inputs!r}: expected one of "
+                                f"{', '.join(ROUNDING_INPUTS)}")
+
+
+_ROUNDING: ContextVar[WeightRounding | None] = ContextVar("weight_rounding", default=None)
+
+
+@contextmanager
+def weight_rounding(method: str, inputs: str = "float") -> Iterator[WeightRounding]:
+    """Within the block, :func:`quantize` (and so ``programs.manifest.compile_model``) rounds
+    weights this way unless told otherwise; yields the settings, whose ``notes`` fill."""
+    rnd = WeightRounding(method, inputs)
+    rnd.check()
+    token = _ROUNDING.set(rnd)
+    try:
+        yield rnd
+    finally:
+        _ROUNDING.reset(token)
 
 
 # Weight schemes ------------------------------------------------------------------------------
@@ -197,12 +250,15 @@ def mult_candidates(lo: F64, hi: F64, exp_bits: int) -> list[F64]:
 
 
 # Calibration ---------------------------------------------------------------------------------
-def calibrate(graph: Graph, calib: NDArray, percentile: float | None = None
-              ) -> tuple[dict[str, float], dict[str, float]]:
+def calibrate(graph: Graph, calib: NDArray, percentile: float | None = None,
+              keep: dict[str, F64] | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """Per tensor the range ``max |x|`` (or the given percentile of |x|) over the calibration
-    inputs, and per layer the range of its pre-activation."""
+    inputs, and per layer the range of its pre-activation; ``keep`` receives the float
+    tensors (NHWC)."""
     pre: dict[str, F64] = {}
     vals = reference.float_forward(graph, calib, pre)
+    if keep is not None:
+        keep.update(vals)
 
     def rng(v: F64) -> float:
         a = np.abs(v)
@@ -235,12 +291,17 @@ class _Groups:
 
 def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str = "asd",
              scheme_options: dict[str, Any] | None = None, percentile: float | None = None,
-             requant_aware: bool = True) -> QNet:
+             requant_aware: bool = True, rounding: WeightRounding | None = None) -> QNet:
     """Quantize every layer of ``graph`` for ``config`` using calibration inputs ``calib``
-    (float, NCHW)."""
+    (float, NCHW).  ``rounding``: how weights go onto the grid (default: the one
+    :func:`weight_rounding` set, else nearest); its ``notes`` receive what the user should
+    know."""
+    rnd = rounding or _ROUNDING.get() or WeightRounding()
+    rnd.check()
     qmax = (1 << (config.act_bits - 1)) - 1
-    unit = config.weight_format.unit(config.exp_bits)
-    ranges, pre_ranges = calibrate(graph, calib, percentile)
+    fvals: dict[str, F64] = {}
+    ranges, pre_ranges = calibrate(graph, calib, percentile,
+                                   fvals if rnd.method != "nearest" else None)
     groups = _Groups()
     for t in graph.shapes:
         groups.find(t)
@@ -271,15 +332,46 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
     quant, vmax = weight_scheme(scheme, config.exp_bits, weights=config.weights,
                                 **(scheme_options or {}))
     qlayers: dict[str, QLayer] = {}
+    qnet = QNet(graph, config, scales, qlayers, scheme,
+                "maxabs" if percentile is None else f"p{percentile:g}", requant_aware)
+    # The quantized network's own tensors, layer by layer (inputs="quantized").
+    ivals: dict[str, I64] | None = None
+    if rnd.method != "nearest" and rnd.inputs == "quantized":
+        ivals = {graph.input: quantize_input(calib, scales[graph.input], config.act_bits)}
     for lay in graph.layers:
         ql = QLayer(lay, relu=lay.act in ("relu", "clip"), config=config)
         qlayers[lay.name] = ql
-        if lay.op in ("concat", "flatten", "softmax", "maxpool"):
-            continue
+        _quantize_layer(ql, qnet, groups, quant, vmax, rnd, fvals, ivals)
+        if ivals is not None:
+            ivals[lay.output] = int_layer(ql, qnet, [ivals[t] for t in lay.inputs])
+    return qnet
+
+
+def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vmax: float,
+                    rnd: WeightRounding, fvals: dict[str, F64], ivals: dict[str, I64] | None
+                    ) -> None:
+    lay, config, scales, graph = ql.layer, qnet.config, qnet.scales, qnet.graph
+    unit = config.weight_format.unit(config.exp_bits)
+    requant_aware = qnet.requant_aware
+    if lay.op not in ("concat", "flatten", "softmax", "maxpool"):
         free = len(groups.members(lay.output)) == 1 and lay.act != "clip"
         s_y = scales[lay.output]
         if lay.op == "conv":
-            _quantize_conv(ql, scales[lay.inputs[0]], s_y, quant, vmax, config, requant_aware)
+            stats = None
+            if rnd.method != "nearest":
+                from asd.rounding import conv_stats
+
+                t = lay.inputs[0]
+                assert lay.weight is not None
+                stats = conv_stats(fvals[t] if ivals is None else ivals[t] * scales[t],
+                                   lay.weight.shape, lay.stride, lay.pads, lay.groups,
+                                   f"{t!r} (input of layer {lay.name})",
+                                   None if ivals is None else fvals[t])
+                note = stats.damping_note(lay.name)
+                if note and rnd.method.startswith("gptq"):
+                    rnd.notes.append(note)
+            _quantize_conv(ql, scales[lay.inputs[0]], s_y, quant, vmax, config, requant_aware,
+                           rnd.method, stats)
         elif lay.op == "avgpool":
             k = lay.kernel[0] * lay.kernel[1]
             target = scales[lay.inputs[0]] / (unit * k * s_y)
@@ -299,8 +391,6 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
             from asd import asdq
 
             ql.slope_ints = asdq.nearest_int(np.clip(lay.slope, -fmt.vmax, fmt.vmax), fmt)
-    return QNet(graph, config, scales, qlayers, scheme,
-                "maxabs" if percentile is None else f"p{percentile:g}", requant_aware)
 
 
 def _set_mult(ql: QLayer, target: float, snap: bool, config: AccelConfig, graph: Graph
@@ -331,7 +421,8 @@ SEARCH_LO, SEARCH_HI = 0.6, 1.5
 
 
 def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: float,
-                   config: AccelConfig, aware: bool) -> None:
+                   config: AccelConfig, aware: bool, rounding: str = "nearest",
+                   stats: Any = None) -> None:
     lay = ql.layer
     assert lay.weight is not None and lay.bias is not None
     unit = config.weight_format.unit(config.exp_bits)
@@ -342,17 +433,17 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
     typical = float(np.median(amax[amax > 0])) if np.any(amax > 0) else 1.0
     s0 = np.where(amax > 0, amax, typical) / vmax
     m0 = s_x * s0 / (unit * s_y)
-    if aware:
-        levels = getattr(quant, "levels", None)
-        unit_f = float(unit)
-        if levels is not None:
-            near = _nearest_on(levels)
+    levels = getattr(quant, "levels", None)
+    unit_f = float(unit)
+    if levels is not None:
+        near = _nearest_on(levels)
 
-            def approx(v: F64) -> F64:
-                return near(v)
-        else:
-            def approx(v: F64) -> F64:
-                return quant(v) / unit_f
+        def approx(v: F64) -> F64:  # the scheme's values, unscaled (quant / unit)
+            return near(v)
+    else:
+        def approx(v: F64) -> F64:
+            return quant(v) / unit_f
+    if aware:
         best_err = np.full(co, np.inf)
         best_m = m0.copy()
         for cand in mult_candidates(m0 * SEARCH_LO, m0 * SEARCH_HI, config.exp_bits):
@@ -372,9 +463,22 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
         m, sh = snap_mult(m0, config.exp_bits)
         ql.exact = bool(np.all(np.abs(m / np.exp2(sh) - m0) <= 1e-12 * m0))
     ql.mult, ql.shift, ql.s_w = m.astype(np.int64), sh.astype(np.int64), s_w
-    ql.w_int = quant(w / s_w[:, None]).reshape(lay.weight.shape).astype(np.int64)
+    target = w
+    if rounding.startswith("gptq"):
+        from asd.rounding import gptq_layer
+
+        def round_rows(c: F64, rows: slice) -> F64:
+            return approx(c / s_w[rows, None]) * s_w[rows, None]
+
+        target = gptq_layer(np.asarray(w, np.float64), stats, round_rows)
+    ql.w_int = quant(target / s_w[:, None]).reshape(lay.weight.shape).astype(np.int64)
+    b = lay.bias
+    if rounding.endswith("bias"):
+        from asd.rounding import output_shift
+
+        b = b - output_shift(ql.w_int.reshape(co, -1) * (s_w / unit_f)[:, None], w, stats)
     acc_unit = s_x * s_w / unit
-    bias = np.round(lay.bias / acc_unit)
+    bias = np.round(b / acc_unit)
     lim = 1 << (config.acc_bits - 1)
     if np.any(np.abs(bias) >= lim):
         raise QuantizeError(f"layer {lay.name}: bias {lay.bias[np.argmax(np.abs(bias))]:.4g} "
