@@ -32,7 +32,9 @@ own graph, from the float network's or the quantized network's (int8-activation)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,49 @@ from asd.modelio import ModelError
 ROUNDINGS = ("nearest", "bias", "gptq", "gptq+bias")
 DAMP = 0.01  # fraction of the mean diagonal of H added to its diagonal
 BLOCK = 128  # columns per lazy-update block
+ROUNDING_INPUTS = ("float", "quantized")
+
+
+@dataclass
+class WeightRounding:
+    """How the compiler (``programs.quantize``) puts weights onto the grid once every
+    channel's scale is fixed: ``method`` from :data:`ROUNDINGS`; ``inputs``: whose layer
+    inputs give each layer's Hessian and mean input, the float network's or the quantized
+    network's own (int8 activations, dequantized).  ``notes`` collects what the user should
+    be told (a damped Hessian)."""
+
+    method: str = "nearest"
+    inputs: str = "float"
+    notes: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        if self.method not in ROUNDINGS:
+            raise ModelError(f"rounding {self.method!r}: expected one of {', '.join(ROUNDINGS)}")
+        if self.inputs not in ROUNDING_INPUTS:
+            raise ModelError(f"rounding inputs {self.inputs!r}: expected one of "
+                             f"{', '.join(ROUNDING_INPUTS)}")
+
+
+_ROUNDING: ContextVar[WeightRounding | None] = ContextVar("weight_rounding", default=None)
+
+
+@contextmanager
+def weight_rounding(method: str, inputs: str = "float") -> Iterator[WeightRounding]:
+    """Within the block, ``programs.quantize.quantize`` (and so ``compile_model``, which
+    passes no rounding of its own) rounds weights this way; yields the settings, whose
+    ``notes`` fill as layers are rounded."""
+    rnd = WeightRounding(method, inputs)
+    rnd.check()
+    token = _ROUNDING.set(rnd)
+    try:
+        yield rnd
+    finally:
+        _ROUNDING.reset(token)
+
+
+def current_rounding() -> WeightRounding:
+    """The settings :func:`weight_rounding` put in place, else nearest rounding."""
+    return _ROUNDING.get() or WeightRounding()
 
 
 @dataclass
@@ -256,21 +301,28 @@ def bias_shift(dq: NDArray[np.float64], st: LayerStats) -> NDArray[np.float64]:
 
 def gptq_layer(wm: NDArray[np.float64], st: LayerStats,
                round_rows: Callable[[NDArray[np.float64], slice], NDArray[np.float64]],
-               block: int = BLOCK) -> NDArray[np.float64]:
+               block: int = BLOCK, act_order: bool = True) -> NDArray[np.float64]:
     """:func:`gptq` of an ``(outputs, inputs)`` matrix group by group (a grouped convolution
     has one Hessian per group).  ``round_rows(cols, rows)`` rounds a block of columns of the
-    output rows ``rows`` onto the grid at their fixed scales."""
+    output rows ``rows`` onto the grid at their fixed scales (per row, so any column order
+    works).  ``act_order``: columns in order of decreasing ``diag(H)`` (the GPTQ authors'
+    "act-order": the inputs that carry the most energy are rounded first, while the most
+    columns are left to take their error)."""
     per = wm.shape[0] // st.groups
     target = np.empty_like(wm)
     for g in range(st.groups):
         rows = slice(g * per, (g + 1) * per)
-        u = inverse_factor(st.hessian[g])
+        h = st.hessian[g]
+        perm = (np.argsort(-np.diag(h), kind="stable") if act_order
+                else np.arange(h.shape[0]))
+        u = inverse_factor(h[np.ix_(perm, perm)])
 
         def round_cols(c: NDArray[np.float64], c0: int, c1: int,
                        rows: slice = rows) -> NDArray[np.float64]:
             return round_rows(c, rows)
 
-        target[rows] = gptq(wm[rows], u, round_cols, block)
+        out = gptq(wm[rows][:, perm], u, round_cols, block)
+        target[rows] = out[:, np.argsort(perm)]
     return target
 
 

@@ -20,7 +20,7 @@ default rounding, each weight layer's SQNR against the float network split into 
 weights lose (float network with the compiled weights) and what the accelerator's own steps
 lose (integer network against that).
 
-    python benchmarks/bench_fidelity.py [--networks NAME,...|all] [--calib 64] [--test 1000]
+    python benchmarks/bench_fidelity.py [--networks NAME,...|all] [--calib 256] [--test 500]
                                         [--layers] [--out FILE] [--markdown]
 """
 
@@ -212,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
                                  " (no trained ones here), so its SQNR would mean nothing:"
                                  " it is not measured.")
     ap.add_argument("--networks", default="all", help="comma-separated, or all")
-    ap.add_argument("--calib", type=int, default=64, help="calibration images (default 64)")
-    ap.add_argument("--test", type=int, default=1000,
-                    help="test images, at most the split's (default 1000)")
+    ap.add_argument("--calib", type=int, default=256,
+                    help="calibration images, at most the training split's (default 256)")
+    ap.add_argument("--test", type=int, default=500,
+                    help="test images, at most the split's (default 500)")
     ap.add_argument("--layers", action="store_true",
                     help="per-layer split of the default rounding's loss: weights vs "
                     "the accelerator's own steps")

@@ -27,15 +27,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from asd.rounding import ROUNDING_INPUTS as ROUNDING_INPUTS
+from asd.rounding import WeightRounding, current_rounding
+from asd.rounding import weight_rounding as weight_rounding
 from contract import hwcode
 from contract import weights as wformats
 from contract.config import AccelConfig
@@ -52,48 +52,6 @@ I64 = NDArray[np.int64]
 
 class QuantizeError(ValueError, AsdError):
     """A network that cannot be quantized for this accelerator; names the layer."""
-
-
-# Weight rounding -----------------------------------------------------------------------------
-ROUNDING_INPUTS = ("float", "quantized")
-
-
-@dataclass
-class WeightRounding:
-    """How the compiler puts weights onto the grid once every channel's scale is fixed:
-    ``method`` from :data:`asd.rounding.ROUNDINGS`; ``inputs``: whose layer inputs give each
-    conv's Hessian and mean input, the float network's or the quantized network's own
-    (int8 activations, dequantized).  ``notes`` collects what the user should be told."""
-
-    method: str = "nearest"
-    inputs: str = "float"
-    notes: list[str] = field(default_factory=list)
-
-    def check(self) -> None:
-        from asd.rounding import ROUNDINGS
-
-        if self.method not in ROUNDINGS:
-            raise QuantizeError(f"rounding {self.method!r}: expected one of "
-                                f"{', '.join(ROUNDINGS)}")
-        if self.inputs not in ROUNDING_INPUTS:
-            raise QuantizeError(f"rounding inputs {self.inputs!r}: expected one of "
-                                f"{', '.join(ROUNDING_INPUTS)}")
-
-
-_ROUNDING: ContextVar[WeightRounding | None] = ContextVar("weight_rounding", default=None)
-
-
-@contextmanager
-def weight_rounding(method: str, inputs: str = "float") -> Iterator[WeightRounding]:
-    """Within the block, :func:`quantize` (and so ``programs.manifest.compile_model``) rounds
-    weights this way unless told otherwise; yields the settings, whose ``notes`` fill."""
-    rnd = WeightRounding(method, inputs)
-    rnd.check()
-    token = _ROUNDING.set(rnd)
-    try:
-        yield rnd
-    finally:
-        _ROUNDING.reset(token)
 
 
 # Weight schemes ------------------------------------------------------------------------------
@@ -251,10 +209,11 @@ def mult_candidates(lo: F64, hi: F64, exp_bits: int) -> list[F64]:
 
 # Calibration ---------------------------------------------------------------------------------
 def calibrate(graph: Graph, calib: NDArray, percentile: float | None = None,
-              keep: dict[str, F64] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+              keep: dict[str, F64] | None = None, qmax: int = 127, slope_mse: bool = True
+              ) -> tuple[dict[str, float], dict[str, float]]:
     """Per tensor the range ``max |x|`` (or the given percentile of |x|) over the calibration
-    inputs, and per layer the range of its pre-activation; ``keep`` receives the float
-    tensors (NHWC)."""
+    inputs, and per layer the range of its pre-activation (LeakyReLU/PReLU, ``slope_mse``:
+    the one :func:`slope_range` picks); ``keep`` receives the float tensors (NHWC)."""
     pre: dict[str, F64] = {}
     vals = reference.float_forward(graph, calib, pre)
     if keep is not None:
@@ -265,7 +224,43 @@ def calibrate(graph: Graph, calib: NDArray, percentile: float | None = None,
         r = float(np.percentile(a, percentile)) if percentile is not None else float(a.max())
         return r if r > 0 else 1.0
 
-    return {k: rng(v) for k, v in vals.items()}, {k: rng(v) for k, v in pre.items()}
+    ranges = {k: rng(v) for k, v in vals.items()}
+    pre_ranges = {k: rng(v) for k, v in pre.items()}
+    for lay in graph.layers:
+        if slope_mse and lay.act in ("leaky", "prelu") and lay.slope is not None:
+            lo = ranges[lay.output]
+            pre_ranges[lay.name] = slope_range(pre[lay.name], lay.slope, lo,
+                                               max(lo, pre_ranges[lay.name]), qmax)
+    return ranges, pre_ranges
+
+
+def slope_range(pre: F64, slope: F64, lo: float, hi: float, qmax: int,
+                samples: int = 1 << 20) -> float:
+    """The range ``R`` in ``[lo, hi]`` of a LeakyReLU/PReLU layer's int8 scale ``R / qmax``
+    with the least squared output error on the calibration pre-activations ``pre`` (NHWC).
+
+    REQ saturates the pre-activation at the output's scale before ACT multiplies negatives by
+    the slope, so covering the whole negative pre-activation range (``hi``) can make the step
+    much coarser (MTCNN R-Net: 6.55 against an output range of 3.95) to keep values the slope
+    then shrinks.  Per ``R``: saturation error of both sides plus rounding noise ``s^2/12``
+    per element (REQ, and ACT again on the negatives, through the slope)."""
+    p = np.asarray(pre, np.float64)
+    sl = np.broadcast_to(np.asarray(slope, np.float64), p.shape).reshape(-1)
+    p = p.reshape(-1)
+    step = max(1, p.size // samples)
+    p, sl = p[::step], sl[::step]
+    neg = p < 0
+    y = np.where(neg, p * sl, p)
+    noise_count = p.size + float(np.sum(sl[neg] ** 2))
+    best, best_err = hi, np.inf
+    for r in np.linspace(lo, hi, 41):
+        s = r / qmax
+        c = np.clip(p, -r - s, r)
+        out = np.where(neg, np.clip(c * sl, -r - s, r), c)
+        err = float(np.sum((out - y) ** 2)) + s * s / 12 * noise_count
+        if err < best_err:
+            best, best_err = float(r), err
+    return best
 
 
 class _Groups:
@@ -291,17 +286,19 @@ class _Groups:
 
 def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str = "asd",
              scheme_options: dict[str, Any] | None = None, percentile: float | None = None,
-             requant_aware: bool = True, rounding: WeightRounding | None = None) -> QNet:
+             requant_aware: bool = True, rounding: WeightRounding | None = None,
+             slope_mse: bool = True) -> QNet:
     """Quantize every layer of ``graph`` for ``config`` using calibration inputs ``calib``
     (float, NCHW).  ``rounding``: how weights go onto the grid (default: the one
     :func:`weight_rounding` set, else nearest); its ``notes`` receive what the user should
-    know."""
-    rnd = rounding or _ROUNDING.get() or WeightRounding()
+    know.  ``slope_mse=False``: LeakyReLU/PReLU output scales cover the whole pre-activation
+    range (the rule before :func:`slope_range`, for comparison)."""
+    rnd = rounding or current_rounding()
     rnd.check()
     qmax = (1 << (config.act_bits - 1)) - 1
     fvals: dict[str, F64] = {}
     ranges, pre_ranges = calibrate(graph, calib, percentile,
-                                   fvals if rnd.method != "nearest" else None)
+                                   fvals if rnd.method != "nearest" else None, qmax, slope_mse)
     groups = _Groups()
     for t in graph.shapes:
         groups.find(t)
