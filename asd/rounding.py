@@ -47,7 +47,7 @@ from asd.modelio import ModelError
 ROUNDINGS = ("nearest", "bias", "gptq", "gptq+bias")
 DAMP = 0.01  # fraction of the mean diagonal of H added to its diagonal
 BLOCK = 128  # columns per lazy-update block
-ROUNDING_INPUTS = ("float", "quantized")
+ROUNDING_INPUTS = ("float", "quantized", "compensate")
 
 
 @dataclass
@@ -55,8 +55,10 @@ class WeightRounding:
     """How the compiler (``programs.quantize``) puts weights onto the grid once every
     channel's scale is fixed: ``method`` from :data:`ROUNDINGS`; ``inputs``: whose layer
     inputs give each layer's Hessian and mean input, the float network's or the quantized
-    network's own (int8 activations, dequantized).  ``notes`` collects what the user should
-    be told (a damped Hessian)."""
+    network's own (int8 activations, dequantized); ``compensate``: the quantized network's, and
+    the weights first move to undo the error already in those inputs
+    (:func:`input_compensated`).  ``notes`` collects what the user should be told (a damped
+    Hessian)."""
 
     method: str = "nearest"
     inputs: str = "float"
@@ -106,6 +108,8 @@ class LayerStats:
     # inputs (the compiler's quantized one): the bias correction then removes the whole mean
     # output shift ``W_q E[x_q] - W E[x]``, input quantization included.
     ref_mean: NDArray[np.float64] | None = None
+    # ... and the cross moments sum x_ref x^T (groups, cols, cols): see :func:`input_compensated`.
+    cross: NDArray[np.float64] | None = None
 
     @classmethod
     def empty(cls, op: str, groups: int, cols: int, bias: str | None = None) -> LayerStats:
@@ -340,10 +344,11 @@ def output_shift(wq: NDArray[np.float64], w: NDArray[np.float64], st: LayerStats
 
 def conv_stats(x: NDArray, wshape: tuple[int, ...], strides: tuple[int, int],
                pads: tuple[int, int, int, int], groups: int, tensor: str,
-               ref: NDArray | None = None) -> LayerStats:
+               ref: NDArray | None = None, cross: bool = False) -> LayerStats:
     """:class:`LayerStats` of a convolution's channel-innermost (NHWC) input batch ``x`` for a
     ``(Co, Ci/groups, KH, KW)`` weight; ``ref``: the float network's input when ``x`` is
-    another network's (its mean becomes ``ref_mean``).  NaN/Inf raise naming ``tensor``."""
+    another network's (its mean becomes ``ref_mean``; ``cross``: its cross moments with ``x``
+    too).  NaN/Inf raise naming ``tensor``."""
     _, cig, kh, kw = wshape
     for v in (x, ref):
         if v is not None and not np.all(np.isfinite(v)):
@@ -358,10 +363,40 @@ def conv_stats(x: NDArray, wshape: tuple[int, ...], strides: tuple[int, int],
         return im2col(np.asarray(v, np.float64).transpose(0, 3, 1, 2), (kh, kw), strides,
                       pads, (1, 1), groups)
 
+    if cross:
+        st.cross = np.zeros_like(st.hessian)
     for i in range(0, n, chunk):
-        st.add(rows(x[i:i + chunk]))
+        r = rows(x[i:i + chunk])
+        st.add(r)
         if ref is not None:
-            ref_sum += rows(ref[i:i + chunk]).sum(axis=1)
+            rr = rows(ref[i:i + chunk])
+            ref_sum += rr.sum(axis=1)
+            if st.cross is not None:
+                st.cross += np.einsum("grc,grd->gcd", rr, r)
     if ref is not None:
         st.ref_mean = ref_sum / max(st.rows, 1)
     return st
+
+
+def input_compensated(wm: NDArray[np.float64], st: LayerStats) -> NDArray[np.float64]:
+    """Float weights that best map the layer's actual inputs to its float outputs:
+    ``W' = argmin ||W X_ref - W' X||^2 + lam ||W' - W||^2 = W (C + lam I)(H + lam I)^-1`` with
+    ``C = sum x_ref x^T`` (:attr:`cross`) and ``lam`` GPTQ's damping (so ``W' = W`` when the
+    inputs are exact), per group, so the error the earlier layers' rounding left in
+    ``X`` is undone before ``W'`` is rounded (the asymmetric target of GPTQ variants that
+    calibrate on quantized inputs).  Without cross moments ``W`` is returned."""
+    if st.cross is None:
+        return wm
+    per = wm.shape[0] // st.groups
+    out = np.empty_like(wm)
+    for g in range(st.groups):
+        h, c = st.hessian[g].copy(), st.cross[g].copy()
+        d = np.diag(h).copy()
+        dead = d <= 0
+        d[dead] = 1.0
+        lam = DAMP * float(np.mean(d))
+        h[np.diag_indices_from(h)] = d + lam
+        c[np.diag_indices_from(c)] += np.where(dead, 1.0, 0.0) + lam
+        rows = slice(g * per, (g + 1) * per)
+        out[rows] = np.linalg.solve(h, (wm[rows] @ c).T).T  # H symmetric
+    return out

@@ -11,7 +11,8 @@ the same test images (the first ``--test`` test images), side by side in one run
 * onnxruntime's ``quantize_static`` (QDQ, per-channel int8 weights, int8 activations, min-max
   calibration on the same images), run two ways: the QDQ graph as written (graph optimizations
   off: float arithmetic between QuantizeLinear/DequantizeLinear, i.e. exactly the quantization
-  quantize_static chose) and fused into onnxruntime's integer kernels on this CPU.
+  quantize_static chose) and fused into onnxruntime's integer kernels on this CPU; and, as a
+  diagnostic, with symmetric activations (zero point 0, like the accelerator's feature maps).
 
 Every compiled network runs through ``programs.runtime`` (batch integer semantics, image 0 on
 the emulator, required bit-exact).  Measures: output SQNR (dB) of the logits against float
@@ -21,13 +22,13 @@ weights lose (float network with the compiled weights) and what the accelerator'
 lose (integer network against that).
 
     python benchmarks/bench_fidelity.py [--networks NAME,...|all] [--calib 256] [--test 500]
-                                        [--layers] [--out FILE] [--markdown]
+                                        [--all-roundings] [--layers] [--out FILE]
+                                        [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import platform
@@ -61,13 +62,18 @@ VARIANTS: dict[str, tuple[AccelConfig, str, dict[str, Any], str, str]] = {
     "asd2 gptq q": (AccelConfig(), "asd", {}, "gptq", "quantized"),
     "asd2 gptq+bias": (AccelConfig(), "asd", {}, "gptq+bias", "float"),
     "asd2 gptq+bias q": (AccelConfig(), "asd", {}, "gptq+bias", "quantized"),
+    "asd2 gptq+bias c": (AccelConfig(), "asd", {}, "gptq+bias", "compensate"),
     "int8 nearest": (INT8, "int", {"bits": 8}, "nearest", "float"),
     "int8 gptq+bias q": (INT8, "int", {"bits": 8}, "gptq+bias", "quantized"),
     "int6 nearest": (INT8, "int", {"bits": 6}, "nearest", "float"),
     "int6 gptq+bias q": (INT8, "int", {"bits": 6}, "gptq+bias", "quantized"),
 }
 BEST = "asd2 gptq+bias q"  # the default rounding's row
-ORT_ROWS = ("ort qdq", "ort int8 kernels")
+# Rows only --all-roundings measures (the default run keeps under ~10 minutes here).
+EXTRA = ("asd2 bias", "asd2 bias q", "asd2 gptq", "asd2 gptq q", "asd2 gptq+bias c")
+ORT_ROWS = ("ort qdq", "ort int8 kernels")  # quantize_static's defaults: the goal's baseline
+# Diagnostic: symmetric activations (zero point 0, as the accelerator's int8 feature maps).
+ORT_SYMMETRIC = "ort qdq symmetric"
 
 
 def measures(ref: np.ndarray, out: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -107,15 +113,18 @@ def ort_static(path: Path, calib: np.ndarray, x: np.ndarray) -> dict[str, np.nda
     sess0 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = sess0.get_inputs()[0].name
     outs = {}
+    runs = [(ORT_ROWS[0], False, ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+            (ORT_ROWS[1], False, ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+            (ORT_SYMMETRIC, True, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)]
     with tempfile.TemporaryDirectory() as d:
-        q = Path(d) / "int8.onnx"
-        with contextlib.redirect_stderr(None):  # type: ignore[type-var]
-            quantize_static(str(path), str(q), Reader(name), quant_format=QuantFormat.QDQ,
-                            per_channel=True, weight_type=QuantType.QInt8,
-                            activation_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
-        for label, level in zip(ORT_ROWS, (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                                           ort.GraphOptimizationLevel.ORT_ENABLE_ALL)):
+        for label, symmetric, level in runs:
+            q = Path(d) / f"int8{'_sym' if symmetric else ''}.onnx"
+            if not q.exists():
+                quantize_static(str(path), str(q), Reader(name), quant_format=QuantFormat.QDQ,
+                                per_channel=True, weight_type=QuantType.QInt8,
+                                activation_type=QuantType.QInt8,
+                                calibrate_method=CalibrationMethod.MinMax,
+                                extra_options={"ActivationSymmetric": symmetric})
             opts = ort.SessionOptions()
             opts.graph_optimization_level = level
             opts.log_severity_level = 3
@@ -156,7 +165,8 @@ def layer_losses(comp: Compiled, x: np.ndarray) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_network(name: str, n_calib: int, n_test: int, layers: bool) -> dict[str, Any]:
+def bench_network(name: str, n_calib: int, n_test: int, layers: bool,
+                  labels: tuple[str, ...]) -> dict[str, Any]:
     path = MODELS / f"{name}.onnx"
     meta = json.loads(path.with_suffix(".json").read_text())
     ds = datasets.load(meta["dataset"])
@@ -167,6 +177,8 @@ def bench_network(name: str, n_calib: int, n_test: int, layers: bool) -> dict[st
     notes: dict[str, list[str]] = {}
     best: Compiled | None = None
     for label, variant in VARIANTS.items():
+        if label not in labels:
+            continue
         comp, note, seconds = compiled_variant(path, variant, calib)
         rep = runtime.run(comp, x)  # image 0 on the emulator, bit-exact or DivergenceError
         rows[label] = measures(ref, rep.output, y) | {"compile_s": round(seconds, 2),
@@ -189,18 +201,29 @@ def bench_network(name: str, n_calib: int, n_test: int, layers: bool) -> dict[st
     return result
 
 
+def goal_text(r: dict[str, Any]) -> str:
+    """Met or not met, with the gap to the stronger onnxruntime row and why."""
+    gl, rows = r["goal"], r["rows"]
+    why = []
+    if not gl["within_3db"]:
+        why.append(f"{gl['gap_db']:.1f} dB below")
+    if not gl["agreement_at_least"]:
+        base = rows[gl["baseline"]]["agreement"]
+        why.append(f"agreement {rows[BEST]['agreement']:.1f} < {base:.1f}")
+    head = f"{-gl['gap_db']:+.1f} dB"
+    return f"met ({head})" if not why else f"**not met** ({head}; {', '.join(why)})"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     cols = ["asd2 nearest", BEST, "int8 nearest", "int8 gptq+bias q", "int6 nearest",
-            "int6 gptq+bias q", *ORT_ROWS]
+            "int6 gptq+bias q", *ORT_ROWS, ORT_SYMMETRIC]
+    cols = [c for c in cols if all(c in r["rows"] for r in results)]
     lines = ["| network | " + " | ".join(cols) + " | goal (3 dB, agreement) |",
              "|---" * (len(cols) + 2) + "|"]
     for r in results:
         cells = [f"{r['rows'][c]['sqnr_db']:.1f} dB / {r['rows'][c]['agreement']:.1f}%"
                  for c in cols]
-        gl = r["goal"]
-        met = "met" if gl["within_3db"] and gl["agreement_at_least"] else "**not met**"
-        lines.append(f"| {r['network']} | " + " | ".join(cells)
-                     + f" | {met} ({-gl['gap_db']:+.1f} dB) |")
+        lines.append(f"| {r['network']} | " + " | ".join(cells) + f" | {goal_text(r)} |")
     return "\n".join(lines)
 
 
@@ -216,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="calibration images, at most the training split's (default 256)")
     ap.add_argument("--test", type=int, default=500,
                     help="test images, at most the split's (default 500)")
+    ap.add_argument("--all-roundings", action="store_true",
+                    help="also ASD-2 with bias correction alone and GPTQ alone, each from the "
+                    "float and the quantized network's inputs (4 more compiles a network)")
+    ap.add_argument("--variants", metavar="LABEL,...",
+                    help="only these compiled rows, and always the default rounding's "
+                    f"({BEST}; default: every row but --all-roundings')")
     ap.add_argument("--layers", action="store_true",
                     help="per-layer split of the default rounding's loss: weights vs "
                     "the accelerator's own steps")
@@ -226,21 +255,24 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in NETWORKS]
     if unknown:
         ap.error(f"unknown network(s) {', '.join(unknown)}; known: {', '.join(NETWORKS)}")
+    labels = tuple(k for k in VARIANTS if args.all_roundings or k not in EXTRA)
+    if args.variants:
+        labels = tuple(dict.fromkeys([*args.variants.split(","), BEST]))  # the goal's row
+        if set(labels) - set(VARIANTS):
+            ap.error(f"unknown variant(s); known: {', '.join(VARIANTS)}")
     t0 = time.perf_counter()
     results = []
-    head = list(VARIANTS) + list(ORT_ROWS)
     for name in names:
-        r = bench_network(name, args.calib, args.test, args.layers)
+        r = bench_network(name, args.calib, args.test, args.layers, labels)
         results.append(r)
         print(f"{name} ({r['calib_images']} calibration, {r['test_images']} test images): "
               "SQNR dB / agreement % / top-1 %")
         print(f"  {'float':<18} top-1 {r['rows']['float']['top1']:.1f}")
-        for k in head:
+        for k in [k for k in (*VARIANTS, *ORT_ROWS, ORT_SYMMETRIC) if k in r["rows"]]:
             m = r["rows"][k]
             print(f"  {k:<18} {m['sqnr_db']:6.2f} {m['agreement']:6.1f} {m['top1']:6.1f}")
-        gl = r["goal"]
-        print(f"  goal: {BEST} {gl['gap_db']:+.2f} dB below {gl['baseline']}: "
-              + ("met" if gl["within_3db"] and gl["agreement_at_least"] else "NOT met"))
+        print(f"  goal (within {GOAL_DB:g} dB of {r['goal']['baseline']}, agreement at least "
+              f"as high): {goal_text(r).replace('**', '')}")
         for row in r.get("layers", []):
             print(f"    {row['layer'][:30]:<30} {row['op']:<8} integer {row['integer_db']:6.2f}"
                   f"  weights {row['weights_db']:6.2f}  accel steps {row['accel_steps_db']:6.2f}")

@@ -333,7 +333,7 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
                 "maxabs" if percentile is None else f"p{percentile:g}", requant_aware)
     # The quantized network's own tensors, layer by layer (inputs="quantized").
     ivals: dict[str, I64] | None = None
-    if rnd.method != "nearest" and rnd.inputs == "quantized":
+    if rnd.method != "nearest" and rnd.inputs != "float":
         ivals = {graph.input: quantize_input(calib, scales[graph.input], config.act_bits)}
     for lay in graph.layers:
         ql = QLayer(lay, relu=lay.act in ("relu", "clip"), config=config)
@@ -363,7 +363,8 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
                 stats = conv_stats(fvals[t] if ivals is None else ivals[t] * scales[t],
                                    lay.weight.shape, lay.stride, lay.pads, lay.groups,
                                    f"{t!r} (input of layer {lay.name})",
-                                   None if ivals is None else fvals[t])
+                                   None if ivals is None else fvals[t],
+                                   rnd.inputs == "compensate")
                 note = stats.damping_note(lay.name)
                 if note and rnd.method.startswith("gptq"):
                     rnd.notes.append(note)
@@ -462,12 +463,14 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
     ql.mult, ql.shift, ql.s_w = m.astype(np.int64), sh.astype(np.int64), s_w
     target = w
     if rounding.startswith("gptq"):
-        from asd.rounding import gptq_layer
+        from asd.rounding import gptq_layer, input_compensated
+
+        target = input_compensated(np.asarray(w, np.float64), stats)
 
         def round_rows(c: F64, rows: slice) -> F64:
             return approx(c / s_w[rows, None]) * s_w[rows, None]
 
-        target = gptq_layer(np.asarray(w, np.float64), stats, round_rows)
+        target = gptq_layer(target, stats, round_rows)
     ql.w_int = quant(target / s_w[:, None]).reshape(lay.weight.shape).astype(np.int64)
     b = lay.bias
     if rounding.endswith("bias"):
