@@ -66,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "gptq+bias with --calib, nearest without")
     p.add_argument("--rounding-inputs", choices=ROUNDING_INPUTS, default="quantized",
                    help="whose layer inputs give each layer's Hessian and mean: the float "
-                   "network's or the quantized network's own int8 activations (default)")
+                   "network's, the quantized network's own int8 activations (default), or "
+                   "those with the weights first undoing the error in them (compensate)")
     p.add_argument("--input-size", metavar="HxW", help="override the model's input H x W")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_compile)

@@ -241,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="test images, at most the split's (default 500)")
     ap.add_argument("--all-roundings", action="store_true",
                     help="also ASD-2 with bias correction alone and GPTQ alone, each from the "
-                    "float and the quantized network's inputs (4 more compiles a network)")
+                    "float and the quantized network's inputs, and gptq+bias with "
+                    "--rounding-inputs compensate (5 more compiles a network)")
     ap.add_argument("--variants", metavar="LABEL,...",
                     help="only these compiled rows, and always the default rounding's "
-                    f"({BEST}; default: every row but --all-roundings')")
+                    f"({BEST}); default: every row but --all-roundings' ones")
     ap.add_argument("--layers", action="store_true",
                     help="per-layer split of the default rounding's loss: weights vs "
                     "the accelerator's own steps")
