@@ -22,14 +22,19 @@ scales chosen first, by the scheme's scale search, and then kept fixed):
   calibration rows than columns still works (the notes say so).
 * ``gptq+bias``: ``gptq``, then the bias correction of what it left (the mean output shift).
 
-Layer inputs come from the float model (not the partly quantized one): one onnxruntime pass per
+For weight-only studies the layer inputs come from the float model: one onnxruntime pass per
 batch with every weight layer's input exposed as an extra graph output; see
-:func:`collect_stats`.  No labels, gradients or epochs.
+:func:`collect_stats`.  The compiler (``programs.quantize``) feeds the same statistics from its
+own graph, from the float network's or the quantized network's (int8-activation) layer inputs
+(:meth:`LayerStats.add`, ``ref_mean``), and rounds with :func:`gptq_layer` and
+:func:`output_shift`.  No labels, gradients or epochs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,51 @@ from asd.modelio import ModelError
 ROUNDINGS = ("nearest", "bias", "gptq", "gptq+bias")
 DAMP = 0.01  # fraction of the mean diagonal of H added to its diagonal
 BLOCK = 128  # columns per lazy-update block
+ROUNDING_INPUTS = ("float", "quantized", "compensate")
+
+
+@dataclass
+class WeightRounding:
+    """How the compiler (``programs.quantize``) puts weights onto the grid once every
+    channel's scale is fixed: ``method`` from :data:`ROUNDINGS`; ``inputs``: whose layer
+    inputs give each layer's Hessian and mean input, the float network's or the quantized
+    network's own (int8 activations, dequantized); ``compensate``: the quantized network's, and
+    the weights first move to undo the error already in those inputs
+    (:func:`input_compensated`).  ``notes`` collects what the user should be told (a damped
+    Hessian)."""
+
+    method: str = "nearest"
+    inputs: str = "float"
+    notes: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        if self.method not in ROUNDINGS:
+            raise ModelError(f"rounding {self.method!r}: expected one of {', '.join(ROUNDINGS)}")
+        if self.inputs not in ROUNDING_INPUTS:
+            raise ModelError(f"rounding inputs {self.inputs!r}: expected one of "
+                             f"{', '.join(ROUNDING_INPUTS)}")
+
+
+_ROUNDING: ContextVar[WeightRounding | None] = ContextVar("weight_rounding", default=None)
+
+
+@contextmanager
+def weight_rounding(method: str, inputs: str = "float") -> Iterator[WeightRounding]:
+    """Within the block, ``programs.quantize.quantize`` (and so ``compile_model``, which
+    passes no rounding of its own) rounds weights this way; yields the settings, whose
+    ``notes`` fill as layers are rounded."""
+    rnd = WeightRounding(method, inputs)
+    rnd.check()
+    token = _ROUNDING.set(rnd)
+    try:
+        yield rnd
+    finally:
+        _ROUNDING.reset(token)
+
+
+def current_rounding() -> WeightRounding:
+    """The settings :func:`weight_rounding` put in place, else nearest rounding."""
+    return _ROUNDING.get() or WeightRounding()
 
 
 @dataclass
@@ -54,6 +104,33 @@ class LayerStats:
     mean: NDArray[np.float64]  # (groups, cols): mean im2col row
     rows: int  # im2col rows seen (per group)
     bias: str | None = None  # the layer's bias initializer, if any
+    # The float model's mean input when ``hessian`` and ``mean`` come from another network's
+    # inputs (the compiler's quantized one): the bias correction then removes the whole mean
+    # output shift ``W_q E[x_q] - W E[x]``, input quantization included.
+    ref_mean: NDArray[np.float64] | None = None
+    # ... and the cross moments sum x_ref x^T (groups, cols, cols): see :func:`input_compensated`.
+    cross: NDArray[np.float64] | None = None
+
+    @classmethod
+    def empty(cls, op: str, groups: int, cols: int, bias: str | None = None) -> LayerStats:
+        return cls(op, groups, np.zeros((groups, cols, cols)), np.zeros((groups, cols)), 0, bias)
+
+    def add(self, r: NDArray) -> None:
+        """Accumulate im2col rows ``r`` of shape ``(groups, rows, cols)``."""
+        r = np.asarray(r, np.float64)
+        self.hessian += np.einsum("grc,grd->gcd", r, r)
+        n = self.rows + r.shape[1]
+        self.mean = (self.mean * self.rows + r.sum(axis=1)) / max(n, 1)
+        self.rows = n
+
+    def damping_note(self, name: str) -> str | None:
+        """What the user should know when the Hessian is rank-deficient (fewer rows than
+        columns): it still works, damped."""
+        cols = self.hessian.shape[-1]
+        if self.rows >= cols:
+            return None
+        return (f"{name}: {self.rows} calibration rows for {cols} inputs: the Hessian is "
+                f"rank-deficient; damped by {DAMP} of its mean diagonal")
 
 
 @dataclass
@@ -140,7 +217,6 @@ def collect_stats(model_path: str | Path, x: NDArray, batch: int = 32,
     inp = sess.get_inputs()[0].name
     names = outs + extra
     cal = Calibration(images=len(x))
-    sums: dict[str, NDArray[np.float64]] = {}
     for i in range(0, len(x), batch):
         got = dict(zip(names, sess.run(names, {inp: x[i:i + batch].astype(np.float32)}),
                        strict=True))
@@ -151,17 +227,11 @@ def collect_stats(model_path: str | Path, x: NDArray, batch: int = 32,
             r = _layer_rows(node, a.astype(np.float64), inits[wname])
             st = cal.layers.get(wname)
             if st is None:
-                g, _, c = r.shape
-                st = cal.layers[wname] = LayerStats(node.op_type, g, np.zeros((g, c, c)),
-                                                    np.zeros((g, c)), 0, biases.get(wname))
-                sums[wname] = np.zeros((g, c))
-            st.hessian += np.einsum("grc,grd->gcd", r, r)
-            sums[wname] += r.sum(axis=1)
-            st.rows += r.shape[1]
+                st = cal.layers[wname] = LayerStats.empty(node.op_type, r.shape[0],
+                                                          r.shape[2], biases.get(wname))
+            st.add(r)
         if progress:
             progress(min(batch, len(x) - i))
-    for wname, st in cal.layers.items():
-        st.mean = sums[wname] / max(st.rows, 1)
     return cal
 
 
@@ -231,3 +301,102 @@ def bias_shift(dq: NDArray[np.float64], st: LayerStats) -> NDArray[np.float64]:
     g = st.groups
     rows = dq.shape[0] // g
     return np.concatenate([dq[k * rows:(k + 1) * rows] @ st.mean[k] for k in range(g)])
+
+
+def gptq_layer(wm: NDArray[np.float64], st: LayerStats,
+               round_rows: Callable[[NDArray[np.float64], slice], NDArray[np.float64]],
+               block: int = BLOCK, act_order: bool = True) -> NDArray[np.float64]:
+    """:func:`gptq` of an ``(outputs, inputs)`` matrix group by group (a grouped convolution
+    has one Hessian per group).  ``round_rows(cols, rows)`` rounds a block of columns of the
+    output rows ``rows`` onto the grid at their fixed scales (per row, so any column order
+    works).  ``act_order``: columns in order of decreasing ``diag(H)`` (the GPTQ authors'
+    "act-order": the inputs that carry the most energy are rounded first, while the most
+    columns are left to take their error)."""
+    per = wm.shape[0] // st.groups
+    target = np.empty_like(wm)
+    for g in range(st.groups):
+        rows = slice(g * per, (g + 1) * per)
+        h = st.hessian[g]
+        perm = (np.argsort(-np.diag(h), kind="stable") if act_order
+                else np.arange(h.shape[0]))
+        u = inverse_factor(h[np.ix_(perm, perm)])
+
+        def round_cols(c: NDArray[np.float64], c0: int, c1: int,
+                       rows: slice = rows) -> NDArray[np.float64]:
+            return round_rows(c, rows)
+
+        out = gptq(wm[rows][:, perm], u, round_cols, block)
+        target[rows] = out[:, np.argsort(perm)]
+    return target
+
+
+def output_shift(wq: NDArray[np.float64], w: NDArray[np.float64], st: LayerStats
+                 ) -> NDArray[np.float64]:
+    """Mean output change per output channel, ``W_q E[x_q] - W E[x]``, to subtract from the
+    bias; with no ``ref_mean`` both inputs are the same and this is :func:`bias_shift`."""
+    if st.ref_mean is None:
+        return bias_shift(wq - w, st)
+    g = st.groups
+    rows = wq.shape[0] // g
+    return np.concatenate([wq[k * rows:(k + 1) * rows] @ st.mean[k]
+                           - w[k * rows:(k + 1) * rows] @ st.ref_mean[k] for k in range(g)])
+
+
+def conv_stats(x: NDArray, wshape: tuple[int, ...], strides: tuple[int, int],
+               pads: tuple[int, int, int, int], groups: int, tensor: str,
+               ref: NDArray | None = None, cross: bool = False) -> LayerStats:
+    """:class:`LayerStats` of a convolution's channel-innermost (NHWC) input batch ``x`` for a
+    ``(Co, Ci/groups, KH, KW)`` weight; ``ref``: the float network's input when ``x`` is
+    another network's (its mean becomes ``ref_mean``; ``cross``: its cross moments with ``x``
+    too).  NaN/Inf raise naming ``tensor``."""
+    _, cig, kh, kw = wshape
+    for v in (x, ref):
+        if v is not None and not np.all(np.isfinite(v)):
+            raise ModelError(f"NaN or Inf in the calibration values of {tensor}")
+    st = LayerStats.empty("Conv", groups, cig * kh * kw)
+    ref_sum = np.zeros_like(st.mean)
+    n, h, w = x.shape[:3]
+    per_image = (h + kh) * (w + kw) * cig * groups * kh * kw
+    chunk = max(1, (1 << 23) // per_image)  # im2col of about 64 MB at a time
+
+    def rows(v: NDArray) -> NDArray:
+        return im2col(np.asarray(v, np.float64).transpose(0, 3, 1, 2), (kh, kw), strides,
+                      pads, (1, 1), groups)
+
+    if cross:
+        st.cross = np.zeros_like(st.hessian)
+    for i in range(0, n, chunk):
+        r = rows(x[i:i + chunk])
+        st.add(r)
+        if ref is not None:
+            rr = rows(ref[i:i + chunk])
+            ref_sum += rr.sum(axis=1)
+            if st.cross is not None:
+                st.cross += np.einsum("grc,grd->gcd", rr, r)
+    if ref is not None:
+        st.ref_mean = ref_sum / max(st.rows, 1)
+    return st
+
+
+def input_compensated(wm: NDArray[np.float64], st: LayerStats) -> NDArray[np.float64]:
+    """Float weights that best map the layer's actual inputs to its float outputs:
+    ``W' = argmin ||W X_ref - W' X||^2 + lam ||W' - W||^2 = W (C + lam I)(H + lam I)^-1`` with
+    ``C = sum x_ref x^T`` (:attr:`cross`) and ``lam`` GPTQ's damping (so ``W' = W`` when the
+    inputs are exact), per group, so the error the earlier layers' rounding left in
+    ``X`` is undone before ``W'`` is rounded (the asymmetric target of GPTQ variants that
+    calibrate on quantized inputs).  Without cross moments ``W`` is returned."""
+    if st.cross is None:
+        return wm
+    per = wm.shape[0] // st.groups
+    out = np.empty_like(wm)
+    for g in range(st.groups):
+        h, c = st.hessian[g].copy(), st.cross[g].copy()
+        d = np.diag(h).copy()
+        dead = d <= 0
+        d[dead] = 1.0
+        lam = DAMP * float(np.mean(d))
+        h[np.diag_indices_from(h)] = d + lam
+        c[np.diag_indices_from(c)] += np.where(dead, 1.0, 0.0) + lam
+        rows = slice(g * per, (g + 1) * per)
+        out[rows] = np.linalg.solve(h, (wm[rows] @ c).T).T  # H symmetric
+    return out

@@ -10,18 +10,23 @@ from typing import Any
 
 import numpy as np
 
+from asd.rounding import ROUNDINGS
 from contract.backend import BACKENDS, GOLDEN, Backend, get_backend
 from contract.errors import AsdError
+from programs.quantize import ROUNDING_INPUTS
 
 COMPILE_EPILOG = """\
 examples:
   asd compile model.onnx --config accel.toml -o build/ --calib calib.npy
   asd compile model.onnx -o build/ --scheme asd --conversion csd --percentile 99.99
+  asd compile model.onnx -o build/ --calib calib.npy --rounding nearest
 
 what is written: OUTDIR/manifest.json (layers, shapes, scales, tiles, sizes, expected
 cycles), OUTDIR/tiles/*.bin (one program image per tile), OUTDIR/tiles/*.s (listings),
 OUTDIR/qnet.json + qnet.npz (the quantized network) and OUTDIR/model.onnx.
 Without --calib the activation scales come from 4 standard-normal images: give real data.
+Weight rounding (--rounding): with --calib the default is gptq+bias on the quantized network's
+own inputs (measured best: benchmarks/bench_fidelity.py, docs/compiler.md); without it nearest.
 """
 
 RUN_EPILOG = """\
@@ -55,6 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-requant-search", action="store_true",
                    help="plain max-abs weight scales with a rounded requant multiplier "
                    "(for comparison; default is the exact requant-aware scale search)")
+    p.add_argument("--rounding", choices=ROUNDINGS, help="weights onto the grid at the fixed "
+                   "per-channel scales: nearest, or error-compensating from the calibration "
+                   "images (bias correction, GPTQ second-order rounding, both); default "
+                   "gptq+bias with --calib, nearest without")
+    p.add_argument("--rounding-inputs", choices=ROUNDING_INPUTS, default="quantized",
+                   help="whose layer inputs give each layer's Hessian and mean: the float "
+                   "network's, the quantized network's own int8 activations (default), or "
+                   "those with the weights first undoing the error in them (compensate)")
     p.add_argument("--input-size", metavar="HxW", help="override the model's input H x W")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_compile)
@@ -106,6 +119,7 @@ def _load_npy(path: str, what: str) -> np.ndarray:
 def cmd_compile(args: argparse.Namespace) -> int:
     from contract.config import AccelConfig, ConfigError
     from programs.manifest import compile_model
+    from programs.quantize import weight_rounding
 
     try:
         config = AccelConfig.load(args.config) if args.config else AccelConfig()
@@ -126,12 +140,21 @@ def cmd_compile(args: argparse.Namespace) -> int:
         opts["conversion"] = args.conversion
     if not Path(args.model).exists():
         raise _user_error(f"{args.model}: no such file")
+    # The stand-in images say nothing about real inputs: nothing to compensate errors on.
+    rounding = args.rounding or ("gptq+bias" if calib is not None else "nearest")
+    if rounding != "nearest" and calib is None:
+        raise _user_error(f"--rounding {rounding} needs calibration images (--calib)")
     try:
-        comp = compile_model(args.model, config, calib, scheme=args.scheme, scheme_options=opts,
-                             percentile=args.percentile,
-                             requant_aware=not args.no_requant_search, input_hw=hw)
+        with weight_rounding(rounding, args.rounding_inputs) as rnd:
+            comp = compile_model(args.model, config, calib, scheme=args.scheme,
+                                 scheme_options=opts, percentile=args.percentile,
+                                 requant_aware=not args.no_requant_search, input_hw=hw)
     except AsdError as exc:  # a model or calibration the compiler refuses; anything else is a bug
         raise _user_error(str(exc)) from None
+    comp.info["rounding"] = {"method": rounding, "inputs": args.rounding_inputs,
+                             "notes": rnd.notes}
+    for note in rnd.notes:
+        print(f"asd compile: note: {note}", file=sys.stderr)
     try:
         comp.write(args.output)
     except AsdError as exc:  # the output directory cannot be written; the previous one survives

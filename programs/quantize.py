@@ -16,6 +16,13 @@
   instead and is snapped (upwards, so nothing new saturates) to make ``M`` exact.
 * LeakyReLU/PReLU slopes are two-digit codes ``slope * 2^(W-1)`` applied by ACT.
 * ReLU6 (Clip 0..6): the output scale is ``min(range, 6) / 127`` so saturation clamps at 6.
+* Weight rounding (:class:`WeightRounding`): with every channel's scale fixed by the search
+  above, the weights go onto the scheme's grid by nearest rounding or by an error-compensating
+  rounding of :mod:`asd.rounding` (``bias``, ``gptq``, ``gptq+bias``: the same code as
+  ``asd quantize --rounding``), with each conv's input statistics from the calibration images
+  through the float network or through the quantized network itself (``inputs="quantized"``:
+  the int8 activations the accelerator really sees, each layer after the ones before it are
+  fixed); a bias correction goes into the integer bias.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from asd.rounding import ROUNDING_INPUTS as ROUNDING_INPUTS
+from asd.rounding import WeightRounding, current_rounding
+from asd.rounding import weight_rounding as weight_rounding
 from contract import hwcode
 from contract import weights as wformats
 from contract.config import AccelConfig
@@ -34,6 +44,7 @@ from contract.errors import AsdError
 from . import reference
 from .graph import Graph
 from .qnet import QLayer, QNet
+from .reference import int_layer, quantize_input
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -197,19 +208,59 @@ def mult_candidates(lo: F64, hi: F64, exp_bits: int) -> list[F64]:
 
 
 # Calibration ---------------------------------------------------------------------------------
-def calibrate(graph: Graph, calib: NDArray, percentile: float | None = None
+def calibrate(graph: Graph, calib: NDArray, percentile: float | None = None,
+              keep: dict[str, F64] | None = None, qmax: int = 127, slope_mse: bool = True
               ) -> tuple[dict[str, float], dict[str, float]]:
     """Per tensor the range ``max |x|`` (or the given percentile of |x|) over the calibration
-    inputs, and per layer the range of its pre-activation."""
+    inputs, and per layer the range of its pre-activation (LeakyReLU/PReLU, ``slope_mse``:
+    the one :func:`slope_range` picks); ``keep`` receives the float tensors (NHWC)."""
     pre: dict[str, F64] = {}
     vals = reference.float_forward(graph, calib, pre)
+    if keep is not None:
+        keep.update(vals)
 
     def rng(v: F64) -> float:
         a = np.abs(v)
         r = float(np.percentile(a, percentile)) if percentile is not None else float(a.max())
         return r if r > 0 else 1.0
 
-    return {k: rng(v) for k, v in vals.items()}, {k: rng(v) for k, v in pre.items()}
+    ranges = {k: rng(v) for k, v in vals.items()}
+    pre_ranges = {k: rng(v) for k, v in pre.items()}
+    for lay in graph.layers:
+        if slope_mse and lay.act in ("leaky", "prelu") and lay.slope is not None:
+            lo = ranges[lay.output]
+            pre_ranges[lay.name] = slope_range(pre[lay.name], lay.slope, lo,
+                                               max(lo, pre_ranges[lay.name]), qmax)
+    return ranges, pre_ranges
+
+
+def slope_range(pre: F64, slope: F64, lo: float, hi: float, qmax: int,
+                samples: int = 1 << 20) -> float:
+    """The range ``R`` in ``[lo, hi]`` of a LeakyReLU/PReLU layer's int8 scale ``R / qmax``
+    with the least squared output error on the calibration pre-activations ``pre`` (NHWC).
+
+    REQ saturates the pre-activation at the output's scale before ACT multiplies negatives by
+    the slope, so covering the whole negative pre-activation range (``hi``) can make the step
+    much coarser (MTCNN R-Net: 6.55 against an output range of 3.95) to keep values the slope
+    then shrinks.  Per ``R``: saturation error of both sides plus rounding noise ``s^2/12``
+    per element (REQ, and ACT again on the negatives, through the slope)."""
+    p = np.asarray(pre, np.float64)
+    sl = np.broadcast_to(np.asarray(slope, np.float64), p.shape).reshape(-1)
+    p = p.reshape(-1)
+    step = max(1, p.size // samples)
+    p, sl = p[::step], sl[::step]
+    neg = p < 0
+    y = np.where(neg, p * sl, p)
+    noise_count = p.size + float(np.sum(sl[neg] ** 2))
+    best, best_err = hi, np.inf
+    for r in np.linspace(lo, hi, 41):
+        s = r / qmax
+        c = np.clip(p, -r - s, r)
+        out = np.where(neg, np.clip(c * sl, -r - s, r), c)
+        err = float(np.sum((out - y) ** 2)) + s * s / 12 * noise_count
+        if err < best_err:
+            best, best_err = float(r), err
+    return best
 
 
 class _Groups:
@@ -235,12 +286,19 @@ class _Groups:
 
 def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str = "asd",
              scheme_options: dict[str, Any] | None = None, percentile: float | None = None,
-             requant_aware: bool = True) -> QNet:
+             requant_aware: bool = True, rounding: WeightRounding | None = None,
+             slope_mse: bool = True) -> QNet:
     """Quantize every layer of ``graph`` for ``config`` using calibration inputs ``calib``
-    (float, NCHW)."""
+    (float, NCHW).  ``rounding``: how weights go onto the grid (default: the one
+    :func:`weight_rounding` set, else nearest); its ``notes`` receive what the user should
+    know.  ``slope_mse=False``: LeakyReLU/PReLU output scales cover the whole pre-activation
+    range (the rule before :func:`slope_range`, for comparison)."""
+    rnd = rounding or current_rounding()
+    rnd.check()
     qmax = (1 << (config.act_bits - 1)) - 1
-    unit = config.weight_format.unit(config.exp_bits)
-    ranges, pre_ranges = calibrate(graph, calib, percentile)
+    fvals: dict[str, F64] = {}
+    ranges, pre_ranges = calibrate(graph, calib, percentile,
+                                   fvals if rnd.method != "nearest" else None, qmax, slope_mse)
     groups = _Groups()
     for t in graph.shapes:
         groups.find(t)
@@ -271,15 +329,47 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
     quant, vmax = weight_scheme(scheme, config.exp_bits, weights=config.weights,
                                 **(scheme_options or {}))
     qlayers: dict[str, QLayer] = {}
+    qnet = QNet(graph, config, scales, qlayers, scheme,
+                "maxabs" if percentile is None else f"p{percentile:g}", requant_aware)
+    # The quantized network's own tensors, layer by layer (inputs="quantized").
+    ivals: dict[str, I64] | None = None
+    if rnd.method != "nearest" and rnd.inputs != "float":
+        ivals = {graph.input: quantize_input(calib, scales[graph.input], config.act_bits)}
     for lay in graph.layers:
         ql = QLayer(lay, relu=lay.act in ("relu", "clip"), config=config)
         qlayers[lay.name] = ql
-        if lay.op in ("concat", "flatten", "softmax", "maxpool"):
-            continue
+        _quantize_layer(ql, qnet, groups, quant, vmax, rnd, fvals, ivals)
+        if ivals is not None:
+            ivals[lay.output] = int_layer(ql, qnet, [ivals[t] for t in lay.inputs])
+    return qnet
+
+
+def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vmax: float,
+                    rnd: WeightRounding, fvals: dict[str, F64], ivals: dict[str, I64] | None
+                    ) -> None:
+    lay, config, scales, graph = ql.layer, qnet.config, qnet.scales, qnet.graph
+    unit = config.weight_format.unit(config.exp_bits)
+    requant_aware = qnet.requant_aware
+    if lay.op not in ("concat", "flatten", "softmax", "maxpool"):
         free = len(groups.members(lay.output)) == 1 and lay.act != "clip"
         s_y = scales[lay.output]
         if lay.op == "conv":
-            _quantize_conv(ql, scales[lay.inputs[0]], s_y, quant, vmax, config, requant_aware)
+            stats = None
+            if rnd.method != "nearest":
+                from asd.rounding import conv_stats
+
+                t = lay.inputs[0]
+                assert lay.weight is not None
+                stats = conv_stats(fvals[t] if ivals is None else ivals[t] * scales[t],
+                                   lay.weight.shape, lay.stride, lay.pads, lay.groups,
+                                   f"{t!r} (input of layer {lay.name})",
+                                   None if ivals is None else fvals[t],
+                                   rnd.inputs == "compensate")
+                note = stats.damping_note(lay.name)
+                if note and rnd.method.startswith("gptq"):
+                    rnd.notes.append(note)
+            _quantize_conv(ql, scales[lay.inputs[0]], s_y, quant, vmax, config, requant_aware,
+                           rnd.method, stats)
         elif lay.op == "avgpool":
             k = lay.kernel[0] * lay.kernel[1]
             target = scales[lay.inputs[0]] / (unit * k * s_y)
@@ -299,8 +389,6 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
             from asd import asdq
 
             ql.slope_ints = asdq.nearest_int(np.clip(lay.slope, -fmt.vmax, fmt.vmax), fmt)
-    return QNet(graph, config, scales, qlayers, scheme,
-                "maxabs" if percentile is None else f"p{percentile:g}", requant_aware)
 
 
 def _set_mult(ql: QLayer, target: float, snap: bool, config: AccelConfig, graph: Graph
@@ -331,7 +419,8 @@ SEARCH_LO, SEARCH_HI = 0.6, 1.5
 
 
 def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: float,
-                   config: AccelConfig, aware: bool) -> None:
+                   config: AccelConfig, aware: bool, rounding: str = "nearest",
+                   stats: Any = None) -> None:
     lay = ql.layer
     assert lay.weight is not None and lay.bias is not None
     unit = config.weight_format.unit(config.exp_bits)
@@ -342,17 +431,17 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
     typical = float(np.median(amax[amax > 0])) if np.any(amax > 0) else 1.0
     s0 = np.where(amax > 0, amax, typical) / vmax
     m0 = s_x * s0 / (unit * s_y)
-    if aware:
-        levels = getattr(quant, "levels", None)
-        unit_f = float(unit)
-        if levels is not None:
-            near = _nearest_on(levels)
+    levels = getattr(quant, "levels", None)
+    unit_f = float(unit)
+    if levels is not None:
+        near = _nearest_on(levels)
 
-            def approx(v: F64) -> F64:
-                return near(v)
-        else:
-            def approx(v: F64) -> F64:
-                return quant(v) / unit_f
+        def approx(v: F64) -> F64:  # the scheme's values, unscaled (quant / unit)
+            return near(v)
+    else:
+        def approx(v: F64) -> F64:
+            return quant(v) / unit_f
+    if aware:
         best_err = np.full(co, np.inf)
         best_m = m0.copy()
         for cand in mult_candidates(m0 * SEARCH_LO, m0 * SEARCH_HI, config.exp_bits):
@@ -372,9 +461,24 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
         m, sh = snap_mult(m0, config.exp_bits)
         ql.exact = bool(np.all(np.abs(m / np.exp2(sh) - m0) <= 1e-12 * m0))
     ql.mult, ql.shift, ql.s_w = m.astype(np.int64), sh.astype(np.int64), s_w
-    ql.w_int = quant(w / s_w[:, None]).reshape(lay.weight.shape).astype(np.int64)
+    target = w
+    if rounding.startswith("gptq"):
+        from asd.rounding import gptq_layer, input_compensated
+
+        target = input_compensated(np.asarray(w, np.float64), stats)
+
+        def round_rows(c: F64, rows: slice) -> F64:
+            return approx(c / s_w[rows, None]) * s_w[rows, None]
+
+        target = gptq_layer(target, stats, round_rows)
+    ql.w_int = quant(target / s_w[:, None]).reshape(lay.weight.shape).astype(np.int64)
+    b = lay.bias
+    if rounding.endswith("bias"):
+        from asd.rounding import output_shift
+
+        b = b - output_shift(ql.w_int.reshape(co, -1) * (s_w / unit_f)[:, None], w, stats)
     acc_unit = s_x * s_w / unit
-    bias = np.round(lay.bias / acc_unit)
+    bias = np.round(b / acc_unit)
     lim = 1 << (config.acc_bits - 1)
     if np.any(np.abs(bias) >= lim):
         raise QuantizeError(f"layer {lay.name}: bias {lay.bias[np.argmax(np.abs(bias))]:.4g} "
