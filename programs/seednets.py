@@ -12,6 +12,7 @@ through all the layers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -203,7 +204,11 @@ def _divisible(v: float, d: int = 8) -> int:
 
 def _conv_bn(b: _Builder, x: str, co: int, k: int, s: int, act: str, groups: int = 1) -> str:
     y = b.bn(b.conv(x, co, k, s, (k - 1) // 2, bias=False, groups=groups))
-    return {"relu": b.relu, "relu6": b.relu6, "hswish": b.hardswish, "none": str}[act](y)
+    if act == "none":
+        return y
+    acts: dict[str, Callable[[str], str]] = {"relu": b.relu, "relu6": b.relu6,
+                                             "hswish": b.hardswish}
+    return acts[act](y)
 
 
 def mobilenet_v2(b: _Builder, width: float, classes: int) -> str:
