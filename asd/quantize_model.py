@@ -329,6 +329,9 @@ def load_scales(npz: Any, meta: dict[str, Any], name: str) -> np.ndarray:
     if fmt == "fp16":
         return np.asarray(npz[name + ".scale"], np.float32)
     count = int(t["scale_count"])
+    if fmt == "fp16-pack":
+        codes = packing.unpack(npz[name + ".scale_codes"], int(t["scale_bits"]), count)
+        return scale_formats.Fp16Pack.decode(int(npz[name + ".scale_exp"][0]), codes)
     if fmt == "log8":
         base = float(npz[name + ".scale_base"][0])
         return scale_formats.Log8.value(base, npz[name + ".scale_codes"].astype(np.int64))

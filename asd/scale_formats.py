@@ -6,6 +6,8 @@ A tensor's scales (one per output channel, or one per tensor) are stored in one 
 name        scale of row r                                 stored bits
 =========== ============================================== =====================================
 fp16        a float16 each                                 16 per row
+fp16-pack   the same values, no sign bit, exponent offset  8 (smallest exponent) + 8 (width) +
+            from the tensor's smallest                     10 + exponent bits per row, packed
 log8        ``fp16(base * 2**(-i_r/32))``, ``i_r`` 0..255  16 (float16 base) + 8 per row
 shared-exp  ``M * 2**-k_r``: one float16 mantissa, k_r     16 (M) + 8 (width) + width per row,
             unsigned of the fewest bits that hold them     packed
@@ -34,7 +36,7 @@ from asd import packing
 MIN_SCALE = 2.0**-24  # the smallest float16 subnormal
 MAX_SCALE = 65504.0  # the largest finite float16
 LOG_STEPS = 32  # log8: codes per octave (8 octaves below the base)
-DEFAULT = "fp16"  # chosen by measurement: docs/quantizers.md "Scale formats"
+DEFAULT = "fp16-pack"  # chosen by measurement: docs/quantizers.md "Scale formats"
 
 Values = Callable[[NDArray, NDArray[np.float32]], NDArray]
 
@@ -95,6 +97,30 @@ class Fp16(ScaleFormat):
     def encode(self, scale: NDArray, header: float | None = None) -> StoredScales:
         s = fp16(scale)
         return StoredScales(self.name, s, 16 * s.size, {".scale": s.astype(np.float16)})
+
+
+class Fp16Pack(Fp16):
+    """The float16 values of :class:`Fp16`, stored without what every scale of a tensor
+    shares: no sign bit (scales are positive) and the exponent as an offset from the tensor's
+    smallest, in the fewest bits that hold the tensor's range.  Lossless against fp16."""
+
+    name = "fp16-pack"
+
+    def encode(self, scale: NDArray, header: float | None = None) -> StoredScales:
+        s = fp16(scale)
+        h = s.astype(np.float16).view(np.uint16).astype(np.int64)
+        e = h >> 10
+        e0 = int(e.min())
+        w = _width(e - e0) + 10
+        codes = packing.pack(((e - e0) << 10) | (h & 1023), w)
+        # header: the smallest exponent (5 bits, counted as a byte) and the field width (a byte)
+        fields = {".scale_exp": np.array([e0], np.uint8), ".scale_codes": codes}
+        return StoredScales(self.name, s, 16 + 8 * codes.size, fields, width=w)
+
+    @staticmethod
+    def decode(e0: int, codes: NDArray[np.int64]) -> NDArray[np.float32]:
+        h = (((codes >> 10) + e0) << 10) | (codes & 1023)
+        return h.astype(np.uint16).view(np.float16).astype(np.float32)
 
 
 class Log8(ScaleFormat):
@@ -174,7 +200,8 @@ class Pow2(SharedExp):
     pow2_only = True
 
 
-FORMATS: dict[str, ScaleFormat] = {f.name: f for f in (Fp16(), Log8(), SharedExp(), Pow2())}
+FORMATS: dict[str, ScaleFormat] = {
+    f.name: f for f in (Fp16Pack(), Fp16(), Log8(), SharedExp(), Pow2())}
 
 
 def get(name: str) -> ScaleFormat:
@@ -197,6 +224,8 @@ def fit(fmt: ScaleFormat, w2: NDArray, s: NDArray, values: Values | None,
     """Per row, the representable scale with the least squared error among the ``neighbours``
     on either side of ``s`` (without ``values``: the nearest one at or above ``s``), stored."""
     s64 = np.clip(np.asarray(s, np.float64), MIN_SCALE, MAX_SCALE)
+    if isinstance(fmt, Fp16) and values is not None and np.array_equal(fp16(s64), s64):
+        return fmt.encode(s64)  # the search already chose among float16 values
     energy = np.einsum("ij,ij->i", w2, w2).astype(np.float64)
     at, header = fmt.grid(s64, energy + 1e-300)
     if values is None:

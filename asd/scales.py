@@ -370,9 +370,10 @@ def choose_scale(
 
 
 # Exact search: the error of a row as a function of its scale is piecewise quadratic ----------
-EXACT_EVENTS = 1 << 13  # rows with at most this many (weight, threshold) events: exact sweep
+EXACT_EVENTS = 1 << 12  # rows with at most this many (weight, threshold) events: exact sweep
 EXACT_EVENTS_DENSE = 1 << 21  # the same for codebooks with many thresholds (DENSE or more)
 DENSE = 128
+SWEEP_BLOCK = 1 << 17  # events per block of rows: the sweep's arrays (~100 bytes an event)
 SWEEP_RANGE = (2.0**-4, 2.0**2)  # scales swept, in units of max|w| / vmax
 
 

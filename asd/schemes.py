@@ -161,7 +161,7 @@ class Scheme:
             # small rows (or a dense codebook): the exact optimum, and the format's values
             # chosen on the exact error
             sweeps = []
-            rows_per = max(1, scales.EXACT_EVENTS_DENSE // max(w2.shape[1] * thr.size, 1))
+            rows_per = max(1, scales.SWEEP_BLOCK // max(w2.shape[1] * thr.size, 1))
             s = np.empty(w2.shape[0])
             for r0 in range(0, w2.shape[0], rows_per):
                 sw = scales.Sweep(w2[r0:r0 + rows_per], thr, lv, self.vmax)
