@@ -263,4 +263,5 @@ def fit_exact(fmt: ScaleFormat, w2: NDArray, s: NDArray, sweeps: list[tuple[int,
             top[better] = e[i, k][better]
             rows = r0 + np.flatnonzero(better)
             best[rows] = c[i, k][better]
+    best = np.where(energy > 0, best, s64)  # an all-zero row keeps its scale (1)
     return fmt.encode(best, header)

@@ -158,6 +158,17 @@ def test_sweep_errors_are_the_quantizers(name):
     assert np.all(best <= got.min(axis=1) + 1e-9)
 
 
+def test_sweep_blocks_and_zero_rows(monkeypatch):
+    # Rows swept in several blocks choose what one block chooses; an all-zero row gets scale 1.
+    sch = get_scheme("asd2")
+    w = np.random.default_rng(3).laplace(size=(50, 9)).astype(np.float32)
+    w[7] = 0.0
+    whole = sch._scales(w, "mse")
+    monkeypatch.setattr(scales, "SWEEP_BLOCK", 9 * 51 * 4)  # 4 rows a block
+    assert np.array_equal(sch._scales(w, "mse"), whole)
+    assert whole[7] == 1.0
+
+
 def test_fp16_storage_is_what_limits_tiny_channels():
     # On 2-weight rows the optimum over float32 scales can beat every float16 scale: the gap
     # the tests above measure against float16 scales is then the storage's, not the search's.
