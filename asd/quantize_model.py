@@ -223,7 +223,8 @@ def format_table(qm: QuantizedModel) -> str:
     spec = ", ".join(f"{k}={v}" for k, v in qm.scheme.spec().items() if k != "scheme")
     lines.append("")
     lines.append(
-        f"scheme {qm.scheme.name}({spec}), {qm.granularity} scales by {qm.scale_method}, "
+        f"scheme {qm.scheme.name}({spec}), {qm.granularity} scales by {qm.scale_method} "
+        f"stored as {qm.scale_format}, {qm.bias_format} biases, "
         f"{qm.rounding} rounding: "
         f"{qm.weight_bits_per_weight:.3f} bits/weight with scales; "
         f"total {qm.total_bits / 8:,.0f} B vs float32 {qm.float32_bits / 8:,.0f} B "
