@@ -371,18 +371,25 @@ def choose_scale(
 
 # Exact search: the error of a row as a function of its scale is piecewise quadratic ----------
 EXACT_EVENTS = 1 << 12  # rows with at most this many (weight, threshold) events: exact sweep
-EXACT_EVENTS_DENSE = 1 << 21  # the same for codebooks with many thresholds (DENSE or more)
-DENSE = 128
+EXACT_ROW_EVENTS = 1 << 21  # quantizers without a nearest codebook: a row's budget
+EXACT_TENSOR_EVENTS = 1 << 22  # dense nearest codebooks: a whole tensor's budget (~2 s)
 SWEEP_BLOCK = 1 << 17  # events per block of rows: the sweep's arrays (~100 bytes an event)
 SWEEP_RANGE = (2.0**-4, 2.0**2)  # scales swept, in units of max|w| / vmax
 
 
-def exact_rows(n: int, thresholds: int, dense: bool = False) -> bool:
-    """Whether rows of ``n`` weights get the exact sweep for a step function with
-    ``thresholds`` steps: small rows, where a grid of scales can miss a narrow optimum, and
-    rows of ``dense`` quantizers (many uneven steps) up to a larger budget."""
-    budget = EXACT_EVENTS_DENSE if dense or thresholds >= DENSE else EXACT_EVENTS
-    return n * thresholds <= budget
+def exact_rows(rows: int, n: int, thresholds: int, nearest: bool, dense: bool) -> bool:
+    """Whether ``rows`` rows of ``n`` weights get the exact sweep for a step function with
+    ``thresholds`` steps.  Always for small rows (where a grid of scales misses narrow optima);
+    for quantizers without a nearest codebook (csd, ShiftCNN: the grid search quantizes every
+    candidate, so the sweep is also faster) up to a budget per row; for ``dense`` nearest
+    codebooks (many uneven levels: fp8, asd K=3) up to a budget per tensor, since their grid
+    search is fast and the sweep costs about 0.5 us an event."""
+    events = n * thresholds
+    if events <= EXACT_EVENTS:
+        return True
+    if not nearest:
+        return events <= EXACT_ROW_EVENTS
+    return dense and rows * events <= EXACT_TENSOR_EVENTS
 
 
 class Sweep:

@@ -155,9 +155,10 @@ class Scheme:
         m = scales.max_abs(w2)
         thr, lv = self.steps() if method == "mse" else (np.zeros(0), np.zeros(1))
         # uneven step functions (not a uniform integer grid, or not nearest rounding): the
-        # grid search misses 0.2-0.5 dB on rows of 300 (fp8, csd); the sweep does not
-        dense = self.levels() is None or (thr.size > 100 and self.name != "int")
-        if method == "mse" and scales.exact_rows(w2.shape[1], thr.size, dense):
+        # grid search misses 0.2-2 dB on rows of 300 (fp8, csd, asd K=3); the sweep does not
+        nearest = self.levels() is not None
+        dense = thr.size > 100 and self.name != "int"
+        if method == "mse" and scales.exact_rows(*w2.shape, thr.size, nearest, dense):
             # small rows (or a dense codebook): the exact optimum, and the format's values
             # chosen on the exact error
             sweeps = []
