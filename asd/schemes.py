@@ -158,7 +158,8 @@ class Scheme:
         # grid search misses 0.2-2 dB on rows of 300 (fp8, csd, asd K=3); the sweep does not
         nearest = self.levels() is not None
         dense = thr.size > 100 and self.name != "int"
-        if method == "mse" and scales.exact_rows(*w2.shape, thr.size, nearest, dense):
+        if method == "mse" and scales.exact_rows(w2.shape[0], w2.shape[1], thr.size, nearest,
+                                                   dense):
             # small rows (or a dense codebook): the exact optimum, and the format's values
             # chosen on the exact error
             sweeps = []
