@@ -6,8 +6,9 @@ reference.  The floating-point schemes (``fp8-e4m3``, ``fp8-e5m2``) quantize *al
 (weights and biases) and every feature map: a Cast to the 8-bit float type and back follows the
 input and every intermediate float tensor, as in the published floating-point mode.
 
-Size accounting counts every stored bit: packed codes, per-channel scales (float16) and biases
-(float32, or 8 bits in the fp8 schemes), against float32 for everything.
+Size accounting counts every stored bit: packed codes, per-channel scales (in their stored
+format, :mod:`asd.scale_formats`) and biases (as ``asd quantize`` stores them: float16 by
+default, or 8 bits in the fp8 schemes), against float32 for everything.
 ``onnx`` and ``onnxruntime`` are imported on demand.
 """
 
@@ -21,9 +22,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from asd import fidelity, modelio, onnx_load
+from asd import fidelity, modelio, onnx_load, scale_formats
 from asd import rounding as rounding_
-from asd.quantize_model import quantize_model
+from asd.quantize_model import DEFAULT_BIAS_FORMAT, quantize_model
 from asd.schemes import FpScheme, get_scheme
 from contract import blas
 
@@ -176,6 +177,8 @@ def evaluate(model_path: str | Path, x: NDArray, y: NDArray,
              scale: str = "mse", batch: int = 256,
              progress: Callable[[str, int], None] | None = None,
              roundings: Iterable[str] = ("nearest",), calib_x: NDArray | None = None,
+             scale_format: str = scale_formats.DEFAULT,
+             bias_format: str = DEFAULT_BIAS_FORMAT,
              ) -> list[SchemeAccuracy]:
     """Accuracy and fidelity to float of the model on (x, y) for each scheme and rounding
     (``bias``/``gptq`` need calibration images ``calib_x``); the first result is float."""
@@ -213,24 +216,26 @@ def evaluate(model_path: str | Path, x: NDArray, y: NDArray,
         except ValueError as exc:
             raise modelio.ModelError(str(exc)) from None
         for rnd in roundings if name not in FP8_TYPES else ["nearest"]:
-            qm = quantize_model(model, scheme, granularity, scale, rnd, cal)
+            qm = quantize_model(model, scheme, granularity, scale, rnd, cal,
+                                scale_format=scale_format, bias_format=bias_format)
             tensors: dict[str, NDArray] = {k: r.dequant for k, r in qm.results.items()}
-            bits = sum(r.size.payload_bits + r.size.scale_count * r.size.scale_bits
-                       for r in qm.results.values())
+            bits = sum(r.size.payload_bits + r.size.scales_bits for r in qm.results.values())
             if name in FP8_TYPES:
                 # All parameters in fp8: biases too (unscaled, saturating like feature maps).
                 fmt = FpScheme(format=name.split("-")[1]).fmt
                 for bname, b in model.biases.items():
                     tensors[bname] = fmt.decode(fmt.encode(b.astype(np.float64))).astype(
                         np.float32)
-                bits += 8 * bias_count
+                bbits = 8 * bias_count
                 p = _with_fp8_feature_maps(_with_weights(proto, tensors), FP8_TYPES[name])
                 fmaps = name
             else:
-                tensors.update(qm.biases)  # corrected by the bias rounding
-                bits += 32 * bias_count
+                # as stored (float16 by default), corrected by the bias rounding
+                tensors.update({k: v.astype(np.float32) for k, v in qm.biases.items()})
+                bbits = qm.bias_bits
                 p = _with_weights(proto, tensors)
                 fmaps = "float32"
+            bits += bbits
             label = name if rnd == "nearest" else f"{name}/{rnd}"
             f_out, out, per_layer = _compare(ref, Runner(fidelity.exposing(p, layers)), x,
                                              batch, layers, cb(label))
@@ -238,7 +243,7 @@ def evaluate(model_path: str | Path, x: NDArray, y: NDArray,
             sq = fidelity.sqnr_db(f_out, out)
             results.append(SchemeAccuracy(
                 name, top1, topk_accuracy(out, y, 5) if k5 else None,
-                (bits - (8 if name in FP8_TYPES else 32) * bias_count) / max(weight_count, 1),
+                (bits - bbits) / max(weight_count, 1),
                 bits / 8, 1.0 - bits / float_bits, ref1 - top1, fmaps, rnd,
                 fidelity.agreement(f_out, out), None if sq == float("inf") else sq,
                 fidelity.softmax_kl(f_out, out), per_layer, list(qm.notes)))

@@ -77,8 +77,13 @@ class SizeReport:
     count: int  # weights (or elements)
     code_bits: int  # bits per code
     scale_count: int
-    scale_bits: int = 16  # scales are stored as float16 (asd.scales.SCALE_BITS)
+    scale_bits: int = 16  # bits of each scale's own field (asd.scale_formats; fp16: 16)
     extra_bits: int = 0  # biases or other arrays stored alongside
+    scale_header_bits: int = 0  # the tensor's shared scale fields and padding
+
+    @property
+    def scales_bits(self) -> int:
+        return self.scale_count * self.scale_bits + self.scale_header_bits
 
     @property
     def payload_bits(self) -> int:
@@ -87,14 +92,15 @@ class SizeReport:
 
     @property
     def total_bits(self) -> int:
-        return self.payload_bits + self.scale_count * self.scale_bits + self.extra_bits
+        return self.payload_bits + self.scales_bits + self.extra_bits
 
     @property
     def bits_per_weight(self) -> float:
-        return (self.payload_bits + self.scale_count * self.scale_bits) / max(self.count, 1)
+        return (self.payload_bits + self.scales_bits) / max(self.count, 1)
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d.update(payload_bits=self.payload_bits, total_bits=self.total_bits,
+        d.update(payload_bits=self.payload_bits, scales_bits=self.scales_bits,
+                 total_bits=self.total_bits,
                  bits_per_weight=self.bits_per_weight)
         return d

@@ -367,3 +367,97 @@ def choose_scale(
             raise ValueError("the mse scale needs the codebook levels")
         return scale_mse(w2, levels)
     raise ValueError(f"unknown scale method {method!r}; use one of {METHODS}")
+
+
+# Exact search: the error of a row as a function of its scale is piecewise quadratic ----------
+EXACT_EVENTS = 1 << 12  # rows with at most this many (weight, threshold) events: exact sweep
+EXACT_ROW_EVENTS = 1 << 21  # quantizers without a nearest codebook: a row's budget
+EXACT_TENSOR_EVENTS = 1 << 22  # dense nearest codebooks: a whole tensor's budget (~2 s)
+SWEEP_BLOCK = 1 << 17  # events per block of rows: the sweep's arrays (~100 bytes an event)
+SWEEP_RANGE = (2.0**-4, 2.0**2)  # scales swept, in units of max|w| / vmax
+
+
+def exact_rows(rows: int, n: int, thresholds: int, nearest: bool, dense: bool) -> bool:
+    """Whether ``rows`` rows of ``n`` weights get the exact sweep for a step function with
+    ``thresholds`` steps.  Always for small rows (where a grid of scales misses narrow optima);
+    for quantizers without a nearest codebook (csd, ShiftCNN: the grid search quantizes every
+    candidate, so the sweep is also faster) up to a budget per row; for ``dense`` nearest
+    codebooks (many uneven levels: fp8, asd K=3) up to a budget per tensor, since their grid
+    search is fast and the sweep costs about 0.5 us an event."""
+    events = n * thresholds
+    if events <= EXACT_EVENTS:
+        return True
+    if not nearest:
+        return events <= EXACT_ROW_EVENTS
+    return dense and rows * events <= EXACT_TENSOR_EVENTS
+
+
+class Sweep:
+    """Exact squared error of each row of ``w2`` at every scale ``s`` in ``SWEEP_RANGE``, for
+    a quantizer that maps ``u = |w|/s`` to ``levels[j]`` with ``j`` the number of
+    ``thresholds <= u`` (a tie goes up, as in nearest rounding with ties away from zero).
+
+    As ``s`` grows, weight ``i`` drops from ``levels[j+1]`` to ``levels[j]`` at the event
+    ``s = u_i / thresholds[j]``; between events the codes are fixed and the error
+    ``sum w**2 - 2 s B + s**2 C`` (``B = sum u q``, ``C = sum q**2``) is a quadratic with its
+    least value at ``B / C``.  Sorting the events of a row and summing their changes to ``B``
+    and ``C`` gives every piece; the optimum is the best piece's clipped vertex."""
+
+    def __init__(self, w2: NDArray, thresholds: ArrayLike, levels: ArrayLike,
+                 vmax: float) -> None:
+        thr = np.asarray(thresholds, np.float64)
+        lv = np.asarray(levels, np.float64)
+        u = np.abs(np.asarray(w2, np.float64))
+        r, n = u.shape
+        m = u.max(axis=1)
+        unit = np.where(m > 0, m / vmax, 1.0)
+        self.lo, self.hi = unit * SWEEP_RANGE[0], unit * SWEEP_RANGE[1]
+        q0 = lv[np.searchsorted(thr, u / self.lo[:, None], side="right")]
+        b0 = np.einsum("ij,ij->i", u, q0)
+        c0 = np.einsum("ij,ij->i", q0, q0)
+        t = u[:, :, None] / thr[None, None, :]  # (r, n, P)
+        inside = (t > self.lo[:, None, None]) & (t < self.hi[:, None, None])
+        db = np.where(inside, u[:, :, None] * (lv[:-1] - lv[1:])[None, None, :], 0.0)
+        dc = np.where(inside, (lv[:-1] ** 2 - lv[1:] ** 2)[None, None, :], 0.0)
+        t = np.where(inside, t, self.hi[:, None, None]).reshape(r, -1)
+        order = np.argsort(t, axis=1, kind="stable")
+        self.t = np.take_along_axis(t, order, axis=1)
+        cb = np.cumsum(np.take_along_axis(db.reshape(r, -1), order, axis=1), axis=1)
+        cc = np.cumsum(np.take_along_axis(dc.reshape(r, -1), order, axis=1), axis=1)
+        self.b = np.concatenate([b0[:, None], b0[:, None] + cb], axis=1)  # after k events
+        self.c = np.concatenate([c0[:, None], c0[:, None] + cc], axis=1)
+        self.a = np.einsum("ij,ij->i", u, u)
+
+    def pieces(self) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Per row and piece: its ``(left, right]`` bounds and its vertex clipped into it."""
+        left = np.concatenate([self.lo[:, None], self.t], axis=1)
+        right = np.concatenate([self.t, self.hi[:, None]], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(self.c > 0, self.b / self.c, right)
+        return left, right, np.clip(v, left, right)
+
+    def piece_errors(self, s: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The error of every piece's quadratic at ``s`` (rows, pieces)."""
+        return self.a[:, None] - 2 * s * self.b + s * s * self.c
+
+    def optimum(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The least-error scale per row over the swept range, and its squared error."""
+        s = self.pieces()[2]
+        e = self.piece_errors(s)
+        k = np.argmin(e, axis=1)
+        i = np.arange(s.shape[0])
+        return s[i, k], e[i, k]
+
+    def errors(self, s: NDArray) -> NDArray[np.float64]:
+        """Squared error of every row at the scales ``s`` (rows, k)."""
+        s = np.asarray(s, np.float64)
+        # events strictly below s have happened (at s == t the weight is still on the upper
+        # level: the tie goes up); one searchsorted over rows laid end to end
+        r, width = self.t.shape
+        span = self.hi.max() * 4 + 1.0
+        off = np.arange(r)[:, None] * span
+        k = np.searchsorted((self.t + off).reshape(-1), (s + off).reshape(-1), side="left")
+        k = k.reshape(s.shape) - np.arange(r)[:, None] * width
+        b = np.take_along_axis(self.b, k, axis=1)
+        c = np.take_along_axis(self.c, k, axis=1)
+        return self.a[:, None] - 2 * s * b + s * s * c

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from asd import modelio, onnx_load, rounding
-from asd.quantize_model import format_table, quantize_model, save
+from asd import modelio, onnx_load, rounding, scale_formats
+from asd.quantize_model import BIAS_FORMATS, DEFAULT_BIAS_FORMAT, format_table, quantize_model, save
 from asd.schemes import get_scheme
 
 EPILOG = """\
@@ -38,9 +38,11 @@ names a data set, nearest otherwise, and says which):
            docs/quantizers.md)
 
 what is stored: OUT.npz holds, for every weight tensor NAME, NAME (dequantized float32),
-NAME.codes (packed codes, uint8) and NAME.scale (float16); biases stay float32.  OUT.json
-records the scheme, options and per-tensor sizes.  Weights are: in ONNX, initializers used as
-the weight of Conv/Gemm/MatMul; in .npz, every float array with 2 or more dimensions.
+NAME.codes (packed codes, uint8), NAME.scale (the decoded scales, float16) and the scale
+format's fields (NAME.scale_base, NAME.scale_codes, ...); biases float16 (--bias-format).
+OUT.json records the scheme, options, formats and per-tensor sizes.  Weights are: in ONNX,
+initializers used as the weight of Conv/Gemm/MatMul; in .npz, every float array with 2 or
+more dimensions.
 """
 
 
@@ -75,6 +77,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one scale per tensor or per output channel (default: channel)")
     p.add_argument("--scale", default="mse", choices=["max", "mse", "pow2"],
                    help="max-abs, MSE-optimal search, or power of two (default: mse)")
+    p.add_argument("--scale-format", default=scale_formats.DEFAULT,
+                   choices=list(scale_formats.FORMATS),
+                   help="how scales are stored: fp16 each, log8 (8-bit log code under a "
+                        "float16 base), shared-exp (float16 mantissa, per-channel exponents), "
+                        "pow2 (a shift) (default: %(default)s; docs/quantizers.md)")
+    p.add_argument("--bias-format", default=DEFAULT_BIAS_FORMAT, choices=list(BIAS_FORMATS),
+                   help="how biases are stored (default: %(default)s; a tensor float16 "
+                        "cannot hold stays float32)")
     p.add_argument("--rounding", default="auto", choices=["auto", *rounding.ROUNDINGS],
                    help="how weights are rounded onto the codes at the chosen scales "
                         "(default: auto = gptq+bias, the best measured, for an ONNX model "
@@ -138,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = modelio.load(args.model)
         cal = _calibration(args, model) if args.rounding != "nearest" else None
-        qm = quantize_model(model, scheme, args.granularity, args.scale, args.rounding, cal)
+        qm = quantize_model(model, scheme, args.granularity, args.scale, args.rounding, cal,
+                            scale_format=args.scale_format, bias_format=args.bias_format)
         npz, side = save(qm, out)
     except modelio.ModelError as exc:
         raise UserError(str(exc)) from None

@@ -1,5 +1,6 @@
-"""The seed papers' networks - AlexNet, VGG-16, ResNet-18, SqueezeNet 1.0 and 1.1 - defined
-directly as ONNX graphs (onnx.helper, no torch) with random weights.
+"""The seed papers' networks - AlexNet, VGG-16, ResNet-18, SqueezeNet 1.0 and 1.1 - and the
+edge networks MobileNetV2 and MobileNetV3-Small, defined directly as ONNX graphs (onnx.helper,
+no torch) with random weights.
 
 ``width`` scales every channel count (1.0 is the published network; tests use a fraction) and
 ``size`` is the input height and width (224 for ImageNet; tests use less).  The layer
@@ -11,11 +12,15 @@ through all the layers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 NETS = ("alexnet", "vgg16", "resnet18", "squeezenet1_0", "squeezenet1_1")
+# Depthwise convolutions, hard-swish and squeeze-excitation (activation times activation): the
+# compiler does not run these yet; the size and fidelity studies do.
+MOBILENETS = ("mobilenet_v2", "mobilenet_v3_small")
 OPSET = 13
 
 
@@ -45,15 +50,17 @@ class _Builder:
         self.shape[name] = shape
         return name
 
-    def conv(self, x: str, co: int, k: int, s: int = 1, p: int = 0, bias: bool = True) -> str:
+    def conv(self, x: str, co: int, k: int, s: int = 1, p: int = 0, bias: bool = True,
+             groups: int = 1) -> str:
         c, h, w = self.shape[x]
-        wt = self.rng.standard_normal((co, c, k, k)) * np.sqrt(2.0 / (c * k * k))
+        ci = c // groups
+        wt = self.rng.standard_normal((co, ci, k, k)) * np.sqrt(2.0 / (ci * k * k))
         ins = [x, self._init(self._name("W"), wt)]
         if bias:
             ins.append(self._init(self._name("B"), self.rng.standard_normal(co) * 0.05))
         oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
         return self._node("Conv", ins, (co, oh, ow), kernel_shape=[k, k], strides=[s, s],
-                          pads=[p, p, p, p])
+                          pads=[p, p, p, p], group=groups)
 
     def bn(self, x: str) -> str:
         c = self.shape[x][0]
@@ -65,6 +72,21 @@ class _Builder:
 
     def relu(self, x: str) -> str:
         return self._node("Relu", [x], self.shape[x])
+
+    def relu6(self, x: str) -> str:
+        lo = self._init(self._name("lo"), np.array(0.0))
+        hi = self._init(self._name("hi"), np.array(6.0))
+        return self._node("Clip", [x, lo, hi], self.shape[x])
+
+    def hardsigmoid(self, x: str) -> str:
+        # torch's relu6(x + 3) / 6
+        return self._node("HardSigmoid", [x], self.shape[x], alpha=1.0 / 6, beta=0.5)
+
+    def mul(self, a: str, b: str) -> str:
+        return self._node("Mul", [a, b], self.shape[a])
+
+    def hardswish(self, x: str) -> str:
+        return self.mul(x, self.hardsigmoid(x))
 
     def maxpool(self, x: str, k: int, s: int, p: int = 0, ceil: bool = False) -> str:
         c, h, w = self.shape[x]
@@ -174,9 +196,67 @@ def squeezenet(b: _Builder, width: float, classes: int, version: str) -> str:
     return b.flatten(b.gap(x))
 
 
+def _divisible(v: float, d: int = 8) -> int:
+    """torchvision's _make_divisible: the nearest multiple of d, never 10% below v."""
+    n = max(d, int(v + d / 2) // d * d)
+    return n + d if n < 0.9 * v else n
+
+
+def _conv_bn(b: _Builder, x: str, co: int, k: int, s: int, act: str, groups: int = 1) -> str:
+    y = b.bn(b.conv(x, co, k, s, (k - 1) // 2, bias=False, groups=groups))
+    if act == "none":
+        return y
+    acts: dict[str, Callable[[str], str]] = {"relu": b.relu, "relu6": b.relu6,
+                                             "hswish": b.hardswish}
+    return acts[act](y)
+
+
+def mobilenet_v2(b: _Builder, width: float, classes: int) -> str:
+    x = _conv_bn(b, "input", _divisible(32 * width), 3, 2, "relu6")
+    for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                       (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+        co = _divisible(c * width)
+        for i in range(n):
+            ci = b.shape[x][0]
+            y = x if t == 1 else _conv_bn(b, x, ci * t, 1, 1, "relu6")
+            y = _conv_bn(b, y, b.shape[y][0], 3, s if i == 0 else 1, "relu6",
+                         groups=b.shape[y][0])
+            y = _conv_bn(b, y, co, 1, 1, "none")
+            x = b.add(x, y) if (s == 1 or i > 0) and ci == co else y
+    x = _conv_bn(b, x, _divisible(1280 * max(1.0, width)), 1, 1, "relu6")
+    return b.gemm(b.dropout(b.flatten(b.gap(x))), classes)
+
+
+def _squeeze_excite(b: _Builder, x: str) -> str:
+    c = b.shape[x][0]
+    s = b.relu(b.conv(b.gap(x), _divisible(c // 4), 1))
+    return b.mul(x, b.hardsigmoid(b.conv(s, c, 1)))
+
+
+def mobilenet_v3_small(b: _Builder, width: float, classes: int) -> str:
+    x = _conv_bn(b, "input", _divisible(16 * width), 3, 2, "hswish")
+    for k, exp, c, se, act, s in (
+            (3, 16, 16, True, "relu", 2), (3, 72, 24, False, "relu", 2),
+            (3, 88, 24, False, "relu", 1), (5, 96, 40, True, "hswish", 2),
+            (5, 240, 40, True, "hswish", 1), (5, 240, 40, True, "hswish", 1),
+            (5, 120, 48, True, "hswish", 1), (5, 144, 48, True, "hswish", 1),
+            (5, 288, 96, True, "hswish", 2), (5, 576, 96, True, "hswish", 1),
+            (5, 576, 96, True, "hswish", 1)):
+        ci, ce, co = b.shape[x][0], _divisible(exp * width), _divisible(c * width)
+        y = x if ce == ci else _conv_bn(b, x, ce, 1, 1, act)
+        y = _conv_bn(b, y, ce, k, s, act, groups=ce)
+        if se:
+            y = _squeeze_excite(b, y)
+        y = _conv_bn(b, y, co, 1, 1, "none")
+        x = b.add(x, y) if s == 1 and ci == co else y
+    x = _conv_bn(b, x, 6 * b.shape[x][0], 1, 1, "hswish")
+    x = b.hardswish(b.gemm(b.flatten(b.gap(x)), _divisible(1024 * width)))
+    return b.gemm(b.dropout(x), classes)
+
+
 def build(name: str, *, width: float = 1.0, size: int = 224, classes: int = 1000,
           channels: int = 3, seed: int = 0) -> Any:
-    """The ONNX ModelProto of seed network ``name`` (one of :data:`NETS`)."""
+    """The ONNX ModelProto of seed network ``name`` (one of :data:`NETS`, :data:`MOBILENETS`)."""
     b = _Builder(channels, size, seed)
     if name == "alexnet":
         out = alexnet(b, width, classes)
@@ -186,6 +266,10 @@ def build(name: str, *, width: float = 1.0, size: int = 224, classes: int = 1000
         out = resnet18(b, width, classes)
     elif name in ("squeezenet1_0", "squeezenet1_1"):
         out = squeezenet(b, width, classes, name[-3:])
+    elif name == "mobilenet_v2":
+        out = mobilenet_v2(b, width, classes)
+    elif name == "mobilenet_v3_small":
+        out = mobilenet_v3_small(b, width, classes)
     else:
-        raise ValueError(f"unknown seed network '{name}'; known: {', '.join(NETS)}")
+        raise ValueError(f"unknown seed network '{name}'; known: {', '.join(NETS + MOBILENETS)}")
     return b.model(out, name)

@@ -78,7 +78,9 @@ def test_evaluate_accounts_every_bit(tmp_path):
     w, b, g, gb = tiny_model(path)
     x = np.random.default_rng(2).normal(size=(32, 1, 4, 4)).astype(np.float32)
     y = np.argmax(numpy_forward(x, w, b, g, gb), axis=1)
-    res = {r.scheme: r for r in evaluate.evaluate(path, x, y, ["asd2", "int4", "fp8-e4m3"])}
+    # float16 scales and float32 biases (the default formats' bits: tests/test_scale_formats.py)
+    res = {r.scheme: r for r in evaluate.evaluate(path, x, y, ["asd2", "int4", "fp8-e4m3"],
+                                                  scale_format="fp16", bias_format="fp32")}
     assert res["float"].top1 == 100.0 and res["float"].top5 is None  # 3 classes: no top-5
     n_w, n_b = w.size + g.size, b.size + gb.size
     # asd2: 8-bit codes, one float16 scale per output channel (2 + 3), float32 biases

@@ -40,3 +40,12 @@ def test_size_report_counts_codes_padding_scales_and_biases():
     assert r.payload_bits == 32  # 30 bits padded to 4 bytes
     assert r.total_bits == 32 + 2 * 16 + 64  # scales are float16
     assert r.bits_per_weight == pytest.approx((32 + 32) / 10)
+
+
+def test_size_report_counts_a_scale_header():
+    # a packed scale format: per-channel fields of 13 bits plus the tensor's header and padding
+    r = packing.SizeReport(count=9, code_bits=8, scale_count=3, scale_bits=13,
+                           scale_header_bits=16 + 1)
+    assert r.scales_bits == 3 * 13 + 17
+    assert r.total_bits == 72 + 56 and r.as_dict()["scales_bits"] == 56
+    assert r.bits_per_weight == pytest.approx((72 + 56) / 9)

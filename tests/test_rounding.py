@@ -100,13 +100,18 @@ def test_bias_correction_removes_the_mean_output_shift(tmp_path, how):
     w, b = _model(path)
     x = np.random.default_rng(2).normal(size=(20, 2, 6, 6)).astype(np.float32)
     cal = rounding.collect_stats(path, x)
-    qm = quantize_model(modelio.load(path), get_scheme("pot"), rounding=how, calibration=cal)
+    # float32 biases: the correction itself; the default float16 storage adds its rounding
+    qm = quantize_model(modelio.load(path), get_scheme("pot"), rounding=how, calibration=cal,
+                        bias_format="fp32")
     patches = rounding.im2col(x.astype(np.float64), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1)[0]
     wq = qm.results["w"].dequant.reshape(4, -1)
     shift_before = (patches @ (wq - w.reshape(4, -1)).T).mean(axis=0)
     shift_after = shift_before + (qm.biases["b"] - b)
     assert np.abs(shift_before).max() > 1e-3
     assert np.abs(shift_after).max() < 1e-5
+    q16 = quantize_model(modelio.load(path), get_scheme("pot"), rounding=how, calibration=cal)
+    assert q16.biases["b"].dtype == np.float16
+    assert np.array_equal(q16.biases["b"], qm.biases["b"].astype(np.float16))
 
 
 def test_small_calibration_is_damped_and_said(tmp_path, capsys):

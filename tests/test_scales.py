@@ -101,46 +101,82 @@ def test_mse_candidates_include_max_abs():
 
 
 def _brute_best(sch, w, n=3000):
-    """Least squared error per row over a fine grid of n scales (2**-3 .. 2**1.5 of max/vmax)."""
+    """Least squared error per row over a fine grid of n scales (2**-3 .. 2**1.5 of max/vmax),
+    each rounded to float16 as scales are stored (see test_fp16_storage_is_what_limits_tiny)."""
     m = np.abs(w).max(axis=1)
     best = np.full(w.shape[0], np.inf)
     for a in np.exp2(np.linspace(-3, 1.5, n)):
-        s = (m * a / sch.vmax).astype(np.float32)
+        s = (m * a / sch.vmax).astype(np.float16).astype(np.float32)
         d = w - sch.decode(sch._codes(w, s)) * s[:, None]
         best = np.minimum(best, (d * d).sum(axis=1))
     return best
 
 
-CODEBOOKS = [("asd2", {}), ("asd", {"digits": 1, "exp_bits": 2}),
-             ("asd", {"digits": 1, "exp_bits": 4}), ("asd", {"digits": 2, "exp_bits": 2}),
-             ("asd", {"digits": 3, "exp_bits": 2}), ("pot", {}), ("int4", {}), ("int6", {}),
-             ("int8", {}), ("shiftcnn", {})]
+def _rows_to_test(rng):
+    # per channel (rows of 300), per tensor (one row of 2000), normal and heavy-tailed, and
+    # tiny channels: 2 weights (a squeeze-excitation conv's) and 9 (a 3x3 depthwise filter)
+    return (rng.normal(size=(8, 300)), rng.laplace(size=(8, 300)),
+            rng.standard_t(3, size=(8, 300)), rng.standard_t(3, size=(1, 2000)),
+            rng.standard_t(3, size=(16, 2)), rng.normal(size=(16, 9)))
+
+
+CODEBOOKS = [("asd", {"digits": k, "exp_bits": e}) for k in (1, 2, 3) for e in (2, 3, 4)] + [
+    ("pot", {}), ("int4", {}), ("int6", {}), ("int8", {}), ("shiftcnn", {}),
+    ("asd", {"conversion": "csd"}), ("fp8-e4m3", {})]
 
 
 @pytest.mark.parametrize(("name", "opts"), CODEBOOKS)
 def test_mse_search_reaches_the_fine_grid_optimum(name, opts):
-    # Per channel (8 rows of 300) and per tensor (one row of 2000), normal and heavy-tailed:
-    # every row within 0.05 dB of the best of 3000 scales under the scheme's own quantizer.
+    # Every row within 0.05 dB of the best of 3000 (float16) scales under the scheme's own
+    # quantizer.
     sch = get_scheme(name, **opts)
-    rng = np.random.default_rng(1)
-    for w in (rng.normal(size=(8, 300)), rng.laplace(size=(8, 300)),
-              rng.standard_t(3, size=(8, 300)), rng.standard_t(3, size=(1, 2000))):
+    for w in _rows_to_test(np.random.default_rng(1)):
         w = w.astype(np.float32)
-        s = sch._scales(w, "mse")
+        s = sch._scales(w, "mse", "fp16")
         d = w - sch.decode(sch._codes(w, s)) * s[:, None]
         gap_db = 10 * np.log10((d * d).sum(axis=1) / _brute_best(sch, w))
-        assert gap_db.max() <= 0.05, (name, opts, gap_db)
+        assert gap_db.max() <= 0.05, (name, opts, w.shape, gap_db)
 
 
-@pytest.mark.parametrize("digits_exp", [(2, 4), (3, 3)])
-def test_mse_search_gap_of_dense_codebooks_is_bounded(digits_exp):
-    # K=2, E=4 and K=3, E>=3 have many levels: the error over the scale is spiky on 300-weight
-    # rows and the search can miss the best spike (a known gap, measured here, not hidden).
-    sch = get_scheme("asd", digits=digits_exp[0], exp_bits=digits_exp[1])
-    w = np.random.default_rng(1).normal(size=(8, 300)).astype(np.float32)
-    s = sch._scales(w, "mse")
+@pytest.mark.parametrize("name", ["asd2", "int8", "shiftcnn"])
+def test_sweep_errors_are_the_quantizers(name):
+    # The piecewise-quadratic sweep reproduces the quantizer's own squared error at any scale
+    # in its range, and its optimum is at least as good as every scale tried.
+    sch = get_scheme(name)
+    rng = np.random.default_rng(2)
+    w = rng.laplace(size=(5, 40)).astype(np.float32)
+    thr, lv = sch.steps()
+    sw = scales.Sweep(w, thr, lv, sch.vmax)
+    m = np.abs(w).max(axis=1)
+    cand = (m[:, None] / sch.vmax * np.exp2(rng.uniform(-3.9, 1.9, (5, 50)))).astype(np.float32)
+    got = sw.errors(cand.astype(np.float64))
+    for j in range(cand.shape[1]):
+        s = cand[:, j]
+        d = w.astype(np.float64) - sch.decode(sch._codes(w, s)) * s[:, None].astype(np.float64)
+        assert np.allclose(got[:, j], (d * d).sum(axis=1), rtol=1e-6, atol=1e-9)
+    _, best = sw.optimum()
+    assert np.all(best <= got.min(axis=1) + 1e-9)
+
+
+def test_sweep_blocks_and_zero_rows(monkeypatch):
+    # Rows swept in several blocks choose what one block chooses; an all-zero row gets scale 1.
+    sch = get_scheme("asd2")
+    w = np.random.default_rng(3).laplace(size=(50, 9)).astype(np.float32)
+    w[7] = 0.0
+    whole = sch._scales(w, "mse")
+    monkeypatch.setattr(scales, "SWEEP_BLOCK", 9 * 51 * 4)  # 4 rows a block
+    assert np.array_equal(sch._scales(w, "mse"), whole)
+    assert whole[7] == 1.0
+
+
+def test_fp16_storage_is_what_limits_tiny_channels():
+    # On 2-weight rows the optimum over float32 scales can beat every float16 scale: the gap
+    # the tests above measure against float16 scales is then the storage's, not the search's.
+    sch = get_scheme("asd2")
+    w = np.random.default_rng(1).standard_t(3, size=(16, 2)).astype(np.float32)
+    s = sch._scales(w, "mse", "fp16")
     d = w - sch.decode(sch._codes(w, s)) * s[:, None]
-    assert (10 * np.log10((d * d).sum(axis=1) / _brute_best(sch, w))).max() <= 1.0
+    assert np.all((d * d).sum(axis=1) <= _brute_best(sch, w) * (1 + 1e-6))
 
 
 def test_nan_weights_are_rejected():
