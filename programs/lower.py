@@ -30,12 +30,13 @@ from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
 
-from .codegen import WindowGeometry, add_source, conv_source, vector_source
+from .codegen import Chunk, WindowGeometry, add_source, conv_source, pieces, vector_source
 from .fit import STORE_INC_MAX, DoesNotFit, balanced_groups, fit_in_groups
 from .graph import Graph, Layer
 from .layout import (
     band_regions,
     broadcast_words,
+    chunk_param_words,
     conv_weight_words,
     depthwise_weight_words,
     param_words,
@@ -69,6 +70,7 @@ class Tile:
     out_channels: tuple[int, int]
     out_base: int
     cycles: int
+    out_tensor: str = ""  # "" for the layer's output, else its partial sums (reduction tiling)
 
 
 @dataclass
@@ -83,6 +85,11 @@ class LoweredLayer:
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     pad_value: int = 0
     tiles: list[Tile] = field(default_factory=list)
+    partial_channels: int = 0  # elements per pixel of the spilled partial sums, if any
+
+    @property
+    def partial_name(self) -> str:
+        return f"{self.output}#partial"
 
     @property
     def cycles(self) -> int:
@@ -99,12 +106,30 @@ def _never(lay: Layer, why: str, cfg: AccelConfig, memories: tuple[str, ...]) ->
                       f"(config: {listed})")
 
 
-def _block_weights_overflow(kh: int, kw: int, cig: int, cfg: AccelConfig) -> str:
-    """Why one block of a dense convolution cannot hold its weights ("" when it can)."""
-    if kh * kw * cig <= cfg.wmem_depth:
-        return ""
-    return (f"one block needs {kh * kw * cig} weight words ({kh}x{kw}x{cig}), wmem_depth is "
-            f"{cfg.wmem_depth}")
+def chunk_channels(kh: int, kw: int, cig: int, wp: int, ow: int, cog: int,
+                   cfg: AccelConfig) -> tuple[int, str]:
+    """Input channels per reduction chunk of a dense convolution group, and why none fits.
+
+    The whole reduction (``cig``) when one block's weights fit WMEM and one output row with
+    its input rows fits AMEM; otherwise as many channels as both allow when each chunk's
+    partial sums are spilled exactly (``pieces`` elements per accumulator, in and out).
+    0 and the reason when not even one input channel fits.
+    """
+    n1 = min(cfg.lanes, cog)
+    if kh * kw * cig <= cfg.wmem_depth and kh * wp * cig + ow * n1 <= cfg.amem_depth:
+        return cig, ""
+    if kh * kw > cfg.wmem_depth:
+        return 0, (f"one input channel of the {kh}x{kw} kernel needs {kh * kw} weight words, "
+                   f"wmem_depth is {cfg.wmem_depth}")
+    p = pieces(cfg)
+    room = cfg.amem_depth - 2 * ow * n1 * p
+    by_amem = room // (kh * wp) if room > 0 else 0
+    if by_amem < 1:
+        need = kh * wp + 2 * ow * n1 * p
+        return 0, (f"one output row of one block needs {need} AMEM elements ({kh} input rows "
+                   f"of {wp} for one channel, partial sums in and out of {ow}x{n1}x{p}), "
+                   f"amem_depth is {cfg.amem_depth}")
+    return min(cig, cfg.wmem_depth // (kh * kw), by_amem), ""
 
 
 def _rows_fit(avail: int, in_row: int, out_row: int, kh: int, sy: int, oh: int) -> int:
@@ -153,11 +178,14 @@ class Lowerer:
         return WindowGeometry(c, w + l + r, lay.kernel[0], lay.kernel[1], lay.stride[0],
                               lay.stride[1], o1 - o0, ow)
 
-    def _most_blocks(self, lay: Layer, nblk: int, weight_words: int, param_words: int) -> int:
-        """Most channel blocks one tile may take: its STORE steps over all their channels, and
-        their weights and parameters (words per block) must fit WMEM and BMEM."""
+    def _most_blocks(self, lay: Layer, nblk: int, weight_words: int, param_words: int,
+                     spilled: int = 1) -> int:
+        """Most channel blocks one tile may take: its STORE (or SPILL/FILL, ``spilled``
+        pieces a channel) steps over all their channels, and their weights and parameters
+        (words per block) must fit WMEM and BMEM."""
         cfg = self.cfg
-        limits = [nblk, max(1, STORE_INC_MAX // cfg.lanes)]
+        step_room = STORE_INC_MAX - (spilled - 1) * cfg.lanes
+        limits = [nblk, max(1, step_room // (spilled * cfg.lanes))]
         if weight_words:
             limits.append(cfg.wmem_depth // weight_words)
         if param_words:
@@ -178,12 +206,19 @@ class Lowerer:
         assert ql.w_int is not None
         co, cig, kh, kw = ql.w_int.shape
         cog = co // lay.groups
-        oh = q.graph.shapes[lay.output][1]
-        overflow = _block_weights_overflow(kh, kw, cig, cfg)
-        if overflow:
-            raise self.never(lay, overflow)
+        _, oh, ow = q.graph.shapes[lay.output]
+        wp = q.graph.shapes[lay.inputs[0]][2] + lay.pads[1] + lay.pads[3]
+        per_chunk, why = chunk_channels(kh, kw, cig, wp, ow, cog, cfg)
+        if not per_chunk:
+            raise self.never(lay, why)
+        chunks = balanced_groups(cig, per_chunk)
+        spilled = pieces(cfg) if len(chunks) > 1 else 1
+        if spilled > 1:
+            ll.partial_channels = co * spilled
         nblk = math.ceil(cog / cfg.lanes)
-        most = self._most_blocks(lay, nblk, kh * kw * cig, params_per_block(ql, bias=True))
+        widest = max(c1 - c0 for c0, c1 in chunks)
+        most = self._most_blocks(lay, nblk, kh * kw * widest, params_per_block(ql, bias=True),
+                                 spilled)
         codes = ql.w_codes
 
         def group_tiles(g: int) -> list[Tile]:
@@ -191,42 +226,67 @@ class Lowerer:
             def build(b0: int, b1: int) -> list[Tile]:
                 k0 = g * cog + b0 * cfg.lanes
                 k1 = min(g * cog + b1 * cfg.lanes, (g + 1) * cog)
-                return self._conv_tiles(lay, ql, codes, (g * cig, (g + 1) * cig), (k0, k1), oh)
+                return self._conv_tiles(lay, ll, ql, codes, g * cig, chunks, (k0, k1), oh)
             return self._fit_blocks(lay, nblk, most, build)
 
         for g in range(lay.groups):
             ll.tiles += group_tiles(g)
 
-    def _conv_tiles(self, lay: Layer, ql: QLayer, codes: I64, ci: tuple[int, int],
-                    ko: tuple[int, int], oh: int) -> list[Tile]:
+    def _conv_tiles(self, lay: Layer, ll: LoweredLayer, ql: QLayer, codes: I64, ci0: int,
+                    chunks: list[tuple[int, int]], ko: tuple[int, int], oh: int) -> list[Tile]:
+        """Tiles of output channels ``ko``: per row band, one per reduction chunk (input
+        channels ``ci0 + c0 .. ci0 + c1`` of the group), in order, each after the last
+        chunk spilling its partial sums for the next to restore."""
         cfg = self.cfg
         act = ql.slope_ints is not None
-        c = ci[1] - ci[0]
         cout = ko[1] - ko[0]
-        g = self._geom(lay, c, 0, oh)
-        r = _rows_fit(cfg.amem_depth, g.wp * c, g.ow * cout, g.kh, g.sy, oh)
+        p = pieces(cfg) if len(chunks) > 1 else 1
+        widest = max(c1 - c0 for c0, c1 in chunks)
+        g = self._geom(lay, widest, 0, oh)
+        out_row = g.ow * cout * (2 * p if p > 1 else 1)
+        r = _rows_fit(cfg.amem_depth, g.wp * widest, out_row, g.kh, g.sy, oh)
         if r < 1:
-            need = g.kh * g.wp * c + g.ow * cout
+            need = g.kh * g.wp * widest + out_row
             raise DoesNotFit(f"one output row needs {need} AMEM elements ({g.kh} input rows of "
-                             f"{g.wp}x{c} plus {g.ow}x{cout} outputs), amem_depth is "
-                             f"{cfg.amem_depth}")
+                             f"{g.wp}x{widest} plus {out_row} outputs or partial sums), "
+                             f"amem_depth is {cfg.amem_depth}")
         nblocks = math.ceil(cout / cfg.lanes)
         rem = cout % cfg.lanes
-        words = conv_weight_words(codes[ko[0]:ko[1]], nblocks, cfg)
-        params = param_words(ql, slice(*ko), nblocks, cfg, bias=True)
+        data = []
+        for j, (c0, c1) in enumerate(chunks):
+            first, last = j == 0, j == len(chunks) - 1
+            data.append((conv_weight_words(codes[ko[0]:ko[1], c0:c1], nblocks, cfg),
+                         chunk_param_words(ql, slice(*ko), nblocks, cfg, first, last)))
         tiles = []
         for o0, o1 in balanced_groups(oh, r):
-            gg = self._geom(lay, c, o0, o1)
             rows = (o0 * g.sy, (o1 - 1) * g.sy + g.kh)
-            in_len = (rows[1] - rows[0]) * g.wp * c
-            out_len = (o1 - o0) * g.ow * cout
-            title = (f"{lay.name}: conv rows {o0}..{o1 - 1}, output channels "
-                     f"{ko[0]}..{ko[1] - 1}, input channels {ci[0]}..{ci[1] - 1}")
-            src = conv_source(gg, nblocks, rem, cout, in_len, ql.relu, act, cfg, title)
-            img = tile_image(src, cfg, words, params, np.zeros(0, np.int64), 0,
-                             band_regions(in_len, out_len))
-            tiles.append(Tile(img, src, [TileInput(lay.inputs[0], rows, ci, 0)], (o0, o1), ko,
-                              in_len, isa.static_cycles(img.text)))
+            npx = (o1 - o0) * g.ow
+            for j, (c0, c1) in enumerate(chunks):
+                first, last = j == 0, j == len(chunks) - 1
+                c = c1 - c0
+                gg = self._geom(lay, c, o0, o1)
+                in_len = (rows[1] - rows[0]) * g.wp * c
+                restore = 0 if first else npx * cout * p
+                out_len = npx * cout * (1 if last else p)
+                ci = (ci0 + c0, ci0 + c1)
+                title = (f"{lay.name}: conv rows {o0}..{o1 - 1}, output channels "
+                         f"{ko[0]}..{ko[1] - 1}, input channels {ci[0]}..{ci[1] - 1}")
+                if len(chunks) > 1:
+                    title += f" (reduction chunk {j + 1} of {len(chunks)})"
+                chunk = Chunk(first, last, p, in_len)
+                src = conv_source(gg, nblocks, rem, cout, in_len + restore, ql.relu, act, cfg,
+                                  title, chunk)
+                regions = band_regions(in_len + restore, out_len)
+                inputs = [TileInput(lay.inputs[0], rows, ci, 0)]
+                if restore:
+                    regions["partial"] = (in_len, restore)
+                    inputs.append(TileInput(ll.partial_name, (o0, o1), (ko[0] * p, ko[1] * p),
+                                            in_len))
+                img = tile_image(src, cfg, *data[j], np.zeros(0, np.int64), 0, regions)
+                out_ch = ko if last else (ko[0] * p, ko[1] * p)
+                tiles.append(Tile(img, src, inputs, (o0, o1), out_ch, in_len + restore,
+                                  isa.static_cycles(img.text),
+                                  "" if last else ll.partial_name))
         return tiles
 
     def lower_vector(self, lay: Layer, ll: LoweredLayer, mode: str) -> None:
@@ -335,8 +395,9 @@ class Lowerer:
 
 
 def check_fits(graph: Graph, cfg: AccelConfig) -> None:
-    """The checks that need only shapes, run before the (costly) quantization: one block of
-    weights in WMEM, and one output row of one channel block with its input rows in AMEM."""
+    """The checks that need only shapes, run before the (costly) quantization: one input
+    channel of a kernel in WMEM, and one output row of one channel block with its input rows
+    (one channel of them when the reduction is split) in AMEM."""
     def never(lay: Layer, why: str) -> LowerError:
         return _never(lay, why, cfg, ("amem_depth", "wmem_depth"))
 
@@ -349,11 +410,11 @@ def check_fits(graph: Graph, cfg: AccelConfig) -> None:
         wp = w + lay.pads[1] + lay.pads[3]
         if lay.op == "conv" and not lay.depthwise:
             assert lay.weight is not None
-            cig = lay.weight.shape[1]
-            overflow = _block_weights_overflow(kh, kw, cig, cfg)
-            if overflow:
-                raise never(lay, overflow)
-            need = kh * wp * cig + ow * min(cfg.lanes, lay.weight.shape[0])
+            co, cig = lay.weight.shape[:2]
+            per_chunk, why = chunk_channels(kh, kw, cig, wp, ow, co // lay.groups, cfg)
+            if not per_chunk:
+                raise never(lay, why)
+            continue
         elif lay.op == "add":
             need = 3 * w * min(cfg.lanes, c)
         else:

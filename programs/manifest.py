@@ -108,7 +108,11 @@ class Compiled:
                     "text_words": len(t.image.text), "weight_words": len(t.image.weights),
                     "param_words": len(t.image.params),
                 })
+                if t.out_tensor:
+                    tiles[-1]["out_tensor"] = t.out_tensor
             entry["tiles"] = tiles
+            if ll.partial_channels:
+                entry["partial_channels"] = ll.partial_channels
             layers.append(entry)
         return {"version": MANIFEST_VERSION, "config": self.config.to_dict(),
                 "input": g.input, "input_shape": list(g.input_shape), "output": g.output,
@@ -159,7 +163,8 @@ class Compiled:
             ll = lw.LoweredLayer(entry["name"], entry["op"], entry["inputs"], entry["output"],
                                  tuple(entry["out_shape"]),  # type: ignore[arg-type]
                                  tuple(entry["pads"]),  # type: ignore[arg-type]
-                                 int(entry["pad_value"]))
+                                 int(entry["pad_value"]),
+                                 partial_channels=int(entry.get("partial_channels", 0)))
             for t in entry["tiles"]:
                 img = Image.load(d / t["image"])
                 img.check_config(qnet.config)
@@ -170,7 +175,7 @@ class Compiled:
                                   tuple(ti["channels"]), int(ti["base"]))  # type: ignore[arg-type]
                      for ti in t["inputs"]],
                     tuple(t["out_rows"]), tuple(t["out_channels"]),  # type: ignore[arg-type]
-                    int(t["out_base"]), int(t["cycles"])))
+                    int(t["out_base"]), int(t["cycles"]), str(t.get("out_tensor", ""))))
             layers.append(ll)
         model = d / "model.onnx"
         return cls(qnet, layers, model if model.exists() else None)

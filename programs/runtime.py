@@ -115,6 +115,11 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
     cycles_seen = None
     for i in images:
         mine = {t: p[i] for t, p in zip(ll.inputs, padded)}
+        if ll.partial_channels:
+            # Partial sums of a split reduction: spilled by one chunk's tiles, restored by the
+            # next's; the host only moves them.
+            mine[ll.partial_name] = np.zeros((ll.out_shape[1], ow, ll.partial_channels),
+                                             np.int64)
         total = 0
         for tile in ll.tiles:
             result = backend.run(tile_amem(tile, mine), limits)
@@ -123,8 +128,9 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
             o0, o1 = tile.out_rows
             k0, k1 = tile.out_channels
             n = (o1 - o0) * ow * (k1 - k0)
-            out[i, o0:o1, :, k0:k1] = np.asarray(amem[tile.out_base: tile.out_base + n],
-                                                 np.int64).reshape(o1 - o0, ow, k1 - k0)
+            dest = mine[tile.out_tensor] if tile.out_tensor else out[i]
+            dest[o0:o1, :, k0:k1] = np.asarray(amem[tile.out_base: tile.out_base + n],
+                                               np.int64).reshape(o1 - o0, ow, k1 - k0)
         if cycles_seen is not None and total != cycles_seen:
             raise DivergenceError(f"layer {ll.name}: image {i} took {total} cycles, image 0 "
                                   f"{cycles_seen} (programs have no data-dependent timing)")

@@ -72,7 +72,8 @@ def test_chain_emulator_equals_integer_reference_and_float_bound(spec: dict, cfg
 
 
 @settings(max_examples=scaled_examples(15), suppress_health_check=[HealthCheck.too_slow])
-@given(layer_chains(max_steps=1), st.sampled_from([dict(lanes=4), dict(lanes=8)]))
+@given(layer_chains(max_steps=1), st.sampled_from([dict(lanes=4), dict(lanes=8),
+                                                   dict(lanes=4, wmem_depth=16)]))
 def test_single_layer_step_mode(spec: dict, cfg: dict) -> None:
     """Step mode (the definition) agrees too, on single layers."""
     model = chain_model(spec)
