@@ -103,11 +103,6 @@ class Chunk:
         return self.first, self.last
 
 
-def pieces(cfg: AccelConfig) -> int:
-    """Elements of ``act_bits`` that hold one accumulator exactly."""
-    return -(-cfg.acc_bits // cfg.act_bits)
-
-
 def partial_step(cout: int, n: int, pieces: int) -> int:
     """The last FILL's post-increment: from a block's piece 0 of one pixel to its top piece
     at the next pixel (``cout`` channels of ``pieces`` elements per pixel, ``n`` lanes)."""

@@ -30,8 +30,15 @@ from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
 
-from .codegen import Chunk, WindowGeometry, add_source, conv_source, pieces, vector_source
-from .fit import STORE_INC_MAX, DoesNotFit, balanced_groups, fit_in_groups
+from .codegen import Chunk, WindowGeometry, add_source, conv_source, vector_source
+from .fit import (
+    STORE_INC_MAX,
+    DoesNotFit,
+    balanced_groups,
+    fit_in_groups,
+    pieces,
+    plan_reduction,
+)
 from .graph import Graph, Layer
 from .layout import (
     band_regions,
@@ -59,6 +66,7 @@ class TileInput:
     rows: tuple[int, int]      # rows of the padded input, [r0, r1)
     channels: tuple[int, int]  # channel slice [c0, c1)
     base: int
+    cols: tuple[int, int] | None = None  # columns of the padded input [x0, x1); None: all
 
 
 @dataclass
@@ -71,6 +79,7 @@ class Tile:
     out_base: int
     cycles: int
     out_tensor: str = ""  # "" for the layer's output, else its partial sums (reduction tiling)
+    out_cols: tuple[int, int] | None = None  # output columns [x0, x1); None: all
 
 
 @dataclass
@@ -104,32 +113,6 @@ def _never(lay: Layer, why: str, cfg: AccelConfig, memories: tuple[str, ...]) ->
     listed = ", ".join(f"{name}={getattr(cfg, name)}" for name in ("lanes", *memories))
     return LowerError(f"layer {lay.name} ({lay.op}) can never fit this accelerator: {why} "
                       f"(config: {listed})")
-
-
-def chunk_channels(kh: int, kw: int, cig: int, wp: int, ow: int, cog: int,
-                   cfg: AccelConfig) -> tuple[int, str]:
-    """Input channels per reduction chunk of a dense convolution group, and why none fits.
-
-    The whole reduction (``cig``) when one block's weights fit WMEM and one output row with
-    its input rows fits AMEM; otherwise as many channels as both allow when each chunk's
-    partial sums are spilled exactly (``pieces`` elements per accumulator, in and out).
-    0 and the reason when not even one input channel fits.
-    """
-    n1 = min(cfg.lanes, cog)
-    if kh * kw * cig <= cfg.wmem_depth and kh * wp * cig + ow * n1 <= cfg.amem_depth:
-        return cig, ""
-    if kh * kw > cfg.wmem_depth:
-        return 0, (f"one input channel of the {kh}x{kw} kernel needs {kh * kw} weight words, "
-                   f"wmem_depth is {cfg.wmem_depth}")
-    p = pieces(cfg)
-    room = cfg.amem_depth - 2 * ow * n1 * p
-    by_amem = room // (kh * wp) if room > 0 else 0
-    if by_amem < 1:
-        need = kh * wp + 2 * ow * n1 * p
-        return 0, (f"one output row of one block needs {need} AMEM elements ({kh} input rows "
-                   f"of {wp} for one channel, partial sums in and out of {ow}x{n1}x{p}), "
-                   f"amem_depth is {cfg.amem_depth}")
-    return min(cig, cfg.wmem_depth // (kh * kw), by_amem), ""
 
 
 def _rows_fit(avail: int, in_row: int, out_row: int, kh: int, sy: int, oh: int) -> int:
@@ -208,10 +191,11 @@ class Lowerer:
         cog = co // lay.groups
         _, oh, ow = q.graph.shapes[lay.output]
         wp = q.graph.shapes[lay.inputs[0]][2] + lay.pads[1] + lay.pads[3]
-        per_chunk, why = chunk_channels(kh, kw, cig, wp, ow, cog, cfg)
+        per_chunk, per_tile, why = plan_reduction(kh, kw, cig, wp, ow, lay.stride[1], cog, cfg)
         if not per_chunk:
             raise self.never(lay, why)
         chunks = balanced_groups(cig, per_chunk)
+        columns = balanced_groups(ow, per_tile)
         spilled = pieces(cfg) if len(chunks) > 1 else 1
         if spilled > 1:
             ll.partial_channels = co * spilled
@@ -226,28 +210,38 @@ class Lowerer:
             def build(b0: int, b1: int) -> list[Tile]:
                 k0 = g * cog + b0 * cfg.lanes
                 k1 = min(g * cog + b1 * cfg.lanes, (g + 1) * cog)
-                return self._conv_tiles(lay, ll, ql, codes, g * cig, chunks, (k0, k1), oh)
+                return self._conv_tiles(lay, ll, ql, codes, g * cig, chunks, columns, (k0, k1),
+                                        oh)
             return self._fit_blocks(lay, nblk, most, build)
 
         for g in range(lay.groups):
             ll.tiles += group_tiles(g)
 
     def _conv_tiles(self, lay: Layer, ll: LoweredLayer, ql: QLayer, codes: I64, ci0: int,
-                    chunks: list[tuple[int, int]], ko: tuple[int, int], oh: int) -> list[Tile]:
-        """Tiles of output channels ``ko``: per row band, one per reduction chunk (input
-        channels ``ci0 + c0 .. ci0 + c1`` of the group), in order, each after the last
-        chunk spilling its partial sums for the next to restore."""
+                    chunks: list[tuple[int, int]], columns: list[tuple[int, int]],
+                    ko: tuple[int, int], oh: int) -> list[Tile]:
+        """Tiles of output channels ``ko``: per row band and output column group, one per
+        reduction chunk (input channels ``ci0 + c0 .. ci0 + c1`` of the group), in order,
+        each but the last spilling its partial sums for the next to restore."""
         cfg = self.cfg
         act = ql.slope_ints is not None
         cout = ko[1] - ko[0]
         p = pieces(cfg) if len(chunks) > 1 else 1
         widest = max(c1 - c0 for c0, c1 in chunks)
-        g = self._geom(lay, widest, 0, oh)
+        full = self._geom(lay, widest, 0, oh)
+        kh, kw, sy, sx = full.kh, full.kw, full.sy, full.sx
+
+        def band(c: int, rows: int, x0: int, x1: int) -> WindowGeometry:
+            """The window walk over padded columns ``x0*sx ..`` of output columns x0..x1-1."""
+            return WindowGeometry(c, (x1 - x0 - 1) * sx + kw, kh, kw, sy, sx, rows, x1 - x0)
+
+        most_cols = max(x1 - x0 for x0, x1 in columns)
+        g = band(widest, oh, 0, most_cols)
         out_row = g.ow * cout * (2 * p if p > 1 else 1)
-        r = _rows_fit(cfg.amem_depth, g.wp * widest, out_row, g.kh, g.sy, oh)
+        r = _rows_fit(cfg.amem_depth, g.wp * widest, out_row, kh, sy, oh)
         if r < 1:
-            need = g.kh * g.wp * widest + out_row
-            raise DoesNotFit(f"one output row needs {need} AMEM elements ({g.kh} input rows of "
+            need = kh * g.wp * widest + out_row
+            raise DoesNotFit(f"one output row needs {need} AMEM elements ({kh} input rows of "
                              f"{g.wp}x{widest} plus {out_row} outputs or partial sums), "
                              f"amem_depth is {cfg.amem_depth}")
         nblocks = math.ceil(cout / cfg.lanes)
@@ -257,36 +251,42 @@ class Lowerer:
             first, last = j == 0, j == len(chunks) - 1
             data.append((conv_weight_words(codes[ko[0]:ko[1], c0:c1], nblocks, cfg),
                          chunk_param_words(ql, slice(*ko), nblocks, cfg, first, last)))
+        whole = len(columns) == 1
         tiles = []
         for o0, o1 in balanced_groups(oh, r):
-            rows = (o0 * g.sy, (o1 - 1) * g.sy + g.kh)
-            npx = (o1 - o0) * g.ow
-            for j, (c0, c1) in enumerate(chunks):
-                first, last = j == 0, j == len(chunks) - 1
-                c = c1 - c0
-                gg = self._geom(lay, c, o0, o1)
-                in_len = (rows[1] - rows[0]) * g.wp * c
-                restore = 0 if first else npx * cout * p
-                out_len = npx * cout * (1 if last else p)
-                ci = (ci0 + c0, ci0 + c1)
-                title = (f"{lay.name}: conv rows {o0}..{o1 - 1}, output channels "
-                         f"{ko[0]}..{ko[1] - 1}, input channels {ci[0]}..{ci[1] - 1}")
-                if len(chunks) > 1:
-                    title += f" (reduction chunk {j + 1} of {len(chunks)})"
-                chunk = Chunk(first, last, p, in_len)
-                src = conv_source(gg, nblocks, rem, cout, in_len + restore, ql.relu, act, cfg,
-                                  title, chunk)
-                regions = band_regions(in_len + restore, out_len)
-                inputs = [TileInput(lay.inputs[0], rows, ci, 0)]
-                if restore:
-                    regions["partial"] = (in_len, restore)
-                    inputs.append(TileInput(ll.partial_name, (o0, o1), (ko[0] * p, ko[1] * p),
-                                            in_len))
-                img = tile_image(src, cfg, *data[j], np.zeros(0, np.int64), 0, regions)
-                out_ch = ko if last else (ko[0] * p, ko[1] * p)
-                tiles.append(Tile(img, src, inputs, (o0, o1), out_ch, in_len + restore,
-                                  isa.static_cycles(img.text),
-                                  "" if last else ll.partial_name))
+            rows = (o0 * sy, (o1 - 1) * sy + kh)
+            for x0, x1 in columns:
+                cols = None if whole else (x0 * sx, (x1 - 1) * sx + kw)
+                npx = (o1 - o0) * (x1 - x0)
+                for j, (c0, c1) in enumerate(chunks):
+                    first, last = j == 0, j == len(chunks) - 1
+                    gg = band(c1 - c0, o1 - o0, x0, x1) if cols else self._geom(
+                        lay, c1 - c0, o0, o1)
+                    in_len = (rows[1] - rows[0]) * gg.wp * gg.c
+                    restore = 0 if first else npx * cout * p
+                    out_len = npx * cout * (1 if last else p)
+                    ci = (ci0 + c0, ci0 + c1)
+                    title = (f"{lay.name}: conv rows {o0}..{o1 - 1}, output channels "
+                             f"{ko[0]}..{ko[1] - 1}, input channels {ci[0]}..{ci[1] - 1}")
+                    if cols:
+                        title += f", output columns {x0}..{x1 - 1}"
+                    if len(chunks) > 1:
+                        title += f" (reduction chunk {j + 1} of {len(chunks)})"
+                    src = conv_source(gg, nblocks, rem, cout, in_len + restore, ql.relu, act,
+                                      cfg, title, Chunk(first, last, p, in_len))
+                    regions = band_regions(in_len + restore, out_len)
+                    inputs = [TileInput(lay.inputs[0], rows, ci, 0, cols)]
+                    if restore:
+                        regions["partial"] = (in_len, restore)
+                        inputs.append(TileInput(ll.partial_name, (o0, o1),
+                                                (ko[0] * p, ko[1] * p), in_len,
+                                                None if whole else (x0, x1)))
+                    img = tile_image(src, cfg, *data[j], np.zeros(0, np.int64), 0, regions)
+                    out_ch = ko if last else (ko[0] * p, ko[1] * p)
+                    tiles.append(Tile(img, src, inputs, (o0, o1), out_ch, in_len + restore,
+                                      isa.static_cycles(img.text),
+                                      "" if last else ll.partial_name,
+                                      None if whole else (x0, x1)))
         return tiles
 
     def lower_vector(self, lay: Layer, ll: LoweredLayer, mode: str) -> None:
@@ -411,7 +411,8 @@ def check_fits(graph: Graph, cfg: AccelConfig) -> None:
         if lay.op == "conv" and not lay.depthwise:
             assert lay.weight is not None
             co, cig = lay.weight.shape[:2]
-            per_chunk, why = chunk_channels(kh, kw, cig, wp, ow, co // lay.groups, cfg)
+            per_chunk, _, why = plan_reduction(kh, kw, cig, wp, ow, lay.stride[1],
+                                               co // lay.groups, cfg)
             if not per_chunk:
                 raise never(lay, why)
             continue

@@ -101,7 +101,8 @@ class Compiled:
                 tiles.append({
                     "image": f"tiles/{name}.bin", "listing": f"tiles/{name}.s",
                     "inputs": [{"tensor": ti.tensor, "rows": list(ti.rows),
-                                "channels": list(ti.channels), "base": ti.base}
+                                "channels": list(ti.channels), "base": ti.base,
+                                **({"cols": list(ti.cols)} if ti.cols else {})}
                                for ti in t.inputs],
                     "out_rows": list(t.out_rows), "out_channels": list(t.out_channels),
                     "out_base": t.out_base, "cycles": t.cycles,
@@ -110,6 +111,8 @@ class Compiled:
                 })
                 if t.out_tensor:
                     tiles[-1]["out_tensor"] = t.out_tensor
+                if t.out_cols:
+                    tiles[-1]["out_cols"] = list(t.out_cols)
             entry["tiles"] = tiles
             if ll.partial_channels:
                 entry["partial_channels"] = ll.partial_channels
@@ -172,13 +175,20 @@ class Compiled:
                 ll.tiles.append(lw.Tile(
                     img, src_path.read_text() if src_path.exists() else "",
                     [lw.TileInput(ti["tensor"], tuple(ti["rows"]),  # type: ignore[arg-type]
-                                  tuple(ti["channels"]), int(ti["base"]))  # type: ignore[arg-type]
+                                  tuple(ti["channels"]), int(ti["base"]),  # type: ignore[arg-type]
+                                  _span(ti.get("cols")))
                      for ti in t["inputs"]],
                     tuple(t["out_rows"]), tuple(t["out_channels"]),  # type: ignore[arg-type]
-                    int(t["out_base"]), int(t["cycles"]), str(t.get("out_tensor", ""))))
+                    int(t["out_base"]), int(t["cycles"]), str(t.get("out_tensor", "")),
+                    _span(t.get("out_cols"))))
             layers.append(ll)
         model = d / "model.onnx"
         return cls(qnet, layers, model if model.exists() else None)
+
+
+def _span(pair: Any) -> tuple[int, int] | None:
+    """A manifest's optional ``[start, stop)`` (columns of a tile), or None for all."""
+    return None if pair is None else (int(pair[0]), int(pair[1]))
 
 
 DEFAULT_CALIBRATION_INPUTS = 4

@@ -88,14 +88,14 @@ class RunReport:
 def tile_amem(tile: Tile, padded: dict[str, I64]) -> Image:
     """The tile's image with its inputs placed (``padded`` is one image's padded tensors)."""
     img = tile.image
-    end = max([ti.base + (ti.rows[1] - ti.rows[0]) * padded[ti.tensor].shape[1]
-               * (ti.channels[1] - ti.channels[0]) for ti in tile.inputs]
-              + [img.acts_base + len(img.acts)])
+    bands = [(ti.base, padded[ti.tensor][ti.rows[0]:ti.rows[1],
+                                         slice(*ti.cols) if ti.cols else slice(None),
+                                         ti.channels[0]:ti.channels[1]]) for ti in tile.inputs]
+    end = max([base + band.size for base, band in bands] + [img.acts_base + len(img.acts)])
     acts = np.zeros(end, np.int64)
     acts[img.acts_base: img.acts_base + len(img.acts)] = img.acts
-    for ti in tile.inputs:
-        band = padded[ti.tensor][ti.rows[0]:ti.rows[1], :, ti.channels[0]:ti.channels[1]]
-        acts[ti.base: ti.base + band.size] = band.reshape(-1)
+    for base, band in bands:
+        acts[base: base + band.size] = band.reshape(-1)
     return Image(img.config, img.text, img.weights, img.params, acts, 0, img.regions)
 
 
@@ -127,10 +127,11 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
             total += result.cycles
             o0, o1 = tile.out_rows
             k0, k1 = tile.out_channels
-            n = (o1 - o0) * ow * (k1 - k0)
+            x0, x1 = tile.out_cols or (0, ow)
+            n = (o1 - o0) * (x1 - x0) * (k1 - k0)
             dest = mine[tile.out_tensor] if tile.out_tensor else out[i]
-            dest[o0:o1, :, k0:k1] = np.asarray(amem[tile.out_base: tile.out_base + n],
-                                               np.int64).reshape(o1 - o0, ow, k1 - k0)
+            dest[o0:o1, x0:x1, k0:k1] = np.asarray(amem[tile.out_base: tile.out_base + n],
+                                                   np.int64).reshape(o1 - o0, x1 - x0, k1 - k0)
         if cycles_seen is not None and total != cycles_seen:
             raise DivergenceError(f"layer {ll.name}: image {i} took {total} cycles, image 0 "
                                   f"{cycles_seen} (programs have no data-dependent timing)")

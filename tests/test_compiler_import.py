@@ -121,12 +121,13 @@ def test_layer_that_never_fits_says_which_memory() -> None:
     # 3x3x64 = 576 weight words a block: split into reduction chunks, not refused ...
     assert any(ll.partial_channels for ll in lower(quantize(g, AccelConfig(wmem_depth=256),
                                                             np.ones((1, 64, 4, 4)))))
-    # ... but one input channel's 3x3 kernel must fit WMEM, and one row of it AMEM.
+    # ... but one input channel's 3x3 kernel must fit WMEM, and one output pixel of it (its
+    # window and 8 lanes of partial sums in and out, 4 pieces each) AMEM.
     q = quantize(g, AccelConfig(wmem_depth=8), np.ones((1, 64, 4, 4)))
     with pytest.raises(LowerError, match=r"3x3 kernel needs 9 weight words, wmem_depth is 8"):
         lower(q)
-    q2 = quantize(g, AccelConfig(amem_depth=128), np.ones((1, 64, 4, 4)))
-    with pytest.raises(LowerError, match="needs 274 AMEM elements.*amem_depth is 128"):
+    q2 = quantize(g, AccelConfig(amem_depth=64), np.ones((1, 64, 4, 4)))
+    with pytest.raises(LowerError, match="needs 73 AMEM elements.*amem_depth is 64"):
         lower(q2)
 
 
