@@ -6,6 +6,7 @@ trip; what can never fit is refused with the field to raise."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,17 @@ def test_split_layers_equal_the_integer_reference(compiled: tuple[Compiled, np.n
 def test_a_written_split_network_runs_identically(compiled: tuple[Compiled, np.ndarray],
                                                   tmp_path: Path) -> None:
     comp, x = compiled
-    again = Compiled.load(comp.write(tmp_path / "out"))
+    out = comp.write(tmp_path / "out")
+    again = Compiled.load(out)
     a, b = runtime.run(comp, x), runtime.run(again, x)
+    # Weights stored once: the row bands and column groups of a chunk load one block.
+    man = json.loads((out / "manifest.json").read_text())
+    loads = [t["weights"] for e in man["layers"] for t in e["tiles"] if "weights" in t]
+    assert loads and len(set(loads)) < len(loads)
+    on_disk = sum(f.stat().st_size for sub in ("tiles", "blocks")
+                  for f in (out / sub).glob("*.bin"))
+    assert man["totals"]["image_bytes"] == on_disk
+    assert man["totals"]["stored_weight_words"] < man["totals"]["weight_words"]
     assert np.array_equal(a.output_int, b.output_int)
     assert [t.out_cols for ll in again.layers for t in ll.tiles] == \
         [t.out_cols for ll in comp.layers for t in ll.tiles]
