@@ -220,9 +220,9 @@ class Lowerer:
     def _conv_tiles(self, lay: Layer, ll: LoweredLayer, ql: QLayer, codes: I64, ci0: int,
                     chunks: list[tuple[int, int]], columns: list[tuple[int, int]],
                     ko: tuple[int, int], oh: int) -> list[Tile]:
-        """Tiles of output channels ``ko``: per row band and output column group, one per
-        reduction chunk (input channels ``ci0 + c0 .. ci0 + c1`` of the group), in order,
-        each but the last spilling its partial sums for the next to restore."""
+        """Tiles of output channels ``ko``: per reduction chunk (input channels ``ci0 + c0 ..
+        ci0 + c1`` of the group), in order, one per row band and output column group, each
+        chunk but the last spilling its partial sums for the next to restore."""
         cfg = self.cfg
         act = ql.slope_ints is not None
         cout = ko[1] - ko[0]
@@ -253,13 +253,15 @@ class Lowerer:
                          chunk_param_words(ql, slice(*ko), nblocks, cfg, first, last)))
         whole = len(columns) == 1
         tiles = []
-        for o0, o1 in balanced_groups(oh, r):
-            rows = (o0 * sy, (o1 - 1) * sy + kh)
-            for x0, x1 in columns:
-                cols = None if whole else (x0 * sx, (x1 - 1) * sx + kw)
-                npx = (o1 - o0) * (x1 - x0)
-                for j, (c0, c1) in enumerate(chunks):
-                    first, last = j == 0, j == len(chunks) - 1
+        # Chunk by chunk over every band, so each chunk's weights are loaded once (the host
+        # keeps the partial sums of the whole map between chunks).
+        for j, (c0, c1) in enumerate(chunks):
+            first, last = j == 0, j == len(chunks) - 1
+            for o0, o1 in balanced_groups(oh, r):
+                rows = (o0 * sy, (o1 - 1) * sy + kh)
+                for x0, x1 in columns:
+                    cols = None if whole else (x0 * sx, (x1 - 1) * sx + kw)
+                    npx = (o1 - o0) * (x1 - x0)
                     gg = band(c1 - c0, o1 - o0, x0, x1) if cols else self._geom(
                         lay, c1 - c0, o0, o1)
                     in_len = (rows[1] - rows[0]) * gg.wp * gg.c

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contract.backend import DEFAULT_LIMITS, GOLDEN, Backend, Limits, get_backend
+from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
 
@@ -44,11 +45,56 @@ class InputError(ValueError, AsdError):
 
 
 @dataclass
+class Transfers:
+    """What the host moves for one image of a layer, tile by tile: the program, the weights
+    (a block already in WMEM from the tile before is not loaded again), the parameters and the
+    input bands in; the output band out.  Words are memory words (an instruction, a WMEM or
+    BMEM word of every lane, an AMEM element); cycles at ``host_words_per_cycle``, not
+    overlapped with computing."""
+
+    load_words: int = 0
+    store_words: int = 0
+    bytes: int = 0
+    cycles: int = 0
+
+
+def layer_transfers(ll: LoweredLayer, config: AccelConfig) -> Transfers:
+    """The host's loads and stores for one image of ``ll`` (static: tiles have fixed bands)."""
+    c = config
+    word_bytes = {"text": 4, "weights": c.lanes * c.weight_bits / 8,
+                  "params": c.lanes * c.acc_bits / 8, "acts": c.act_bits / 8}
+    t = Transfers()
+    moved = 0.0
+    in_wmem: I64 | None = None
+    for tile in ll.tiles:
+        img = tile.image
+        w = img.weights
+        reload = not (in_wmem is not None and in_wmem.shape == w.shape
+                      and np.array_equal(in_wmem, w))
+        in_wmem = w
+        acts = tile.out_base + len(img.acts)  # the input bands lie below the output
+        x0, x1 = tile.out_cols or (0, ll.out_shape[2])
+        out = (tile.out_rows[1] - tile.out_rows[0]) * (x1 - x0) * (
+            tile.out_channels[1] - tile.out_channels[0])
+        words = {"text": len(img.text), "weights": len(w) if reload else 0,
+                 "params": len(img.params), "acts": acts + out}
+        t.load_words += sum(words.values()) - out
+        t.store_words += out
+        moved += sum(words[k] * word_bytes[k] for k in words)
+    t.bytes = int(round(moved))
+    t.cycles = -(-(t.load_words + t.store_words) // c.host_words_per_cycle)
+    return t
+
+
+@dataclass
 class LayerRecord:
     name: str
     op: str
     cycles: int                     # per image
     tiles: int
+    transfer_words: int = 0         # per image, host loads and stores
+    transfer_cycles: int = 0
+    transfer_bytes: int = 0
     seconds: float = 0.0
     emulated_images: int = 0
     int_mismatches: int = 0         # elements differing from the integer reference
@@ -76,10 +122,19 @@ class RunReport:
     def cycles_per_image(self) -> int:
         return sum(r.cycles for r in self.layers)
 
+    @property
+    def transfer_cycles_per_image(self) -> int:
+        return sum(r.transfer_cycles for r in self.layers)
+
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "batch": self.batch, "seconds": self.seconds,
                 "cycles_per_image": self.cycles_per_image,
                 "cycles_total": self.cycles_per_image * self.batch,
+                "transfer_cycles_per_image": self.transfer_cycles_per_image,
+                "end_to_end_cycles_per_image": self.cycles_per_image
+                + self.transfer_cycles_per_image,
+                "transfer_words_per_image": sum(r.transfer_words for r in self.layers),
+                "transfer_bytes_per_image": sum(r.transfer_bytes for r in self.layers),
                 "layers": [r.as_dict() for r in self.layers],
                 "first_int_divergence": self.first_int_divergence,
                 "first_float_divergence": self.first_float_divergence}
@@ -169,6 +224,10 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
         ql = q.qlayers[ll.name]
         ins = [vals[t] for t in ll.inputs]
         rec = LayerRecord(ll.name, ll.op, 0, len(ll.tiles))
+        if not ll.host:
+            moved = layer_transfers(ll, q.config)
+            rec.transfer_words = moved.load_words + moved.store_words
+            rec.transfer_cycles, rec.transfer_bytes = moved.cycles, moved.bytes
         if ll.host:
             y = ref.int_layer(ql, q, ins)
         else:

@@ -87,3 +87,25 @@ def test_plan_reduction(memories: dict, want: tuple[int, int, str]) -> None:
     cfg = AccelConfig(**memories)
     got = plan_reduction(3, 3, 512, 16, 14, 1, 512, cfg)
     assert got[:2] == want[:2] and want[2] in got[2]
+
+
+def test_host_transfers_are_counted(compiled: tuple[Compiled, np.ndarray]) -> None:
+    """Every tile's program, parameters and bands move; a chunk's weights move once for all
+    its row bands and column groups (tiles run chunk by chunk); cycles at the bandwidth."""
+    comp, x = compiled
+    rep = runtime.run(comp, x[:1])
+    conv = comp.layers[0]
+    moved = runtime.layer_transfers(conv, comp.config)
+    assert rep.layers[0].transfer_words == moved.load_words + moved.store_words
+    blocks = {t.image.weights.tobytes(): len(t.image.weights) for t in conv.tiles}
+    rest = sum(len(t.image.text) + len(t.image.params) + t.out_base + len(t.image.acts)
+               for t in conv.tiles)
+    assert moved.load_words == sum(blocks.values()) + rest
+    assert moved.store_words == sum(
+        (t.out_rows[1] - t.out_rows[0]) * (t.out_cols[1] - t.out_cols[0] if t.out_cols else 6)
+        * (t.out_channels[1] - t.out_channels[0]) for t in conv.tiles)
+    wide = runtime.layer_transfers(conv, comp.config.replace(host_words_per_cycle=4))
+    assert wide.cycles == -(-(moved.load_words + moved.store_words) // 4)
+    d = rep.as_dict()
+    assert d["end_to_end_cycles_per_image"] == d["cycles_per_image"] + sum(
+        r.transfer_cycles for r in rep.layers) > d["cycles_per_image"]
