@@ -137,6 +137,8 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "program_over_unique": totals["image_bytes"] / sum(least.values()),
         "split_layers": sum(1 for ll in comp.layers if ll.partial_channels),
         "cycles_per_image": rep.cycles_per_image,
+        "transfer_cycles_per_image": rep.transfer_cycles_per_image,
+        "transfer_bytes_per_image": rep.as_dict()["transfer_bytes_per_image"],
         "bit_exact_with_integer_reference": rep.first_int_divergence is None,
         "output_rel_rms_error_vs_float": float(np.sqrt(np.mean((rep.output - y_ort) ** 2)
                                                        / np.mean(y_ort ** 2))),
