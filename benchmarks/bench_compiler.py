@@ -182,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['peak_rss_bytes_after_compile'] / 2**30:.2f} GiB   "
               f"{r['cycles_per_image']:>14,} cycles   bit-exact "
               f"{r['bit_exact_with_integer_reference']}", flush=True)
-    res = results[names[0]] if len(names) == 1 else {"networks": results}
-    text = json.dumps(res, indent=1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+        # Saved after every network: a long run stopped half way keeps what it measured.
+        res = results[names[0]] if len(names) == 1 else {"networks": results}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     return 0
 
 

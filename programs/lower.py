@@ -236,7 +236,8 @@ class Lowerer:
             return WindowGeometry(c, (x1 - x0 - 1) * sx + kw, kh, kw, sy, sx, rows, x1 - x0)
 
         most_cols = max(x1 - x0 for x0, x1 in columns)
-        g = band(widest, oh, 0, most_cols)
+        # Whole rows read the whole padded width (right padding a window may never reach too).
+        g = full if len(columns) == 1 else band(widest, oh, 0, most_cols)
         out_row = g.ow * cout * (2 * p if p > 1 else 1)
         r = _rows_fit(cfg.amem_depth, g.wp * widest, out_row, kh, sy, oh)
         if r < 1:
