@@ -7,12 +7,16 @@ one AMEM, so tiling is the normal case:
 * output row bands, sized so input band + output band fit ``amem_depth``;
 * output-channel block groups, sized so the group's weights fit ``wmem_depth``, its
   parameters ``bmem_depth`` and its program ``imem_depth``;
-* grouped convolutions: one dense convolution per group on its channel slice.
+* grouped convolutions: one dense convolution per group on its channel slice;
+* reduction chunks: a dense convolution whose block of weights exceeds ``wmem_depth`` (or
+  whose rows exceed ``amem_depth``) runs over input-channel chunks, one tile each, that save
+  and restore full-width partial sums (SPILL, FILL; :func:`programs.fit.plan_reduction`), and
+  over output column groups when a row of one chunk is still too wide.
 
-A layer that cannot fit even as one block of ``lanes`` channels and one output row is an error
-that says which memory is too small and by how much.  A tile's program comes from
-:mod:`programs.codegen`, its memory contents from :mod:`programs.layout`, its expected cycles
-from :mod:`contract.isa`; block groups shrink until they fit by
+A layer that cannot fit even as one block of ``lanes`` channels, one input channel and one
+output pixel is an error that says which memory is too small and by how much.  A tile's
+program comes from :mod:`programs.codegen`, its memory contents from :mod:`programs.layout`,
+its expected cycles from :mod:`contract.isa`; block groups shrink until they fit by
 :func:`programs.fit.fit_in_groups`.
 """
 
