@@ -423,6 +423,9 @@ def check_fits(graph: Graph, cfg: AccelConfig) -> None:
             if not per_chunk:
                 raise never(lay, why)
             continue
+        if lay.op == "conv" and kh * kw > cfg.wmem_depth:  # depthwise: a block's taps
+            raise never(lay, f"one block of the {kh}x{kw} depthwise kernel needs {kh * kw} "
+                        f"weight words, wmem_depth is {cfg.wmem_depth}")
         elif lay.op == "add":
             need = 3 * w * min(cfg.lanes, c)
         else:
