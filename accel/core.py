@@ -41,7 +41,7 @@ from .hdl import unsigned as _unsigned
 # support must fail at elaboration, not silently decode as nothing.
 IMPLEMENTED = frozenset(
     ["NOP", "HALT", "SETI", "ADDI", "LOOP", "LOADW", "SHIFTADD", "ACC", "MAC", "CLR", "BIAS",
-     "VLD", "VMAX", "VMAC", "REQ", "ACT", "STORE"])
+     "VLD", "VMAX", "VMAC", "REQ", "ACT", "STORE", "SPILL", "FILL"])
 
 CYCLE_BITS = 40  # ~10^12 cycles before the counter wraps
 DBG_BITS = 5  # selects one of up to 32 lanes / 8 registers after HALT
@@ -129,6 +129,8 @@ class _Ctl:
         self.is_vmac = Signal(bool(0))
         self.is_req = Signal(bool(0))
         self.is_act = Signal(bool(0))
+        self.is_spill = Signal(bool(0))  # STORE, then the lane's A shifts right by act_bits
+        self.is_fill = Signal(bool(0))  # A shifts left by act_bits, the element fills the gap
         self.relu = Signal(bool(0))
 
 
@@ -203,19 +205,23 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
     writes = [r for r in CONTROL if r.reg_write]
     op_seti = only_row([r for r in writes if not r.adds_port1], "loads a register").opcode
     op_addi = only_row([r for r in writes if r.adds_port1], "steps a register").opcode
-    op_store = only_row([r for r in CONTROL if r.amem_write], "writes AMEM").opcode
+    op_store = isa.OPCODES["STORE"]
+    op_spill, op_fill = isa.OPCODES["SPILL"], isa.OPCODES["FILL"]
+    if sorted(r.opcode for r in CONTROL if r.amem_write) != sorted([op_store, op_spill]):
+        raise RTLError("the core writes AMEM from STORE and SPILL only")
     ops = isa.OPCODES
     op_loadw, op_shiftadd, op_acc, op_mac = ops["LOADW"], ops["SHIFTADD"], ops["ACC"], ops["MAC"]
     op_clr, op_bias, op_vld, op_vmax = ops["CLR"], ops["BIAS"], ops["VLD"], ops["VMAX"]
     op_vmac, op_req, op_act = ops["VMAC"], ops["REQ"], ops["ACT"]
     check_wiring({"is_loadw": op_loadw, "is_shiftadd": op_shiftadd, "is_mac": op_mac,
                    "is_bias": op_bias, "is_vld": op_vld, "is_vmax": op_vmax, "is_vmac": op_vmac,
-                   "is_req": op_req, "is_act": op_act, "is_store": op_store})
+                   "is_req": op_req, "is_act": op_act, "is_store": op_store,
+                   "is_spill": op_spill, "is_fill": op_fill})
     # Instructions that take n cycles, straight from the control table.
     multi_ops = tuple(r.opcode for r in CONTROL if r.multi)
-    if len(multi_ops) > 4:
-        raise RTLError("the RTL's multi-cycle decoder handles at most 4 such opcodes")
-    m0, m1, m2, m3 = (multi_ops + (multi_ops[0],) * 4)[:4]
+    if len(multi_ops) > 6:
+        raise RTLError("the RTL's multi-cycle decoder handles at most 6 such opcodes")
+    m0, m1, m2, m3, m4, m5 = (multi_ops + (multi_ops[0],) * 6)[:6]
     lanes = c.lanes
     ia = addr_bits(c.imem_depth)
     insts: list[Any] = []
@@ -252,7 +258,9 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
         is_seti.next = op == op_seti
         is_addi.next = op == op_addi
         is_loop.next = op == op_loop
-        is_store.next = op == op_store
+        is_store.next = op == op_store or op == op_spill
+        ctl.is_spill.next = op == op_spill
+        ctl.is_fill.next = op == op_fill
         ctl.is_loadw.next = op == op_loadw
         ctl.is_shiftadd.next = op == op_shiftadd
         ctl.is_acc.next = op == op_acc
@@ -265,7 +273,8 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
         ctl.is_req.next = op == op_req
         ctl.is_act.next = op == op_act
         ctl.relu.next = op == op_req and f_relu == 1
-        is_multi.next = op == m0 or op == m1 or op == m2 or op == m3
+        is_multi.next = (op == m0 or op == m1 or op == m2 or op == m3 or op == m4
+                         or op == m5)
 
     @always_comb
     def fetch() -> None:
@@ -331,7 +340,7 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
         b1.next = done and (ctl.is_mac or ctl.is_loadw or ctl.is_bias or ctl.is_req
                             or ctl.is_act)
         b2.next = done and (ctl.is_mac or ctl.is_shiftadd or ctl.is_vld or ctl.is_vmax
-                            or ctl.is_vmac or is_store)
+                            or ctl.is_vmac or is_store or ctl.is_fill)
 
     @always_comb
     def reg_write() -> None:

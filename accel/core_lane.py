@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from myhdl import Signal, always_comb, always_seq, block, intbv
+from myhdl import Signal, always_comb, always_seq, block, concat, intbv
 
 from contract import hwcode, isa
 from contract.config import AccelConfig
@@ -154,6 +154,14 @@ def lane(clk: Any, rst: Any, index: int, config: AccelConfig, ctl: Any, wcode: A
     def widen_x() -> None:
         xacc.next = xb
 
+    # FILL: the accumulator moves up by act_bits and the element's bits fill the low end.
+    filled = unsigned(c.acc_bits)
+    keep = c.acc_bits - act_bits
+
+    @always_comb
+    def fill_in() -> None:
+        filled.next = concat(acc_q[keep:], xb[act_bits:])
+
     active = Signal(bool(0))
 
     @always_comb
@@ -175,6 +183,10 @@ def lane(clk: Any, rst: Any, index: int, config: AccelConfig, ctl: Any, wcode: A
                 acc_q.next = bword.signed()
             elif ctl.is_vld and active:
                 acc_q.next = xacc
+            elif ctl.is_spill and active:
+                acc_q.next = acc_q >> act_bits
+            elif ctl.is_fill and active:
+                acc_q.next = filled.signed()
             elif ctl.is_vmax and active:
                 if xacc > acc_q:
                     acc_q.next = xacc
@@ -185,5 +197,5 @@ def lane(clk: Any, rst: Any, index: int, config: AccelConfig, ctl: Any, wcode: A
                     acc_q.next = ysat
 
     insts += [choose_w, widen_q, shift_amount, shift_minus_one, round_pre, round_inc,
-              round_fin, saturate, acc_add, widen_x, lane_active, regs_upd]
+              round_fin, saturate, acc_add, widen_x, fill_in, lane_active, regs_upd]
     return insts

@@ -230,6 +230,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(line)
         print(f"total: {rep.cycles_per_image} cycles per image, {rep.cycles_per_image * rep.batch}"
               f" for the batch of {rep.batch} ({args.backend}, {rep.seconds:.2f} s)")
+        d = rep.as_dict()
+        print(f"host transfers: {d['transfer_words_per_image']} words "
+              f"({d['transfer_bytes_per_image']} bytes), {rep.transfer_cycles_per_image} cycles "
+              f"per image at {comp.config.host_words_per_cycle} word(s) a cycle; end to end "
+              f"{d['end_to_end_cycles_per_image']} cycles per image")
         if args.trace:
             print("integer: " + (f"first divergence at layer {rep.first_int_divergence}"
                                  if rep.first_int_divergence else "bit-exact in every layer"))

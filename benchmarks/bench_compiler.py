@@ -6,7 +6,8 @@ bytes and the cycles per image; and, on a smaller copy, the output error with an
 requant-aware weight-scale search.  Prints and saves JSON.
 
     python benchmarks/bench_compiler.py [--networks resnet18,alexnet,...|all] [--size 224]
-                                        [--width 1.0] [--out FILE]
+                                        [--width 1.0] [--config default|small|wide|FILE]
+                                        [--out FILE]
 
 The default is ResNet-18 alone (the issue's figure); ``--networks all`` adds AlexNet, VGG-16 and
 SqueezeNet 1.0 and 1.1 (minutes each: VGG-16 has 138 M weights).
@@ -28,10 +29,13 @@ from contract.config import AccelConfig
 from programs import reference, runtime, seednets
 from programs.manifest import compile_model
 
-# ResNet-18's 3x3x512 convolutions need 4608 weight words per block of lanes, AlexNet's first
-# fully connected layer 9216 and VGG-16's 25088 (7x7x512): more than the default 4096-word WMEM
-# holds, so the benchmark's accelerator has 32768.
-BENCH_CONFIG = AccelConfig(wmem_depth=32768)
+# The shipped configuration; a small one (reductions split into many chunks, narrow row
+# bands); and the wide one the figures used before reduction tiling, when ResNet-18's 3x3x512
+# convolutions (4608 weight words a block), AlexNet's first FC layer (9216) and VGG-16's
+# (25088) had to fit WMEM whole.
+CONFIGS = {"default": AccelConfig(), "small": AccelConfig(wmem_depth=512, amem_depth=8192),
+           "wide": AccelConfig(wmem_depth=32768)}
+BENCH_CONFIG = CONFIGS["default"]
 NETWORKS = ("resnet18", "alexnet", "vgg16", "squeezenet1_0", "squeezenet1_1")
 
 
@@ -75,17 +79,42 @@ def requant_comparison(size: int, width: float, n: int = 8, seed: int = 1) -> di
     return out
 
 
+def unique_bytes(comp: Any) -> dict[str, int]:
+    """What a network's programs must hold at least once: every weight code, every channel's
+    parameter words (bias, requant, slope) and the instructions of every tile."""
+    c = comp.config
+    weights = params = 0
+    for ql in comp.qnet.qlayers.values():
+        if ql.w_int is not None:
+            weights += ql.w_int.size
+        if ql.mult is not None:
+            per_channel = 1 + int(ql.bias_int is not None) + int(ql.slope_ints is not None)
+            params += per_channel * len(ql.mult)
+    text = sum(len(t.image.text) for ll in comp.layers for t in ll.tiles)
+    return {"weight_code_bytes": -(-weights * c.weight_bits // 8),
+            "param_bytes": -(-params * c.acc_bits // 8), "instruction_bytes": 4 * text}
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (Linux reports kilobytes)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
 def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
           compare_size: int = 32, compare_width: float = 0.25,
-          network: str = "resnet18") -> dict[str, Any]:
+          network: str = "resnet18", config: AccelConfig = BENCH_CONFIG) -> dict[str, Any]:
     model = seednets.build(network, width=width, size=size, seed=seed)
     rng = np.random.default_rng(seed)
     calib = rng.standard_normal((calib_n, 3, size, size)).astype(np.float32)
     x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
     t0 = time.perf_counter()
-    comp = compile_model(model, BENCH_CONFIG, calib)
+    comp = compile_model(model, config, calib)
     t_compile = time.perf_counter() - t0
+    peak = peak_rss_bytes()
     totals = comp.totals()
+    least = unique_bytes(comp)
     t0 = time.perf_counter()
     rep = runtime.run(comp, x, get_backend("emu", fast=True))
     t_emu = time.perf_counter() - t0
@@ -93,8 +122,9 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
     # The emulator's result is checked bit for bit against the integer reference inside run().
     result = {
         "network": f"{network} (random weights), width {width}, input {size}x{size}",
-        "config": BENCH_CONFIG.to_dict(),
+        "config": config.to_dict(),
         "compile_seconds": t_compile,
+        "peak_rss_bytes_after_compile": peak,
         "compile_breakdown": comp.info["compile_seconds"],
         "emulator_fast_seconds": t_emu,
         "onnxruntime_float_seconds": t_ort,
@@ -103,7 +133,12 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "tiles": totals["tiles"],
         "instructions": totals["text_words"],
         "weight_words": totals["weight_words"],
+        **least,
+        "program_over_unique": totals["image_bytes"] / sum(least.values()),
+        "split_layers": sum(1 for ll in comp.layers if ll.partial_channels),
         "cycles_per_image": rep.cycles_per_image,
+        "transfer_cycles_per_image": rep.transfer_cycles_per_image,
+        "transfer_bytes_per_image": rep.as_dict()["transfer_bytes_per_image"],
         "bit_exact_with_integer_reference": rep.first_int_divergence is None,
         "output_rel_rms_error_vs_float": float(np.sqrt(np.mean((rep.output - y_ort) ** 2)
                                                        / np.mean(y_ort ** 2))),
@@ -122,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated from {', '.join(NETWORKS)}, or all")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--config", default="default",
+                   help=f"accelerator: {', '.join(CONFIGS)} or a TOML/JSON file")
     p.add_argument("--compare-size", type=int, default=32)
     p.add_argument("--compare-width", type=float, default=0.25)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "compiler.json"))
@@ -130,21 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in NETWORKS]
     if unknown:
         p.error(f"unknown network {unknown[0]} (known: {', '.join(NETWORKS)})")
+    config = (CONFIGS[args.config] if args.config in CONFIGS
+              else AccelConfig.load(args.config))
     results = {}
     for name in names:
         results[name] = bench(args.size, args.width, compare_size=args.compare_size,
-                              compare_width=args.compare_width, network=name)
+                              compare_width=args.compare_width, network=name, config=config)
         r = results[name]
         print(f"{name:<14} compile {r['compile_seconds']:7.1f} s   emulator "
               f"{r['emulator_fast_seconds']:7.2f} s   onnxruntime "
               f"{r['onnxruntime_float_seconds']:6.3f} s   ratio "
-              f"{r['emulator_over_onnxruntime']:6.1f}x   {r['program_bytes'] / 1e6:7.1f} MB   "
+              f"{r['emulator_over_onnxruntime']:6.1f}x   {r['program_bytes'] / 1e6:7.1f} MB "
+              f"({r['program_over_unique']:.2f}x weights+params+text)   peak "
+              f"{r['peak_rss_bytes_after_compile'] / 2**30:.2f} GiB   "
               f"{r['cycles_per_image']:>14,} cycles   bit-exact "
               f"{r['bit_exact_with_integer_reference']}", flush=True)
-    res = results[names[0]] if len(names) == 1 else {"networks": results}
-    text = json.dumps(res, indent=1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+        # Saved after every network: a long run stopped half way keeps what it measured.
+        res = results[names[0]] if len(names) == 1 else {"networks": results}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     return 0
 
 

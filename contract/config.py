@@ -30,6 +30,10 @@ class ConfigError(ValueError, AsdError):
     """A configuration that cannot be built; the message names the field."""
 
 
+# Fields left out of the serialized form at these defaults (configurations from before they
+# existed keep their hash and image bytes).
+_QUIET_DEFAULTS: dict[str, Any] = {"weights": wformats.DEFAULT, "host_words_per_cycle": 1}
+
 # A configuration is a few hundred bytes; more is refused unread (/dev/zero, a wrong file).
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -53,6 +57,10 @@ class AccelConfig:
                    default) or 'int8' (plain 8-bit integers, PE kind 'multiplier' only).  Left
                    out of the serialized form at its default, so 'asd' configurations keep
                    their hash and image bytes
+    host_words_per_cycle  memory words the host moves per cycle between tiles (an IMEM, WMEM
+                   or BMEM word, or an AMEM element): the bandwidth transfer cycles are
+                   counted at.  It changes no result: left out of the semantic hash, and of
+                   the serialized form at its default
     """
 
     lanes: int = 8
@@ -66,6 +74,7 @@ class AccelConfig:
     loop_depth: int = 4
     pe: str = "shiftadd"
     weights: str = wformats.DEFAULT
+    host_words_per_cycle: int = 1
 
     def __post_init__(self) -> None:
         def need(cond: bool, field: str, what: str) -> None:
@@ -99,6 +108,7 @@ class AccelConfig:
             v = getattr(self, name)
             need(2 <= v <= limit and v & (v - 1) == 0, name, f"must be a power of two, 2..{limit}")
         need(1 <= self.loop_depth <= 8, "loop_depth", "must be 1..8")
+        need(1 <= self.host_words_per_cycle <= 1024, "host_words_per_cycle", "must be 1..1024")
 
     # Derived quantities -------------------------------------------------------------------
     @property
@@ -133,8 +143,9 @@ class AccelConfig:
         """The serialized fields; ``weights`` only when not the default (hash and image
         bytes of 'asd' configurations are those from before the field existed)."""
         d = dataclasses.asdict(self)
-        if d["weights"] == wformats.DEFAULT:
-            del d["weights"]
+        for name, default in _QUIET_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     def to_json(self) -> str:
@@ -192,7 +203,9 @@ class AccelConfig:
     def semantic_hash(self) -> bytes:
         """8 bytes identifying everything that changes what a program computes or where it
         may address.  The PE kind is left out: both kinds run the same images bit for bit.
-        The weight format is in (through :meth:`to_dict`, so only when it is not 'asd')."""
+        The weight format is in (through :meth:`to_dict`, so only when it is not 'asd');
+        the host bandwidth is out (it only prices transfers)."""
         d = self.to_dict()
         d.pop("pe")
+        d.pop("host_words_per_cycle", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).digest()[:8]

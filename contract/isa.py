@@ -260,6 +260,19 @@ INSTRUCTIONS: tuple[Instr, ...] = (
           "AMEM[R[rd] + i] = A[i] mod 2^act_bits for i < n; R[rd] += inc",
           "Keeps the low act_bits bits (REQ first to saturate).", "n",
           pointers=_ptr("rd", "AMEM", writes=True, per_lane=True), lane_state=(("A", "reads"),)),
+    Instr("SPILL", 17, (_reg("rd", "activation address register"), _N, _INC12),
+          "AMEM[R[rd] + i] = A[i] mod 2^act_bits; A[i] = A[i] >> act_bits (arithmetic) for "
+          "i < n; R[rd] += inc",
+          "Saves a partial sum exactly, act_bits at a time from the low end: ceil(acc_bits / "
+          "act_bits) SPILLs hold the whole accumulator (reduction tiling).", "n",
+          pointers=_ptr("rd", "AMEM", writes=True, per_lane=True),
+          lane_state=(("A", "updates"),)),
+    Instr("FILL", 18, (_reg("rx", "activation address register"), _N, _INC12),
+          "A[i] = wrap((A[i] << act_bits) + (AMEM[R[rx] + i] mod 2^act_bits)) for i < n; "
+          "R[rx] += inc",
+          "Restores a spilled partial sum: VLD of its top piece (signed), then FILL of the "
+          "others from high to low.", "n", pointers=_ptr("rx", "AMEM", per_lane=True),
+          lane_state=(("A", "updates"),)),
 )
 
 BY_MNEMONIC: dict[str, Instr] = {i.mnemonic: i for i in INSTRUCTIONS}

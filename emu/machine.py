@@ -292,11 +292,27 @@ def _store(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> N
     m.amem[a["AMEM"]: a["AMEM"] + n] = wrap(m.acc[:n], m.config.act_bits)
 
 
+def _spill(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> None:
+    c = m.config
+    m.amem[a["AMEM"]: a["AMEM"] + n] = wrap(m.acc[:n], c.act_bits)
+    acc = m.acc.copy()
+    acc[:n] >>= c.act_bits
+    m.acc = acc
+
+
+def _fill(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> None:
+    c = m.config
+    acc = m.acc.copy()
+    low = _lanes_x(m, a, n) & ((1 << c.act_bits) - 1)
+    acc[:n] = wrap((acc[:n] << c.act_bits) + low, c.acc_bits)
+    m.acc = acc
+
+
 SEMANTICS: dict[str, Semantics] = {
     "NOP": _nothing, "HALT": _nothing, "SETI": _nothing, "ADDI": _nothing, "LOOP": _loop,
     "LOADW": _loadw, "SHIFTADD": _shiftadd, "ACC": _acc, "MAC": _mac, "CLR": _clr,
     "BIAS": _bias, "VLD": _vld, "VMAX": _vmax, "VMAC": _vmac, "REQ": _req, "ACT": _act,
-    "STORE": _store,
+    "STORE": _store, "SPILL": _spill, "FILL": _fill,
 }
 if set(SEMANTICS) != set(isa.BY_MNEMONIC):  # pragma: no cover - checked at import
     raise AssertionError(f"step semantics and the ISA table disagree: {sorted(SEMANTICS)}")

@@ -78,31 +78,86 @@ def _finish(relu: bool, act: bool, n: int, cout: int, params_back: int) -> list[
     return lines + [f"      STORE r2, {n}, {cout}"]
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """A tile's place in a reduction split over input-channel chunks (reduction tiling).
+
+    The first chunk starts from the bias, the others from the partial sums the previous chunk
+    spilled (``restore_base``: their AMEM address); every chunk but the last spills its sums
+    exactly, ``pieces`` elements of ``act_bits`` per lane (:func:`pieces`), where the last
+    requantizes and stores.  Per output pixel the partial sums of a tile's ``cout`` channels
+    are ``cout * pieces`` elements, block by block, each block piece by piece (low first).
+    """
+
+    first: bool = True
+    last: bool = True
+    pieces: int = 1
+    restore_base: int = 0
+
+    @property
+    def alone(self) -> bool:
+        return self.first and self.last
+
+    def param_columns(self) -> tuple[bool, bool]:
+        """(bias, requant [+ slope]) words the chunk's program reads, per block."""
+        return self.first, self.last
+
+
+def partial_step(cout: int, n: int, pieces: int) -> int:
+    """The last FILL's post-increment: from a block's piece 0 of one pixel to its top piece
+    at the next pixel (``cout`` channels of ``pieces`` elements per pixel, ``n`` lanes)."""
+    return cout * pieces + (pieces - 1) * n
+
+
 def conv_source(g: WindowGeometry, nblocks: int, rem: int, cout: int, out_base: int, relu: bool,
-                act: bool, cfg: AccelConfig, title: str) -> str:
-    """Dense convolution: per output pixel, BIAS, one MAC run per kernel row over the
-    contiguous ``kx*C + ci`` elements, REQ (+ACT), STORE of the block's lanes."""
+                act: bool, cfg: AccelConfig, title: str, chunk: Chunk | None = None) -> str:
+    """Dense convolution: per output pixel, BIAS (or the restored partial sums), one MAC run
+    per kernel row over the contiguous ``kx*C + ci`` elements, then REQ (+ACT) and STORE of
+    the block's lanes (or SPILL of the partial sums)."""
     runs = g.kernel_rows(g.kw * g.c)
     check_loop_counts(g.oh, g.ow, *(n for n, _ in runs))
     wpb = g.kh * g.kw * g.c
-    pwords = 3 if act else 2
+    chunk = chunk or Chunk()
+    p = chunk.pieces
+    bias, req = chunk.param_columns()
+    pwords = int(bias) + (2 if act else 1) * int(req)
+    out_step = cfg.lanes * (1 if chunk.last else p)
 
     def body(n: int, tag: str) -> list[str]:
-        lines = ["    SETI r1, 0", "    ADDI r2, r6, 0", f"    LOOP {g.oh}, rows_{tag}",
-                 f"    LOOP {g.ow}, px_{tag}", "      BIAS r3, 1", "      ADDI r0, r5, 0"]
+        lines = ["    SETI r1, 0", "    ADDI r2, r6, 0"]
+        if not chunk.first:
+            lines += [f"    ADDI r4, r7, {(p - 1) * n}"]
+        lines += [f"    LOOP {g.oh}, rows_{tag}", f"    LOOP {g.ow}, px_{tag}"]
+        if chunk.first:
+            lines += [f"      BIAS r3, {int(req)}"]
+        else:
+            lines += [f"      VLD r4, {n}, {-n}"]
+            lines += [f"      FILL r4, {n}, {-n if j < p - 2 else partial_step(cout, n, p)}"
+                      for j in range(p - 1)]
+        lines += ["      ADDI r0, r5, 0"]
         for i, (cnt, step) in enumerate(runs):
             lines += [f"      LOOP {cnt}, mac_{tag}_{i}", "      MAC r0, 1, r1, 1",
                       f"mac_{tag}_{i}:", f"      ADDI r1, r1, {s16(step)}"]
-        lines += _finish(relu, act, n, cout, 1)
+        if chunk.last:
+            lines += _finish(relu, act, n, cout, int(bias))
+        else:
+            last_inc = cout * p - (p - 1) * n  # to the next pixel's piece 0
+            lines += [f"      SPILL r2, {n}, {n if j < p - 1 else last_inc}" for j in range(p)]
         lines += [f"px_{tag}:", f"    ADDI r1, r1, {s16(g.row_step)}", f"rows_{tag}:",
-                  f"    ADDI r5, r5, {s16(wpb)}", f"    ADDI r3, r3, {pwords}",
-                  f"    ADDI r6, r6, {cfg.lanes}"]
+                  f"    ADDI r5, r5, {s16(wpb)}"]
+        if pwords:
+            lines += [f"    ADDI r3, r3, {pwords}"]
+        lines += [f"    ADDI r6, r6, {out_step}"]
+        if not chunk.first:
+            lines += [f"    ADDI r7, r7, {cfg.lanes * p}"]
         return lines
 
     head = [f"; {title}",
             f"; input band {g.oh}x{g.ow} outputs from a {g.wp}-wide padded HWC map of {g.c} "
             f"channels, kernel {g.kh}x{g.kw}, stride {g.sy}x{g.sx}",
             "    SETI r5, 0", "    SETI r3, 0", f"    SETI r6, {out_base}"]
+    if not chunk.first:
+        head += [f"    SETI r7, {chunk.restore_base}"]
     return "\n".join(head + _blocks(nblocks, rem, cfg.lanes, cfg, body) + ["    HALT"]) + "\n"
 
 

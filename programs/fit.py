@@ -42,6 +42,54 @@ def check_memories(cfg: AccelConfig, text_words: int, weight_words: int, param_w
         raise DoesNotFit(f"{param_words} parameter words exceed bmem_depth {cfg.bmem_depth}")
 
 
+def pieces(cfg: AccelConfig) -> int:
+    """Elements of ``act_bits`` that hold one accumulator exactly (SPILL/FILL)."""
+    return -(-cfg.acc_bits // cfg.act_bits)
+
+
+def plan_reduction(kh: int, kw: int, cig: int, wp: int, ow: int, sx: int, cog: int,
+                   cfg: AccelConfig) -> tuple[int, int, str]:
+    """Input channels per reduction chunk and output columns per tile of a dense convolution
+    group, or ``(0, 0, why)`` when not even one channel of one output pixel fits.
+
+    The whole reduction over whole rows when one block's weights fit WMEM and one output row
+    with its input rows fits AMEM.  Otherwise the reduction is split into input-channel
+    chunks whose partial sums are spilled exactly (``pieces`` elements an accumulator, in and
+    out): as many channels as WMEM and one AMEM row allow; and when a row of even one channel
+    does not fit, the row is split into column groups too, as wide as the chunk allows.
+    """
+    n1 = min(cfg.lanes, cog)
+    if kh * kw * cig <= cfg.wmem_depth and kh * wp * cig + ow * n1 <= cfg.amem_depth:
+        return cig, ow, ""
+    if kh * kw > cfg.wmem_depth:
+        return 0, 0, (f"one input channel of the {kh}x{kw} kernel needs {kh * kw} weight "
+                      f"words, wmem_depth is {cfg.wmem_depth}")
+    p = pieces(cfg)
+    spills = 2 * n1 * p  # partial sums in and out, per output pixel
+
+    def columns(cc: int) -> int:
+        """Most output columns a tile of ``cc`` channels holds: whole padded rows, or ``w``
+        columns reading (w-1)*sx + kw input columns."""
+        if kh * wp * cc + ow * spills <= cfg.amem_depth:
+            return ow
+        return max(0, min(ow - 1, (cfg.amem_depth - kh * (kw - sx) * cc)
+                          // (kh * sx * cc + spills)))
+
+    # The fewest tiles (chunks x column groups); on a tie, the fewest chunks (spills).
+    best = (0, 0)
+    for cc in range(min(cig, cfg.wmem_depth // (kh * kw)), 0, -1):
+        cols = columns(cc)
+        if cols and (not best[0] or -(-cig // cc) * -(-ow // cols)
+                     < -(-cig // best[0]) * -(-ow // best[1])):
+            best = (cc, cols)
+    if best[0]:
+        return best[0], best[1], ""
+    need = kh * kw + spills
+    return 0, 0, (f"one output pixel of one block needs {need} AMEM elements (a {kh}x{kw} "
+                  f"window of one channel, partial sums in and out of {n1}x{p}), amem_depth "
+                  f"is {cfg.amem_depth}")
+
+
 def balanced_groups(n: int, most: int) -> list[tuple[int, int]]:
     """``[start, stop)`` of ``n`` items in as few groups of at most ``most`` as possible, their
     sizes as equal as possible (the last may be smaller)."""

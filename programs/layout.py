@@ -78,6 +78,18 @@ def param_words(ql: QLayer, ch: slice, nblocks: int, cfg: AccelConfig, bias: boo
     return np.stack(cols, axis=1).reshape(-1, cfg.lanes)
 
 
+def chunk_param_words(ql: QLayer, ch: slice, nblocks: int, cfg: AccelConfig, first: bool,
+                      last: bool) -> I64:
+    """BMEM words per block of one reduction chunk: the bias for the first (it starts the
+    sums), requant [, slope] for the last (it finishes them), none between."""
+    if last:
+        return param_words(ql, ch, nblocks, cfg, bias=first)
+    if first:
+        assert ql.bias_int is not None
+        return lane_words(ql.bias_int[ch], nblocks, cfg.lanes, 0).reshape(-1, cfg.lanes)
+    return np.zeros((0, cfg.lanes), np.int64)
+
+
 def shares_params(ql: QLayer) -> bool:
     """Whether all the layer's channels have the same requant and slope words (true of an
     average pool or an add unless a PReLU gives each channel its own slope: their scales

@@ -7,12 +7,16 @@ one AMEM, so tiling is the normal case:
 * output row bands, sized so input band + output band fit ``amem_depth``;
 * output-channel block groups, sized so the group's weights fit ``wmem_depth``, its
   parameters ``bmem_depth`` and its program ``imem_depth``;
-* grouped convolutions: one dense convolution per group on its channel slice.
+* grouped convolutions: one dense convolution per group on its channel slice;
+* reduction chunks: a dense convolution whose block of weights exceeds ``wmem_depth`` (or
+  whose rows exceed ``amem_depth``) runs over input-channel chunks, one tile each, that save
+  and restore full-width partial sums (SPILL, FILL; :func:`programs.fit.plan_reduction`), and
+  over output column groups when a row of one chunk is still too wide.
 
-A layer that cannot fit even as one block of ``lanes`` channels and one output row is an error
-that says which memory is too small and by how much.  A tile's program comes from
-:mod:`programs.codegen`, its memory contents from :mod:`programs.layout`, its expected cycles
-from :mod:`contract.isa`; block groups shrink until they fit by
+A layer that cannot fit even as one block of ``lanes`` channels, one input channel and one
+output pixel is an error that says which memory is too small and by how much.  A tile's
+program comes from :mod:`programs.codegen`, its memory contents from :mod:`programs.layout`,
+its expected cycles from :mod:`contract.isa`; block groups shrink until they fit by
 :func:`programs.fit.fit_in_groups`.
 """
 
@@ -30,12 +34,20 @@ from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
 
-from .codegen import WindowGeometry, add_source, conv_source, vector_source
-from .fit import STORE_INC_MAX, DoesNotFit, balanced_groups, fit_in_groups
+from .codegen import Chunk, WindowGeometry, add_source, conv_source, vector_source
+from .fit import (
+    STORE_INC_MAX,
+    DoesNotFit,
+    balanced_groups,
+    fit_in_groups,
+    pieces,
+    plan_reduction,
+)
 from .graph import Graph, Layer
 from .layout import (
     band_regions,
     broadcast_words,
+    chunk_param_words,
     conv_weight_words,
     depthwise_weight_words,
     param_words,
@@ -58,6 +70,7 @@ class TileInput:
     rows: tuple[int, int]      # rows of the padded input, [r0, r1)
     channels: tuple[int, int]  # channel slice [c0, c1)
     base: int
+    cols: tuple[int, int] | None = None  # columns of the padded input [x0, x1); None: all
 
 
 @dataclass
@@ -69,6 +82,8 @@ class Tile:
     out_channels: tuple[int, int]
     out_base: int
     cycles: int
+    out_tensor: str = ""  # "" for the layer's output, else its partial sums (reduction tiling)
+    out_cols: tuple[int, int] | None = None  # output columns [x0, x1); None: all
 
 
 @dataclass
@@ -83,6 +98,11 @@ class LoweredLayer:
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     pad_value: int = 0
     tiles: list[Tile] = field(default_factory=list)
+    partial_channels: int = 0  # elements per pixel of the spilled partial sums, if any
+
+    @property
+    def partial_name(self) -> str:
+        return f"{self.output}#partial"
 
     @property
     def cycles(self) -> int:
@@ -97,14 +117,6 @@ def _never(lay: Layer, why: str, cfg: AccelConfig, memories: tuple[str, ...]) ->
     listed = ", ".join(f"{name}={getattr(cfg, name)}" for name in ("lanes", *memories))
     return LowerError(f"layer {lay.name} ({lay.op}) can never fit this accelerator: {why} "
                       f"(config: {listed})")
-
-
-def _block_weights_overflow(kh: int, kw: int, cig: int, cfg: AccelConfig) -> str:
-    """Why one block of a dense convolution cannot hold its weights ("" when it can)."""
-    if kh * kw * cig <= cfg.wmem_depth:
-        return ""
-    return (f"one block needs {kh * kw * cig} weight words ({kh}x{kw}x{cig}), wmem_depth is "
-            f"{cfg.wmem_depth}")
 
 
 def _rows_fit(avail: int, in_row: int, out_row: int, kh: int, sy: int, oh: int) -> int:
@@ -153,11 +165,14 @@ class Lowerer:
         return WindowGeometry(c, w + l + r, lay.kernel[0], lay.kernel[1], lay.stride[0],
                               lay.stride[1], o1 - o0, ow)
 
-    def _most_blocks(self, lay: Layer, nblk: int, weight_words: int, param_words: int) -> int:
-        """Most channel blocks one tile may take: its STORE steps over all their channels, and
-        their weights and parameters (words per block) must fit WMEM and BMEM."""
+    def _most_blocks(self, lay: Layer, nblk: int, weight_words: int, param_words: int,
+                     spilled: int = 1) -> int:
+        """Most channel blocks one tile may take: its STORE (or SPILL/FILL, ``spilled``
+        pieces a channel) steps over all their channels, and their weights and parameters
+        (words per block) must fit WMEM and BMEM."""
         cfg = self.cfg
-        limits = [nblk, max(1, STORE_INC_MAX // cfg.lanes)]
+        step_room = STORE_INC_MAX - (spilled - 1) * cfg.lanes
+        limits = [nblk, max(1, step_room // (spilled * cfg.lanes))]
         if weight_words:
             limits.append(cfg.wmem_depth // weight_words)
         if param_words:
@@ -178,12 +193,20 @@ class Lowerer:
         assert ql.w_int is not None
         co, cig, kh, kw = ql.w_int.shape
         cog = co // lay.groups
-        oh = q.graph.shapes[lay.output][1]
-        overflow = _block_weights_overflow(kh, kw, cig, cfg)
-        if overflow:
-            raise self.never(lay, overflow)
+        _, oh, ow = q.graph.shapes[lay.output]
+        wp = q.graph.shapes[lay.inputs[0]][2] + lay.pads[1] + lay.pads[3]
+        per_chunk, per_tile, why = plan_reduction(kh, kw, cig, wp, ow, lay.stride[1], cog, cfg)
+        if not per_chunk:
+            raise self.never(lay, why)
+        chunks = balanced_groups(cig, per_chunk)
+        columns = balanced_groups(ow, per_tile)
+        spilled = pieces(cfg) if len(chunks) > 1 else 1
+        if spilled > 1:
+            ll.partial_channels = co * spilled
         nblk = math.ceil(cog / cfg.lanes)
-        most = self._most_blocks(lay, nblk, kh * kw * cig, params_per_block(ql, bias=True))
+        widest = max(c1 - c0 for c0, c1 in chunks)
+        most = self._most_blocks(lay, nblk, kh * kw * widest, params_per_block(ql, bias=True),
+                                 spilled)
         codes = ql.w_codes
 
         def group_tiles(g: int) -> list[Tile]:
@@ -191,42 +214,86 @@ class Lowerer:
             def build(b0: int, b1: int) -> list[Tile]:
                 k0 = g * cog + b0 * cfg.lanes
                 k1 = min(g * cog + b1 * cfg.lanes, (g + 1) * cog)
-                return self._conv_tiles(lay, ql, codes, (g * cig, (g + 1) * cig), (k0, k1), oh)
+                return self._conv_tiles(lay, ll, ql, codes, g * cig, chunks, columns, (k0, k1),
+                                        oh)
             return self._fit_blocks(lay, nblk, most, build)
 
         for g in range(lay.groups):
             ll.tiles += group_tiles(g)
 
-    def _conv_tiles(self, lay: Layer, ql: QLayer, codes: I64, ci: tuple[int, int],
+    def _conv_tiles(self, lay: Layer, ll: LoweredLayer, ql: QLayer, codes: I64, ci0: int,
+                    chunks: list[tuple[int, int]], columns: list[tuple[int, int]],
                     ko: tuple[int, int], oh: int) -> list[Tile]:
+        """Tiles of output channels ``ko``: per reduction chunk (input channels ``ci0 + c0 ..
+        ci0 + c1`` of the group), in order, one per row band and output column group, each
+        chunk but the last spilling its partial sums for the next to restore."""
         cfg = self.cfg
         act = ql.slope_ints is not None
-        c = ci[1] - ci[0]
         cout = ko[1] - ko[0]
-        g = self._geom(lay, c, 0, oh)
-        r = _rows_fit(cfg.amem_depth, g.wp * c, g.ow * cout, g.kh, g.sy, oh)
+        p = pieces(cfg) if len(chunks) > 1 else 1
+        widest = max(c1 - c0 for c0, c1 in chunks)
+        full = self._geom(lay, widest, 0, oh)
+        kh, kw, sy, sx = full.kh, full.kw, full.sy, full.sx
+
+        def band(c: int, rows: int, x0: int, x1: int) -> WindowGeometry:
+            """The window walk over padded columns ``x0*sx ..`` of output columns x0..x1-1."""
+            return WindowGeometry(c, (x1 - x0 - 1) * sx + kw, kh, kw, sy, sx, rows, x1 - x0)
+
+        most_cols = max(x1 - x0 for x0, x1 in columns)
+        # Whole rows read the whole padded width (right padding a window may never reach too).
+        g = full if len(columns) == 1 else band(widest, oh, 0, most_cols)
+        out_row = g.ow * cout * (2 * p if p > 1 else 1)
+        r = _rows_fit(cfg.amem_depth, g.wp * widest, out_row, kh, sy, oh)
         if r < 1:
-            need = g.kh * g.wp * c + g.ow * cout
-            raise DoesNotFit(f"one output row needs {need} AMEM elements ({g.kh} input rows of "
-                             f"{g.wp}x{c} plus {g.ow}x{cout} outputs), amem_depth is "
-                             f"{cfg.amem_depth}")
+            need = kh * g.wp * widest + out_row
+            raise DoesNotFit(f"one output row needs {need} AMEM elements ({kh} input rows of "
+                             f"{g.wp}x{widest} plus {out_row} outputs or partial sums), "
+                             f"amem_depth is {cfg.amem_depth}")
         nblocks = math.ceil(cout / cfg.lanes)
         rem = cout % cfg.lanes
-        words = conv_weight_words(codes[ko[0]:ko[1]], nblocks, cfg)
-        params = param_words(ql, slice(*ko), nblocks, cfg, bias=True)
+        data = []
+        for j, (c0, c1) in enumerate(chunks):
+            first, last = j == 0, j == len(chunks) - 1
+            data.append((conv_weight_words(codes[ko[0]:ko[1], c0:c1], nblocks, cfg),
+                         chunk_param_words(ql, slice(*ko), nblocks, cfg, first, last)))
+        whole = len(columns) == 1
         tiles = []
-        for o0, o1 in balanced_groups(oh, r):
-            gg = self._geom(lay, c, o0, o1)
-            rows = (o0 * g.sy, (o1 - 1) * g.sy + g.kh)
-            in_len = (rows[1] - rows[0]) * g.wp * c
-            out_len = (o1 - o0) * g.ow * cout
-            title = (f"{lay.name}: conv rows {o0}..{o1 - 1}, output channels "
-                     f"{ko[0]}..{ko[1] - 1}, input channels {ci[0]}..{ci[1] - 1}")
-            src = conv_source(gg, nblocks, rem, cout, in_len, ql.relu, act, cfg, title)
-            img = tile_image(src, cfg, words, params, np.zeros(0, np.int64), 0,
-                             band_regions(in_len, out_len))
-            tiles.append(Tile(img, src, [TileInput(lay.inputs[0], rows, ci, 0)], (o0, o1), ko,
-                              in_len, isa.static_cycles(img.text)))
+        # Chunk by chunk over every band, so each chunk's weights are loaded once (the host
+        # keeps the partial sums of the whole map between chunks).
+        for j, (c0, c1) in enumerate(chunks):
+            first, last = j == 0, j == len(chunks) - 1
+            for o0, o1 in balanced_groups(oh, r):
+                rows = (o0 * sy, (o1 - 1) * sy + kh)
+                for x0, x1 in columns:
+                    cols = None if whole else (x0 * sx, (x1 - 1) * sx + kw)
+                    npx = (o1 - o0) * (x1 - x0)
+                    gg = band(c1 - c0, o1 - o0, x0, x1) if cols else self._geom(
+                        lay, c1 - c0, o0, o1)
+                    in_len = (rows[1] - rows[0]) * gg.wp * gg.c
+                    restore = 0 if first else npx * cout * p
+                    out_len = npx * cout * (1 if last else p)
+                    ci = (ci0 + c0, ci0 + c1)
+                    title = (f"{lay.name}: conv rows {o0}..{o1 - 1}, output channels "
+                             f"{ko[0]}..{ko[1] - 1}, input channels {ci[0]}..{ci[1] - 1}")
+                    if cols:
+                        title += f", output columns {x0}..{x1 - 1}"
+                    if len(chunks) > 1:
+                        title += f" (reduction chunk {j + 1} of {len(chunks)})"
+                    src = conv_source(gg, nblocks, rem, cout, in_len + restore, ql.relu, act,
+                                      cfg, title, Chunk(first, last, p, in_len))
+                    regions = band_regions(in_len + restore, out_len)
+                    inputs = [TileInput(lay.inputs[0], rows, ci, 0, cols)]
+                    if restore:
+                        regions["partial"] = (in_len, restore)
+                        inputs.append(TileInput(ll.partial_name, (o0, o1),
+                                                (ko[0] * p, ko[1] * p), in_len,
+                                                None if whole else (x0, x1)))
+                    img = tile_image(src, cfg, *data[j], np.zeros(0, np.int64), 0, regions)
+                    out_ch = ko if last else (ko[0] * p, ko[1] * p)
+                    tiles.append(Tile(img, src, inputs, (o0, o1), out_ch, in_len + restore,
+                                      isa.static_cycles(img.text),
+                                      "" if last else ll.partial_name,
+                                      None if whole else (x0, x1)))
         return tiles
 
     def lower_vector(self, lay: Layer, ll: LoweredLayer, mode: str) -> None:
@@ -335,8 +402,9 @@ class Lowerer:
 
 
 def check_fits(graph: Graph, cfg: AccelConfig) -> None:
-    """The checks that need only shapes, run before the (costly) quantization: one block of
-    weights in WMEM, and one output row of one channel block with its input rows in AMEM."""
+    """The checks that need only shapes, run before the (costly) quantization: one input
+    channel of a kernel in WMEM, and one output row of one channel block with its input rows
+    (one channel of them when the reduction is split) in AMEM."""
     def never(lay: Layer, why: str) -> LowerError:
         return _never(lay, why, cfg, ("amem_depth", "wmem_depth"))
 
@@ -349,11 +417,15 @@ def check_fits(graph: Graph, cfg: AccelConfig) -> None:
         wp = w + lay.pads[1] + lay.pads[3]
         if lay.op == "conv" and not lay.depthwise:
             assert lay.weight is not None
-            cig = lay.weight.shape[1]
-            overflow = _block_weights_overflow(kh, kw, cig, cfg)
-            if overflow:
-                raise never(lay, overflow)
-            need = kh * wp * cig + ow * min(cfg.lanes, lay.weight.shape[0])
+            co, cig = lay.weight.shape[:2]
+            per_chunk, _, why = plan_reduction(kh, kw, cig, wp, ow, lay.stride[1],
+                                               co // lay.groups, cfg)
+            if not per_chunk:
+                raise never(lay, why)
+            continue
+        if lay.op == "conv" and kh * kw > cfg.wmem_depth:  # depthwise: a block's taps
+            raise never(lay, f"one block of the {kh}x{kw} depthwise kernel needs {kh * kw} "
+                        f"weight words, wmem_depth is {cfg.wmem_depth}")
         elif lay.op == "add":
             need = 3 * w * min(cfg.lanes, c)
         else:

@@ -16,6 +16,8 @@ the previous output whole and files the previous manifest does not list are kept
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
 import shutil
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from contract import isa
 from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.files import DirectoryBuilder
@@ -65,20 +68,60 @@ class Compiled:
     def config(self) -> AccelConfig:
         return self.qnet.config
 
-    def totals(self) -> dict[str, int]:
+    def stored(self) -> tuple[list[list[tuple[Image, str]]], dict[str, Image]]:
+        """What the output directory holds: per layer, per tile, its stored image and the
+        weight block it loads ("" when its weights are inside it); and the blocks by file.
+
+        Weights that two or more tiles load (a channel group's or a reduction chunk's, over
+        every row band and column group) are stored once, as a block: an image whose program
+        is HALT and whose weights are the block.  The tiles' own images then hold none."""
+        seen: dict[bytes, str] = {}
+        users: dict[bytes, int] = {}
+        keys = [[_weights_key(t.image) for t in ll.tiles] for ll in self.layers]
+        for row in keys:
+            for k in row:
+                if k:
+                    users[k] = users.get(k, 0) + 1
+        blocks: dict[str, Image] = {}
+        out: list[list[tuple[Image, str]]] = []
+        for i, (ll, row) in enumerate(zip(self.layers, keys)):
+            mine = []
+            for j, (t, k) in enumerate(zip(ll.tiles, row)):
+                if not k or users[k] < 2:
+                    mine.append((t.image, ""))
+                    continue
+                if k not in seen:
+                    seen[k] = f"blocks/{tile_filename(i, ll.name, j)}.bin"
+                    halt = np.array([isa.encode(isa.HALT.mnemonic)], np.int64)
+                    blocks[seen[k]] = Image(self.config, halt, t.image.weights)
+                empty = np.zeros((0, self.config.lanes), np.int64)
+                mine.append((dataclasses.replace(t.image, weights=empty), seen[k]))
+            out.append(mine)
+        return out, blocks
+
+    def totals(self, stored: tuple[list[list[tuple[Image, str]]], dict[str, Image]] | None = None
+               ) -> dict[str, int]:
         tiles = [t for ll in self.layers for t in ll.tiles]
+        images, blocks = stored or self.stored()
         return {
             "tiles": len(tiles),
+            "weight_blocks": len(blocks),
             "text_words": sum(len(t.image.text) for t in tiles),
             "weight_words": sum(len(t.image.weights) for t in tiles),
+            "stored_weight_words": sum(len(img.weights) for row in images for img, _ in row)
+            + sum(len(b.weights) for b in blocks.values()),
             "param_words": sum(len(t.image.params) for t in tiles),
-            "image_bytes": sum(len(t.image.to_bytes()) for t in tiles),
+            "image_bytes": sum(len(img.to_bytes()) for row in images for img, _ in row)
+            + sum(len(b.to_bytes()) for b in blocks.values()),
             "cycles": sum(t.cycles for t in tiles),
         }
 
     def manifest(self) -> dict[str, Any]:
+        """The manifest, naming the weight block each tile loads as :meth:`stored` decides."""
         q = self.qnet
         g = q.graph
+        kept = self.stored()
+        stored = [[block for _, block in row] for row in kept[0]]
         layers = []
         for i, ll in enumerate(self.layers):
             ql = q.qlayers[ll.name]
@@ -96,24 +139,33 @@ class Compiled:
             if lay.op in ("conv", "maxpool", "avgpool"):
                 entry.update(kernel=list(lay.kernel), stride=list(lay.stride), groups=lay.groups)
             tiles = []
-            for j, t in enumerate(ll.tiles):
+            for j, (t, block) in enumerate(zip(ll.tiles, stored[i])):
                 name = tile_filename(i, ll.name, j)
                 tiles.append({
                     "image": f"tiles/{name}.bin", "listing": f"tiles/{name}.s",
                     "inputs": [{"tensor": ti.tensor, "rows": list(ti.rows),
-                                "channels": list(ti.channels), "base": ti.base}
+                                "channels": list(ti.channels), "base": ti.base,
+                                **({"cols": list(ti.cols)} if ti.cols else {})}
                                for ti in t.inputs],
                     "out_rows": list(t.out_rows), "out_channels": list(t.out_channels),
                     "out_base": t.out_base, "cycles": t.cycles,
                     "text_words": len(t.image.text), "weight_words": len(t.image.weights),
                     "param_words": len(t.image.params),
                 })
+                if block:
+                    tiles[-1]["weights"] = block
+                if t.out_tensor:
+                    tiles[-1]["out_tensor"] = t.out_tensor
+                if t.out_cols:
+                    tiles[-1]["out_cols"] = list(t.out_cols)
             entry["tiles"] = tiles
+            if ll.partial_channels:
+                entry["partial_channels"] = ll.partial_channels
             layers.append(entry)
         return {"version": MANIFEST_VERSION, "config": self.config.to_dict(),
                 "input": g.input, "input_shape": list(g.input_shape), "output": g.output,
                 "output_dims": g.output_dims, "scheme": q.scheme, "calibration": q.calibration,
-                "requant_aware": q.requant_aware, "layers": layers, "totals": self.totals(),
+                "requant_aware": q.requant_aware, "layers": layers, "totals": self.totals(kept),
                 **self.info}
 
     def write(self, outdir: str | Path) -> Path:
@@ -126,10 +178,16 @@ class Compiled:
             new = out.staging
             (new / "tiles").mkdir()
             owned = ["manifest.json", "qnet.json", "qnet.npz"]
+            images, blocks = self.stored()
+            if blocks:
+                (new / "blocks").mkdir()
+            for block_name, block in blocks.items():
+                (new / block_name).write_bytes(block.to_bytes())
+                owned.append(block_name)
             for i, ll in enumerate(self.layers):
-                for j, t in enumerate(ll.tiles):
+                for j, (t, (img, _)) in enumerate(zip(ll.tiles, images[i])):
                     name = tile_filename(i, ll.name, j)
-                    (new / "tiles" / f"{name}.bin").write_bytes(t.image.to_bytes())
+                    (new / "tiles" / f"{name}.bin").write_bytes(img.to_bytes())
                     (new / "tiles" / f"{name}.s").write_text(t.source)
                     owned += [f"tiles/{name}.bin", f"tiles/{name}.s"]
             self.qnet.save(new)
@@ -155,25 +213,47 @@ class Compiled:
                                 f"{MANIFEST_VERSION}")
         qnet = QNet.load(d)
         layers = []
+        blocks: dict[str, Image] = {}
         for entry in man["layers"]:
             ll = lw.LoweredLayer(entry["name"], entry["op"], entry["inputs"], entry["output"],
                                  tuple(entry["out_shape"]),  # type: ignore[arg-type]
                                  tuple(entry["pads"]),  # type: ignore[arg-type]
-                                 int(entry["pad_value"]))
+                                 int(entry["pad_value"]),
+                                 partial_channels=int(entry.get("partial_channels", 0)))
             for t in entry["tiles"]:
                 img = Image.load(d / t["image"])
                 img.check_config(qnet.config)
+                if "weights" in t:  # a shared weight block: what the host loads into WMEM
+                    if t["weights"] not in blocks:
+                        blocks[t["weights"]] = Image.load(d / t["weights"])
+                        blocks[t["weights"]].check_config(qnet.config)
+                    img = dataclasses.replace(img, weights=blocks[t["weights"]].weights)
                 src_path = d / t["listing"]
                 ll.tiles.append(lw.Tile(
                     img, src_path.read_text() if src_path.exists() else "",
                     [lw.TileInput(ti["tensor"], tuple(ti["rows"]),  # type: ignore[arg-type]
-                                  tuple(ti["channels"]), int(ti["base"]))  # type: ignore[arg-type]
+                                  tuple(ti["channels"]), int(ti["base"]),  # type: ignore[arg-type]
+                                  _span(ti.get("cols")))
                      for ti in t["inputs"]],
                     tuple(t["out_rows"]), tuple(t["out_channels"]),  # type: ignore[arg-type]
-                    int(t["out_base"]), int(t["cycles"])))
+                    int(t["out_base"]), int(t["cycles"]), str(t.get("out_tensor", "")),
+                    _span(t.get("out_cols"))))
             layers.append(ll)
         model = d / "model.onnx"
         return cls(qnet, layers, model if model.exists() else None)
+
+
+def _weights_key(image: Image) -> bytes:
+    """Identity of an image's weights (a digest of its words; empty for none)."""
+    w = image.weights
+    if not len(w):
+        return b""
+    return hashlib.sha256(np.ascontiguousarray(w).data).digest() + str(w.shape).encode()
+
+
+def _span(pair: Any) -> tuple[int, int] | None:
+    """A manifest's optional ``[start, stop)`` (columns of a tile), or None for all."""
+    return None if pair is None else (int(pair[0]), int(pair[1]))
 
 
 DEFAULT_CALIBRATION_INPUTS = 4

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from contract import hwcode
 from contract.config import AccelConfig
+from contract.isa import REQ_SHIFT_MAX
 from contract.semantics import req_param
 
 from .graph import Graph, Layer
@@ -45,15 +46,19 @@ class QLayer:
         assert self.mult is not None and self.shift is not None
         c = self.config
         codes = hwcode.encode(self.mult, c.exp_bits)
-        return np.array([req_param(int(m), int(s), c.code_bits)
-                         for m, s in zip(codes, self.shift)], np.int64)
+        shift = np.asarray(self.shift, np.int64)
+        if len(shift) and not (0 <= shift.min() and shift.max() <= REQ_SHIFT_MAX):
+            bad = shift[(shift < 0) | (shift > REQ_SHIFT_MAX)][0]
+            req_param(0, int(bad), c.code_bits)  # raises, naming the shift
+        # req_param's word for every channel at once (a layer of 4096 channels is read once
+        # per tile).
+        return np.asarray(codes, np.int64) | (shift << c.code_bits)
 
     @property
     def slope_params(self) -> I64 | None:
         if self.slope_ints is None:
             return None
-        codes = hwcode.encode(self.slope_ints, self.config.exp_bits)
-        return np.array([req_param(int(m), 0, self.config.code_bits) for m in codes], np.int64)
+        return np.asarray(hwcode.encode(self.slope_ints, self.config.exp_bits), np.int64)
 
     @property
     def w_codes(self) -> I64:

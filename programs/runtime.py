@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contract.backend import DEFAULT_LIMITS, GOLDEN, Backend, Limits, get_backend
+from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
 
@@ -44,11 +45,56 @@ class InputError(ValueError, AsdError):
 
 
 @dataclass
+class Transfers:
+    """What the host moves for one image of a layer, tile by tile: the program, the weights
+    (a block already in WMEM from the tile before is not loaded again), the parameters and the
+    input bands in; the output band out.  Words are memory words (an instruction, a WMEM or
+    BMEM word of every lane, an AMEM element); cycles at ``host_words_per_cycle``, not
+    overlapped with computing."""
+
+    load_words: int = 0
+    store_words: int = 0
+    bytes: int = 0
+    cycles: int = 0
+
+
+def layer_transfers(ll: LoweredLayer, config: AccelConfig) -> Transfers:
+    """The host's loads and stores for one image of ``ll`` (static: tiles have fixed bands)."""
+    c = config
+    word_bytes = {"text": 4, "weights": c.lanes * c.weight_bits / 8,
+                  "params": c.lanes * c.acc_bits / 8, "acts": c.act_bits / 8}
+    t = Transfers()
+    moved = 0.0
+    in_wmem: I64 | None = None
+    for tile in ll.tiles:
+        img = tile.image
+        w = img.weights
+        reload = not (in_wmem is not None and in_wmem.shape == w.shape
+                      and np.array_equal(in_wmem, w))
+        in_wmem = w
+        acts = tile.out_base + len(img.acts)  # the input bands lie below the output
+        x0, x1 = tile.out_cols or (0, ll.out_shape[2])
+        out = (tile.out_rows[1] - tile.out_rows[0]) * (x1 - x0) * (
+            tile.out_channels[1] - tile.out_channels[0])
+        words = {"text": len(img.text), "weights": len(w) if reload else 0,
+                 "params": len(img.params), "acts": acts + out}
+        t.load_words += sum(words.values()) - out
+        t.store_words += out
+        moved += sum(words[k] * word_bytes[k] for k in words)
+    t.bytes = int(round(moved))
+    t.cycles = -(-(t.load_words + t.store_words) // c.host_words_per_cycle)
+    return t
+
+
+@dataclass
 class LayerRecord:
     name: str
     op: str
     cycles: int                     # per image
     tiles: int
+    transfer_words: int = 0         # per image, host loads and stores
+    transfer_cycles: int = 0
+    transfer_bytes: int = 0
     seconds: float = 0.0
     emulated_images: int = 0
     int_mismatches: int = 0         # elements differing from the integer reference
@@ -76,10 +122,19 @@ class RunReport:
     def cycles_per_image(self) -> int:
         return sum(r.cycles for r in self.layers)
 
+    @property
+    def transfer_cycles_per_image(self) -> int:
+        return sum(r.transfer_cycles for r in self.layers)
+
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "batch": self.batch, "seconds": self.seconds,
                 "cycles_per_image": self.cycles_per_image,
                 "cycles_total": self.cycles_per_image * self.batch,
+                "transfer_cycles_per_image": self.transfer_cycles_per_image,
+                "end_to_end_cycles_per_image": self.cycles_per_image
+                + self.transfer_cycles_per_image,
+                "transfer_words_per_image": sum(r.transfer_words for r in self.layers),
+                "transfer_bytes_per_image": sum(r.transfer_bytes for r in self.layers),
                 "layers": [r.as_dict() for r in self.layers],
                 "first_int_divergence": self.first_int_divergence,
                 "first_float_divergence": self.first_float_divergence}
@@ -88,14 +143,14 @@ class RunReport:
 def tile_amem(tile: Tile, padded: dict[str, I64]) -> Image:
     """The tile's image with its inputs placed (``padded`` is one image's padded tensors)."""
     img = tile.image
-    end = max([ti.base + (ti.rows[1] - ti.rows[0]) * padded[ti.tensor].shape[1]
-               * (ti.channels[1] - ti.channels[0]) for ti in tile.inputs]
-              + [img.acts_base + len(img.acts)])
+    bands = [(ti.base, padded[ti.tensor][ti.rows[0]:ti.rows[1],
+                                         slice(*ti.cols) if ti.cols else slice(None),
+                                         ti.channels[0]:ti.channels[1]]) for ti in tile.inputs]
+    end = max([base + band.size for base, band in bands] + [img.acts_base + len(img.acts)])
     acts = np.zeros(end, np.int64)
     acts[img.acts_base: img.acts_base + len(img.acts)] = img.acts
-    for ti in tile.inputs:
-        band = padded[ti.tensor][ti.rows[0]:ti.rows[1], :, ti.channels[0]:ti.channels[1]]
-        acts[ti.base: ti.base + band.size] = band.reshape(-1)
+    for base, band in bands:
+        acts[base: base + band.size] = band.reshape(-1)
     return Image(img.config, img.text, img.weights, img.params, acts, 0, img.regions)
 
 
@@ -115,6 +170,11 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
     cycles_seen = None
     for i in images:
         mine = {t: p[i] for t, p in zip(ll.inputs, padded)}
+        if ll.partial_channels:
+            # Partial sums of a split reduction: spilled by one chunk's tiles, restored by the
+            # next's; the host only moves them.
+            mine[ll.partial_name] = np.zeros((ll.out_shape[1], ow, ll.partial_channels),
+                                             np.int64)
         total = 0
         for tile in ll.tiles:
             result = backend.run(tile_amem(tile, mine), limits)
@@ -122,9 +182,11 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
             total += result.cycles
             o0, o1 = tile.out_rows
             k0, k1 = tile.out_channels
-            n = (o1 - o0) * ow * (k1 - k0)
-            out[i, o0:o1, :, k0:k1] = np.asarray(amem[tile.out_base: tile.out_base + n],
-                                                 np.int64).reshape(o1 - o0, ow, k1 - k0)
+            x0, x1 = tile.out_cols or (0, ow)
+            n = (o1 - o0) * (x1 - x0) * (k1 - k0)
+            dest = mine[tile.out_tensor] if tile.out_tensor else out[i]
+            dest[o0:o1, x0:x1, k0:k1] = np.asarray(amem[tile.out_base: tile.out_base + n],
+                                                   np.int64).reshape(o1 - o0, x1 - x0, k1 - k0)
         if cycles_seen is not None and total != cycles_seen:
             raise DivergenceError(f"layer {ll.name}: image {i} took {total} cycles, image 0 "
                                   f"{cycles_seen} (programs have no data-dependent timing)")
@@ -162,6 +224,10 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
         ql = q.qlayers[ll.name]
         ins = [vals[t] for t in ll.inputs]
         rec = LayerRecord(ll.name, ll.op, 0, len(ll.tiles))
+        if not ll.host:
+            moved = layer_transfers(ll, q.config)
+            rec.transfer_words = moved.load_words + moved.store_words
+            rec.transfer_cycles, rec.transfer_bytes = moved.cycles, moved.bytes
         if ll.host:
             y = ref.int_layer(ql, q, ins)
         else:

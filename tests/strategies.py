@@ -305,12 +305,13 @@ def layer_chains(draw: st.DrawFn, max_steps: int = 3) -> dict:
 
 
 # Accelerator configurations for compiled layers: small memories force tiling (row bands,
-# channel groups) on these tiny layers.
+# channel groups, reduction chunks with spilled partial sums) on these tiny layers.
 compiler_configs = st.builds(
     dict,
     lanes=st.sampled_from([1, 3, 4, 8]),
     amem_depth=st.sampled_from([512, 1024, 65536]),
-    wmem_depth=st.sampled_from([256, 4096]),
+    # 16 and 64 words split the reduction of most 3x3 convolutions and heads into chunks.
+    wmem_depth=st.sampled_from([16, 64, 256, 4096]),
     bmem_depth=st.sampled_from([16, 256]),
     loop_depth=st.sampled_from([3, 4]),
 )

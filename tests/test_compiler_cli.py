@@ -120,11 +120,12 @@ def test_user_errors(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     np.save(built / "bad.npy", np.zeros((1, 3, 8, 8), np.float32))
     assert main(["run", str(built / "out"), "--input", str(built / "bad.npy")]) == 2
     assert "N x 2 x 8 x 8" in capsys.readouterr().err
-    small = AccelConfig(wmem_depth=16)
+    small = AccelConfig(wmem_depth=8)  # one input channel of the 3x3 kernel needs 9 words
     small.save(built / "small.toml")
     assert main(["compile", str(built / "m.onnx"), "--config", str(built / "small.toml"),
                  "-o", str(built / "o3")]) == 2
-    assert "can never fit" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "can never fit" in err and "9 weight words, wmem_depth is 8" in err
 
 
 def test_compiled_roundtrip_runs_identically(tmp_path: Path) -> None:

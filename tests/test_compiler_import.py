@@ -118,11 +118,16 @@ def test_layer_that_never_fits_says_which_memory() -> None:
     g = import_model(chain_model({"c": 64, "h": 4, "w": 4, "seed": 0, "steps": [
         ("conv", {"co": 8, "k": 3, "s": 1, "pads": [1] * 4, "bias": True, "bn": False,
                   "groups": "dense", "act": "none"})]}))
-    q = quantize(g, AccelConfig(wmem_depth=256), np.ones((1, 64, 4, 4)))
-    with pytest.raises(LowerError, match=r"576 weight words.*wmem_depth is 256"):
+    # 3x3x64 = 576 weight words a block: split into reduction chunks, not refused ...
+    assert any(ll.partial_channels for ll in lower(quantize(g, AccelConfig(wmem_depth=256),
+                                                            np.ones((1, 64, 4, 4)))))
+    # ... but one input channel's 3x3 kernel must fit WMEM, and one output pixel of it (its
+    # window and 8 lanes of partial sums in and out, 4 pieces each) AMEM.
+    q = quantize(g, AccelConfig(wmem_depth=8), np.ones((1, 64, 4, 4)))
+    with pytest.raises(LowerError, match=r"3x3 kernel needs 9 weight words, wmem_depth is 8"):
         lower(q)
-    q2 = quantize(g, AccelConfig(amem_depth=512), np.ones((1, 64, 4, 4)))
-    with pytest.raises(LowerError, match="amem_depth"):
+    q2 = quantize(g, AccelConfig(amem_depth=64), np.ones((1, 64, 4, 4)))
+    with pytest.raises(LowerError, match="needs 73 AMEM elements.*amem_depth is 64"):
         lower(q2)
 
 

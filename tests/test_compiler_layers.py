@@ -72,12 +72,18 @@ def test_chain_emulator_equals_integer_reference_and_float_bound(spec: dict, cfg
 
 
 @settings(max_examples=scaled_examples(15), suppress_health_check=[HealthCheck.too_slow])
-@given(layer_chains(max_steps=1), st.sampled_from([dict(lanes=4), dict(lanes=8)]))
+@given(layer_chains(max_steps=1), st.sampled_from([dict(lanes=4), dict(lanes=8),
+                                                   dict(lanes=4, wmem_depth=16)]))
 def test_single_layer_step_mode(spec: dict, cfg: dict) -> None:
     """Step mode (the definition) agrees too, on single layers."""
     model = chain_model(spec)
     x = np.random.default_rng(1).standard_normal((1, spec["c"], spec["h"], spec["w"]))
-    comp = compile_model(model, AccelConfig(**cfg), x)
+    try:
+        comp = compile_model(model, AccelConfig(**cfg), x)
+    except LowerError as exc:  # a head's whole-map kernel beyond 16 WMEM words: a true limit
+        m = re.search(r"needs (\d+) .*?wmem_depth is (\d+)", str(exc))
+        assert m is not None and int(m.group(1)) > int(m.group(2)), str(exc)
+        return
     rep = runtime.run(comp, x, get_backend("emu", fast=False), batched=False)
     want = reference.int_forward(comp.qnet, x)[comp.qnet.graph.output]
     assert np.array_equal(rep.output_int, want)

@@ -56,12 +56,20 @@ def test_seed_network_bit_exact(name: str, size: int, width: float) -> None:
     assert np.abs(rep.output - want).max() / np.abs(want).max() < 0.35
 
 
-def test_full_width_alexnet_reports_what_never_fits() -> None:
+def test_full_width_alexnet_reports_what_never_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reduction too long for WMEM is split (the 9216-input FC fits 4096 words), but one
+    input channel of conv1's 11x11 kernel must fit: refused before quantization starts."""
+    from programs import manifest
     from programs.lower import LowerError
 
+    def no_quantization(*args: object, **kwargs: object) -> None:
+        raise AssertionError("quantization started before the refusal")
+
+    monkeypatch.setattr(manifest, "quantize", no_quantization)
     m = seednets.build("alexnet", width=1.0, size=224, classes=10)
-    with pytest.raises(LowerError, match="9216 weight words"):
-        compile_model(m, AccelConfig(), np.zeros((1, 3, 224, 224), np.float32))
+    with pytest.raises(LowerError, match=r"conv.*11x11 kernel needs 121 weight words, "
+                                         r"wmem_depth is 64.*wmem_depth=64"):
+        compile_model(m, AccelConfig(wmem_depth=64), np.zeros((1, 3, 224, 224), np.float32))
 
 
 def test_benchmark_runs_small(tmp_path: Path) -> None:

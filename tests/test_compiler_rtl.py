@@ -21,10 +21,21 @@ SPEC = {"c": 1, "h": 4, "w": 4, "seed": 0, "steps": [
     ("residual", {"act": "relu"}), ("gemm", {"co": 3})]}
 
 
-def test_small_network_on_rtl(backend: str) -> None:
-    x = np.random.default_rng(0).standard_normal((1, 1, 4, 4)).astype(np.float32)
-    cfg = AccelConfig(lanes=4, amem_depth=256, wmem_depth=64, bmem_depth=16, imem_depth=128)
-    comp = compile_model(chain_model(SPEC), cfg, x)
+# Reduction tiling: with 16 WMEM words the 3x3 convolution over 3 channels and the 4x4 head
+# over 5 run one input channel per chunk, spilling and restoring partial sums (SPILL, FILL).
+SPLIT_SPEC = {"c": 3, "h": 4, "w": 4, "seed": 1, "steps": [
+    ("conv", {"co": 5, "k": 3, "s": 1, "pads": [1, 1, 1, 1], "bias": True, "bn": False,
+              "groups": "dense", "act": "relu"}), ("gemm", {"co": 3})]}
+CONFIGS = {"tiled": (SPEC, dict(wmem_depth=64)), "split": (SPLIT_SPEC, dict(wmem_depth=16))}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_small_network_on_rtl(backend: str, case: str) -> None:
+    spec, memories = CONFIGS[case]
+    x = np.random.default_rng(0).standard_normal((1, spec["c"], 4, 4)).astype(np.float32)
+    cfg = AccelConfig(lanes=4, amem_depth=256, bmem_depth=16, imem_depth=128, **memories)
+    comp = compile_model(chain_model(spec), cfg, x)
+    assert any(ll.partial_channels for ll in comp.layers) == (case == "split")
     rep = runtime.run(comp, x, get_backend(backend), batched=False, trace=True)
     ints = reference.int_forward(comp.qnet, x)
     for ll in comp.layers:

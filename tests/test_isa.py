@@ -125,10 +125,13 @@ def test_rtl_control_rows_follow_the_roles() -> None:
     assert (rows["MAC"].port1, rows["MAC"].inc1, rows["MAC"].port2, rows["MAC"].inc2) == \
         ("rw", "iw", "rx", "ix")
     assert rows["STORE"].amem_write and rows["STORE"].multi and rows["STORE"].port2 == "rd"
+    assert rows["SPILL"].amem_write and rows["SPILL"].port2 == "rd"
+    assert not rows["FILL"].amem_write and rows["FILL"].port2 == "rx"
     assert rows["ADDI"].port1 == "rs" and rows["ADDI"].adds_port1
     ops = isa.OPCODES
     flags = {f"is_{m.lower()}": ops[m] for m in ("LOADW", "SHIFTADD", "MAC", "BIAS", "VLD",
-                                                   "VMAX", "VMAC", "REQ", "ACT", "STORE")}
+                                                   "VMAX", "VMAC", "REQ", "ACT", "STORE",
+                                                   "SPILL", "FILL")}
     control.check_wiring(flags)
     with pytest.raises(control.RTLError, match="disagrees with the ISA table"):
         control.check_wiring({**flags, "is_bias": ops["NOP"]})

@@ -205,8 +205,23 @@ def _store(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: i
         s.acc[:, :k].flatten(), b.c.act_bits)
 
 
+def _spill(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    _store(b, s, f, a, k)
+    acc = s.acc.copy()
+    acc[:, :k] >>= b.c.act_bits
+    s.acc = acc
+
+
+def _fill(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    acc = s.acc.copy()
+    low = _lanes_x(b, a, k) & ((1 << b.c.act_bits) - 1)
+    acc[:, :k] = wrap((acc[:, :k] << b.c.act_bits) + low, b.c.acc_bits)
+    s.acc = acc
+
+
 SEMANTICS: dict[str, Semantics] = {
     "NOP": _nothing, "SETI": _nothing, "ADDI": _nothing, "LOADW": _loadw,
     "SHIFTADD": _shiftadd, "ACC": _acc, "MAC": _mac, "CLR": _clr, "BIAS": _bias, "VLD": _vld,
     "VMAX": _vmax, "VMAC": _vmac, "REQ": _req, "ACT": _act, "STORE": _store,
+    "SPILL": _spill, "FILL": _fill,
 }

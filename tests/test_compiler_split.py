@@ -1,0 +1,111 @@
+"""Reduction tiling: a convolution whose block of weights exceeds WMEM, or whose rows exceed
+AMEM, is split into input-channel chunks that spill and restore full-width partial sums (SPILL,
+FILL) and, when a row of one chunk is still too wide, into output column groups.  The result
+is the integer reference's, bit for bit, in step and fast mode and after a manifest round
+trip; what can never fit is refused with the field to raise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contract.backend import get_backend
+from contract.config import AccelConfig
+from programs import reference, runtime
+from programs.fit import pieces, plan_reduction
+from programs.manifest import Compiled, compile_model
+from tests.zoo_onnx import chain_model
+
+# 3x3x16 = 144 weight words a block against 64 in WMEM: chunks of up to 7 input channels; a
+# row of 6 outputs with partial sums in and out (2 x 6 x 4 lanes x 4 pieces) exceeds 128 AMEM
+# elements: column groups.  The Gemm head (6x6x6 = 216 words) is split too.
+SPEC = {"c": 16, "h": 12, "w": 12, "seed": 3, "steps": [
+    ("conv", {"co": 6, "k": 3, "s": 2, "pads": [1, 1, 1, 1], "bias": True, "bn": False,
+              "groups": "dense", "act": "leaky"}),
+    ("gemm", {"co": 5})]}
+CONFIG = AccelConfig(lanes=4, wmem_depth=64, amem_depth=128, bmem_depth=16, imem_depth=256)
+
+
+@pytest.fixture(scope="module")
+def compiled() -> tuple[Compiled, np.ndarray]:
+    x = np.random.default_rng(0).standard_normal((2, 16, 12, 12)).astype(np.float32)
+    return compile_model(chain_model(SPEC), CONFIG, x), x
+
+
+def test_the_plan_splits_the_reduction_and_the_rows(compiled: tuple[Compiled, np.ndarray]
+                                                    ) -> None:
+    comp, _ = compiled
+    conv, head = [ll for ll in comp.layers if ll.op == "conv"]
+    assert conv.partial_channels == 6 * pieces(CONFIG) and head.partial_channels
+    assert any(t.out_cols for t in conv.tiles)
+    assert all(t.out_tensor == conv.partial_name for t in conv.tiles if t.out_channels[1] > 6)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_split_layers_equal_the_integer_reference(compiled: tuple[Compiled, np.ndarray],
+                                                  fast: bool) -> None:
+    comp, x = compiled
+    rep = runtime.run(comp, x, get_backend("emu", fast=fast), batched=False, trace=True)
+    ints = reference.int_forward(comp.qnet, x)
+    for ll in comp.layers:
+        assert np.array_equal(rep.tensors[ll.output], ints[ll.output]), ll.name
+    assert rep.cycles_per_image == sum(ll.cycles for ll in comp.layers)
+
+
+def test_a_written_split_network_runs_identically(compiled: tuple[Compiled, np.ndarray],
+                                                  tmp_path: Path) -> None:
+    comp, x = compiled
+    out = comp.write(tmp_path / "out")
+    again = Compiled.load(out)
+    a, b = runtime.run(comp, x), runtime.run(again, x)
+    # Weights stored once: the row bands and column groups of a chunk load one block.
+    man = json.loads((out / "manifest.json").read_text())
+    loads = [t["weights"] for e in man["layers"] for t in e["tiles"] if "weights" in t]
+    assert loads and len(set(loads)) < len(loads)
+    on_disk = sum(f.stat().st_size for sub in ("tiles", "blocks")
+                  for f in (out / sub).glob("*.bin"))
+    assert man["totals"]["image_bytes"] == on_disk
+    assert man["totals"]["stored_weight_words"] < man["totals"]["weight_words"]
+    assert np.array_equal(a.output_int, b.output_int)
+    assert [t.out_cols for ll in again.layers for t in ll.tiles] == \
+        [t.out_cols for ll in comp.layers for t in ll.tiles]
+
+
+@pytest.mark.parametrize("memories,want", [
+    (dict(wmem_depth=8192, amem_depth=65536), (512, 14, "")),     # fits whole
+    (dict(wmem_depth=4096, amem_depth=65536), (455, 14, "")),     # the default: 2 chunks
+    (dict(wmem_depth=512, amem_depth=65536), (56, 14, "")),       # chunks, whole rows
+    (dict(wmem_depth=512, amem_depth=512), (32, 2, "")),          # chunks and column groups
+    (dict(wmem_depth=8, amem_depth=65536), (0, 0, "3x3 kernel needs 9 weight words")),
+    (dict(wmem_depth=512, amem_depth=64), (0, 0, "needs 73 AMEM elements")),
+])
+def test_plan_reduction(memories: dict, want: tuple[int, int, str]) -> None:
+    """ResNet-18's 3x3x512 convolution at 14x14 (padded width 16), 8 lanes."""
+    cfg = AccelConfig(**memories)
+    got = plan_reduction(3, 3, 512, 16, 14, 1, 512, cfg)
+    assert got[:2] == want[:2] and want[2] in got[2]
+
+
+def test_host_transfers_are_counted(compiled: tuple[Compiled, np.ndarray]) -> None:
+    """Every tile's program, parameters and bands move; a chunk's weights move once for all
+    its row bands and column groups (tiles run chunk by chunk); cycles at the bandwidth."""
+    comp, x = compiled
+    rep = runtime.run(comp, x[:1])
+    conv = comp.layers[0]
+    moved = runtime.layer_transfers(conv, comp.config)
+    assert rep.layers[0].transfer_words == moved.load_words + moved.store_words
+    blocks = {t.image.weights.tobytes(): len(t.image.weights) for t in conv.tiles}
+    rest = sum(len(t.image.text) + len(t.image.params) + t.out_base + len(t.image.acts)
+               for t in conv.tiles)
+    assert moved.load_words == sum(blocks.values()) + rest
+    assert moved.store_words == sum(
+        (t.out_rows[1] - t.out_rows[0]) * (t.out_cols[1] - t.out_cols[0] if t.out_cols else 6)
+        * (t.out_channels[1] - t.out_channels[0]) for t in conv.tiles)
+    wide = runtime.layer_transfers(conv, comp.config.replace(host_words_per_cycle=4))
+    assert wide.cycles == -(-(moved.load_words + moved.store_words) // 4)
+    d = rep.as_dict()
+    assert d["end_to_end_cycles_per_image"] == d["cycles_per_image"] + sum(
+        r.transfer_cycles for r in rep.layers) > d["cycles_per_image"]
