@@ -30,8 +30,10 @@ from myhdl import Signal, always_comb, always_seq, block, intbv, modbv
 
 from contract import isa
 from contract.config import AccelConfig
+from contract.faults import FAULT_BITS
 
 from .control import CONTROL, RTLError, check_wiring, only_row
+from .core_fault import fault_check
 from .core_lane import lane
 from .hdl import fast_elaboration, mux_chain, signals_for, slice_bits, slice_signed
 from .hdl import signed as _signed
@@ -61,12 +63,14 @@ def port_widths(config: AccelConfig) -> dict[str, int]:
         "bmem_addr": addr_bits(c.bmem_depth), "bmem_data": c.lanes * c.acc_bits,
         "amem_addr": addr_bits(c.amem_depth), "amem_rdata": c.act_bits,
         "amem_we": 0, "amem_wdata": c.act_bits,
-        "halted": 0, "cycles": CYCLE_BITS,
+        "text_len": addr_bits(c.imem_depth) + 1, "halted": 0, "cycles": CYCLE_BITS,
+        "fault": FAULT_BITS, "fault_arg": max(isa.REG_BITS, addr_bits(c.imem_depth)),
         "dbg_sel": DBG_BITS, "dbg_acc": c.acc_bits, "dbg_reg": isa.REG_BITS,
     }
 
 
-PORT_INPUTS = ("clk", "rst", "imem_data", "wmem_data", "bmem_data", "amem_rdata", "dbg_sel")
+PORT_INPUTS = ("clk", "rst", "imem_data", "wmem_data", "bmem_data", "amem_rdata", "text_len",
+               "dbg_sel")
 
 
 def make_ports(config: AccelConfig) -> dict[str, Any]:
@@ -193,9 +197,11 @@ def _check_table() -> None:
 @block
 def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wmem_data: Any,
          bmem_addr: Any, bmem_data: Any, amem_addr: Any, amem_rdata: Any, amem_we: Any,
-         amem_wdata: Any, halted: Any, cycles: Any, dbg_sel: Any, dbg_acc: Any, dbg_reg: Any,
-         config: AccelConfig) -> Any:
-    """The accelerator core for ``config`` (its ``pe`` field picks the PE kind)."""
+         amem_wdata: Any, text_len: Any, halted: Any, cycles: Any, fault: Any, fault_arg: Any,
+         dbg_sel: Any, dbg_acc: Any, dbg_reg: Any, config: AccelConfig) -> Any:
+    """The accelerator core for ``config`` (its ``pe`` field picks the PE kind).  ``text_len``
+    is the number of instruction words loaded; a fault (:mod:`accel.core_fault`) halts the
+    core on the faulting instruction with ``fault`` and ``fault_arg`` set."""
     _check_table()
     c = config
     op_bits = isa.OPCODE_BITS
@@ -284,9 +290,12 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
     def lane_count() -> None:
         k1.next = k + 1
 
+    fault_now = _unsigned(FAULT_BITS)
+    fault_val = _unsigned(len(fault_arg))
+
     @always_comb
     def completion() -> None:
-        running.next = not halted
+        running.next = not halted and fault_now == 0
         if is_multi:
             last.next = k1 == f_n
         else:
@@ -450,9 +459,16 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
         insts.append(loop_level(clk, rst, j, sp, push, dec, pc, f_len, f_count, starts[j],
                                  stops[j], cnts[j]))
 
+    insts.append(fault_check(op, pc, k, halted, text_len, f_n, f_len, f_count, rp1, rp2, sp,
+                             top_stop, fault_now, fault_val, c))
+
     @always_seq(clk.posedge, reset=rst)
     def sequencer() -> None:
-        if running:
+        if not halted and fault_now != 0:
+            halted.next = True
+            fault.next = fault_now
+            fault_arg.next = fault_val
+        elif running:
             cycles.next = cycles + 1
             if is_halt:
                 halted.next = True

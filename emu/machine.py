@@ -19,21 +19,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from contract import isa
+from contract import faults, isa
 from contract.backend import RunResult
 from contract.config import AccelConfig
-from contract.errors import AsdError
+from contract.faults import MEMORY_FAULT, Fault, ProgramFault
 from contract.image import Image
 from contract.semantics import leaky, product, requantize, wrap
 
 
-class EmulatorError(RuntimeError, AsdError):
-    """A program fault, naming the pc and the instruction."""
-
-    def __init__(self, msg: str, pc: int | None = None, instr: str | None = None):
-        where = "" if pc is None else f"pc {pc}" + (f" ({instr})" if instr else "") + ": "
-        super().__init__(where + msg)
-        self.pc, self.instr, self.msg = pc, instr, msg
+class EmulatorError(ProgramFault):
+    """A program fault, naming the pc and the instruction (and, for the checks the RTL makes
+    too, its :class:`contract.faults.Fault` kind)."""
 
 
 def new_counters() -> dict[str, Any]:
@@ -128,21 +124,20 @@ class Machine:
         self.counters = new_counters()
 
     # Helpers ---------------------------------------------------------------------------
-    def fault(self, msg: str) -> EmulatorError:
+    def fault(self, msg: str, kind: Fault | None = None) -> EmulatorError:
         pc = self.pc
         text = self.prog.texts[pc] if 0 <= pc < len(self.prog.texts) else None
-        return EmulatorError(msg, pc, text)
+        return EmulatorError(msg, pc, text, kind)
 
     def addr(self, reg: int, mem: str, depth: int, span: int = 1) -> int:
         a = self.regs[reg]
         if a + span > depth:
-            what = f"{a}" if span == 1 else f"{a}..{a + span - 1}"
-            raise self.fault(f"{mem} address {what} (r{reg}) out of range 0..{depth - 1}")
+            raise self.fault(faults.memory(mem, a, span, reg, depth), MEMORY_FAULT[mem])
         return a
 
     def lanes_n(self, n: int) -> int:
         if not 1 <= n <= self.config.lanes:
-            raise self.fault(f"n = {n} lanes, must be 1..{self.config.lanes}")
+            raise self.fault(faults.lanes(n, self.config.lanes), Fault.LANES)
         return n
 
     # One instruction -------------------------------------------------------------------
@@ -150,8 +145,8 @@ class Machine:
         """Execute the instruction at pc."""
         c = self.config
         if not 0 <= self.pc < len(self.prog.instrs):
-            raise EmulatorError(f"pc {self.pc} is past the program text ({len(self.prog.instrs)} "
-                                "words): missing HALT?", self.pc)
+            raise EmulatorError(faults.past_text(self.pc, len(self.prog.instrs)), self.pc,
+                                kind=Fault.PAST_TEXT)
         ins = self.prog.instrs[self.pc]
         f = self.prog.fields[self.pc]
         served = self.lanes_n(f[isa.LANES_FIELD]) if ins.serves_lanes else c.lanes
@@ -207,23 +202,23 @@ def _nothing(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) ->
 
 def _loop(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> int | None:
     count, length = f["count"], f["len"]
-    if length < 1:
-        raise m.fault("loop body length must be at least 1")
     end = m.pc + length
-    if end >= len(m.prog.instrs):
-        raise m.fault(f"loop body ends at {end}, past the program text")
-    if m.loops:
-        outer_end = m.loops[-1][1]
-        if end > outer_end:
-            raise m.fault(f"loop body (to {end}) extends past the enclosing loop's "
-                          f"body (to {outer_end})")
-        if end == outer_end:
-            raise m.fault(f"loop body ends on the same instruction ({end}) as the "
-                          "enclosing loop's; put another instruction between")
+    outer_end = m.loops[-1][1] if m.loops else -1
+    kind = Fault.NONE
+    if length < 1:
+        kind = Fault.LOOP_LENGTH
+    elif end >= len(m.prog.instrs):
+        kind = Fault.LOOP_PAST_TEXT
+    elif m.loops and end > outer_end:
+        kind = Fault.LOOP_OUTER
+    elif m.loops and end == outer_end:
+        kind = Fault.LOOP_SAME_END
+    elif count != 0 and len(m.loops) >= m.config.loop_depth:
+        kind = Fault.LOOP_DEPTH
+    if kind != Fault.NONE:
+        raise m.fault(faults.loop(kind, end, outer_end, m.config.loop_depth), kind)
     if count == 0:
         return end + 1
-    if len(m.loops) >= m.config.loop_depth:
-        raise m.fault(f"loop nesting deeper than loop_depth = {m.config.loop_depth}")
     m.loops.append([m.pc + 1, end, count])
     return None
 

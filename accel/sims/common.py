@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from contract import faults, isa
 from contract.backend import (
     DEFAULT_LIMITS,
     BackendError,
@@ -30,6 +31,7 @@ from contract.backend import (
     RunResult,
 )
 from contract.config import AccelConfig
+from contract.faults import MEMORY_FAULT, Fault, ProgramFault
 from contract.image import Image
 from contract.semantics import wrap
 
@@ -37,12 +39,42 @@ _ACCEL_DIR = Path(__file__).resolve().parent.parent
 
 
 class FinalState(NamedTuple):
-    """What a simulation reads back after HALT, signed: the RTL has no more to show."""
+    """What a simulation reads back after HALT, signed: the RTL has no more to show.  ``fault``
+    is the core's ``(code, pc, arg)`` when it stopped on a fault instead."""
 
     cycles: int
     acc: NDArray[np.int64]
     regs: list[int]
     amem: NDArray[np.int64]
+    fault: tuple[int, int, int] | None = None
+
+
+def program_fault(image: Image, code: int, pc: int, arg: int) -> ProgramFault:
+    """The fault the core reported, as the emulator words it: the kind and pc from the core,
+    the instruction's fields from the program, the address or enclosing loop end from
+    ``arg``."""
+    from emu.asm import format_instr
+
+    c = image.config
+    try:
+        kind = Fault(code)
+    except ValueError:
+        raise BackendError(f"the core reported an unknown fault code {code} at pc {pc}") from None
+    if kind == Fault.PAST_TEXT:
+        return ProgramFault(faults.past_text(pc, len(image.text)), pc, kind=kind)
+    word = int(image.text[pc])
+    ins, f = isa.decode(word)
+    if kind == Fault.LANES:
+        msg = faults.lanes(f[isa.LANES_FIELD], c.lanes)
+    elif kind in MEMORY_FAULT.values():
+        mem = next(m for m, k in MEMORY_FAULT.items() if k == kind)
+        ptr = next(p for p in ins.pointers if p.memory == mem)
+        depth = {"WMEM": c.wmem_depth, "BMEM": c.bmem_depth, "AMEM": c.amem_depth}[mem]
+        span = f[isa.LANES_FIELD] if ptr.per_lane else 1
+        msg = faults.memory(mem, arg, span, f[ptr.register], depth)
+    else:
+        msg = faults.loop(kind, pc + f["len"], arg, c.loop_depth)
+    return ProgramFault(msg, pc, format_instr(word), kind)
 
 
 class SimulatorBackend:
@@ -54,6 +86,8 @@ class SimulatorBackend:
     def run(self, image: Image, limits: Limits = DEFAULT_LIMITS) -> RunResult:
         t0 = time.monotonic()
         state = self.simulate(image, limits)
+        if state.fault is not None:
+            raise program_fault(image, *state.fault)
         return RunResult(self.name, image.config, state.amem, state.acc, state.regs,
                          {"cycles": state.cycles}, dict(image.regions), time.monotonic() - t0)
 
@@ -206,6 +240,7 @@ def parse_output(text: str, config: AccelConfig, backend: str) -> FinalState:
     acc = [0] * config.lanes
     regs = [0] * 8
     amem: list[int] = []
+    fault: tuple[int, int, int] | None = None
     ended = False
     try:
         for line in text.splitlines():
@@ -218,6 +253,8 @@ def parse_output(text: str, config: AccelConfig, backend: str) -> FinalState:
                                      f"({int(parts[1], 16)} cycles)")
             if tag == "ASD-CYCLES":
                 cycles = int(parts[1], 16)
+            elif tag == "ASD-FAULT":
+                fault = (int(parts[1]), int(parts[2]), int(parts[3]))
             elif tag == "ASD-ACC":
                 acc[int(parts[1])] = int(parts[2], 16)
             elif tag == "ASD-REG":
@@ -233,7 +270,7 @@ def parse_output(text: str, config: AccelConfig, backend: str) -> FinalState:
         raise BackendError(f"{backend}: the simulation printed no complete result "
                            f"({len(amem)} of {config.amem_depth} AMEM words):\n{tail(text)}")
     return FinalState(cycles, to_signed(acc, config.acc_bits), regs,
-                      to_signed(np.array(amem, np.int64), config.act_bits))
+                      to_signed(np.array(amem, np.int64), config.act_bits), fault)
 
 
 def child_env() -> dict[str, str]:

@@ -50,6 +50,7 @@ class GhdlBackend(common.SimulatorBackend):
         out = common.run_on_image_files(
             image, self.name,
             [ghdl, "-r", _STD, f"--workdir={d}", export.TB_NAME,
-             f"-gmax_cycles={min(limits.max_cycles, 2**31 - 1)}", "--ieee-asserts=disable-at-0"],
+             f"-gmax_cycles={min(limits.max_cycles, 2**31 - 1)}",
+             f"-gtext_words={len(image.text)}", "--ieee-asserts=disable-at-0"],
             limits.timeout, "ghdl simulation")
         return common.parse_output(out, image.config, self.name)

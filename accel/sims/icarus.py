@@ -38,6 +38,6 @@ class IcarusBackend(common.SimulatorBackend):
         out = common.run_on_image_files(
             image, self.name,
             [sys.executable, "-m", "accel.sims.icarus_cosim", str(d / "tb.vvp"), str(lib),
-             str(limits.max_cycles)], limits.timeout, "icarus co-simulation",
+             str(limits.max_cycles), str(len(image.text))], limits.timeout, "icarus co-simulation",
             env=common.child_env())
         return common.parse_output(out, image.config, self.name)

@@ -62,6 +62,7 @@ def _bench(config: AccelConfig, ports: dict[str, Any], mems: dict[str, list[int]
 
     @instance
     def control() -> Any:
+        p["text_len"].next = len(mems["imem_text"])
         yield from reset_pulse(clk, rst)
         n = 0
         while True:
@@ -77,6 +78,8 @@ def _bench(config: AccelConfig, ports: dict[str, Any], mems: dict[str, list[int]
                     f"myhdl: cycle limit {max_cycles} reached without HALT")
                 raise StopSimulation()
         out["cycles"] = int(p["cycles"])
+        if int(p["fault"]):
+            out["fault"] = (int(p["fault"]), int(p["imem_addr"]), int(p["fault_arg"]))
         acc = []
         for i in range(config.lanes):
             p["dbg_sel"].next = i
@@ -99,6 +102,7 @@ class MyhdlBackend(common.SimulatorBackend):
     def simulate(self, image: Image, limits: Limits) -> common.FinalState:
         config = image.config
         mems = packed_memories(image, config)
+        mems["imem_text"] = [int(w) for w in image.text]
         ports = core_mod.make_ports(config)
         out: dict[str, Any] = {}
         with fast_elaboration():
@@ -110,4 +114,5 @@ class MyhdlBackend(common.SimulatorBackend):
             raise out["error"]
         return common.FinalState(
             out["cycles"], common.to_signed(out["acc"], config.acc_bits), out["regs"],
-            common.to_signed(np.array(mems["amem"], np.int64), config.act_bits))
+            common.to_signed(np.array(mems["amem"], np.int64), config.act_bits),
+            out.get("fault"))

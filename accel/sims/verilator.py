@@ -65,6 +65,7 @@ class VerilatorBackend(common.SimulatorBackend):
     def simulate(self, image: Image, limits: Limits) -> common.FinalState:
         d = build(image.config)
         out = common.run_on_image_files(
-            image, self.name, [str(d / "obj" / "Vtb"), f"+max_cycles={limits.max_cycles}"],
+            image, self.name, [str(d / "obj" / "Vtb"), f"+max_cycles={limits.max_cycles}",
+                                f"+text_words={len(image.text)}"],
             limits.timeout, "verilator simulation")
         return common.parse_output(out, image.config, self.name)
