@@ -35,6 +35,7 @@ from contract.faults import FAULT_BITS
 from .control import CONTROL, RTLError, check_wiring, only_row
 from .core_fault import fault_check
 from .core_lane import lane
+from .core_state import addr_reg, loop_level
 from .hdl import fast_elaboration, mux_chain, signals_for, slice_bits, slice_signed
 from .hdl import signed as _signed
 from .hdl import unsigned as _unsigned
@@ -136,50 +137,6 @@ class _Ctl:
         self.is_spill = Signal(bool(0))  # STORE, then the lane's A shifts right by act_bits
         self.is_fill = Signal(bool(0))  # A shifts left by act_bits, the element fills the gap
         self.relu = Signal(bool(0))
-
-
-# ---------------------------------------------------------------------------------------------
-# Address registers and loop stack
-
-
-@block
-def addr_reg(clk: Any, rst: Any, index: int, r_q: Any, wr_en: Any, wr_idx: Any, wr_val: Any,
-          b1: Any, idx1: Any, inc1: Any, b2: Any, idx2: Any, inc2: Any) -> Any:
-    hit1 = Signal(bool(0))
-    hit2 = Signal(bool(0))
-
-    @always_comb
-    def hits() -> None:
-        hit1.next = b1 and idx1 == index
-        hit2.next = b2 and idx2 == index
-
-    @always_seq(clk.posedge, reset=rst)
-    def upd() -> None:
-        if wr_en and wr_idx == index:
-            r_q.next = wr_val
-        elif hit1 and hit2:
-            r_q.next = r_q + inc1 + inc2
-        elif hit1:
-            r_q.next = r_q + inc1
-        elif hit2:
-            r_q.next = r_q + inc2
-
-    return hits, upd
-
-
-@block
-def loop_level(clk: Any, rst: Any, level: int, sp: Any, push: Any, dec: Any, pc: Any,
-                f_len: Any, f_count: Any, lp_start: Any, lp_stop: Any, lp_cnt: Any) -> Any:
-    @always_seq(clk.posedge, reset=rst)
-    def upd() -> None:
-        if push and sp == level:
-            lp_start.next = pc + 1
-            lp_stop.next = pc + f_len
-            lp_cnt.next = f_count
-        elif dec and sp == level + 1:
-            lp_cnt.next = lp_cnt - 1
-
-    return upd
 
 
 # ---------------------------------------------------------------------------------------------
