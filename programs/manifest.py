@@ -16,6 +16,7 @@ the previous output whole and files the previous manifest does not list are kept
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,7 +40,7 @@ from . import lower as lw
 from .budget import DEFAULT_MEMORY_BUDGET, check_memory_budget
 from .onnx_import import import_model
 from .qnet import QNet
-from .quantize import QuantizeError, quantize
+from .quantize import QuantizeError, quantize, weight_rounding
 
 MANIFEST_VERSION = 1
 
@@ -290,10 +291,14 @@ def compile_model(model: str | Path | Any, config: AccelConfig, calib: NDArray |
                   *, scheme: str = "asd", scheme_options: dict[str, Any] | None = None,
                   percentile: float | None = None,
                   requant_aware: bool = True, input_hw: tuple[int, int] | None = None,
-                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Compiled:
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET, rounding: str | None = None,
+                  rounding_inputs: str = "quantized") -> Compiled:
     """ONNX model (path or ModelProto) -> quantized, lowered network.  A graph whose
     calibration would need more than ``memory_budget`` bytes is refused before allocating
-    (:class:`programs.budget.MemoryBudgetError`)."""
+    (:class:`programs.budget.MemoryBudgetError`).  ``rounding`` (one of
+    ``asd.rounding.ROUNDINGS``, with the Hessian's ``rounding_inputs``) rounds the weights as
+    ``asd compile --rounding`` does; None keeps what :func:`weight_rounding` set, else
+    nearest."""
     t0 = time.perf_counter()
     graph = import_model(model, input_hw)
     lw.check_fits(graph, config)
@@ -309,9 +314,11 @@ def compile_model(model: str | Path | Any, config: AccelConfig, calib: NDArray |
                         memory_budget)
     if calib is None:
         calib = default_calibration(graph.input_shape)
-    qnet = quantize(graph, config, calib, scheme=scheme, scheme_options=scheme_options,
-                    percentile=percentile,
-                    requant_aware=requant_aware)
+    with contextlib.ExitStack() as stack:
+        if rounding is not None:
+            stack.enter_context(weight_rounding(rounding, rounding_inputs))
+        qnet = quantize(graph, config, calib, scheme=scheme, scheme_options=scheme_options,
+                        percentile=percentile, requant_aware=requant_aware)
     t2 = time.perf_counter()
     layers = lw.lower(qnet)
     t3 = time.perf_counter()

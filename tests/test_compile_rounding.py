@@ -132,3 +132,15 @@ def test_fidelity_benchmark_runs(tmp_path) -> None:
     assert {bench_fidelity.BEST, "int8 nearest", *bench_fidelity.ORT_ROWS} <= set(rows)
     assert rows[bench_fidelity.BEST]["emulator_bit_exact"]
     assert "within_3db" in doc["networks"][0]["goal"]
+
+
+def test_compile_model_takes_the_rounding(digits) -> None:
+    # The keyword is the context manager's twin: the same integer network either way.
+    calib = digits.x_train[:32]
+    direct = compile_model(DIGITS, AccelConfig(), calib, rounding="gptq+bias")
+    with weight_rounding("gptq+bias", "quantized"):
+        managed = compile_model(DIGITS, AccelConfig(), calib)
+    nearest = compile_model(DIGITS, AccelConfig(), calib)
+    key = next(n for n, ql in direct.qnet.qlayers.items() if ql.w_int is not None)
+    assert np.array_equal(direct.qnet.qlayers[key].w_int, managed.qnet.qlayers[key].w_int)
+    assert not np.array_equal(direct.qnet.qlayers[key].w_int, nearest.qnet.qlayers[key].w_int)
