@@ -287,7 +287,7 @@ def save(qm: QuantizedModel, out: str | Path) -> tuple[Path, Path]:
             raise modelio.ModelError(f"{qm.source}: array name {name!r} collides with an output")
         arrays[name] = arr
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_npz = tmp_json = None
+    tmp_npz = tmp_json = backup = None
     try:
         fd, tmp_npz = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=out.parent)
         os.chmod(tmp_npz, new_file_mode())  # mkstemp's 0600 is not what a user expects
@@ -298,16 +298,24 @@ def save(qm: QuantizedModel, out: str | Path) -> tuple[Path, Path]:
         with os.fdopen(fd, "w") as fh:
             json.dump(sidecar(qm), fh, indent=2)
             fh.write("\n")
+        if out.exists():  # kept (a hard link: no copy) until the pair is in place
+            backup = tempfile.mktemp(prefix=".old-", suffix=".npz", dir=out.parent)
+            os.link(out, backup)
         os.replace(tmp_npz, out)
         tmp_npz = None
         try:
             os.replace(tmp_json, side)
         except OSError:
-            out.unlink(missing_ok=True)  # an archive without its sidecar is a partial output
+            # The new archive without its sidecar is a partial output: the old pair returns.
+            if backup is not None:
+                os.replace(backup, out)
+                backup = None
+            else:
+                out.unlink(missing_ok=True)
             raise
         tmp_json = None
     finally:
-        for t in (tmp_npz, tmp_json):
+        for t in (tmp_npz, tmp_json, backup):
             if t is not None and os.path.exists(t):
                 os.unlink(t)
     return out, side

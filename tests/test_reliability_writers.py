@@ -241,3 +241,27 @@ def test_quantize_output_has_the_umask_mode_and_survives_a_failing_serializer(
     _fails_cleanly(capsys, argv(str(out)), str(out))
     assert out.read_bytes() == before
     _no_temporaries(tmp_path)
+
+
+def test_quantize_pair_survives_a_failing_sidecar_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # The archive is renamed into place first; when the sidecar's rename then fails, the
+    # previous archive comes back, so the pair on disk is the old one, whole.
+    argv = _quantize_argv(tmp_path)
+    out = tmp_path / "q.npz"
+    side = out.with_suffix(".json")
+    assert main(argv(str(out))) == 0
+    before = out.read_bytes(), side.read_bytes()
+    real_replace = os.replace
+
+    def sidecar_fails(src: Any, dst: Any) -> None:
+        if str(dst) == str(side):
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", sidecar_fails)
+    monkeypatch.setattr(np, "savez", lambda fh, **arrays: fh.write(b"PK\x03\x04 a new one"))
+    _fails_cleanly(capsys, argv(str(out)), str(out))
+    assert (out.read_bytes(), side.read_bytes()) == before
+    _no_temporaries(tmp_path)
