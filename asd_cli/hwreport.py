@@ -233,6 +233,21 @@ def network_cycles(name: str, config: Any) -> Any:
                                        counting.shift_adds, config.lanes)
 
 
+def networks_compiled_once(networks: list[str], log: Any, cache: dict[str, Any]) -> Any:
+    """``config -> [network_cycles(n, config) for n in networks]``, compiled once per
+    configuration and weight format (the PE kind of the ASD format does not change a program)
+    and kept in ``cache``."""
+    def networks_for(c: Any) -> list[Any]:
+        key = c.replace(pe="shiftadd" if c.weights == "asd" else c.pe).to_json()
+        if key not in cache:
+            log(f"compiling {', '.join(networks)}: {c.weights} weights, {c.lanes} lanes, "
+                f"{c.act_bits}-bit activations, E = {c.exp_bits}")
+            cache[key] = [network_cycles(n, c) for n in networks]
+        return list(cache[key])
+
+    return networks_for
+
+
 # The saved hardware sweep `asd demo` quotes datapath energy from (a source checkout).
 RESULTS_JSON = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "hwreport.json"
 DEMO_MODE = "carrysave_drain"
@@ -353,22 +368,9 @@ def cmd_hwreport(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     except synth.SynthError as exc:
         raise UserError(f"synthesis failed: {exc}") from None
-    files = _write_outputs(hwreport, report, out)
-
-
     if networks and "pe" in targets:
-        cache: dict[str, Any] = {}
-
-        def networks_for(c: Any) -> list[Any]:
-            key = c.replace(pe="shiftadd" if c.weights == "asd" else c.pe).to_json()
-            if key not in cache:
-                log(f"compiling {', '.join(networks)} for {c.weights} weights, "
-                    f"{c.lanes} lanes, {c.act_bits}-bit activations")
-                cache[key] = [network_cycles(n, c) for n in networks]
-            return list(cache[key])
-
-        hwreport.add_inference(report, networks_for, base)
-    files = hwreport.write_outputs(report, out)
+        hwreport.add_inference(report, networks_compiled_once(networks, log, {}), base)
+    files = _write_outputs(hwreport, report, out)
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:

@@ -45,7 +45,7 @@ from typing import Any
 
 from accel import asic, hwreport
 from accel import kinds as kinds_mod
-from asd_cli.hwreport import NETWORKS, layer_stream, network_cycles
+from asd_cli.hwreport import NETWORKS, layer_stream, networks_compiled_once
 from contract.config import AccelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,15 +110,7 @@ def add_inference(study: dict[str, Any], networks: list[str], log: Any,
                   cache: dict[str, Any]) -> None:
     """Energy per inference of ``networks`` on every row of ``study`` with idle-cycle
     figures (the networks compiled once per configuration and weight format)."""
-    def networks_for(c: AccelConfig) -> list[Any]:
-        key = c.replace(pe="shiftadd" if c.weights == "asd" else c.pe).to_json()
-        if key not in cache:
-            log(f"compiling {', '.join(networks)}: {c.weights} weights, {c.lanes} lanes, "
-                f"{c.act_bits}-bit activations, E = {c.exp_bits}")
-            cache[key] = [network_cycles(n, c) for n in networks]
-        return list(cache[key])
-
-    hwreport.add_inference(study, networks_for, AccelConfig())
+    hwreport.add_inference(study, networks_compiled_once(networks, log, cache), AccelConfig())
 
 
 def main(argv: list[str] | None = None) -> int:
