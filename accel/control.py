@@ -73,7 +73,7 @@ def only_row(rows: list[ControlRow], what: str) -> ControlRow:
 # post-increment through the port, and the increment field per selecting flags.
 _PORT1_FIELDS = ((("is_mac", "is_loadw"), "rw"), (("is_bias",), "rb"),
                  (("is_req", "is_act"), "rq"), ((), "rs"))
-_PORT2_FIELDS = ((("is_store", "is_spill"), "rd"), ((), "rx"))
+_PORT2_FIELDS = (((), "rx"),)
 _PORT1_BUMPS = ("is_mac", "is_loadw", "is_bias", "is_req", "is_act")
 _PORT2_BUMPS = ("is_mac", "is_shiftadd", "is_vld", "is_vmax", "is_vmac", "is_store",
                 "is_spill", "is_fill")

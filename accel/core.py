@@ -289,10 +289,7 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
             idx1.next = f_rq
         else:
             idx1.next = f_rs
-        if is_store:
-            idx2.next = f_rd
-        else:
-            idx2.next = f_rx
+        idx2.next = f_rx
 
     @always_comb
     def reg_incs() -> None:

@@ -21,7 +21,7 @@ from .hdl import unsigned
 
 # The register-file port each memory's address comes from (see core.reg_ports).
 PORT_OF_MEMORY = {"WMEM": 1, "BMEM": 1, "AMEM": 2}
-PORT_OF_REGISTER = {"rw": 1, "rb": 1, "rq": 1, "rd": 2, "rx": 2}
+PORT_OF_REGISTER = {"rw": 1, "rb": 1, "rq": 1, "rx": 2}
 _SET_SIZE = 8
 
 

@@ -256,16 +256,16 @@ INSTRUCTIONS: tuple[Instr, ...] = (
           "LeakyReLU and PReLU: the negative slope per lane as a two-digit code (q.code as in "
           "REQ).",
           pointers=_ptr("rq", "BMEM"), lane_state=(("A", "updates"),), shift_adds=True),
-    Instr("STORE", 16, (_reg("rd", "activation address register"), _N, _INC12),
-          "AMEM[R[rd] + i] = A[i] mod 2^act_bits for i < n; R[rd] += inc",
+    Instr("STORE", 16, (_reg("rx", "activation address register"), _N, _INC12),
+          "AMEM[R[rx] + i] = A[i] mod 2^act_bits for i < n; R[rx] += inc",
           "Keeps the low act_bits bits (REQ first to saturate).", "n",
-          pointers=_ptr("rd", "AMEM", writes=True, per_lane=True), lane_state=(("A", "reads"),)),
-    Instr("SPILL", 17, (_reg("rd", "activation address register"), _N, _INC12),
-          "AMEM[R[rd] + i] = A[i] mod 2^act_bits; A[i] = A[i] >> act_bits (arithmetic) for "
-          "i < n; R[rd] += inc",
+          pointers=_ptr("rx", "AMEM", writes=True, per_lane=True), lane_state=(("A", "reads"),)),
+    Instr("SPILL", 17, (_reg("rx", "activation address register"), _N, _INC12),
+          "AMEM[R[rx] + i] = A[i] mod 2^act_bits; A[i] = A[i] >> act_bits (arithmetic) for "
+          "i < n; R[rx] += inc",
           "Saves a partial sum exactly, act_bits at a time from the low end: ceil(acc_bits / "
           "act_bits) SPILLs hold the whole accumulator (reduction tiling).", "n",
-          pointers=_ptr("rd", "AMEM", writes=True, per_lane=True),
+          pointers=_ptr("rx", "AMEM", writes=True, per_lane=True),
           lane_state=(("A", "updates"),)),
     Instr("FILL", 18, (_reg("rx", "activation address register"), _N, _INC12),
           "A[i] = wrap((A[i] << act_bits) + (AMEM[R[rx] + i] mod 2^act_bits)) for i < n; "

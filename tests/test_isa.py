@@ -102,7 +102,7 @@ def test_roles_give_register_effects_and_traffic() -> None:
     assert isa.register_effects(mac, f) == ((3, 3, -2), (3, 3, 5))  # rw == rx: both apply
     assert isa.traffic(mac, f, lanes=4) == {"wmem_reads": 1, "amem_reads": 1, "shift_adds": 4}
     store = isa.BY_MNEMONIC["STORE"]
-    g = {"rd": 2, "n": 3, "inc": 8}
+    g = {"rx": 2, "n": 3, "inc": 8}
     assert isa.register_effects(store, g) == ((2, 2, 8),)
     assert isa.traffic(store, g, lanes=8) == {"amem_writes": 3}
     assert isa.cycles_of(store, g) == 3
@@ -124,8 +124,8 @@ def test_rtl_control_rows_follow_the_roles() -> None:
     rows = {r.mnemonic: r for r in control.CONTROL}
     assert (rows["MAC"].port1, rows["MAC"].inc1, rows["MAC"].port2, rows["MAC"].inc2) == \
         ("rw", "iw", "rx", "ix")
-    assert rows["STORE"].amem_write and rows["STORE"].multi and rows["STORE"].port2 == "rd"
-    assert rows["SPILL"].amem_write and rows["SPILL"].port2 == "rd"
+    assert rows["STORE"].amem_write and rows["STORE"].multi and rows["STORE"].port2 == "rx"
+    assert rows["SPILL"].amem_write and rows["SPILL"].port2 == "rx"
     assert not rows["FILL"].amem_write and rows["FILL"].port2 == "rx"
     assert rows["ADDI"].port1 == "rs" and rows["ADDI"].adds_port1
     ops = isa.OPCODES
