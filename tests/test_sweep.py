@@ -99,6 +99,24 @@ def test_sweep_stores_skips_and_retries(tmp_path: Path, scheduler: str) -> None:
     assert len(json.loads((tmp_path / "rep" / "results.json").read_text())) == 4
 
 
+def test_a_point_past_its_timeout_is_stopped_and_retried(tmp_path: Path,
+                                                         scheduler: str) -> None:
+    # Far below a Python start-up: every eval point is stopped and recorded as failed.
+    text = TINY.replace("[measures.run]\ncalib = 8\n", "").replace(
+        "[measures.eval]\n", "[measures.eval]\ntimeout = 0.001\n")
+    out, db = _sweep(tmp_path, text, scheduler)
+    assert (out.executed, out.ok, out.failed) == (2, 0, 2)
+    for r in _rows(db):
+        assert r["status"] == "failed" and "measures.eval.timeout" in r["error"], r
+        assert r["seconds"] < 60
+    # The timeout is not part of a point's key: a longer one retries the same two points.
+    retried, _ = _sweep(tmp_path, TINY.replace("[measures.run]\ncalib = 8\n", ""), scheduler,
+                        retry_failed=True)
+    assert (retried.skipped, retried.executed, retried.ok) == (0, 2, 2)
+    rows = _rows(db)
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+
+
 def test_interrupted_sweep_resumes(tmp_path: Path, scheduler: str) -> None:
     text = TINY.replace("[measures.run]\ncalib = 8\n", "")
 
@@ -139,6 +157,10 @@ def test_cli_json_and_dry_run(tmp_path: Path, scheduler: str,
     ('[axes]\nmodels = ["mnist_lenet"]\n[measures.synth]\n', ":3: measures.synth: unknown"),
     ('[axes]\nroundings = ["up"]\nmodels = ["mnist_lenet"]\n[measures.eval]\n',
      ":2: axes.roundings[0]: unknown value 'up'"),
+    ('[axes]\nmodels = ["mnist_lenet"]\n[measures.run]\ntimeout = -5\n',
+     ":4: measures.run.timeout: seconds, 0 for none"),
+    ('[axes]\n[measures.hwreport]\ntimeout = 0\n',
+     ":3: measures.hwreport.timeout: seconds, at least 1"),
 ])
 def test_bad_spec_is_one_line_naming_the_key(tmp_path: Path, text: str, where: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,17 +29,18 @@ a spec (TOML):
   configs = [{}, {lanes = 4, act_bits = 4}]   # accelerator fields over the defaults
   pe = ["shiftadd", "multiplier"]     # run, hwreport
   modes = ["pipelined", "carrysave"]  # hwreport
-  [measures.eval]                     # asd eval figures: granularity, scale, calib
-  [measures.run]                      # asd compile + asd run on the emulator: calib
+  [measures.eval]                     # asd eval figures: granularity, scale, calib, timeout
+  [measures.run]                      # asd compile + asd run on the emulator: calib, timeout
   schemes = ["asd2", {name = "asd", conversion = "csd"}]  # an axis for this measure only
   [measures.hwreport]                 # target ("pe"/"core"), seeds, macs, timeout
 
 Each measure runs on the product of the axes it reads (eval: models, datasets, shards,
 schemes, roundings, seeds; run: models, datasets, shards, schemes, configs, pe, seeds;
 hwreport: configs, pe, modes).  Every finished point is written at once to the SQLite
-database (--db), keyed by a hash of the point, the measure's options, the asd version and the
-contents of its model and images: a rerun skips what is done, an interrupted sweep resumes,
-a failed point is kept with its error and rerun only with --retry-failed.  See docs/sweep.md.
+database (--db), keyed by a hash of the point, the measure's options (timeout aside), the
+asd version and the contents of its model and images: a rerun skips what is done, an
+interrupted sweep resumes, a failed point is kept with its error and rerun only with
+--retry-failed.  See docs/sweep.md.
 """
 
 

@@ -110,7 +110,9 @@ def plan(spec: Spec, points: list[dict[str, Any]],
             pool_id, ids = shard_ids[(ds, spec.limit)]
             data_id = ids[pt["shard"]]
         opts = spec.measures[pt["measure"]]
-        key = _sha(json.dumps({"point": pt, "options": opts, "version": version,
+        # A timeout changes no figure: rerunning with a longer one reuses the points done.
+        figures = {k: v for k, v in opts.items() if k != "timeout"}
+        key = _sha(json.dumps({"point": pt, "options": figures, "version": version,
                                "model": model_id, "data": data_id, "pool": pool_id},
                               sort_keys=True).encode())
         tasks.append(Task(key, pt, opts, model_id, data_id, pool_id))

@@ -29,8 +29,8 @@ MEASURE_AXES: dict[str, tuple[str, ...]] = {
 
 # Options of each measure with their defaults; a spec may set only these.
 MEASURE_OPTIONS: dict[str, dict[str, Any]] = {
-    "eval": {"granularity": "channel", "scale": "mse", "calib": 256},
-    "run": {"calib": 64},
+    "eval": {"granularity": "channel", "scale": "mse", "calib": 256, "timeout": 3600.0},
+    "run": {"calib": 64, "timeout": 3600.0},
     "hwreport": {"target": "pe", "seeds": 1, "macs": 2000, "timeout": 900.0},
 }
 
@@ -222,6 +222,11 @@ def _measures(ck: _Checker, table: Any) -> tuple[dict[str, dict[str, Any]],
     hw = out.get("hwreport", {})
     if hw and hw["target"] not in ("pe", "core"):
         raise ck.fail("measures.hwreport.target", "use pe or core")
+    for name, opts in out.items():
+        least = 0 if name in ("eval", "run") else 1
+        if opts["timeout"] < least:
+            raise ck.fail(f"measures.{name}.timeout",
+                          "seconds, 0 for none" if least == 0 else "seconds, at least 1")
     return out, overrides
 
 

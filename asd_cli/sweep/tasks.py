@@ -4,8 +4,9 @@
 Each function takes the point, the measure's options and the inputs the client scattered
 once (a model as bytes, a dataset shard as arrays), and returns a JSON-able dictionary of
 figures.  :func:`run_point` wraps them: it never raises for a deliberate error
-(:class:`contract.errors.AsdError`) or a bug in one point; it returns a record with status
-``failed`` and the error's one line, so one bad point does not stop the sweep.
+(:class:`contract.errors.AsdError`), a bug in one point or a point past its timeout; it
+returns a record with status ``failed`` and the error's one line, so one bad point does not
+stop the sweep.
 """
 
 from __future__ import annotations
@@ -103,29 +104,41 @@ def measure_hwreport(point: dict[str, Any], opts: dict[str, Any], workdir: str,
                             timeout=opts["timeout"])
 
 
-def run_point(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any] | None,
-              data: dict[str, Any] | None, pool: dict[str, Any] | None, workdir: str,
-              key: str) -> dict[str, Any]:
-    """One point's figures as a record: ``{"status", "result" | "error", "seconds",
-    "worker"}``."""
-    t0 = time.perf_counter()
-    rec: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+def measure_here(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any] | None,
+                 data: dict[str, Any] | None, pool: dict[str, Any] | None, workdir: str,
+                 key: str) -> dict[str, Any]:
+    """One point measured in this process: ``{"status": "ok", "result"}`` or ``{"status":
+    "failed", "error"}``."""
     try:
         m = point["measure"]
         if m == "eval":
             assert model is not None and data is not None and pool is not None
-            rec["result"] = measure_eval(point, opts, model, data, pool)
-        elif m == "run":
+            return {"status": "ok", "result": measure_eval(point, opts, model, data, pool)}
+        if m == "run":
             assert model is not None and data is not None and pool is not None
-            rec["result"] = measure_run(point, opts, model, data, pool)
-        else:
-            rec["result"] = measure_hwreport(point, opts, workdir, key)
-        rec["status"] = "ok"
+            return {"status": "ok", "result": measure_run(point, opts, model, data, pool)}
+        return {"status": "ok", "result": measure_hwreport(point, opts, workdir, key)}
     except AsdError as exc:
-        rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     except Exception as exc:  # a bug in one point: keep its place in the traceback
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        rec.update(status="failed", error=f"{type(exc).__name__}: {exc} "
-                                          f"({Path(where.filename).name}:{where.lineno})")
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc} "
+                                             f"({Path(where.filename).name}:{where.lineno})"}
+
+
+def run_point(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any] | None,
+              data: dict[str, Any] | None, pool: dict[str, Any] | None, workdir: str,
+              key: str) -> dict[str, Any]:
+    """One point's figures as a record: ``{"status", "result" | "error", "seconds",
+    "worker"}``.  An eval or run point with a ``timeout`` runs in a child process that is
+    stopped at the timeout (:mod:`asd_cli.sweep.child`); hwreport's tools time out each run."""
+    from asd_cli.sweep import child
+
+    t0 = time.perf_counter()
+    job = {"point": point, "opts": opts, "model": model, "data": data, "pool": pool,
+           "workdir": workdir, "key": key}
+    timeout = float(opts.get("timeout") or 0) if point["measure"] in ("eval", "run") else 0.0
+    rec = child.run(job, timeout) if timeout > 0 else measure_here(**job)
+    rec["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     rec["seconds"] = time.perf_counter() - t0
     return rec
