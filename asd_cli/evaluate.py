@@ -112,6 +112,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                         calib_x=calib)
         except modelio.ModelError as exc:
             raise UserError(str(exc)) from None
+    if args.report:
+        html = write_report(args.report, path, data.name, len(x), results)
+        if not args.json:
+            print(f"wrote {html}", flush=True)
     if args.json:
         print(json.dumps({"model": str(path), "dataset": data.name, "images": int(len(x)),
                           "calibration_images": 0 if calib is None else int(len(calib)),
@@ -127,6 +131,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
             for n in r.notes:
                 print(f"note ({r.scheme}/{r.rounding}): {n}")
     return 0
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 28 else "..." + name[-25:]
+
+
+def write_report(out_dir: str, model: Path, dataset: str, images: int,
+                 results: list[Any]) -> Path:
+    """The HTML report of an eval run: accuracy and fidelity per scheme and rounding, and the
+    output SQNR of every weight layer per scheme (the figures come in as the JSON's data)."""
+    from asd_cli import report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{**r.as_dict(), "scheme": r.scheme if r.rounding == "nearest"
+             else f"{r.scheme}/{r.rounding}"} for r in results]
+    quantized = [r for r in rows if r["layer_sqnr_db"]]
+    layers = list(quantized[0]["layer_sqnr_db"]) if quantized else []
+    figures = {}
+    report.accuracy_figure(out / "accuracy.png", rows)
+    figures["Top-1 per scheme"] = "accuracy.png"
+    if layers:
+        sqnr = {r["scheme"]: [r["layer_sqnr_db"].get(n, float("nan")) for n in layers]
+                for r in quantized}
+        report.layer_error_figure(out / "layer_sqnr.png", [_short(n) for n in layers], sqnr)
+        figures["Output SQNR of every weight layer (the last is the network's output)"] = (
+            "layer_sqnr.png")
+    summary = {"title": f"asd eval: {model.name} on {dataset}",
+               "subtitle": f"{images} test images; weights quantized with no retraining, "
+                           "measured against the float model on the same images",
+               "accuracy": rows, "fidelity": rows,
+               "layer_sqnr_db": {r["scheme"]: r["layer_sqnr_db"] for r in quantized}}
+    return report.write(out, summary, figures)
 
 
 def register(sub: Any) -> None:
@@ -166,4 +203,7 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, help="only the first N test images")
     p.add_argument("--size", type=int, help="imagefolder: input size (default 224)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write an HTML report to DIR: accuracy and fidelity per scheme "
+                        "and rounding, and a chart of every layer's output SQNR per scheme")
     p.set_defaults(func=cmd_eval)

@@ -58,7 +58,7 @@ def layer_error_figure(path: Path, layers: list[str], sqnr: dict[str, list[float
     ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("SQNR dB (higher is better)")
     ax.set_title("Per-layer weight quantization error", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -139,6 +139,12 @@ def write(out_dir: str | Path, summary: dict[str, Any], figures: dict[str, str])
             ("bits_per_weight", "bits/weight", ".2f"),
             ("size_reduction", "size reduction", ".1%"), ("drop_vs_float", "drop", "+.2f"),
             ("feature_maps", "feature maps", "")]))
+    fid_rows = summary.get("fidelity", [])
+    if fid_rows:
+        parts.append("<h2>Fidelity against the float model</h2>")
+        parts.append(_table(fid_rows, [
+            ("scheme", "scheme", ""), ("agreement", "top-1 agreement %", ".2f"),
+            ("sqnr_db", "output SQNR dB", ".2f"), ("kl", "softmax KL", ".2e")]))
     for key, title in (("layers", "Layers on the accelerator"),):
         rows = summary.get(key)
         if rows:

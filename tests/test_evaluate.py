@@ -105,6 +105,23 @@ def test_eval_command_json(capsys):
     assert out["schemes"]["pot"]["bits_per_weight"] < out["schemes"]["asd2"]["bits_per_weight"]
 
 
+def test_eval_report_charts_every_layer_per_scheme(capsys, tmp_path):
+    rep = tmp_path / "rep"
+    assert main(["eval", "digits_cnn", "--schemes", "float,asd2,int6", "--rounding",
+                 "nearest,bias", "--limit", "60", "--calib", "32", "--json",
+                 "--report", str(rep)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    summary = json.loads((rep / "summary.json").read_text())
+    charted = summary["layer_sqnr_db"]
+    assert set(charted) == {"asd2", "asd2/bias", "int6", "int6/bias"}
+    assert charted["asd2/bias"] == out["schemes"]["asd2/bias"]["layer_sqnr_db"]
+    assert len(charted["asd2"]) >= 3 and "logits" in charted["asd2"]
+    page = (rep / "index.html").read_text()
+    assert "Fidelity against the float model" in page and "int6/bias" in page
+    assert f"{out['schemes']['asd2']['sqnr_db']:.2f}" in page
+    assert (rep / "layer_sqnr.png").stat().st_size > 5000
+
+
 def test_eval_command_errors(capsys, tmp_path):
     assert main(["eval", "no_such_model"]) == 2
     assert "shipped models" in capsys.readouterr().err
