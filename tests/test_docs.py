@@ -84,9 +84,17 @@ def test_accuracy_benchmark_runs(tmp_path: Path) -> None:
     from benchmarks import bench_accuracy
 
     out = tmp_path / "accuracy.json"
-    assert bench_accuracy.main(["--models", "digits_cnn", "--schemes", "float,asd2",
-                                "-o", str(out)]) == 0
+    db = tmp_path / "accuracy.sqlite"
+    argv = ["--models", "digits_cnn", "--schemes", "float,asd2", "--workers", "1",
+            "--db", str(db), "-o", str(out)]
+    assert bench_accuracy.main(argv) == 0
     rec = json.loads(out.read_text())["models"]["digits_cnn"]
+    # The sweep's database holds every point: a rerun measures nothing and writes the same.
+    first = out.read_text()
+    out.unlink()
+    assert bench_accuracy.main(argv) == 0
+    assert json.loads(out.read_text())["models"]["digits_cnn"]["schemes"] == json.loads(
+        first)["models"]["digits_cnn"]["schemes"]
     assert set(rec["schemes"]) == {"float", "asd2"} and rec["accelerator"]["bit_exact"]
     assert rec["asd2_exp_bits_4_size"]["bits_per_weight"] > rec["schemes"]["asd2"][
         "bits_per_weight"]
