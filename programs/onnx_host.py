@@ -1,0 +1,187 @@
+"""ONNX ops the importer maps onto a cheap accelerator layer or onto a host op
+(:mod:`programs.hostops`): a mixin of :class:`programs.onnx_import._Importer`.
+
+* HardSigmoid ``clip(alpha x + beta, 0, 1)`` is linear then ReLU6-like: it folds into the
+  convolution producing its input (weights times alpha, bias ``alpha b + beta``, Clip(0, 1)),
+  or becomes a depthwise 1x1 convolution with that weight, bias and clip - on the accelerator.
+* HardSwish is ``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2): the HardSigmoid as above, the
+  product on the host.
+* Mul / Div by a constant (a scalar or one value a channel) is a per-channel scale: folded into
+  the producing convolution or a depthwise 1x1 convolution.  Mul of two feature maps (same
+  shape, or one value a channel as in squeeze-excitation) runs on the host.
+* Sigmoid runs on the host (a table of the int8 input); Resize with ``mode=nearest`` too (a
+  gather; any scale, the source indices follow ONNX's coordinate transformation).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .graph import Layer
+from .hostops import HostOpError, nearest_indices
+
+HOST_IMPORT_OPS = ("HardSigmoid", "HardSwish", "Mul", "Div", "Sigmoid", "Resize")
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    import onnx
+
+    out = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in out.items()}
+
+
+class HostOpsImport:
+    """``op_*`` handlers; relies on the importer's ``act_input``, ``const``, ``producer``,
+    ``sole_reader``, ``add``, ``fail``, ``name``, ``consts`` and ``shapes``."""
+
+    shapes: dict[str, Any]
+    consts: dict[str, NDArray]
+
+    if TYPE_CHECKING:  # provided by the importer
+        def act_input(self, node: Any, t: str) -> str: ...
+        def const(self, node: Any, t: str, what: str, finite: bool = True) -> NDArray: ...
+        def producer(self, t: str) -> Layer | None: ...
+        def sole_reader(self, t: str) -> bool: ...
+        def add(self, lay: Layer) -> None: ...
+        def fail(self, node: Any, msg: str) -> Exception: ...
+        def name(self, t: str) -> str: ...
+
+    # Per-channel affine maps on the accelerator ----------------------------------------------
+    def affine(self, node: Any, x: str, out: str, scale: NDArray, shift: NDArray,
+               act: str = "none", hi: float = np.inf) -> None:
+        """``out = act(scale * x + shift)`` per channel: folded into the convolution that
+        produces ``x`` when nothing else reads it, else a depthwise 1x1 convolution."""
+        c = self.shapes[x][0]
+        scale = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (c,)).copy()
+        shift = np.broadcast_to(np.asarray(shift, np.float64).reshape(-1), (c,)).copy()
+        prod = self.producer(x)
+        if (prod is not None and prod.op == "conv" and prod.act == "none"
+                and self.sole_reader(x)):
+            assert prod.weight is not None and prod.bias is not None
+            prod.weight = prod.weight * scale[:, None, None, None]
+            prod.bias = prod.bias * scale + shift
+            prod.act, prod.act_hi = act, hi
+            prod.output = out
+            prod.onnx_nodes.append(node.name)
+            self.shapes[out] = self.shapes.pop(x)
+            return
+        name = node.name or node.output[0]
+        if out != node.output[0]:
+            name += "/" + out.rsplit("#", 1)[-1]
+        self.add(Layer(name, "conv", [x], out, [node.name],
+                       weight=scale.reshape(c, 1, 1, 1), bias=shift, groups=c, act=act,
+                       act_hi=hi))
+
+    def _per_channel(self, node: Any, x: str, t: str, what: str) -> NDArray:
+        v = self.const(node, t, what)
+        c = self.shapes[x][0]
+        if v.size not in (1, c) or (v.size == c and c > 1 and v.ndim >= 3
+                                    and v.shape[-2:] != (1, 1)):
+            raise self.fail(node, f"{what} of shape {v.shape}: only a scalar or one value "
+                            "per channel is supported for a constant operand")
+        return np.asarray(v, np.float64).reshape(-1)
+
+    def _hardsigmoid(self, node: Any, x: str, out: str, alpha: float, beta: float) -> None:
+        c = self.shapes[x][0]
+        self.affine(node, x, out, np.full(c, alpha), np.full(c, beta), "clip", 1.0)
+
+    def op_HardSigmoid(self, node: Any) -> None:  # noqa: N802
+        a = _attrs(node)
+        x = self.act_input(node, node.input[0])
+        self._hardsigmoid(node, x, node.output[0], float(a.get("alpha", 0.2)),
+                          float(a.get("beta", 0.5)))
+
+    def op_HardSwish(self, node: Any) -> None:  # noqa: N802
+        x = self.act_input(node, node.input[0])
+        gate = node.output[0] + "#hardsigmoid"
+        self._hardsigmoid(node, x, gate, 1.0 / 6, 0.5)
+        self.add(Layer((node.name or node.output[0]) + "/mul", "mul",
+                       [x, gate], node.output[0], [node.name]))
+
+    # Products --------------------------------------------------------------------------------
+    def op_Mul(self, node: Any) -> None:  # noqa: N802
+        ins = [self.name(t) for t in node.input]
+        consts = [t for t in ins if t in self.consts]
+        if len(consts) == 2:
+            raise self.fail(node, "both inputs constant (nothing to compute)")
+        if consts:
+            x = self.act_input(node, ins[1] if ins[0] in consts else ins[0])
+            k = self._per_channel(node, x, consts[0], "factor")
+            self.affine(node, x, node.output[0], k, np.zeros(k.size))
+            return
+        a, b = (self.act_input(node, t) for t in ins)
+        sa, sb = self.shapes[a], self.shapes[b]
+        if sa != sb and sa == (sb[0], 1, 1):
+            a, b = b, a  # the per-channel factor second
+            sa, sb = sb, sa
+        if sb not in (sa, (sa[0], 1, 1)):
+            raise self.fail(node, f"feature maps of shapes {sa} and {sb}: supported are equal "
+                            "shapes or one value per channel (squeeze-excitation)")
+        self.add(Layer(node.name or node.output[0], "mul", [a, b],
+                       node.output[0], [node.name]))
+
+    def op_Div(self, node: Any) -> None:  # noqa: N802
+        x = self.act_input(node, node.input[0])
+        if self.name(node.input[1]) not in self.consts:
+            raise self.fail(node, "division by a feature map is not supported; nearest "
+                            "supported: Div by a constant, or Mul of two feature maps")
+        k = self._per_channel(node, x, node.input[1], "divisor")
+        if np.any(k == 0):
+            raise self.fail(node, "divisor: expected non-zero values, found 0")
+        self.affine(node, x, node.output[0], 1.0 / k, np.zeros(k.size))
+
+    # Host ops --------------------------------------------------------------------------------
+    def op_Sigmoid(self, node: Any) -> None:  # noqa: N802
+        x = self.act_input(node, node.input[0])
+        self.add(Layer(node.name or node.output[0], "sigmoid", [x],
+                       node.output[0], [node.name]))
+
+    def op_Resize(self, node: Any) -> None:  # noqa: N802
+        a = _attrs(node)
+        x = self.act_input(node, node.input[0])
+        mode = a.get("mode", "nearest")
+        if mode != "nearest":
+            raise self.fail(node, f"mode '{mode}' is not supported; nearest supported: "
+                            "Resize mode=nearest")
+        for key, ok in (("antialias", 0), ("exclude_outside", 0)):
+            if int(a.get(key, ok)) != ok:
+                raise self.fail(node, f"{key}={a[key]} is not supported")
+        if a.get("axes") is not None or a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+            raise self.fail(node, "axes / keep_aspect_ratio_policy are not supported "
+                            "(give scales or sizes for all four axes)")
+        c, h, w = self.shapes[x]
+
+        def given(i: int, what: str) -> NDArray | None:
+            if len(node.input) <= i or not node.input[i]:
+                return None
+            v = self.const(node, node.input[i], what).reshape(-1)
+            return v if v.size else None
+
+        scales, sizes = given(2, "scales"), given(3, "sizes")
+        if sizes is not None:
+            if sizes.size != 4 or int(sizes[1]) != c:
+                raise self.fail(node, f"sizes {sizes.tolist()}: expected N, {c}, H, W")
+            out_hw = (int(sizes[2]), int(sizes[3]))
+            sc = (out_hw[0] / h, out_hw[1] / w)
+        elif scales is not None:
+            if scales.size != 4 or scales[0] != 1 or scales[1] != 1:
+                raise self.fail(node, f"scales {scales.tolist()}: only H and W may be "
+                                "scaled (expected 1, 1, sh, sw)")
+            sc = (float(scales[2]), float(scales[3]))
+            out_hw = (int(np.floor(h * sc[0])), int(np.floor(w * sc[1])))
+        else:
+            raise self.fail(node, "neither scales nor sizes given")
+        if min(out_hw) < 1 or min(sc) <= 0:
+            raise self.fail(node, f"output size {out_hw}: expected at least 1x1")
+        coord = a.get("coordinate_transformation_mode", "half_pixel")
+        rounding = a.get("nearest_mode", "round_prefer_floor")
+        try:
+            rows = nearest_indices(h, out_hw[0], sc[0], coord, rounding)
+            cols = nearest_indices(w, out_hw[1], sc[1], coord, rounding)
+        except HostOpError as exc:
+            raise self.fail(node, str(exc)) from None
+        self.add(Layer(node.name or node.output[0], "resize", [x],
+                       node.output[0], [node.name], params={"rows": rows, "cols": cols}))
