@@ -18,12 +18,14 @@ flatten    host layout change ``(C, H, W) -> (C*H*W, 1, 1)`` in ONNX's NCHW orde
 softmax    host, over the channel axis of the final ``(K, 1, 1)`` output
 mul        host, feature map times feature map (same shape, or ``(C, 1, 1)`` per channel)
 sigmoid    host, by a table of the int8 input
+hardswish  host, by a table of the int8 input (``params``: alpha, beta of its hard-sigmoid)
 resize     host, nearest: ``params`` holds the source ``rows`` and ``cols`` of every output
 =========  ==================================================================================
 
 ``act`` is ``none``, ``relu``, ``clip`` (``act_hi`` is the upper bound; the lower is 0),
 ``leaky`` (``slope`` holds one value per channel) or ``prelu`` (likewise).  The integer
-semantics of the host ops mul, sigmoid and resize are written once in :mod:`programs.hostops`.
+semantics of the host ops mul, sigmoid, hardswish and resize are written once in
+:mod:`programs.hostops`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from numpy.typing import NDArray
 Shape = tuple[int, int, int]
 
 ACTS = ("none", "relu", "clip", "leaky", "prelu")
-HOST_OPS = ("concat", "flatten", "softmax", "mul", "sigmoid", "resize")
+HOST_OPS = ("concat", "flatten", "softmax", "mul", "sigmoid", "hardswish", "resize")
 DEVICE_OPS = ("conv", "maxpool", "avgpool", "add")
 
 
@@ -91,7 +93,7 @@ class Layer:
             return (sum(s[0] for s in ins), ins[0][1], ins[0][2])
         if self.op == "flatten":
             return (int(np.prod(ins[0])), 1, 1)
-        if self.op in ("softmax", "sigmoid"):
+        if self.op in ("softmax", "sigmoid", "hardswish"):
             return ins[0]
         if self.op == "mul":
             if ins[1] not in (ins[0], (ins[0][0], 1, 1)):

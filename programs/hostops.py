@@ -13,6 +13,9 @@ mul        ``a * b`` of two feature maps (hard-swish, squeeze-excitation): ``b``
 sigmoid    ``1 / (1 + e^-x)``.  Integer: a table of ``2^act_bits`` entries indexed by the int8
            input, ``T[q] = sat(floor(sigmoid(q * s_x) / s_y + 1/2))``, computed once when
            quantizing and stored with the network (the runtime never evaluates ``exp``)
+hardswish  ``x * clip(alpha x + beta, 0, hi)`` (``params``: alpha, beta, hi; ONNX HardSwish,
+           ``Mul(x, HardSigmoid(x))``, ``Mul(x, Clip(x + 3, 0, 6))``), a function of one int8
+           input: a table like sigmoid's, so no product at all
 resize     nearest-neighbour resampling (ONNX Resize, ``mode=nearest``): a gather of rows and
            columns whose source indices the importer computed from the ONNX attributes.
            Integer: the same gather; input and output share one scale, so it is exact
@@ -36,7 +39,8 @@ from .graph import Layer
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
-HOST_COMPUTE_OPS = ("mul", "sigmoid", "resize")
+HOST_COMPUTE_OPS = ("mul", "sigmoid", "hardswish", "resize")
+TABLE_OPS = ("sigmoid", "hardswish")
 MULT_BITS = 15  # the host multiplier m lies in [2^(MULT_BITS-1), 2^MULT_BITS)
 SHIFT_MAX = 62
 
@@ -85,13 +89,36 @@ def sigmoid(x: NDArray) -> F64:
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64))), np.float64)
 
 
-def sigmoid_table(s_x: float, s_y: float, bits: int, zero_points: tuple[int, int] = (0, 0)
-                  ) -> I64:
-    """``T[q + 2^(bits-1)]`` for every int input ``q``: the quantized sigmoid of ``q``."""
+def hardswish(x: NDArray, alpha: float = 1 / 6, beta: float = 0.5, hi: float = 1.0) -> F64:
+    x = np.asarray(x, np.float64)
+    return np.asarray(x * np.clip(alpha * x + beta, 0.0, hi), np.float64)
+
+
+def unary(lay: Layer) -> Any:
+    """The float function of a table op."""
+    if lay.op == "sigmoid":
+        return sigmoid
+    a, b, hi = (float(lay.params[k]) for k in ("alpha", "beta", "hi"))
+    return lambda x: hardswish(x, a, b, hi)
+
+
+def lipschitz(lay: Layer) -> float:
+    """Largest slope of a table op's function: sigmoid 1/4; hard-swish's is ``hi`` where the
+    gate is saturated and ``2 alpha x + beta`` over its quadratic part, between ``-beta`` and
+    ``2 hi - beta``."""
+    if lay.op == "sigmoid":
+        return 0.25
+    b, hi = float(lay.params["beta"]), float(lay.params["hi"])
+    return max(hi, abs(b), abs(2 * hi - b))
+
+
+def lookup_table(fn: Any, s_x: float, s_y: float, bits: int,
+                 zero_points: tuple[int, int] = (0, 0)) -> I64:
+    """``T[q + 2^(bits-1)]`` for every int input ``q``: ``fn`` of ``q``, quantized."""
     zx, zy = zero_points
     lim = 1 << (bits - 1)
     q = np.arange(-lim, lim, dtype=np.int64)
-    f = sigmoid((q - zx) * s_x)
+    f = fn((q - zx) * s_x)
     return saturate(np.floor(f / s_y + 0.5).astype(np.int64) + zy, bits)
 
 
@@ -152,8 +179,8 @@ def quantize_layer(ql: Any, scales: dict[str, float], act_bits: int) -> None:
         except HostOpError as exc:
             raise HostOpError(f"layer {lay.name}: {exc}") from None
         ql.mult, ql.shift = np.array([m], np.int64), np.array([sh], np.int64)
-    elif lay.op == "sigmoid":
-        ql.table = sigmoid_table(scales[lay.inputs[0]], s_y, act_bits)
+    elif lay.op in TABLE_OPS:
+        ql.table = lookup_table(unary(lay), scales[lay.inputs[0]], s_y, act_bits)
     ql.exact = True
 
 
@@ -162,7 +189,7 @@ def int_layer(ql: Any, ins: list[I64], act_bits: int) -> I64:
     if lay.op == "mul":
         assert ql.mult is not None and ql.shift is not None
         return mul_int(ins[0], ins[1], int(ql.mult[0]), int(ql.shift[0]), act_bits)
-    if lay.op == "sigmoid":
+    if lay.op in TABLE_OPS:
         assert ql.table is not None
         return lookup(ins[0], ql.table, act_bits)
     if lay.op == "resize":
@@ -173,8 +200,8 @@ def int_layer(ql: Any, ins: list[I64], act_bits: int) -> I64:
 def float_op(lay: Layer, ins: list[F64]) -> F64:
     if lay.op == "mul":
         return np.asarray(ins[0] * ins[1], np.float64)
-    if lay.op == "sigmoid":
-        return sigmoid(ins[0])
+    if lay.op in TABLE_OPS:
+        return np.asarray(unary(lay)(ins[0]), np.float64)
     if lay.op == "resize":
         return gather_rows_cols(ins[0], lay.params["rows"], lay.params["cols"])
     raise ValueError(f"layer {lay.name}: {lay.op} is not a host compute op")
@@ -186,7 +213,8 @@ def error_bound(ql: Any, scales: dict[str, float], act_bits: int, ins: list[F64]
     given its float inputs ``ins`` and their error bounds ``eins``.
 
     * resize: a gather, so the errors are gathered;
-    * sigmoid: 1/4-Lipschitz, plus half an output step for the table's rounding;
+    * sigmoid, hardswish: the input bound times the function's largest slope
+      (:func:`lipschitz`), plus half an output step for the table's rounding;
     * mul: ``|a^ b^ - a b| <= |a| e_b + |b| e_a + e_a e_b``, plus the fixed-point factor's
       relative error times ``|a^ b^|``, half an output step, and what saturation cuts off.
 
@@ -198,8 +226,8 @@ def error_bound(ql: Any, scales: dict[str, float], act_bits: int, ins: list[F64]
     s_y = scales[lay.output]
     if lay.op == "resize":
         return gather_rows_cols(eins[0], lay.params["rows"], lay.params["cols"])
-    if lay.op == "sigmoid":
-        e = eins[0] / 4 + 0.5 * s_y
+    if lay.op in TABLE_OPS:
+        e = eins[0] * lipschitz(lay) + 0.5 * s_y
     elif lay.op == "mul":
         ea, eb = (np.minimum(e, reach(v, scales[t], act_bits))
                   for e, v, t in zip(eins, ins, lay.inputs))

@@ -4,8 +4,9 @@
 * HardSigmoid ``clip(alpha x + beta, 0, 1)`` is linear then ReLU6-like: it folds into the
   convolution producing its input (weights times alpha, bias ``alpha b + beta``, Clip(0, 1)),
   or becomes a depthwise 1x1 convolution with that weight, bias and clip - on the accelerator.
-* HardSwish is ``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2): the HardSigmoid as above, the
-  product on the host.
+* HardSwish ``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2), as the ONNX op or written out as
+  ``Mul(x, HardSigmoid(x))`` or ``Mul(x, Clip(x + 3, 0, 6))``, is a function of one input: a
+  host table look-up, no product.
 * Mul / Div by a constant (a scalar or one value a channel) is a per-channel scale: folded into
   the producing convolution or a depthwise 1x1 convolution.  Mul of two feature maps (same
   shape, or one value a channel as in squeeze-excitation) runs on the host.
@@ -39,6 +40,7 @@ class HostOpsImport:
 
     shapes: dict[str, Any]
     consts: dict[str, NDArray]
+    layers: list[Layer]
 
     if TYPE_CHECKING:  # provided by the importer
         def act_input(self, node: Any, t: str) -> str: ...
@@ -88,6 +90,24 @@ class HostOpsImport:
         c = self.shapes[x][0]
         self.affine(node, x, out, np.full(c, alpha), np.full(c, beta), "clip", 1.0)
 
+    def _hardswish_of(self, a: str, b: str) -> tuple[dict[str, float], list[str]] | None:
+        """``alpha, beta, hi`` when ``b = clip(alpha a + beta, 0, hi)`` (the same for every
+        channel) is a 1x1 depthwise layer of ``a`` that nothing else reads: ``a * b`` is then a
+        function of ``a`` alone (a hard-swish: HardSigmoid gives ``hi = 1``, Paddle's
+        ``relu6(x + 3)`` ``hi = 6``), and the gate layer is dropped."""
+        lay = self.producer(b)
+        if (lay is None or lay.op != "conv" or not lay.depthwise or lay.kernel != (1, 1)
+                or lay.stride != (1, 1) or any(lay.pads) or lay.inputs != [a]
+                or lay.act != "clip" or not self.sole_reader(b)):
+            return None
+        assert lay.weight is not None and lay.bias is not None
+        w, c = lay.weight.reshape(-1), lay.bias
+        if np.ptp(w) != 0 or np.ptp(c) != 0:
+            return None
+        self.layers.remove(lay)
+        self.shapes.pop(b)
+        return {"alpha": float(w[0]), "beta": float(c[0]), "hi": lay.act_hi}, lay.onnx_nodes
+
     def op_HardSigmoid(self, node: Any) -> None:  # noqa: N802
         a = _attrs(node)
         x = self.act_input(node, node.input[0])
@@ -96,10 +116,8 @@ class HostOpsImport:
 
     def op_HardSwish(self, node: Any) -> None:  # noqa: N802
         x = self.act_input(node, node.input[0])
-        gate = node.output[0] + "#hardsigmoid"
-        self._hardsigmoid(node, x, gate, 1.0 / 6, 0.5)
-        self.add(Layer((node.name or node.output[0]) + "/mul", "mul",
-                       [x, gate], node.output[0], [node.name]))
+        self.add(Layer(node.name or node.output[0], "hardswish", [x], node.output[0],
+                       [node.name], params={"alpha": 1 / 6, "beta": 0.5, "hi": 1.0}))
 
     # Products --------------------------------------------------------------------------------
     def op_Mul(self, node: Any) -> None:  # noqa: N802
@@ -113,6 +131,12 @@ class HostOpsImport:
             self.affine(node, x, node.output[0], k, np.zeros(k.size))
             return
         a, b = (self.act_input(node, t) for t in ins)
+        for x, gate in ((a, b), (b, a)):
+            found = self._hardswish_of(x, gate)
+            if found is not None:
+                self.add(Layer(node.name or node.output[0], "hardswish", [x], node.output[0],
+                               [*found[1], node.name], params=found[0]))
+                return
         sa, sb = self.shapes[a], self.shapes[b]
         if sa != sb and sa == (sb[0], 1, 1):
             a, b = b, a  # the per-channel factor second

@@ -42,7 +42,7 @@ def test_shift_rounds_half_up_and_mul_saturates() -> None:
 
 def test_sigmoid_table_is_the_rounded_sigmoid() -> None:
     s_x, s_y = 0.05, 1 / 127
-    t = hostops.sigmoid_table(s_x, s_y, 8)
+    t = hostops.lookup_table(hostops.sigmoid, s_x, s_y, 8)
     q = np.arange(-128, 128)
     assert np.all(np.diff(t) >= 0) and t.min() >= 0 and t.max() <= 127
     assert np.abs(t * s_y - 1 / (1 + np.exp(-q * s_x))).max() <= 0.5 * s_y + 1e-12
@@ -85,7 +85,8 @@ def test_nearest_resize_indices_match_onnxruntime(attrs: dict[str, Any],
 
 # Import -----------------------------------------------------------------------------------------
 def _tiny_host_model() -> Any:
-    """Conv -> HardSwish (opset 14 op) -> SE (GAP, conv, HardSigmoid, Mul) -> Div by a
+    """Conv -> HardSwish (opset 14 op) -> Mul(x, HardSigmoid(x)) (a hard-swish written out,
+    alpha 0.2) -> SE (GAP, conv, HardSigmoid, Mul) -> Div by a
     constant -> Add a constant -> Resize by 1.5 x 0.75 (non-integer factors) -> Sigmoid."""
     rng = np.random.default_rng(3)
 
@@ -97,7 +98,9 @@ def _tiny_host_model() -> Any:
              init("k", np.array([2.0, 3.0, 4.0, 5.0]).reshape(1, 4, 1, 1)),
              init("c", np.array([0.5])), init("sc", np.array([1, 1, 1.5, 0.75]))]
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("HardSwish", ["c1"], ["h"], name="hswish"),
+             helper.make_node("HardSwish", ["c1"], ["h0"], name="hswish"),
+             helper.make_node("HardSigmoid", ["h0"], ["hg"], name="hsig", alpha=0.2),
+             helper.make_node("Mul", ["hg", "h0"], ["h"], name="hswish2"),
              helper.make_node("GlobalAveragePool", ["h"], ["g"], name="gap"),
              helper.make_node("Conv", ["g", "w2", "b2"], ["s"], name="se_conv"),
              helper.make_node("HardSigmoid", ["s"], ["hs"], name="gate", alpha=1 / 6),
@@ -116,10 +119,12 @@ def _tiny_host_model() -> Any:
 def test_host_and_affine_ops_import_exactly_in_float() -> None:
     m = _tiny_host_model()
     g = import_model(m)
-    ops = [lay.op for lay in g.layers]
-    # HardSigmoid of se_conv folds into it; Div becomes a depthwise conv (its producer is a
-    # host mul) and the constant Add its bias; HardSwish is a gate conv plus a host mul.
-    assert ops == ["conv", "conv", "mul", "avgpool", "conv", "mul", "conv", "resize", "sigmoid"]
+    ops = [lay.name if lay.name == "se_conv" else lay.op for lay in g.layers]
+    # Both hard-swishes are host tables; the HardSigmoid of se_conv folds into it; Div
+    # becomes a depthwise conv (its producer is a host mul) and the constant Add its bias.
+    assert ops == ["conv", "hardswish", "hardswish", "avgpool", "se_conv", "mul", "conv",
+                   "resize", "sigmoid"]
+    assert g.layers[2].params == {"alpha": pytest.approx(0.2), "beta": 0.5, "hi": 1.0}
     assert g.layer("se_conv").act == "clip" and g.layer("se_conv").act_hi == 1.0
     x = np.random.default_rng(1).standard_normal((3, 3, 6, 6)).astype(np.float32)
     want = next(iter(reference.onnx_forward(m, x).values()))
