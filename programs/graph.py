@@ -20,6 +20,7 @@ mul        host, feature map times feature map (same shape, or ``(C, 1, 1)`` per
 sigmoid    host, by a table of the int8 input
 hardswish  host, by a table of the int8 input (``params``: alpha, beta of its hard-sigmoid)
 resize     host, nearest: ``params`` holds the source ``rows`` and ``cols`` of every output
+           (-1: a zero, as a transposed convolution's stride inserts)
 =========  ==================================================================================
 
 ``act`` is ``none``, ``relu``, ``clip`` (``act_hi`` is the upper bound; the lower is 0),

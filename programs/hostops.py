@@ -17,8 +17,10 @@ hardswish  ``x * clip(alpha x + beta, 0, hi)`` (``params``: alpha, beta, hi; ONN
            ``Mul(x, HardSigmoid(x))``, ``Mul(x, Clip(x + 3, 0, 6))``), a function of one int8
            input: a table like sigmoid's, so no product at all
 resize     nearest-neighbour resampling (ONNX Resize, ``mode=nearest``): a gather of rows and
-           columns whose source indices the importer computed from the ONNX attributes.
-           Integer: the same gather; input and output share one scale, so it is exact
+           columns whose source indices the importer computed from the ONNX attributes; an
+           index -1 is a zero (ConvTranspose's stride inserts zeros, then a convolution on
+           the accelerator).  Integer: the same gather; input and output share one scale, so
+           it is exact
 =========  ==================================================================================
 
 Rounding is half up (add ``2^(sh-1)``, arithmetic shift right), saturation to the signed
@@ -126,9 +128,16 @@ def lookup(x: I64, table: I64, bits: int) -> I64:
     return np.asarray(table, np.int64)[np.asarray(x, np.int64) + (1 << (bits - 1))]
 
 
-def gather_rows_cols(x: NDArray, rows: list[int], cols: list[int]) -> NDArray:
-    """``x[:, rows][:, :, cols]`` of an NHWC tensor (nearest resize)."""
-    return np.asarray(x)[:, np.asarray(rows, np.intp)][:, :, np.asarray(cols, np.intp)]
+def gather_rows_cols(x: NDArray, rows: list[int], cols: list[int], zero: int = 0) -> NDArray:
+    """``x[:, rows][:, :, cols]`` of an NHWC tensor (nearest resize); an index -1 gives
+    ``zero`` (the zeros a transposed convolution's stride inserts)."""
+    r, c = np.asarray(rows, np.intp), np.asarray(cols, np.intp)
+    x = np.asarray(x)
+    y = x[:, np.maximum(r, 0)][:, :, np.maximum(c, 0)]
+    if r.min(initial=0) >= 0 and c.min(initial=0) >= 0:
+        return y
+    keep = (r >= 0)[:, None] & (c >= 0)[None, :]
+    return np.where(keep[None, :, :, None], y, np.asarray(zero, x.dtype))
 
 
 def nearest_indices(n_in: int, n_out: int, scale: float, coord: str, rounding: str) -> list[int]:

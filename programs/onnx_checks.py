@@ -154,7 +154,6 @@ NEAREST_SUPPORTED = {
     "Swish": "Mul(x, Sigmoid(x)) (Sigmoid and the product run on the host)",
     "Abs": "Relu", "Max": "Clip/Relu", "Min": "Clip",
     "Sub": "Add (of a constant: Add its negation)", "Sum": "Add", "Mean": "Add",
-    "ConvTranspose": "Resize (mode=nearest, on the host) followed by Conv",
     "ConvInteger": "Conv", "QLinearConv": "Conv (float: asd quantizes)",
     "MatMulInteger": "MatMul (float: asd quantizes)", "QLinearMatMul": "MatMul (float)",
     "QuantizeLinear": "none (give the float model: asd quantizes it)",

@@ -12,6 +12,10 @@
   shape, or one value a channel as in squeeze-excitation) runs on the host.
 * Sigmoid runs on the host (a table of the int8 input); Resize with ``mode=nearest`` too (a
   gather; any scale, the source indices follow ONNX's coordinate transformation).
+* ConvTranspose with stride ``s``: the host inserts ``s - 1`` zeros between input pixels (a
+  gather with zero entries), then the accelerator runs a stride-1 convolution with the
+  kernel flipped and its input and output channels swapped, padded ``k - 1 - pad`` (plus
+  ``output_padding`` at the bottom and right).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from numpy.typing import NDArray
 from .graph import Layer
 from .hostops import HostOpError, nearest_indices
 
-HOST_IMPORT_OPS = ("HardSigmoid", "HardSwish", "Mul", "Div", "Sigmoid", "Resize")
+HOST_IMPORT_OPS = ("HardSigmoid", "HardSwish", "Mul", "Div", "Sigmoid", "Resize",
+                   "ConvTranspose")
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -209,3 +214,42 @@ class HostOpsImport:
             raise self.fail(node, str(exc)) from None
         self.add(Layer(node.name or node.output[0], "resize", [x],
                        node.output[0], [node.name], params={"rows": rows, "cols": cols}))
+
+    def op_ConvTranspose(self, node: Any) -> None:  # noqa: N802
+        a = _attrs(node)
+        x = self.act_input(node, node.input[0])
+        w = self.const(node, node.input[1], "weight")
+        c, h, wd = self.shapes[x]
+        if w.ndim != 4 or w.shape[0] != c:
+            raise self.fail(node, f"weight of shape {w.shape}: expected ({c}, Co/group, kH, kW)")
+        for key in ("output_shape", "auto_pad"):
+            if key in a and not (key == "auto_pad" and a[key] == "NOTSET"):
+                raise self.fail(node, f"{key} is not supported; give pads and output_padding")
+        if any(d != 1 for d in a.get("dilations", [1, 1])):
+            raise self.fail(node, f"dilations {list(a['dilations'])}: only 1 is supported")
+        g = int(a.get("group", 1))
+        kh, kw = int(w.shape[2]), int(w.shape[3])
+        sy, sx = (int(v) for v in a.get("strides", [1, 1]))
+        t, l, b, r = (int(v) for v in a.get("pads", [0, 0, 0, 0]))
+        oy, ox = (int(v) for v in a.get("output_padding", [0, 0]))
+        pads = (kh - 1 - t, kw - 1 - l, kh - 1 - b + oy, kw - 1 - r + ox)
+        if min(pads) < 0 or min(sy, sx) < 1 or c % g:
+            raise self.fail(node, f"pads {[t, l, b, r]} with a {kh}x{kw} kernel, strides "
+                            f"{[sy, sx]}, group {g}: supported are pads <= kernel - 1")
+        cig, cog = c // g, int(w.shape[1])
+        # (Ci, Co/g, kh, kw) per group -> (Co/g, Ci/g, kh, kw), flipped in space.
+        weight = np.concatenate([w[i * cig:(i + 1) * cig].transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+                                 for i in range(g)], axis=0)
+        bias = (self.const(node, node.input[2], "bias") if len(node.input) > 2
+                and node.input[2] else np.zeros(cog * g))
+        src, name = x, node.name or node.output[0]
+        if (sy, sx) != (1, 1):
+            src = node.output[0] + "#zeros"
+            rows = [i // sy if i % sy == 0 else -1 for i in range((h - 1) * sy + 1)]
+            cols = [i // sx if i % sx == 0 else -1 for i in range((wd - 1) * sx + 1)]
+            self.add(Layer(name + "/zeros", "resize", [x], src, [node.name],
+                           params={"rows": rows, "cols": cols}))
+        self.add(Layer(name, "conv", [src], node.output[0], [node.name],
+                       weight=np.ascontiguousarray(weight, np.float64),
+                       bias=np.asarray(bias, np.float64).copy(), kernel=(kh, kw),
+                       pads=pads, groups=g))

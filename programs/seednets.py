@@ -22,7 +22,7 @@ NETS = ("alexnet", "vgg16", "resnet18", "squeezenet1_0", "squeezenet1_1")
 # product runs on the host, programs.hostops).
 MOBILENETS = ("mobilenet_v2", "mobilenet_v3_small")
 # A detector whose output is a feature map of per-cell sigmoid scores: FPN-style top-down path
-# (nearest 2x Resize on the host, Add and Concat), Sigmoid head on the host.
+# (nearest 2x Resize on the host, a 2x ConvTranspose, Add and Concat), Sigmoid head on the host.
 DETECTORS = ("tiny_fpn_detector",)
 OPSET = 13
 
@@ -115,6 +115,14 @@ class _Builder:
         c, h, w = self.shape[x]
         scales = self._init(self._name("scales"), np.array([1.0, 1.0, 2.0, 2.0]))
         return self._node("Resize", [x, "", scales], (c, 2 * h, 2 * w), mode="nearest")
+
+    def conv_transpose2x(self, x: str, co: int) -> str:
+        """A learned 2x upsampling: kernel 4, stride 2, padding 1."""
+        c, h, w = self.shape[x]
+        wt = self.rng.standard_normal((c, co, 4, 4)) * np.sqrt(2.0 / (c * 4))
+        return self._node("ConvTranspose", [x, self._init(self._name("W"), wt)],
+                          (co, 2 * h, 2 * w), kernel_shape=[4, 4], strides=[2, 2],
+                          pads=[1, 1, 1, 1])
 
     def sigmoid(self, x: str) -> str:
         return self._node("Sigmoid", [x], self.shape[x])
@@ -268,9 +276,9 @@ def mobilenet_v3_small(b: _Builder, width: float, classes: int) -> str:
 
 def tiny_fpn_detector(b: _Builder, width: float, classes: int) -> str:
     """Four stride-2 stages (C1..C4 at 1/2..1/16), 1x1 laterals, a top-down path (P4 -> 2x
-    nearest -> + lateral C3 = P3 -> 2x nearest, concatenated with lateral C2 -> 3x3 conv = P2)
-    and a 1x1 head of ``classes`` scores and 4 box offsets per cell at 1/4 resolution, each
-    through a sigmoid."""
+    nearest Resize -> + lateral C3 = P3 -> 2x ConvTranspose, concatenated with lateral C2 ->
+    3x3 conv = P2) and a 1x1 head of ``classes`` scores and 4 box offsets per cell at 1/4
+    resolution, each through a sigmoid."""
     feats = []
     x = "input"
     for c in (16, 32, 64, 128):
@@ -280,7 +288,7 @@ def tiny_fpn_detector(b: _Builder, width: float, classes: int) -> str:
     f = _ch(64, width)
     p4 = b.conv(feats[3], f, 1)
     p3 = b.add(b.resize2x(p4), b.conv(feats[2], f, 1))
-    p2 = b.concat([b.resize2x(p3), b.conv(feats[1], f, 1)])
+    p2 = b.concat([b.conv_transpose2x(p3, f), b.conv(feats[1], f, 1)])
     p2 = b.relu(b.conv(p2, f, 3, 1, 1))
     return b.sigmoid(b.conv(p2, classes + 4, 1))
 

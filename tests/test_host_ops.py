@@ -167,6 +167,34 @@ def test_network_with_host_ops_runs_bit_exact_within_float_bounds(name: str, siz
     assert split["accelerator"]["words"] == rep.as_dict()["transfer_words_per_image"]
 
 
+@pytest.mark.parametrize("attrs,groups", [
+    ({"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]}, 1),
+    ({"strides": [2, 3], "pads": [0, 1, 2, 0]}, 1),
+    ({"strides": [1, 1], "pads": [1, 1, 1, 1]}, 1),
+    ({"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 0]}, 2)])
+def test_conv_transpose_is_zeros_on_the_host_and_a_conv_on_the_accelerator(
+        attrs: dict[str, Any], groups: int) -> None:
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((4, 6 // groups, 3, 3)).astype(np.float32) * 0.4
+    inits = [numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b")]
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], name="up", group=groups,
+                            **attrs)
+    g = helper.make_graph([node], "ct", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 4, 5, 5])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["N", 6, "H", "W"])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    want = next(iter(reference.onnx_forward(m, x).values()))
+    graph = import_model(m)
+    assert [lay.op for lay in graph.layers] == (["resize", "conv"] if attrs["strides"] != [1, 1]
+                                                 else ["conv"])
+    got = reference.to_user(reference.float_forward(graph, x)[graph.output], graph)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    _, rep = _run_bit_exact(m, x)
+    assert fidelity.sqnr_db(want, rep.output) > 25
+
+
 # CLI: partition printed, saved network reloads, bad input refused --------------------------------
 def test_compile_prints_the_partition_and_run_counts_host_ops(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -200,8 +228,10 @@ def test_compile_prints_the_partition_and_run_counts_host_ops(
      "mode=nearest"),
     (helper.make_node("Div", ["c", "c"], ["y"], name="dv"),
      "node 'dv' (Div): division by a feature map is not supported"),
-    (helper.make_node("ConvTranspose", ["c", "w"], ["y"], name="ct"),
-     "node 'ct' (ConvTranspose): not supported; nearest supported: Resize (mode=nearest"),
+    (helper.make_node("Tanh", ["c"], ["y"], name="th"),
+     "node 'th' (Tanh): not supported; nearest supported: Clip (min 0); Sigmoid (host)"),
+    (helper.make_node("ConvTranspose", ["c", "w"], ["y"], name="ct", output_shape=[16, 16]),
+     "node 'ct' (ConvTranspose): output_shape is not supported; give pads and output_padding"),
 ])
 def test_what_neither_side_runs_is_refused_before_quantization(
         node: Any, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
