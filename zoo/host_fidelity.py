@@ -7,7 +7,7 @@ calibrated rounding (gptq+bias), run through :mod:`programs.runtime` (image 0 on
 required bit-exact with the integer reference, which is also checked for the whole batch),
 and measure the output SQNR (dB) against float onnxruntime; onnxruntime's ``quantize_static``
 (QDQ, per-channel int8 weights, int8 activations, min-max calibration on the same images) is
-measured the same way.
+measured the same way, and (diagnostic) with symmetric activations like the accelerator's.
 
     python -m zoo.host_fidelity [--networks mobilenet_v3_small,...] [--size 224]
                                 [--width 1.0] [--calib 16] [--test 16] [--out FILE.json]
@@ -68,11 +68,13 @@ def measure(name: str, size: int, width: float, n_calib: int, n_test: int, d: Pa
                 "host_cycles_per_image")}
         out[f"asd {rounding}"] = row
     try:
-        from benchmarks.bench_fidelity import ORT_ROWS, ort_static
+        from benchmarks.bench_fidelity import ORT_ROWS, ORT_SYMMETRIC, ort_static
 
         got = ort_static(path, calib, x)
-        out["ort static int8 (qdq)"] = {"sqnr_db": round(fidelity.sqnr_db(
-            ref, _flat(got[ORT_ROWS[0]])), 2)}
+        out["ort static int8 (qdq)"] = {
+            "sqnr_db": round(fidelity.sqnr_db(ref, _flat(got[ORT_ROWS[0]])), 2),
+            "symmetric_activations_sqnr_db": round(fidelity.sqnr_db(
+                ref, _flat(got[ORT_SYMMETRIC])), 2)}
     except Exception as exc:  # onnxruntime's quantizer refusing a graph is a finding too
         out["ort static int8 (qdq)"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
     return out
