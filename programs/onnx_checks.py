@@ -153,7 +153,7 @@ NEAREST_SUPPORTED = {
     "Gelu": "Relu", "Softplus": "Relu", "Mish": "Relu", "ThresholdedRelu": "Relu",
     "Swish": "Mul(x, Sigmoid(x)) (Sigmoid and the product run on the host)",
     "Abs": "Relu", "Max": "Clip/Relu", "Min": "Clip",
-    "Sub": "Add (of a constant: Add its negation)", "Sum": "Add", "Mean": "Add",
+    "Sum": "Add", "Mean": "Add",
     "ConvInteger": "Conv", "QLinearConv": "Conv (float: asd quantizes)",
     "MatMulInteger": "MatMul (float: asd quantizes)", "QLinearMatMul": "MatMul (float)",
     "QuantizeLinear": "none (give the float model: asd quantizes it)",

@@ -7,8 +7,9 @@
 * HardSwish ``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2), as the ONNX op or written out as
   ``Mul(x, HardSigmoid(x))`` or ``Mul(x, Clip(x + 3, 0, 6))``, is a function of one input: a
   host table look-up, no product.
-* Mul / Div by a constant (a scalar or one value a channel) is a per-channel scale: folded into
-  the producing convolution or a depthwise 1x1 convolution.  Mul of two feature maps (same
+* Mul / Div by a constant (a scalar or one value a channel) is a per-channel scale, Sub of a
+  constant (either way round) a per-channel scale of +-1 and shift: folded into the
+  producing convolution or a depthwise 1x1 convolution.  Mul of two feature maps (same
   shape, or one value a channel as in squeeze-excitation) runs on the host.
 * Sigmoid runs on the host (a table of the int8 input); Resize with ``mode=nearest`` too (a
   gather; any scale, the source indices follow ONNX's coordinate transformation).
@@ -28,7 +29,7 @@ from numpy.typing import NDArray
 from .graph import Layer
 from .hostops import HostOpError, nearest_indices
 
-HOST_IMPORT_OPS = ("HardSigmoid", "HardSwish", "Mul", "Div", "Sigmoid", "Resize",
+HOST_IMPORT_OPS = ("HardSigmoid", "HardSwish", "Mul", "Div", "Sub", "Sigmoid", "Resize",
                    "ConvTranspose")
 
 
@@ -161,6 +162,17 @@ class HostOpsImport:
         if np.any(k == 0):
             raise self.fail(node, "divisor: expected non-zero values, found 0")
         self.affine(node, x, node.output[0], 1.0 / k, np.zeros(k.size))
+
+    def op_Sub(self, node: Any) -> None:  # noqa: N802
+        ins = [self.name(t) for t in node.input]
+        consts = [t in self.consts for t in ins]
+        if consts.count(True) != 1:
+            raise self.fail(node, "only a constant subtracted from a feature map (or a feature "
+                            "map from a constant) is supported; nearest supported: Add")
+        x = self.act_input(node, ins[consts.index(False)])
+        k = self._per_channel(node, x, ins[consts.index(True)], "constant")
+        sign = 1.0 if consts[1] else -1.0  # x - k, or k - x
+        self.affine(node, x, node.output[0], np.full(k.size, sign), -sign * k)
 
     # Host ops --------------------------------------------------------------------------------
     def op_Sigmoid(self, node: Any) -> None:  # noqa: N802

@@ -195,6 +195,26 @@ def test_conv_transpose_is_zeros_on_the_host_and_a_conv_on_the_accelerator(
     assert fidelity.sqnr_db(want, rep.output) > 25
 
 
+def test_sub_of_a_constant_is_an_affine_conv_and_of_two_maps_refused() -> None:
+    rng = np.random.default_rng(5)
+    k = numpy_helper.from_array(rng.standard_normal((1, 3, 1, 1)).astype(np.float32), "k")
+    nodes = [helper.make_node("Sub", ["x", "k"], ["a"], name="x_minus_k"),
+             helper.make_node("Sub", ["k", "a"], ["y"], name="k_minus_a")]
+    g = helper.make_graph(nodes, "sub", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 3, 4, 4])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["N", 3, 4, 4])], [k])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    graph = import_model(m)
+    assert [lay.op for lay in graph.layers] == ["conv"]  # the second folds into the first
+    got = reference.to_user(reference.float_forward(graph, x)[graph.output], graph)
+    np.testing.assert_allclose(got, next(iter(reference.onnx_forward(m, x).values())),
+                               rtol=1e-6, atol=1e-6)
+    m.graph.node[1].input[0] = "x"
+    with pytest.raises(ImportError_, match="node 'k_minus_a' \\(Sub\\): only a constant"):
+        import_model(m)
+
+
 # CLI: partition printed, saved network reloads, bad input refused --------------------------------
 def test_compile_prints_the_partition_and_run_counts_host_ops(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
