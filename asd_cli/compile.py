@@ -160,8 +160,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except AsdError as exc:  # the output directory cannot be written; the previous one survives
         raise _user_error(str(exc)) from None
     man = comp.manifest()
+    from programs.partition import format_partition, partition
+
+    split = partition(comp.qnet.graph, comp.layers, comp.config)
     if args.json:
-        print(json.dumps({"outdir": args.output, "totals": man["totals"],
+        print(json.dumps({"outdir": args.output, "totals": man["totals"], "partition": split,
                           "layers": [{k: e[k] for k in ("name", "op", "out_shape", "cycles")}
                                      | {"tiles": len(e["tiles"])} for e in man["layers"]]}))
         return 0
@@ -173,6 +176,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     t = man["totals"]
     print(f"total: {t['tiles']} images, {t['image_bytes']} bytes, {t['text_words']} "
           f"instructions, {t['weight_words']} weight words, {t['cycles']} cycles per image")
+    print("\n".join(format_partition(split)))
     print(f"wrote {args.output}/manifest.json")
     return 0
 
@@ -227,6 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 fe = ("" if r.float_rel_err is None
                       else f"{r.float_max_err:.4g} ({r.float_rel_err:.3f})")
                 line += f"   {r.int_max_diff:>8}  {fe}"
+            if r.host_words:
+                line += f"   host: {r.host_elements} elements, {r.host_words} words"
             print(line)
         print(f"total: {rep.cycles_per_image} cycles per image, {rep.cycles_per_image * rep.batch}"
               f" for the batch of {rep.batch} ({args.backend}, {rep.seconds:.2f} s)")
@@ -235,6 +241,12 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"({d['transfer_bytes_per_image']} bytes), {rep.transfer_cycles_per_image} cycles "
               f"per image at {comp.config.host_words_per_cycle} word(s) a cycle; end to end "
               f"{d['end_to_end_cycles_per_image']} cycles per image")
+        if d["host_elements_per_image"]:
+            print(f"host ops: {d['host_elements_per_image']} elements ("
+                  f"{d['host_macs_per_image']} feature-map products), {d['host_words_per_image']}"
+                  f" words read and written, {d['host_cycles_per_image']} cycles per image at "
+                  f"{comp.config.host_words_per_cycle} word(s) a cycle (host compute time not "
+                  "counted)")
         if args.trace:
             print("integer: " + (f"first divergence at layer {rep.first_int_divergence}"
                                  if rep.first_int_divergence else "bit-exact in every layer"))

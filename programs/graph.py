@@ -16,10 +16,17 @@ add        two inputs of one shape, act
 concat     inputs joined along channels (host: producers share one output scale)
 flatten    host layout change ``(C, H, W) -> (C*H*W, 1, 1)`` in ONNX's NCHW order
 softmax    host, over the channel axis of the final ``(K, 1, 1)`` output
+mul        host, feature map times feature map (same shape, or ``(C, 1, 1)`` per channel)
+sigmoid    host, by a table of the int8 input
+hardswish  host, by a table of the int8 input (``params``: alpha, beta of its hard-sigmoid)
+resize     host, nearest: ``params`` holds the source ``rows`` and ``cols`` of every output
+           (-1: a zero, as a transposed convolution's stride inserts)
 =========  ==================================================================================
 
 ``act`` is ``none``, ``relu``, ``clip`` (``act_hi`` is the upper bound; the lower is 0),
-``leaky`` (``slope`` holds one value per channel) or ``prelu`` (likewise).
+``leaky`` (``slope`` holds one value per channel) or ``prelu`` (likewise).  The integer
+semantics of the host ops mul, sigmoid, hardswish and resize are written once in
+:mod:`programs.hostops`.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from numpy.typing import NDArray
 Shape = tuple[int, int, int]
 
 ACTS = ("none", "relu", "clip", "leaky", "prelu")
-HOST_OPS = ("concat", "flatten", "softmax")
+HOST_OPS = ("concat", "flatten", "softmax", "mul", "sigmoid", "hardswish", "resize")
 DEVICE_OPS = ("conv", "maxpool", "avgpool", "add")
 
 
@@ -54,6 +61,7 @@ class Layer:
     act: str = "none"
     act_hi: float = math.inf
     slope: NDArray[np.float64] | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # JSON-ready op attributes (resize)
 
     @property
     def depthwise(self) -> bool:
@@ -86,8 +94,15 @@ class Layer:
             return (sum(s[0] for s in ins), ins[0][1], ins[0][2])
         if self.op == "flatten":
             return (int(np.prod(ins[0])), 1, 1)
-        if self.op == "softmax":
+        if self.op in ("softmax", "sigmoid", "hardswish"):
             return ins[0]
+        if self.op == "mul":
+            if ins[1] not in (ins[0], (ins[0][0], 1, 1)):
+                raise ValueError(f"layer {self.name}: Mul of shapes {ins[0]} and {ins[1]} "
+                                 "(the second must match the first or be one value a channel)")
+            return ins[0]
+        if self.op == "resize":
+            return (ins[0][0], len(self.params["rows"]), len(self.params["cols"]))
         raise ValueError(f"layer {self.name}: unknown op {self.op}")
 
     def attrs(self) -> dict[str, Any]:
@@ -96,7 +111,8 @@ class Layer:
                 "output": self.output, "onnx_nodes": list(self.onnx_nodes),
                 "kernel": list(self.kernel), "stride": list(self.stride),
                 "pads": list(self.pads), "groups": self.groups, "act": self.act,
-                "act_hi": None if math.isinf(self.act_hi) else self.act_hi}
+                "act_hi": None if math.isinf(self.act_hi) else self.act_hi,
+                "params": dict(self.params)}
 
     @classmethod
     def from_attrs(cls, d: dict[str, Any], arrays: dict[str, NDArray]) -> Layer:
@@ -105,7 +121,8 @@ class Layer:
                   stride=(int(d["stride"][0]), int(d["stride"][1])),
                   pads=tuple(int(p) for p in d["pads"]),  # type: ignore[arg-type]
                   groups=int(d["groups"]), act=d["act"],
-                  act_hi=math.inf if d["act_hi"] is None else float(d["act_hi"]))
+                  act_hi=math.inf if d["act_hi"] is None else float(d["act_hi"]),
+                params=dict(d.get("params", {})))
         lay.weight = arrays.get("weight")
         lay.bias = arrays.get("bias")
         lay.slope = arrays.get("slope")

@@ -148,19 +148,13 @@ def check_layer_params_finite(name: str, arrays: dict[str, NDArray | None]) -> N
 # What to re-export an op the compiler lacks as: the supported op closest in effect.  Ops not
 # listed get the supported op with the closest name, or none.
 NEAREST_SUPPORTED = {
-    "HardSigmoid": "Relu/Clip (Clip(0, max) is ReLU6)",
-    "HardSwish": "Relu/Clip (Clip(0, max) is ReLU6)",
-    "Sigmoid": "Relu/Clip; Softmax as the last layer",
-    "Tanh": "Clip (min 0)",
+    "Tanh": "Clip (min 0); Sigmoid (host)",
     "Elu": "LeakyRelu/PRelu", "Selu": "LeakyRelu/PRelu", "Celu": "LeakyRelu/PRelu",
-    "Gelu": "Relu", "Softplus": "Relu", "Mish": "Relu", "Swish": "Relu", "ThresholdedRelu": "Relu",
+    "Gelu": "Relu", "Softplus": "Relu", "Mish": "Relu", "ThresholdedRelu": "Relu",
+    "Swish": "Mul(x, Sigmoid(x)) (Sigmoid and the product run on the host)",
     "Abs": "Relu", "Max": "Clip/Relu", "Min": "Clip",
-    "Mul": "Conv (a constant per-channel Mul right after one folds into it); a feature map "
-           "times a feature map has no equivalent",
-    "Div": "Mul by the reciprocal right after a Conv (folds into it); a division by a "
-           "feature map has no equivalent",
-    "Sub": "Add", "Sum": "Add", "Mean": "Add",
-    "ConvTranspose": "Conv", "ConvInteger": "Conv", "QLinearConv": "Conv (float: asd quantizes)",
+    "Sum": "Add", "Mean": "Add",
+    "ConvInteger": "Conv", "QLinearConv": "Conv (float: asd quantizes)",
     "MatMulInteger": "MatMul (float: asd quantizes)", "QLinearMatMul": "MatMul (float)",
     "QuantizeLinear": "none (give the float model: asd quantizes it)",
     "DequantizeLinear": "none (give the float model: asd quantizes it)",
@@ -171,8 +165,7 @@ NEAREST_SUPPORTED = {
     "Transpose": "Flatten/Reshape to N x K", "Squeeze": "Flatten/Reshape to N x K",
     "Unsqueeze": "Flatten/Reshape to N x K",
     "Pad": "the pads attribute of Conv/MaxPool/AveragePool",
-    "Resize": "none (MaxPool/AveragePool and strided Conv only reduce resolution)",
-    "Upsample": "none (MaxPool/AveragePool and strided Conv only reduce resolution)",
+    "Upsample": "Resize (mode=nearest)",
 }
 
 

@@ -36,10 +36,12 @@ from .onnx_checks import (
     node_label,
     require_finite,
 )
+from .onnx_host import HOST_IMPORT_OPS, HostOpsImport
 
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "LeakyRelu", "PRelu", "Clip", "MaxPool",
                  "AveragePool", "GlobalAveragePool", "Add", "Concat", "Flatten", "Reshape",
-                 "BatchNormalization", "Dropout", "Identity", "Softmax", "Constant")
+                 "BatchNormalization", "Dropout", "Identity", "Softmax", "Constant",
+                 *HOST_IMPORT_OPS)
 __all__ = ["MIN_OPSET", "SUPPORTED_OPS", "ImportError_", "import_model"]
 
 
@@ -53,7 +55,7 @@ def _decode(v: Any) -> Any:
     return v.decode() if isinstance(v, bytes) else v
 
 
-class _Importer:
+class _Importer(HostOpsImport):
     def __init__(self, model: Any, input_hw: tuple[int, int] | None) -> None:
         self.model = model
         g = model.graph
@@ -403,19 +405,9 @@ class _Importer:
         if len(consts) == 2:
             raise self.fail(node, "both inputs constant (constant folding is not supported)")
         x = self.act_input(node, ins[1] if ins[0] in consts else ins[0])
-        cval = self.consts[consts[0]]
-        prod = self.producer(x)
-        c = self.shapes[x][0]
-        if (prod is None or prod.op != "conv" or prod.act != "none"
-                or not self.sole_reader(x) or cval.size not in (1, c)
-                or (cval.ndim >= 3 and cval.size != 1 and cval.shape[-2:] != (1, 1))):
-            raise self.fail(node, "adding a constant is supported only as a per-channel bias "
-                            "right after Conv/Gemm/MatMul")
-        assert prod.bias is not None
-        prod.bias = prod.bias + np.broadcast_to(cval.reshape(-1), (c,))
-        prod.output = node.output[0]
-        prod.onnx_nodes.append(node.name)
-        self.shapes[prod.output] = self.shapes.pop(x)
+        # A per-channel shift: the producing conv's bias, else a depthwise 1x1 convolution.
+        shift = self._per_channel(node, x, consts[0], "addend")
+        self.affine(node, x, node.output[0], np.ones(shift.size), shift)
 
     def op_Concat(self, node: Any) -> None:  # noqa: N802
         axis = int(_attrs(node).get("axis", 1))

@@ -39,6 +39,7 @@ class QLayer:
     slope_ints: I64 | None = None   # (C,) two-digit slope * 2^(W-1) for ACT
     add_ints: tuple[int, int] | None = None  # add: the two inputs' two-digit weights
     exact: bool = True              # requantization factor exactly as the float math wants
+    table: I64 | None = None        # host sigmoid: output of every int input (programs.hostops)
     config: AccelConfig = field(default_factory=AccelConfig)
 
     @property
@@ -111,7 +112,7 @@ class QNet:
                 v = getattr(lay, key)
                 if v is not None:
                     arrays[f"{i}/{key}"] = v
-            for key in ("w_int", "s_w", "bias_int", "mult", "shift", "slope_ints"):
+            for key in ("w_int", "s_w", "bias_int", "mult", "shift", "slope_ints", "table"):
                 v = getattr(ql, key)
                 if v is not None:
                     arrays[f"{i}/q_{key}"] = v

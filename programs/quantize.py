@@ -41,7 +41,7 @@ from contract import weights as wformats
 from contract.config import AccelConfig
 from contract.errors import AsdError
 
-from . import reference
+from . import hostops, reference
 from .graph import Graph
 from .qnet import QLayer, QNet
 from .reference import int_layer, quantize_input
@@ -303,12 +303,12 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
     for t in graph.shapes:
         groups.find(t)
     for lay in graph.layers:
-        if lay.op in ("concat", "maxpool", "flatten"):
+        if lay.op in ("concat", "maxpool", "flatten", "resize"):
             for t in lay.inputs:
                 groups.union(t, lay.output)
     want: dict[str, float] = {}
     for lay in graph.layers:
-        r = ranges[lay.output]
+        r = hostops.output_range(lay, ranges[lay.output])
         if lay.act in ("leaky", "prelu"):
             # REQ saturates the pre-activation before ACT scales negatives: cover both.
             r = max(r, pre_ranges[lay.name])
@@ -350,6 +350,12 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
     lay, config, scales, graph = ql.layer, qnet.config, qnet.scales, qnet.graph
     unit = config.weight_format.unit(config.exp_bits)
     requant_aware = qnet.requant_aware
+    if lay.op in hostops.HOST_COMPUTE_OPS:
+        try:
+            hostops.quantize_layer(ql, scales, config.act_bits)
+        except hostops.HostOpError as exc:
+            raise QuantizeError(str(exc)) from None
+        return
     if lay.op not in ("concat", "flatten", "softmax", "maxpool"):
         free = len(groups.members(lay.output)) == 1 and lay.act != "clip"
         s_y = scales[lay.output]

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from contract import blas, semantics
 
+from . import hostops
 from .graph import Graph, Layer
 from .qnet import QLayer, QNet
 
@@ -101,6 +102,8 @@ def float_layer(lay: Layer, ins: list[F64]) -> tuple[F64, F64]:
     elif lay.op == "softmax":
         e = np.exp(ins[0] - ins[0].max(axis=3, keepdims=True))
         pre = e / e.sum(axis=3, keepdims=True)
+    elif lay.op in hostops.HOST_COMPUTE_OPS:
+        pre = hostops.float_op(lay, ins)
     else:
         raise ValueError(f"layer {lay.name}: no float semantics for {lay.op}")
     return pre, _act_float(lay, pre)
@@ -160,6 +163,8 @@ def int_layer(ql: QLayer, qnet: QNet, ins: list[I64]) -> I64:
         return flatten_nhwc(ins[0])
     if lay.op == "softmax":
         return ins[0]  # on the host, in float, after dequantization
+    if lay.op in hostops.HOST_COMPUTE_OPS:
+        return hostops.int_layer(ql, ins, c.act_bits)
     if lay.op == "conv":
         assert ql.w_int is not None and ql.bias_int is not None
         acc = conv_sum(ins[0], ql.w_int, lay.stride, lay.pads, lay.groups).astype(np.int64)
@@ -236,6 +241,9 @@ def error_bounds(qnet: QNet, x_nchw: NDArray) -> tuple[dict[str, F64], dict[str,
             continue
         if lay.op in ("concat", "flatten"):
             errs[lay.output] = float_layer(lay, eins)[1]
+            continue
+        if lay.op in hostops.HOST_COMPUTE_OPS:
+            errs[lay.output] = hostops.error_bound(ql, qnet.scales, c.act_bits, ins, eins, y)
             continue
         if lay.op == "softmax":
             errs[lay.output] = np.broadcast_to(eins[0].max(axis=3, keepdims=True), y.shape).copy()

@@ -1,6 +1,6 @@
-"""The seed papers' networks - AlexNet, VGG-16, ResNet-18, SqueezeNet 1.0 and 1.1 - and the
-edge networks MobileNetV2 and MobileNetV3-Small, defined directly as ONNX graphs (onnx.helper,
-no torch) with random weights.
+"""The seed papers' networks - AlexNet, VGG-16, ResNet-18, SqueezeNet 1.0 and 1.1 - the edge
+networks MobileNetV2 and MobileNetV3-Small, and a small FPN-style detector, defined directly
+as ONNX graphs (onnx.helper, no torch) with random weights.
 
 ``width`` scales every channel count (1.0 is the published network; tests use a fraction) and
 ``size`` is the input height and width (224 for ImageNet; tests use less).  The layer
@@ -18,9 +18,12 @@ from typing import Any
 import numpy as np
 
 NETS = ("alexnet", "vgg16", "resnet18", "squeezenet1_0", "squeezenet1_1")
-# Depthwise convolutions, hard-swish and squeeze-excitation (activation times activation): the
-# compiler does not run these yet; the size and fidelity studies do.
+# Depthwise convolutions, hard-swish and squeeze-excitation (activation times activation: the
+# product runs on the host, programs.hostops).
 MOBILENETS = ("mobilenet_v2", "mobilenet_v3_small")
+# A detector whose output is a feature map of per-cell sigmoid scores: FPN-style top-down path
+# (nearest 2x Resize on the host, a 2x ConvTranspose, Add and Concat), Sigmoid head on the host.
+DETECTORS = ("tiny_fpn_detector",)
 OPSET = 13
 
 
@@ -108,6 +111,22 @@ class _Builder:
         c = sum(self.shape[x][0] for x in xs)
         return self._node("Concat", xs, (c, *self.shape[xs[0]][1:]), axis=1)
 
+    def resize2x(self, x: str) -> str:
+        c, h, w = self.shape[x]
+        scales = self._init(self._name("scales"), np.array([1.0, 1.0, 2.0, 2.0]))
+        return self._node("Resize", [x, "", scales], (c, 2 * h, 2 * w), mode="nearest")
+
+    def conv_transpose2x(self, x: str, co: int) -> str:
+        """A learned 2x upsampling: kernel 4, stride 2, padding 1."""
+        c, h, w = self.shape[x]
+        wt = self.rng.standard_normal((c, co, 4, 4)) * np.sqrt(2.0 / (c * 4))
+        return self._node("ConvTranspose", [x, self._init(self._name("W"), wt)],
+                          (co, 2 * h, 2 * w), kernel_shape=[4, 4], strides=[2, 2],
+                          pads=[1, 1, 1, 1])
+
+    def sigmoid(self, x: str) -> str:
+        return self._node("Sigmoid", [x], self.shape[x])
+
     def flatten(self, x: str) -> str:
         return self._node("Flatten", [x], (int(np.prod(self.shape[x])), 1, 1), axis=1)
 
@@ -124,11 +143,12 @@ class _Builder:
         from onnx import TensorProto, helper
 
         c, h, w = self.shape["input"]
+        oc, oh, ow = self.shape[out]
+        out_dims: list[str | int] = ["N", oc] if (oh, ow) == (1, 1) else ["N", oc, oh, ow]
         graph = helper.make_graph(
             self.nodes, name,
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])],
-            [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", self.shape[out][0]])],
-            self.inits)
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_dims)], self.inits)
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                  producer_name="asd programs.seednets")
 
@@ -254,9 +274,29 @@ def mobilenet_v3_small(b: _Builder, width: float, classes: int) -> str:
     return b.gemm(b.dropout(x), classes)
 
 
+def tiny_fpn_detector(b: _Builder, width: float, classes: int) -> str:
+    """Four stride-2 stages (C1..C4 at 1/2..1/16), 1x1 laterals, a top-down path (P4 -> 2x
+    nearest Resize -> + lateral C3 = P3 -> 2x ConvTranspose, concatenated with lateral C2 ->
+    3x3 conv = P2) and a 1x1 head of ``classes`` scores and 4 box offsets per cell at 1/4
+    resolution, each through a sigmoid."""
+    feats = []
+    x = "input"
+    for c in (16, 32, 64, 128):
+        x = _conv_bn(b, x, _ch(c, width), 3, 2, "relu")
+        x = _conv_bn(b, x, _ch(c, width), 3, 1, "relu")
+        feats.append(x)
+    f = _ch(64, width)
+    p4 = b.conv(feats[3], f, 1)
+    p3 = b.add(b.resize2x(p4), b.conv(feats[2], f, 1))
+    p2 = b.concat([b.conv_transpose2x(p3, f), b.conv(feats[1], f, 1)])
+    p2 = b.relu(b.conv(p2, f, 3, 1, 1))
+    return b.sigmoid(b.conv(p2, classes + 4, 1))
+
+
 def build(name: str, *, width: float = 1.0, size: int = 224, classes: int = 1000,
           channels: int = 3, seed: int = 0) -> Any:
-    """The ONNX ModelProto of seed network ``name`` (one of :data:`NETS`, :data:`MOBILENETS`)."""
+    """The ONNX ModelProto of seed network ``name`` (one of :data:`NETS`, :data:`MOBILENETS`,
+    :data:`DETECTORS`)."""
     b = _Builder(channels, size, seed)
     if name == "alexnet":
         out = alexnet(b, width, classes)
@@ -270,6 +310,9 @@ def build(name: str, *, width: float = 1.0, size: int = 224, classes: int = 1000
         out = mobilenet_v2(b, width, classes)
     elif name == "mobilenet_v3_small":
         out = mobilenet_v3_small(b, width, classes)
+    elif name == "tiny_fpn_detector":
+        out = tiny_fpn_detector(b, width, classes)
     else:
-        raise ValueError(f"unknown seed network '{name}'; known: {', '.join(NETS + MOBILENETS)}")
+        raise ValueError(f"unknown seed network '{name}'; known: "
+                         f"{', '.join(NETS + MOBILENETS + DETECTORS)}")
     return b.model(out, name)

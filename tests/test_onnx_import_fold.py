@@ -150,12 +150,13 @@ def test_compile_and_run_give_the_clean_models_result(files: Path, tmp_path: Pat
     np.testing.assert_allclose(y, y_clean, rtol=1e-6, atol=1e-7)
 
 
-def _hard_sigmoid_model(opset: int) -> Any:
-    """An opset-11 Paddle-style model (weights in Constant nodes) with a HardSigmoid."""
+def _unsupported_op_model(opset: int) -> Any:
+    """A Paddle-style model (weights in Constant nodes) with an Elu, which neither the
+    accelerator nor the host runs."""
     w = numpy_helper.from_array(np.full((2, 1, 3, 3), 0.1, np.float32), "w")
     nodes = [helper.make_node("Constant", [], ["w"], value=w, name="Constant@0"),
              helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
-             helper.make_node("HardSigmoid", ["c"], ["y"], name="hs1", alpha=0.2, beta=0.5)]
+             helper.make_node("Elu", ["c"], ["y"], name="elu1")]
     g = helper.make_graph(nodes, "hs", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, ["N", *IN_SHAPE])], [helper.make_tensor_value_info(
             "y", TensorProto.FLOAT, ["N", 2, 8, 8])])
@@ -172,27 +173,27 @@ def test_unsupported_op_is_refused_before_quantization_and_nothing_written(
         raise AssertionError("quantization ran on a model the compiler refuses")
 
     monkeypatch.setattr(programs.manifest, "quantize", never)
-    onnx.save(_hard_sigmoid_model(opset), tmp_path / "hs.onnx")
+    onnx.save(_unsupported_op_model(opset), tmp_path / "hs.onnx")
     out = tmp_path / "out"
     capsys.readouterr()
     assert main(["compile", str(tmp_path / "hs.onnx"), "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "node 'hs1' (HardSigmoid): not supported; nearest supported: Relu/Clip" in err
+    assert "node 'elu1' (Elu): not supported; nearest supported: LeakyRelu/PRelu" in err
     assert "opset" not in err and not out.exists()
 
 
 def test_every_unsupported_node_is_counted_in_the_one_line() -> None:
     from programs.onnx_import import ImportError_, import_model
 
-    m = _hard_sigmoid_model(13)
-    m.graph.node.append(helper.make_node("Mul", ["y", "c"], ["z"], name="se_mul"))
-    m.graph.node.append(helper.make_node("Sigmoid", ["z"], ["s"], name="sig"))
+    m = _unsupported_op_model(13)
+    m.graph.node.append(helper.make_node("Tanh", ["y"], ["z"], name="tanh"))
+    m.graph.node.append(helper.make_node("Erf", ["z"], ["s"], name="erf"))
     m.graph.output[0].name = "s"
     with pytest.raises(ImportError_) as exc:
         import_model(m)
     msg = str(exc.value)
-    assert msg.startswith("node 'hs1' (HardSigmoid): not supported") and "\n" not in msg
-    assert "2 more unsupported node(s): Mul x1, Sigmoid x1" in msg
+    assert msg.startswith("node 'elu1' (Elu): not supported") and "\n" not in msg
+    assert "2 more unsupported node(s): Tanh x1, Erf x1" in msg
 
 
 def test_opset_older_than_7_is_refused_by_quantize_too(tmp_path: Path,
