@@ -33,10 +33,11 @@ IMEM_DEPTH_MAX = 1 << 16  # the configuration's limit (contract.config)
 Regions = dict[str, tuple[int, int]]
 
 
-def lane_words(per_channel: NDArray[np.integer], nblocks: int, lanes: int, fill: int) -> I64:
+def lane_words(per_channel: NDArray[np.integer], nblocks: int, lanes: int, fill: int,
+               dtype: type[np.integer] = np.int64) -> I64:
     """Per-channel values ``(..., C)`` laid out as ``(nblocks, ..., lanes)`` words."""
     c = per_channel.shape[-1]
-    padded = np.full(per_channel.shape[:-1] + (nblocks * lanes,), fill, np.int64)
+    padded = np.full(per_channel.shape[:-1] + (nblocks * lanes,), fill, dtype)
     padded[..., :c] = per_channel
     return padded.reshape(per_channel.shape[:-1] + (nblocks, lanes))
 
@@ -72,19 +73,20 @@ def weight_codes(w_int: I64, cfg: AccelConfig) -> Codes:
     return out.reshape(np.shape(w_int))
 
 
-def conv_weight_words(codes: Codes, nblocks: int, cfg: AccelConfig) -> I64:
+def conv_weight_words(codes: Codes, nblocks: int, cfg: AccelConfig) -> Codes:
     """WMEM words of a dense convolution's output channels ``codes`` ``(Cout, C, KH, KW)``:
-    block by block, each in ``(ky, kx, ci)`` order."""
+    block by block, each in ``(ky, kx, ci)`` order, in the codes' type."""
     wt = codes.transpose(2, 3, 1, 0)  # (KH, KW, C, Cout)
-    words = lane_words(wt, nblocks, cfg.lanes, _zero_code(cfg))  # (KH, KW, C, nb, L)
+    words = lane_words(wt, nblocks, cfg.lanes, _zero_code(cfg), codes.dtype.type)
     return words.transpose(3, 0, 1, 2, 4).reshape(-1, cfg.lanes)
 
 
-def depthwise_weight_words(codes: Codes, nblocks: int, cfg: AccelConfig) -> I64:
+def depthwise_weight_words(codes: Codes, nblocks: int, cfg: AccelConfig) -> Codes:
     """WMEM words of a depthwise convolution's channels ``codes`` ``(C, KH, KW)``: block by
-    block, each in ``(ky, kx)`` order."""
+    block, each in ``(ky, kx)`` order, in the codes' type."""
     wt = codes.transpose(1, 2, 0)  # (KH, KW, C)
-    words = lane_words(wt, nblocks, cfg.lanes, _zero_code(cfg)).transpose(2, 0, 1, 3)
+    words = lane_words(wt, nblocks, cfg.lanes, _zero_code(cfg), codes.dtype.type)
+    words = words.transpose(2, 0, 1, 3)
     return words.reshape(-1, cfg.lanes)
 
 
@@ -199,7 +201,7 @@ def _assemble(source: str, cfg: AccelConfig) -> I64:
         raise
 
 
-def tile_image(programs: Programs, source: str, weights: I64, params: I64, acts: I64,
+def tile_image(programs: Programs, source: str, weights: Codes, params: I64, acts: I64,
                acts_base: int, regions: Regions) -> tuple[Image, int]:
     """The program image of one tile and its static cycles; raises
     :class:`programs.fit.DoesNotFit` when its program, weights or parameters exceed their

@@ -78,7 +78,8 @@ class Compiled:
         is HALT and whose weights are the block.  The tiles' own images then hold none."""
         seen: dict[bytes, str] = {}
         users: dict[bytes, int] = {}
-        keys = [[_weights_key(t.image) for t in ll.tiles] for ll in self.layers]
+        known: dict[tuple[int, Any, Any, str], bytes] = {}
+        keys = [[_weights_key(t.image, known) for t in ll.tiles] for ll in self.layers]
         for row in keys:
             for k in row:
                 if k:
@@ -244,12 +245,24 @@ class Compiled:
         return cls(qnet, layers, model if model.exists() else None)
 
 
-def _weights_key(image: Image) -> bytes:
-    """Identity of an image's weights (a digest of its words; empty for none)."""
+def _weights_key(image: Image, known: dict[tuple[int, Any, Any, str], bytes] | None = None
+                 ) -> bytes:
+    """Identity of an image's weights (a digest of their values, whatever their integer type;
+    empty for none).  ``known``: digests by array memory, so that the row bands sharing one
+    array (a tile group's weights) are hashed once while those arrays are alive."""
     w = image.weights
     if not len(w):
         return b""
-    return hashlib.sha256(np.ascontiguousarray(w).data).digest() + str(w.shape).encode()
+    where = (w.__array_interface__["data"][0], w.shape, w.strides, w.dtype.str)
+    if known is not None and where in known:
+        return known[where]
+    values = w if w.dtype == np.uint8 else w.astype(np.uint8) if (
+        w.min() >= 0 and w.max() < 256) else w.astype(np.int64)
+    key = (hashlib.sha256(np.ascontiguousarray(values).data).digest() + str(w.shape).encode()
+           + values.dtype.str.encode())
+    if known is not None:
+        known[where] = key
+    return key
 
 
 def _span(pair: Any) -> tuple[int, int] | None:
