@@ -109,9 +109,10 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
     rng = np.random.default_rng(seed)
     calib = rng.standard_normal((calib_n, 3, size, size)).astype(np.float32)
     x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
-    t0 = time.perf_counter()
+    peak_before = peak_rss_bytes()  # the model built in memory, and this process so far
+    t0, cpu0 = time.perf_counter(), time.process_time()
     comp = compile_model(model, config, calib)
-    t_compile = time.perf_counter() - t0
+    t_compile, cpu_compile = time.perf_counter() - t0, time.process_time() - cpu0
     peak = peak_rss_bytes()
     totals = comp.totals()
     least = unique_bytes(comp)
@@ -124,6 +125,8 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "network": f"{network} (random weights), width {width}, input {size}x{size}",
         "config": config.to_dict(),
         "compile_seconds": t_compile,
+        "compile_cpu_seconds": cpu_compile,
+        "peak_rss_bytes_before_compile": peak_before,
         "peak_rss_bytes_after_compile": peak,
         "compile_breakdown": comp.info["compile_seconds"],
         "emulator_fast_seconds": t_emu,
@@ -139,6 +142,9 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "cycles_per_image": rep.cycles_per_image,
         "transfer_cycles_per_image": rep.transfer_cycles_per_image,
         "transfer_bytes_per_image": rep.as_dict()["transfer_bytes_per_image"],
+        **rep.mac_figures(),
+        "layer_mac_utilization": {r.name: round(r.mac_utilization, 4) for r in rep.layers
+                                  if r.macs},
         "bit_exact_with_integer_reference": rep.first_int_divergence is None,
         "output_rel_rms_error_vs_float": float(np.sqrt(np.mean((rep.output - y_ort) ** 2)
                                                        / np.mean(y_ort ** 2))),
@@ -174,14 +180,16 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = bench(args.size, args.width, compare_size=args.compare_size,
                               compare_width=args.compare_width, network=name, config=config)
         r = results[name]
-        print(f"{name:<14} compile {r['compile_seconds']:7.1f} s   emulator "
+        print(f"{name:<14} compile {r['compile_seconds']:7.1f} s ({r['compile_cpu_seconds']:.1f} s "
+              f"CPU)   emulator "
               f"{r['emulator_fast_seconds']:7.2f} s   onnxruntime "
               f"{r['onnxruntime_float_seconds']:6.3f} s   ratio "
               f"{r['emulator_over_onnxruntime']:6.1f}x   {r['program_bytes'] / 1e6:7.1f} MB "
               f"({r['program_over_unique']:.2f}x weights+params+text)   peak "
               f"{r['peak_rss_bytes_after_compile'] / 2**30:.2f} GiB   "
-              f"{r['cycles_per_image']:>14,} cycles   bit-exact "
-              f"{r['bit_exact_with_integer_reference']}", flush=True)
+              f"{r['cycles_per_image']:>14,} cycles   MAC utilization "
+              f"{r['mac_utilization']:.1%} ({r['mac_utilization_end_to_end']:.1%} end to end)"
+              f"   bit-exact {r['bit_exact_with_integer_reference']}", flush=True)
         # Saved after every network: a long run stopped half way keeps what it measured.
         res = results[names[0]] if len(names) == 1 else {"networks": results}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -93,6 +93,8 @@ def search_multipliers(w: NDArray, m0: F64, candidates: list[F64],
                 and not np.any((mag > 0) & (mag < 2.0 ** -900)))
         err_best, m_best = best_err[rows], best_m[rows]
         for ok, m, s in zip(valid, mults, scales):
+            if not ok[rows].any():  # no row of this chunk has this candidate
+                continue
             sr = s[rows, None]
             if fold and mag is not None and nearest is not None and table is not None:
                 b = buf[:n].reshape(part.shape)
