@@ -400,7 +400,7 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
     unit = config.weight_format.unit(config.exp_bits)
     co = lay.weight.shape[0]
     w = lay.weight.reshape(co, -1)
-    amax = np.abs(w).max(axis=1)
+    amax = np.maximum(w.max(axis=1), -w.min(axis=1))  # max |w| without a copy of |w|
     # A channel of zeros has no natural scale: borrow the typical one so its bias still fits.
     typical = float(np.median(amax[amax > 0])) if np.any(amax > 0) else 1.0
     s0 = np.where(amax > 0, amax, typical) / vmax
