@@ -81,6 +81,22 @@ def test_a_written_split_network_runs_identically(compiled: tuple[Compiled, np.n
         [t.out_cols for ll in comp.layers for t in ll.tiles]
 
 
+def test_each_tile_holds_its_own_listing_assembled(compiled: tuple[Compiled, np.ndarray]
+                                                   ) -> None:
+    """Programs are assembled once per distinct code (layout.Programs): every tile's text and
+    cycles are still those of its own listing."""
+    from contract import isa
+    from emu.asm import assemble
+
+    comp, _ = compiled
+    tiles = [t for ll in comp.layers for t in ll.tiles]
+    assert len({t.source for t in tiles}) > len({t.image.text.tobytes() for t in tiles})
+    for t in tiles:
+        text = assemble(t.source, comp.config).text
+        assert np.array_equal(t.image.text, text)
+        assert t.cycles == isa.static_cycles(text)
+
+
 def test_a_version_1_directory_still_loads(compiled: tuple[Compiled, np.ndarray],
                                           tmp_path: Path) -> None:
     """Version 1 kept shared weights in HALT images under blocks/ and every tile's parameters
