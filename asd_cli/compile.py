@@ -237,6 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"total: {rep.cycles_per_image} cycles per image, {rep.cycles_per_image * rep.batch}"
               f" for the batch of {rep.batch} ({args.backend}, {rep.seconds:.2f} s)")
         d = rep.as_dict()
+        print(f"MAC utilization (MACs / (lanes x cycles)): {d['mac_utilization']:.1%} of the "
+              f"compute cycles, {d['mac_utilization_end_to_end']:.1%} end to end "
+              f"({d['macs_per_image']} MACs per image)")
         print(f"host transfers: {d['transfer_words_per_image']} words "
               f"({d['transfer_bytes_per_image']} bytes), {rep.transfer_cycles_per_image} cycles "
               f"per image at {comp.config.host_words_per_cycle} word(s) a cycle; end to end "

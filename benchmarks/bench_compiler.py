@@ -102,6 +102,28 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Start the peak resident memory (VmHWM) afresh, so that the next reading is the peak of
+    what runs from now on (Linux 4.0 and later); False where that cannot be done."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
           compare_size: int = 32, compare_width: float = 0.25,
           network: str = "resnet18", config: AccelConfig = BENCH_CONFIG) -> dict[str, Any]:
@@ -109,10 +131,15 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
     rng = np.random.default_rng(seed)
     calib = rng.standard_normal((calib_n, 3, size, size)).astype(np.float32)
     x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
-    t0 = time.perf_counter()
+    peak_before = peak_rss_bytes()  # the model built in memory, and this process so far
+    rss_before = _status_bytes("VmRSS")
+    # The compile's own peak, with the model the caller holds resident (built above).
+    fresh = reset_peak_rss()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     comp = compile_model(model, config, calib)
-    t_compile = time.perf_counter() - t0
+    t_compile, cpu_compile = time.perf_counter() - t0, time.process_time() - cpu0
     peak = peak_rss_bytes()
+    peak_compile = _status_bytes("VmHWM") if fresh else None
     totals = comp.totals()
     least = unique_bytes(comp)
     t0 = time.perf_counter()
@@ -124,7 +151,11 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "network": f"{network} (random weights), width {width}, input {size}x{size}",
         "config": config.to_dict(),
         "compile_seconds": t_compile,
+        "compile_cpu_seconds": cpu_compile,
+        "peak_rss_bytes_before_compile": peak_before,
         "peak_rss_bytes_after_compile": peak,
+        "rss_bytes_before_compile": rss_before,
+        "peak_rss_bytes_during_compile": peak_compile,
         "compile_breakdown": comp.info["compile_seconds"],
         "emulator_fast_seconds": t_emu,
         "onnxruntime_float_seconds": t_ort,
@@ -139,6 +170,9 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "cycles_per_image": rep.cycles_per_image,
         "transfer_cycles_per_image": rep.transfer_cycles_per_image,
         "transfer_bytes_per_image": rep.as_dict()["transfer_bytes_per_image"],
+        **rep.mac_figures(),
+        "layer_mac_utilization": {r.name: round(r.mac_utilization, 4) for r in rep.layers
+                                  if r.macs},
         "bit_exact_with_integer_reference": rep.first_int_divergence is None,
         "output_rel_rms_error_vs_float": float(np.sqrt(np.mean((rep.output - y_ort) ** 2)
                                                        / np.mean(y_ort ** 2))),
@@ -174,14 +208,17 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = bench(args.size, args.width, compare_size=args.compare_size,
                               compare_width=args.compare_width, network=name, config=config)
         r = results[name]
-        print(f"{name:<14} compile {r['compile_seconds']:7.1f} s   emulator "
+        peak = r["peak_rss_bytes_during_compile"] or r["peak_rss_bytes_after_compile"]
+        print(f"{name:<14} compile {r['compile_seconds']:7.1f} s ({r['compile_cpu_seconds']:.1f} s "
+              f"CPU)   emulator "
               f"{r['emulator_fast_seconds']:7.2f} s   onnxruntime "
               f"{r['onnxruntime_float_seconds']:6.3f} s   ratio "
               f"{r['emulator_over_onnxruntime']:6.1f}x   {r['program_bytes'] / 1e6:7.1f} MB "
-              f"({r['program_over_unique']:.2f}x weights+params+text)   peak "
-              f"{r['peak_rss_bytes_after_compile'] / 2**30:.2f} GiB   "
-              f"{r['cycles_per_image']:>14,} cycles   bit-exact "
-              f"{r['bit_exact_with_integer_reference']}", flush=True)
+              f"({r['program_over_unique']:.2f}x weights+params+text)   compile peak "
+              f"{peak / 2**30:.2f} GiB   "
+              f"{r['cycles_per_image']:>14,} cycles   MAC utilization "
+              f"{r['mac_utilization']:.1%} ({r['mac_utilization_end_to_end']:.1%} end to end)"
+              f"   bit-exact {r['bit_exact_with_integer_reference']}", flush=True)
         # Saved after every network: a long run stopped half way keeps what it measured.
         res = results[names[0]] if len(names) == 1 else {"networks": results}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

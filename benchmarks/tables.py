@@ -130,12 +130,19 @@ SEEDNET_NAMES = {"resnet18": "ResNet-18", "alexnet": "AlexNet", "vgg16": "VGG-16
 
 def seednets() -> str:
     nets = load("compiler_seednets")["networks"]
-    head = ["network (224x224)", "compile", "emulator", "onnxruntime float", "ratio",
-            "program bytes", "cycles per image"]
-    rows = [[SEEDNET_NAMES.get(k, k), f"{n['compile_seconds']:.1f} s",
+    head = ["network (224x224)", "compile", "compile peak", "emulator", "onnxruntime float",
+            "ratio", "program bytes", "/ unique", "cycles per image", "MAC utilization"]
+
+    def peak(n: dict) -> str:
+        b = n.get("peak_rss_bytes_during_compile") or n["peak_rss_bytes_after_compile"]
+        return f"{b / 2**30:.2f} GiB"
+
+    rows = [[SEEDNET_NAMES.get(k, k), f"{n['compile_seconds']:.1f} s", peak(n),
              f"{n['emulator_fast_seconds']:.3g} s", f"{n['onnxruntime_float_seconds']:.3f} s",
              f"{n['emulator_over_onnxruntime']:.0f}x", f"{n['program_bytes'] / 1e6:.1f} MB",
-             f"{n['cycles_per_image']:,}"]
+             f"{n['program_over_unique']:.2f}x", f"{n['cycles_per_image']:,}",
+             f"{n['mac_utilization']:.1%} ({n['mac_utilization_end_to_end']:.1%})"
+             if "mac_utilization" in n else "-"]
             for k, n in sorted(nets.items(), key=lambda kv: list(SEEDNET_NAMES).index(kv[0])
                                if kv[0] in SEEDNET_NAMES else 99)]
     return table(head, rows)

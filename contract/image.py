@@ -68,13 +68,15 @@ def _elem_bytes(bits: int) -> int:
 class Image:
     """A program with its memory contents, for one configuration.
 
-    ``weights`` is (words, lanes) codes; ``params`` (words, lanes) signed BMEM entries;
+    ``weights`` is (words, lanes) codes, int64 or kept in the unsigned type they come in
+    (a compiled VGG-16 holds 138 M of them; every memory built from them is int64);
+    ``params`` (words, lanes) signed BMEM entries;
     ``acts`` the initial AMEM elements placed from ``acts_base``; ``regions`` names AMEM ranges.
     """
 
     config: AccelConfig
     text: NDArray[np.int64]
-    weights: NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 1), np.int64))
+    weights: NDArray[np.integer] = field(default_factory=lambda: np.zeros((0, 1), np.int64))
     params: NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 1), np.int64))
     acts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     acts_base: int = 0
@@ -83,7 +85,10 @@ class Image:
     def __post_init__(self) -> None:
         c = self.config
         self.text = np.asarray(self.text, dtype=np.int64).reshape(-1)
-        self.weights = np.asarray(self.weights, dtype=np.int64).reshape(-1, c.lanes)
+        w = np.asarray(self.weights)
+        if not (w.dtype.kind == "u" and w.dtype.itemsize <= 4):
+            w = w.astype(np.int64, copy=False)
+        self.weights = w.reshape(-1, c.lanes)
         self.params = np.asarray(self.params, dtype=np.int64).reshape(-1, c.lanes)
         self.acts = np.asarray(self.acts, dtype=np.int64).reshape(-1)
         self.regions = {k: (int(v[0]), int(v[1])) for k, v in self.regions.items()}
@@ -145,7 +150,7 @@ class Image:
     # Serialization ------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         c = self.config
-        sections: list[tuple[str, int, bool, int, NDArray[np.int64] | bytes]] = [
+        sections: list[tuple[str, int, bool, int, NDArray[np.integer] | bytes]] = [
             ("config", 1, False, 0, c.to_json().encode()),
             ("text", 4, False, 0, self.text),
             ("weights", _elem_bytes(c.weight_bits), False, 0, self.weights.reshape(-1)),

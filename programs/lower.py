@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from contract import isa
 from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
@@ -45,6 +44,9 @@ from .fit import (
 )
 from .graph import Graph, Layer
 from .layout import (
+    Codes,
+    ParamValues,
+    Programs,
     band_regions,
     broadcast_words,
     chunk_param_words,
@@ -54,6 +56,7 @@ from .layout import (
     params_per_block,
     tile_image,
     unbiased_params,
+    weight_codes,
 )
 from .qnet import QLayer, QNet
 
@@ -133,6 +136,7 @@ class Lowerer:
     def __init__(self, qnet: QNet) -> None:
         self.q = qnet
         self.cfg = qnet.config
+        self.programs = Programs(qnet.config)
 
     def never(self, lay: Layer, why: str) -> LowerError:
         return _never(lay, why, self.cfg, ("amem_depth", "wmem_depth", "bmem_depth",
@@ -205,23 +209,25 @@ class Lowerer:
             ll.partial_channels = co * spilled
         nblk = math.ceil(cog / cfg.lanes)
         widest = max(c1 - c0 for c0, c1 in chunks)
-        most = self._most_blocks(lay, nblk, kh * kw * widest, params_per_block(ql, bias=True),
+        pv = ParamValues.of(ql)
+        most = self._most_blocks(lay, nblk, kh * kw * widest, params_per_block(pv, bias=True),
                                  spilled)
-        codes = ql.w_codes
+        codes = weight_codes(ql.w_int, cfg)
 
         def group_tiles(g: int) -> list[Tile]:
             """The tiles of convolution group ``g``: its input channels, its output blocks."""
             def build(b0: int, b1: int) -> list[Tile]:
                 k0 = g * cog + b0 * cfg.lanes
                 k1 = min(g * cog + b1 * cfg.lanes, (g + 1) * cog)
-                return self._conv_tiles(lay, ll, ql, codes, g * cig, chunks, columns, (k0, k1),
-                                        oh)
+                return self._conv_tiles(lay, ll, ql, pv, codes, g * cig, chunks, columns,
+                                        (k0, k1), oh)
             return self._fit_blocks(lay, nblk, most, build)
 
         for g in range(lay.groups):
             ll.tiles += group_tiles(g)
 
-    def _conv_tiles(self, lay: Layer, ll: LoweredLayer, ql: QLayer, codes: I64, ci0: int,
+    def _conv_tiles(self, lay: Layer, ll: LoweredLayer, ql: QLayer, pv: ParamValues,
+                    codes: Codes, ci0: int,
                     chunks: list[tuple[int, int]], columns: list[tuple[int, int]],
                     ko: tuple[int, int], oh: int) -> list[Tile]:
         """Tiles of output channels ``ko``: per reduction chunk (input channels ``ci0 + c0 ..
@@ -255,7 +261,7 @@ class Lowerer:
         for j, (c0, c1) in enumerate(chunks):
             first, last = j == 0, j == len(chunks) - 1
             data.append((conv_weight_words(codes[ko[0]:ko[1], c0:c1], nblocks, cfg),
-                         chunk_param_words(ql, slice(*ko), nblocks, cfg, first, last)))
+                         chunk_param_words(pv, slice(*ko), nblocks, cfg, first, last)))
         whole = len(columns) == 1
         tiles = []
         # Chunk by chunk over every band, so each chunk's weights are loaded once (the host
@@ -288,11 +294,11 @@ class Lowerer:
                         inputs.append(TileInput(ll.partial_name, (o0, o1),
                                                 (ko[0] * p, ko[1] * p), in_len,
                                                 None if whole else (x0, x1)))
-                    img = tile_image(src, cfg, *data[j], np.zeros(0, np.int64), 0, regions)
+                    img, cycles = tile_image(self.programs, src, *data[j],
+                                             np.zeros(0, np.int64), 0, regions)
                     out_ch = ko if last else (ko[0] * p, ko[1] * p)
                     tiles.append(Tile(img, src, inputs, (o0, o1), out_ch, in_len + restore,
-                                      isa.static_cycles(img.text),
-                                      "" if last else ll.partial_name,
+                                      cycles, "" if last else ll.partial_name,
                                       None if whole else (x0, x1)))
         return tiles
 
@@ -304,10 +310,13 @@ class Lowerer:
         kh, kw = lay.kernel
         lanes = cfg.lanes
         weight_words = kh * kw if mode == "dw" else 0
+        # A max pool reads no parameters (and has none).
+        pv = ParamValues.of(ql) if mode != "max" else ParamValues(None, np.zeros(0, np.int64),
+                                                                  None)
         if mode == "dw":
-            own_params = params_per_block(ql, bias=True)
+            own_params = params_per_block(pv, bias=True)
         elif mode == "avg":
-            own_params = params_per_block(ql, bias=False)
+            own_params = params_per_block(pv, bias=False)
         else:
             own_params = 0  # a max pool reads no parameters
         const_len = lanes if mode == "max" else 0
@@ -316,12 +325,12 @@ class Lowerer:
 
         def build(b0: int, b1: int) -> list[Tile]:
             ch = (b0 * lanes, min(b1 * lanes, cin))
-            return self._vector_tiles(lay, ql, mode, ch, oh, const_len)
+            return self._vector_tiles(lay, ql, pv, mode, ch, oh, const_len)
 
         ll.tiles = self._fit_blocks(lay, nblk, most, build)
 
-    def _vector_tiles(self, lay: Layer, ql: QLayer, mode: str, ch: tuple[int, int], oh: int,
-                      const_len: int) -> list[Tile]:
+    def _vector_tiles(self, lay: Layer, ql: QLayer, pv: ParamValues, mode: str,
+                      ch: tuple[int, int], oh: int, const_len: int) -> list[Tile]:
         cfg = self.cfg
         act = ql.slope_ints is not None
         c = ch[1] - ch[0]
@@ -336,11 +345,11 @@ class Lowerer:
         params_step = 0
         if mode == "dw":
             assert ql.w_int is not None
-            weights = depthwise_weight_words(ql.w_codes[sl, 0], nblocks, cfg)
-            params = param_words(ql, sl, nblocks, cfg, bias=True)
+            weights = depthwise_weight_words(weight_codes(ql.w_int[sl, 0], cfg), nblocks, cfg)
+            params = param_words(pv, sl, nblocks, cfg, bias=True)
         elif mode == "avg":
             weights = broadcast_words([self.q.unit_code], cfg.lanes)
-            params, params_step = unbiased_params(ql, sl, nblocks, cfg)
+            params, params_step = unbiased_params(pv, sl, nblocks, cfg)
         else:
             weights = np.zeros((0, cfg.lanes), np.int64)
             params = np.zeros((0, cfg.lanes), np.int64)
@@ -355,10 +364,11 @@ class Lowerer:
             src = vector_source(mode, gg, nblocks, rem, c, in_len, ql.relu, act, const_base,
                                 cfg, title, params_step)
             acts = np.full(const_len, cfg.act_min, np.int64)
-            img = tile_image(src, cfg, weights, params, acts, const_base if const_len else 0,
-                             band_regions(in_len, out_len))
+            img, cycles = tile_image(self.programs, src, weights, params, acts,
+                                     const_base if const_len else 0,
+                                     band_regions(in_len, out_len))
             tiles.append(Tile(img, src, [TileInput(lay.inputs[0], rows, ch, 0)], (o0, o1), ch,
-                              in_len, isa.static_cycles(img.text)))
+                              in_len, cycles))
         return tiles
 
     def lower_add(self, lay: Layer, ll: LoweredLayer) -> None:
@@ -369,15 +379,17 @@ class Lowerer:
         lanes = cfg.lanes
         weights = broadcast_words(list(ql.add_codes), lanes)
         nblk = math.ceil(cin / lanes)
-        most = self._most_blocks(lay, nblk, 0, params_per_block(ql, bias=False))
+        pv = ParamValues.of(ql)
+        most = self._most_blocks(lay, nblk, 0, params_per_block(pv, bias=False))
 
         def build(b0: int, b1: int) -> list[Tile]:
-            return self._add_tiles(lay, ql, weights, (b0 * lanes, min(b1 * lanes, cin)), h, w)
+            return self._add_tiles(lay, ql, pv, weights, (b0 * lanes, min(b1 * lanes, cin)),
+                                   h, w)
 
         ll.tiles = self._fit_blocks(lay, nblk, most, build)
 
-    def _add_tiles(self, lay: Layer, ql: QLayer, weights: I64, ch: tuple[int, int], h: int,
-                   w: int) -> list[Tile]:
+    def _add_tiles(self, lay: Layer, ql: QLayer, pv: ParamValues, weights: I64,
+                   ch: tuple[int, int], h: int, w: int) -> list[Tile]:
         """Tiles of channels ``ch``: both inputs and the output of a row band share AMEM."""
         cfg = self.cfg
         c = ch[1] - ch[0]
@@ -386,18 +398,18 @@ class Lowerer:
             raise DoesNotFit(f"one row of {w}x{c} needs {3 * w * c} AMEM elements for both "
                              f"inputs and the output, amem_depth is {cfg.amem_depth}")
         nblocks = math.ceil(c / cfg.lanes)
-        params, params_step = unbiased_params(ql, slice(*ch), nblocks, cfg)
+        params, params_step = unbiased_params(pv, slice(*ch), nblocks, cfg)
         tiles = []
         for o0, o1 in balanced_groups(h, rows):
             n = (o1 - o0) * w * c
             title = f"{lay.name}: add rows {o0}..{o1 - 1}, channels {ch[0]}..{ch[1] - 1}"
             src = add_source((o1 - o0) * w, c, n, nblocks, c % cfg.lanes, 2 * n, ql.relu,
                              ql.slope_ints is not None, cfg, title, params_step)
-            img = tile_image(src, cfg, weights, params, np.zeros(0, np.int64), 0,
-                             band_regions(2 * n, n))
+            img, cycles = tile_image(self.programs, src, weights, params,
+                                     np.zeros(0, np.int64), 0, band_regions(2 * n, n))
             ins = [TileInput(lay.inputs[0], (o0, o1), ch, 0),
                    TileInput(lay.inputs[1], (o0, o1), ch, n)]
-            tiles.append(Tile(img, src, ins, (o0, o1), ch, 2 * n, isa.static_cycles(img.text)))
+            tiles.append(Tile(img, src, ins, (o0, o1), ch, 2 * n, cycles))
         return tiles
 
 

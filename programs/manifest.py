@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from contract import isa
 from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.files import DirectoryBuilder
@@ -42,7 +41,10 @@ from .onnx_import import import_model
 from .qnet import QNet
 from .quantize import QuantizeError, quantize, weight_rounding
 
-MANIFEST_VERSION = 1
+# 2: a tile's weights and parameters may come from another tile's image (1: weights from a
+# block file); both are read.
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class ManifestError(ValueError, AsdError):
@@ -69,51 +71,51 @@ class Compiled:
     def config(self) -> AccelConfig:
         return self.qnet.config
 
-    def stored(self) -> tuple[list[list[tuple[Image, str]]], dict[str, Image]]:
-        """What the output directory holds: per layer, per tile, its stored image and the
-        weight block it loads ("" when its weights are inside it); and the blocks by file.
+    def stored(self) -> list[list[tuple[Image, dict[str, str]]]]:
+        """What the output directory holds: per layer, per tile, its stored image and where
+        its weights and parameters come from when another image holds them
+        (``{"weights": "tiles/...bin", "params": ...}``, empty when its own image does).
 
-        Weights that two or more tiles load (a channel group's or a reduction chunk's, over
-        every row band and column group) are stored once, as a block: an image whose program
-        is HALT and whose weights are the block.  The tiles' own images then hold none."""
-        seen: dict[bytes, str] = {}
-        users: dict[bytes, int] = {}
-        keys = [[_weights_key(t.image) for t in ll.tiles] for ll in self.layers]
-        for row in keys:
-            for k in row:
-                if k:
-                    users[k] = users.get(k, 0) + 1
-        blocks: dict[str, Image] = {}
-        out: list[list[tuple[Image, str]]] = []
-        for i, (ll, row) in enumerate(zip(self.layers, keys)):
+        Weights (or parameters) that several tiles load - a channel group's or a reduction
+        chunk's, over every row band and column group - are stored once, in the first of
+        those tiles; the later tiles' images hold none and name that image instead."""
+        holders: dict[str, dict[bytes, str]] = {"weights": {}, "params": {}}
+        known: dict[tuple[int, Any, Any, str], bytes] = {}
+        empty = np.zeros((0, self.config.lanes), np.int64)
+        out: list[list[tuple[Image, dict[str, str]]]] = []
+        for i, ll in enumerate(self.layers):
             mine = []
-            for j, (t, k) in enumerate(zip(ll.tiles, row)):
-                if not k or users[k] < 2:
-                    mine.append((t.image, ""))
-                    continue
-                if k not in seen:
-                    seen[k] = f"blocks/{tile_filename(i, ll.name, j)}.bin"
-                    halt = np.array([isa.encode(isa.HALT.mnemonic)], np.int64)
-                    blocks[seen[k]] = Image(self.config, halt, t.image.weights)
-                empty = np.zeros((0, self.config.lanes), np.int64)
-                mine.append((dataclasses.replace(t.image, weights=empty), seen[k]))
+            for j, t in enumerate(ll.tiles):
+                path = f"tiles/{tile_filename(i, ll.name, j)}.bin"
+                img, sources = t.image, {}
+                for part, key in (("weights", _weights_key(img, known)),
+                                  ("params", _params_key(img))):
+                    if not key:
+                        continue
+                    if key in holders[part]:
+                        sources[part] = holders[part][key]
+                    else:
+                        holders[part][key] = path
+                if sources:
+                    img = dataclasses.replace(
+                        img, weights=empty if "weights" in sources else img.weights,
+                        params=empty if "params" in sources else img.params)
+                mine.append((img, sources))
             out.append(mine)
-        return out, blocks
+        return out
 
-    def totals(self, stored: tuple[list[list[tuple[Image, str]]], dict[str, Image]] | None = None
+    def totals(self, stored: list[list[tuple[Image, dict[str, str]]]] | None = None
                ) -> dict[str, int]:
         tiles = [t for ll in self.layers for t in ll.tiles]
-        images, blocks = stored or self.stored()
+        images = [img for row in (stored or self.stored()) for img, _ in row]
         return {
             "tiles": len(tiles),
-            "weight_blocks": len(blocks),
             "text_words": sum(len(t.image.text) for t in tiles),
             "weight_words": sum(len(t.image.weights) for t in tiles),
-            "stored_weight_words": sum(len(img.weights) for row in images for img, _ in row)
-            + sum(len(b.weights) for b in blocks.values()),
+            "stored_weight_words": sum(len(img.weights) for img in images),
             "param_words": sum(len(t.image.params) for t in tiles),
-            "image_bytes": sum(len(img.to_bytes()) for row in images for img, _ in row)
-            + sum(len(b.to_bytes()) for b in blocks.values()),
+            "stored_param_words": sum(len(img.params) for img in images),
+            "image_bytes": sum(len(img.to_bytes()) for img in images),
             "cycles": sum(t.cycles for t in tiles),
         }
 
@@ -122,7 +124,7 @@ class Compiled:
         q = self.qnet
         g = q.graph
         kept = self.stored()
-        stored = [[block for _, block in row] for row in kept[0]]
+        stored = [[sources for _, sources in row] for row in kept]
         layers = []
         for i, ll in enumerate(self.layers):
             ql = q.qlayers[ll.name]
@@ -140,7 +142,7 @@ class Compiled:
             if lay.op in ("conv", "maxpool", "avgpool"):
                 entry.update(kernel=list(lay.kernel), stride=list(lay.stride), groups=lay.groups)
             tiles = []
-            for j, (t, block) in enumerate(zip(ll.tiles, stored[i])):
+            for j, (t, sources) in enumerate(zip(ll.tiles, stored[i])):
                 name = tile_filename(i, ll.name, j)
                 tiles.append({
                     "image": f"tiles/{name}.bin", "listing": f"tiles/{name}.s",
@@ -153,8 +155,7 @@ class Compiled:
                     "text_words": len(t.image.text), "weight_words": len(t.image.weights),
                     "param_words": len(t.image.params),
                 })
-                if block:
-                    tiles[-1]["weights"] = block
+                tiles[-1].update(sources)
                 if t.out_tensor:
                     tiles[-1]["out_tensor"] = t.out_tensor
                 if t.out_cols:
@@ -179,12 +180,7 @@ class Compiled:
             new = out.staging
             (new / "tiles").mkdir()
             owned = ["manifest.json", "qnet.json", "qnet.npz"]
-            images, blocks = self.stored()
-            if blocks:
-                (new / "blocks").mkdir()
-            for block_name, block in blocks.items():
-                (new / block_name).write_bytes(block.to_bytes())
-                owned.append(block_name)
+            images = self.stored()
             for i, ll in enumerate(self.layers):
                 for j, (t, (img, _)) in enumerate(zip(ll.tiles, images[i])):
                     name = tile_filename(i, ll.name, j)
@@ -209,12 +205,12 @@ class Compiled:
             man = json.loads((d / "manifest.json").read_text())
         except OSError as exc:
             raise ManifestError(f"{d}: no compiled network here ({exc.strerror})") from None
-        if man.get("version") != MANIFEST_VERSION:
+        if man.get("version") not in READABLE_VERSIONS:
             raise ManifestError(f"{d}: manifest version {man.get('version')}, this tool reads "
-                                f"{MANIFEST_VERSION}")
+                                f"{', '.join(map(str, READABLE_VERSIONS))}")
         qnet = QNet.load(d)
         layers = []
-        blocks: dict[str, Image] = {}
+        loaded: dict[str, Image] = {}  # by file: where a later tile's weights/params come from
         for entry in man["layers"]:
             ll = lw.LoweredLayer(entry["name"], entry["op"], entry["inputs"], entry["output"],
                                  tuple(entry["out_shape"]),  # type: ignore[arg-type]
@@ -222,13 +218,15 @@ class Compiled:
                                  int(entry["pad_value"]),
                                  partial_channels=int(entry.get("partial_channels", 0)))
             for t in entry["tiles"]:
-                img = Image.load(d / t["image"])
-                img.check_config(qnet.config)
-                if "weights" in t:  # a shared weight block: what the host loads into WMEM
-                    if t["weights"] not in blocks:
-                        blocks[t["weights"]] = Image.load(d / t["weights"])
-                        blocks[t["weights"]].check_config(qnet.config)
-                    img = dataclasses.replace(img, weights=blocks[t["weights"]].weights)
+                img = _load_image(d, t["image"], loaded, qnet.config)
+                # Weights and parameters stored once, in another image (version 1: weights
+                # in a block file): what the host loads into WMEM and BMEM.
+                if "weights" in t or "params" in t:
+                    img = dataclasses.replace(
+                        img, weights=_load_image(d, t["weights"], loaded, qnet.config).weights
+                        if "weights" in t else img.weights,
+                        params=_load_image(d, t["params"], loaded, qnet.config).params
+                        if "params" in t else img.params)
                 src_path = d / t["listing"]
                 ll.tiles.append(lw.Tile(
                     img, src_path.read_text() if src_path.exists() else "",
@@ -244,12 +242,38 @@ class Compiled:
         return cls(qnet, layers, model if model.exists() else None)
 
 
-def _weights_key(image: Image) -> bytes:
-    """Identity of an image's weights (a digest of its words; empty for none)."""
+def _weights_key(image: Image, known: dict[tuple[int, Any, Any, str], bytes] | None = None
+                 ) -> bytes:
+    """Identity of an image's weights (a digest of their values, whatever their integer type;
+    empty for none).  ``known``: digests by array memory, so that the row bands sharing one
+    array (a tile group's weights) are hashed once while those arrays are alive."""
     w = image.weights
     if not len(w):
         return b""
-    return hashlib.sha256(np.ascontiguousarray(w).data).digest() + str(w.shape).encode()
+    where = (w.__array_interface__["data"][0], w.shape, w.strides, w.dtype.str)
+    if known is not None and where in known:
+        return known[where]
+    values = w if w.dtype == np.uint8 else w.astype(np.uint8) if (
+        w.min() >= 0 and w.max() < 256) else w.astype(np.int64)
+    key = (hashlib.sha256(np.ascontiguousarray(values).data).digest() + str(w.shape).encode()
+           + values.dtype.str.encode())
+    if known is not None:
+        known[where] = key
+    return key
+
+
+def _params_key(image: Image) -> bytes:
+    """Identity of an image's parameter words (empty for none)."""
+    p = image.params
+    return p.astype("<i8").tobytes() + str(p.shape).encode() if len(p) else b""
+
+
+def _load_image(d: Path, name: str, loaded: dict[str, Image], config: AccelConfig) -> Image:
+    """The image file ``name`` of a compiled directory, each file read once."""
+    if name not in loaded:
+        loaded[name] = Image.load(d / name)
+        loaded[name].check_config(config)
+    return loaded[name]
 
 
 def _span(pair: Any) -> tuple[int, int] | None:

@@ -254,8 +254,8 @@ class _Importer(HostOpsImport):
         # NCHW flatten order is c*H*W + y*W + x, exactly a (Co, C, H, W) kernel.
         weight = wmat.reshape(wmat.shape[0], c, h, w)
         self.add(Layer(node.name or node.output[0], "conv", [src], node.output[0], [node.name],
-                       weight=weight.astype(np.float64), bias=bias.astype(np.float64).copy(),
-                       kernel=(h, w)))
+                       weight=np.ascontiguousarray(weight, np.float64),
+                       bias=bias.astype(np.float64).copy(), kernel=(h, w)))
 
     def op_Gemm(self, node: Any) -> None:  # noqa: N802
         a = _attrs(node)
@@ -264,7 +264,8 @@ class _Importer(HostOpsImport):
         x = self.act_input(node, node.input[0])
         b = self.const(node, node.input[1], "B")
         bt = b.T if int(a.get("transB", 0)) else b
-        wmat = float(a.get("alpha", 1.0)) * bt.T
+        alpha = float(a.get("alpha", 1.0))
+        wmat = bt.T if alpha == 1.0 else alpha * bt.T  # no copy of a 100 M weight layer for 1.0
         bias = np.zeros(wmat.shape[0])
         if len(node.input) > 2 and node.input[2]:
             cb = self.const(node, node.input[2], "C")

@@ -2,12 +2,12 @@
 layers by op, the multiply-accumulates and the words moved (``asd compile`` prints it,
 ``--json`` gives it; the runtime counts the host's work per layer with :func:`host_work`).
 
-MACs: on the accelerator every product the PE lanes form - a convolution's
-``Co * OH * OW * Ci/g * KH * KW``, an average pool's ``C * OH * OW * KH * KW`` (weight 1.0),
-an Add's two products (one per input, by its scale code) per element; a max pool forms none.
-On the host the products of two feature maps (``mul``: one per output element); a sigmoid is
-a table look-up, a resize, concatenation or flatten a copy, so they count as host *elements*
-(output elements computed or moved), not MACs; the softmax (float, last layer) likewise.
+MACs: on the accelerator every product the PE lanes form (:func:`programs.workload.layer_macs`:
+a convolution's ``Co * OH * OW * Ci/g * KH * KW``, an average pool's ``C * OH * OW * KH * KW``,
+an Add's two per element, a max pool none).  On the host the products of two feature maps
+(``mul``: one per output element); a sigmoid is a table look-up, a resize, concatenation or
+flatten a copy, so they count as host *elements* (output elements computed or moved), not
+MACs; the softmax (float, last layer) likewise.
 ``mac_share`` is accelerator MACs over all MACs.
 
 Words: the accelerator side's are the host <-> accelerator transfers of
@@ -24,20 +24,7 @@ from typing import Any
 
 from .graph import Graph, Layer
 from .lower import LoweredLayer
-
-
-def device_macs(lay: Layer, graph: Graph) -> int:
-    """Products the accelerator forms for one image of ``lay``."""
-    c, oh, ow = graph.shapes[lay.output]
-    if lay.op == "conv":
-        assert lay.weight is not None
-        co, cig, kh, kw = lay.weight.shape
-        return int(co * oh * ow * cig * kh * kw)
-    if lay.op == "avgpool":
-        return int(c * oh * ow * lay.kernel[0] * lay.kernel[1])
-    if lay.op == "add":
-        return 2 * c * oh * ow
-    return 0
+from .workload import layer_macs
 
 
 def host_work(lay: Layer, graph: Graph) -> tuple[int, int, int]:
@@ -68,7 +55,7 @@ def partition(graph: Graph, layers: list[LoweredLayer], config: Any) -> dict[str
             side["macs"] += macs
             side["words"] += words
         else:
-            side["macs"] += device_macs(lay, graph)
+            side["macs"] += layer_macs(lay, graph)
             side["elements"] += math.prod(graph.shapes[lay.output])
             moved = layer_transfers(ll, config)
             side["words"] += moved.load_words + moved.store_words

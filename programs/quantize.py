@@ -45,6 +45,7 @@ from . import hostops, reference
 from .graph import Graph
 from .qnet import QLayer, QNet
 from .reference import int_layer, quantize_input
+from .scale_search import NearestTable, quantize_rows, search_multipliers
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -109,6 +110,9 @@ def weight_scheme(name: str, exp_bits: int, *, weights: str = "asd", **options: 
         return ints.astype(np.int64).reshape(v.shape)
 
     fn.levels = sch.levels()  # type: ignore[attr-defined]
+    # Nearest rounding on the levels, ties away from zero (the codebook's own rule).
+    fn.nearest = (fn.levels is not None  # type: ignore[attr-defined]
+                  and getattr(getattr(sch, "fmt", None), "codebook", None) is not None)
     return fn, float(sch.vmax)
 
 
@@ -116,36 +120,6 @@ def _asd_format(exp_bits: int, digits: int) -> Any:
     from asd.asdq import AsdFormat
 
     return AsdFormat(digits=digits, exp_bits=exp_bits)
-
-
-def _nearest_on(levels: F64) -> Callable[[F64], F64]:
-    """Nearest value of a sign-symmetric codebook, ties away from zero (the rounding
-    ``Scheme.levels()`` promises): a fast stand-in for the scheme inside the scale search.
-
-    The midpoints of two-digit codebooks lie on a power-of-two grid, so one table lookup per
-    element is exact: every ``|v|`` in ``[k*r, (k+1)*r)`` has the same nearest value."""
-    lv = np.unique(np.abs(np.asarray(levels, np.float64)))
-    mid = (lv[:-1] + lv[1:]) / 2
-    r = 2.0 ** -40
-    while r < 1 and np.all(np.mod(mid, 2 * r) == 0):
-        r *= 2
-    if np.all(np.mod(mid, r) == 0) and mid[-1] / r < (1 << 20):
-        grid = np.arange(int(mid[-1] / r) + 2) * r
-        table = lv[np.searchsorted(mid, grid, side="right")]
-        last = len(table) - 1
-
-        def q(v: F64) -> F64:
-            a = np.abs(v)
-            idx = np.minimum(a * (1.0 / r), last).astype(np.intp)
-            return np.copysign(table[idx], v)
-
-        return q
-
-    def q_search(v: F64) -> F64:
-        idx = np.searchsorted(mid, np.abs(v), side="right")
-        return np.copysign(lv[idx], v)
-
-    return q_search
 
 
 # Two-digit multipliers -----------------------------------------------------------------------
@@ -432,33 +406,21 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
     unit = config.weight_format.unit(config.exp_bits)
     co = lay.weight.shape[0]
     w = lay.weight.reshape(co, -1)
-    amax = np.abs(w).max(axis=1)
+    amax = np.maximum(w.max(axis=1), -w.min(axis=1))  # max |w| without a copy of |w|
     # A channel of zeros has no natural scale: borrow the typical one so its bias still fits.
     typical = float(np.median(amax[amax > 0])) if np.any(amax > 0) else 1.0
     s0 = np.where(amax > 0, amax, typical) / vmax
     m0 = s_x * s0 / (unit * s_y)
     levels = getattr(quant, "levels", None)
     unit_f = float(unit)
-    if levels is not None:
-        near = _nearest_on(levels)
+    near = NearestTable(levels) if levels is not None else None
 
-        def approx(v: F64) -> F64:  # the scheme's values, unscaled (quant / unit)
-            return near(v)
-    else:
-        def approx(v: F64) -> F64:
-            return quant(v) / unit_f
+    def approx(v: F64) -> F64:  # the scheme's values, unscaled (quant / unit)
+        return near(v) if near is not None else quant(v) / unit_f
     if aware:
-        best_err = np.full(co, np.inf)
-        best_m = m0.copy()
-        for cand in mult_candidates(m0 * SEARCH_LO, m0 * SEARCH_HI, config.exp_bits):
-            valid = ~np.isnan(cand)
-            mc = np.where(valid, cand, m0)
-            s = mc * unit * s_y / s_x
-            wq = approx(w / s[:, None]) * s[:, None]
-            err = np.where(valid, ((wq - w) ** 2).sum(axis=1), np.inf)
-            better = err < best_err
-            best_err = np.where(better, err, best_err)
-            best_m = np.where(better, mc, best_m)
+        best_m = search_multipliers(
+            w, m0, mult_candidates(m0 * SEARCH_LO, m0 * SEARCH_HI, config.exp_bits),
+            lambda mc: mc * unit * s_y / s_x, approx, near)
         m, sh = snap_mult(best_m, config.exp_bits)
         s_w = (m / np.exp2(sh)) * unit * s_y / s_x
         ql.exact = True
@@ -477,7 +439,8 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
             return approx(c / s_w[rows, None]) * s_w[rows, None]
 
         target = gptq_layer(target, stats, round_rows)
-    ql.w_int = quant(target / s_w[:, None]).reshape(lay.weight.shape).astype(np.int64)
+    ql.w_int = quantize_rows(quant, target, s_w, near if getattr(quant, "nearest", False)
+                             else None, unit_f).reshape(lay.weight.shape)
     b = lay.bias
     if rounding.endswith("bias"):
         from asd.rounding import output_shift

@@ -33,6 +33,7 @@ from . import reference as ref
 from .lower import LoweredLayer, Tile
 from .manifest import Compiled
 from .partition import host_work
+from .workload import layer_macs, utilization
 
 I64 = NDArray[np.int64]
 
@@ -66,7 +67,7 @@ def layer_transfers(ll: LoweredLayer, config: AccelConfig) -> Transfers:
                   "params": c.lanes * c.acc_bits / 8, "acts": c.act_bits / 8}
     t = Transfers()
     moved = 0.0
-    in_wmem: I64 | None = None
+    in_wmem: NDArray[np.integer] | None = None
     for tile in ll.tiles:
         img = tile.image
         w = img.weights
@@ -106,6 +107,8 @@ class LayerRecord:
     int_max_diff: int = 0
     float_max_err: float | None = None
     float_rel_err: float | None = None
+    macs: int = 0                   # per image, the model's (programs.workload)
+    mac_utilization: float = 0.0    # macs / (lanes x cycles)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -122,6 +125,7 @@ class RunReport:
     tensors: dict[str, I64] = field(default_factory=dict)  # with trace
     first_int_divergence: str | None = None
     first_float_divergence: str | None = None
+    lanes: int = 1
 
     @property
     def cycles_per_image(self) -> int:
@@ -131,10 +135,21 @@ class RunReport:
     def transfer_cycles_per_image(self) -> int:
         return sum(r.transfer_cycles for r in self.layers)
 
+    def mac_figures(self) -> dict[str, Any]:
+        """The network's MACs per image and its MAC utilization, over the compute cycles and
+        end to end (with the host transfers)."""
+        macs = sum(r.macs for r in self.layers)
+        lanes = self.lanes
+        return {"macs_per_image": macs,
+                "mac_utilization": utilization(macs, lanes, self.cycles_per_image),
+                "mac_utilization_end_to_end": utilization(
+                    macs, lanes, self.cycles_per_image + self.transfer_cycles_per_image)}
+
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "batch": self.batch, "seconds": self.seconds,
                 "cycles_per_image": self.cycles_per_image,
                 "cycles_total": self.cycles_per_image * self.batch,
+                **self.mac_figures(),
                 "transfer_cycles_per_image": self.transfer_cycles_per_image,
                 "end_to_end_cycles_per_image": self.cycles_per_image
                 + self.transfer_cycles_per_image,
@@ -271,6 +286,8 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
                         f"reference in {rec.int_mismatches} elements (max |diff| "
                         f"{rec.int_max_diff}); rerun with --trace for every layer")
         vals[ll.output] = y
+        rec.macs = layer_macs(ql.layer, g)
+        rec.mac_utilization = utilization(rec.macs, q.config.lanes, rec.cycles)
         rec.seconds = time.perf_counter() - t0
         records.append(rec)
         if progress is not None:
@@ -278,7 +295,7 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
     y_int = vals[g.output]
     y_out = np.asarray(ref.to_user(ref.dequantize(q, g.output, y_int), g), np.float64)
     report = RunReport(y_out, y_int, records, n, backend.name, time.perf_counter() - t_start,
-                       vals if trace else {}, first_int)
+                       vals if trace else {}, first_int, lanes=q.config.lanes)
     if trace:
         _float_trace(compiled, x, vals, report, float_tol)
     return report

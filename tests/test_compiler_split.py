@@ -63,15 +63,69 @@ def test_a_written_split_network_runs_identically(compiled: tuple[Compiled, np.n
     a, b = runtime.run(comp, x), runtime.run(again, x)
     # Weights stored once: the row bands and column groups of a chunk load one block.
     man = json.loads((out / "manifest.json").read_text())
-    loads = [t["weights"] for e in man["layers"] for t in e["tiles"] if "weights" in t]
-    assert loads and len(set(loads)) < len(loads)
-    on_disk = sum(f.stat().st_size for sub in ("tiles", "blocks")
-                  for f in (out / sub).glob("*.bin"))
+    # Weights and parameters stored once: the row bands and column groups of a chunk load
+    # them from the first tile's image.
+    for part in ("weights", "params"):
+        loads = [t[part] for e in man["layers"] for t in e["tiles"] if part in t]
+        assert loads and len(set(loads)) < len(loads)
+        assert all(src.startswith("tiles/") for src in loads)
+    on_disk = sum(f.stat().st_size for f in (out / "tiles").glob("*.bin"))
     assert man["totals"]["image_bytes"] == on_disk
     assert man["totals"]["stored_weight_words"] < man["totals"]["weight_words"]
+    assert man["totals"]["stored_param_words"] < man["totals"]["param_words"]
+    # What each tile runs is the compiled image, bit for bit.
+    assert [t.image.to_bytes() for ll in again.layers for t in ll.tiles] == \
+        [t.image.to_bytes() for ll in comp.layers for t in ll.tiles]
     assert np.array_equal(a.output_int, b.output_int)
     assert [t.out_cols for ll in again.layers for t in ll.tiles] == \
         [t.out_cols for ll in comp.layers for t in ll.tiles]
+
+
+def test_each_tile_holds_its_own_listing_assembled(compiled: tuple[Compiled, np.ndarray]
+                                                   ) -> None:
+    """Programs are assembled once per distinct code (layout.Programs): every tile's text and
+    cycles are still those of its own listing."""
+    from contract import isa
+    from emu.asm import assemble
+
+    comp, _ = compiled
+    tiles = [t for ll in comp.layers for t in ll.tiles]
+    assert len({t.source for t in tiles}) > len({t.image.text.tobytes() for t in tiles})
+    for t in tiles:
+        text = assemble(t.source, comp.config).text
+        assert np.array_equal(t.image.text, text)
+        assert t.cycles == isa.static_cycles(text)
+
+
+def test_a_version_1_directory_still_loads(compiled: tuple[Compiled, np.ndarray],
+                                          tmp_path: Path) -> None:
+    """Version 1 kept shared weights in HALT images under blocks/ and every tile's parameters
+    in its own image: such a directory loads to the same images."""
+    from contract import isa
+    from contract.image import Image
+
+    comp, _ = compiled
+    out = comp.write(tmp_path / "v1")
+    man = json.loads((out / "manifest.json").read_text())
+    (out / "blocks").mkdir()
+    halt = np.array([isa.encode(isa.HALT.mnemonic)], np.int64)
+    for e in man["layers"]:
+        for t in e["tiles"]:
+            img = Image.load(out / t["image"])
+            if "params" in t:
+                img = Image(img.config, img.text, img.weights,
+                            Image.load(out / t.pop("params")).params, img.acts, img.acts_base,
+                            img.regions)
+                img.write(out / t["image"])
+            if "weights" in t:
+                block = "blocks/" + Path(t["weights"]).name
+                Image(img.config, halt, Image.load(out / t["weights"]).weights).write(out / block)
+                t["weights"] = block
+    man["version"] = 1
+    (out / "manifest.json").write_text(json.dumps(man))
+    again = Compiled.load(out)
+    assert [t.image.to_bytes() for ll in again.layers for t in ll.tiles] == \
+        [t.image.to_bytes() for ll in comp.layers for t in ll.tiles]
 
 
 @pytest.mark.parametrize("memories,want", [
