@@ -95,8 +95,9 @@ def rounding() -> str:
         f"Stretch goal INT7 (round-to-nearest): reached on {len(held7)} of {n}"
         + (f" ({names(held7)}, by {dbs(over7[k] for k in held7)} dB)" if held7 else "")
         + (f", **not** on {names(missed7)}." if missed7 else "."),
-        "The same compensation helps the baselines: INT6 `gptq+bias` is "
-        f"{dbs(vs6)} dB above ASD-2 `gptq+bias` (negative: below).",
+        "The same compensation helps the baselines: "
+        + (f"ASD-2 `gptq+bias` stays {dbs(vs6)} dB below INT6 `gptq+bias`." if min(vs6) > 0
+           else f"INT6 `gptq+bias` minus ASD-2 `gptq+bias`: {dbs(vs6)} dB."),
         f"Top-1 moves by at most {moved:.1f} points and agreement with float stays >= "
         f"{agree:.1f}%: SQNR and KL are what separate the schemes on these models.",
     ]
@@ -181,11 +182,14 @@ def scale_formats_sqnr() -> str:
         + ("the same output SQNR as `fp16` on every network (its values are fp16's, bit for "
            "bit)" if same else "the output SQNR of `fp16` up to rounding")
         + f", at least {floor:.2f}% smaller than float32 on every network above, and float16 "
-        f"biases cost at most {bias:.2f} dB against float32 ones. `log8` would add "
-        f"{span(gain, '{:.2f}')} points of size cut and loses {dbs(lost8)} dB of output SQNR "
-        f"on {len(lost8)} of {len(sq)} models; `shared-exp` and `pow2` change it by "
-        f"{dbs(-v for v in coarse)} dB (positive: a gain; weight-only output SQNR is not "
-        "monotone in the weight error).")
+        + (f"biases cost at most {bias:.2f} dB against float32 ones." if bias >= 0.005 else
+           "biases change it by less than 0.01 dB against float32 ones.")
+        + f" `log8` would add {span(gain, '{:.2f}')} points of size cut and loses "
+        f"{span(lost8, '{:.2f}')} dB of output SQNR "
+        f"on {len(lost8)} of {len(sq)} models; `shared-exp` and `pow2` lose "
+        + (f"{dbs(coarse)} dB." if min(coarse) >= 0 else
+           f"up to {max(coarse):.1f} dB, and gain up to {-min(coarse):.1f} dB on some "
+           "networks (weight-only output SQNR is not monotone in the weight error)."))
     return table(head, rows) + "\n\n" + note
 
 

@@ -24,7 +24,7 @@ def test_generated_tables_are_up_to_date() -> None:
 
 def test_every_document_with_results_has_generated_blocks() -> None:
     for name in ("README.md", "docs/hardware.md", "docs/benchmarks.md", "docs/compiler.md",
-                 "docs/quantizers.md", "docs/rtl.md"):
+                 "docs/quantizers.md", "docs/rtl.md", "docs/sweep.md"):
         assert "<!-- generated: " in (ROOT / name).read_text(), name
 
 
