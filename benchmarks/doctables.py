@@ -88,7 +88,7 @@ def rounding() -> str:
     bullets = [
         "The goal, weight-only ASD-2 with error-compensating rounding at least round-to-nearest "
         "INT6 with the same scale search, "
-        + (f"**holds on all {n} shipped networks**" if len(held6) == n
+        + (f"**holds on all {n} networks**" if len(held6) == n
            else f"holds on {len(held6)} of {n} ({names(held6)}), **not** on the others")
         + f": by {dbs(over6.values())} dB with `gptq+bias` ({dbs(over6_gptq)} with `gptq` "
         "alone).",
@@ -101,7 +101,8 @@ def rounding() -> str:
         f"Top-1 moves by at most {moved:.1f} points and agreement with float stays >= "
         f"{agree:.1f}%: SQNR and KL are what separate the schemes on these models.",
     ]
-    intro = fill(f"Weight-only output SQNR (dB) against the float model, float activations, "
+    intro = fill(f"Weight-only output SQNR (dB) of the shipped MNIST and digits models "
+                 "against the float model, float activations, "
                  f"per-channel mse scales, {first['calibration_images']} calibration images "
                  f"(training split), the first {first['images']} test images, measured as "
                  "`asd eval MODEL --rounding ... --json` does (`python "
