@@ -98,3 +98,15 @@ def test_accuracy_benchmark_runs(tmp_path: Path) -> None:
     assert set(rec["schemes"]) == {"float", "asd2"} and rec["accelerator"]["bit_exact"]
     assert rec["asd2_exp_bits_4_size"]["bits_per_weight"] > rec["schemes"]["asd2"][
         "bits_per_weight"]
+
+
+def test_readme_types_no_measured_figure_by_hand() -> None:
+    """Outside generated blocks and code, the README names no measured figure (a decimal, a
+    percentage or decibels): those come from benchmarks/results. Names that contain numbers
+    (a cell library, an OS and Python version) are not measurements."""
+    text = re.sub(r"<!-- generated: .*?<!-- end generated -->", "", README.read_text(), flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    for name in ("OSU 0.18 um", "Python 3.11"):
+        text = text.replace(name, "")
+    figures = re.findall(r"[^\s]*(?:\d\.\d|\d\s?%|\d\s?dB)[^\s]*", text)
+    assert figures == [], f"typed by hand in README.md: {figures}"
