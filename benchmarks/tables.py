@@ -14,7 +14,8 @@ measurements.  ``tests/test_docs.py`` fails when a block is stale.
 
 Blocks (NAME): ``accuracy``, ``hw-headline``, ``speed`` (README); the hardware blocks of
 :mod:`benchmarks.hwtables` (docs/hardware.md); ``seednets`` (docs/compiler.md); ``quantize``
-(docs/quantizers.md); ``backends`` (docs/rtl.md).
+(docs/quantizers.md); ``backends`` (docs/rtl.md); the blocks of :mod:`benchmarks.doctables`
+(README's ``fidelity``, docs/quantizers.md, docs/hardware.md, docs/sweep.md).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from benchmarks import hwtables
+from benchmarks import doctables, hwtables
 from benchmarks.tablefmt import RESULTS, load, pct, span, table  # noqa: F401  (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +152,7 @@ def seednets() -> str:
 hw_headline = hwtables.hw_headline
 GENERATORS: dict[str, Callable[..., str]] = {
     "accuracy": accuracy, "speed": speed, "seednets": seednets, "quantize": quantize,
-    "backends": backends, **hwtables.GENERATORS,
+    "backends": backends, **hwtables.GENERATORS, **doctables.GENERATORS,
 }
 
 

@@ -24,7 +24,7 @@ def test_generated_tables_are_up_to_date() -> None:
 
 def test_every_document_with_results_has_generated_blocks() -> None:
     for name in ("README.md", "docs/hardware.md", "docs/benchmarks.md", "docs/compiler.md",
-                 "docs/quantizers.md", "docs/rtl.md"):
+                 "docs/quantizers.md", "docs/rtl.md", "docs/sweep.md"):
         assert "<!-- generated: " in (ROOT / name).read_text(), name
 
 
@@ -98,3 +98,31 @@ def test_accuracy_benchmark_runs(tmp_path: Path) -> None:
     assert set(rec["schemes"]) == {"float", "asd2"} and rec["accelerator"]["bit_exact"]
     assert rec["asd2_exp_bits_4_size"]["bits_per_weight"] > rec["schemes"]["asd2"][
         "bits_per_weight"]
+
+
+# Numbers in the prose that are not measurements: CSD examples, codebook values, a test's bound,
+# the GPTQ damping, package versions, the cell library and its corner, the published targets,
+# addresses. Anything else that looks like a figure must come from a generated block.
+NOT_MEASURED = {
+    "README.md": ["OSU 0.18 um", "Python 3.11"],
+    "docs/quantizers.md": ["28.5", "0.75", "1.45", "1.125", "1.5", "1.0", "0.05 dB", "0.01",
+                           "2.6.0"],
+    "docs/hardware.md": ["0.18 um", "1.8 V", "0.02 pF", "-52%", "-50%"],
+    "docs/sweep.md": ["127.0.0.1"],
+    "docs/rtl.md": [],
+    "docs/usage.md": ["0.18 um"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_MEASURED))
+def test_no_measured_figure_typed_by_hand(name: str) -> None:
+    """Outside generated blocks and code, a document names no measured figure (a decimal, a
+    percentage or decibels): those are generated from benchmarks/results, or live in the dated
+    logs (docs/hardware-log.md, docs/quantizers-log.md)."""
+    text = re.sub(r"<!-- generated: .*?<!-- end generated -->", "", (ROOT / name).read_text(),
+                  flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    for fact in sorted(NOT_MEASURED[name], key=len, reverse=True):
+        text = text.replace(fact, "")
+    figures = re.findall(r"[^\s]*(?:\d\.\d|\d\s?%|\d\s?dB)[^\s]*", text)
+    assert figures == [], f"typed by hand in {name}: {figures}"
