@@ -127,15 +127,24 @@ def hw_cells() -> str:
 
 
 def hw_core() -> str:
-    head = ["lanes", "act bits", "LUT4", "carry", "FF", "Fmax sa / mul (MHz)", "critical path",
-            "gates", "logic depth", "transistors", "cell area"]
+    """The whole core, shift-add against the int8 core (the decoded-ASD core in brackets)."""
+    head = ["lanes", "act bits", "LUT4", "FF", "Fmax sa / int8 / decoded (MHz)",
+            "iCE40 critical path", "gates", "transistors", "cell area", "cell critical path"]
+
+    def both(r: dict[str, Any], key: str) -> str:
+        return f"{pct(r['ratio_int8'].get(key))} ({pct(r['ratio'].get(key))})"
+
+    def fmax(d: dict[str, Any]) -> str:
+        return f"{d['fmax_mhz']:.1f}" if d.get("fmax_mhz") else "no fit"
+
     rows = []
     for r in hw_rows("core"):
-        q = r["ratio"]
-        rows.append([str(r["lanes"]), str(r["act_bits"]), pct(q["lut4"]), pct(q["carry"]),
-                     pct(q["ff"]), fmax_cell(r), pct(path_ratio(r)), pct(q["gates"]),
-                     pct(q["logic_depth"]), pct(q["transistors"]),
-                     pct(q.get("asic_area"))])
+        f_sa, f_i8 = r["shiftadd"].get("fmax_mhz"), r["int8"].get("fmax_mhz")
+        path = f_i8 / f_sa if f_sa and f_i8 else None
+        rows.append([str(r["lanes"]), str(r["act_bits"]), both(r, "lut4"), both(r, "ff"),
+                     " / ".join(fmax(r[k]) for k in ("shiftadd", "int8", "multiplier")),
+                     f"{pct(path)} ({pct(path_ratio(r))})", both(r, "gates"),
+                     both(r, "transistors"), both(r, "asic_area"), both(r, "asic_crit_ns")])
     return table(head, rows)
 
 
