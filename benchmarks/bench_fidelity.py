@@ -146,7 +146,9 @@ def layer_losses(comp: Compiled, x: np.ndarray) -> list[dict[str, Any]]:
             assert ql.w_int is not None and ql.s_w is not None and ql.bias_int is not None
             s_x = q.scales[lay.inputs[0]]
             w = ql.w_int * (ql.s_w / unit)[:, None, None, None]
-            lay = dataclasses.replace(lay, weight=w, bias=ql.bias_int * s_x * ql.s_w / unit)
+            # The integer bias less what it holds for the zero points, at the float scale.
+            bias = (ql.bias_int - reference.zero_offset(q, lay)) * s_x * ql.s_w / unit
+            lay = dataclasses.replace(lay, weight=w, bias=bias)
         layers.append(lay)
     gq = dataclasses.replace(g, layers=layers)
     f = reference.float_forward(g, x)

@@ -8,7 +8,8 @@
   ``block*lanes + l``; a block's words follow its program's walk (``(ky, kx, ci)`` for a dense
   convolution, ``(ky, kx)`` for a depthwise one); unused lanes of the last block hold the code of 0.
 * BMEM: per block ``[bias,] requant [, slope]`` words, or one set every block reads when all
-  channels share them (average pool, add); unused lanes hold bias 0 and the code of 1.
+  channels share them (average pool, add: a bias only with zero points); unused lanes hold
+  bias 0 and the code of 1.
 """
 
 from __future__ import annotations
@@ -91,28 +92,31 @@ def chunk_param_words(ql: QLayer, ch: slice, nblocks: int, cfg: AccelConfig, fir
 
 
 def shares_params(ql: QLayer) -> bool:
-    """Whether all the layer's channels have the same requant and slope words (true of an
-    average pool or an add unless a PReLU gives each channel its own slope: their scales
-    are per tensor)."""
-    return all(np.all(v == v[0]) for v in (ql.req_params, ql.slope_params) if v is not None)
+    """Whether all the layer's channels have the same [bias,] requant and slope words (true of
+    an average pool or an add unless a PReLU gives each channel its own slope: their scales
+    and zero points are per tensor)."""
+    return all(np.all(v == v[0]) for v in (ql.bias_int, ql.req_params, ql.slope_params)
+               if v is not None)
 
 
-def params_per_block(ql: QLayer, bias: bool) -> int:
+def params_per_block(ql: QLayer, bias: bool, shared: bool = False) -> int:
     """BMEM words each block needs of its own, ``[bias,] requant [, slope]``: none for a layer
-    without bias whose channels share one set."""
-    if not bias and shares_params(ql):
+    whose channels share one set when its program reads a shared set (``shared``: average
+    pool, add; ``bias=False`` implies it)."""
+    if (shared or not bias) and shares_params(ql):
         return 0
     return int(bias) + 1 + int(ql.slope_ints is not None)
 
 
-def unbiased_params(ql: QLayer, ch: slice, nblocks: int, cfg: AccelConfig) -> tuple[I64, int]:
-    """BMEM words of a layer without bias (average pool, add) for channels ``ch``, and the
-    words the parameter pointer steps per block: one set that every block reads when the
-    channels share them, else one set per block."""
+def vector_params(ql: QLayer, ch: slice, nblocks: int, cfg: AccelConfig) -> tuple[I64, int]:
+    """BMEM words of an average pool or add for channels ``ch`` (with a bias word where zero
+    points gave it one), and the words the parameter pointer steps per block: one set that
+    every block reads when the channels share them, else one set per block."""
+    bias = ql.bias_int is not None
     if shares_params(ql):
-        one = param_words(ql, slice(0, 1), 1, cfg, bias=False)[:, :1]
+        one = param_words(ql, slice(0, 1), 1, cfg, bias=bias)[:, :1]
         return one.repeat(cfg.lanes, axis=1), 0
-    words = param_words(ql, ch, nblocks, cfg, bias=False)
+    words = param_words(ql, ch, nblocks, cfg, bias=bias)
     return words, len(words) // nblocks
 
 

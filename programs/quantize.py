@@ -3,10 +3,19 @@
 * Weights: per output channel ``w ~ s_w[c] * w_int / 2^(W-1)`` with ``w_int`` from a weight
   scheme whose values the two-digit hardware code holds (ASD with two digits, its CSD-rounded
   variant, one-digit powers of two).
-* Activations: int8 (``act_bits``) per tensor, symmetric, zero point 0; the scale is the
-  calibrated max-abs (or a percentile of |x|) over a few inputs divided by ``2^(act_bits-1)-1``.
+* Activations: int8 (``act_bits``) per tensor, ``real = s * (q - z)``; the range is the
+  calibrated max-abs (or a percentile of |x|) over a few inputs.  Symmetric (``z = 0``,
+  ``s = range / (2^(act_bits-1) - 1)``) by default; a tensor that is non-negative by
+  construction (after ReLU or Clip(0, hi), max/average pooling, concatenation, flattening or
+  an Add of such; the network input when every calibration value is >= 0) gets the zero point
+  ``z = act_min`` (-128) and ``s = range / (2^act_bits - 1)``: all 256 codes instead of 128
+  (``act_zero_point="auto"``, :func:`zero_points`).  Only where every layer that writes or reads
+  the tensor handles it (:data:`ZERO_POINT_WRITERS`, :data:`ZERO_POINT_READERS`); the integer
+  semantics stay as they are: the zero points live in the integer biases (a conv's
+  ``-z_in * sum(w)`` and ``z_out / M``; average pool and Add get a BIAS word where they need
+  one), the padded border holds ``z_in``, and the saturation at ``act_min`` is the ReLU.
   Tensors that must share a scale (Concat inputs and output, max-pool and flatten in/out) get
-  the largest range of their group.
+  the largest range of their group and one zero point.
 * Biases at the accumulator's scale: ``bias_int = round(b / (s_x * s_w[c] / 2^(W-1)))``.
 * Requantization ``y = sat(rnd(acc * m, sh))`` where ``m`` is a two-digit value, so the
   datapath stays multiplier-less.  A two-digit ``m`` is coarse (up to ~8% off), so the weight
@@ -44,7 +53,7 @@ from contract.errors import AsdError
 from . import reference
 from .graph import Graph
 from .qnet import QLayer, QNet
-from .reference import int_layer, quantize_input
+from .reference import dequantize, int_layer, quantize_input, zero_offset
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -284,15 +293,65 @@ class _Groups:
         return [k for k in list(self.parent) if self.find(k) == r]
 
 
+# Zero points -----------------------------------------------------------------------------------
+ACT_ZERO_POINTS = ("auto", "none")
+# Layer kinds whose programs read a tensor with a zero point correctly (conv/gemm/depthwise and
+# average pool: the padded border holds it and the bias removes ``z * sum(w)``; add: its bias;
+# max pool, concat, flatten: codes pass through; softmax and the network output: dequantized
+# with it on the host).  Any other reader (a host op) keeps its inputs at zero point 0.
+ZERO_POINT_READERS = ("conv", "maxpool", "avgpool", "add", "concat", "flatten", "softmax")
+# Layer kinds that can write one: those with a bias to fold it into, and the pass-throughs.
+ZERO_POINT_WRITERS = ("conv", "maxpool", "avgpool", "add", "concat", "flatten")
+
+
+def nonnegative_tensors(graph: Graph, input_nonnegative: bool) -> set[str]:
+    """Tensors that can never be negative, whatever the input: outputs of a ReLU or Clip(0,
+    hi), and what max/average pooling, concatenation, flattening and Add make of them."""
+    out = {graph.input} if input_nonnegative else set()
+    for lay in graph.layers:
+        if lay.op not in ZERO_POINT_WRITERS:
+            continue
+        if lay.act in ("relu", "clip") or (
+                lay.act == "none" and lay.op != "conv" and all(t in out for t in lay.inputs)):
+            out.add(lay.output)
+    return out
+
+
+def zero_points(graph: Graph, groups: _Groups, act_min: int, input_nonnegative: bool,
+                mode: str = "auto") -> dict[str, int]:
+    """``act_min`` for every tensor of a scale group whose members are all non-negative,
+    written by :data:`ZERO_POINT_WRITERS` (or the host's input quantization) and read only by
+    :data:`ZERO_POINT_READERS`; nothing else (zero point 0)."""
+    if mode not in ACT_ZERO_POINTS:
+        raise QuantizeError(f"act_zero_point {mode!r}: expected one of "
+                            f"{', '.join(ACT_ZERO_POINTS)}")
+    if mode == "none":
+        return {}
+    nonneg = nonnegative_tensors(graph, input_nonnegative)
+
+    def handled(t: str) -> bool:
+        lay = graph.producer(t)
+        return (t in nonneg and (lay is None or lay.op in ZERO_POINT_WRITERS)
+                and all(c.op in ZERO_POINT_READERS for c in graph.consumers(t)))
+
+    out: dict[str, int] = {}
+    for t in graph.shapes:
+        if t not in out and all(handled(m) for m in groups.members(t)):
+            out.update({m: act_min for m in groups.members(t)})
+    return out
+
+
 def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str = "asd",
              scheme_options: dict[str, Any] | None = None, percentile: float | None = None,
              requant_aware: bool = True, rounding: WeightRounding | None = None,
-             slope_mse: bool = True) -> QNet:
+             slope_mse: bool = True, act_zero_point: str = "auto") -> QNet:
     """Quantize every layer of ``graph`` for ``config`` using calibration inputs ``calib``
     (float, NCHW).  ``rounding``: how weights go onto the grid (default: the one
     :func:`weight_rounding` set, else nearest); its ``notes`` receive what the user should
     know.  ``slope_mse=False``: LeakyReLU/PReLU output scales cover the whole pre-activation
-    range (the rule before :func:`slope_range`, for comparison)."""
+    range (the rule before :func:`slope_range`, for comparison).  ``act_zero_point``:
+    ``auto`` gives non-negative tensors the zero point ``act_min`` (:func:`zero_points`),
+    ``none`` keeps every tensor symmetric."""
     rnd = rounding or current_rounding()
     rnd.check()
     qmax = (1 << (config.act_bits - 1)) - 1
@@ -316,11 +375,15 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
             r = min(r, lay.act_hi)
         want[lay.output] = r
     want[graph.input] = ranges[graph.input]
+    zeros = zero_points(graph, groups, config.act_min,
+                        bool(np.min(calib) >= 0), act_zero_point)
+    # Codes above the zero point: the positive range's steps.
+    levels = {t: config.act_max - zeros.get(t, 0) for t in graph.shapes}
     scales: dict[str, float] = {}
     for t in graph.shapes:
-        scales[t] = max(want.get(m, 0.0) for m in groups.members(t)) / qmax
+        scales[t] = max(want.get(m, 0.0) for m in groups.members(t)) / levels[t]
     for lay in graph.layers:
-        if lay.act == "clip" and scales[lay.output] * qmax > lay.act_hi * (1 + 1e-9):
+        if lay.act == "clip" and scales[lay.output] * levels[lay.output] > lay.act_hi * (1 + 1e-9):
             raise QuantizeError(f"layer {lay.name}: Clip(0, {lay.act_hi}) output shares a "
                                 f"scale with a wider tensor; its upper clamp cannot be kept")
 
@@ -330,13 +393,16 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
                                 **(scheme_options or {}))
     qlayers: dict[str, QLayer] = {}
     qnet = QNet(graph, config, scales, qlayers, scheme,
-                "maxabs" if percentile is None else f"p{percentile:g}", requant_aware)
+                "maxabs" if percentile is None else f"p{percentile:g}", requant_aware, zeros)
     # The quantized network's own tensors, layer by layer (inputs="quantized").
     ivals: dict[str, I64] | None = None
     if rnd.method != "nearest" and rnd.inputs != "float":
-        ivals = {graph.input: quantize_input(calib, scales[graph.input], config.act_bits)}
+        ivals = {graph.input: quantize_input(calib, scales[graph.input], config.act_bits,
+                                             qnet.zero(graph.input))}
     for lay in graph.layers:
-        ql = QLayer(lay, relu=lay.act in ("relu", "clip"), config=config)
+        # With the zero point act_min the output's saturation is the ReLU (code act_min is 0.0).
+        ql = QLayer(lay, relu=lay.act in ("relu", "clip") and qnet.zero(lay.output) == 0,
+                    config=config)
         qlayers[lay.name] = ql
         _quantize_layer(ql, qnet, groups, quant, vmax, rnd, fvals, ivals)
         if ivals is not None:
@@ -360,7 +426,7 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
 
                 t = lay.inputs[0]
                 assert lay.weight is not None
-                stats = conv_stats(fvals[t] if ivals is None else ivals[t] * scales[t],
+                stats = conv_stats(fvals[t] if ivals is None else dequantize(qnet, t, ivals[t]),
                                    lay.weight.shape, lay.stride, lay.pads, lay.groups,
                                    f"{t!r} (input of layer {lay.name})",
                                    None if ivals is None else fvals[t],
@@ -370,12 +436,14 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
                     rnd.notes.append(note)
             _quantize_conv(ql, scales[lay.inputs[0]], s_y, quant, vmax, config, requant_aware,
                            rnd.method, stats)
+            ql.bias_int = _with_zero_points(ql, qnet, ql.bias_int)
         elif lay.op == "avgpool":
             k = lay.kernel[0] * lay.kernel[1]
             target = scales[lay.inputs[0]] / (unit * k * s_y)
             s_y = _set_mult(ql, target, free and requant_aware, config, graph)
             if free and requant_aware:
                 scales[lay.output] = scales[lay.inputs[0]] / (unit * k * ql.mult_float()[0])
+            ql.bias_int = _with_zero_points(ql, qnet, None)
         elif lay.op == "add":
             sa, sb = scales[lay.inputs[0]], scales[lay.inputs[1]]
             ql.add_ints = _add_weights(sa, sb, config)
@@ -383,12 +451,28 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
             _set_mult(ql, target, free and requant_aware, config, graph)
             if free and requant_aware:
                 scales[lay.output] = sa / (ql.add_ints[0] * ql.mult_float()[0])
+            ql.bias_int = _with_zero_points(ql, qnet, None)
         if lay.act in ("leaky", "prelu"):
             assert lay.slope is not None
             fmt = _asd_format(config.exp_bits, 2)
             from asd import asdq
 
             ql.slope_ints = asdq.nearest_int(np.clip(lay.slope, -fmt.vmax, fmt.vmax), fmt)
+
+
+def _with_zero_points(ql: QLayer, qnet: QNet, bias: I64 | None) -> I64 | None:
+    """The integer bias with the zero points folded in (:func:`reference.zero_offset`); a
+    layer without a bias of its own (average pool, add) gets one only where it needs one."""
+    lay = ql.layer
+    if all(qnet.zero(t) == 0 for t in (*lay.inputs, lay.output)):
+        return bias
+    out = np.rint(zero_offset(qnet, lay)).astype(np.int64) + (0 if bias is None else bias)
+    lim = 1 << (qnet.config.acc_bits - 1)
+    if np.any(np.abs(out) >= lim):
+        raise QuantizeError(f"layer {lay.name}: the bias with the zero points needs more than "
+                            f"acc_bits={qnet.config.acc_bits}; compile with "
+                            "act_zero_point='none'")
+    return out
 
 
 def _set_mult(ql: QLayer, target: float, snap: bool, config: AccelConfig, graph: Graph
