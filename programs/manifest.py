@@ -294,7 +294,7 @@ def compile_model(model: str | Path | Any, config: AccelConfig, calib: NDArray |
                   percentile: float | None = None,
                   requant_aware: bool = True, input_hw: tuple[int, int] | None = None,
                   memory_budget: int = DEFAULT_MEMORY_BUDGET, rounding: str | None = None,
-                  rounding_inputs: str = "quantized", act_zero_point: str = "auto") -> Compiled:
+                  rounding_inputs: str = "compensate", act_zero_point: str = "auto") -> Compiled:
     """ONNX model (path or ModelProto) -> quantized, lowered network.  A graph whose
     calibration would need more than ``memory_budget`` bytes is refused before allocating
     (:class:`programs.budget.MemoryBudgetError`).  ``rounding`` (one of
