@@ -417,7 +417,12 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
     unit = config.weight_format.unit(config.exp_bits)
     requant_aware = qnet.requant_aware
     if lay.op not in ("concat", "flatten", "softmax", "maxpool"):
-        free = len(groups.members(lay.output)) == 1 and lay.act != "clip"
+        # The output scale is free unless another layer's output shares it: the max pools and
+        # flattens that read this output (alone) follow it.
+        followers = [m for m in groups.members(lay.output) if m != lay.output]
+        free = lay.act != "clip" and all(
+            (p := graph.producer(m)) is not None and p.op in ("maxpool", "flatten")
+            for m in followers)
         s_y = scales[lay.output]
         if lay.op == "conv":
             stats = None
@@ -442,7 +447,8 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
             target = scales[lay.inputs[0]] / (unit * k * s_y)
             s_y = _set_mult(ql, target, free and requant_aware, config, graph)
             if free and requant_aware:
-                scales[lay.output] = scales[lay.inputs[0]] / (unit * k * ql.mult_float()[0])
+                for t in (lay.output, *followers):
+                    scales[t] = scales[lay.inputs[0]] / (unit * k * ql.mult_float()[0])
             ql.bias_int = _with_zero_points(ql, qnet, None)
         elif lay.op == "add":
             sa, sb = scales[lay.inputs[0]], scales[lay.inputs[1]]
@@ -450,7 +456,8 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
             target = sa / (ql.add_ints[0] * s_y)
             _set_mult(ql, target, free and requant_aware, config, graph)
             if free and requant_aware:
-                scales[lay.output] = sa / (ql.add_ints[0] * ql.mult_float()[0])
+                for t in (lay.output, *followers):
+                    scales[t] = sa / (ql.add_ints[0] * ql.mult_float()[0])
             ql.bias_int = _with_zero_points(ql, qnet, None)
         if lay.act in ("leaky", "prelu"):
             assert lay.slope is not None
