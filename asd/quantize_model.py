@@ -146,19 +146,14 @@ def _round_one(
 
 def _gptq_target(w: np.ndarray, wm: np.ndarray, axis: int, s: np.ndarray,
                  st: rounding_.LayerStats, scheme: Scheme) -> np.ndarray:
-    """The GPTQ-compensated weights (rounding them at scales ``s`` gives the GPTQ result)."""
+    """The GPTQ-compensated weights (rounding them at scales ``s`` gives the GPTQ result), by
+    the compiler's own :func:`asd.rounding.gptq_layer` (act-order, group by group)."""
     srow = np.broadcast_to(s.astype(np.float64), (wm.shape[0],)).astype(np.float32)
-    per = wm.shape[0] // st.groups
-    target = np.empty_like(wm)
-    for g in range(st.groups):
-        sg = srow[g * per:(g + 1) * per]
-        u = rounding_.inverse_factor(st.hessian[g])
 
-        def round_cols(c: np.ndarray, c0: int, c1: int, sg: np.ndarray = sg) -> np.ndarray:
-            return scheme._values(c, sg) * sg[:, None].astype(np.float64)
+    def round_rows(c: np.ndarray, rows: slice) -> np.ndarray:
+        return scheme._values(c, srow[rows]) * srow[rows][:, None].astype(np.float64)
 
-        target[g * per:(g + 1) * per] = rounding_.gptq(wm[g * per:(g + 1) * per], u, round_cols)
-    return rounding_.from_matrix(target, w.shape, axis)
+    return rounding_.from_matrix(rounding_.gptq_layer(wm, st, round_rows), w.shape, axis)
 
 
 def quantize_model(

@@ -118,7 +118,8 @@ class LayerStats:
     def add(self, r: NDArray) -> None:
         """Accumulate im2col rows ``r`` of shape ``(groups, rows, cols)``."""
         r = np.asarray(r, np.float64)
-        self.hessian += np.einsum("grc,grd->gcd", r, r)
+        # matmul, not einsum: BLAS (14x faster on 50k x 576 rows here).
+        self.hessian += np.matmul(r.transpose(0, 2, 1), r)
         n = self.rows + r.shape[1]
         self.mean = (self.mean * self.rows + r.sum(axis=1)) / max(n, 1)
         self.rows = n
@@ -372,7 +373,7 @@ def conv_stats(x: NDArray, wshape: tuple[int, ...], strides: tuple[int, int],
             rr = rows(ref[i:i + chunk])
             ref_sum += rr.sum(axis=1)
             if st.cross is not None:
-                st.cross += np.einsum("grc,grd->gcd", rr, r)
+                st.cross += np.matmul(rr.transpose(0, 2, 1), r)
     if ref is not None:
         st.ref_mean = ref_sum / max(st.rows, 1)
     return st

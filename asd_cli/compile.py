@@ -13,7 +13,7 @@ import numpy as np
 from asd.rounding import ROUNDINGS
 from contract.backend import BACKENDS, GOLDEN, Backend, get_backend
 from contract.errors import AsdError
-from programs.quantize import ROUNDING_INPUTS
+from programs.quantize import ACT_ZERO_POINTS, ROUNDING_INPUTS
 
 COMPILE_EPILOG = """\
 examples:
@@ -26,7 +26,10 @@ cycles), OUTDIR/tiles/*.bin (one program image per tile), OUTDIR/tiles/*.s (list
 OUTDIR/qnet.json + qnet.npz (the quantized network) and OUTDIR/model.onnx.
 Without --calib the activation scales come from 4 standard-normal images: give real data.
 Weight rounding (--rounding): with --calib the default is gptq+bias on the quantized network's
-own inputs (measured best: benchmarks/bench_fidelity.py, docs/compiler.md); without it nearest.
+own inputs, each layer's weights first undoing the error in them (--rounding-inputs compensate;
+measured best: benchmarks/bench_fidelity.py, docs/compiler.md); without --calib nearest.
+Feature maps that are non-negative by construction (ReLU, Clip(0, hi), pooling of them) use
+the zero point -128: all 256 int8 codes (--act-zero-point auto, the default; none: symmetric).
 """
 
 RUN_EPILOG = """\
@@ -64,10 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "per-channel scales: nearest, or error-compensating from the calibration "
                    "images (bias correction, GPTQ second-order rounding, both); default "
                    "gptq+bias with --calib, nearest without")
-    p.add_argument("--rounding-inputs", choices=ROUNDING_INPUTS, default="quantized",
+    p.add_argument("--rounding-inputs", choices=ROUNDING_INPUTS, default="compensate",
                    help="whose layer inputs give each layer's Hessian and mean: the float "
-                   "network's, the quantized network's own int8 activations (default), or "
-                   "those with the weights first undoing the error in them (compensate)")
+                   "network's, the quantized network's own int8 activations, or those with "
+                   "the weights first undoing the error in them (compensate, the default)")
+    p.add_argument("--act-zero-point", choices=ACT_ZERO_POINTS, default="auto",
+                   help="auto (default): non-negative feature maps stored with the zero point "
+                   "act_min, all 2^act_bits codes; none: every feature map symmetric")
     p.add_argument("--input-size", metavar="HxW", help="override the model's input H x W")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_compile)
@@ -148,7 +154,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         with weight_rounding(rounding, args.rounding_inputs) as rnd:
             comp = compile_model(args.model, config, calib, scheme=args.scheme,
                                  scheme_options=opts, percentile=args.percentile,
-                                 requant_aware=not args.no_requant_search, input_hw=hw)
+                                 requant_aware=not args.no_requant_search, input_hw=hw,
+                                 act_zero_point=args.act_zero_point)
     except AsdError as exc:  # a model or calibration the compiler refuses; anything else is a bug
         raise _user_error(str(exc)) from None
     comp.info["rounding"] = {"method": rounding, "inputs": args.rounding_inputs,

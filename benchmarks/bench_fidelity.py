@@ -5,7 +5,10 @@ the same test images (the first ``--test`` test images), side by side in one run
 
 * the network compiled for the shipped accelerator (ASD-2 weights, int8 activations) with every
   weight rounding of ``asd compile --rounding`` (nearest; bias correction, GPTQ, both; each
-  with the layer statistics from the float network's or the quantized network's own inputs);
+  with the layer statistics from the float network's or the quantized network's own inputs),
+  non-negative feature maps with the zero point -128 (``--act-zero-point auto``, the default);
+  and, labelled ``sym``, with every feature map symmetric (``--act-zero-point none``, the
+  accelerator's feature maps before the zero point: ``asd2 gptq+bias q sym`` was the default);
 * the same network with int8 and int6 weights through the same compiler (WMEM format
   ``int8``), nearest and the default rounding;
 * onnxruntime's ``quantize_static`` (QDQ, per-channel int8 weights, int8 activations, min-max
@@ -49,28 +52,31 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "asd" / "data" / "models"
 OUT = ROOT / "benchmarks" / "results" / "fidelity_compiled.json"
 NETWORKS = tuple(sorted(p.stem for p in MODELS.glob("*.onnx")))
-DEFAULT_ROUNDING = ("gptq+bias", "quantized")  # what asd compile --calib uses
+DEFAULT_ROUNDING = ("gptq+bias", "compensate")  # what asd compile --calib uses
 INT8 = AccelConfig(weights="int8", pe="multiplier")
 GOAL_DB = 3.0  # compiled ASD-2 within 3 dB of onnxruntime's static int8 PTQ
 
-# label -> (configuration, scheme, scheme options, rounding, statistics from)
-VARIANTS: dict[str, tuple[AccelConfig, str, dict[str, Any], str, str]] = {
-    "asd2 nearest": (AccelConfig(), "asd", {}, "nearest", "float"),
-    "asd2 bias": (AccelConfig(), "asd", {}, "bias", "float"),
-    "asd2 bias q": (AccelConfig(), "asd", {}, "bias", "quantized"),
-    "asd2 gptq": (AccelConfig(), "asd", {}, "gptq", "float"),
-    "asd2 gptq q": (AccelConfig(), "asd", {}, "gptq", "quantized"),
-    "asd2 gptq+bias": (AccelConfig(), "asd", {}, "gptq+bias", "float"),
-    "asd2 gptq+bias q": (AccelConfig(), "asd", {}, "gptq+bias", "quantized"),
-    "asd2 gptq+bias c": (AccelConfig(), "asd", {}, "gptq+bias", "compensate"),
-    "int8 nearest": (INT8, "int", {"bits": 8}, "nearest", "float"),
-    "int8 gptq+bias q": (INT8, "int", {"bits": 8}, "gptq+bias", "quantized"),
-    "int6 nearest": (INT8, "int", {"bits": 6}, "nearest", "float"),
-    "int6 gptq+bias q": (INT8, "int", {"bits": 6}, "gptq+bias", "quantized"),
+# label -> (configuration, scheme, scheme options, rounding, statistics from, zero points)
+VARIANTS: dict[str, tuple[AccelConfig, str, dict[str, Any], str, str, str]] = {
+    "asd2 nearest": (AccelConfig(), "asd", {}, "nearest", "float", "auto"),
+    "asd2 bias": (AccelConfig(), "asd", {}, "bias", "float", "auto"),
+    "asd2 bias q": (AccelConfig(), "asd", {}, "bias", "quantized", "auto"),
+    "asd2 gptq": (AccelConfig(), "asd", {}, "gptq", "float", "auto"),
+    "asd2 gptq q": (AccelConfig(), "asd", {}, "gptq", "quantized", "auto"),
+    "asd2 gptq+bias": (AccelConfig(), "asd", {}, "gptq+bias", "float", "auto"),
+    "asd2 gptq+bias q": (AccelConfig(), "asd", {}, "gptq+bias", "quantized", "auto"),
+    "asd2 gptq+bias c": (AccelConfig(), "asd", {}, "gptq+bias", "compensate", "auto"),
+    "asd2 gptq+bias q sym": (AccelConfig(), "asd", {}, "gptq+bias", "quantized", "none"),
+    "asd2 gptq+bias c sym": (AccelConfig(), "asd", {}, "gptq+bias", "compensate", "none"),
+    "int8 nearest": (INT8, "int", {"bits": 8}, "nearest", "float", "auto"),
+    "int8 gptq+bias c": (INT8, "int", {"bits": 8}, "gptq+bias", "compensate", "auto"),
+    "int6 nearest": (INT8, "int", {"bits": 6}, "nearest", "float", "auto"),
+    "int6 gptq+bias c": (INT8, "int", {"bits": 6}, "gptq+bias", "compensate", "auto"),
 }
-BEST = "asd2 gptq+bias q"  # the default rounding's row
+BEST = "asd2 gptq+bias c"  # the default rounding's row
+PREVIOUS = "asd2 gptq+bias q sym"  # the default before zero points and compensate
 # Rows only --all-roundings measures (the default run keeps under ~10 minutes here).
-EXTRA = ("asd2 bias", "asd2 bias q", "asd2 gptq", "asd2 gptq q", "asd2 gptq+bias c")
+EXTRA = ("asd2 bias", "asd2 bias q", "asd2 gptq", "asd2 gptq q", "asd2 gptq+bias c sym")
 ORT_ROWS = ("ort qdq", "ort int8 kernels")  # quantize_static's defaults: the goal's baseline
 # Diagnostic: symmetric activations (zero point 0, as the accelerator's int8 feature maps).
 ORT_SYMMETRIC = "ort qdq symmetric"
@@ -83,12 +89,14 @@ def measures(ref: np.ndarray, out: np.ndarray, y: np.ndarray) -> dict[str, float
             "top1": round(float(100 * np.mean(np.argmax(out, axis=1) == y)), 2)}
 
 
-def compiled_variant(path: Path, variant: tuple[AccelConfig, str, dict[str, Any], str, str],
+def compiled_variant(path: Path,
+                     variant: tuple[AccelConfig, str, dict[str, Any], str, str, str],
                      calib: np.ndarray) -> tuple[Compiled, list[str], float]:
-    config, scheme, opts, method, inputs = variant
+    config, scheme, opts, method, inputs, zero_point = variant
     t0 = time.perf_counter()
     with weight_rounding(method, inputs) as rnd:
-        comp = compile_model(path, config, calib, scheme=scheme, scheme_options=dict(opts))
+        comp = compile_model(path, config, calib, scheme=scheme, scheme_options=dict(opts),
+                             act_zero_point=zero_point)
     return comp, rnd.notes, time.perf_counter() - t0
 
 
@@ -146,7 +154,9 @@ def layer_losses(comp: Compiled, x: np.ndarray) -> list[dict[str, Any]]:
             assert ql.w_int is not None and ql.s_w is not None and ql.bias_int is not None
             s_x = q.scales[lay.inputs[0]]
             w = ql.w_int * (ql.s_w / unit)[:, None, None, None]
-            lay = dataclasses.replace(lay, weight=w, bias=ql.bias_int * s_x * ql.s_w / unit)
+            # The integer bias less what it holds for the zero points, at the float scale.
+            bias = (ql.bias_int - reference.zero_offset(q, lay)) * s_x * ql.s_w / unit
+            lay = dataclasses.replace(lay, weight=w, bias=bias)
         layers.append(lay)
     gq = dataclasses.replace(g, layers=layers)
     f = reference.float_forward(g, x)
@@ -215,8 +225,8 @@ def goal_text(r: dict[str, Any]) -> str:
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    cols = ["asd2 nearest", BEST, "int8 nearest", "int8 gptq+bias q", "int6 nearest",
-            "int6 gptq+bias q", *ORT_ROWS, ORT_SYMMETRIC]
+    cols = ["asd2 nearest", PREVIOUS, BEST, "int8 nearest", "int8 gptq+bias c",
+            "int6 nearest", "int6 gptq+bias c", *ORT_ROWS, ORT_SYMMETRIC]
     cols = [c for c in cols if all(c in r["rows"] for r in results)]
     lines = ["| network | " + " | ".join(cols) + " | goal (3 dB, agreement) |",
              "|---" * (len(cols) + 2) + "|"]
@@ -241,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="test images, at most the split's (default 500)")
     ap.add_argument("--all-roundings", action="store_true",
                     help="also ASD-2 with bias correction alone and GPTQ alone, each from the "
-                    "float and the quantized network's inputs, and gptq+bias with "
-                    "--rounding-inputs compensate (5 more compiles a network)")
+                    "float and the quantized network's inputs, and the default with "
+                    "--act-zero-point none (5 more compiles a network)")
     ap.add_argument("--variants", metavar="LABEL,...",
                     help="only these compiled rows, and always the default rounding's "
                     f"({BEST}); default: every row but --all-roundings' ones")

@@ -163,10 +163,11 @@ def conv_source(g: WindowGeometry, nblocks: int, rem: int, cout: int, out_base: 
 
 def vector_source(mode: str, g: WindowGeometry, nblocks: int, rem: int, cout: int, out_base: int,
                   relu: bool, act: bool, const_base: int, cfg: AccelConfig, title: str,
-                  params_step: int = 0) -> str:
+                  params_step: int = 0, biased: bool = False) -> str:
     """Per-lane (channel) operations: ``dw`` depthwise conv (LOADW per tap, VMAC), ``avg``
     average pool (VMAC with weight 1.0), ``max`` max pool (VLD of the minimum, VMAX).
-    ``params_step``: parameter words per block of ``avg`` (0: every block reads the same)."""
+    ``params_step``: parameter words per block of ``avg`` (0: every block reads the same);
+    ``biased``: ``avg`` starts from a BIAS word (zero points) instead of CLR, same cycles."""
     runs = g.kernel_rows(g.kw)
     check_loop_counts(g.oh, g.ow, *(n for n, _ in runs))
     pwords = (3 if act else 2) if mode == "dw" else params_step
@@ -177,7 +178,7 @@ def vector_source(mode: str, g: WindowGeometry, nblocks: int, rem: int, cout: in
         if mode == "dw":
             lines += ["      BIAS r3, 1", "      ADDI r0, r5, 0"]
         elif mode == "avg":
-            lines += ["      CLR"]
+            lines += ["      BIAS r3, 1" if biased else "      CLR"]
         else:
             lines += [f"      VLD r4, {n}, 0"]
         for i, (cnt, step) in enumerate(runs):
@@ -189,7 +190,7 @@ def vector_source(mode: str, g: WindowGeometry, nblocks: int, rem: int, cout: in
         if mode == "max":
             lines += [f"      STORE r2, {n}, {cout}"]
         else:
-            lines += _finish(relu, act, n, cout, 1 if mode == "dw" else 0)
+            lines += _finish(relu, act, n, cout, 1 if mode == "dw" or biased else 0)
         lines += [f"px_{tag}:", f"    ADDI r1, r1, {s16(g.row_step)}", f"rows_{tag}:",
                   f"    ADDI r7, r7, {cfg.lanes}", f"    ADDI r6, r6, {cfg.lanes}"]
         if mode == "dw":
@@ -209,16 +210,19 @@ def vector_source(mode: str, g: WindowGeometry, nblocks: int, rem: int, cout: in
 
 
 def add_source(npix: int, c: int, b_base: int, nblocks: int, rem: int, out_base: int,
-               relu: bool, act: bool, cfg: AccelConfig, title: str, params_step: int = 0) -> str:
+               relu: bool, act: bool, cfg: AccelConfig, title: str, params_step: int = 0,
+               biased: bool = False) -> str:
     """Residual add: two VMACs with the inputs' scale codes, then REQ (+ACT);
-    ``params_step``: parameter words per block (0: every block reads the same)."""
+    ``params_step``: parameter words per block (0: every block reads the same); ``biased``:
+    the sum starts from a BIAS word (zero points) instead of CLR, same cycles."""
     check_loop_counts(npix)
 
     def body(n: int, tag: str) -> list[str]:
         lines = ["    ADDI r1, r7, 0", f"    ADDI r4, r7, {s16(b_base)}", "    ADDI r2, r6, 0",
-                 f"    LOOP {npix}, px_{tag}", "      CLR", "      LOADW r0, 1",
+                 f"    LOOP {npix}, px_{tag}", "      BIAS r3, 1" if biased else "      CLR",
+                 "      LOADW r0, 1",
                  f"      VMAC r1, {n}, {c}", "      LOADW r0, -1", f"      VMAC r4, {n}, {c}"]
-        lines += _finish(relu, act, n, c, 0)
+        lines += _finish(relu, act, n, c, int(biased))
         lines += [f"px_{tag}:", f"    ADDI r7, r7, {cfg.lanes}", f"    ADDI r6, r6, {cfg.lanes}"]
         if params_step:
             lines += [f"    ADDI r3, r3, {params_step}"]

@@ -8,7 +8,8 @@
   ``block*lanes + l``; a block's words follow its program's walk (``(ky, kx, ci)`` for a dense
   convolution, ``(ky, kx)`` for a depthwise one); unused lanes of the last block hold the code of 0.
 * BMEM: per block ``[bias,] requant [, slope]`` words, or one set every block reads when all
-  channels share them (average pool, add); unused lanes hold bias 0 and the code of 1.
+  channels share them (average pool, add: a bias only with zero points); unused lanes hold
+  bias 0 and the code of 1.
 """
 
 from __future__ import annotations
@@ -136,29 +137,32 @@ def chunk_param_words(pv: ParamValues, ch: slice, nblocks: int, cfg: AccelConfig
 
 
 def shares_params(pv: ParamValues) -> bool:
-    """Whether all the layer's channels have the same requant and slope words (true of an
-    average pool or an add unless a PReLU gives each channel its own slope: their scales
-    are per tensor)."""
-    return all(np.all(v == v[0]) for v in (pv.req_params, pv.slope_params) if v is not None)
+    """Whether all the layer's channels have the same [bias,] requant and slope words (true of
+    an average pool or an add unless a PReLU gives each channel its own slope: their scales
+    and zero points are per tensor)."""
+    return all(np.all(v == v[0]) for v in (pv.bias_int, pv.req_params, pv.slope_params)
+               if v is not None)
 
 
-def params_per_block(pv: ParamValues, bias: bool) -> int:
+def params_per_block(pv: ParamValues, bias: bool, shared: bool = False) -> int:
     """BMEM words each block needs of its own, ``[bias,] requant [, slope]``: none for a layer
-    without bias whose channels share one set."""
-    if not bias and shares_params(pv):
+    whose channels share one set when its program reads a shared set (``shared``: average
+    pool, add; ``bias=False`` implies it)."""
+    if (shared or not bias) and shares_params(pv):
         return 0
     return int(bias) + 1 + int(pv.slope_params is not None)
 
 
-def unbiased_params(pv: ParamValues, ch: slice, nblocks: int, cfg: AccelConfig
-                    ) -> tuple[I64, int]:
-    """BMEM words of a layer without bias (average pool, add) for channels ``ch``, and the
-    words the parameter pointer steps per block: one set that every block reads when the
-    channels share them, else one set per block."""
+def vector_params(pv: ParamValues, ch: slice, nblocks: int, cfg: AccelConfig
+                  ) -> tuple[I64, int]:
+    """BMEM words of an average pool or add for channels ``ch`` (with a bias word where zero
+    points gave it one), and the words the parameter pointer steps per block: one set that
+    every block reads when the channels share them, else one set per block."""
+    bias = pv.bias_int is not None
     if shares_params(pv):
-        one = param_words(pv, slice(0, 1), 1, cfg, bias=False)[:, :1]
+        one = param_words(pv, slice(0, 1), 1, cfg, bias=bias)[:, :1]
         return one.repeat(cfg.lanes, axis=1), 0
-    words = param_words(pv, ch, nblocks, cfg, bias=False)
+    words = param_words(pv, ch, nblocks, cfg, bias=bias)
     return words, len(words) // nblocks
 
 

@@ -55,7 +55,7 @@ from .layout import (
     param_words,
     params_per_block,
     tile_image,
-    unbiased_params,
+    vector_params,
     weight_codes,
 )
 from .qnet import QLayer, QNet
@@ -145,8 +145,10 @@ class Lowerer:
     def lower(self) -> list[LoweredLayer]:
         out = []
         for lay in self.q.graph.layers:
+            # The padded border holds the input's zero point (a real 0).
             ll = LoweredLayer(lay.name, lay.op, list(lay.inputs), lay.output,
-                              self.q.graph.shapes[lay.output], lay.pads)
+                              self.q.graph.shapes[lay.output], lay.pads,
+                              self.q.zero(lay.inputs[0]) if lay.inputs else 0)
             if lay.op == "conv":
                 if lay.depthwise:
                     self.lower_vector(lay, ll, "dw")
@@ -316,7 +318,7 @@ class Lowerer:
         if mode == "dw":
             own_params = params_per_block(pv, bias=True)
         elif mode == "avg":
-            own_params = params_per_block(pv, bias=False)
+            own_params = params_per_block(pv, bias=pv.bias_int is not None, shared=True)
         else:
             own_params = 0  # a max pool reads no parameters
         const_len = lanes if mode == "max" else 0
@@ -349,7 +351,7 @@ class Lowerer:
             params = param_words(pv, sl, nblocks, cfg, bias=True)
         elif mode == "avg":
             weights = broadcast_words([self.q.unit_code], cfg.lanes)
-            params, params_step = unbiased_params(pv, sl, nblocks, cfg)
+            params, params_step = vector_params(pv, sl, nblocks, cfg)
         else:
             weights = np.zeros((0, cfg.lanes), np.int64)
             params = np.zeros((0, cfg.lanes), np.int64)
@@ -362,7 +364,7 @@ class Lowerer:
             const_base = in_len + out_len
             title = f"{lay.name}: {mode} rows {o0}..{o1 - 1}, channels {ch[0]}..{ch[1] - 1}"
             src = vector_source(mode, gg, nblocks, rem, c, in_len, ql.relu, act, const_base,
-                                cfg, title, params_step)
+                                cfg, title, params_step, ql.bias_int is not None)
             acts = np.full(const_len, cfg.act_min, np.int64)
             img, cycles = tile_image(self.programs, src, weights, params, acts,
                                      const_base if const_len else 0,
@@ -380,7 +382,8 @@ class Lowerer:
         weights = broadcast_words(list(ql.add_codes), lanes)
         nblk = math.ceil(cin / lanes)
         pv = ParamValues.of(ql)
-        most = self._most_blocks(lay, nblk, 0, params_per_block(pv, bias=False))
+        most = self._most_blocks(lay, nblk, 0, params_per_block(pv, pv.bias_int is not None,
+                                                                shared=True))
 
         def build(b0: int, b1: int) -> list[Tile]:
             return self._add_tiles(lay, ql, pv, weights, (b0 * lanes, min(b1 * lanes, cin)),
@@ -398,13 +401,14 @@ class Lowerer:
             raise DoesNotFit(f"one row of {w}x{c} needs {3 * w * c} AMEM elements for both "
                              f"inputs and the output, amem_depth is {cfg.amem_depth}")
         nblocks = math.ceil(c / cfg.lanes)
-        params, params_step = unbiased_params(pv, slice(*ch), nblocks, cfg)
+        params, params_step = vector_params(pv, slice(*ch), nblocks, cfg)
         tiles = []
         for o0, o1 in balanced_groups(h, rows):
             n = (o1 - o0) * w * c
             title = f"{lay.name}: add rows {o0}..{o1 - 1}, channels {ch[0]}..{ch[1] - 1}"
             src = add_source((o1 - o0) * w, c, n, nblocks, c % cfg.lanes, 2 * n, ql.relu,
-                             ql.slope_ints is not None, cfg, title, params_step)
+                             ql.slope_ints is not None, cfg, title, params_step,
+                             ql.bias_int is not None)
             img, cycles = tile_image(self.programs, src, weights, params,
                                      np.zeros(0, np.int64), 0, band_regions(2 * n, n))
             ins = [TileInput(lay.inputs[0], (o0, o1), ch, 0),

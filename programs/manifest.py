@@ -136,6 +136,8 @@ class Compiled:
                 "out_shape": list(ll.out_shape), "act": lay.act,
                 "scales": {"inputs": [q.scales[t] for t in ll.inputs],
                            "output": q.scales.get(ll.output)},
+                "zero_points": {"inputs": [q.zero(t) for t in ll.inputs],
+                                "output": q.zero(ll.output)},
                 "pads": list(ll.pads), "pad_value": ll.pad_value, "host": ll.host,
                 "requant_exact": ql.exact, "cycles": ll.cycles,
             }
@@ -316,13 +318,15 @@ def compile_model(model: str | Path | Any, config: AccelConfig, calib: NDArray |
                   percentile: float | None = None,
                   requant_aware: bool = True, input_hw: tuple[int, int] | None = None,
                   memory_budget: int = DEFAULT_MEMORY_BUDGET, rounding: str | None = None,
-                  rounding_inputs: str = "quantized") -> Compiled:
+                  rounding_inputs: str = "compensate", act_zero_point: str = "auto") -> Compiled:
     """ONNX model (path or ModelProto) -> quantized, lowered network.  A graph whose
     calibration would need more than ``memory_budget`` bytes is refused before allocating
     (:class:`programs.budget.MemoryBudgetError`).  ``rounding`` (one of
     ``asd.rounding.ROUNDINGS``, with the Hessian's ``rounding_inputs``) rounds the weights as
     ``asd compile --rounding`` does; None keeps what :func:`weight_rounding` set, else
-    nearest."""
+    nearest.  ``act_zero_point``: ``auto`` stores non-negative feature maps with the zero
+    point ``act_min`` (all 2^act_bits codes), ``none`` keeps every one symmetric
+    (:func:`programs.zero_points.zero_points`)."""
     t0 = time.perf_counter()
     graph = import_model(model, input_hw)
     lw.check_fits(graph, config)
@@ -342,7 +346,8 @@ def compile_model(model: str | Path | Any, config: AccelConfig, calib: NDArray |
         if rounding is not None:
             stack.enter_context(weight_rounding(rounding, rounding_inputs))
         qnet = quantize(graph, config, calib, scheme=scheme, scheme_options=scheme_options,
-                        percentile=percentile, requant_aware=requant_aware)
+                        percentile=percentile, requant_aware=requant_aware,
+                        act_zero_point=act_zero_point)
     t2 = time.perf_counter()
     layers = lw.lower(qnet)
     t3 = time.perf_counter()

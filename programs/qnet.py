@@ -1,6 +1,7 @@
 """The quantized network: per layer the integer parameters the accelerator and the integer
-reference use (:class:`QLayer`), the network with its tensor scales (:class:`QNet`), and their
-persistence in a compiled output directory.  Produced by :mod:`programs.quantize`, read by the
+reference use (:class:`QLayer`), the network with its tensor scales and zero points
+(:class:`QNet`: ``real = scale * (q - zero_point)``), and their persistence in a compiled
+output directory.  Produced by :mod:`programs.quantize`, read by the
 integer reference, the lowering and the runtime.
 """
 
@@ -16,6 +17,7 @@ from numpy.typing import NDArray
 
 from contract import hwcode
 from contract.config import AccelConfig
+from contract.errors import AsdError
 from contract.isa import REQ_SHIFT_MAX
 from contract.semantics import req_param
 
@@ -25,6 +27,10 @@ F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
 
+class QuantizeError(ValueError, AsdError):
+    """A network that cannot be quantized for this accelerator; names the layer."""
+
+
 @dataclass
 class QLayer:
     """Integer parameters of one layer (per output channel where it applies)."""
@@ -32,7 +38,8 @@ class QLayer:
     layer: Layer
     w_int: I64 | None = None        # conv: (Co, Ci/g, KH, KW), values of the weight code
     s_w: F64 | None = None          # conv: per-channel weight scale
-    bias_int: I64 | None = None     # conv: (Co,), accumulator scale
+    bias_int: I64 | None = None     # conv (Co,), accumulator scale; avgpool/add: only with
+    #                                 zero points (their offsets), else None (no BIAS word)
     mult: I64 | None = None         # (C,) two-digit requant multiplier m
     shift: I64 | None = None        # (C,) requant shift
     relu: bool = False
@@ -89,6 +96,13 @@ class QNet:
     scheme: str = "asd"
     calibration: str = "maxabs"
     requant_aware: bool = True
+    # Per tensor the integer that stands for 0.0 (absent: 0, symmetric).  Non-zero only where
+    # programs.quantize proved the tensor non-negative and every reader handles it.
+    zero_points: dict[str, int] = field(default_factory=dict)
+
+    def zero(self, tensor: str) -> int:
+        """The tensor's zero point: ``real = scales[tensor] * (q - zero(tensor))``."""
+        return int(self.zero_points.get(tensor, 0))
 
     @property
     def unit_int(self) -> int:
@@ -122,7 +136,7 @@ class QNet:
                 "output": self.graph.output, "output_dims": self.graph.output_dims,
                 "config": self.config.to_dict(), "scales": self.scales, "layers": layers,
                 "scheme": self.scheme, "calibration": self.calibration,
-                "requant_aware": self.requant_aware}
+                "requant_aware": self.requant_aware, "zero_points": self.zero_points}
         (d / "qnet.json").write_text(json.dumps(meta, indent=1))
         np.savez_compressed(d / "qnet.npz", **arrays)  # type: ignore[arg-type]
 
@@ -146,4 +160,5 @@ class QNet:
         graph = Graph(meta["input"], tuple(meta["input_shape"]), meta["output"], layers,
                       int(meta["output_dims"]))
         return cls(graph, config, {k: float(v) for k, v in meta["scales"].items()}, qlayers,
-                   meta["scheme"], meta["calibration"], bool(meta["requant_aware"]))
+                   meta["scheme"], meta["calibration"], bool(meta["requant_aware"]),
+                   {k: int(v) for k, v in meta.get("zero_points", {}).items()})

@@ -3,10 +3,19 @@
 * Weights: per output channel ``w ~ s_w[c] * w_int / 2^(W-1)`` with ``w_int`` from a weight
   scheme whose values the two-digit hardware code holds (ASD with two digits, its CSD-rounded
   variant, one-digit powers of two).
-* Activations: int8 (``act_bits``) per tensor, symmetric, zero point 0; the scale is the
-  calibrated max-abs (or a percentile of |x|) over a few inputs divided by ``2^(act_bits-1)-1``.
+* Activations: int8 (``act_bits``) per tensor, ``real = s * (q - z)``; the range is the
+  calibrated max-abs (or a percentile of |x|) over a few inputs.  Symmetric (``z = 0``,
+  ``s = range / (2^(act_bits-1) - 1)``) by default; a tensor that is non-negative by
+  construction (after ReLU or Clip(0, hi), max/average pooling, concatenation, flattening or
+  an Add of such; the network input when every calibration value is >= 0) gets the zero point
+  ``z = act_min`` (-128) and ``s = range / (2^act_bits - 1)``: all 256 codes instead of 128
+  (``act_zero_point="auto"``, :func:`zero_points`).  Only where every layer that writes or reads
+  the tensor handles it (:data:`ZERO_POINT_WRITERS`, :data:`ZERO_POINT_READERS`); the integer
+  semantics stay as they are: the zero points live in the integer biases (a conv's
+  ``-z_in * sum(w)`` and ``z_out / M``; average pool and Add get a BIAS word where they need
+  one), the padded border holds ``z_in``, and the saturation at ``act_min`` is the ReLU.
   Tensors that must share a scale (Concat inputs and output, max-pool and flatten in/out) get
-  the largest range of their group.
+  the largest range of their group and one zero point.
 * Biases at the accumulator's scale: ``bias_int = round(b / (s_x * s_w[c] / 2^(W-1)))``.
 * Requantization ``y = sat(rnd(acc * m, sh))`` where ``m`` is a two-digit value, so the
   datapath stays multiplier-less.  A two-digit ``m`` is coarse (up to ~8% off), so the weight
@@ -39,20 +48,20 @@ from asd.rounding import weight_rounding as weight_rounding
 from contract import hwcode
 from contract import weights as wformats
 from contract.config import AccelConfig
-from contract.errors import AsdError
 
 from . import hostops, reference
 from .graph import Graph
-from .qnet import QLayer, QNet
-from .reference import int_layer, quantize_input
+from .qnet import QLayer, QNet, QuantizeError
+from .reference import dequantize, int_layer, quantize_input, zero_offset
 from .scale_search import NearestTable, quantize_rows, search_multipliers
+from .zero_points import ACT_ZERO_POINTS as ACT_ZERO_POINTS
+from .zero_points import ZERO_POINT_READERS as ZERO_POINT_READERS
+from .zero_points import ZERO_POINT_WRITERS as ZERO_POINT_WRITERS
+from .zero_points import ScaleGroups as _Groups
+from .zero_points import zero_points
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
-
-
-class QuantizeError(ValueError, AsdError):
-    """A network that cannot be quantized for this accelerator; names the layer."""
 
 
 # Weight schemes ------------------------------------------------------------------------------
@@ -237,36 +246,17 @@ def slope_range(pre: F64, slope: F64, lo: float, hi: float, qmax: int,
     return best
 
 
-class _Groups:
-    """Union-find over tensors that must share one scale."""
-
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, t: str) -> str:
-        self.parent.setdefault(t, t)
-        while self.parent[t] != t:
-            self.parent[t] = self.parent[self.parent[t]]
-            t = self.parent[t]
-        return t
-
-    def union(self, a: str, b: str) -> None:
-        self.parent[self.find(a)] = self.find(b)
-
-    def members(self, t: str) -> list[str]:
-        r = self.find(t)
-        return [k for k in list(self.parent) if self.find(k) == r]
-
-
 def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str = "asd",
              scheme_options: dict[str, Any] | None = None, percentile: float | None = None,
              requant_aware: bool = True, rounding: WeightRounding | None = None,
-             slope_mse: bool = True) -> QNet:
+             slope_mse: bool = True, act_zero_point: str = "auto") -> QNet:
     """Quantize every layer of ``graph`` for ``config`` using calibration inputs ``calib``
     (float, NCHW).  ``rounding``: how weights go onto the grid (default: the one
     :func:`weight_rounding` set, else nearest); its ``notes`` receive what the user should
     know.  ``slope_mse=False``: LeakyReLU/PReLU output scales cover the whole pre-activation
-    range (the rule before :func:`slope_range`, for comparison)."""
+    range (the rule before :func:`slope_range`, for comparison).  ``act_zero_point``:
+    ``auto`` gives non-negative tensors the zero point ``act_min`` (:func:`zero_points`),
+    ``none`` keeps every tensor symmetric."""
     rnd = rounding or current_rounding()
     rnd.check()
     qmax = (1 << (config.act_bits - 1)) - 1
@@ -290,11 +280,15 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
             r = min(r, lay.act_hi)
         want[lay.output] = r
     want[graph.input] = ranges[graph.input]
+    zeros = zero_points(graph, groups, config.act_min,
+                        bool(np.min(calib) >= 0), act_zero_point)
+    # Codes above the zero point: the positive range's steps.
+    levels = {t: config.act_max - zeros.get(t, 0) for t in graph.shapes}
     scales: dict[str, float] = {}
     for t in graph.shapes:
-        scales[t] = max(want.get(m, 0.0) for m in groups.members(t)) / qmax
+        scales[t] = max(want.get(m, 0.0) for m in groups.members(t)) / levels[t]
     for lay in graph.layers:
-        if lay.act == "clip" and scales[lay.output] * qmax > lay.act_hi * (1 + 1e-9):
+        if lay.act == "clip" and scales[lay.output] * levels[lay.output] > lay.act_hi * (1 + 1e-9):
             raise QuantizeError(f"layer {lay.name}: Clip(0, {lay.act_hi}) output shares a "
                                 f"scale with a wider tensor; its upper clamp cannot be kept")
 
@@ -304,13 +298,16 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
                                 **(scheme_options or {}))
     qlayers: dict[str, QLayer] = {}
     qnet = QNet(graph, config, scales, qlayers, scheme,
-                "maxabs" if percentile is None else f"p{percentile:g}", requant_aware)
+                "maxabs" if percentile is None else f"p{percentile:g}", requant_aware, zeros)
     # The quantized network's own tensors, layer by layer (inputs="quantized").
     ivals: dict[str, I64] | None = None
     if rnd.method != "nearest" and rnd.inputs != "float":
-        ivals = {graph.input: quantize_input(calib, scales[graph.input], config.act_bits)}
+        ivals = {graph.input: quantize_input(calib, scales[graph.input], config.act_bits,
+                                             qnet.zero(graph.input))}
     for lay in graph.layers:
-        ql = QLayer(lay, relu=lay.act in ("relu", "clip"), config=config)
+        # With the zero point act_min the output's saturation is the ReLU (code act_min is 0.0).
+        ql = QLayer(lay, relu=lay.act in ("relu", "clip") and qnet.zero(lay.output) == 0,
+                    config=config)
         qlayers[lay.name] = ql
         _quantize_layer(ql, qnet, groups, quant, vmax, rnd, fvals, ivals)
         if ivals is not None:
@@ -331,7 +328,12 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
             raise QuantizeError(str(exc)) from None
         return
     if lay.op not in ("concat", "flatten", "softmax", "maxpool"):
-        free = len(groups.members(lay.output)) == 1 and lay.act != "clip"
+        # The output scale is free unless another layer's output shares it: the max pools and
+        # flattens that read this output (alone) follow it.
+        followers = [m for m in groups.members(lay.output) if m != lay.output]
+        free = lay.act != "clip" and all(
+            (p := graph.producer(m)) is not None and p.op in ("maxpool", "flatten")
+            for m in followers)
         s_y = scales[lay.output]
         if lay.op == "conv":
             stats = None
@@ -340,7 +342,7 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
 
                 t = lay.inputs[0]
                 assert lay.weight is not None
-                stats = conv_stats(fvals[t] if ivals is None else ivals[t] * scales[t],
+                stats = conv_stats(fvals[t] if ivals is None else dequantize(qnet, t, ivals[t]),
                                    lay.weight.shape, lay.stride, lay.pads, lay.groups,
                                    f"{t!r} (input of layer {lay.name})",
                                    None if ivals is None else fvals[t],
@@ -350,25 +352,45 @@ def _quantize_layer(ql: QLayer, qnet: QNet, groups: _Groups, quant: SchemeFn, vm
                     rnd.notes.append(note)
             _quantize_conv(ql, scales[lay.inputs[0]], s_y, quant, vmax, config, requant_aware,
                            rnd.method, stats)
+            ql.bias_int = _with_zero_points(ql, qnet, ql.bias_int)
         elif lay.op == "avgpool":
             k = lay.kernel[0] * lay.kernel[1]
             target = scales[lay.inputs[0]] / (unit * k * s_y)
             s_y = _set_mult(ql, target, free and requant_aware, config, graph)
             if free and requant_aware:
-                scales[lay.output] = scales[lay.inputs[0]] / (unit * k * ql.mult_float()[0])
+                for t in (lay.output, *followers):
+                    scales[t] = scales[lay.inputs[0]] / (unit * k * ql.mult_float()[0])
+            ql.bias_int = _with_zero_points(ql, qnet, None)
         elif lay.op == "add":
             sa, sb = scales[lay.inputs[0]], scales[lay.inputs[1]]
             ql.add_ints = _add_weights(sa, sb, config)
             target = sa / (ql.add_ints[0] * s_y)
             _set_mult(ql, target, free and requant_aware, config, graph)
             if free and requant_aware:
-                scales[lay.output] = sa / (ql.add_ints[0] * ql.mult_float()[0])
+                for t in (lay.output, *followers):
+                    scales[t] = sa / (ql.add_ints[0] * ql.mult_float()[0])
+            ql.bias_int = _with_zero_points(ql, qnet, None)
         if lay.act in ("leaky", "prelu"):
             assert lay.slope is not None
             fmt = _asd_format(config.exp_bits, 2)
             from asd import asdq
 
             ql.slope_ints = asdq.nearest_int(np.clip(lay.slope, -fmt.vmax, fmt.vmax), fmt)
+
+
+def _with_zero_points(ql: QLayer, qnet: QNet, bias: I64 | None) -> I64 | None:
+    """The integer bias with the zero points folded in (:func:`reference.zero_offset`); a
+    layer without a bias of its own (average pool, add) gets one only where it needs one."""
+    lay = ql.layer
+    if all(qnet.zero(t) == 0 for t in (*lay.inputs, lay.output)):
+        return bias
+    out = np.rint(zero_offset(qnet, lay)).astype(np.int64) + (0 if bias is None else bias)
+    lim = 1 << (qnet.config.acc_bits - 1)
+    if np.any(np.abs(out) >= lim):
+        raise QuantizeError(f"layer {lay.name}: the bias with the zero points needs more than "
+                            f"acc_bits={qnet.config.acc_bits}; compile with "
+                            "act_zero_point='none'")
+    return out
 
 
 def _set_mult(ql: QLayer, target: float, snap: bool, config: AccelConfig, graph: Graph

@@ -42,11 +42,12 @@ def windows(x: NDArray, kernel: tuple[int, int], stride: tuple[int, int],
 
 
 def conv_sum(x: NDArray, w: NDArray, stride: tuple[int, int], pads: tuple[int, int, int, int],
-             groups: int) -> F64:
+             groups: int, pad_value: float = 0) -> F64:
     """``sum x*w`` of a grouped convolution in float64: NHWC input, ``(Co, Ci/g, KH, KW)``
-    weights.  Integer operands below 2^53 in every partial sum give exact integers."""
+    weights, the border holding ``pad_value``.  Integer operands below 2^53 in every partial
+    sum give exact integers."""
     co, cig, kh, kw = w.shape
-    v = windows(np.asarray(x, np.float64), (kh, kw), stride, pads)
+    v = windows(np.asarray(x, np.float64), (kh, kw), stride, pads, pad_value)
     n, oh, ow = v.shape[:3]
     cog = co // groups
     out = np.empty((n, oh, ow, co), np.float64)
@@ -144,10 +145,11 @@ def onnx_forward(model: str | Path | Any, x_nchw: NDArray, tensors: list[str] | 
 
 
 # Integer -------------------------------------------------------------------------------------
-def quantize_input(x_nchw: NDArray, scale: float, act_bits: int) -> I64:
-    """Host-side quantization of the network input: round half away from zero, saturate."""
+def quantize_input(x_nchw: NDArray, scale: float, act_bits: int, zero: int = 0) -> I64:
+    """Host-side quantization of the network input: ``x / scale`` rounded half away from
+    zero, plus the zero point, saturated."""
     lim = (1 << (act_bits - 1))
-    q = np.round(nchw_to_nhwc(np.asarray(x_nchw, np.float64)) / scale)
+    q = np.round(nchw_to_nhwc(np.asarray(x_nchw, np.float64)) / scale) + zero
     return np.clip(q, -lim, lim - 1).astype(np.int64)
 
 
@@ -165,19 +167,23 @@ def int_layer(ql: QLayer, qnet: QNet, ins: list[I64]) -> I64:
         return ins[0]  # on the host, in float, after dequantization
     if lay.op in hostops.HOST_COMPUTE_OPS:
         return hostops.int_layer(ql, ins, c.act_bits)
+    # The border of a padded input holds its zero point (the padding is a real 0).
+    pad = qnet.zero(lay.inputs[0])
     if lay.op == "conv":
         assert ql.w_int is not None and ql.bias_int is not None
-        acc = conv_sum(ins[0], ql.w_int, lay.stride, lay.pads, lay.groups).astype(np.int64)
+        acc = conv_sum(ins[0], ql.w_int, lay.stride, lay.pads, lay.groups, pad).astype(np.int64)
         acc = semantics.wrap(acc + ql.bias_int, c.acc_bits)
     elif lay.op == "avgpool":
-        s = windows(ins[0], lay.kernel, lay.stride, lay.pads).sum(axis=(3, 4), dtype=np.int64)
-        acc = semantics.wrap(semantics.product(s, qnet.unit_code, c.weights, c.exp_bits),
-                             c.acc_bits)
+        s = windows(ins[0], lay.kernel, lay.stride, lay.pads, pad).sum(axis=(3, 4),
+                                                                         dtype=np.int64)
+        acc = semantics.product(s, qnet.unit_code, c.weights, c.exp_bits)
+        # A bias (BIAS instead of CLR) only where zero points need one: it starts the sum.
+        acc = semantics.wrap(acc if ql.bias_int is None else ql.bias_int + acc, c.acc_bits)
     elif lay.op == "add":
         assert ql.add_codes is not None
-        acc = semantics.wrap(semantics.product(ins[0], ql.add_codes[0], c.weights, c.exp_bits)
-                             + semantics.product(ins[1], ql.add_codes[1], c.weights, c.exp_bits),
-                             c.acc_bits)
+        acc = (semantics.product(ins[0], ql.add_codes[0], c.weights, c.exp_bits)
+               + semantics.product(ins[1], ql.add_codes[1], c.weights, c.exp_bits))
+        acc = semantics.wrap(acc if ql.bias_int is None else ql.bias_int + acc, c.acc_bits)
     else:
         raise ValueError(f"layer {lay.name}: no integer semantics for {lay.op}")
     y = semantics.requantize(acc, ql.req_params, c.exp_bits, c.act_bits, ql.relu)
@@ -188,8 +194,9 @@ def int_layer(ql: QLayer, qnet: QNet, ins: list[I64]) -> I64:
 
 def int_forward(qnet: QNet, x_nchw: NDArray) -> dict[str, I64]:
     """Every tensor of the quantized network in integers (NHWC), from a float NCHW input."""
-    vals = {qnet.graph.input: quantize_input(x_nchw, qnet.scales[qnet.graph.input],
-                                             qnet.config.act_bits)}
+    g = qnet.graph
+    vals = {g.input: quantize_input(x_nchw, qnet.scales[g.input], qnet.config.act_bits,
+                                    qnet.zero(g.input))}
     for lay in qnet.graph.layers:
         vals[lay.output] = int_layer(qnet.qlayers[lay.name], qnet, [vals[t] for t in lay.inputs])
     return vals
@@ -199,16 +206,38 @@ def dequantize(qnet: QNet, tensor: str, v: I64) -> F64:
     """Float value of an integer tensor; the host softmax applies here."""
     lay = qnet.graph.producer(tensor)
     if lay is not None and lay.op == "softmax":
-        x = v * qnet.scales[lay.inputs[0]]
+        t = lay.inputs[0]
+        x = (v - qnet.zero(t)) * qnet.scales[t]
         e = np.exp(x - x.max(axis=3, keepdims=True))
         return np.asarray(e / e.sum(axis=3, keepdims=True), np.float64)
-    return np.asarray(v * qnet.scales[tensor], np.float64)
+    return np.asarray((v - qnet.zero(tensor)) * qnet.scales[tensor], np.float64)
+
+
+def zero_offset(qnet: QNet, lay: Layer) -> F64:
+    """Per output channel, what the layer's integer bias holds for the zero points, in
+    accumulator units: the inputs' zero points through the weights (subtracted by the bias),
+    and the output's divided by the requantization factor (added).  Zero without zero
+    points.  ``float bias = (bias_int - zero_offset) * requant factor * s_y``."""
+    ql = qnet.qlayers[lay.name]
+    mult = ql.mult_float()
+    z_in = [qnet.zero(t) for t in lay.inputs]
+    if lay.op == "conv":
+        assert ql.w_int is not None
+        through = z_in[0] * ql.w_int.reshape(len(ql.w_int), -1).sum(axis=1)
+    elif lay.op == "avgpool":
+        through = np.full(len(mult), z_in[0] * qnet.unit_int * lay.kernel[0] * lay.kernel[1])
+    elif lay.op == "add":
+        assert ql.add_ints is not None
+        through = np.full(len(mult), z_in[0] * ql.add_ints[0] + z_in[1] * ql.add_ints[1])
+    else:
+        raise ValueError(f"layer {lay.name}: {lay.op} has no bias")
+    return np.asarray(qnet.zero(lay.output) / mult - through, np.float64)
 
 
 # Error bound ---------------------------------------------------------------------------------
-def _sat_excess(y: F64, s: float, act_bits: int) -> F64:
+def _sat_excess(y: F64, s: float, act_bits: int, zero: int = 0) -> F64:
     """How far a float value lies outside what the output integer range can hold."""
-    lo, hi = -(1 << (act_bits - 1)) * s, ((1 << (act_bits - 1)) - 1) * s
+    lo, hi = (-(1 << (act_bits - 1)) - zero) * s, ((1 << (act_bits - 1)) - 1 - zero) * s
     return np.maximum(0, np.maximum(y - hi, lo - y))
 
 
@@ -227,7 +256,7 @@ def error_bounds(qnet: QNet, x_nchw: NDArray) -> tuple[dict[str, F64], dict[str,
     c = qnet.config
     x = nchw_to_nhwc(np.asarray(x_nchw, np.float64))
     s_in = qnet.scales[g.input]
-    xq = quantize_input(x_nchw, s_in, c.act_bits) * s_in
+    xq = dequantize(qnet, g.input, quantize_input(x_nchw, s_in, c.act_bits, qnet.zero(g.input)))
     vals: dict[str, F64] = {g.input: x}
     errs: dict[str, F64] = {g.input: np.abs(xq - x)}
     for lay in g.layers:
@@ -250,12 +279,13 @@ def error_bounds(qnet: QNet, x_nchw: NDArray) -> tuple[dict[str, F64], dict[str,
             continue
         s_y = qnet.scales[lay.output]
         mult = ql.mult_float()  # per output channel, m / 2^sh
+        # The bias's part that is no zero point's, at the output's scale (0 without a bias).
+        b_eff = 0.0 if ql.bias_int is None else (ql.bias_int - zero_offset(qnet, lay)) * mult * s_y
         if lay.op == "conv":
             assert ql.w_int is not None and ql.bias_int is not None and lay.weight is not None
             assert lay.bias is not None
             s_x = qnet.scales[lay.inputs[0]]
             w_eff = ql.w_int * (mult * s_y / s_x)[:, None, None, None]
-            b_eff = ql.bias_int * mult * s_y
             e = (conv_sum(eins[0], np.abs(w_eff), lay.stride, lay.pads, lay.groups)
                  + conv_sum(np.abs(ins[0]), np.abs(w_eff - lay.weight), lay.stride, lay.pads,
                             lay.groups) + np.abs(b_eff - lay.bias))
@@ -265,21 +295,23 @@ def error_bounds(qnet: QNet, x_nchw: NDArray) -> tuple[dict[str, F64], dict[str,
             a_eff = qnet.unit_int * mult * s_y / s_x
             e = (windows(eins[0], lay.kernel, lay.stride, lay.pads).sum(axis=(3, 4)) * a_eff
                  + windows(np.abs(ins[0]), lay.kernel, lay.stride, lay.pads).sum(axis=(3, 4))
-                 * np.abs(a_eff - 1.0 / k))
+                 * np.abs(a_eff - 1.0 / k)) + np.abs(b_eff)
         else:  # add
             assert ql.add_ints is not None
             e = np.zeros_like(pre)
             for t, xin, ein, w in zip(lay.inputs, ins, eins, ql.add_ints):
                 a_eff = w * mult * s_y / qnet.scales[t]
                 e = e + ein * a_eff + np.abs(xin) * np.abs(a_eff - 1.0)
+            e = e + np.abs(b_eff)
         e = e + 0.5 * s_y
         if lay.act in ("leaky", "prelu"):
             assert lay.slope is not None and ql.slope_ints is not None
             sq = ql.slope_ints / float(1 << (c.window - 1))
             # The pre-activation saturates before the slope applies.
-            e = (e + _sat_excess(pre, s_y, c.act_bits)) * np.maximum(1.0, np.abs(sq))
+            e = (e + _sat_excess(pre, s_y, c.act_bits, qnet.zero(lay.output))
+                 ) * np.maximum(1.0, np.abs(sq))
             e = e + np.where(pre < 0, np.abs(pre) * np.abs(sq - lay.slope), 0) + 0.5 * s_y
         else:
-            e = e + _sat_excess(y, s_y, c.act_bits)
+            e = e + _sat_excess(y, s_y, c.act_bits, qnet.zero(lay.output))
         errs[lay.output] = e
     return vals, errs

@@ -238,7 +238,8 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
                          f"{' x '.join(map(str, g.input_shape))} (float32, NCHW)")
     backend = backend or get_backend(GOLDEN, fast=True)
     n = x.shape[0]
-    vals: dict[str, I64] = {g.input: ref.quantize_input(x, q.scales[g.input], q.config.act_bits)}
+    vals: dict[str, I64] = {g.input: ref.quantize_input(x, q.scales[g.input], q.config.act_bits,
+                                                        q.zero(g.input))}
     records: list[LayerRecord] = []
     first_int: str | None = None
     for ll in compiled.layers:

@@ -26,16 +26,29 @@ SPEC = {"c": 1, "h": 4, "w": 4, "seed": 0, "steps": [
 SPLIT_SPEC = {"c": 3, "h": 4, "w": 4, "seed": 1, "steps": [
     ("conv", {"co": 5, "k": 3, "s": 1, "pads": [1, 1, 1, 1], "bias": True, "bn": False,
               "groups": "dense", "act": "relu"}), ("gemm", {"co": 3})]}
-CONFIGS = {"tiled": (SPEC, dict(wmem_depth=64)), "split": (SPLIT_SPEC, dict(wmem_depth=16))}
+# Zero points (non-negative input, ReLU maps): padded borders hold act_min, the average pool
+# and the add start from a BIAS word.
+ZERO_POINT_SPEC = {"c": 2, "h": 4, "w": 4, "seed": 2, "steps": [
+    ("conv", {"co": 3, "k": 3, "s": 1, "pads": [1, 1, 1, 1], "bias": True, "bn": False,
+              "groups": "dense", "act": "relu"}), ("residual", {"act": "relu"}),
+    ("avgpool", {"k": 2, "s": 2, "pads": [0, 0, 0, 0], "ceil": False}), ("gemm", {"co": 3})]}
+CONFIGS = {"tiled": (SPEC, dict(wmem_depth=64)), "split": (SPLIT_SPEC, dict(wmem_depth=16)),
+           "zero_point": (ZERO_POINT_SPEC, dict(wmem_depth=64))}
 
 
 @pytest.mark.parametrize("case", sorted(CONFIGS))
 def test_small_network_on_rtl(backend: str, case: str) -> None:
     spec, memories = CONFIGS[case]
-    x = np.random.default_rng(0).standard_normal((1, spec["c"], 4, 4)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x = (rng.uniform(0, 1, (1, spec["c"], 4, 4)) if case == "zero_point"
+         else rng.standard_normal((1, spec["c"], 4, 4))).astype(np.float32)
     cfg = AccelConfig(lanes=4, amem_depth=256, bmem_depth=16, imem_depth=128, **memories)
     comp = compile_model(chain_model(spec), cfg, x)
     assert any(ll.partial_channels for ll in comp.layers) == (case == "split")
+    if case == "zero_point":
+        assert comp.qnet.zero(comp.qnet.graph.input) == cfg.act_min
+        assert sum("BIAS" in t.source for ll in comp.layers if ll.op in ("add", "avgpool")
+                   for t in ll.tiles) >= 2
     rep = runtime.run(comp, x, get_backend(backend), batched=False, trace=True)
     ints = reference.int_forward(comp.qnet, x)
     for ll in comp.layers:

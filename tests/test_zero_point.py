@@ -1,0 +1,147 @@
+"""Zero points of non-negative feature maps (``act_zero_point="auto"``): the emulator equals the
+integer reference bit for bit, the dequantized output lies within the float bound, the cycles
+are those of the symmetric compile, and only allow-listed layers ever see a zero point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contract.backend import get_backend
+from contract.config import AccelConfig
+from programs import reference, runtime
+from programs.graph import Graph, Layer
+from programs.manifest import compile_model
+from programs.qnet import QNet
+from programs.quantize import QuantizeError, _Groups, zero_points
+from tests.profiles import scaled_examples
+from tests.strategies import compiler_configs, layer_chains
+from tests.zoo_onnx import chain_model
+
+# A padded ReLU conv first, so the chain's input and first feature map are non-negative.
+_RELU_CONV = ("conv", {"co": 4, "k": 3, "s": 1, "pads": [1, 1, 1, 1], "bias": True,
+                       "bn": False, "groups": "dense", "act": "relu"})
+
+
+def _compile_and_check(spec: dict, config: AccelConfig, x: np.ndarray) -> tuple:
+    model = chain_model(spec)
+    comp = compile_model(model, config, x, act_zero_point="auto")
+    q = comp.qnet
+    rep = runtime.run(comp, x, get_backend("emu", fast=True), batched=False, trace=True)
+    ints = reference.int_forward(q, x)
+    for ll in comp.layers:
+        assert np.array_equal(rep.tensors[ll.output], ints[ll.output]), ll.name
+    vals, errs = reference.error_bounds(q, x)
+    out = q.graph.output
+    fl = reference.to_user(vals[out], q.graph)
+    bound = reference.to_user(errs[out], q.graph)
+    slack = 1e-6 * max(1.0, float(np.abs(fl).max()))
+    assert np.all(np.abs(rep.output - fl) <= bound + slack)
+    return comp, rep
+
+
+@settings(max_examples=scaled_examples(40), suppress_health_check=[HealthCheck.too_slow])
+@given(layer_chains(max_steps=2), compiler_configs)
+def test_zero_point_chain_bit_exact_and_within_bound(spec: dict, cfg: dict) -> None:
+    spec = {**spec, "steps": [_RELU_CONV, *spec["steps"]]}
+    x = np.random.default_rng(spec["seed"]).uniform(0, 1, (2, spec["c"], spec["h"], spec["w"]))
+    config = AccelConfig(**cfg)
+    try:
+        comp, rep = _compile_and_check(spec, config, x.astype(np.float32))
+    except Exception as exc:  # only a true capacity limit may stop compilation
+        from programs.lower import LowerError
+        if isinstance(exc, LowerError):
+            return
+        raise
+    q = comp.qnet
+    # The input (calibrated >= 0) and the ReLU conv's output carry the zero point, so the
+    # padded border of that conv (and any later padded layer) holds act_min.
+    assert q.zero(q.graph.input) == config.act_min
+    first = q.graph.layers[0]
+    assert comp.layers[0].pad_value == config.act_min
+    readers = {lay.op for lay in q.graph.consumers(first.output)}
+    if readers <= {"conv", "maxpool", "avgpool", "add", "concat", "flatten", "softmax"}:
+        assert q.zero(first.output) == config.act_min
+        assert not q.qlayers[first.name].relu  # the saturation at act_min is the ReLU
+    # Same programs' timing as the symmetric compile.
+    sym = compile_model(chain_model(spec), config, x.astype(np.float32), act_zero_point="none")
+    assert not sym.qnet.zero_points
+    assert [ll.cycles for ll in sym.layers] == [ll.cycles for ll in comp.layers]
+
+
+@pytest.mark.parametrize("tail", [
+    [("residual", {"act": "relu"}), ("maxpool", {"k": 2, "s": 2, "pads": [0, 1, 0, 1],
+                                                 "ceil": False}), ("gap", {})],
+    [("concat", {"c1": 3, "c2": 2}), ("avgpool", {"k": 2, "s": 1, "pads": [0] * 4,
+                                                  "ceil": False}), ("gemm", {"co": 5})],
+    [("residual", {"act": "leaky"}), ("gemm", {"co": 4}), ("softmax", {})],
+])
+def test_zero_point_padding_residual_pooling(tail: list) -> None:
+    """Padding, residual adds (ReLU, and leaky: a zero-point input into a symmetric output),
+    pooling, concatenation and heads, on the emulator in step mode too."""
+    spec = {"c": 3, "h": 6, "w": 6, "seed": 7, "steps": [_RELU_CONV, *tail]}
+    x = np.random.default_rng(3).uniform(0, 1, (3, 3, 6, 6)).astype(np.float32)
+    comp, rep = _compile_and_check(spec, AccelConfig(lanes=4), x)
+    q = comp.qnet
+    assert sum(1 for z in q.zero_points.values() if z) >= 2
+    # The add / average pool that read or write a zero point start from a BIAS word.
+    for lay in q.graph.layers:
+        if lay.op in ("add", "avgpool") and any(q.zero(t) for t in (*lay.inputs, lay.output)):
+            assert q.qlayers[lay.name].bias_int is not None
+            assert "BIAS" in comp.layers[q.graph.layers.index(lay)].tiles[0].source
+    step = runtime.run(comp, x[:1], get_backend("emu", fast=False), batched=False)
+    assert np.array_equal(step.output_int, rep.output_int[:1])
+
+
+def test_zero_point_improves_a_relu_network() -> None:
+    """The reason for zero points: a ReLU network's output error shrinks (measured on one
+    fixed random network; ``none`` is the symmetric compile of the same calibration)."""
+    spec = {"c": 3, "h": 8, "w": 8, "seed": 11,
+            "steps": [_RELU_CONV, ("residual", {"act": "relu"}), ("gemm", {"co": 10})]}
+    rng = np.random.default_rng(5)
+    calib = rng.uniform(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    x = rng.uniform(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    model = chain_model(spec)
+    ref = next(iter(reference.onnx_forward(model, x).values()))
+    err = {}
+    for mode in ("auto", "none"):
+        comp = compile_model(model, AccelConfig(), calib, act_zero_point=mode)
+        err[mode] = float(np.mean((runtime.run(comp, x).output - ref) ** 2))
+    assert err["auto"] < err["none"]
+
+
+def _relu_graph(reader: str) -> Graph:
+    w = np.ones((2, 1, 1, 1))
+    conv = Layer("c", "conv", ["x"], "y", weight=w, bias=np.zeros(2), act="relu")
+    second = Layer("r", "conv", ["y"], "z", weight=np.ones((2, 2, 1, 1)), bias=np.zeros(2))
+    g = Graph("x", (1, 3, 3), "z", [conv, second])
+    second.op = reader  # a reader the allow-list does not know (e.g. a new host op)
+    return g
+
+
+def test_zero_points_only_for_allow_listed_readers() -> None:
+    groups = _Groups()
+    assert zero_points(_relu_graph("conv"), groups, -128, False) == {"y": -128}
+    assert zero_points(_relu_graph("mul"), groups, -128, False) == {}
+    assert zero_points(_relu_graph("conv"), groups, -128, True) == {"x": -128, "y": -128}
+    assert zero_points(_relu_graph("conv"), groups, -128, True, "none") == {}
+    with pytest.raises(QuantizeError, match="act_zero_point"):
+        zero_points(_relu_graph("conv"), groups, -128, False, "always")
+
+
+@given(st.sampled_from(["auto", "none"]))
+@settings(max_examples=2, deadline=None)
+def test_zero_points_saved_with_the_network(tmp_path_factory: pytest.TempPathFactory,
+                                            mode: str) -> None:
+    spec = {"c": 2, "h": 4, "w": 4, "seed": 1, "steps": [_RELU_CONV, ("gemm", {"co": 3})]}
+    x = np.random.default_rng(0).uniform(0, 1, (4, 2, 4, 4)).astype(np.float32)
+    comp = compile_model(chain_model(spec), AccelConfig(), x, act_zero_point=mode)
+    d = tmp_path_factory.mktemp("qnet")
+    comp.qnet.save(d)
+    back = QNet.load(d)
+    assert back.zero_points == comp.qnet.zero_points
+    assert bool(back.zero_points) == (mode == "auto")
+    assert np.array_equal(reference.int_forward(back, x)[back.graph.output],
+                          reference.int_forward(comp.qnet, x)[back.graph.output])
