@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from contract import semantics
+
 from .graph import Layer
 
 F64 = NDArray[np.float64]
@@ -63,19 +65,18 @@ def fixed_point(factor: float) -> tuple[int, int]:
     sh = min(sh, SHIFT_MAX)
     m = int(math.floor(factor * 2.0 ** sh + 0.5))
     if m >= 1 << MULT_BITS:  # rounded up to the next power of two
+        if sh == 0:
+            raise HostOpError(f"fixed-point factor {factor:.4g} rounds to 2^{MULT_BITS}")
         m, sh = m >> 1, sh - 1
     return max(m, 1), sh
 
 
-def rshift_half_up(v: I64, sh: int) -> I64:
-    """``floor(v / 2^sh + 1/2)``: add half, arithmetic shift right."""
-    v = np.asarray(v, np.int64)
-    return (v + (1 << (sh - 1))) >> sh if sh > 0 else v
+# Rounding and saturation are the accelerator's own (contract.semantics), written once.
+rshift_half_up = semantics.round_shift
 
 
 def saturate(v: I64, bits: int) -> I64:
-    lim = 1 << (bits - 1)
-    return np.clip(v, -lim, lim - 1).astype(np.int64)
+    return np.asarray(semantics.saturate(np.asarray(v, np.int64), bits), np.int64)
 
 
 def mul_int(a: I64, b: I64, m: int, sh: int, bits: int,
