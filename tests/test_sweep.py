@@ -332,6 +332,8 @@ def test_scaling_benchmark_runs(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert res["points"] == 1 and res["measure"] == "eval"
     assert 0.0 <= res["scheduling_share_1_worker"] < 1.0 and res["speedup_2_vs_1_workers"] > 0
+    # One point: no second worker can help, whatever the machine.
+    assert res["speedup_2_workers_bound"] == 1.0 and res["speedup_2_plain_processes_vs_serial"] > 0
 
 
 def test_each_input_is_scattered_once(tmp_path: Path) -> None:
