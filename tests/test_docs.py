@@ -164,3 +164,16 @@ def test_no_measured_figure_typed_by_hand(name: str) -> None:
     generated from benchmarks/results, or live in the dated logs (docs/*-log.md)."""
     figures = hand_typed((ROOT / name).read_text(), NOT_MEASURED.get(name, []))
     assert figures == [], f"typed by hand in {name}: {figures}"
+
+
+def test_every_results_file_has_its_benchmark_listed() -> None:
+    """docs/benchmarks.md names the command behind every file of benchmarks/results."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    missing = [p.name for p in sorted(tables.RESULTS.glob("*.json")) if f"`{p.name}`" not in text]
+    assert missing == [], f"not in docs/benchmarks.md: {missing}"
+
+
+def test_document_links_exist() -> None:
+    for doc in (ROOT / "docs").glob("*.md"):
+        for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
+            assert (doc.parent / link).exists(), f"{doc.name}: {link}"
