@@ -174,13 +174,16 @@ def fidelity_roundings() -> str:
     tops = {k: max(v.values()) - v[bf.BEST] for k, v in asd.items()}
     behind = [f"{k} by {v:.1f} dB" for k, v in tops.items() if v >= 0.05]
     compile_s = {c: [r["rows"][c]["compile_s"] for r in nets] for c in ("asd2 nearest", bf.BEST)}
+    others = [v for k, v in zp.items() if k not in flat]
+    parts = ([f"nothing on {names(flat)} (no tensor there is non-negative)"] if flat else []) + (
+        [f"{dbs(others)} dB" + (" on the others" if flat else "")] if others else [])
+    zero_points = (f" The zero points alone (`c` against `c sym`) gain {' and '.join(parts)};"
+                   if zp else "")
     note = fill(
-        "(`q`: statistics from the quantized network's inputs, `c`: `compensate`.) The zero "
-        f"points alone (`c` against `c sym`) gain {dbs(zp[k] for k in flat) if flat else '-'} "
-        f"dB on {names(flat) or 'no network'} (PReLU: no tensor is non-negative) and "
-        f"{dbs(v for k, v in zp.items() if k not in flat)} dB on the others; `compensate` is "
-        f"the best rounding (or within 0.05 dB of it) on {len(tops) - len(behind)} of "
-        f"{len(tops)} networks" + (f" (behind on {names(behind)})" if behind else "")
+        "(`q`: statistics from the quantized network's inputs, `c`: `compensate`.)"
+        + zero_points + f" `compensate` is the best rounding (or within 0.05 dB of it) on "
+        f"{len(tops) - len(behind)} of {len(tops)} networks"
+        + (f" (behind on {names(behind)})" if behind else "")
         + f". The run took {f['seconds'] / 60:.0f} minutes on this shared 2-core machine; "
         f"compiling with the default took {span(compile_s[bf.BEST])} s per network (other jobs "
         f"shared the machine) against {span(compile_s['asd2 nearest'], '{:.1f}')} s for "
@@ -242,6 +245,8 @@ def fidelity_layers() -> str:
                   key=lambda nl: nl[1]["accel_steps_db"] - nl[1]["weights_db"])
     worst = [f"{n} {lay['layer']} {lay['accel_steps_db']:.1f} dB against "
              f"{lay['weights_db']:.1f} dB for its weights" for n, lay in lose[:3]]
+    if not layers:
+        return "Not measured in the saved run (`bench_fidelity.py --layers` measures it)."
     return fill(
         "With the zero points the accelerator's steps lose more than the weights on "
         f"{len(lose)} of {len(layers)} layers; the largest such losses: {names(worst)}.")
