@@ -105,7 +105,7 @@ def compile_scale() -> str:
         "below, measured on an idle machine at the start of the same session): "
         f"{names(was)} (the process's peak; AlexNet and VGG-16 before: [log](compiler-log.md)). "
         f"Now (the table above): {names(times)} ({vgg['compile_cpu_seconds']:.1f} s of CPU), "
-        f"VGG-16's compile peak {_peak(vgg) / GiB:.2f} GiB: the issue's goals ({goals}, "
+        f"VGG-16's compile peak {_peak(vgg) / GiB:.2f} GiB: issue 21's goals ({goals}, "
         f"VGG-16 under {GOAL_PEAK_BYTES / 1e9:.0f} GB) are {'met' if met else '**not met**'}.")
 
 
