@@ -7,31 +7,18 @@
   ``rounding.json`` of ``bench_rounding.py``, ``scales.json`` of ``bench_scales.py``,
   ``scale_formats.json`` of ``python -m zoo.scale_formats``);
 * ``hw-operating-points`` (docs/hardware.md: the size cost of each point, ``accuracy.json``);
-* ``sweep-scaling`` (docs/sweep.md: ``sweep.json`` and ``sweep-eval.json``).
+* ``sweep-scaling`` (docs/sweep.md: ``sweep.json`` and ``sweep-eval.json``);
+* the blocks of docs/compiler.md, from :mod:`benchmarks.compilertables`.
 """
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from benchmarks.tablefmt import load, span, table
-
-
-def fill(text: str) -> str:
-    return textwrap.fill(text, width=96, break_on_hyphens=False)
-
-
-def dbs(values: Iterable[float]) -> str:
-    """A span of dB figures, one decimal."""
-    return span(values, "{:.1f}")
-
-
-def names(items: Iterable[str]) -> str:
-    items = list(items)
-    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
-
+from benchmarks import compilertables
+from benchmarks.tablefmt import dbs, fill, load, names, span, table
 
 # ---- README -----------------------------------------------------------------------------
 
@@ -44,7 +31,7 @@ def fidelity() -> str:
     return fill(f"Compiled (`--calib`: GPTQ + bias correction), ASD-2 with int8 activations is "
                 f"within {f['goal_db']:g} dB of onnxruntime's int8 PTQ on {len(near)} of "
                 f"{len(nets)} networks, with top-1 agreement as high on {len(agree)} "
-                "([compiler.md](docs/compiler.md)).")
+                "([fidelity.md](docs/fidelity.md)).")
 
 
 # ---- docs/quantizers.md -----------------------------------------------------------------
@@ -270,4 +257,5 @@ GENERATORS: dict[str, Callable[..., str]] = {
     "fidelity": fidelity, "rounding": rounding, "scale-choice": scale_choice,
     "scale-formats": scale_formats, "scale-formats-sqnr": scale_formats_sqnr,
     "hw-operating-points": hw_operating_points, "sweep-scaling": sweep_scaling,
+    **compilertables.GENERATORS,
 }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,3 +35,19 @@ def table(head: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def fill(text: str) -> str:
+    """A generated paragraph, wrapped like the hand-written prose around it."""
+    return textwrap.fill(text, width=96, break_on_hyphens=False)
+
+
+def dbs(values: Iterable[float]) -> str:
+    """A span of dB figures, one decimal."""
+    return span(values, "{:.1f}")
+
+
+def names(items: Iterable[str]) -> str:
+    """``a, b and c``."""
+    items = list(items)
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)

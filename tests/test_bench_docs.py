@@ -1,14 +1,16 @@
 """The benchmarks behind docs/quantizers.md's generated tables run, and their output feeds the
-generators (small sizes: the saved results come from the full runs)."""
+generators (small sizes: the saved results come from the full runs); docs/compiler.md's and
+docs/fidelity.md's generated words follow the results they are given."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from benchmarks import bench_rounding, bench_scales, doctables, tablefmt
+from benchmarks import bench_rounding, bench_scales, compilertables, doctables, tablefmt
 
 
 def test_scales_benchmark_runs_and_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,3 +40,54 @@ def test_rounding_benchmark_runs_and_renders(tmp_path: Path,
     monkeypatch.setattr(tablefmt, "RESULTS", tmp_path)
     text = doctables.rounding()
     assert "| digits_cnn |" in text and "Stretch goal INT7" in text
+
+
+def _results_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *names: str) -> dict[str, Any]:
+    """Copies of saved results the test may edit, read by the generators instead of the real
+    ones (call ``save`` after editing)."""
+    data = {n: json.loads((tablefmt.RESULTS / f"{n}.json").read_text()) for n in names}
+    monkeypatch.setattr(tablefmt, "RESULTS", tmp_path)
+    return data
+
+
+def save(tmp_path: Path, data: dict[str, Any]) -> None:
+    for name, d in data.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(d))
+
+
+def test_compiler_fidelity_text_follows_the_results(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _results_copy(tmp_path, monkeypatch, "fidelity_compiled")
+    nets = data["fidelity_compiled"]["networks"]
+    save(tmp_path, data)
+    words = " ".join(compilertables.fidelity_ort().split())
+    assert f"met on {len(nets)} of {len(nets)} networks" in words
+    first = nets[0]
+    first["goal"]["gap_db"] = 5.0  # 5 dB below onnxruntime: the goal no longer holds there
+    for r in nets:  # a run without --all-roundings has no extra columns
+        for label in ("asd2 bias q", "asd2 gptq q", "asd2 gptq+bias c sym"):
+            r["rows"].pop(label)
+        r.pop("layers")
+    save(tmp_path, data)
+    words = " ".join(compilertables.fidelity_ort().split())
+    assert f"met on {len(nets) - 1} of {len(nets)} networks" in words
+    assert f"from 5.0 dB below `ort qdq` on {first['network']}" in words
+    head = compilertables.fidelity_roundings().splitlines()[0].split(" | ")
+    assert "bias" in head and "bias q" not in head and "gptq q" not in head
+    assert "zero points alone" not in compilertables.fidelity_roundings()
+    assert compilertables.fidelity_layers().startswith("Not measured")
+
+
+def test_compile_scale_judges_the_goals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _results_copy(tmp_path, monkeypatch, "compiler_seednets", "compiler_before_scale",
+                         "compiler_seednets_small")
+    save(tmp_path, data)
+    assert compilertables.compile_scale().endswith("are met.")
+    vgg = data["compiler_seednets"]["networks"]["vgg16"]
+    vgg["peak_rss_bytes_during_compile"] = 5 * 2**30
+    for n in data["compiler_seednets_small"]["networks"].values():
+        n.pop("note", None)
+    save(tmp_path, data)
+    words = " ".join(compilertables.compile_scale().split())
+    assert "VGG-16's compile peak 5.00 GiB" in words and words.endswith("are **not met**.")
+    assert "(before)" not in compilertables.seednets_small()

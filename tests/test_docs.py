@@ -24,7 +24,7 @@ def test_generated_tables_are_up_to_date() -> None:
 
 def test_every_document_with_results_has_generated_blocks() -> None:
     for name in ("README.md", "docs/hardware.md", "docs/benchmarks.md", "docs/compiler.md",
-                 "docs/quantizers.md", "docs/rtl.md", "docs/sweep.md"):
+                 "docs/fidelity.md", "docs/quantizers.md", "docs/rtl.md", "docs/sweep.md"):
         assert "<!-- generated: " in (ROOT / name).read_text(), name
 
 
@@ -102,27 +102,78 @@ def test_accuracy_benchmark_runs(tmp_path: Path) -> None:
 
 # Numbers in the prose that are not measurements: CSD examples, codebook values, a test's bound,
 # the GPTQ damping, package versions, the cell library and its corner, the published targets,
-# addresses. Anything else that looks like a figure must come from a generated block.
+# addresses, defaults (timeouts, memory budget, memory depths), sizes that follow from a
+# definition (a model's parameters, an analytic bound), model and file names. Anything else that
+# looks like a figure must come from a generated block.
 NOT_MEASURED = {
     "README.md": ["OSU 0.18 um", "Python 3.11"],
+    "docs/benchmarks.md": [],
+    "docs/compiler.md": [
+        "1.4.4",  # the rapidocr-onnxruntime wheel's version
+        "4 GiB",  # programs.budget.DEFAULT_MEMORY_BUDGET
+        "integer of 1.0", "weight 1.0", "1.0/1.1", "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "about 6 dB",  # 256 codes instead of 128: 20 log10(2)
+        "~9%", "17%",  # the two-digit grid's widest gap and worst upward snap
+        "[0.6, 1.5]", "0.01",  # the search's range; LeakyReLU's usual slope
+        "4,096",  # wmem_depth's default
+        "0.55 GB", "0.8 GB",  # VGG-16's float32 weights; its first FC layer in float64
+    ],
+    "docs/fidelity.md": ["SqueezeNet 1.1"],
+    "docs/hardware.md": ["0.18 um", "1.8 V", "0.02 pF", "-52%", "-50%", "+1s", "±2x"],
+    "docs/isa.md": ["unit (1.0)"],
     "docs/quantizers.md": ["28.5", "0.75", "1.45", "1.125", "1.5", "1.0", "0.05 dB", "0.01",
-                           "2.6.0"],
-    "docs/hardware.md": ["0.18 um", "1.8 V", "0.02 pF", "-52%", "-50%"],
-    "docs/sweep.md": ["127.0.0.1"],
-    "docs/rtl.md": [],
-    "docs/usage.md": ["0.18 um"],
+                           "2.6.0", "2 s B", "K=1..3 x", "<= 3x", "<= 30x", "<= 4x",
+                           "99,662", "385,442"],
+    "docs/rtl.md": ["600 s"],  # Limits.timeout's default
+    "docs/sweep.md": ["127.0.0.1", "3600 s"],
+    "docs/usage.md": ["0.18 um", "10,000", "5 KB"],
 }
+# A measured figure: a decimal, a percentage, decibels, a number with thousands separators, or
+# one with a unit of time, size or a ratio.
+FIGURE = re.compile(r"[^\s]*(?:\d\.\d|\d\s?%|\d\s?dB|\d,\d\d\d"
+                    r"|\d\s?(?:s|ms|min|minutes|MB|GB|GiB|kB|KB|x)\b)[^\s]*")
+# Every document but the dated logs (history: figures as measured on the day).
+PROSE = ["README.md", *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "docs").glob("*.md"))
+                        if not p.name.endswith("-log.md"))]
 
 
-@pytest.mark.parametrize("name", sorted(NOT_MEASURED))
-def test_no_measured_figure_typed_by_hand(name: str) -> None:
-    """Outside generated blocks and code, a document names no measured figure (a decimal, a
-    percentage or decibels): those are generated from benchmarks/results, or live in the dated
-    logs (docs/hardware-log.md, docs/quantizers-log.md)."""
-    text = re.sub(r"<!-- generated: .*?<!-- end generated -->", "", (ROOT / name).read_text(),
-                  flags=re.S)
+def test_every_document_is_checked_for_hand_typed_figures() -> None:
+    assert sorted(NOT_MEASURED) == sorted(PROSE), "add the new document to NOT_MEASURED"
+
+
+def hand_typed(text: str, facts: list[str]) -> list[str]:
+    """The figures of ``text`` outside generated blocks, code and the ``facts``."""
+    text = re.sub(r"<!-- generated: .*?<!-- end generated -->", "", text, flags=re.S)
     text = re.sub(r"```.*?```", "", text, flags=re.S)
-    for fact in sorted(NOT_MEASURED[name], key=len, reverse=True):
+    for fact in sorted(facts, key=len, reverse=True):
         text = text.replace(fact, "")
-    figures = re.findall(r"[^\s]*(?:\d\.\d|\d\s?%|\d\s?dB)[^\s]*", text)
+    return FIGURE.findall(text)
+
+
+def test_hand_typed_figures_are_found() -> None:
+    text = ("Compiles in 12 s (4.8 s before), 62.2 MB, 35x the float model, 18,429 tiles, 97% "
+            "busy, 38.9 dB.\n<!-- generated: x -->\n1.5 s\n<!-- end generated -->\n"
+            "```\n2.5 s\n```\n8 lanes, 3x3 kernels, 224x224, wmem_depth 4096, opset 13.\n")
+    assert hand_typed(text, ["97%"]) == ["12 s", "(4.8 s", "62.2 MB,", "35x", "18,429",
+                                         "38.9 dB."]
+
+
+@pytest.mark.parametrize("name", PROSE)
+def test_no_measured_figure_typed_by_hand(name: str) -> None:
+    """Outside generated blocks and code, a document names no measured figure: those are
+    generated from benchmarks/results, or live in the dated logs (docs/*-log.md)."""
+    figures = hand_typed((ROOT / name).read_text(), NOT_MEASURED.get(name, []))
     assert figures == [], f"typed by hand in {name}: {figures}"
+
+
+def test_every_results_file_has_its_benchmark_listed() -> None:
+    """docs/benchmarks.md names the command behind every file of benchmarks/results."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    missing = [p.name for p in sorted(tables.RESULTS.glob("*.json")) if f"`{p.name}`" not in text]
+    assert missing == [], f"not in docs/benchmarks.md: {missing}"
+
+
+def test_document_links_exist() -> None:
+    for doc in (ROOT / "docs").glob("*.md"):
+        for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
+            assert (doc.parent / link).exists(), f"{doc.name}: {link}"
