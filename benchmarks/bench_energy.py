@@ -164,8 +164,8 @@ def analyse(d: dict[str, dict[str, Any]], config: AccelConfig, stream: str) -> d
         "pe_pj": {"shiftadd": round(s_pe, 2), "int8_booth": round(b_pe, 2)},
         "ratio_mac_cycle": round(sa / b, 3), "floor_ratio_mac_cycle": round(floor / b, 3),
         "pe_ratio": round(s_pe / b_pe, 3),
-        # (F + s) / (F + b) <= TARGET  <=>  s <= TARGET * b - (1 - TARGET) * F
-        "shiftadd_pe_needed_pj": round(TARGET * b - (1 - TARGET) * floor, 2)}
+        # (F + s) / b <= TARGET  <=>  s <= TARGET * b - F  (b: the whole int8 array)
+        "shiftadd_pe_needed_pj": round(TARGET * b - floor, 2)}
     net = network_cycles(config.lanes)
     if net is not None:
         per = {}

@@ -47,6 +47,11 @@ def _stored_mac_pj() -> dict[str, float] | None:
             out[k] = (m["asic_energy_pj"] - (m["asic_stream_cycles"] - m["asic_mac_cycles"])
                       * m["asic_idle_pj_per_cycle"]) / m["asic_mac_cycles"]
         mine = d["designs"]["shiftadd"]["digits_conv2"]["pj_per_mac_cycle"]
+        # Whether the stored rows are of these very netlists (the difference is the stream).
+        out["same_designs"] = float(all(
+            r[k]["asic_area"] == d["designs"][k]["area_um2"]
+            and r[k]["asic_crit_ns"] == d["designs"][k]["crit_ns"]
+            for k in ("shiftadd", "int8_booth")))
         return out if abs(out["shiftadd"] / mine - 1) > 0.01 else None
     return None
 
@@ -92,8 +97,10 @@ def hw_energy_blocks() -> str:
     if stored:
         text += (f" `asd hwreport`'s stored figures of the same arrays on the digits layer, "
                  f"{stored['shiftadd']:.1f} and {stored['int8_booth']:.1f} pJ a MAC cycle, no "
-                 "longer reproduce: the designs are the same (area and path agree), the "
-                 "stream that layer gives today is not.")
+                 "longer reproduce: " + ("the designs are the same (area and path agree), "
+                                         "the stream that layer gives today is not."
+                                         if stored["same_designs"] else
+                                         "their area or path differs too."))
     if per:
         text += (f" Per image of {per['network']} costed on this stream: shift-add "
                  f"{per['ratio']:.2f} of int8, the floor {per['floor_ratio']:.2f}.")
