@@ -101,9 +101,14 @@ def hw_energy_blocks() -> str:
                                          "the stream that layer gives today is not."
                                          if stored["same_designs"] else
                                          "their area or path differs too."))
+    ng = a["no_glitches"]
+    text += (f" Both sides without glitches (zero delay): the array {ng['ratio_mac_cycle']:.2f}"
+             f" of int8, the PE {ng['pe_ratio']:.2f}.")
     if per:
+        built, gated = per["as_built"], per["idle_clock_gated"]
         text += (f" Per image of {per['network']} costed on this stream: shift-add "
-                 f"{per['ratio']:.2f} of int8, the floor {per['floor_ratio']:.2f}.")
+                 f"{built['ratio']:.2f} of int8 (the floor {built['floor_ratio']:.2f}); with "
+                 f"both sides' idle cycles clock-gated to nothing, {gated['ratio']:.2f}.")
     return table(head, rows) + "\n\n" + textwrap.fill(text, width=96,
                                                       break_on_hyphens=False)
 

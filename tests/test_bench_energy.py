@@ -14,7 +14,7 @@ from contract.config import AccelConfig
 
 def _designs(floor: float, sa: float, b8: float) -> dict[str, dict[str, object]]:
     return {name: {"pj_per_idle_cycle": 10.0, "crit_ns": 2.0,
-                   "s": {"pj_per_mac_cycle": v}}
+                   "s": {"pj_per_mac_cycle": v, "pj_per_mac_cycle_zero_delay": v / 2}}
             for name, v in (("floor", floor), ("shiftadd", sa), ("int8_booth", b8))}
 
 
@@ -26,6 +26,7 @@ def test_the_bound_is_what_the_target_needs() -> None:
     assert a["pe_ratio"] == pytest.approx(2 / 3, abs=1e-3)
     assert (100.0 + a["shiftadd_pe_needed_pj"]) / 400.0 == pytest.approx(bench_energy.TARGET)
     assert a["ratio_mac_cycle"] >= a["pe_ratio"]
+    assert a["no_glitches"]["pe_ratio"] == pytest.approx((150 - 50) / (200 - 50), abs=1e-3)
     assert "per_image" not in a  # no counters stored for 3 lanes
 
 
@@ -49,6 +50,9 @@ def test_benchmark_runs_and_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             # The blocks add up to the MAC cycle (each rounded to 0.01 pJ).
             assert sum(f["blocks_pj"].values()) == pytest.approx(f["pj_per_mac_cycle"],
                                                                  abs=0.05), (name, s)
+    for s in bench_energy.STREAMS:  # glitches only add energy
+        for m in res["designs"].values():
+            assert m[s]["pj_per_mac_cycle_zero_delay"] <= m[s]["pj_per_mac_cycle"] * 1.01
     # No multiply at all costs less than either PE, on every stream.
     for s in bench_energy.STREAMS:
         floor = res["designs"]["floor"][s]["pj_per_mac_cycle"]
