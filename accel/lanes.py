@@ -186,6 +186,8 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
     n = c.acc_bits
     pw = lane_product_bits(c)
     insts: list[Any] = []
+    if form == "floor":
+        return [_floor_terms(xreg, acc, clk, rst, c), _weight_reg(clk, rst, load, wload, wreg)]
     if c.pe == "multiplier" and form != "resolved":
         return [_products_carrysave(clk, rst, wreg, xreg, xzero, acc, c, registered, form),
                 _weight_reg(clk, rst, load, wload, wreg)]
@@ -246,6 +248,24 @@ def _lane_carrysave(clk: Any, rst: Any, load: Any, wload: Any, wreg: Any, xreg: 
 
     insts.append(_weight_reg(clk, rst, load, wload, wreg))
     return insts
+
+
+@block
+def _floor_terms(xreg: Any, acc: BlockAccumulator, clk: Any, rst: Any, c: AccelConfig) -> Any:
+    """The no-multiply probe's lane: the activation is the first term, the second is 0, into
+    the shift-add lane's own row and accumulator (a zero activation adds no carry, so the
+    drain works).  The weight register is left unread: synthesis drops it."""
+    tw = pe_mod.term_bits(c.act_bits, c.exp_bits)
+    t1, t2 = signed(tw), signed(tw)
+    neg = Signal(bool(0))
+
+    @always_comb
+    def terms() -> None:
+        t1.next = xreg
+        t2.next = 0
+        neg.next = False
+
+    return terms, _carrysave_terms_add(t1, t2, neg, neg, acc, clk, rst)
 
 
 @block

@@ -57,13 +57,25 @@ from .lanes import (
     weight_signals,
 )
 
+# The no-multiply probe (:mod:`benchmarks.bench_energy`): the shift-add lane with its PE
+# replaced by the activation itself (a product of weight 1), in the unregistered carry-save
+# modes, to measure the energy and area that no PE can remove.
+FLOOR_FORM = "floor"
+FLOOR_MODES = ("carrysave_direct", "carrysave_drain")
+
 
 def check_form(config: AccelConfig, mode: str, form: str) -> None:
     """Refuse a multiplier form the array cannot build, naming what would work."""
-    if form not in pe_mod.MULTIPLIER_FORMS:
+    if form not in (*pe_mod.MULTIPLIER_FORMS, FLOOR_FORM):
         raise ValueError(f"unknown multiplier form {form!r} "
                          f"({', '.join(pe_mod.MULTIPLIER_FORMS)})")
     if form == "resolved":
+        return
+    if form == FLOOR_FORM:
+        if config.pe != "shiftadd" or mode not in FLOOR_MODES:
+            raise ValueError(f"form {form!r} (the no-multiply probe) needs pe = 'shiftadd' and "
+                             f"mode {' or '.join(map(repr, FLOOR_MODES))}, not "
+                             f"{config.pe!r} in {mode!r}")
         return
     if config.pe != "multiplier":
         raise ValueError(f"multiplier form {form!r} needs pe = 'multiplier', not "

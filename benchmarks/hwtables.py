@@ -2,7 +2,8 @@
 ``benchmarks/results/hwreport.json`` (see :mod:`benchmarks.tables` for the markers).
 
 Blocks: ``hw-headline`` (README), ``hw-targets``, ``hw-int8``, ``hw-inference``,
-``hw-breakdown``, ``hw-cells``, ``hw-study STUDY``, ``hw-core`` (docs/hardware.md).
+``hw-breakdown``, ``hw-cells``, ``hw-study STUDY``, ``hw-core``, and from
+:mod:`benchmarks.energytables` ``hw-energy-blocks`` (docs/hardware.md).
 
 Every comparison is shift-add against the int8 multiplier in its strongest form (the lowest
 cell path x area x energy of the forms measured, :func:`accel.kinds.strongest_int8`), with
@@ -15,6 +16,8 @@ import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from benchmarks.energytables import GENERATORS as ENERGY_GENERATORS
+from benchmarks.energytables import floor_sentence, readme_energy_sentence
 from benchmarks.tablefmt import load, pct, span, table
 from contract import hwcode
 from contract.config import AccelConfig
@@ -355,7 +358,6 @@ def hw_headline() -> str:
                    key=lambda r: (not shipped(r), r["act_bits"], r["exp_bits"]))
     acc = load("accuracy")["models"]
     e4 = [m["asd2_exp_bits_4_size"] for m in acc.values()]
-    e3 = [m["schemes"]["asd2"] for m in acc.values()]
     rows = []
     for r in drain:
         q8, qd = _point_ratios(r)
@@ -377,10 +379,6 @@ def hw_headline() -> str:
     win_dec = sorted({_costed_label(r, e4) + ("" if shipped(r) else ", energy per MAC")
                       for r in every if meets_all(_point_ratios(r)[1] if shipped(r)
                                                   else cell_ratios(r))})
-    as_good = all(m["schemes"]["int8"]["top1"] >= m["schemes"]["asd2"]["top1"]
-                  for m in acc.values())
-    same_size = all(abs(m["schemes"]["int8"]["bits_per_weight"]
-                        - m["schemes"]["asd2"]["bits_per_weight"]) < 0.5 for m in acc.values())
 
     def which(names: list[str]) -> str:
         return f"only the {' and '.join(names)} target holds" if names else \
@@ -390,16 +388,12 @@ def hw_headline() -> str:
         f"Against int8 at the shipped point {which(held)} ({pct(at_ship['path'])}, "
         f"{pct(at_ship['area'])}, {pct(at_ship['energy'])}; targets -52%, -50%, -50%); all "
         "three hold " + (f"only at {'; '.join(win8)}" if win8 else "at no point measured")
-        + (" (the int8 forms are measured at the shipped point only)"
-           if all(shipped(r) for r in drain) else "") + ". "
-        + ("int8 weights take the same 8 bits as the shipped codes "
-           f"(asd2: {span((100 * m['size_reduction'] for m in e3), '{:.1f}')}% smaller than "
-           "float) and are " + ("as accurate or more. " if as_good else "less accurate on "
-                                "some models. ") if same_size else "")
+        + ". "
+        + floor_sentence() + " " + readme_energy_sentence() + " "
         + f"Against the code decoded to a {decoded_bits(3)}-bit integer {which(held_dec)} "
-        "at the shipped point; all three hold "
-        + (f"only at {'; '.join(win_dec)}" if win_dec else "at no point measured")
-        + ". Where the area and energy go: [hardware.md](docs/hardware.md).",
+        "at the shipped point; all three only at "
+        + ("; ".join(win_dec) if win_dec else "no point measured")
+        + " ([hardware.md](docs/hardware.md)).",
         width=96, break_on_hyphens=False))
     return "\n".join(out)
 
@@ -407,4 +401,5 @@ def hw_headline() -> str:
 GENERATORS: dict[str, Callable[..., str]] = {
     "hw-headline": hw_headline, "hw-study": hw_study, "hw-cells": hw_cells,
     "hw-core": hw_core, "hw-targets": hw_targets, "hw-int8": hw_int8,
-              "hw-inference": hw_inference, "hw-breakdown": hw_breakdown}
+              "hw-inference": hw_inference, "hw-breakdown": hw_breakdown,
+    **ENERGY_GENERATORS}
