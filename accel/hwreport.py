@@ -242,6 +242,13 @@ def run_sweep(base: AccelConfig, lanes: Sequence[int], act_bits: Sequence[int],
                 row["layer_macs"] = int(len(next(iter(streams.values()))[0]))
             update_ratios(row)
             rows.append(row)
+    return report_of(rows, base, seeds=seeds, mode=mode, device=device)
+
+
+def report_of(rows: list[dict[str, Any]], base: AccelConfig, *, seeds: int, mode: str,
+              device: str = synth.DEVICE) -> dict[str, Any]:
+    """The report dictionary of measured ``rows`` (also built from a sweep's database by
+    benchmarks/bench_hwreport.py)."""
     return {
         "device": f"iCE40 {device.upper()}", "seeds": seeds, "pe_array_mode": mode,
         "tools": tool_versions(), "transistors_per_cell": dict(synth.TRANSISTORS),
