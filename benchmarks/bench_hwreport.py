@@ -172,13 +172,9 @@ def build_study(sp: spec_mod.Spec, records: list[dict[str, Any]],
             "lanes": cfg["lanes"], "act_bits": cfg["act_bits"], "acc_bits": cfg["acc_bits"],
             "exp_bits": cfg["exp_bits"], "target": opts["target"], "seeds": opts["seeds"]})
         figures = dict(rec["full"]["result"]) if rec["full"] else None
-        if figures is None:
-            prev = stored.get(_row_key(row), {})
-            if pt["pe"] not in prev:
-                raise SystemExit(f"{sp.path.stem}: no full figures of {pt['pe']} {pt['config']} "
-                                 "in the database or the results file: run without "
-                                 "--cells-only first")
-            figures = dict(prev[pt["pe"]])
+        if figures is None:  # --cells-only over the results file (a kind new to the row
+            prev = stored.get(_row_key(row), {})  # gets its cell figures alone)
+            figures = dict(prev.get(pt["pe"], {}))
             row["seeds"] = prev.get("seeds", (old or {}).get("seeds"))
         if cells:
             figures.update(cells["result"])
