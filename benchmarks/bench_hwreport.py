@@ -224,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler")
     ap.add_argument("--workers", type=int, help="embedded cluster: worker processes")
     ap.add_argument("--retry-failed", action="store_true", help="rerun failed points")
-    ap.add_argument("--db", type=Path, default=ROOT / "out" / "sweep" / "hwreport.sqlite")
+    ap.add_argument("--db", type=Path, default=ROOT / "out" / "sweep" / "hwreport.sqlite",
+                    help="the sweep's result database (resumable; default %(default)s)")
     ap.add_argument("--work", type=Path, help="tool scratch directory (default beside --db)")
-    ap.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT,
+                    help="the results file; its other studies are kept (default %(default)s)")
     args = ap.parse_args(argv)
     chosen = [s.strip() for s in args.studies.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(STUDIES))

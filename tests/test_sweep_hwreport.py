@@ -90,3 +90,24 @@ def test_a_design_through_the_sweep_equals_the_direct_call(tmp_path: Path) -> No
     (net,) = got.pop("networks")
     assert net["name"] == "mnist_lenet" and net["mac_cycles"] > 0
     assert got == json.loads(json.dumps(direct))
+
+
+def test_a_design_is_written_the_same_whatever_its_process_built_before(
+        tmp_path: Path) -> None:
+    """MyHDL's process-wide block names made the n-th design of a process other net names
+    than the same design built first (and nextpnr's Fmax follows names): a sweep worker's
+    earlier points, or the serial benchmark's study order, changed a design's figures."""
+    from accel import designs, hwreport
+    from contract.config import AccelConfig
+
+    def rtl(name: str, cfg: AccelConfig) -> list[str]:
+        hwreport.fresh_hdl_names()
+        srcs, _, _ = designs.write_design(cfg, "pe", tmp_path / name, "tree", "booth")
+        # The header names the file and the time of conversion.
+        return [line for p in srcs for line in p.read_text().splitlines()
+                if not line.startswith(("// File:", "// Date:"))]
+
+    cfg = AccelConfig(lanes=1, act_bits=4, pe="multiplier", weights="int8")
+    first = rtl("a", cfg)
+    rtl("b", cfg.replace(lanes=2))
+    assert rtl("c", cfg) == first
