@@ -102,12 +102,12 @@ def test_a_design_is_written_the_same_whatever_its_process_built_before(
 
     def rtl(name: str, cfg: AccelConfig) -> list[str]:
         hwreport.fresh_hdl_names()
-        srcs, _, _ = designs.write_design(cfg, "pe", tmp_path / name, "tree", "booth")
+        srcs, _, _ = designs.write_design(cfg, "pe", tmp_path / name, "product", "resolved")
         # The header names the file and the time of conversion.
         return [line for p in srcs for line in p.read_text().splitlines()
                 if not line.startswith(("// File:", "// Date:"))]
 
-    cfg = AccelConfig(lanes=1, act_bits=4, pe="multiplier", weights="int8")
+    cfg = AccelConfig(lanes=1, act_bits=4)
     first = rtl("a", cfg)
     rtl("b", cfg.replace(lanes=2))
     assert rtl("c", cfg) == first
