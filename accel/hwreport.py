@@ -77,6 +77,19 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
+def fresh_hdl_names() -> None:
+    """Forget the block names MyHDL has handed out in this process.  MyHDL makes a block's
+    name unique against every name used before in the process (a global set), so the n-th
+    design elaborated got other net names (``_tree_lanes0_0_1_2``) than the same design
+    built first, and nextpnr's placement, hence Fmax, follows names: a design's figures
+    depended on what its process had built before (the serial benchmark's study order, a
+    sweep worker's earlier points).  Called before each design is written."""
+    import myhdl._block as blocks
+
+    blocks._name_set.clear()
+    blocks._inst_name_set.clear()
+
+
 def measure(config: AccelConfig, target: str, workdir: str | Path, *, seeds: int = 5,
             device: str = synth.DEVICE, stream: Stream | None = None, mode: str = "pipelined",
             timeout: float = 900, log: Log | None = None, form: str = "resolved"
@@ -85,6 +98,7 @@ def measure(config: AccelConfig, target: str, workdir: str | Path, *, seeds: int
     weight format, ``form`` how a multiplier hands on its product)."""
     say = log or (lambda s: None)
     wd = Path(workdir)
+    fresh_hdl_names()
     srcs, top, wrap = designs.write_design(config, target, wd / "rtl", mode, form)
     coarse = synth.coarse_cells(srcs, top, wd / "coarse", timeout=timeout)
     say(f"{target} {config.pe}: synth_ice40")
@@ -143,6 +157,7 @@ def measure_cells(config: AccelConfig, target: str, workdir: str | Path, *,
     say = log or (lambda s: None)
     wd = Path(workdir)
     if srcs is None or top is None:
+        fresh_hdl_names()
         srcs, top, _ = designs.write_design(config, target, wd / "rtl", mode, form)
     say(f"{target} {config.pe}: standard cells ({asic.LIBRARY}), OpenSTA")
     cells = asic.map_cells(srcs, top, wd / "cells", timeout=timeout)
@@ -242,6 +257,13 @@ def run_sweep(base: AccelConfig, lanes: Sequence[int], act_bits: Sequence[int],
                 row["layer_macs"] = int(len(next(iter(streams.values()))[0]))
             update_ratios(row)
             rows.append(row)
+    return report_of(rows, base, seeds=seeds, mode=mode, device=device)
+
+
+def report_of(rows: list[dict[str, Any]], base: AccelConfig, *, seeds: int, mode: str,
+              device: str = synth.DEVICE) -> dict[str, Any]:
+    """The report dictionary of measured ``rows`` (also built from a sweep's database by
+    benchmarks/bench_hwreport.py)."""
     return {
         "device": f"iCE40 {device.upper()}", "seeds": seeds, "pe_array_mode": mode,
         "tools": tool_versions(), "transistors_per_cell": dict(synth.TRANSISTORS),

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from accel import hwreport, inference, kinds
@@ -91,37 +90,32 @@ def test_cli_refuses_what_it_cannot_build(tmp_path: Path,
     assert "unknown kind 'int4'" in capsys.readouterr().err
 
 
-def test_bench_adds_the_int8_kinds_to_stored_rows(monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:
-    """``bench_hwreport.py --cells-only``: every kind the mode builds is measured on the
-    rows the filter keeps, each weight format on its own layer, and the ratios follow."""
-    calls: list[tuple[str, str, str]] = []
+def test_bench_adds_the_int8_kinds_to_stored_rows() -> None:
+    """``bench_hwreport.py --cells-only``: the cells-only points of every kind the mode
+    builds go over the stored rows the filter kept (a kind new to a row gets its cell
+    figures alone), the other rows and figures are kept, and the ratios follow."""
+    from asd_cli.sweep import spec
 
-    def fake_cells(config: AccelConfig, target: str, workdir: Path, **kw: Any) -> dict:
-        calls.append((config.pe, config.weights, kw["form"]))
-        area = {"shiftadd": 50.0, "resolved": 120.0, "booth": 100.0, "array": 110.0}
-        return {**FIGURES, "asic_area": area["shiftadd" if config.pe == "shiftadd"
-                                             else kw["form"]]}
-
-    streams: list[str] = []
-    monkeypatch.setattr(hwreport, "measure_cells", fake_cells)
-    monkeypatch.setattr(bench_hwreport, "layer_stream",
-                        lambda c, n: streams.append(c.weights) or (np.zeros(n), None))
+    sp = spec.load(bench_hwreport.SPECS / "pe_carrysave_drain.toml")
+    sp.measures["hwreport"]["networks"] = []
+    area = {"shiftadd": 50.0, "multiplier": 120.0, "int8": 120.0, "int8_booth": 100.0,
+            "int8_array": 110.0}
+    cfg = {"lanes": 4, "act_bits": 8}
+    records = [{"point": {"measure": "hwreport", "config": cfg, "pe": k,
+                          "mode": "carrysave_drain"}, "full": None,
+                "cells": {"result": {**FIGURES, "asic_area": a, "layer_macs": 10}}}
+               for k, a in area.items()]
     row = {"lanes": 4, "act_bits": 8, "exp_bits": 3, "acc_bits": 32, "target": "pe",
            "layer_macs": 10, "shiftadd": {"lut4": 1}, "multiplier": {"lut4": 2}}
     other = {**row, "act_bits": 16, "shiftadd": {}, "multiplier": {}}
-    study = {"results": [row, other]}
-    bench_hwreport.add_cell_figures(study, "carrysave_drain", tmp_path, lambda s: None,
-                                    keep=lambda r: r["act_bits"] == 8)
-    assert sorted(calls) == sorted([("shiftadd", "asd", "resolved"),
-                                    ("multiplier", "asd", "resolved"),
-                                    ("multiplier", "int8", "resolved"),
-                                    ("multiplier", "int8", "booth"),
-                                    ("multiplier", "int8", "array")])
-    assert sorted(streams) == ["asd", "int8"]
-    assert row["shiftadd"]["lut4"] == 1  # the other figures kept
-    assert row["int8_best"] == "int8_booth" and row["ratio_int8"]["asic_area"] == 0.5
-    assert "int8" not in other and study["int8_best"] == "int8_booth"
+    old = {"seeds": 5, "results": [row, other]}
+    study = bench_hwreport.merge_rows(old, bench_hwreport.build_study(sp, records, old))
+    new, kept = study["results"]
+    assert new["shiftadd"]["lut4"] == 1 and new["shiftadd"]["asic_area"] == 50.0
+    assert set(kinds.KINDS) <= set(new) and new["int8_booth"] == {**FIGURES,
+                                                                   "asic_area": 100.0}
+    assert new["int8_best"] == "int8_booth" and new["ratio_int8"]["asic_area"] == 0.5
+    assert kept == {**other, "seeds": 5} and study["int8_best"] == "int8_booth"
 
 
 @pytest.mark.synth

@@ -27,12 +27,13 @@ a spec (TOML):
   roundings = ["nearest", "gptq"]     # eval
   seeds = [0, 1]                      # calibration sample (eval with bias/gptq, run)
   configs = [{}, {lanes = 4, act_bits = 4}]   # accelerator fields over the defaults
-  pe = ["shiftadd", "multiplier"]     # run, hwreport
+  pe = ["shiftadd", "multiplier"]     # run; hwreport also int8, int8_booth, int8_array
   modes = ["pipelined", "carrysave"]  # hwreport
   [measures.eval]                     # asd eval figures: granularity, scale, calib, timeout
   [measures.run]                      # asd compile + asd run on the emulator: calib, timeout
   schemes = ["asd2", {name = "asd", conversion = "csd"}]  # an axis for this measure only
-  [measures.hwreport]                 # target ("pe"/"core"), seeds, macs, timeout
+  [measures.hwreport]                 # target ("pe"/"core"), seeds, macs, timeout,
+                                      # cells_only, networks (energy per inference)
 
 Each measure runs on the product of the axes it reads (eval: models, datasets, shards,
 schemes, roundings, seeds; run: models, datasets, shards, schemes, configs, pe, seeds;

@@ -31,8 +31,12 @@ MEASURE_AXES: dict[str, tuple[str, ...]] = {
 MEASURE_OPTIONS: dict[str, dict[str, Any]] = {
     "eval": {"granularity": "channel", "scale": "mse", "calib": 256, "timeout": 3600.0},
     "run": {"calib": 64, "timeout": 3600.0},
-    "hwreport": {"target": "pe", "seeds": 1, "macs": 2000, "timeout": 900.0},
+    "hwreport": {"target": "pe", "seeds": 1, "macs": 2000, "timeout": 900.0,
+                 "cells_only": False, "networks": []},
 }
+# accel.kinds.KINDS: the designs hwreport compares (the run measure takes the first two, the
+# PE kinds; the int8 forms are multipliers fed int8 weights), repeated for the same reason.
+DESIGN_KINDS = ("shiftadd", "multiplier", "int8", "int8_booth", "int8_array")
 
 AXES = ("models", "datasets", "limit", "shards", "schemes", "roundings", "configs", "pe",
         "modes", "seeds")
@@ -146,6 +150,16 @@ def parse(data: dict[str, Any], path: Path, text: str = "") -> Spec:
         values["model"] = ["-"]
     overrides = {m: _axis_values(ck, table, f"measures.{m}", m == "eval", only=set(table))
                  for m, table in raw_overrides.items()}
+    if "run" in measures:
+        from contract.config import PE_KINDS
+
+        where = "measures.run.pe" if "pe" in overrides.get("run", {}) else "axes.pe"
+        run_pe = overrides.get("run", {}).get("pe", values["pe"])
+        for i, k in enumerate(run_pe):
+            if k not in PE_KINDS:
+                raise ck.fail(f"{where}[{i}]", f"{k!r} is a design hwreport compares; the run "
+                                               f"measure takes {' or '.join(PE_KINDS)} (give "
+                                               "[measures.run] its own pe)")
     return Spec(path=path, limit=limit, shards=shards, values=values, measures=measures,
                 overrides=overrides)
 
@@ -172,7 +186,7 @@ def _axis_values(ck: _Checker, table: dict[str, Any], prefix: str, for_eval: boo
     axis("models", str, ["-"])
     axis("datasets", str, [None])
     axis("roundings", str, ["nearest"], ROUNDINGS)
-    axis("pe", str, ["shiftadd"], PE_KINDS)
+    axis("pe", str, ["shiftadd"], (*PE_KINDS, *(k for k in DESIGN_KINDS if k not in PE_KINDS)))
     axis("modes", str, ["pipelined"], PE_ARRAY_MODES)
     axis("seeds", int, [0])
     for i, d in enumerate(out.get("dataset", [])):
@@ -210,7 +224,7 @@ def _measures(ck: _Checker, table: Any) -> tuple[dict[str, dict[str, Any]],
                               f"unknown option (known: {', '.join([*defaults, *sorted(reads)])})")
             want = type(defaults[key])
             ok = isinstance(v, want) or (want is float and isinstance(v, int))
-            if not ok or isinstance(v, bool):
+            if not ok or (isinstance(v, bool) and want is not bool):
                 raise ck.fail(f"measures.{name}.{key}",
                               f"expected {_kind_name(want)}, got {v!r}")
         out[name] = {**defaults, **opts}
@@ -222,12 +236,22 @@ def _measures(ck: _Checker, table: Any) -> tuple[dict[str, dict[str, Any]],
     hw = out.get("hwreport", {})
     if hw and hw["target"] not in ("pe", "core"):
         raise ck.fail("measures.hwreport.target", "use pe or core")
+    for i, n in enumerate(hw.get("networks", [])):
+        if not isinstance(n, str) or not _network_known(n):
+            raise ck.fail(f"measures.hwreport.networks[{i}]",
+                          f"unknown network {n!r} (a shipped model name or resnet18)")
     for name, opts in out.items():
         least = 0 if name in ("eval", "run") else 1
         if opts["timeout"] < least:
             raise ck.fail(f"measures.{name}.timeout",
                           "seconds, 0 for none" if least == 0 else "seconds, at least 1")
     return out, overrides
+
+
+def _network_known(name: str) -> bool:
+    from asd_cli.evaluate import MODELS_DIR
+
+    return name == "resnet18" or (MODELS_DIR / f"{name}.onnx").exists()
 
 
 def _schemes(ck: _Checker, table: dict[str, Any], key0: str, for_eval: bool) -> list[dict]:
@@ -266,6 +290,12 @@ def _configs(ck: _Checker, table: dict[str, Any], key: str) -> list[dict[str, An
     return raw
 
 
+def _builds(mode: str, target: str) -> tuple[str, ...]:
+    from accel.kinds import kinds_for
+
+    return kinds_for(mode, target)
+
+
 def points(spec: Spec) -> list[dict[str, Any]]:
     """The product of the axes, per measure, each distinct point once, in spec order."""
     out: list[dict[str, Any]] = []
@@ -274,10 +304,13 @@ def points(spec: Spec) -> list[dict[str, Any]]:
         values = {**spec.values, "shard": list(range(spec.shards)),
                   **spec.overrides.get(measure, {})}
         names = MEASURE_AXES[measure]
+        opts = spec.measures[measure]
         for combo in itertools.product(*(values[n] for n in names)):
             pt = {"measure": measure, **dict(zip(names, combo, strict=True))}
             if measure == "run" and pt["scheme"]["name"] == "float":
                 continue  # the accelerator holds no float weights
+            if measure == "hwreport" and pt["pe"] not in _builds(pt["mode"], opts["target"]):
+                continue  # a partial-product int8 form where the mode resolves its sums
             if measure == "eval" and pt["scheme"]["name"] in ("float", "fp8-e4m3", "fp8-e5m2"):
                 pt["rounding"] = "nearest"  # as asd eval: these take one rounding only
             if measure == "eval" and pt["rounding"] == "nearest":

@@ -90,18 +90,44 @@ def measure_run(point: dict[str, Any], opts: dict[str, Any], model: dict[str, An
             "first_int_divergence": rep.first_int_divergence}
 
 
+# Networks compiled on this worker, by configuration and weight format
+# (asd_cli.hwreport.networks_compiled_once): the points of one configuration in several modes
+# and kinds compile them once per worker, not once per point.
+_NETWORKS: dict[str, Any] = {}
+
+
 def measure_hwreport(point: dict[str, Any], opts: dict[str, Any], workdir: str,
                      key: str) -> dict[str, Any]:
-    from accel import hwreport, synth
-    from asd_cli.hwreport import layer_stream
+    """One design of ``asd hwreport`` (``point["pe"]`` names a kind of
+    :data:`accel.kinds.KINDS`: its PE, weight format and product form): the figures of
+    :func:`accel.hwreport.measure`, or with ``cells_only`` those of
+    :func:`accel.hwreport.measure_cells`; ``layer_macs`` (the length of the simulated
+    stream) and, for a PE array with idle-cycle figures and ``networks``, each network's
+    cycles compiled for this design's configuration (``networks``: energy per inference is
+    derived from them and the cell figures, :func:`accel.hwreport.add_inference`)."""
+    from accel import asic, hwreport, synth
+    from accel.kinds import KINDS
+    from asd_cli.hwreport import layer_stream, networks_compiled_once
 
-    synth.require("yosys", "nextpnr-ice40", "iverilog")
-    cfg = _config(point)
+    synth.require("yosys", "iverilog", *(() if opts["cells_only"] else ("nextpnr-ice40",)))
+    asic.require()
+    kind = KINDS[point["pe"]]
+    cfg = kind.config(_config({**point, "pe": kind.pe}))
     stream = layer_stream(cfg, opts["macs"]) if opts["target"] == "pe" else None
+    where = Path(workdir) / key[:16]
     # Every tool run keeps its own timeout (opts["timeout"] seconds), on this worker.
-    return hwreport.measure(cfg, opts["target"], Path(workdir) / key[:16],
-                            seeds=opts["seeds"], stream=stream, mode=point["mode"],
-                            timeout=opts["timeout"])
+    if opts["cells_only"]:
+        res = hwreport.measure_cells(cfg, opts["target"], where, stream=stream,
+                                     mode=point["mode"], timeout=opts["timeout"], form=kind.form)
+    else:
+        res = hwreport.measure(cfg, opts["target"], where, seeds=opts["seeds"], stream=stream,
+                               mode=point["mode"], timeout=opts["timeout"], form=kind.form)
+    if stream is not None:
+        res["layer_macs"] = int(len(stream[0]))
+        if opts["networks"] and res.get("asic_idle_pj_per_cycle") is not None:
+            nets = networks_compiled_once(list(opts["networks"]), lambda s: None, _NETWORKS)
+            res["networks"] = [n.to_dict() for n in nets(cfg)]
+    return res
 
 
 def measure_here(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any] | None,
