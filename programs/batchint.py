@@ -75,9 +75,9 @@ class Requant:
         if reach.size and (int(reach.max()) >= 1 << (c.acc_bits - 1)
                            or float(np.max(reach * np.abs(m))) >= 2.0 ** 52):
             return None
-        scale = m * np.exp2(-s.astype(np.float64))
+        scale = np.asarray(m * np.exp2(-s.astype(np.float64)), np.float64)
         lo = 0 if ql.relu else c.act_min
-        return Requant(scale, bias * scale + 0.5, lo, c.act_max)
+        return Requant(scale, np.asarray(bias * scale + 0.5, np.float64), lo, c.act_max)
 
     def apply(self, acc: NDArray[Any], out: I64, cols: slice = slice(None)) -> None:
         """Requantize ``acc`` (rows x channels, exact integers) into ``out``."""
