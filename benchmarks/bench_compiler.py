@@ -2,12 +2,14 @@
 
 Measures compile time (import, quantization, lowering), the emulator's time in fast mode for
 one image beside onnxruntime's float time on the same input (as a ratio), the total program
-bytes and the cycles per image; and, on a smaller copy, the output error with and without the
+bytes and the cycles per image; ``asd run``'s batch path on ``--batch`` images beside
+onnxruntime on the same batch (a ratio, with every image checked bit for bit); and, on a
+smaller copy, the output error with and without the
 requant-aware weight-scale search.  Prints and saves JSON.
 
     python benchmarks/bench_compiler.py [--networks resnet18,alexnet,...|all] [--size 224]
                                         [--width 1.0] [--config default|small|wide|FILE]
-                                        [--out FILE]
+                                        [--batch 32] [--out FILE]
 
 The default is ResNet-18 alone (the issue's figure); ``--networks all`` adds AlexNet, VGG-16 and
 SqueezeNet 1.0 and 1.1 (minutes each: VGG-16 has 138 M weights).
@@ -24,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from contract import blas
 from contract.backend import get_backend
 from contract.config import AccelConfig
-from programs import reference, runtime, seednets
+from programs import batchint, reference, runtime, seednets
 from programs.manifest import compile_model
 
 # The shipped configuration; a small one (reductions split into many chunks, narrow row
@@ -45,6 +48,9 @@ def _ort_seconds(model: Any, x: np.ndarray, repeat: int = 5) -> tuple[float, np.
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # The threads the batch path uses too (programs.batchint.workers): one per core unless
+    # OMP_NUM_THREADS says otherwise.
+    opts.intra_op_num_threads = blas.ort_threads()
     sess = ort.InferenceSession(model.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
@@ -124,9 +130,34 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def batch_figures(comp: Any, model: Any, n: int, size: int, seed: int, repeat: int = 2
+                  ) -> dict[str, Any]:
+    """``asd run``'s path on a batch of ``n`` (runtime.run on the emulator: the whole batch by
+    the integer semantics, image 0 on the emulator in fast mode and checked against it) beside
+    an onnxruntime float session on the same images and threads; best of ``repeat`` each.
+    Then, untimed, every image's output against the literal integer definition (int64, no
+    BLAS): the batch's exactness is checked, not assumed."""
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((n, 3, size, size)).astype(np.float32)
+    best, rep = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        rep = runtime.run(comp, x, get_backend("emu", fast=True))
+        best = min(best, time.perf_counter() - t)
+    assert rep is not None
+    t_ort, _ = _ort_seconds(model, x, repeat=max(3, repeat))
+    literal = reference.int_forward(comp.qnet, x, literal=True)[comp.qnet.graph.output]
+    return {"batch_size": n, "batch_seconds": best, "onnxruntime_batch_seconds": t_ort,
+            "batch_over_onnxruntime": best / t_ort, "batch_threads": batchint.workers(),
+            "batch_bit_exact": bool(rep.first_int_divergence is None
+                                    and np.array_equal(rep.output_int, literal)),
+            "batch_layer_seconds": {r.name: round(r.seconds, 4) for r in rep.layers}}
+
+
 def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
           compare_size: int = 32, compare_width: float = 0.25,
-          network: str = "resnet18", config: AccelConfig = BENCH_CONFIG) -> dict[str, Any]:
+          network: str = "resnet18", config: AccelConfig = BENCH_CONFIG,
+          batch: int = 0) -> dict[str, Any]:
     model = seednets.build(network, width=width, size=size, seed=seed)
     rng = np.random.default_rng(seed)
     calib = rng.standard_normal((calib_n, 3, size, size)).astype(np.float32)
@@ -181,6 +212,8 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "machine": {"python": platform.python_version(), "cpu": platform.processor()
                     or platform.machine()},
     }
+    if batch:
+        result.update(batch_figures(comp, model, batch, size, seed))
     return result
 
 
@@ -193,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--config", default="default",
                    help=f"accelerator: {', '.join(CONFIGS)} or a TOML/JSON file")
+    p.add_argument("--batch", type=int, default=32,
+                   help="also time asd run's batch path on this many images beside "
+                        "onnxruntime (0: skip)")
     p.add_argument("--compare-size", type=int, default=32)
     p.add_argument("--compare-width", type=float, default=0.25)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "compiler.json"))
@@ -206,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in names:
         results[name] = bench(args.size, args.width, compare_size=args.compare_size,
-                              compare_width=args.compare_width, network=name, config=config)
+                              compare_width=args.compare_width, network=name, config=config,
+                              batch=args.batch)
         r = results[name]
         peak = r["peak_rss_bytes_during_compile"] or r["peak_rss_bytes_after_compile"]
         print(f"{name:<14} compile {r['compile_seconds']:7.1f} s ({r['compile_cpu_seconds']:.1f} s "
@@ -219,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['cycles_per_image']:>14,} cycles   MAC utilization "
               f"{r['mac_utilization']:.1%} ({r['mac_utilization_end_to_end']:.1%} end to end)"
               f"   bit-exact {r['bit_exact_with_integer_reference']}", flush=True)
+        if args.batch:
+            print(f"{'':<14} batch of {r['batch_size']}: asd run {r['batch_seconds']:.2f} s   "
+                  f"onnxruntime {r['onnxruntime_batch_seconds']:.3f} s   ratio "
+                  f"{r['batch_over_onnxruntime']:.1f}x   ({r['batch_threads']} threads)   "
+                  f"bit-exact {r['batch_bit_exact']}", flush=True)
         # Saved after every network: a long run stopped half way keeps what it measured.
         res = results[names[0]] if len(names) == 1 else {"networks": results}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

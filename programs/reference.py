@@ -200,13 +200,15 @@ def int_layer(ql: QLayer, qnet: QNet, ins: list[I64], literal: bool = False) -> 
     return np.asarray(y, np.int64)
 
 
-def int_forward(qnet: QNet, x_nchw: NDArray) -> dict[str, I64]:
-    """Every tensor of the quantized network in integers (NHWC), from a float NCHW input."""
+def int_forward(qnet: QNet, x_nchw: NDArray, literal: bool = False) -> dict[str, I64]:
+    """Every tensor of the quantized network in integers (NHWC), from a float NCHW input
+    (``literal``: by the definition alone, see int_layer)."""
     g = qnet.graph
     vals = {g.input: quantize_input(x_nchw, qnet.scales[g.input], qnet.config.act_bits,
                                     qnet.zero(g.input))}
     for lay in qnet.graph.layers:
-        vals[lay.output] = int_layer(qnet.qlayers[lay.name], qnet, [vals[t] for t in lay.inputs])
+        vals[lay.output] = int_layer(qnet.qlayers[lay.name], qnet, [vals[t] for t in lay.inputs],
+                                     literal)
     return vals
 
 
