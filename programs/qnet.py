@@ -141,7 +141,7 @@ class QNet:
         # Uncompressed, integers in the narrowest type that holds them (load widens them back
         # to int64): ResNet-18's zip compression took 29 s of a 38 s write for a third off
         # the size, and the weight codes barely compress.
-        np.savez(d / "qnet.npz", **{k: _narrow(v) for k, v in arrays.items()})
+        np.savez(d / "qnet.npz", **{k: _narrow(v) for k, v in arrays.items()})  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, directory: str | Path) -> QNet:
