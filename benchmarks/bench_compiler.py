@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-size", type=int, default=32)
     p.add_argument("--compare-width", type=float, default=0.25)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "compiler.json"))
+    p.add_argument("--merge", action="store_true",
+                   help="keep the networks of an existing --out file that this run does not "
+                        "measure (each network's figures stay from one run)")
     args = p.parse_args(argv)
     names = list(NETWORKS) if args.networks == "all" else args.networks.split(",")
     unknown = [n for n in names if n not in NETWORKS]
@@ -239,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown network {unknown[0]} (known: {', '.join(NETWORKS)})")
     config = (CONFIGS[args.config] if args.config in CONFIGS
               else AccelConfig.load(args.config))
-    results = {}
+    results: dict[str, Any] = {}
+    if args.merge and Path(args.out).exists():
+        kept = json.loads(Path(args.out).read_text()).get("networks", {})
+        results.update({k: v for k, v in kept.items() if k not in names})
     for name in names:
         results[name] = bench(args.size, args.width, compare_size=args.compare_size,
                               compare_width=args.compare_width, network=name, config=config,
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['batch_over_onnxruntime']:.1f}x   ({r['batch_threads']} threads)   "
                   f"bit-exact {r['batch_bit_exact']}", flush=True)
         # Saved after every network: a long run stopped half way keeps what it measured.
-        res = results[names[0]] if len(names) == 1 else {"networks": results}
+        res = results[names[0]] if len(results) == 1 else {"networks": results}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     return 0
