@@ -45,6 +45,8 @@ EXACT_F32 = 1 << 24
 EXACT_F64 = 1 << 53
 # Past this many float32 chunks one float64 product is cheaper.
 MAX_F32_CHUNKS = 3
+# Grouped convolutions with more groups than this run by the literal definition.
+MAX_GROUPS = 8
 # Bytes of one block's copied windows: well inside the 1-4 MB L2 caches of current cores.
 BLOCK_BYTES = 1 << 20
 
@@ -145,7 +147,9 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     (leaky activations too: the caller applies the literal definition)."""
     lay = ql.layer
     assert ql.w_int is not None and ql.bias_int is not None
-    if ql.slope_params is not None:
+    # Many groups (depthwise) would be many tiny products per block: the literal definition's
+    # one pass per group over the whole batch is the better loop there.
+    if ql.slope_params is not None or lay.groups > MAX_GROUPS:
         return None
     w = np.asarray(ql.w_int, np.int64)
     co, cig, kh, kw = w.shape
@@ -244,9 +248,39 @@ def int_layer(ql: QLayer, qnet: QNet, ins: list[I64]) -> I64 | None:
     if lay.op == "add" and ql.slope_params is None:
         assert ql.add_codes is not None
         a0, a1 = (_code_int(code, c) for code in ql.add_codes)
+        fast = add_layer(ins[0], ins[1], a0, a1, ql, c)
+        if fast is not None:
+            return fast
         acc = ins[0] * a0
         acc += ins[1] * a1
         if ql.bias_int is not None:
             acc += ql.bias_int
         return linear_requant(acc, ql, c)
     return None
+
+
+def add_layer(x0: I64, x1: I64, a0: int, a1: int, ql: QLayer, c: AccelConfig) -> I64 | None:
+    """``requantize(wrap(x0 a0 + x1 a1 + bias))`` as ``floor(x0 (a0 scale) + x1 (a1 scale)
+    + offset)`` in float64, image by image on the threads: each term is an integer times a
+    power of two under 2^52, and so is their sum (see the module notes).  None where the
+    bound fails."""
+    channels = x0.shape[-1]
+    bias = (np.zeros(channels, np.int64) if ql.bias_int is None
+            else np.asarray(ql.bias_int, np.int64))
+    reach = _abs_max(x0) * abs(a0) + _abs_max(x1) * abs(a1) + np.abs(bias)
+    req = Requant.of(ql, c, bias, reach)
+    if req is None:
+        return None
+    s0, s1 = a0 * req.scale, a1 * req.scale
+    out = np.empty(x0.shape, np.int64)
+
+    def image(i: int, _: int) -> None:
+        t = np.multiply(x0[i], s0, dtype=np.float64)
+        t += x1[i] * s1
+        t += req.offset
+        np.floor(t, out=t)
+        np.clip(t, req.lo, req.hi, out=t)
+        out[i] = t
+
+    parallel([(i, 0) for i in range(len(x0))], image)
+    return out

@@ -25,7 +25,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contract.backend import DEFAULT_LIMITS, GOLDEN, Backend, Limits, get_backend
-from contract.blas import one_blas_thread
 from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
@@ -243,72 +242,62 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
                                                         q.zero(g.input))}
     records: list[LayerRecord] = []
     first_int: str | None = None
-    # A batch on the emulator: the integer semantics of the whole batch (BLAS, threads) and the
-    # emulator's run of image 0 (Python, mostly holding the GIL) overlap, layer by layer.
-    pipeline = (_Pipeline(backend, limits) if batched and not trace and n > 1
-                and backend.name == GOLDEN else None)
-    try:
-        for ll in compiled.layers:
-            t0 = time.perf_counter()
-            ql = q.qlayers[ll.name]
-            ins = [vals[t] for t in ll.inputs]
-            rec = LayerRecord(ll.name, ll.op, 0, len(ll.tiles))
-            if not ll.host:
-                moved = layer_transfers(ll, q.config)
-                rec.transfer_words = moved.load_words + moved.store_words
-                rec.transfer_cycles, rec.transfer_bytes = moved.cycles, moved.bytes
-            if ll.host:
-                rec.host_elements, rec.host_macs, rec.host_words = host_work(ql.layer, g)
-                rec.host_cycles = -(-rec.host_words // q.config.host_words_per_cycle)
-                y = ref.int_layer(ql, q, ins)
-            else:
-                shape = (*ll.out_shape[1:], ll.out_shape[0])
-                if batched:
-                    want = ref.int_layer(ql, q, ins)
-                    idx = range(n) if emulate == "all" else range(min(1, n))
-                    if pipeline is not None:
-                        # Checked when the emulator thread gets there (see _Pipeline).
-                        pipeline.submit(ll, [v[: len(idx)] for v in ins], want[: len(idx)], rec)
-                        vals[ll.output] = want
-                        _finish(rec, ql, q, t0, records, progress)
-                        continue
-                    out = np.zeros((len(idx), *shape), np.int64)
-                    rec.cycles = run_layer_on(ll, [v[: len(idx)] for v in ins], backend, out, idx,
-                                              limits)
-                    rec.emulated_images = len(idx)
-                    got = out[list(idx)]
-                    diff = got != want[list(idx)]
+    for ll in compiled.layers:
+        t0 = time.perf_counter()
+        ql = q.qlayers[ll.name]
+        ins = [vals[t] for t in ll.inputs]
+        rec = LayerRecord(ll.name, ll.op, 0, len(ll.tiles))
+        if not ll.host:
+            moved = layer_transfers(ll, q.config)
+            rec.transfer_words = moved.load_words + moved.store_words
+            rec.transfer_cycles, rec.transfer_bytes = moved.cycles, moved.bytes
+        if ll.host:
+            rec.host_elements, rec.host_macs, rec.host_words = host_work(ql.layer, g)
+            rec.host_cycles = -(-rec.host_words // q.config.host_words_per_cycle)
+            y = ref.int_layer(ql, q, ins)
+        else:
+            shape = (*ll.out_shape[1:], ll.out_shape[0])
+            if batched:
+                want = ref.int_layer(ql, q, ins)
+                k = n if emulate == "all" else min(1, n)
+                # Only the emulated images' inputs: padding the whole batch per layer costs.
+                got = np.zeros((k, *shape), np.int64)
+                rec.cycles = run_layer_on(ll, [v[:k] for v in ins], backend, got, range(k),
+                                          limits)
+                rec.emulated_images = k
+                diff = got != want[:k]
+                y = want
+                if diff.any():
                     y = want.copy()
-                    y[list(idx)] = got  # the backend's own results, never hidden
+                    y[:k] = got  # the backend's own results, never hidden
+            else:
+                out = np.zeros((n, *shape), np.int64)
+                rec.cycles = run_layer_on(ll, ins, backend, out, range(n), limits)
+                rec.emulated_images = n
+                y = out
+                if trace:
+                    want = ref.int_layer(ql, q, ins)
+                    diff = y != want
                 else:
-                    out = np.zeros((n, *shape), np.int64)
-                    rec.cycles = run_layer_on(ll, ins, backend, out, range(n), limits)
-                    rec.emulated_images = n
-                    y = out
-                    if trace:
-                        want = ref.int_layer(ql, q, ins)
-                        diff = y != want
-                    else:
-                        diff = np.zeros(1, bool)
-                rec.int_mismatches = int(diff.sum())
-                if rec.int_mismatches:
-                    k = diff.shape[0]
-                    rec.int_max_diff = int(np.abs(np.where(diff, y[:k] - want[:k], 0)).max())
-                    if first_int is None:
-                        first_int = ll.name
-                    if not trace:
-                        raise DivergenceError(
-                            f"layer {ll.name} ({ll.op}): {backend.name} differs from the integer "
-                            f"reference in {rec.int_mismatches} elements (max |diff| "
-                            f"{rec.int_max_diff}); rerun with --trace for every layer")
-            vals[ll.output] = y
-            _finish(rec, ql, q, t0, records, progress)
-    except BaseException:
-        if pipeline is not None:
-            pipeline.close()  # the emulator thread stopped, BLAS restored
-        raise
-    if pipeline is not None:
-        pipeline.join(records, q.config.lanes)
+                    diff = np.zeros(1, bool)
+            rec.int_mismatches = int(diff.sum())
+            if rec.int_mismatches:
+                k = diff.shape[0]
+                rec.int_max_diff = int(np.abs(np.where(diff, y[:k] - want[:k], 0)).max())
+                if first_int is None:
+                    first_int = ll.name
+                if not trace:
+                    raise DivergenceError(
+                        f"layer {ll.name} ({ll.op}): {backend.name} differs from the integer "
+                        f"reference in {rec.int_mismatches} elements (max |diff| "
+                        f"{rec.int_max_diff}); rerun with --trace for every layer")
+        vals[ll.output] = y
+        rec.macs = layer_macs(ql.layer, g)
+        rec.mac_utilization = utilization(rec.macs, q.config.lanes, rec.cycles)
+        rec.seconds = time.perf_counter() - t0
+        records.append(rec)
+        if progress is not None:
+            progress(f"{ll.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
     y_int = vals[g.output]
     y_out = np.asarray(ref.to_user(ref.dequantize(q, g.output, y_int), g), np.float64)
     report = RunReport(y_out, y_int, records, n, backend.name, time.perf_counter() - t_start,
@@ -316,85 +305,6 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
     if trace:
         _float_trace(compiled, x, vals, report, float_tol)
     return report
-
-
-def _finish(rec: LayerRecord, ql: Any, q: Any, t0: float, records: list[LayerRecord],
-            progress: Callable[[str], None] | None) -> None:
-    rec.macs = layer_macs(ql.layer, q.graph)
-    rec.mac_utilization = utilization(rec.macs, q.config.lanes, rec.cycles)
-    rec.seconds += time.perf_counter() - t0
-    records.append(rec)
-    if progress is not None:
-        progress(f"{rec.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
-
-
-class _Pipeline:
-    """The emulator's share of a batched run on a thread of its own: layers in order, each on
-    the images it emulates, checked against the integer semantics as run() would check them.
-    Its inputs are the semantics' outputs, which equal the emulator's own up to the first
-    divergence, where it stops and join() raises run()'s DivergenceError (or the backend's
-    error).  BLAS stays at one thread for the whole run: two threads changing the BLAS
-    thread count under each other's products is not safe."""
-
-    def __init__(self, backend: Backend, limits: Limits):
-        import queue
-        import threading
-
-        self.backend, self.limits = backend, limits
-        self.jobs: queue.Queue[tuple[LoweredLayer, list[I64], I64, LayerRecord] | None] = (
-            queue.Queue())
-        self.error: BaseException | None = None
-        self.done: dict[int, tuple[int, int, float]] = {}  # by id(record)
-        self.closed = False
-        self.blas = one_blas_thread()
-        self.blas.__enter__()
-        self.thread = threading.Thread(target=self._work, name="asd-emulate", daemon=True)
-        self.thread.start()
-
-    def submit(self, ll: LoweredLayer, ins: list[I64], want: I64, rec: LayerRecord) -> None:
-        self.jobs.put((ll, ins, want, rec))
-
-    def _work(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            if self.error is not None:
-                continue  # drain: nothing after the first failure runs
-            ll, ins, want, rec = job
-            try:
-                t0 = time.perf_counter()
-                out = np.zeros_like(want)
-                cycles = run_layer_on(ll, ins, self.backend, out, range(len(want)),
-                                      self.limits)
-                diff = out != want
-                bad = int(diff.sum())
-                if bad:
-                    most = int(np.abs(np.where(diff, out - want, 0)).max())
-                    raise DivergenceError(
-                        f"layer {ll.name} ({ll.op}): {self.backend.name} differs from the "
-                        f"integer reference in {bad} elements (max |diff| {most}); rerun "
-                        f"with --trace for every layer")
-                self.done[id(rec)] = (cycles, len(want), time.perf_counter() - t0)
-            except BaseException as exc:  # re-raised by join() in the caller's thread
-                self.error = exc
-
-    def close(self) -> None:
-        """Stop the thread (after the work queued) and restore BLAS; idempotent."""
-        if self.thread.is_alive():
-            self.jobs.put(None)
-            self.thread.join()
-        if not self.closed:
-            self.closed = True
-            self.blas.__exit__(None, None, None)
-
-    def join(self, records: list[LayerRecord], lanes: int) -> None:
-        """Wait for the emulator, raise what it found, and give the records its figures."""
-        self.close()
-        if self.error is not None:
-            raise self.error
-        for rec in records:
-            if id(rec) in self.done:
-                rec.cycles, rec.emulated_images, seconds = self.done[id(rec)]
-                rec.seconds += seconds
-                rec.mac_utilization = utilization(rec.macs, lanes, rec.cycles)
 
 
 def _float_trace(compiled: Compiled, x: NDArray, vals: dict[str, I64], report: RunReport,
