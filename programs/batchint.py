@@ -219,18 +219,25 @@ def linear_requant(acc: I64, ql: QLayer, c: AccelConfig) -> I64:
 
 def maxpool(x: I64, kernel: tuple[int, int], stride: tuple[int, int],
             pads: tuple[int, int, int, int], fill: int) -> I64:
-    """Max pooling as a running maximum of the kernel's strided slices (one pass each)."""
+    """Max pooling as a running maximum of the kernel's strided slices (one pass each),
+    image by image on the threads."""
     t, l, b, r = pads
     if any(pads):
         x = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=fill)
     (kh, kw), (sh, sw) = kernel, stride
     oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    out: I64 | None = None
-    for i in range(kh):
-        for j in range(kw):
-            s = x[:, i: i + sh * (oh - 1) + 1: sh, j: j + sw * (ow - 1) + 1: sw]
-            out = s.copy() if out is None else np.maximum(out, s, out=out)
-    assert out is not None
+    out = np.empty((x.shape[0], oh, ow, x.shape[3]), np.int64)
+
+    def image(n: int, _: int) -> None:
+        for i in range(kh):
+            for j in range(kw):
+                s = x[n, i: i + sh * (oh - 1) + 1: sh, j: j + sw * (ow - 1) + 1: sw]
+                if i == j == 0:
+                    out[n] = s
+                else:
+                    np.maximum(out[n], s, out=out[n])
+
+    parallel([(n, 0) for n in range(len(x))], image)
     return out
 
 
