@@ -1,8 +1,8 @@
 """Compiler benchmark: the seed networks (random weights, from programs.seednets) at 224x224.
 
 Measures compile time (import, quantization, lowering), the emulator's time in fast mode for
-one image (``asd run``'s path: runtime.run, best of three; the first run apart) beside
-onnxruntime's float time on the same input (best of five after a warm-up; as a ratio), the
+one image (``asd run``'s path: runtime.run; the first run apart) beside onnxruntime's float
+time on the same input (best of three each, taken in alternation; as a ratio), the
 total program bytes and the cycles per image; ``asd run``'s batch path on ``--batch`` images beside
 onnxruntime on the same batch (a ratio, with every image checked bit for bit); and, on a
 smaller copy, the output error with and without the
@@ -22,6 +22,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,8 @@ BENCH_CONFIG = CONFIGS["default"]
 NETWORKS = ("resnet18", "alexnet", "vgg16", "squeezenet1_0", "squeezenet1_1")
 
 
-def _ort_seconds(model: Any, x: np.ndarray, repeat: int = 5) -> tuple[float, np.ndarray]:
-    reference.onnx_forward(model, x)  # warm-up (session creation is not inference)
+def _ort_runner(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """An onnxruntime float session on ``model`` as a function of the input, warm."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -55,14 +56,26 @@ def _ort_seconds(model: Any, x: np.ndarray, repeat: int = 5) -> tuple[float, np.
     sess = ort.InferenceSession(model.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    sess.run(None, {name: x})
-    best = float("inf")
-    out = None
-    for _ in range(repeat):
+    return lambda x: np.asarray(sess.run(None, {name: x})[0])
+
+
+def side_by_side(ours: Callable[[], Any], model: Any, x: np.ndarray, rounds: int
+                 ) -> tuple[float, float, Any, np.ndarray]:
+    """Best times of ``ours()`` and of onnxruntime on ``x``, taken in alternation (on a
+    shared machine a quiet moment then favours neither), after one warm-up run of
+    onnxruntime (session creation is not inference); ``ours``' first run is its own warm-up
+    and counts.  Returns (ours, onnxruntime, ours' last result, onnxruntime's output)."""
+    ort_run = _ort_runner(model)
+    y_ort = ort_run(x)
+    t_ours, t_ort, got = [], [], None
+    for _ in range(rounds):
         t = time.perf_counter()
-        out = sess.run(None, {name: x})[0]
-        best = min(best, time.perf_counter() - t)
-    return best, np.asarray(out)
+        got = ours()
+        t_ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        y_ort = ort_run(x)
+        t_ort.append(time.perf_counter() - t)
+    return min(t_ours), min(t_ort), got, y_ort
 
 
 def requant_comparison(size: int, width: float, n: int = 8, seed: int = 1) -> dict[str, Any]:
@@ -131,7 +144,7 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def batch_figures(comp: Any, model: Any, n: int, size: int, seed: int, repeat: int = 2
+def batch_figures(comp: Any, model: Any, n: int, size: int, seed: int, repeat: int = 3
                   ) -> dict[str, Any]:
     """``asd run``'s path on a batch of ``n`` (runtime.run on the emulator: the whole batch by
     the integer semantics, image 0 on the emulator in fast mode and checked against it) beside
@@ -140,13 +153,8 @@ def batch_figures(comp: Any, model: Any, n: int, size: int, seed: int, repeat: i
     BLAS): the batch's exactness is checked, not assumed."""
     rng = np.random.default_rng(seed + 1)
     x = rng.standard_normal((n, 3, size, size)).astype(np.float32)
-    best, rep = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        rep = runtime.run(comp, x, get_backend("emu", fast=True))
-        best = min(best, time.perf_counter() - t)
-    assert rep is not None
-    t_ort, _ = _ort_seconds(model, x, repeat=max(3, repeat))
+    best, t_ort, rep, _ = side_by_side(
+        lambda: runtime.run(comp, x, get_backend("emu", fast=True)), model, x, repeat)
     literal = reference.int_forward(comp.qnet, x, literal=True)[comp.qnet.graph.output]
     return {"batch_size": n, "batch_seconds": best, "onnxruntime_batch_seconds": t_ort,
             "batch_over_onnxruntime": best / t_ort, "batch_threads": batchint.workers(),
@@ -174,15 +182,14 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
     peak_compile = _status_bytes("VmHWM") if fresh else None
     totals = comp.totals()
     least = unique_bytes(comp)
-    # Best of three, as onnxruntime's figure is best of five after a warm-up run: the first
-    # run also parses every distinct program's loop nests (cached per text), kept apart.
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        rep = runtime.run(comp, x, get_backend("emu", fast=True))
-        times.append(time.perf_counter() - t0)
-    t_emu = min(times)
-    t_ort, y_ort = _ort_seconds(model, x)
+    # Best of three each, in alternation; the first run, which also parses every distinct
+    # program's loop nests (cached per text), saved apart.
+    t0 = time.perf_counter()
+    rep = runtime.run(comp, x, get_backend("emu", fast=True))
+    t_first = time.perf_counter() - t0
+    t_emu, t_ort, rep, y_ort = side_by_side(
+        lambda: runtime.run(comp, x, get_backend("emu", fast=True)), model, x, 3)
+    t_emu = min(t_emu, t_first)
     # The emulator's result is checked bit for bit against the integer reference inside run().
     result = {
         "network": f"{network} (random weights), width {width}, input {size}x{size}",
@@ -195,7 +202,7 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "peak_rss_bytes_during_compile": peak_compile,
         "compile_breakdown": comp.info["compile_seconds"],
         "emulator_fast_seconds": t_emu,
-        "emulator_fast_seconds_first_run": times[0],
+        "emulator_fast_seconds_first_run": t_first,
         "onnxruntime_float_seconds": t_ort,
         "emulator_over_onnxruntime": t_emu / t_ort,
         "program_bytes": totals["image_bytes"],
