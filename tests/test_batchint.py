@@ -5,6 +5,9 @@ enough to wrap (where the fast path must step aside) and zero-point borders."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +19,16 @@ from programs import batchint, reference
 from programs.graph import Graph, Layer
 from programs.qnet import QLayer, QNet
 from tests.strategies import small_configs
+
+
+@contextmanager
+def every_size() -> Iterator[None]:
+    """The fast paths on layers of any size (small ones normally take the definition)."""
+    old, batchint.MIN_ROWS = batchint.MIN_ROWS, 0
+    try:
+        yield
+    finally:
+        batchint.MIN_ROWS = old
 
 
 def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list[np.ndarray]]:
@@ -63,7 +76,8 @@ def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list
 def test_fast_layers_equal_the_literal_definition(c: AccelConfig, op: str, data: st.DataObject
                                                   ) -> None:
     ql, q, xs = _layer(data.draw, c, op)
-    fast = reference.int_layer(ql, q, xs)
+    with every_size():
+        fast = reference.int_layer(ql, q, xs)
     literal = reference.int_layer(ql, q, xs, literal=True)
     assert fast.dtype == np.int64 and np.array_equal(fast, literal)
 
@@ -87,8 +101,9 @@ def test_the_fast_path_is_taken_and_steps_aside_when_the_accumulator_wraps() -> 
     w_int = rng.integers(-192, 193, (8, 16, 3, 3))
     ql = QLayer(lay, w_int=w_int, bias_int=rng.integers(-1000, 1000, 8), mult=np.full(8, 3),
                 shift=np.full(8, 12), relu=True, config=c)
-    x = rng.integers(-128, 128, (2, 6, 6, 16))
-    assert batchint.conv_layer(x, ql, c, 0) is not None
+    x = rng.integers(-128, 128, (4, 6, 6, 16))
+    assert batchint.conv_layer(x, ql, c, 0) is not None  # 144 output pixels: the fast path
+    assert batchint.conv_layer(x[:1], ql, c, 0) is None  # 36: the definition is cheaper
     narrow = AccelConfig(acc_bits=20)
     ql.config = narrow
     assert batchint.conv_layer(x, ql, narrow, 0) is None  # sums reach 2^19: wrap matters
