@@ -151,11 +151,16 @@ def seednets() -> str:
               f"{n['onnxruntime_batch_seconds']:.3f} s", f"{n['batch_over_onnxruntime']:.1f}x",
               str(n["batch_threads"]), "yes" if n["batch_bit_exact"] else "NO"]
              for k, n in order if "batch_seconds" in n]
-    note = ("\n\n*emulator*: `asd run` on one image, best of three runs (first runs, which "
-            "also parse every distinct program's loop nests: "
+    older = [SEEDNET_NAMES.get(k, k) for k, n in order
+             if "emulator_fast_seconds_first_run" not in n]
+    note = ("\n\n*emulator*: `asd run` on one image, best of three runs taken in alternation "
+            "with onnxruntime's (first runs, which also parse every distinct program's loop "
+            "nests: "
             + ", ".join(f"{SEEDNET_NAMES.get(k, k)} {n['emulator_fast_seconds_first_run']:.2f} s"
                         for k, n in order if "emulator_fast_seconds_first_run" in n) + ")"
-            if any("emulator_fast_seconds_first_run" in n for _, n in order) else "")
+            + (f"; {', '.join(older)}: an earlier run that timed one emulator run"
+               if older else "") + "."
+            if len(older) < len(order) else "")
     if not batch:
         return table(head, rows) + note
     return (table(head, rows) + note + "\n\n`asd run` on a batch (the integer semantics for every "
