@@ -1,13 +1,16 @@
 """Compiler benchmark: the seed networks (random weights, from programs.seednets) at 224x224.
 
 Measures compile time (import, quantization, lowering), the emulator's time in fast mode for
-one image beside onnxruntime's float time on the same input (as a ratio), the total program
-bytes and the cycles per image; and, on a smaller copy, the output error with and without the
+one image (``asd run``'s path: runtime.run; the first run apart) beside onnxruntime's float
+time on the same input (best of three each, taken in alternation; as a ratio), the
+total program bytes and the cycles per image; ``asd run``'s batch path on ``--batch`` images beside
+onnxruntime on the same batch (a ratio, with every image checked bit for bit); and, on a
+smaller copy, the output error with and without the
 requant-aware weight-scale search.  Prints and saves JSON.
 
     python benchmarks/bench_compiler.py [--networks resnet18,alexnet,...|all] [--size 224]
                                         [--width 1.0] [--config default|small|wide|FILE]
-                                        [--out FILE]
+                                        [--batch 32] [--out FILE]
 
 The default is ResNet-18 alone (the issue's figure); ``--networks all`` adds AlexNet, VGG-16 and
 SqueezeNet 1.0 and 1.1 (minutes each: VGG-16 has 138 M weights).
@@ -19,14 +22,16 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from contract import blas
 from contract.backend import get_backend
 from contract.config import AccelConfig
-from programs import reference, runtime, seednets
+from programs import batchint, reference, runtime, seednets
 from programs.manifest import compile_model
 
 # The shipped configuration; a small one (reductions split into many chunks, narrow row
@@ -39,23 +44,38 @@ BENCH_CONFIG = CONFIGS["default"]
 NETWORKS = ("resnet18", "alexnet", "vgg16", "squeezenet1_0", "squeezenet1_1")
 
 
-def _ort_seconds(model: Any, x: np.ndarray, repeat: int = 5) -> tuple[float, np.ndarray]:
-    reference.onnx_forward(model, x)  # warm-up (session creation is not inference)
+def _ort_runner(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """An onnxruntime float session on ``model`` as a function of the input, warm."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # The threads the batch path uses too (programs.batchint.workers): one per core unless
+    # OMP_NUM_THREADS says otherwise.
+    opts.intra_op_num_threads = blas.ort_threads()
     sess = ort.InferenceSession(model.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    sess.run(None, {name: x})
-    best = float("inf")
-    out = None
-    for _ in range(repeat):
+    return lambda x: np.asarray(sess.run(None, {name: x})[0])
+
+
+def side_by_side(ours: Callable[[], Any], model: Any, x: np.ndarray, rounds: int
+                 ) -> tuple[float, float, Any, np.ndarray]:
+    """Best times of ``ours()`` and of onnxruntime on ``x``, taken in alternation (on a
+    shared machine a quiet moment then favours neither), after one warm-up run of
+    onnxruntime (session creation is not inference); ``ours``' first run is its own warm-up
+    and counts.  Returns (ours, onnxruntime, ours' last result, onnxruntime's output)."""
+    ort_run = _ort_runner(model)
+    y_ort = ort_run(x)
+    t_ours, t_ort, got = [], [], None
+    for _ in range(rounds):
         t = time.perf_counter()
-        out = sess.run(None, {name: x})[0]
-        best = min(best, time.perf_counter() - t)
-    return best, np.asarray(out)
+        got = ours()
+        t_ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        y_ort = ort_run(x)
+        t_ort.append(time.perf_counter() - t)
+    return min(t_ours), min(t_ort), got, y_ort
 
 
 def requant_comparison(size: int, width: float, n: int = 8, seed: int = 1) -> dict[str, Any]:
@@ -124,9 +144,29 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def batch_figures(comp: Any, model: Any, n: int, size: int, seed: int, repeat: int = 3
+                  ) -> dict[str, Any]:
+    """``asd run``'s path on a batch of ``n`` (runtime.run on the emulator: the whole batch by
+    the integer semantics, image 0 on the emulator in fast mode and checked against it) beside
+    an onnxruntime float session on the same images and threads; best of ``repeat`` each.
+    Then, untimed, every image's output against the literal integer definition (int64, no
+    BLAS): the batch's exactness is checked, not assumed."""
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((n, 3, size, size)).astype(np.float32)
+    best, t_ort, rep, _ = side_by_side(
+        lambda: runtime.run(comp, x, get_backend("emu", fast=True)), model, x, repeat)
+    literal = reference.int_forward(comp.qnet, x, literal=True)[comp.qnet.graph.output]
+    return {"batch_size": n, "batch_seconds": best, "onnxruntime_batch_seconds": t_ort,
+            "batch_over_onnxruntime": best / t_ort, "batch_threads": batchint.workers(),
+            "batch_bit_exact": bool(rep.first_int_divergence is None
+                                    and np.array_equal(rep.output_int, literal)),
+            "batch_layer_seconds": {r.name: round(r.seconds, 4) for r in rep.layers}}
+
+
 def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
           compare_size: int = 32, compare_width: float = 0.25,
-          network: str = "resnet18", config: AccelConfig = BENCH_CONFIG) -> dict[str, Any]:
+          network: str = "resnet18", config: AccelConfig = BENCH_CONFIG,
+          batch: int = 0) -> dict[str, Any]:
     model = seednets.build(network, width=width, size=size, seed=seed)
     rng = np.random.default_rng(seed)
     calib = rng.standard_normal((calib_n, 3, size, size)).astype(np.float32)
@@ -142,10 +182,14 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
     peak_compile = _status_bytes("VmHWM") if fresh else None
     totals = comp.totals()
     least = unique_bytes(comp)
+    # Best of three each, in alternation; the first run, which also parses every distinct
+    # program's loop nests (cached per text), saved apart.
     t0 = time.perf_counter()
     rep = runtime.run(comp, x, get_backend("emu", fast=True))
-    t_emu = time.perf_counter() - t0
-    t_ort, y_ort = _ort_seconds(model, x)
+    t_first = time.perf_counter() - t0
+    t_emu, t_ort, rep, y_ort = side_by_side(
+        lambda: runtime.run(comp, x, get_backend("emu", fast=True)), model, x, 3)
+    t_emu = min(t_emu, t_first)
     # The emulator's result is checked bit for bit against the integer reference inside run().
     result = {
         "network": f"{network} (random weights), width {width}, input {size}x{size}",
@@ -158,6 +202,7 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "peak_rss_bytes_during_compile": peak_compile,
         "compile_breakdown": comp.info["compile_seconds"],
         "emulator_fast_seconds": t_emu,
+        "emulator_fast_seconds_first_run": t_first,
         "onnxruntime_float_seconds": t_ort,
         "emulator_over_onnxruntime": t_emu / t_ort,
         "program_bytes": totals["image_bytes"],
@@ -181,6 +226,8 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "machine": {"python": platform.python_version(), "cpu": platform.processor()
                     or platform.machine()},
     }
+    if batch:
+        result.update(batch_figures(comp, model, batch, size, seed))
     return result
 
 
@@ -193,9 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--config", default="default",
                    help=f"accelerator: {', '.join(CONFIGS)} or a TOML/JSON file")
+    p.add_argument("--batch", type=int, default=32,
+                   help="also time asd run's batch path on this many images beside "
+                        "onnxruntime (0: skip)")
     p.add_argument("--compare-size", type=int, default=32)
     p.add_argument("--compare-width", type=float, default=0.25)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "compiler.json"))
+    p.add_argument("--merge", action="store_true",
+                   help="keep the networks of an existing --out file that this run does not "
+                        "measure (each network's figures stay from one run)")
     args = p.parse_args(argv)
     names = list(NETWORKS) if args.networks == "all" else args.networks.split(",")
     unknown = [n for n in names if n not in NETWORKS]
@@ -203,10 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown network {unknown[0]} (known: {', '.join(NETWORKS)})")
     config = (CONFIGS[args.config] if args.config in CONFIGS
               else AccelConfig.load(args.config))
-    results = {}
+    results: dict[str, Any] = {}
+    if args.merge and Path(args.out).exists():
+        kept = json.loads(Path(args.out).read_text()).get("networks", {})
+        results.update({k: v for k, v in kept.items() if k not in names})
     for name in names:
         results[name] = bench(args.size, args.width, compare_size=args.compare_size,
-                              compare_width=args.compare_width, network=name, config=config)
+                              compare_width=args.compare_width, network=name, config=config,
+                              batch=args.batch)
         r = results[name]
         peak = r["peak_rss_bytes_during_compile"] or r["peak_rss_bytes_after_compile"]
         print(f"{name:<14} compile {r['compile_seconds']:7.1f} s ({r['compile_cpu_seconds']:.1f} s "
@@ -219,8 +276,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['cycles_per_image']:>14,} cycles   MAC utilization "
               f"{r['mac_utilization']:.1%} ({r['mac_utilization_end_to_end']:.1%} end to end)"
               f"   bit-exact {r['bit_exact_with_integer_reference']}", flush=True)
+        if args.batch:
+            print(f"{'':<14} batch of {r['batch_size']}: asd run {r['batch_seconds']:.2f} s   "
+                  f"onnxruntime {r['onnxruntime_batch_seconds']:.3f} s   ratio "
+                  f"{r['batch_over_onnxruntime']:.1f}x   ({r['batch_threads']} threads)   "
+                  f"bit-exact {r['batch_bit_exact']}", flush=True)
         # Saved after every network: a long run stopped half way keeps what it measured.
-        res = results[names[0]] if len(names) == 1 else {"networks": results}
+        res = results[names[0]] if len(results) == 1 else {"networks": results}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     return 0

@@ -138,15 +138,37 @@ def seednets() -> str:
         b = n.get("peak_rss_bytes_during_compile") or n["peak_rss_bytes_after_compile"]
         return f"{b / 2**30:.2f} GiB"
 
+    order = sorted(nets.items(), key=lambda kv: list(SEEDNET_NAMES).index(kv[0])
+                   if kv[0] in SEEDNET_NAMES else 99)
     rows = [[SEEDNET_NAMES.get(k, k), f"{n['compile_seconds']:.1f} s", peak(n),
              f"{n['emulator_fast_seconds']:.3g} s", f"{n['onnxruntime_float_seconds']:.3f} s",
              f"{n['emulator_over_onnxruntime']:.0f}x", f"{n['program_bytes'] / 1e6:.1f} MB",
              f"{n['program_over_unique']:.2f}x", f"{n['cycles_per_image']:,}",
              f"{n['mac_utilization']:.1%} ({n['mac_utilization_end_to_end']:.1%})"
              if "mac_utilization" in n else "-"]
-            for k, n in sorted(nets.items(), key=lambda kv: list(SEEDNET_NAMES).index(kv[0])
-                               if kv[0] in SEEDNET_NAMES else 99)]
-    return table(head, rows)
+            for k, n in order]
+    batch = [[SEEDNET_NAMES.get(k, k), str(n["batch_size"]), f"{n['batch_seconds']:.2f} s",
+              f"{n['onnxruntime_batch_seconds']:.3f} s", f"{n['batch_over_onnxruntime']:.1f}x",
+              str(n["batch_threads"]), "yes" if n["batch_bit_exact"] else "NO"]
+             for k, n in order if "batch_seconds" in n]
+    older = [SEEDNET_NAMES.get(k, k) for k, n in order
+             if "emulator_fast_seconds_first_run" not in n]
+    note = ("\n\n*emulator*: `asd run` on one image, best of three runs taken in alternation "
+            "with onnxruntime's (first runs, which also parse every distinct program's loop "
+            "nests: "
+            + ", ".join(f"{SEEDNET_NAMES.get(k, k)} {n['emulator_fast_seconds_first_run']:.2f} s"
+                        for k, n in order if "emulator_fast_seconds_first_run" in n) + ")"
+            + (f"; {', '.join(older)}: an earlier run that timed one emulator run"
+               if older else "") + "."
+            if len(older) < len(order) else "")
+    if not batch:
+        return table(head, rows) + note
+    return (table(head, rows) + note + "\n\n`asd run` on a batch (the integer semantics for every "
+            "image, image 0 on the emulator and checked against them) beside onnxruntime float "
+            "on the same images and threads, in the same run; *bit-exact*: every image's output "
+            "equals the literal integer definition:\n\n"
+            + table(["network (224x224)", "batch", "asd run", "onnxruntime float", "ratio",
+                     "threads", "bit-exact"], batch))
 
 
 hw_headline = hwtables.hw_headline

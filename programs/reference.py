@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from contract import blas, semantics
 
-from . import hostops
+from . import batchint, hostops
 from .graph import Graph, Layer
 from .qnet import QLayer, QNet
 
@@ -153,10 +153,18 @@ def quantize_input(x_nchw: NDArray, scale: float, act_bits: int, zero: int = 0) 
     return np.clip(q, -lim, lim - 1).astype(np.int64)
 
 
-def int_layer(ql: QLayer, qnet: QNet, ins: list[I64]) -> I64:
-    """One layer in integers, exactly as the accelerator computes it (NHWC, batch first)."""
+def int_layer(ql: QLayer, qnet: QNet, ins: list[I64], literal: bool = False) -> I64:
+    """One layer in integers, exactly as the accelerator computes it (NHWC, batch first).
+
+    Convolutions, additions and poolings go through :mod:`programs.batchint` (float BLAS and
+    fused requantization where bounds prove them exact); ``literal`` runs the definition
+    below instead, which the tests hold the fast paths against."""
     c = qnet.config
     lay = ql.layer
+    if not literal:
+        fast = batchint.int_layer(ql, qnet, ins)
+        if fast is not None:
+            return fast
     if lay.op == "maxpool":
         return windows(ins[0], lay.kernel, lay.stride, lay.pads, c.act_min).max(axis=(3, 4))
     if lay.op == "concat":
@@ -192,13 +200,15 @@ def int_layer(ql: QLayer, qnet: QNet, ins: list[I64]) -> I64:
     return np.asarray(y, np.int64)
 
 
-def int_forward(qnet: QNet, x_nchw: NDArray) -> dict[str, I64]:
-    """Every tensor of the quantized network in integers (NHWC), from a float NCHW input."""
+def int_forward(qnet: QNet, x_nchw: NDArray, literal: bool = False) -> dict[str, I64]:
+    """Every tensor of the quantized network in integers (NHWC), from a float NCHW input
+    (``literal``: by the definition alone, see int_layer)."""
     g = qnet.graph
     vals = {g.input: quantize_input(x_nchw, qnet.scales[g.input], qnet.config.act_bits,
                                     qnet.zero(g.input))}
     for lay in qnet.graph.layers:
-        vals[lay.output] = int_layer(qnet.qlayers[lay.name], qnet, [vals[t] for t in lay.inputs])
+        vals[lay.output] = int_layer(qnet.qlayers[lay.name], qnet, [vals[t] for t in lay.inputs],
+                                     literal)
     return vals
 
 

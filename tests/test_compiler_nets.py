@@ -81,3 +81,6 @@ def test_benchmark_runs_small(tmp_path: Path) -> None:
     assert res["cycles_per_image"] > 0 and res["program_bytes"] > 0
     assert res["emulator_over_onnxruntime"] > 0
     assert set(res["requant_search"]) >= {"requant_aware", "max_abs_scales"}
+    # asd run's batch path beside onnxruntime, every image checked against the definition.
+    assert res["batch_size"] == 32 and res["batch_bit_exact"] is True
+    assert res["batch_over_onnxruntime"] > 0 and res["batch_threads"] >= 1

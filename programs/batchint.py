@@ -1,0 +1,306 @@
+"""Integer layers of a batch through float BLAS, bit-exact with their literal definition.
+
+:func:`programs.reference.int_layer` defines a layer as sums of integer products, the
+accumulator's wrap and a requantization.  Done literally in int64 that has no BLAS and many
+passes over big arrays; this module computes the same integers with float matrix products
+wherever a bound proves them exact, and returns None (the caller then runs the literal
+definition) wherever one does not:
+
+* A sum of integer products whose absolute values add up to less than 2^24 (float32) or
+  2^53 (float64) is exact in that type in any order a BLAS may take: every partial sum is an
+  integer under the bound, which the type holds exactly.  The bound is max|x| (this batch's
+  data and the border's value) times each output channel's sum of |w|.  A reduction too long
+  for float32 is cut into a few chunks that each satisfy its bound (float32 products run about
+  twice as fast as float64 here), and the chunk results are added in float64.
+* Where |sum| + |bias| stays below 2^(acc_bits-1) the accumulator's wrap changes nothing.
+* The requantization ``rnd(acc * m, s) = (acc * m + 2^(s-1)) >> s`` equals
+  ``floor(S * (m 2^-s) + (bias * m 2^-s + 1/2))`` in float64 (``acc = S + bias``): each term
+  is an integer scaled by a power of two and their sum is ``(acc*m + 2^(s-1)) 2^-s`` with
+  ``|acc * m| < 2^52``, so every step is exact.
+* im2col runs block by block (rows of one image's output), so the copied windows stay in the
+  cache, and each block is requantized right after its product; a 1x1 stride-1 convolution
+  needs no copy at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from contract import blas, semantics
+from contract.config import AccelConfig
+
+from .qnet import QLayer, QNet
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+EXACT_F32 = 1 << 24
+EXACT_F64 = 1 << 53
+# Past this many float32 chunks one float64 product is cheaper.
+MAX_F32_CHUNKS = 3
+# Fewer output pixels than this (a fully connected layer on a few images, the last 7x7 of
+# one image) run by the literal definition: there the passes over the weights that this path
+# makes (transpose, bounds, float copy) cost more than the product; AlexNet's first fully
+# connected layer on one image took 2.3 s here against 0.35 s.
+MIN_ROWS = 128
+# Grouped convolutions with more groups than this run by the literal definition.
+MAX_GROUPS = 8
+# Bytes of one block's copied windows: well inside the 1-4 MB L2 caches of current cores.
+BLOCK_BYTES = 1 << 20
+
+
+def _req_factors(ql: QLayer, c: AccelConfig) -> tuple[I64, I64]:
+    """Per channel the REQ multiplier's integer ``m`` and shift ``s``, read back from the
+    parameter words the accelerator gets (so the hardware's semantics, not the compiler's
+    intent, define them)."""
+    code, shift = semantics.req_fields(ql.req_params, c.code_bits)
+    m = semantics.shift_add(np.ones_like(code), code, c.exp_bits)
+    return np.asarray(m, np.int64), np.asarray(shift, np.int64)
+
+
+@dataclass
+class Requant:
+    """``y = clip(floor(S * scale + offset))`` per output channel (see the module notes)."""
+
+    scale: NDArray[Any]  # float64, or float32 where that is exact too
+    offset: NDArray[Any]
+    lo: int
+    hi: int
+
+    @staticmethod
+    def of(ql: QLayer, c: AccelConfig, bias: I64, reach: I64) -> Requant | None:
+        """None unless ``reach`` (per channel, a bound on |S| + |bias|) proves the wrap a
+        no-op and the float64 steps exact."""
+        m, s = _req_factors(ql, c)
+        if reach.size and (int(reach.max()) >= 1 << (c.acc_bits - 1)
+                           or float(np.max(reach * np.abs(m))) >= 2.0 ** 52):
+            return None
+        scale = np.asarray(m * np.exp2(-s.astype(np.float64)), np.float64)
+        lo = 0 if ql.relu else c.act_min
+        offset = np.asarray(bias * scale + 0.5, np.float64)
+        # The same steps are exact in float32 (half the bytes a pass) when every numerator
+        # acc * m + 2^(s-1) stays below 2^24: short reductions, often the largest outputs.
+        half = np.where(s > 0, np.exp2(np.maximum(s - 1, 0).astype(np.float64)), 0.0)
+        if reach.size and float(np.max(reach * np.abs(m) + half)) < EXACT_F32:
+            return Requant(scale.astype(np.float32), offset.astype(np.float32), lo, c.act_max)
+        return Requant(scale, offset, lo, c.act_max)
+
+    def apply(self, acc: NDArray[Any], out: I64, cols: slice = slice(None)) -> None:
+        """Requantize ``acc`` (rows x channels, exact integers) into ``out``."""
+        t = np.multiply(acc, self.scale[cols], dtype=self.scale.dtype)
+        t += self.offset[cols]
+        np.floor(t, out=t)
+        np.clip(t, self.lo, self.hi, out=t)
+        out[...] = t
+
+
+def _chunks(absw: I64, xmax: int) -> tuple[list[tuple[int, int]], Any] | None:
+    """Column ranges of the reduction (``absw`` is |w| as channels x K) and the float type in
+    which each range's products sum exactly; None when not even one term is exact."""
+    k = absw.shape[1]
+    if xmax == 0 or k == 0:
+        return [(0, k)], np.float32
+    for limit, dtype, most in ((EXACT_F32, np.float32, MAX_F32_CHUNKS),
+                               (EXACT_F64, np.float64, k)):
+        for n in range(1, most + 1):
+            starts = np.linspace(0, k, n + 1).astype(np.int64)
+            if len(np.unique(starts)) != n + 1:
+                break
+            # Per range the largest channel's sum of |w| (channels in blocks: bounded memory).
+            worst = max(int(np.add.reduceat(absw[i: i + 256], starts[:-1], axis=1).max())
+                        for i in range(0, absw.shape[0], 256))
+            if worst * xmax < limit:
+                return [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])], dtype
+            if n == 1 and dtype is np.float64 and int(absw.max()) * xmax >= limit:
+                return None
+    return None
+
+
+_POOL: dict[int, ThreadPoolExecutor] = {}  # by thread count, made on first use
+
+
+def workers() -> int:
+    """Threads for a batch: onnxruntime's intra-op setting (contract.blas.ort_threads), so
+    the two run side by side with the same threads; its default is one per usable core."""
+    return blas.ort_threads() or len(os.sched_getaffinity(0))
+
+
+def parallel(tasks: list[tuple[int, int]], work: Callable[[int, int], None]) -> None:
+    """``work(*task)`` for every task, on :func:`workers` threads each with a one-thread
+    BLAS.  numpy drops the GIL in products, copies and ufunc loops, so blocks overlap; pool
+    threads wait on a queue, where BLAS's own threads would spin against the rest of a busy
+    machine (see contract.blas)."""
+    n = workers()
+    with blas.one_blas_thread():
+        if n <= 1 or len(tasks) <= 1:
+            for t in tasks:
+                work(*t)
+            return
+        if n not in _POOL:
+            _POOL[n] = ThreadPoolExecutor(n, thread_name_prefix="batchint")
+        for f in [_POOL[n].submit(work, *t) for t in tasks]:
+            f.result()
+
+
+def _abs_max(x: I64) -> int:
+    return max(int(x.max()), -int(x.min())) if x.size else 0
+
+
+def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
+    """A convolution layer's requantized output (N, OH, OW, Co), or None when a bound fails
+    (leaky activations too: the caller applies the literal definition)."""
+    lay = ql.layer
+    assert ql.w_int is not None and ql.bias_int is not None
+    # Many groups (depthwise) would be many tiny products per block: the literal definition's
+    # one pass per group over the whole batch is the better loop there.
+    if ql.slope_params is not None or lay.groups > MAX_GROUPS:
+        return None
+    w = np.asarray(ql.w_int, np.int64)
+    co, cig, kh, kw = w.shape
+    (t, l, b, r), (sh, sw) = lay.pads, lay.stride
+    n, h, wd, ci = x.shape
+    oh, ow = (h + t + b - kh) // sh + 1, (wd + l + r - kw) // sw + 1
+    if n * oh * ow < MIN_ROWS:
+        return None
+    groups = lay.groups
+    cog = co // groups
+    wk = w.transpose(0, 2, 3, 1).reshape(co, -1)  # (Co, K), K in window order (kh, kw, ci)
+    xmax = max(_abs_max(x), abs(pad) if any(lay.pads) else 0)
+    absw = np.abs(wk)
+    bias = np.asarray(ql.bias_int, np.int64)
+    req = Requant.of(ql, c, bias, xmax * absw.sum(axis=1) + np.abs(bias))
+    plans = [_chunks(absw[g * cog:(g + 1) * cog], xmax) for g in range(groups)]
+    if req is None or any(p is None for p in plans):
+        return None
+    dtype = np.float64 if any(p[1] is np.float64 for p in plans if p) else np.float32
+    wmats = [wk[g * cog:(g + 1) * cog].astype(dtype) for g in range(groups)]
+    xp = np.full((n, h + t + b, wd + l + r, ci), pad, dtype)
+    xp[:, t:t + h, l:l + wd] = x
+    out = np.empty((n, oh, ow, co), np.int64)
+    plain = kh == kw == 1 and sh == sw == 1
+    if not plain:
+        v = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))
+        v = v[:, ::sh, ::sw].transpose(0, 1, 2, 4, 5, 3)  # (N, OH, OW, KH, KW, C), a view
+    rows = max(1, BLOCK_BYTES // max(1, ow * kh * kw * ci * np.dtype(dtype).itemsize))
+
+    def block(i: int, r0: int) -> None:
+        r1 = min(oh, r0 + rows)
+        if plain:
+            cols = xp[i, r0:r1].reshape(-1, ci)
+        else:
+            cols = v[i, r0:r1].reshape((r1 - r0) * ow, -1)  # the one copy (im2col)
+        dest = out[i, r0:r1].reshape(-1, co)
+        for g, plan in enumerate(plans):
+            assert plan is not None
+            gcols = cols if groups == 1 else _group_cols(cols, g, groups, kh * kw, cig)
+            acc: NDArray[Any] | None = None
+            for k0, k1 in plan[0]:
+                part = gcols[:, k0:k1] @ wmats[g][:, k0:k1].T
+                acc = part if acc is None else np.add(acc, part, dtype=np.float64)
+            assert acc is not None
+            gs = slice(g * cog, (g + 1) * cog)
+            req.apply(acc, dest[:, gs], gs)
+
+    parallel([(i, r0) for i in range(n) for r0 in range(0, oh, rows)], block)
+    return out
+
+
+def _group_cols(block: NDArray[Any], g: int, groups: int, taps: int, cig: int) -> NDArray[Any]:
+    """Group g's columns of an im2col block whose K axis is (taps, all input channels)."""
+    return block.reshape(len(block), taps, groups * cig)[:, :, g * cig:(g + 1) * cig].reshape(
+        len(block), -1)
+
+
+def linear_requant(acc: I64, ql: QLayer, c: AccelConfig) -> I64:
+    """requantize(wrap(acc)) of an exact int64 accumulator, as integers: ``acc * m`` never
+    wraps int64 (|acc| < 2^40, |m| <= 2^(2^E)) and the rounding is an add and a shift."""
+    m, s = _req_factors(ql, c)
+    acc = semantics.wrap(acc, c.acc_bits)
+    y = acc * m
+    y += np.where(s > 0, np.left_shift(1, np.maximum(s - 1, 0)), 0)
+    np.right_shift(y, s, out=y)
+    np.clip(y, 0 if ql.relu else c.act_min, c.act_max, out=y)
+    return np.asarray(y, np.int64)
+
+
+def maxpool(x: I64, kernel: tuple[int, int], stride: tuple[int, int],
+            pads: tuple[int, int, int, int], fill: int) -> I64:
+    """Max pooling as a running maximum of the kernel's strided slices (one pass each),
+    image by image on the threads."""
+    t, l, b, r = pads
+    if any(pads):
+        x = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=fill)
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    out = np.empty((x.shape[0], oh, ow, x.shape[3]), np.int64)
+
+    def image(n: int, _: int) -> None:
+        for i in range(kh):
+            for j in range(kw):
+                s = x[n, i: i + sh * (oh - 1) + 1: sh, j: j + sw * (ow - 1) + 1: sw]
+                if i == j == 0:
+                    out[n] = s
+                else:
+                    np.maximum(out[n], s, out=out[n])
+
+    parallel([(n, 0) for n in range(len(x))], image)
+    return out
+
+
+def _code_int(code: int, c: AccelConfig) -> int:
+    return int(semantics.product(np.ones(1, np.int64), code, c.weights, c.exp_bits)[0])
+
+
+def int_layer(ql: QLayer, qnet: QNet, ins: list[I64]) -> I64 | None:
+    """The layer's output by the paths above, or None where the literal definition runs."""
+    c, lay = qnet.config, ql.layer
+    if lay.op == "conv":
+        return conv_layer(ins[0], ql, c, qnet.zero(lay.inputs[0]))
+    if lay.op == "maxpool":
+        return maxpool(ins[0], lay.kernel, lay.stride, lay.pads, c.act_min)
+    if lay.op == "add" and ql.slope_params is None:
+        assert ql.add_codes is not None
+        a0, a1 = (_code_int(code, c) for code in ql.add_codes)
+        fast = add_layer(ins[0], ins[1], a0, a1, ql, c)
+        if fast is not None:
+            return fast
+        acc = ins[0] * a0
+        acc += ins[1] * a1
+        if ql.bias_int is not None:
+            acc += ql.bias_int
+        return linear_requant(acc, ql, c)
+    return None
+
+
+def add_layer(x0: I64, x1: I64, a0: int, a1: int, ql: QLayer, c: AccelConfig) -> I64 | None:
+    """``requantize(wrap(x0 a0 + x1 a1 + bias))`` as ``floor(x0 (a0 scale) + x1 (a1 scale)
+    + offset)`` in float64, image by image on the threads: each term is an integer times a
+    power of two under 2^52, and so is their sum (see the module notes).  None where the
+    bound fails."""
+    channels = x0.shape[-1]
+    bias = (np.zeros(channels, np.int64) if ql.bias_int is None
+            else np.asarray(ql.bias_int, np.int64))
+    reach = _abs_max(x0) * abs(a0) + _abs_max(x1) * abs(a1) + np.abs(bias)
+    req = Requant.of(ql, c, bias, reach)
+    if req is None:
+        return None
+    s0, s1 = a0 * req.scale, a1 * req.scale
+    out = np.empty(x0.shape, np.int64)
+
+    def image(i: int, _: int) -> None:
+        t = np.multiply(x0[i], s0, dtype=s0.dtype)
+        t += x1[i] * s1
+        t += req.offset
+        np.floor(t, out=t)
+        np.clip(t, req.lo, req.hi, out=t)
+        out[i] = t
+
+    parallel([(i, 0) for i in range(len(x0))], image)
+    return out

@@ -1,0 +1,112 @@
+"""The batch paths of programs.batchint (float BLAS, fused requantization, threads) equal the
+literal integer definition in programs.reference bit for bit, on random layers and
+configurations, including reductions long enough to be cut into chunks, accumulators narrow
+enough to wrap (where the fast path must step aside) and zero-point borders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contract import semantics
+from contract.config import AccelConfig
+from contract.isa import REQ_SHIFT_MAX
+from programs import batchint, reference
+from programs.graph import Graph, Layer
+from programs.qnet import QLayer, QNet
+from tests.strategies import small_configs
+
+
+@contextmanager
+def every_size() -> Iterator[None]:
+    """The fast paths on layers of any size (small ones normally take the definition)."""
+    old, batchint.MIN_ROWS = batchint.MIN_ROWS, 0
+    try:
+        yield
+    finally:
+        batchint.MIN_ROWS = old
+
+
+def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list[np.ndarray]]:
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    groups = draw(st.sampled_from([1, 1, 2]))
+    ci = groups * draw(st.integers(1, 5))
+    co = groups * draw(st.integers(1, 6))
+    k = draw(st.sampled_from([1, 2, 3]))
+    s = draw(st.sampled_from([1, 2]))
+    pads = tuple(draw(st.integers(0, k - 1)) for _ in range(4))
+    h, w = draw(st.integers(k, 9)), draw(st.integers(k, 9))
+    n = draw(st.integers(1, 3))
+    lay = Layer("l", op, ["x", "x"] if op == "add" else ["x"], "y", kernel=(k, k), stride=(s, s),
+                pads=pads, groups=groups)
+    # Codes at the extremes as often as anywhere: long reductions of large weights are
+    # what forces chunks and float64.
+    fmt = c.weight_format
+    top = (1 << fmt.code_bits(c.exp_bits)) - 1
+    codes = rng.integers(0, top + 1, (co, ci // groups, k, k))
+    if draw(st.booleans()):
+        codes[:] = int(np.argmax(np.abs(fmt.to_int(np.arange(top + 1), c.exp_bits))))
+    w_int = fmt.to_int(codes, c.exp_bits).astype(np.int64)
+    lay.weight = w_int.astype(np.float64)
+    req_codes = rng.integers(0, 1 << c.code_bits, co)
+    mult = semantics.shift_add(np.ones(co, np.int64), req_codes, c.exp_bits)
+    mult = np.where(mult == 0, 1, mult)
+    ql = QLayer(lay, w_int=w_int, bias_int=rng.integers(-(1 << 20), 1 << 20, co),
+                mult=mult, shift=rng.integers(0, REQ_SHIFT_MAX + 1, co),
+                relu=draw(st.booleans()), config=c)
+    if op == "add":
+        ql.w_int, ql.add_ints = None, tuple(int(v) for v in fmt.to_int(rng.integers(0, top + 1, 2),
+                                                                       c.exp_bits))
+        ql.mult, ql.shift = mult[:1].repeat(ci), ql.shift[:1].repeat(ci)
+        ql.bias_int = None if draw(st.booleans()) else ql.bias_int[:1].repeat(ci)
+    zero = draw(st.sampled_from([0, c.act_min]))
+    g = Graph("x", (ci, h, w), "y", [lay])
+    q = QNet(g, c, {"x": 1.0, "y": 1.0}, {"l": ql}, zero_points={"x": zero} if zero else {})
+    xs = [rng.integers(c.act_min, c.act_max + 1, (n, h, w, ci)) for _ in lay.inputs]
+    if draw(st.booleans()):
+        xs[0][...] = c.act_min
+    return ql, q, xs
+
+
+@given(small_configs(), st.sampled_from(["conv", "maxpool", "add"]), st.data())
+def test_fast_layers_equal_the_literal_definition(c: AccelConfig, op: str, data: st.DataObject
+                                                  ) -> None:
+    ql, q, xs = _layer(data.draw, c, op)
+    with every_size():
+        fast = reference.int_layer(ql, q, xs)
+    literal = reference.int_layer(ql, q, xs, literal=True)
+    assert fast.dtype == np.int64 and np.array_equal(fast, literal)
+
+
+def test_long_reductions_are_cut_into_exact_chunks() -> None:
+    """A 3x3x512 reduction of maximal weights on maximal inputs overflows float32's exact
+    range: it runs in chunks (or float64) and still equals the definition."""
+    absw = np.full((4, 4608), 192, np.int64)
+    chunks, dtype = batchint._chunks(absw, 128) or ([], None)
+    assert dtype is np.float64 or len(chunks) > 1
+    assert all(192 * 128 * (b - a) < (1 << 53 if dtype is np.float64 else 1 << 24)
+               for a, b in chunks)
+    small = batchint._chunks(absw[:, :100], 128)
+    assert small is not None and small[0] == [(0, 100)] and small[1] is np.float32
+
+
+def test_the_fast_path_is_taken_and_steps_aside_when_the_accumulator_wraps() -> None:
+    c = AccelConfig()
+    rng = np.random.default_rng(0)
+    lay = Layer("l", "conv", ["x"], "y", kernel=(3, 3), pads=(1, 1, 1, 1))
+    w_int = rng.integers(-192, 193, (8, 16, 3, 3))
+    ql = QLayer(lay, w_int=w_int, bias_int=rng.integers(-1000, 1000, 8), mult=np.full(8, 3),
+                shift=np.full(8, 12), relu=True, config=c)
+    x = rng.integers(-128, 128, (4, 6, 6, 16))
+    assert batchint.conv_layer(x, ql, c, 0) is not None  # 144 output pixels: the fast path
+    assert batchint.conv_layer(x[:1], ql, c, 0) is None  # 36: the definition is cheaper
+    narrow = AccelConfig(acc_bits=20)
+    ql.config = narrow
+    assert batchint.conv_layer(x, ql, narrow, 0) is None  # sums reach 2^19: wrap matters
+    q = QNet(Graph("x", (16, 6, 6), "y", [lay]), narrow, {"x": 1.0, "y": 1.0}, {"l": ql})
+    assert np.array_equal(reference.int_layer(ql, q, [x]),
+                          reference.int_layer(ql, q, [x], literal=True))
