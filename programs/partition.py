@@ -11,7 +11,7 @@ MACs; the softmax (float, last layer) likewise.
 ``mac_share`` is accelerator MACs over all MACs.
 
 Words: the accelerator side's are the host <-> accelerator transfers of
-:func:`programs.runtime.layer_transfers` (program, weights, parameters, input and output
+:func:`programs.workload.layer_transfers` (program, weights, parameters, input and output
 bands); the host side's are the elements a host op reads and writes, counted at the same
 ``host_words_per_cycle`` (conservative: a host op between two accelerator layers reads what
 the layer before stored and its output is loaded again by the next).
@@ -24,7 +24,7 @@ from typing import Any
 
 from .graph import Graph, Layer
 from .lower import LoweredLayer
-from .workload import layer_macs
+from .workload import layer_macs, layer_transfers
 
 
 def host_work(lay: Layer, graph: Graph) -> tuple[int, int, int]:
@@ -38,7 +38,6 @@ def host_work(lay: Layer, graph: Graph) -> tuple[int, int, int]:
 def partition(graph: Graph, layers: list[LoweredLayer], config: Any) -> dict[str, Any]:
     """Per side (``accelerator``, ``host``): layers, ops (count by op), MACs, words and their
     cycles at ``host_words_per_cycle``; and ``mac_share``."""
-    from .runtime import layer_transfers
 
     by_name = {lay.name: lay for lay in graph.layers}
     sides: dict[str, dict[str, Any]] = {

@@ -25,7 +25,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contract.backend import DEFAULT_LIMITS, GOLDEN, Backend, Limits, get_backend
-from contract.config import AccelConfig
 from contract.errors import AsdError
 from contract.image import Image
 
@@ -33,7 +32,7 @@ from . import reference as ref
 from .lower import LoweredLayer, Tile
 from .manifest import Compiled
 from .partition import host_work
-from .workload import layer_macs, utilization
+from .workload import layer_macs, layer_transfers, utilization
 
 I64 = NDArray[np.int64]
 
@@ -44,48 +43,6 @@ class DivergenceError(RuntimeError, AsdError):
 
 class InputError(ValueError, AsdError):
     """An input batch the network cannot take (its shape)."""
-
-
-@dataclass
-class Transfers:
-    """What the host moves for one image of a layer, tile by tile: the program, the weights
-    (a block already in WMEM from the tile before is not loaded again), the parameters and the
-    input bands in; the output band out.  Words are memory words (an instruction, a WMEM or
-    BMEM word of every lane, an AMEM element); cycles at ``host_words_per_cycle``, not
-    overlapped with computing."""
-
-    load_words: int = 0
-    store_words: int = 0
-    bytes: int = 0
-    cycles: int = 0
-
-
-def layer_transfers(ll: LoweredLayer, config: AccelConfig) -> Transfers:
-    """The host's loads and stores for one image of ``ll`` (static: tiles have fixed bands)."""
-    c = config
-    word_bytes = {"text": 4, "weights": c.lanes * c.weight_bits / 8,
-                  "params": c.lanes * c.acc_bits / 8, "acts": c.act_bits / 8}
-    t = Transfers()
-    moved = 0.0
-    in_wmem: NDArray[np.integer] | None = None
-    for tile in ll.tiles:
-        img = tile.image
-        w = img.weights
-        reload = not (in_wmem is not None and in_wmem.shape == w.shape
-                      and np.array_equal(in_wmem, w))
-        in_wmem = w
-        acts = tile.out_base + len(img.acts)  # the input bands lie below the output
-        x0, x1 = tile.out_cols or (0, ll.out_shape[2])
-        out = (tile.out_rows[1] - tile.out_rows[0]) * (x1 - x0) * (
-            tile.out_channels[1] - tile.out_channels[0])
-        words = {"text": len(img.text), "weights": len(w) if reload else 0,
-                 "params": len(img.params), "acts": acts + out}
-        t.load_words += sum(words.values()) - out
-        t.store_words += out
-        moved += sum(words[k] * word_bytes[k] for k in words)
-    t.bytes = int(round(moved))
-    t.cycles = -(-(t.load_words + t.store_words) // c.host_words_per_cycle)
-    return t
 
 
 @dataclass

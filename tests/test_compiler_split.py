@@ -14,7 +14,7 @@ import pytest
 
 from contract.backend import get_backend
 from contract.config import AccelConfig
-from programs import reference, runtime
+from programs import reference, runtime, workload
 from programs.fit import pieces, plan_reduction
 from programs.manifest import Compiled, compile_model
 from tests.zoo_onnx import chain_model
@@ -149,7 +149,7 @@ def test_host_transfers_are_counted(compiled: tuple[Compiled, np.ndarray]) -> No
     comp, x = compiled
     rep = runtime.run(comp, x[:1])
     conv = comp.layers[0]
-    moved = runtime.layer_transfers(conv, comp.config)
+    moved = workload.layer_transfers(conv, comp.config)
     assert rep.layers[0].transfer_words == moved.load_words + moved.store_words
     blocks = {t.image.weights.tobytes(): len(t.image.weights) for t in conv.tiles}
     rest = sum(len(t.image.text) + len(t.image.params) + t.out_base + len(t.image.acts)
@@ -158,7 +158,7 @@ def test_host_transfers_are_counted(compiled: tuple[Compiled, np.ndarray]) -> No
     assert moved.store_words == sum(
         (t.out_rows[1] - t.out_rows[0]) * (t.out_cols[1] - t.out_cols[0] if t.out_cols else 6)
         * (t.out_channels[1] - t.out_channels[0]) for t in conv.tiles)
-    wide = runtime.layer_transfers(conv, comp.config.replace(host_words_per_cycle=4))
+    wide = workload.layer_transfers(conv, comp.config.replace(host_words_per_cycle=4))
     assert wide.cycles == -(-(moved.load_words + moved.store_words) // 4)
     d = rep.as_dict()
     assert d["end_to_end_cycles_per_image"] == d["cycles_per_image"] + sum(

@@ -18,12 +18,6 @@ ALLOWED = {
     "accel": {"contract", "emu"},
     "programs": {"contract", "asd", "emu"},
 }
-# Cycles closed only by an import inside a function (lazy, so the program loads, but the two
-# modules still depend on each other). Known, to be removed by their owners; a new one fails.
-KNOWN_LAZY_CYCLES = {
-    frozenset({"programs.partition", "programs.runtime"}),  # partition needs layer_transfers
-    frozenset({"asd_cli.sweep.child", "asd_cli.sweep.tasks"}),
-}
 MAX_LINES = 500
 
 
@@ -113,8 +107,7 @@ def test_no_import_cycle() -> None:
     top, lazy = imports(modules())
     assert cycles(top) == set()
     both = {m: top[m] | lazy[m] for m in top}
-    new = cycles(both) - KNOWN_LAZY_CYCLES
-    assert new == set(), f"import cycles through function-level imports: {new}"
+    assert cycles(both) == set(), "import cycles through function-level imports"
 
 
 def test_packages_are_layered() -> None:

@@ -1,12 +1,14 @@
 """One eval or run point in a process of its own, so that its measure's ``timeout`` can stop
 it: Dask runs a task in a worker thread, and a Python thread cannot be interrupted.  The
-worker pickles the point and its inputs to a file, starts ``python -m asd_cli.sweep.child IN
-OUT`` and reads the record back from ``OUT``; past the timeout it kills the process and
+worker pickles the function to call (``module:name``, so this module imports none of the
+sweep's) and its arguments to a file, starts ``python -m asd_cli.sweep.child IN OUT`` and
+reads the record back from ``OUT``; past the timeout it kills the process and
 records the point as failed (retried with ``--retry-failed``).  A crash of the point (out of
 memory, a segfault in a native library) then costs this process, never the worker."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import subprocess
@@ -18,13 +20,14 @@ from typing import Any
 _ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(job: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """The record of ``tasks.measure_here(**job)`` run in a child process, or a failed record
-    when it passes ``timeout`` seconds or dies."""
+def run(target: str, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """The record ``target(**job)`` returns (``target`` as ``module:name``, e.g.
+    ``asd_cli.sweep.tasks:measure_here``) run in a child process, or a failed record when it
+    passes ``timeout`` seconds or dies."""
     with tempfile.TemporaryDirectory(prefix="asd-point-") as d:
         src, dst = Path(d) / "job.pickle", Path(d) / "record.pickle"
         with open(src, "wb") as f:
-            pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((target, job), f, protocol=pickle.HIGHEST_PROTOCOL)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
         try:
@@ -47,12 +50,11 @@ def run(job: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    from asd_cli.sweep import tasks
-
     src, dst = Path(argv[0]), Path(argv[1])
     with open(src, "rb") as f:
-        job = pickle.load(f)
-    rec = tasks.measure_here(**job)
+        target, job = pickle.load(f)
+    module, name = target.split(":")
+    rec = getattr(importlib.import_module(module), name)(**job)
     tmp = dst.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         pickle.dump(rec, f, protocol=pickle.HIGHEST_PROTOCOL)

@@ -164,7 +164,8 @@ def run_point(point: dict[str, Any], opts: dict[str, Any], model: dict[str, Any]
     job: dict[str, Any] = {"point": point, "opts": opts, "model": model, "data": data,
                            "pool": pool, "workdir": workdir, "key": key}
     timeout = float(opts.get("timeout") or 0) if point["measure"] in ("eval", "run") else 0.0
-    rec = child.run(job, timeout) if timeout > 0 else measure_here(**job)
+    rec = (child.run(f"{__name__}:measure_here", job, timeout) if timeout > 0
+           else measure_here(**job))
     rec["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     rec["seconds"] = time.perf_counter() - t0
     return rec
