@@ -145,3 +145,31 @@ def test_rounding_needs_calibration(tmp_path):
         quantize_model(modelio.load(path), get_scheme("asd2"), rounding="gptq")
     with pytest.raises(modelio.ModelError, match="unknown rounding"):
         quantize_model(modelio.load(path), get_scheme("asd2"), rounding="best")
+
+
+def test_grouped_strided_im2col_matches_a_direct_extraction():
+    # the (kh, kw, c) patches and col_order give each group's columns in the weight's order
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 6, 7, 5))  # NCHW, 3 channels per group
+    k, s, p, d, g = (3, 2), (2, 1), (1, 0, 2, 1), (1, 2), 2
+    got = rounding.im2col(x, k, s, p, d, g)
+    xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[2]), (p[1], p[3])))
+    oh = (7 + p[0] + p[2] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (5 + p[1] + p[3] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    want = np.array([[xp[n, gi * 3:(gi + 1) * 3, r * s[0]:r * s[0] + d[0] * (k[0] - 1) + 1:d[0],
+                         c * s[1]:c * s[1] + d[1] * (k[1] - 1) + 1:d[1]].ravel()
+                      for n in range(2) for r in range(oh) for c in range(ow)]
+                     for gi in range(g)])
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_float32_statistics_agree_with_float64():
+    # more rows than one float32 product takes, so the chunked sum is exercised
+    rng = np.random.default_rng(5)
+    r = (rng.normal(size=(1, rounding.ROWS_F32 * 2 + 7, 24)) + 1.0).astype(np.float32)
+    a, b = rounding.LayerStats.empty("Gemm", 1, 24), rounding.LayerStats.empty("Gemm", 1, 24)
+    a.add(r)
+    b.add(r.astype(np.float64))  # the same values, float64 products
+    assert a.rows == b.rows == r.shape[1]
+    assert np.allclose(a.hessian, b.hessian, rtol=1e-5) and np.allclose(a.mean, b.mean)
+    assert not np.array_equal(a.hessian, b.hessian)  # float32 products were taken
