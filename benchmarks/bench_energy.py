@@ -36,18 +36,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from accel import asic, designs, inference, pe_array, power
+from accel import asic, designs, inference, pe_array
 from accel.hwreport import IDLE_CYCLES
-from asd_cli.hwreport import layer_stream
-from contract.backend import DEFAULT_LIMITS, Limits, RunResult, get_backend
+from asd_cli.hwreport import SHIPPED_STREAM_NETWORK as NETWORK
+from asd_cli.hwreport import layer_stream, shipped_stream
 from contract.config import AccelConfig
-from contract.image import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "energy_blocks.json"
 HWREPORT = ROOT / "benchmarks" / "results" / "hwreport.json"
 MODE = "carrysave_drain"
-NETWORK = "mnist_lenet"
 # design -> (pe, weights, form)
 DESIGNS = {"shiftadd": ("shiftadd", "asd", "resolved"),
            "int8_booth": ("multiplier", "int8", "booth"),
@@ -55,45 +53,7 @@ DESIGNS = {"shiftadd": ("shiftadd", "asd", "resolved"),
 TARGET = 0.5
 
 
-class _Recorder:
-    """The emulator, keeping the tile image with the most MACs and its count."""
-
-    def __init__(self) -> None:
-        self.inner = get_backend("emu", fast=True)
-        self.best: Image | None = None
-        self.macs = 0
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def run(self, image: Image, limits: Limits = DEFAULT_LIMITS) -> RunResult:
-        result = self.inner.run(image, limits)
-        macs = int(result.counters["ops"].get("MAC", 0))
-        if macs > self.macs:
-            self.best, self.macs = image, macs
-        return result
-
-
-def network_stream(c: AccelConfig, macs: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """The MAC stream of the demo's network as it ships: mnist_lenet compiled for ``c`` as
-    the README does (64 calibration images), run on the first test image; the tile with the
-    most MACs (a conv2 tile), its first ``macs`` MACs.  Its feature maps carry the
-    compiler's zero points, so a ReLU zero is the most negative code, not 0."""
-    from asd import datasets
-    from programs import runtime
-    from programs.manifest import compile_model
-
-    data = datasets.load("mnist5k")
-    comp = compile_model(str(ROOT / "asd" / "data" / "models" / f"{NETWORK}.onnx"), c,
-                         calib=data.x_train[:64])
-    rec = _Recorder()
-    runtime.run(comp, data.x_test[:1], rec)
-    assert rec.best is not None, "the network ran no MAC"
-    return power.mac_stream(rec.best, c, limit=macs)
-
-
-STREAMS = {"digits_conv2": layer_stream, NETWORK: network_stream}
+STREAMS = {"digits_conv2": layer_stream, NETWORK: shipped_stream}
 
 
 def measure(name: str, base: AccelConfig, macs: int, work: Path,

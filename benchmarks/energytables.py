@@ -22,8 +22,8 @@ NAMES = {"shiftadd": "shift-add", "int8_booth": "int8 (Booth partial products)",
          "floor": "floor (no multiply)"}
 # The stream that stands for the shipped product: the demo's network as it compiles.
 SHIPPED_STREAM = "mnist_lenet"
-STREAM_LABELS = {"digits_conv2": "digits conv2 (hwreport's)",
-                 "mnist_lenet": "mnist_lenet, as compiled"}
+STREAM_LABELS = {"digits_conv2": "digits conv2, no zero points",
+                 "mnist_lenet": "mnist_lenet, as compiled (hwreport's)"}
 
 
 def _data() -> dict[str, Any]:
@@ -46,7 +46,7 @@ def _stored_mac_pj() -> dict[str, float] | None:
                 return None
             out[k] = (m["asic_energy_pj"] - (m["asic_stream_cycles"] - m["asic_mac_cycles"])
                       * m["asic_idle_pj_per_cycle"]) / m["asic_mac_cycles"]
-        mine = d["designs"]["shiftadd"]["digits_conv2"]["pj_per_mac_cycle"]
+        mine = d["designs"]["shiftadd"][SHIPPED_STREAM]["pj_per_mac_cycle"]
         # Whether the stored rows are of these very netlists (the difference is the stream).
         out["same_designs"] = float(all(
             r[k]["asic_area"] == d["designs"][k]["area_um2"]
@@ -95,10 +95,10 @@ def hw_energy_blocks() -> str:
         f"{low:.2f}.")
     stored = _stored_mac_pj()
     if stored:
-        text += (f" `asd hwreport`'s stored figures of the same arrays on the digits layer, "
+        text += (f" `asd hwreport`'s stored figures of the same arrays on its stream, "
                  f"{stored['shiftadd']:.1f} and {stored['int8_booth']:.1f} pJ a MAC cycle, no "
                  "longer reproduce: " + ("the designs are the same (area and path agree), "
-                                         "the stream that layer gives today is not."
+                                         "the stream is not."
                                          if stored["same_designs"] else
                                          "their area or path differs too."))
     ng = a["no_glitches"]

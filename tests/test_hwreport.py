@@ -397,3 +397,22 @@ def test_cell_delays_are_annotated(tmp_path: Path) -> None:
         power.simulate_toggles(cells.netlist_v, [models], top, c, x, codes,
                                tmp_path / "slow", mode="carrysave_direct", sdf=slow,
                                dump_depth=1)
+
+
+@pytest.mark.parametrize("weights", ["asd", "int8"])
+def test_shipped_stream_is_the_compiled_demo_network(weights: str) -> None:
+    """hwreport's stream: the demo network as compiled, so its feature maps carry the zero
+    points (a ReLU's zero is the most negative code, which the digits layer computed without
+    them never shows) and every code is one of the configuration's weight format."""
+    from asd_cli.hwreport import shipped_stream
+    from contract import weights as wformats
+
+    pe = wformats.get(weights).pe_kinds[0]
+    cfg = AccelConfig(lanes=4, weights=weights, pe=pe)
+    x, w = shipped_stream(cfg, 300)
+    assert x.shape == (300,) and w.shape == (300, cfg.lanes)
+    assert cfg.act_min <= x.min() and x.max() <= cfg.act_max
+    assert np.mean(x == cfg.act_min) > 0.05  # zero points: ReLU zeros at the bottom code
+    assert w.min() >= 0 and w.max() < 1 << cfg.weight_bits
+    digits_x, _ = layer_stream(cfg, 300)
+    assert not np.any(digits_x == cfg.act_min)

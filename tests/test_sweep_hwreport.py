@@ -68,7 +68,7 @@ def test_a_design_through_the_sweep_equals_the_direct_call(tmp_path: Path) -> No
     figures (about 30 s)."""
     from accel import hwreport
     from accel.kinds import KINDS
-    from asd_cli.hwreport import layer_stream
+    from asd_cli.hwreport import shipped_stream
     from contract.config import AccelConfig
 
     sp = _load(tmp_path, '[axes]\nconfigs = [{lanes = 1, act_bits = 4}]\npe = ["int8_booth"]\n'
@@ -84,7 +84,7 @@ def test_a_design_through_the_sweep_equals_the_direct_call(tmp_path: Path) -> No
     kind = KINDS["int8_booth"]
     cfg = kind.config(AccelConfig(lanes=1, act_bits=4))
     direct = hwreport.measure(cfg, "pe", tmp_path / "direct", seeds=1,
-                              stream=layer_stream(cfg, 200), mode="carrysave_drain",
+                              stream=shipped_stream(cfg, 200), mode="carrysave_drain",
                               form=kind.form)
     assert got.pop("layer_macs") == 200
     (net,) = got.pop("networks")

@@ -107,13 +107,13 @@ def measure_hwreport(point: dict[str, Any], opts: dict[str, Any], workdir: str,
     derived from them and the cell figures, :func:`accel.hwreport.add_inference`)."""
     from accel import asic, hwreport, synth
     from accel.kinds import KINDS
-    from asd_cli.hwreport import layer_stream, networks_compiled_once
+    from asd_cli.hwreport import networks_compiled_once, shipped_stream
 
     synth.require("yosys", "iverilog", *(() if opts["cells_only"] else ("nextpnr-ice40",)))
     asic.require()
     kind = KINDS[point["pe"]]
     cfg = kind.config(_config({**point, "pe": kind.pe}))
-    stream = layer_stream(cfg, opts["macs"]) if opts["target"] == "pe" else None
+    stream = shipped_stream(cfg, opts["macs"]) if opts["target"] == "pe" else None
     where = Path(workdir) / key[:16]
     # Every tool run keeps its own timeout (opts["timeout"] seconds), on this worker.
     if opts["cells_only"]:
