@@ -5,6 +5,10 @@ Structure (all of it convertible to Verilog and VHDL):
 * fetch/decode: the instruction at ``pc`` is read combinationally from IMEM; every opcode
   constant and every field position comes from :mod:`contract.isa` (``isa.OPCODES`` and
   ``isa.field_offsets``), so the table stays the only copy of the encoding.
+* control from the table: which register field each read port serves, the increments, the
+  register write, the lane count and the AMEM write enable are ROMs indexed by the opcode,
+  built from the ISA roles (:mod:`accel.control`); the opcodes the core still compares select
+  a datapath (what a MAC or a REQ computes in the lanes) or the sequencing (LOOP, HALT);
 * address registers ``R0..R7`` with two read ports and post-increments (both apply when a MAC
   names the same register twice);
 * a loop stack of ``loop_depth`` levels giving a zero-overhead back-edge;
