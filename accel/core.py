@@ -5,6 +5,10 @@ Structure (all of it convertible to Verilog and VHDL):
 * fetch/decode: the instruction at ``pc`` is read combinationally from IMEM; every opcode
   constant and every field position comes from :mod:`contract.isa` (``isa.OPCODES`` and
   ``isa.field_offsets``), so the table stays the only copy of the encoding.
+* control from the table: which register field each read port serves, the increments, the
+  register write, the lane count and the AMEM write enable are ROMs indexed by the opcode,
+  built from the ISA roles (:mod:`accel.control`); the opcodes the core still compares select
+  a datapath (what a MAC or a REQ computes in the lanes) or the sequencing (LOOP, HALT);
 * address registers ``R0..R7`` with two read ports and post-increments (both apply when a MAC
   names the same register twice);
 * a loop stack of ``loop_depth`` levels giving a zero-overhead back-edge;
@@ -32,7 +36,7 @@ from contract import isa
 from contract.config import AccelConfig
 from contract.faults import FAULT_BITS
 
-from .control import CONTROL, RTLError, check_wiring, only_row
+from .control import PortControl, RTLError, port_control
 from .core_fault import fault_check
 from .core_lane import lane
 from .core_state import addr_reg, loop_level
@@ -162,29 +166,14 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
     _check_table()
     c = config
     op_bits = isa.OPCODE_BITS
-    # Control opcodes come from the control table's columns; the lane flags name the datapath
-    # each instruction drives (see lane).
+    # Port selection, increments, register write, lane count and AMEM write come from the
+    # control table's ROMs (accel.control); the opcodes below select datapaths.
     op_halt, op_loop = isa.HALT.opcode, isa.LOOP.opcode
-    writes = [r for r in CONTROL if r.reg_write]
-    op_seti = only_row([r for r in writes if not r.adds_port1], "loads a register").opcode
-    op_addi = only_row([r for r in writes if r.adds_port1], "steps a register").opcode
-    op_store = isa.OPCODES["STORE"]
-    op_spill, op_fill = isa.OPCODES["SPILL"], isa.OPCODES["FILL"]
-    if sorted(r.opcode for r in CONTROL if r.amem_write) != sorted([op_store, op_spill]):
-        raise RTLError("the core writes AMEM from STORE and SPILL only")
     ops = isa.OPCODES
+    op_spill, op_fill = ops["SPILL"], ops["FILL"]
     op_loadw, op_shiftadd, op_acc, op_mac = ops["LOADW"], ops["SHIFTADD"], ops["ACC"], ops["MAC"]
     op_clr, op_bias, op_vld, op_vmax = ops["CLR"], ops["BIAS"], ops["VLD"], ops["VMAX"]
     op_vmac, op_req, op_act = ops["VMAC"], ops["REQ"], ops["ACT"]
-    check_wiring({"is_loadw": op_loadw, "is_shiftadd": op_shiftadd, "is_mac": op_mac,
-                   "is_bias": op_bias, "is_vld": op_vld, "is_vmax": op_vmax, "is_vmac": op_vmac,
-                   "is_req": op_req, "is_act": op_act, "is_store": op_store,
-                   "is_spill": op_spill, "is_fill": op_fill})
-    # Instructions that take n cycles, straight from the control table.
-    multi_ops = tuple(r.opcode for r in CONTROL if r.multi)
-    if len(multi_ops) > 6:
-        raise RTLError("the RTL's multi-cycle decoder handles at most 6 such opcodes")
-    m0, m1, m2, m3, m4, m5 = (multi_ops + (multi_ops[0],) * 6)[:6]
     lanes = c.lanes
     ia = addr_bits(c.imem_depth)
     insts: list[Any] = []
@@ -196,32 +185,25 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
     fsig = {name: field_signal(name) for name in field_names}
     for name in field_names:
         insts.append(field_decode(op, imem_data, name, fsig[name]))
-    f_rd, f_rs, f_rw, f_rx = fsig["rd"], fsig["rs"], fsig["rw"], fsig["rx"]
-    f_rb, f_rq, f_imm, f_n = fsig["rb"], fsig["rq"], fsig["imm"], fsig["n"]
-    f_inc, f_iw, f_ix = fsig["inc"], fsig["iw"], fsig["ix"]
-    f_count, f_len, f_relu = fsig["count"], fsig["len"], fsig["relu"]
+    f_n, f_count, f_len, f_relu = fsig["n"], fsig["count"], fsig["len"], fsig["relu"]
+    pctl = PortControl(fsig)
+    insts.append(port_control(op, fsig, pctl))
 
     ctl = _Ctl()
     pc = Signal(modbv(0)[ia:])
     k = ctl.k
     k1 = _unsigned(7)
-    is_multi = Signal(bool(0))
+    is_multi = pctl.multi
     last = Signal(bool(0))
     done = Signal(bool(0))
     running = ctl.run
     is_halt = Signal(bool(0))
-    is_seti = Signal(bool(0))
-    is_addi = Signal(bool(0))
     is_loop = Signal(bool(0))
-    is_store = Signal(bool(0))
 
     @always_comb
     def decode_ops() -> None:
         is_halt.next = op == op_halt
-        is_seti.next = op == op_seti
-        is_addi.next = op == op_addi
         is_loop.next = op == op_loop
-        is_store.next = op == op_store or op == op_spill
         ctl.is_spill.next = op == op_spill
         ctl.is_fill.next = op == op_fill
         ctl.is_loadw.next = op == op_loadw
@@ -236,8 +218,6 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
         ctl.is_req.next = op == op_req
         ctl.is_act.next = op == op_act
         ctl.relu.next = op == op_req and f_relu == 1
-        is_multi.next = (op == m0 or op == m1 or op == m2 or op == m3 or op == m4
-                         or op == m5)
 
     @always_comb
     def fetch() -> None:
@@ -262,10 +242,10 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
     def completion2() -> None:
         done.next = running and last
 
-    # ---- address registers: port 1 (weights / parameters / ADDI source), port 2 (AMEM)
+    # ---- address registers: port 1 (weights / parameters / register-write source), port 2
+    # (AMEM); the fields on each port come from the control ROMs (pctl)
     regs = [Signal(modbv(0)[isa.REG_BITS:]) for _ in range(isa.NUM_REGS)]
-    idx1 = _unsigned(3)
-    idx2 = _unsigned(3)
+    idx1, idx2 = pctl.idx1, pctl.idx2
     rp1 = Signal(modbv(0)[isa.REG_BITS:])
     rp2 = Signal(modbv(0)[isa.REG_BITS:])
     reg_keys = tuple(range(isa.NUM_REGS))
@@ -280,42 +260,24 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
     rbits = isa.REG_BITS
 
     @always_comb
-    def reg_ports() -> None:
-        if ctl.is_mac or ctl.is_loadw:
-            idx1.next = f_rw
-        elif ctl.is_bias:
-            idx1.next = f_rb
-        elif ctl.is_req or ctl.is_act:
-            idx1.next = f_rq
-        else:
-            idx1.next = f_rs
-        idx2.next = f_rx
-
-    @always_comb
     def reg_incs() -> None:
         # Increments as 16-bit two's complement: address arithmetic is modulo 2^16.
-        if ctl.is_mac:
-            inc1.next = f_iw[rbits:]
-            inc2.next = f_ix[rbits:]
-        else:
-            inc1.next = f_inc[rbits:]
-            inc2.next = f_inc[rbits:]
-        b1.next = done and (ctl.is_mac or ctl.is_loadw or ctl.is_bias or ctl.is_req
-                            or ctl.is_act)
-        b2.next = done and (ctl.is_mac or ctl.is_shiftadd or ctl.is_vld or ctl.is_vmax
-                            or ctl.is_vmac or is_store or ctl.is_fill)
+        inc1.next = pctl.inc1[rbits:]
+        inc2.next = pctl.inc2[rbits:]
+        b1.next = done and pctl.bump1
+        b2.next = done and pctl.bump2
 
     @always_comb
     def reg_write() -> None:
-        wr_en.next = done and (is_seti or is_addi)
-        if is_seti:
-            wr_val.next = f_imm
+        wr_en.next = done and pctl.writes
+        if pctl.adds:
+            wr_val.next = rp1 + pctl.wr_add
         else:
-            wr_val.next = rp1 + f_imm
+            wr_val.next = pctl.wr_add
 
     for i in range(isa.NUM_REGS):
-        insts.append(addr_reg(clk, rst, i, regs[i], wr_en, f_rd, wr_val, b1, idx1, inc1, b2, idx2,
-                           inc2))
+        insts.append(addr_reg(clk, rst, i, regs[i], wr_en, pctl.wr_idx, wr_val, b1, idx1, inc1,
+                              b2, idx2, inc2))
 
     # ---- memories
     amem_sum = Signal(modbv(0)[isa.REG_BITS:])
@@ -330,7 +292,7 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
         wmem_addr.next = rp1[wa:]
         bmem_addr.next = rp1[ba:]
         amem_addr.next = amem_sum[aa:]
-        amem_we.next = running and is_store
+        amem_we.next = running and pctl.amem_write
 
     xb = _signed(c.act_bits)
 
@@ -445,7 +407,7 @@ def core(clk: Any, rst: Any, imem_addr: Any, imem_data: Any, wmem_addr: Any, wme
                 else:
                     pc.next = pc + 1
 
-    insts += [decode_ops, fetch, lane_count, completion, completion2, reg_ports, reg_incs,
+    insts += [decode_ops, fetch, lane_count, completion, completion2, reg_incs,
               reg_write, mem_addr, mem_ports, act_in, lane_select, store_out, loop_ctl,
               loop_ctl2, sequencer]
     return insts

@@ -3,8 +3,9 @@ order on an instruction's first cycle, so the core halts on the faulting instruc
 of its effects and reports what the emulator raises.
 
 Which instructions serve lanes and which memories they address come from the ISA table's
-columns (``serves_lanes``, ``pointers``); an address is read from the port the core's
-register file already drives for that instruction (port 1: WMEM and BMEM, port 2: AMEM).
+columns (``serves_lanes``, ``pointers``); an address is read from the register port the
+control table routes that pointer to (:mod:`accel.control`: port 1 for WMEM and BMEM, port 2
+for AMEM).
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from contract.faults import Fault
 
 from .hdl import unsigned
 
-# The register-file port each memory's address comes from (see core.reg_ports).
-PORT_OF_MEMORY = {"WMEM": 1, "BMEM": 1, "AMEM": 2}
-PORT_OF_REGISTER = {"rw": 1, "rb": 1, "rq": 1, "rx": 2}
 _SET_SIZE = 8
 
 
@@ -34,9 +32,6 @@ def _check_table() -> None:
         if mems != sorted(mems, key=order.index):
             raise ValueError(f"{ins.mnemonic}: pointers out of the core's check order {order}")
         for p in ins.pointers:
-            if PORT_OF_REGISTER.get(p.register) != PORT_OF_MEMORY[p.memory]:
-                raise ValueError(f"{ins.mnemonic}: {p.memory} address in {p.register}, which "
-                                 "the core's register ports do not route there")
             if p.per_lane and p.memory != "AMEM":
                 raise ValueError(f"{ins.mnemonic}: a per-lane {p.memory} pointer")
 

@@ -73,6 +73,21 @@ def mux2(sel: Any, key: int, a: Any, b: Any, y: Any) -> Any:
 
 
 @block
+def rom(addr: Any, content: tuple[int, ...], dout: Any) -> Any:
+    """``dout = content[addr]``: a tuple of ints indexed by a signal, which MyHDL converts to
+    a ``case`` statement in Verilog and VHDL (``content`` covers every value of ``addr``)."""
+    if len(content) != 1 << len(addr):
+        raise ValueError(f"a ROM on a {len(addr)}-bit address needs {1 << len(addr)} entries, "
+                         f"not {len(content)}")
+
+    @always_comb
+    def rom_read() -> None:
+        dout.next = content[int(addr)]
+
+    return rom_read
+
+
+@block
 def copy_sig(a: Any, y: Any) -> Any:
     @always_comb
     def cp() -> None:

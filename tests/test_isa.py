@@ -114,24 +114,3 @@ def test_roles_give_register_effects_and_traffic() -> None:
 def test_timing_model_names_the_multi_cycle_rows() -> None:
     multi = [i.mnemonic for i in isa.INSTRUCTIONS if i.cycles == "n"]
     assert multi and all(m in isa.timing_model() for m in multi)
-
-
-def test_rtl_control_rows_follow_the_roles() -> None:
-    """The core's control table is the ISA roles seen from its two register ports, and the
-    hand-wired port selection is checked against it at elaboration."""
-    from accel import control
-
-    rows = {r.mnemonic: r for r in control.CONTROL}
-    assert (rows["MAC"].port1, rows["MAC"].inc1, rows["MAC"].port2, rows["MAC"].inc2) == \
-        ("rw", "iw", "rx", "ix")
-    assert rows["STORE"].amem_write and rows["STORE"].multi and rows["STORE"].port2 == "rx"
-    assert rows["SPILL"].amem_write and rows["SPILL"].port2 == "rx"
-    assert not rows["FILL"].amem_write and rows["FILL"].port2 == "rx"
-    assert rows["ADDI"].port1 == "rs" and rows["ADDI"].adds_port1
-    ops = isa.OPCODES
-    flags = {f"is_{m.lower()}": ops[m] for m in ("LOADW", "SHIFTADD", "MAC", "BIAS", "VLD",
-                                                   "VMAX", "VMAC", "REQ", "ACT", "STORE",
-                                                   "SPILL", "FILL")}
-    control.check_wiring(flags)
-    with pytest.raises(control.RTLError, match="disagrees with the ISA table"):
-        control.check_wiring({**flags, "is_bias": ops["NOP"]})
