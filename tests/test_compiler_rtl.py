@@ -10,15 +10,12 @@ from contract.backend import get_backend
 from contract.config import AccelConfig
 from programs import reference, runtime
 from programs.manifest import compile_model
+from tests.rtl_cases import COMPILED_NET_SPEC
 from tests.zoo_onnx import chain_model
 
 pytestmark = pytest.mark.rtl
 
-SPEC = {"c": 1, "h": 4, "w": 4, "seed": 0, "steps": [
-    ("conv", {"co": 2, "k": 3, "s": 1, "pads": [1, 1, 1, 1], "bias": True, "bn": False,
-              "groups": "dense", "act": "leaky"}),
-    ("maxpool", {"k": 2, "s": 2, "pads": [0, 0, 0, 0], "ceil": False}),
-    ("residual", {"act": "relu"}), ("gemm", {"co": 3})]}
+SPEC = COMPILED_NET_SPEC
 
 
 # Reduction tiling: with 16 WMEM words the 3x3 convolution over 3 channels and the 4x4 head

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from accel import pe_array
 from contract import semantics
+from tests.pe_sim import simulate
 from tests.profiles import scaled_examples
 from tests.strategies import mac_streams, small_configs
-from tests.test_pe_array import simulate
 
 
 @pytest.mark.parametrize("mode", pe_array.FLOOR_MODES)

@@ -20,6 +20,7 @@ from contract.config import AccelConfig
 from programs import hostops, partition, reference, runtime, seednets
 from programs.manifest import Compiled, compile_model
 from programs.onnx_import import ImportError_, import_model
+from tests.host_models import tiny_host_model
 
 
 # Integer semantics -----------------------------------------------------------------------------
@@ -84,40 +85,8 @@ def test_nearest_resize_indices_match_onnxruntime(attrs: dict[str, Any],
 
 
 # Import -----------------------------------------------------------------------------------------
-def _tiny_host_model() -> Any:
-    """Conv -> HardSwish (opset 14 op) -> Mul(x, HardSigmoid(x)) (a hard-swish written out,
-    alpha 0.2) -> SE (GAP, conv, HardSigmoid, Mul) -> Div by a
-    constant -> Add a constant -> Resize by 1.5 x 0.75 (non-integer factors) -> Sigmoid."""
-    rng = np.random.default_rng(3)
-
-    def init(name: str, a: np.ndarray) -> Any:
-        return numpy_helper.from_array(np.asarray(a, np.float32), name)
-
-    inits = [init("w1", rng.standard_normal((4, 3, 3, 3)) * 0.5),
-             init("w2", rng.standard_normal((4, 4, 1, 1)) * 0.5), init("b2", np.zeros(4)),
-             init("k", np.array([2.0, 3.0, 4.0, 5.0]).reshape(1, 4, 1, 1)),
-             init("c", np.array([0.5])), init("sc", np.array([1, 1, 1.5, 0.75]))]
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("HardSwish", ["c1"], ["h0"], name="hswish"),
-             helper.make_node("HardSigmoid", ["h0"], ["hg"], name="hsig", alpha=0.2),
-             helper.make_node("Mul", ["hg", "h0"], ["h"], name="hswish2"),
-             helper.make_node("GlobalAveragePool", ["h"], ["g"], name="gap"),
-             helper.make_node("Conv", ["g", "w2", "b2"], ["s"], name="se_conv"),
-             helper.make_node("HardSigmoid", ["s"], ["hs"], name="gate", alpha=1 / 6),
-             helper.make_node("Mul", ["hs", "h"], ["m"], name="se_mul"),
-             helper.make_node("Div", ["m", "k"], ["dv"], name="div"),
-             helper.make_node("Add", ["dv", "c"], ["ad"], name="add_c"),
-             helper.make_node("Resize", ["ad", "", "sc"], ["r"], name="resize",
-                              mode="nearest"),
-             helper.make_node("Sigmoid", ["r"], ["y"], name="sig")]
-    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, ["N", 3, 6, 6])], [helper.make_tensor_value_info(
-            "y", TensorProto.FLOAT, ["N", 4, 9, 4])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
-
-
 def test_host_and_affine_ops_import_exactly_in_float() -> None:
-    m = _tiny_host_model()
+    m = tiny_host_model()
     g = import_model(m)
     ops = [lay.name if lay.name == "se_conv" else lay.op for lay in g.layers]
     # Both hard-swishes are host tables; the HardSigmoid of se_conv folds into it; Div
@@ -151,7 +120,7 @@ def _run_bit_exact(model: Any, x: np.ndarray) -> tuple[Compiled, runtime.RunRepo
                                              ("tiny_host_ops", 6, 1.0)])
 def test_network_with_host_ops_runs_bit_exact_within_float_bounds(name: str, size: int,
                                                                   width: float) -> None:
-    m = (_tiny_host_model() if name == "tiny_host_ops"
+    m = (tiny_host_model() if name == "tiny_host_ops"
          else seednets.build(name, size=size, width=width, classes=10))
     x = np.random.default_rng(2).standard_normal((3, 3, size, size)).astype(np.float32)
     comp, rep = _run_bit_exact(m, x)

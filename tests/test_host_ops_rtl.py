@@ -11,7 +11,7 @@ from contract.backend import get_backend
 from contract.config import AccelConfig
 from programs import hostops, reference, runtime
 from programs.manifest import compile_model
-from tests.test_host_ops import _tiny_host_model
+from tests.host_models import tiny_host_model
 
 pytestmark = pytest.mark.rtl
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.rtl
 def test_host_op_network_on_rtl(backend: str) -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 6, 6)).astype(np.float32)
     cfg = AccelConfig(lanes=4, amem_depth=512, wmem_depth=64, bmem_depth=16, imem_depth=128)
-    comp = compile_model(_tiny_host_model(), cfg, x)
+    comp = compile_model(tiny_host_model(), cfg, x)
     assert {ll.op for ll in comp.layers if ll.host} >= set(hostops.HOST_COMPUTE_OPS)
     rep = runtime.run(comp, x, get_backend(backend), batched=False, trace=True)
     ints = reference.int_forward(comp.qnet, x)

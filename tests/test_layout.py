@@ -125,3 +125,15 @@ def test_no_file_over_500_lines() -> None:
     long = {str(p.relative_to(ROOT)): n for p in files
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}, f"over {MAX_LINES} lines: {long}"
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared fixtures live in tests' helper modules (helpers, rtl_cases, pe_sim, host_models,
+    strategies...), so running or editing one test file never runs or breaks another's."""
+    found = []
+    for p in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{p.name}: {n}" for n in names if n.startswith("tests.test_")]
+    assert found == []

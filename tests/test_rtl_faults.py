@@ -12,7 +12,7 @@ from contract.faults import Fault, ProgramFault
 from contract.image import Image
 from emu import emulator
 from emu.asm import assemble
-from tests.test_rtl_backends import CFG_A
+from tests.rtl_cases import CFG_A
 
 pytestmark = pytest.mark.rtl
 

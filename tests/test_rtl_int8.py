@@ -19,8 +19,8 @@ from emu import emulator
 from emu.asm import assemble
 from programs import reference, runtime
 from programs.manifest import compile_model
-from tests.test_compiler_rtl import SPEC
-from tests.test_rtl_backends import CFG_INT8, EDGES, assert_same
+from tests.rtl_cases import CFG_INT8, EDGES, assert_rtl_matches
+from tests.rtl_cases import COMPILED_NET_SPEC as SPEC
 from tests.zoo_onnx import chain_model
 
 pytestmark = pytest.mark.rtl
@@ -33,7 +33,7 @@ EDGES_INT8 = EDGES.replace(".wint 0 3 -5 8 -12", ".wint 0 -128 127 -1 100").repl
 def _check(src: str, backend: str) -> None:
     image = assemble(src, CFG_INT8, "<int8>")
     golden = emulator.run(image)
-    assert_same(get_backend(backend).run(for_config(image, CFG_INT8), Limits(timeout=300)),
+    assert_rtl_matches(get_backend(backend).run(for_config(image, CFG_INT8), Limits(timeout=300)),
                 golden)
 
 

@@ -21,8 +21,8 @@ from emu import emulator
 from emu.asm import assemble
 from programs import reference, runtime
 from programs.manifest import Compiled, compile_model
+from tests.rtl_cases import COMPILED_NET_SPEC as SPEC
 from tests.strategies import programs_and_configs, small_configs
-from tests.test_compiler_rtl import SPEC
 from tests.zoo_onnx import chain_model
 
 INT8 = AccelConfig(pe="multiplier", weights="int8")
@@ -120,7 +120,7 @@ def test_image_refuses_other_format() -> None:
     assert acc == [-128 * -128, -128 * 127, -128 * -1, 0]  # word 1 is zeros
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(programs_and_configs())
 def test_fast_equals_step_both_formats(ci: tuple[AccelConfig, Image]) -> None:
     config, image = ci

@@ -132,7 +132,7 @@ def test_zero_points_only_for_allow_listed_readers() -> None:
 
 
 @given(st.sampled_from(["auto", "none"]))
-@settings(max_examples=2, deadline=None)
+@settings(max_examples=2)
 def test_zero_points_saved_with_the_network(tmp_path_factory: pytest.TempPathFactory,
                                             mode: str) -> None:
     spec = {"c": 2, "h": 4, "w": 4, "seed": 1, "steps": [_RELU_CONV, ("gemm", {"co": 3})]}
