@@ -27,14 +27,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from contract import isa
 from contract.config import AccelConfig
 
 from .lanes import products_per_cycle, readout_latency
 
-MAC_OPS = ("MAC", "SHIFTADD")
-SUM_OPS = ("BIAS", "CLR")
-# Instructions that count one shift-add per lane besides the MACs (the requantization PE).
-LANE_OPS = ("REQ", "ACT")
+# The instruction classes, from the ISA table's columns (no mnemonic is named here): a product
+# in every lane (shift-adds that set a product register, all lanes at once); a product in one
+# lane served a cycle (VMAC); a shift-add per lane besides the products (the requantization
+# PE); an accumulation (re)started in every lane.
+MAC_OPS = tuple(i.mnemonic for i in isa.INSTRUCTIONS
+                if i.shift_adds and "P" in i.writes and not i.serves_lanes)
+SINGLE_OPS = tuple(i.mnemonic for i in isa.INSTRUCTIONS if i.shift_adds and i.serves_lanes)
+LANE_OPS = tuple(i.mnemonic for i in isa.INSTRUCTIONS if i.shift_adds and "P" not in i.writes)
+SUM_OPS = tuple(i.mnemonic for i in isa.INSTRUCTIONS
+                if i.access("A") == "sets" and not i.serves_lanes)
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class NetworkCycles:
                       lanes: int) -> NetworkCycles:
         full = sum(int(ops.get(o, 0)) for o in MAC_OPS)
         single = int(shift_adds) - lanes * (full + sum(int(ops.get(o, 0)) for o in LANE_OPS))
-        if single < 0 or (single and not ops.get("VMAC")):
+        if single < 0 or (single and not any(ops.get(o) for o in SINGLE_OPS)):
             raise ValueError(f"{name}: {shift_adds} shift-adds do not match the operations "
                              f"counted with {lanes} lanes")
         return cls(name, int(cycles), full, single, sum(int(ops.get(o, 0)) for o in SUM_OPS))

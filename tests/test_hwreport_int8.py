@@ -148,3 +148,12 @@ def test_int8_programs_compile_at_the_shipped_exponent_field() -> None:
     assert compilable(wide) == wide
     int8 = wide.replace(pe="multiplier", weights="int8")
     assert compilable(int8) == int8.replace(exp_bits=3)
+
+
+def test_inference_classes_come_from_the_isa_table() -> None:
+    """accel.inference names no mnemonic: its instruction classes are the table's columns,
+    and they are the instructions the cost model was written for."""
+    assert set(inference.MAC_OPS) == {"MAC", "SHIFTADD"}
+    assert set(inference.SINGLE_OPS) == {"VMAC"}
+    assert set(inference.LANE_OPS) == {"REQ", "ACT"}
+    assert set(inference.SUM_OPS) == {"BIAS", "CLR"}
