@@ -51,3 +51,8 @@ def names(items: Iterable[str]) -> str:
     """``a, b and c``."""
     items = list(items)
     return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
+# The seed networks' display names, in the order the tables list them.
+SEEDNET_NAMES = {"resnet18": "ResNet-18", "alexnet": "AlexNet", "vgg16": "VGG-16",
+                 "squeezenet1_0": "SqueezeNet 1.0", "squeezenet1_1": "SqueezeNet 1.1"}

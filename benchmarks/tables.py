@@ -28,7 +28,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from benchmarks import doctables, hwtables
-from benchmarks.tablefmt import RESULTS, load, pct, span, table  # noqa: F401  (re-exported)
+from benchmarks.tablefmt import (  # noqa: F401  (re-exported)
+    RESULTS,
+    SEEDNET_NAMES,
+    load,
+    pct,
+    span,
+    table,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -125,8 +132,6 @@ def backends() -> str:
             + table(["backend", "cycles per second", "slower than emu-fast"], rows))
 
 
-SEEDNET_NAMES = {"resnet18": "ResNet-18", "alexnet": "AlexNet", "vgg16": "VGG-16",
-                 "squeezenet1_0": "SqueezeNet 1.0", "squeezenet1_1": "SqueezeNet 1.1"}
 
 
 def seednets() -> str:
