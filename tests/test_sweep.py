@@ -305,6 +305,25 @@ def test_pareto_front() -> None:
     assert report.pareto([(1.0, 5.0), (2.0, 3.0), (3.0, 4.0)], higher_is_better=False) == [0, 1]
 
 
+def test_the_report_plots_energy_per_inference_per_network(tmp_path: Path) -> None:
+    """hwreport points costed on networks get one energy-per-inference plot per network;
+    results.json keeps the rows as stored."""
+    def row(pe: str, area: float, uj: dict[str, float]) -> dict[str, object]:
+        nets = [{"name": n, "cycles": 10, "inference": {"energy_uj": e}} for n, e in uj.items()]
+        return {"measure": "hwreport", "status": "ok", "error": None, "point": {"pe": pe},
+                "result": {"asic_area": area, "asic_crit_ns": 2.0, "networks": nets}}
+
+    rows = [row("shiftadd", 100.0, {"netA": 5.0, "netB": 9.0}),
+            row("int8_booth", 140.0, {"netA": 7.0}), row("multiplier", 90.0, {"netA": 6.0})]
+    page = report.write(rows, tmp_path, "t", {"hwreport": ["asic_area"]}).read_text()
+    assert "energy per inference of netA" in page and "energy per inference of netB" in page
+    n_fixed = len(report.PLOTS)
+    for n in (n_fixed, n_fixed + 1):
+        assert (tmp_path / f"pareto{n}.png").stat().st_size > 1000
+    stored = json.loads((tmp_path / "results.json").read_text())
+    assert all(set(r["result"]) == {"asic_area", "asic_crit_ns", "networks"} for r in stored)
+
+
 def test_a_measure_overrides_an_axis(tmp_path: Path) -> None:
     p = tmp_path / "s.toml"
     p.write_text('[axes]\nmodels = ["mnist_lenet"]\nschemes = ["float", "int8", "asd2"]\n'

@@ -66,7 +66,7 @@ def test_a_design_through_the_sweep_equals_the_direct_call(tmp_path: Path) -> No
     """The int8 multiplier (Booth form) of a 1-lane, 4-bit carry-save PE array, measured as a
     sweep point on the embedded cluster and by accel.hwreport.measure directly: the same
     figures (about 30 s)."""
-    from accel import hwreport
+    from accel import hwreport, inference
     from accel.kinds import KINDS
     from asd_cli.hwreport import shipped_stream
     from contract.config import AccelConfig
@@ -90,6 +90,10 @@ def test_a_design_through_the_sweep_equals_the_direct_call(tmp_path: Path) -> No
     (net,) = got.pop("networks")
     assert net["name"] == "mnist_lenet" and net["mac_cycles"] > 0
     assert got == json.loads(json.dumps(direct))
+    cycles = inference.NetworkCycles(net["name"], net["cycles"], net["mac_cycles"],
+                                     net["single_lane_macs"], net["sums"])
+    assert net.pop("inference") == inference.per_inference(direct, cycles, cfg,
+                                                           "carrysave_drain")
 
 
 def test_a_design_is_written_the_same_whatever_its_process_built_before(

@@ -1,8 +1,9 @@
 """``asd sweep --report DB``: the stored points as HTML tables and Pareto plots.
 
 Plots (matplotlib, Agg), each point a dot, the Pareto front joined by a line:
-accuracy and output SQNR against bits per weight (eval points); energy per inference
-against area, and critical path against area (standard-cell figures of hwreport points).
+accuracy and output SQNR against bits per weight (eval points); energy of the simulated
+MACs against area, energy per inference of each network a point was costed on against area,
+and critical path against area (standard-cell figures of hwreport points).
 """
 
 from __future__ import annotations
@@ -90,6 +91,29 @@ def _figure(path: Path, rows: list[dict[str, Any]], x: str, y: str, higher: bool
     return True
 
 
+def _inference_plots(rows: list[dict[str, Any]]
+                     ) -> tuple[list[tuple[str, str, str, bool, str]], list[dict[str, Any]]]:
+    """Energy per inference against area, one plot per network the hwreport points were
+    costed on, and the rows to draw them from: copies in which each point's per-network
+    energy is a result key of its own (``energy_uj:NETWORK``), so :func:`_figure` reads it like
+    any other figure."""
+    names: list[str] = []
+    drawn = []
+    for r in rows:
+        nets = r["result"].get("networks") if r.get("result") else None
+        if r["measure"] == "hwreport" and r["status"] == "ok" and nets:
+            r = {**r, "result": dict(r["result"])}
+            for net in nets:
+                if net.get("inference"):
+                    r["result"][f"energy_uj:{net['name']}"] = net["inference"]["energy_uj"]
+                    if net["name"] not in names:
+                        names.append(net["name"])
+        drawn.append(r)
+    return [("hwreport", "asic_area", f"energy_uj:{n}", False,
+             f"energy per inference of {n} (uJ, datapath, standard cells) against area")
+            for n in names], drawn
+
+
 def _table(rows: list[dict[str, Any]], keys: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in ("point", "status", *keys))
     body = []
@@ -116,8 +140,9 @@ def write(rows: list[dict[str, Any]], out_dir: str | Path, source: str,
              "font-size:13px}img{max-width:100%}</style></head><body>",
              f"<h1>asd sweep: {html.escape(source)}</h1>",
              f"<p>{len(rows)} points, {sum(r['status'] != 'ok' for r in rows)} failed.</p>"]
-    for n, (measure, x, y, higher, title) in enumerate(PLOTS):
-        ok = [r for r in rows if r["measure"] == measure and r["status"] == "ok"]
+    per_network, drawn = _inference_plots(rows)
+    for n, (measure, x, y, higher, title) in enumerate([*PLOTS, *per_network]):
+        ok = [r for r in drawn if r["measure"] == measure and r["status"] == "ok"]
         if _figure(d / f"pareto{n}.png", ok, x, y, higher, title):
             parts.append(f"<h2>{html.escape(title)}</h2><img src='pareto{n}.png'>")
     for measure, keys in headline.items():

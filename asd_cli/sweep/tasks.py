@@ -103,9 +103,9 @@ def measure_hwreport(point: dict[str, Any], opts: dict[str, Any], workdir: str,
     :func:`accel.hwreport.measure`, or with ``cells_only`` those of
     :func:`accel.hwreport.measure_cells`; ``layer_macs`` (the length of the simulated
     stream) and, for a PE array with idle-cycle figures and ``networks``, each network's
-    cycles compiled for this design's configuration (``networks``: energy per inference is
-    derived from them and the cell figures, :func:`accel.hwreport.add_inference`)."""
-    from accel import asic, hwreport, synth
+    cycles compiled for this design's configuration and the energy per inference and images per
+    second they give on it (:func:`accel.inference.per_inference`)."""
+    from accel import asic, hwreport, inference, synth
     from accel.kinds import KINDS
     from asd_cli.hwreport import networks_compiled_once, shipped_stream
 
@@ -126,7 +126,9 @@ def measure_hwreport(point: dict[str, Any], opts: dict[str, Any], workdir: str,
         res["layer_macs"] = int(len(stream[0]))
         if opts["networks"] and res.get("asic_idle_pj_per_cycle") is not None:
             nets = networks_compiled_once(list(opts["networks"]), lambda s: None, _NETWORKS)
-            res["networks"] = [n.to_dict() for n in nets(cfg)]
+            # Each network's cycles, and its energy per inference on this design.
+            res["networks"] = [{**n.to_dict(), "inference": inference.per_inference(
+                res, n, cfg, point["mode"])} for n in nets(cfg)]
     return res
 
 
