@@ -134,8 +134,8 @@ def _round_one(
     if rounding == "bias":
         res = scheme.quantize(w, granularity, scale, axis, fixed_scale=stored)
     else:
-        res = scheme.quantize(_gptq_target(w, wm, axis, stored.scale, st, scheme), granularity,
-                              scale, axis, fixed_scale=stored)
+        target, stored = _gptq_target(w, wm, axis, stored, st, scheme, granularity)
+        res = scheme.quantize(target, granularity, scale, axis, fixed_scale=stored)
     if not rounding.endswith("bias"):
         return res, None
     if st.bias is None:
@@ -144,16 +144,28 @@ def _round_one(
     return res, rounding_.bias_shift(rounding_.weight_matrix(res.dequant, axis) - wm, st)
 
 
-def _gptq_target(w: np.ndarray, wm: np.ndarray, axis: int, s: np.ndarray,
-                 st: rounding_.LayerStats, scheme: Scheme) -> np.ndarray:
-    """The GPTQ-compensated weights (rounding them at scales ``s`` gives the GPTQ result), by
-    the compiler's own :func:`asd.rounding.gptq_layer` (act-order, group by group)."""
-    srow = np.broadcast_to(s.astype(np.float64), (wm.shape[0],)).astype(np.float32)
+def _gptq_target(w: np.ndarray, wm: np.ndarray, axis: int, stored: scale_formats.StoredScales,
+                 st: rounding_.LayerStats, scheme: Scheme, granularity: str
+                 ) -> tuple[np.ndarray, scale_formats.StoredScales]:
+    """The GPTQ-compensated weights (rounding them at the returned scales gives the GPTQ
+    result), by the compiler's own :func:`asd.rounding.gptq_layer` (act-order, group by
+    group).  Per channel, in a format that stores each channel's float16 scale on its own
+    (``fp16``, ``fp16-pack``), the scale is chosen among :data:`asd.rounding.SCALE_RATIOS`
+    times the searched one by the output error GPTQ leaves; otherwise it stays."""
+    s = np.broadcast_to(stored.scale.astype(np.float64), (wm.shape[0],))
+    ratios = (rounding_.SCALE_RATIOS if granularity == "channel"
+              and stored.fmt in ("fp16", "fp16-pack") else (1.0,))
+    cands = [s] + [scale_formats.fp16(s * r).astype(np.float64) for r in ratios[1:]]
 
-    def round_rows(c: np.ndarray, rows: slice) -> np.ndarray:
-        return scheme._values(c, srow[rows]) * srow[rows][:, None].astype(np.float64)
+    def round_at(c: np.ndarray, sr: np.ndarray) -> np.ndarray:
+        s32 = sr.astype(np.float32)
+        return scheme._values(c, s32) * s32[:, None].astype(np.float64)
 
-    return rounding_.from_matrix(rounding_.gptq_layer(wm, st, round_rows), w.shape, axis)
+    target, choice = rounding_.gptq_layer(wm, st, round_at, cands)
+    if len(cands) > 1:
+        stored = scale_formats.get(stored.fmt).encode(
+            np.choose(choice, cands).reshape(stored.scale.shape))
+    return rounding_.from_matrix(target, w.shape, axis), stored
 
 
 def quantize_model(

@@ -1,7 +1,8 @@
 """Error-compensating rounding without retraining: bias correction and GPTQ-style rounding.
 
 Three roundings of a weight tensor onto a scheme's codebook (per-output-channel or per-tensor
-scales chosen first, by the scheme's scale search, and then kept fixed):
+scales chosen first, by the scheme's scale search, and then kept fixed; only GPTQ may move a
+channel's scale, to the candidate of :data:`SCALE_RATIOS` its own account says is best):
 
 * ``nearest``: every weight to its nearest codebook value.
 * ``bias``: nearest, then the expected output shift ``(W_q - W) E[x]``, with ``E[x]`` the mean
@@ -32,7 +33,7 @@ own graph, from the float network's or the quantized network's (int8-activation)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ ROUNDINGS = ("nearest", "bias", "gptq", "gptq+bias")
 DAMP = 0.01  # fraction of the mean diagonal of H added to its diagonal
 BLOCK = 128  # columns per lazy-update block
 ROWS_F32 = 1 << 14  # im2col rows per float32 product in LayerStats.add
+# Scales GPTQ tries per output channel, as ratios to the scale that is best for nearest
+# rounding (first: kept where nothing is better); docs/quantizers.md measures the choice.
+SCALE_RATIOS = (1.0, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15)
 ROUNDING_INPUTS = ("float", "quantized", "compensate")
 
 
@@ -313,16 +317,20 @@ def inverse_factor(h: NDArray[np.float64], damp: float = DAMP) -> NDArray[np.flo
 
 def gptq(w: NDArray[np.float64], u: NDArray[np.float64],
          round_cols: Callable[[NDArray[np.float64], int, int], NDArray[np.float64]],
-         block: int = BLOCK) -> NDArray[np.float64]:
+         block: int = BLOCK) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Second-order rounding of ``w`` (outputs x inputs) given ``U`` from :func:`inverse_factor`.
 
     ``round_cols(cols, c0, c1)`` rounds columns ``c0:c1`` (given as a 2-D block) onto the grid.
-    Returns the compensated weights just before each column was rounded: rounding them with
-    the same quantizer gives the GPTQ result.  Blocks of columns are updated lazily (GPTQ's
-    trick): inside a block column by column, the rest of the matrix once per block.
+    Returns the compensated weights just before each column was rounded (rounding them with
+    the same quantizer gives the GPTQ result) and each row's output error ``e H e^T`` (``H``
+    damped, as :func:`inverse_factor` had it): each column's rounding error over ``U[j, j]``,
+    squared and summed, as Optimal Brain Quantization accounts it.  Blocks of columns are
+    updated lazily (GPTQ's trick): inside a block column by column, the rest of the matrix
+    once per block.
     """
     w = w.copy()
     n = w.shape[1]
+    loss = np.zeros(w.shape[0])
     for b0 in range(0, n, block):
         b1 = min(b0 + block, n)
         err = np.empty((w.shape[0], b1 - b0))
@@ -331,9 +339,10 @@ def gptq(w: NDArray[np.float64], u: NDArray[np.float64],
             e = (col - round_cols(col, j, j + 1)) / u[j, j]
             w[:, j + 1:b1] -= e * u[j, j + 1:b1]
             err[:, j - b0] = e[:, 0]
+        loss += np.einsum("ij,ij->i", err, err)
         if b1 < n:
             w[:, b1:] -= err @ u[b0:b1, b1:]
-    return w
+    return w, loss
 
 
 def check_calibration(cal: Calibration, name: str, cols: int) -> LayerStats:
@@ -355,30 +364,43 @@ def bias_shift(dq: NDArray[np.float64], st: LayerStats) -> NDArray[np.float64]:
 
 
 def gptq_layer(wm: NDArray[np.float64], st: LayerStats,
-               round_rows: Callable[[NDArray[np.float64], slice], NDArray[np.float64]],
-               block: int = BLOCK, act_order: bool = True) -> NDArray[np.float64]:
+               round_at: Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]],
+               scales: Sequence[NDArray[np.float64]], block: int = BLOCK, act_order: bool = True
+               ) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
     """:func:`gptq` of an ``(outputs, inputs)`` matrix group by group (a grouped convolution
-    has one Hessian per group).  ``round_rows(cols, rows)`` rounds a block of columns of the
-    output rows ``rows`` onto the grid at their fixed scales (per row, so any column order
-    works).  ``act_order``: columns in order of decreasing ``diag(H)`` (the GPTQ authors'
-    "act-order": the inputs that carry the most energy are rounded first, while the most
-    columns are left to take their error)."""
+    has one Hessian per group) at each candidate of per-row ``scales``, keeping per output row
+    the candidate whose rounding leaves the least output error on the calibration inputs
+    (:func:`gptq`'s account).  ``round_at(cols, s)`` rounds a block of columns of rows at
+    scales ``s`` (one per row) onto the grid.  Rows are rounded independently, so choosing
+    per row is exact; the scale that is best for nearest rounding is not best once the error
+    is compensated (docs/quantizers.md measures it).  Returns the compensated weights
+    (rounding them at the chosen scales gives the result) and each row's candidate index (the
+    first of equal errors: put the default scale first).  ``act_order``: columns in order of
+    decreasing ``diag(H)`` (the GPTQ authors' "act-order": the inputs that carry the most
+    energy are rounded first, while the most columns are left to take their error)."""
     per = wm.shape[0] // st.groups
+    k = len(scales)
     target = np.empty_like(wm)
+    choice = np.zeros(wm.shape[0], np.intp)
     for g in range(st.groups):
         rows = slice(g * per, (g + 1) * per)
         h = st.hessian[g]
         perm = (np.argsort(-np.diag(h), kind="stable") if act_order
                 else np.arange(h.shape[0]))
         u = inverse_factor(h[np.ix_(perm, perm)])
+        # Every candidate's rows stacked: one pass over the columns for all of them.
+        ws = np.concatenate([wm[rows][:, perm]] * k)
+        ss = np.concatenate([np.asarray(s, np.float64)[rows] for s in scales])
 
         def round_cols(c: NDArray[np.float64], c0: int, c1: int,
-                       rows: slice = rows) -> NDArray[np.float64]:
-            return round_rows(c, rows)
+                       ss: NDArray[np.float64] = ss) -> NDArray[np.float64]:
+            return round_at(c, ss)
 
-        out = gptq(wm[rows][:, perm], u, round_cols, block)
-        target[rows] = out[:, np.argsort(perm)]
-    return target
+        out, loss = gptq(ws, u, round_cols, block)
+        best = np.argmin(loss.reshape(k, per), axis=0)
+        target[rows] = out.reshape(k, per, -1)[best, np.arange(per)][:, np.argsort(perm)]
+        choice[rows] = best
+    return target, choice
 
 
 def output_shift(wq: NDArray[np.float64], w: NDArray[np.float64], st: LayerStats

@@ -26,7 +26,9 @@
 * LeakyReLU/PReLU slopes are two-digit codes ``slope * 2^(W-1)`` applied by ACT.
 * ReLU6 (Clip 0..6): the output scale is ``min(range, 6) / 127`` so saturation clamps at 6.
 * Weight rounding (:class:`WeightRounding`): with every channel's scale fixed by the search
-  above, the weights go onto the scheme's grid by nearest rounding or by an error-compensating
+  above (GPTQ alone may move it to a nearby exact multiplier that leaves less output error,
+  :func:`asd.rounding.gptq_layer`), the weights go onto the scheme's grid by nearest rounding
+  or by an error-compensating
   rounding of :mod:`asd.rounding` (``bias``, ``gptq``, ``gptq+bias``: the same code as
   ``asd quantize --rounding``), with each conv's input statistics from the calibration images
   through the float network or through the quantized network itself (``inputs="quantized"``:
@@ -450,17 +452,35 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
         s_w = s0
         m, sh = snap_mult(m0, config.exp_bits)
         ql.exact = bool(np.all(np.abs(m / np.exp2(sh) - m0) <= 1e-12 * m0))
-    ql.mult, ql.shift, ql.s_w = m.astype(np.int64), sh.astype(np.int64), s_w
     target = w
     if rounding.startswith("gptq"):
-        from asd.rounding import gptq_layer, input_compensated
+        from asd.rounding import SCALE_RATIOS, gptq_layer, input_compensated
 
         target = input_compensated(np.asarray(w, np.float64), stats)
+        # Per channel, GPTQ at the searched scale and at others near it; the one with the
+        # least output error is kept (asd.rounding.gptq_layer).  Requant-aware: the exact
+        # multipliers nearest each ratio, so the requantization stays exact.
+        # (Without the requant-aware search the multipliers stay as they are.)
+        m_best = m / np.exp2(sh)
+        cands = [s_w]
+        if aware:
+            grid = np.stack(mult_candidates(m0 * SEARCH_LO, m0 * SEARCH_HI, config.exp_bits),
+                            axis=1)
+            for r in SCALE_RATIOS[1:]:
+                dist = np.abs(grid - (m_best * r)[:, None])
+                pick = grid[np.arange(co), np.argmin(np.where(np.isnan(dist), np.inf, dist),
+                                                     axis=1)]
+                mr = np.where(np.isnan(pick), m_best, pick)
+                cands.append(mr * unit * s_y / s_x)
 
-        def round_rows(c: F64, rows: slice) -> F64:
-            return approx(c / s_w[rows, None]) * s_w[rows, None]
+        def round_at(c: F64, s: F64) -> F64:
+            return approx(c / s[:, None]) * s[:, None]
 
-        target = gptq_layer(target, stats, round_rows)
+        target, choice = gptq_layer(target, stats, round_at, cands)
+        if aware:
+            m, sh = snap_mult(np.choose(choice, cands) * s_x / (unit * s_y), config.exp_bits)
+            s_w = (m / np.exp2(sh)) * unit * s_y / s_x
+    ql.mult, ql.shift, ql.s_w = m.astype(np.int64), sh.astype(np.int64), s_w
     ql.w_int = quantize_rows(quant, target, s_w, near if getattr(quant, "nearest", False)
                              else None, unit_f).reshape(lay.weight.shape)
     b = lay.bias

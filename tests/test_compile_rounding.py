@@ -137,7 +137,8 @@ def test_fidelity_benchmark_runs(tmp_path) -> None:
 def test_compile_model_takes_the_rounding(digits) -> None:
     # The keyword is the context manager's twin: the same integer network either way.
     calib = digits.x_train[:32]
-    direct = compile_model(DIGITS, AccelConfig(), calib, rounding="gptq+bias")
+    direct = compile_model(DIGITS, AccelConfig(), calib, rounding="gptq+bias",
+                           rounding_inputs="quantized")
     with weight_rounding("gptq+bias", "quantized"):
         managed = compile_model(DIGITS, AccelConfig(), calib)
     nearest = compile_model(DIGITS, AccelConfig(), calib)

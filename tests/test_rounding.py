@@ -27,7 +27,7 @@ def _gptq_matrix(scheme, w, h):
     def rc(c, c0, c1):
         return scheme._values(c, s) * s[:, None].astype(np.float64)
 
-    target = rounding.gptq(w, u, rc)
+    target, _ = rounding.gptq(w, u, rc)
     return scheme.quantize(target, "channel", "mse", 0, fixed_scale=s).dequant.astype(np.float64), \
         scheme.quantize(w, "channel", "mse", 0, fixed_scale=s).dequant.astype(np.float64)
 
@@ -47,12 +47,57 @@ def test_gptq_lowers_the_layer_output_error(name, seed):
     assert np.allclose(again, q, rtol=0, atol=1e-6)
 
 
+def test_gptq_accounts_each_rows_output_error():
+    """The per-row loss gptq returns is the rounded rows' output error under the damped H."""
+    x, w = _layer(4)
+    h = x.T @ x
+    sch = get_scheme("asd2")
+    s = sch._scales(w.astype(np.float64), "mse")
+
+    def rc(c, c0, c1):
+        return sch._values(c, s) * s[:, None].astype(np.float64)
+
+    target, loss = rounding.gptq(w, rounding.inverse_factor(h), rc)
+    e = sch._values(target, s) * s[:, None].astype(np.float64) - w
+    hd = h + rounding.DAMP * np.mean(np.diag(h)) * np.eye(len(h))
+    assert np.allclose(loss, np.einsum("ij,jk,ik->i", e, hd, e), rtol=1e-8)
+
+
 def test_gptq_with_uncorrelated_inputs_is_nearest():
     # A diagonal Hessian couples no columns: nothing to compensate.
     _, w = _layer(3)
     h = np.diag(np.linspace(1, 4, w.shape[1]))
     q, near = _gptq_matrix(get_scheme("asd2"), w, h)
     assert np.array_equal(q, near)
+
+
+@pytest.mark.parametrize("name", ["asd2", "int6"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gptq_keeps_per_row_the_scale_with_the_least_output_error(name, seed):
+    """gptq_layer at several scales per row: each row's result is the GPTQ result at the
+    scale it reports (as if that scale alone had been given), and its output error is the
+    least of the candidates', so never above the searched scale's alone."""
+    x, w = _layer(seed)
+    sch = get_scheme(name)
+    st = rounding.LayerStats("Gemm", 1, (x.T @ x)[None], x.mean(0)[None], len(x))
+    s = sch._scales(w.astype(np.float64), "mse").astype(np.float64)
+    cands = [s] + [s * r for r in rounding.SCALE_RATIOS[1:]]
+
+    def round_at(c, sr):
+        return sch._values(c, sr.astype(np.float32)) * sr.astype(np.float32)[:, None]
+
+    hd = x.T @ x + rounding.DAMP * np.mean(np.sum(x * x, axis=0)) * np.eye(w.shape[1])
+
+    def out_err(target, sr):  # under the damped H, the account gptq keeps
+        e = round_at(target, sr) - w
+        return np.einsum("ij,jk,ik->i", e, hd, e)
+
+    target, choice = rounding.gptq_layer(w, st, round_at, cands)
+    chosen = np.choose(choice, cands)
+    errs = np.array([out_err(rounding.gptq_layer(w, st, round_at, [c])[0], c) for c in cands])
+    assert np.allclose(out_err(target, chosen), errs.min(axis=0), rtol=1e-9)
+    assert np.array_equal(choice, errs.argmin(axis=0))
+    assert np.all(out_err(target, chosen) <= errs[0]) and np.any(choice > 0)
 
 
 def _model(path, with_bias=True):
