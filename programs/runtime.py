@@ -28,6 +28,7 @@ from contract.backend import DEFAULT_LIMITS, GOLDEN, Backend, Limits, get_backen
 from contract.errors import AsdError
 from contract.image import Image
 
+from . import batchint
 from . import reference as ref
 from .lower import LoweredLayer, Tile
 from .manifest import Compiled
@@ -197,6 +198,11 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
     n = x.shape[0]
     vals: dict[str, I64] = {g.input: ref.quantize_input(x, q.scales[g.input], q.config.act_bits,
                                                         q.zero(g.input))}
+    # The batch in the narrowest integer type that holds every activation (a quarter to an
+    # eighth of int64's bytes a pass); trace keeps int64 for its comparisons.
+    narrow = batched and not trace
+    if narrow:
+        vals[g.input] = vals[g.input].astype(batchint.storage(q.config))
     records: list[LayerRecord] = []
     first_int: str | None = None
     for ll in compiled.layers:
@@ -211,11 +217,11 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
         if ll.host:
             rec.host_elements, rec.host_macs, rec.host_words = host_work(ql.layer, g)
             rec.host_cycles = -(-rec.host_words // q.config.host_words_per_cycle)
-            y = ref.int_layer(ql, q, ins)
+            y = _batch_int_layer(ql, q, ins) if narrow else ref.int_layer(ql, q, ins)
         else:
             shape = (*ll.out_shape[1:], ll.out_shape[0])
             if batched:
-                want = ref.int_layer(ql, q, ins)
+                want = _batch_int_layer(ql, q, ins) if narrow else ref.int_layer(ql, q, ins)
                 k = n if emulate == "all" else min(1, n)
                 # Only the emulated images' inputs: padding the whole batch per layer costs.
                 got = np.zeros((k, *shape), np.int64)
@@ -240,7 +246,8 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
             rec.int_mismatches = int(diff.sum())
             if rec.int_mismatches:
                 k = diff.shape[0]
-                rec.int_max_diff = int(np.abs(np.where(diff, y[:k] - want[:k], 0)).max())
+                rec.int_max_diff = int(np.abs(np.where(
+                    diff, y[:k].astype(np.int64) - want[:k], 0)).max())
                 if first_int is None:
                     first_int = ll.name
                 if not trace:
@@ -255,13 +262,34 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
         records.append(rec)
         if progress is not None:
             progress(f"{ll.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
-    y_int = vals[g.output]
+    y_int = vals[g.output].astype(np.int64)
     y_out = np.asarray(ref.to_user(ref.dequantize(q, g.output, y_int), g), np.float64)
     report = RunReport(y_out, y_int, records, n, backend.name, time.perf_counter() - t_start,
                        vals if trace else {}, first_int, lanes=q.config.lanes)
     if trace:
         _float_trace(compiled, x, vals, report, float_tol)
     return report
+
+
+# Layers that only move elements: any integer type goes through the definition unchanged.
+_MOVES = ("concat", "flatten", "softmax")
+
+
+def _batch_int_layer(ql: Any, q: Any, ins: list[NDArray]) -> NDArray:
+    """ref.int_layer on the batch's narrow integer type (programs.batchint.storage): the
+    batch paths keep it; the literal definition, written for int64, gets int64 and its result
+    is narrowed back (every activation fits)."""
+    fast = batchint.int_layer(ql, q, ins)
+    if fast is not None:
+        return fast
+    if ql.layer.op in _MOVES:
+        return ref.int_layer(ql, q, ins, literal=True)
+    wide = ref.int_layer(ql, q, [v.astype(np.int64) for v in ins], literal=True)
+    kind = np.iinfo(ins[0].dtype)
+    if wide.size and (wide.min() < kind.min or wide.max() > kind.max):
+        raise DivergenceError(f"layer {ql.layer.name} ({ql.layer.op}): outputs outside "
+                              f"{ins[0].dtype}, the batch's activation type")
+    return wide.astype(ins[0].dtype)
 
 
 def _float_trace(compiled: Compiled, x: NDArray, vals: dict[str, I64], report: RunReport,

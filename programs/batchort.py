@@ -1,0 +1,167 @@
+"""A convolution's integer products on onnxruntime's 8-bit kernels, bit-exact by proof.
+
+onnxruntime's ``MatMulInteger`` on uint8 activations and int8 weights (MLAS's u8s8 GEMM: AVX-512
+VNNI here, about 6x a float32 product of the same shape) accumulates in int32.  Its result
+equals the integer sum of products under two bounds, checked per layer before it is used:
+
+* **No int16 saturation.**  Kernels without VNNI (AVX2, AVX-512BW) add two u8 x s8 products in
+  a saturating int16 (``vpmaddubsw``).  Every weight integer given to onnxruntime lies in
+  [-64, 63], so a pair is at most 2 * 255 * 64 = 32640 < 2^15.  Weight integers beyond that
+  (ASD's ``+-2^a +-2^b`` reach 2^(2^E)) are split into balanced base-128 digit planes
+  ``w = sum_p d_p 128^p`` (d_p in [-64, 63]), one product each.
+* **No int32 wrap.**  The activations are given as ``u = x - act_min`` in [0, 2^act_bits - 1],
+  so every partial sum of a plane's products, in any order a kernel takes, is at most
+  ``(2^act_bits - 1) * sum |d_p|`` over the reduction, held below 2^31.
+
+The true sum is ``sum x w = sum_p 128^p (u . d_p) + act_min * sum w`` (the border holds the
+zero point, given as ``pad - act_min`` like any other element), so ``act_min * sum w`` joins the
+bias and the 128^p join the requantization's scale.  The requantization runs in the same
+session in float64, exact for the reasons programs.batchint gives (every term and partial sum
+an integer times 2^-s below 2^53); graph optimizations are off, so no fusion (onnxruntime has
+a MatMulInteger-to-float32 one) changes that arithmetic.  One session per layer, built on
+first use with one intra-op thread (the caller's threads run blocks side by side), cached.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+I64 = NDArray[np.int64]
+
+BASE = 128
+DIGIT_MIN, DIGIT_MAX = -64, 63
+INT32_LIMIT = 1 << 31
+# Sessions kept (one per layer): a network's convolutions with room for a second network;
+# tests that build thousands of random layers do not keep them all.
+CACHE_SIZE = 96
+
+
+def planes(wk: I64) -> list[I64]:
+    """Balanced base-128 digits of ``wk`` (any shape), lowest first, each in [-64, 63]:
+    ``wk == sum_p planes[p] * 128**p``; at least one plane."""
+    rest = np.asarray(wk, np.int64)
+    out = []
+    while True:
+        d = ((rest - DIGIT_MIN) & (BASE - 1)) + DIGIT_MIN
+        out.append(d)
+        rest = (rest - d) // BASE
+        if not rest.any():
+            return out
+
+
+@dataclass
+class Plan:
+    """What a layer's session needs: the weight planes (Co x K each), the per-channel scale
+    and offset of the requantization (float64) and its clip range."""
+
+    planes: list[I64]
+    scale: NDArray[np.float64]
+    offset: NDArray[np.float64]
+    lo: int
+    hi: int
+    out: np.dtype[Any]  # the outputs' integer type
+
+
+def fits(digit_planes: list[I64], act_bits: int) -> bool:
+    """Whether every plane's int32 partial sums stay below 2^31 (see the module notes)."""
+    umax = (1 << act_bits) - 1
+    return all(umax * int(np.abs(d).sum(axis=1).max(initial=0)) < INT32_LIMIT
+               for d in digit_planes)
+
+
+def _graph(plan: Plan) -> bytes:
+    from onnx import TensorProto, helper, numpy_helper
+
+    co, k = plan.planes[0].shape
+    inits = [numpy_helper.from_array(plan.offset, "offset"),
+             numpy_helper.from_array(np.array(float(plan.lo)), "lo"),
+             numpy_helper.from_array(np.array(float(plan.hi)), "hi")]
+    nodes = []
+    total = ""
+    for p, d in enumerate(plan.planes):
+        inits += [numpy_helper.from_array(np.ascontiguousarray(d.T.astype(np.int8)), f"w{p}"),
+                  numpy_helper.from_array(plan.scale * float(BASE ** p), f"s{p}")]
+        nodes += [helper.make_node("MatMulInteger", ["u", f"w{p}"], [f"i{p}"]),
+                  helper.make_node("Cast", [f"i{p}"], [f"f{p}"], to=TensorProto.DOUBLE),
+                  helper.make_node("Mul", [f"f{p}", f"s{p}"], [f"m{p}"])]
+        if total:
+            nodes.append(helper.make_node("Add", [total, f"m{p}"], [f"a{p}"]))
+            total = f"a{p}"
+        else:
+            total = f"m{p}"
+    nodes += [helper.make_node("Add", [total, "offset"], ["t"]),
+              helper.make_node("Floor", ["t"], ["fl"]),
+              helper.make_node("Clip", ["fl", "lo", "hi"], ["cl"]),
+              helper.make_node("Cast", ["cl"], ["y"], to=helper.np_dtype_to_tensor_dtype(plan.out))]
+    g = helper.make_graph(nodes, "asd_conv",
+                          [helper.make_tensor_value_info("u", TensorProto.UINT8, [None, k])],
+                          [helper.make_tensor_value_info(
+                              "y", helper.np_dtype_to_tensor_dtype(plan.out), [None, co])],
+                          inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    return bytes(model.SerializeToString())
+
+
+class Session:
+    """One layer's onnxruntime session: ``run(u)`` maps uint8 rows (M x K) to the
+    requantized outputs (M x Co, of the plan's integer type)."""
+
+    def __init__(self, plan: Plan) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self._sess = ort.InferenceSession(_graph(plan), opts,
+                                          providers=["CPUExecutionProvider"])
+
+    def run(self, u: NDArray[np.uint8]) -> NDArray[Any]:
+        return np.asarray(self._sess.run(None, {"u": np.ascontiguousarray(u)})[0])
+
+
+@dataclass
+class Prepared:
+    """A layer's session (None where the bounds that do not depend on the data fail) and the
+    per-channel figures for the bounds that do: sum |w|, the bias over u (see the module
+    notes) and a bound on the float steps' |terms|."""
+
+    session: Session | None
+    abs_sum: I64
+    bias_u: I64
+    terms: I64
+
+
+# By id of the layer; the entry holds the layer and its weight array, so the ids cannot be
+# reused while cached and a layer given new weights (or configuration) builds anew.
+_CACHE: OrderedDict[int, tuple[Any, Any, Any, Prepared]] = OrderedDict()
+
+
+def cached(ql: Any, key: Any, make: Callable[[], Prepared]) -> Prepared:
+    """``make()`` for layer ``ql``, once while ``ql``, its weight array and ``key`` (what
+    else it was made from: biases, requantization, configuration) stay the same."""
+    hit = _CACHE.get(id(ql))
+    if hit is not None and hit[0] is ql and hit[1] is ql.w_int and hit[2] == key:
+        _CACHE.move_to_end(id(ql))
+        return hit[3]
+    prep = make()
+    _CACHE[id(ql)] = (ql, ql.w_int, key, prep)
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return prep
+
+
+def available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:  # pragma: no cover - both are dependencies
+        return False
+    return True
