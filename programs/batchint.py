@@ -183,10 +183,10 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     cog = co // groups
     xmax = max(_abs_max(x), abs(pad) if any(lay.pads) else 0)
     bias = np.asarray(ql.bias_int, np.int64)
-    prep = _ort_prepared(ql, c, x.dtype) if groups == 1 else None
+    prep = _ort_prepared(ql, c) if groups == 1 else None
     if prep is not None and prep.session is not None and Requant.of(
             ql, c, prep.bias_u, xmax * prep.abs_sum + np.abs(bias), prep.terms) is not None:
-        sess = prep.session
+        sess, req = prep.session, prep.requant
         # uint8 codes u = x - act_min (programs.batchort), the border too.
         dtype: Any = np.uint8
         xp = np.full((n, h + t + b, wd + l + r, ci), pad - c.act_min, dtype)
@@ -219,7 +219,7 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
             cols = v[i, r0:r1].reshape((r1 - r0) * ow, -1)  # the one copy (im2col)
         dest = out[i, r0:r1].reshape(-1, co)
         if sess is not None:
-            dest[...] = sess.run(cols)
+            req.apply(sess.run(cols), dest)
             return
         for g, plan in enumerate(plans):
             assert plan is not None
@@ -236,7 +236,7 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     return out
 
 
-def _ort_prepared(ql: QLayer, c: AccelConfig, out: np.dtype[Any]) -> batchort.Prepared | None:
+def _ort_prepared(ql: QLayer, c: AccelConfig) -> batchort.Prepared | None:
     """What the onnxruntime path (programs.batchort) needs of a layer, built once per layer
     and configuration: None where it cannot apply (wider activations); its session None where
     the data-independent bounds fail (the float products then)."""
@@ -244,7 +244,7 @@ def _ort_prepared(ql: QLayer, c: AccelConfig, out: np.dtype[Any]) -> batchort.Pr
         return None
     assert ql.w_int is not None and ql.bias_int is not None
     bias = np.asarray(ql.bias_int, np.int64)
-    key = (c, out, ql.relu, bias.tobytes(), np.asarray(ql.req_params).tobytes())
+    key = (c, ql.relu, bias.tobytes(), np.asarray(ql.req_params).tobytes())
 
     def make() -> batchort.Prepared:
         w = np.asarray(ql.w_int, np.int64)
@@ -260,10 +260,8 @@ def _ort_prepared(ql: QLayer, c: AccelConfig, out: np.dtype[Any]) -> batchort.Pr
         req = Requant.of(ql, c, bias_u, np.zeros(0, np.int64), terms)
         sess = None
         if req is not None and batchort.fits(digits, c.act_bits):
-            sess = batchort.Session(batchort.Plan(digits, req.scale.astype(np.float64),
-                                                  req.offset.astype(np.float64), req.lo, req.hi,
-                                                  np.dtype(out)))
-        return batchort.Prepared(sess, np.abs(wk).sum(axis=1), bias_u, terms)
+            sess = batchort.Session(digits)
+        return batchort.Prepared(sess, np.abs(wk).sum(axis=1), bias_u, terms, req)
 
     return batchort.cached(ql, key, make)
 

@@ -14,12 +14,13 @@ equals the integer sum of products under two bounds, checked per layer before it
   ``(2^act_bits - 1) * sum |d_p|`` over the reduction, held below 2^31.
 
 The true sum is ``sum x w = sum_p 128^p (u . d_p) + act_min * sum w`` (the border holds the
-zero point, given as ``pad - act_min`` like any other element), so ``act_min * sum w`` joins the
-bias and the 128^p join the requantization's scale.  The requantization runs in the same
-session in float64, exact for the reasons programs.batchint gives (every term and partial sum
-an integer times 2^-s below 2^53); graph optimizations are off, so no fusion (onnxruntime has
-a MatMulInteger-to-float32 one) changes that arithmetic.  One session per layer, built on
-first use with one intra-op thread (the caller's threads run blocks side by side), cached.
+zero point, given as ``pad - act_min`` like any other element): the session combines the planes
+by Horner's rule in int32 (each step's value bounded below 2^31 too) and ``act_min * sum w``
+joins the bias of the requantization, which programs.batchint applies in float64 as for its
+float products (onnxruntime's elementwise kernels took twice numpy's time there).  Graph
+optimizations are off, so no fusion (onnxruntime has a MatMulInteger-to-float32 one) changes
+the arithmetic.  One session per layer, built on first use with one intra-op thread (the
+caller's threads run blocks side by side), cached.
 """
 
 from __future__ import annotations
@@ -55,64 +56,60 @@ def planes(wk: I64) -> list[I64]:
             return out
 
 
-@dataclass
-class Plan:
-    """What a layer's session needs: the weight planes (Co x K each), the per-channel scale
-    and offset of the requantization (float64) and its clip range."""
-
-    planes: list[I64]
-    scale: NDArray[np.float64]
-    offset: NDArray[np.float64]
-    lo: int
-    hi: int
-    out: np.dtype[Any]  # the outputs' integer type
-
-
 def fits(digit_planes: list[I64], act_bits: int) -> bool:
-    """Whether every plane's int32 partial sums stay below 2^31 (see the module notes)."""
+    """Whether every int32 value the session forms stays below 2^31 in magnitude: each
+    plane's partial sums of products, and each step of Horner's rule (see the module notes).
+    ``digit_planes`` are Co x K."""
     umax = (1 << act_bits) - 1
-    return all(umax * int(np.abs(d).sum(axis=1).max(initial=0)) < INT32_LIMIT
-               for d in digit_planes)
+
+    def worst(m: I64) -> int:
+        return umax * int(np.abs(m).sum(axis=1).max(initial=0))
+
+    if any(worst(d) >= INT32_LIMIT for d in digit_planes):
+        return False
+    # Horner's rule from the top plane: h = high * 128, then h + i_p, both sums of u times
+    # the integers high * 128 and high * 128 + d_p.
+    high = digit_planes[-1]
+    for d in reversed(digit_planes[:-1]):
+        shifted = high * BASE
+        high = shifted + d
+        if worst(shifted) >= INT32_LIMIT or worst(high) >= INT32_LIMIT:
+            return False
+    return True
 
 
-def _graph(plan: Plan) -> bytes:
+def _graph(digit_planes: list[I64]) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
-    co, k = plan.planes[0].shape
-    inits = [numpy_helper.from_array(plan.offset, "offset"),
-             numpy_helper.from_array(np.array(float(plan.lo)), "lo"),
-             numpy_helper.from_array(np.array(float(plan.hi)), "hi")]
+    k = digit_planes[0].shape[1]
+    inits = [numpy_helper.from_array(np.array(BASE, np.int32), "base")]
     nodes = []
+    # Horner's rule in int32, highest plane first: s = (.. i_top * 128 + ..) * 128 + i_0.
     total = ""
-    for p, d in enumerate(plan.planes):
-        inits += [numpy_helper.from_array(np.ascontiguousarray(d.T.astype(np.int8)), f"w{p}"),
-                  numpy_helper.from_array(plan.scale * float(BASE ** p), f"s{p}")]
-        nodes += [helper.make_node("MatMulInteger", ["u", f"w{p}"], [f"i{p}"]),
-                  helper.make_node("Cast", [f"i{p}"], [f"f{p}"], to=TensorProto.DOUBLE),
-                  helper.make_node("Mul", [f"f{p}", f"s{p}"], [f"m{p}"])]
+    for p in reversed(range(len(digit_planes))):
+        d = digit_planes[p]
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(d.T.astype(np.int8)), f"w{p}"))
+        nodes.append(helper.make_node("MatMulInteger", ["u", f"w{p}"], [f"i{p}"]))
         if total:
-            nodes.append(helper.make_node("Add", [total, f"m{p}"], [f"a{p}"]))
+            nodes += [helper.make_node("Mul", [total, "base"], [f"h{p}"]),
+                      helper.make_node("Add", [f"h{p}", f"i{p}"], [f"a{p}"])]
             total = f"a{p}"
         else:
-            total = f"m{p}"
-    nodes += [helper.make_node("Add", [total, "offset"], ["t"]),
-              helper.make_node("Floor", ["t"], ["fl"]),
-              helper.make_node("Clip", ["fl", "lo", "hi"], ["cl"]),
-              helper.make_node("Cast", ["cl"], ["y"], to=helper.np_dtype_to_tensor_dtype(plan.out))]
-    g = helper.make_graph(nodes, "asd_conv",
+            total = f"i{p}"
+    nodes.append(helper.make_node("Identity", [total], ["s"]))
+    g = helper.make_graph(nodes, "asd_conv_sum",
                           [helper.make_tensor_value_info("u", TensorProto.UINT8, [None, k])],
-                          [helper.make_tensor_value_info(
-                              "y", helper.np_dtype_to_tensor_dtype(plan.out), [None, co])],
+                          [helper.make_tensor_value_info("s", TensorProto.INT32, [None, None])],
                           inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     return bytes(model.SerializeToString())
 
 
 class Session:
-    """One layer's onnxruntime session: ``run(u)`` maps uint8 rows (M x K) to the
-    requantized outputs (M x Co, of the plan's integer type)."""
+    """One layer's onnxruntime session: ``run(u)`` maps uint8 rows (M x K) to the sums
+    ``u . w`` (int32, M x Co) of the weights whose digit planes (Co x K each) it was built on."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, digit_planes: list[I64]) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -120,7 +117,7 @@ class Session:
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self._sess = ort.InferenceSession(_graph(plan), opts,
+        self._sess = ort.InferenceSession(_graph(digit_planes), opts,
                                           providers=["CPUExecutionProvider"])
 
     def run(self, u: NDArray[np.uint8]) -> NDArray[Any]:
@@ -137,6 +134,7 @@ class Prepared:
     abs_sum: I64
     bias_u: I64
     terms: I64
+    requant: Any  # programs.batchint.Requant of the sums over u (data-independent)
 
 
 # By id of the layer; the entry holds the layer and its weight array, so the ids cannot be

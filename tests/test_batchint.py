@@ -141,7 +141,7 @@ def test_onnxruntime_steps_aside_at_the_int32_bound(step: int, w: int, low: bool
     c = AccelConfig()
     ci = (1 << 31) // (255 * abs(w)) + step  # the first ci past the bound has step 1
     ql, q = _wide_layer(ci, w, c)
-    prep = batchint._ort_prepared(ql, c, np.dtype(np.int64))
+    prep = batchint._ort_prepared(ql, c)
     assert prep is not None
     assert (prep.session is not None) == (255 * abs(w) * ci < 1 << 31)
     x = np.full((2, 1, 1, ci), c.act_min if low else c.act_max, np.int64)
@@ -164,7 +164,7 @@ def test_an_asd_network_layer_runs_on_onnxruntime() -> None:
                 relu=True, config=c)
     q = QNet(Graph("x", (32, 6, 6), "y", [lay]), c, {"x": 1.0, "y": 1.0}, {"l": ql},
              zero_points={"x": -5})
-    prep = batchint._ort_prepared(ql, c, np.dtype(np.int8))
+    prep = batchint._ort_prepared(ql, c)
     assert prep is not None and prep.session is not None
     for x in (rng.integers(-128, 128, (5, 6, 6, 32)), np.full((5, 6, 6, 32), 127),
               np.full((5, 6, 6, 32), -128)):
