@@ -85,18 +85,19 @@ def _graph(digit_planes: list[I64]) -> bytes:
     inits = [numpy_helper.from_array(np.array(BASE, np.int32), "base")]
     nodes = []
     # Horner's rule in int32, highest plane first: s = (.. i_top * 128 + ..) * 128 + i_0.
+    # The last node writes "s" itself (an Identity would copy the whole output).
     total = ""
     for p in reversed(range(len(digit_planes))):
         d = digit_planes[p]
         inits.append(numpy_helper.from_array(np.ascontiguousarray(d.T.astype(np.int8)), f"w{p}"))
-        nodes.append(helper.make_node("MatMulInteger", ["u", f"w{p}"], [f"i{p}"]))
+        name = "s" if p == 0 else f"a{p}"
         if total:
-            nodes += [helper.make_node("Mul", [total, "base"], [f"h{p}"]),
-                      helper.make_node("Add", [f"h{p}", f"i{p}"], [f"a{p}"])]
-            total = f"a{p}"
+            nodes += [helper.make_node("MatMulInteger", ["u", f"w{p}"], [f"i{p}"]),
+                      helper.make_node("Mul", [total, "base"], [f"h{p}"]),
+                      helper.make_node("Add", [f"h{p}", f"i{p}"], [name])]
         else:
-            total = f"i{p}"
-    nodes.append(helper.make_node("Identity", [total], ["s"]))
+            nodes.append(helper.make_node("MatMulInteger", ["u", f"w{p}"], [name]))
+        total = name
     g = helper.make_graph(nodes, "asd_conv_sum",
                           [helper.make_tensor_value_info("u", TensorProto.UINT8, [None, k])],
                           [helper.make_tensor_value_info("s", TensorProto.INT32, [None, None])],
