@@ -212,15 +212,21 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     if not plain:
         v = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))
         v = v[:, ::sh, ::sw].transpose(0, 1, 2, 4, 5, 3)  # (N, OH, OW, KH, KW, C), a view
-    rows = max(1, BLOCK_BYTES // max(1, ow * kh * kw * ci * np.dtype(dtype).itemsize))
+    # A block's windows and its float64 outputs both well inside the cache.
+    rows = max(1, min(BLOCK_BYTES // max(1, ow * kh * kw * ci * np.dtype(dtype).itemsize),
+                      BLOCK_BYTES // max(1, ow * co * 8)))
+
+    # Small maps: several whole images a block (fewer, larger products), yet blocks enough
+    # for the threads.
+    per = max(1, min(rows // oh, n // (4 * workers()))) if rows >= oh else 1
 
     def block(i: int, r0: int) -> None:
-        r1 = min(oh, r0 + rows)
+        imgs, r1 = (slice(i, i + per), oh) if per > 1 else (slice(i, i + 1), min(oh, r0 + rows))
         if plain:
-            cols = xp[i, r0:r1].reshape(-1, ci)
+            cols = xp[imgs, r0:r1].reshape(-1, ci)
         else:
-            cols = v[i, r0:r1].reshape((r1 - r0) * ow, -1)  # the one copy (im2col)
-        dest = out[i, r0:r1].reshape(-1, co)
+            cols = v[imgs, r0:r1].reshape(-1, kh * kw * ci)  # the one copy (im2col)
+        dest = out[imgs, r0:r1].reshape(-1, co)
         if sess is not None:
             req.apply(sess.run(cols), dest)
             return
@@ -235,7 +241,7 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
             gs = slice(g * cog, (g + 1) * cog)
             req.apply(acc, dest[:, gs], gs)
 
-    parallel([(i, r0) for i in range(n) for r0 in range(0, oh, rows)], block)
+    parallel([(i, r0) for i in range(0, n, per) for r0 in range(0, oh, rows)], block)
     return out
 
 
