@@ -328,6 +328,13 @@ def int_layer(ql: QLayer, qnet: QNet, ins: list[I64]) -> I64 | None:
         return conv_layer(ins[0], ql, c, qnet.zero(lay.inputs[0]))
     if lay.op == "maxpool":
         return maxpool(ins[0], lay.kernel, lay.stride, lay.pads, c.act_min)
+    if (lay.op == "avgpool" and ql.slope_params is None and not any(lay.pads)
+            and tuple(lay.kernel) == ins[0].shape[1:3]):
+        # Global average pooling: one window, a sum over the map (no padding, any stride).
+        acc = ins[0].sum(axis=(1, 2), keepdims=True, dtype=np.int64) * _code_int(qnet.unit_code, c)
+        if ql.bias_int is not None:
+            acc += ql.bias_int
+        return linear_requant(acc, ql, c).astype(ins[0].dtype, copy=False)
     if lay.op == "add" and ql.slope_params is None:
         assert ql.add_codes is not None
         a0, a1 = (_code_int(code, c) for code in ql.add_codes)

@@ -42,7 +42,11 @@ def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list
     pads = tuple(draw(st.integers(0, k - 1)) for _ in range(4))
     h, w = draw(st.integers(k, 9)), draw(st.integers(k, 9))
     n = draw(st.integers(1, 3))
-    lay = Layer("l", op, ["x", "x"] if op == "add" else ["x"], "y", kernel=(k, k), stride=(s, s),
+    if op == "avgpool" and draw(st.booleans()):  # global: the window is the whole map
+        (k, kw), pads = (h, w), (0, 0, 0, 0)
+    else:
+        kw = k
+    lay = Layer("l", op, ["x", "x"] if op == "add" else ["x"], "y", kernel=(k, kw), stride=(s, s),
                 pads=pads, groups=groups)
     # Codes at the extremes as often as anywhere: long reductions of large weights are
     # what forces chunks and float64.
@@ -59,6 +63,9 @@ def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list
     ql = QLayer(lay, w_int=w_int, bias_int=rng.integers(-(1 << 20), 1 << 20, co),
                 mult=mult, shift=rng.integers(0, REQ_SHIFT_MAX + 1, co),
                 relu=draw(st.booleans()), config=c)
+    if op == "avgpool":
+        ql.w_int, ql.mult, ql.shift = None, mult[:1].repeat(ci), ql.shift[:1].repeat(ci)
+        ql.bias_int = None if draw(st.booleans()) else ql.bias_int[:1].repeat(ci)
     if op == "add":
         ql.w_int, ql.add_ints = None, tuple(int(v) for v in fmt.to_int(rng.integers(0, top + 1, 2),
                                                                        c.exp_bits))
@@ -73,7 +80,7 @@ def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list
     return ql, q, xs
 
 
-@given(small_configs(), st.sampled_from(["conv", "maxpool", "add"]), st.data())
+@given(small_configs(), st.sampled_from(["conv", "maxpool", "add", "avgpool"]), st.data())
 def test_fast_layers_equal_the_literal_definition(c: AccelConfig, op: str, data: st.DataObject
                                                   ) -> None:
     ql, q, xs = _layer(data.draw, c, op)
