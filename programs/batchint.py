@@ -47,9 +47,10 @@ EXACT_F64 = 1 << 53
 # Past this many float32 chunks one float64 product is cheaper.
 MAX_F32_CHUNKS = 3
 # Fewer output pixels than this (a fully connected layer on a few images, the last 7x7 of
-# one image) run by the literal definition: there the passes over the weights that this path
-# makes (transpose, bounds, float copy) cost more than the product; AlexNet's first fully
-# connected layer on one image took 2.3 s here against 0.35 s.
+# one image) run by the literal definition unless onnxruntime's session (its weights prepared
+# once) takes them: there the passes over the weights that the float products make
+# (transpose, bounds, float copy) cost more than the product; AlexNet's first fully connected
+# layer on one image took 2.3 s here against 0.35 s.
 MIN_ROWS = 128
 # Grouped convolutions with more groups than this run by the literal definition.
 MAX_GROUPS = 8
@@ -180,8 +181,6 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     (t, l, b, r), (sh, sw) = lay.pads, lay.stride
     n, h, wd, ci = x.shape
     oh, ow = (h + t + b - kh) // sh + 1, (wd + l + r - kw) // sw + 1
-    if n * oh * ow < MIN_ROWS:
-        return None
     groups = lay.groups
     cog = co // groups
     xmax = max(_abs_max(x), abs(pad) if any(lay.pads) else 0)
@@ -196,6 +195,8 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
         np.subtract(x, c.act_min, out=xp[:, t:t + h, l:l + wd], dtype=np.int32,
                     casting="unsafe")
     else:
+        if n * oh * ow < MIN_ROWS:
+            return None
         sess = None
         wk = w.transpose(0, 2, 3, 1).reshape(co, -1)  # (Co, K), K in window order (kh, kw, ci)
         absw = np.abs(wk)
@@ -216,9 +217,11 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     rows = max(1, min(BLOCK_BYTES // max(1, ow * kh * kw * ci * np.dtype(dtype).itemsize),
                       BLOCK_BYTES // max(1, ow * co * 8)))
 
-    # Small maps: several whole images a block (fewer, larger products), yet blocks enough
-    # for the threads.
-    per = max(1, min(rows // oh, n // (4 * workers()))) if rows >= oh else 1
+    # Small maps: several whole images a block, at least as many rows as output channels
+    # where it can (each block streams the weights once: a fully connected layer's are far
+    # more than its inputs), yet two blocks a thread.
+    cap = max(1, -(-n // (2 * workers())))
+    per = min(max(rows // oh, -(-co // (oh * ow))), cap) if rows >= oh else 1
 
     def block(i: int, r0: int) -> None:
         imgs, r1 = (slice(i, i + per), oh) if per > 1 else (slice(i, i + 1), min(oh, r0 + rows))

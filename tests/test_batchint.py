@@ -115,7 +115,15 @@ def test_the_fast_path_is_taken_and_steps_aside_when_the_accumulator_wraps() -> 
                 shift=np.full(8, 12), relu=True, config=c)
     x = rng.integers(-128, 128, (4, 6, 6, 16))
     assert batchint.conv_layer(x, ql, c, 0) is not None  # 144 output pixels: the fast path
-    assert batchint.conv_layer(x[:1], ql, c, 0) is None  # 36: the definition is cheaper
+    # 36: onnxruntime (its weights prepared once) takes them; the float products would not
+    # (the definition is cheaper than their passes over the weights).
+    q = QNet(Graph("x", (16, 6, 6), "y", [lay]), c, {"x": 1.0, "y": 1.0}, {"l": ql})
+    assert np.array_equal(batchint.conv_layer(x[:1], ql, c, 0),
+                          reference.int_layer(ql, q, [x[:1]], literal=True))
+    wide = AccelConfig(act_bits=9)  # no onnxruntime (activations beyond 8 bits)
+    ql.config = wide
+    assert batchint.conv_layer(x, ql, wide, 0) is not None
+    assert batchint.conv_layer(x[:1], ql, wide, 0) is None
     narrow = AccelConfig(acc_bits=20)
     ql.config = narrow
     assert batchint.conv_layer(x, ql, narrow, 0) is None  # sums reach 2^19: wrap matters
