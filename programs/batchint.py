@@ -259,21 +259,21 @@ def _ort_prepared(ql: QLayer, c: AccelConfig) -> batchort.Prepared | None:
     key = (c, ql.relu, bias.tobytes(), np.asarray(ql.req_params).tobytes())
 
     def make() -> batchort.Prepared:
-        w = np.asarray(ql.w_int, np.int64)
+        w = np.asarray(ql.w_int)
         wk = w.transpose(0, 2, 3, 1).reshape(len(w), -1)  # (Co, K), K in window order
-        digits = batchort.planes(wk)
+        digits, sums = batchort.planes(wk)  # K x Co each
+        abs_sum = np.abs(wk).sum(axis=1, dtype=np.int64)
         # Sums over u = x - act_min: act_min * sum(w) joins the bias; the float steps see the
         # planes' sums (each at most (2^act_bits - 1) sum |d| 128^p) and that bias.
-        bias_u = bias + c.act_min * wk.sum(axis=1)
-        terms = ((1 << c.act_bits) - 1) * sum(
-            np.abs(d).sum(axis=1) * batchort.BASE ** p for p, d in enumerate(digits))
+        bias_u = bias + c.act_min * wk.sum(axis=1, dtype=np.int64)
+        terms = ((1 << c.act_bits) - 1) * sum(s * batchort.BASE ** p for p, s in enumerate(sums))
         terms = terms + np.abs(bias_u)
         # The wrap depends on the data (checked per batch); the float steps do not.
         req = Requant.of(ql, c, bias_u, np.zeros(0, np.int64), terms)
         sess = None
-        if req is not None and batchort.fits(digits, c.act_bits):
+        if req is not None and batchort.fits(sums, abs_sum, wk.shape[1], c.act_bits):
             sess = batchort.Session(digits)
-        return batchort.Prepared(sess, np.abs(wk).sum(axis=1), bias_u, terms, req)
+        return batchort.Prepared(sess, abs_sum, bias_u, terms, req)
 
     return batchort.cached(ql, key, make)
 

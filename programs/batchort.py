@@ -43,45 +43,53 @@ INT32_LIMIT = 1 << 31
 CACHE_SIZE = 96
 
 
-def planes(wk: I64) -> list[I64]:
-    """Balanced base-128 digits of ``wk`` (any shape), lowest first, each in [-64, 63]:
-    ``wk == sum_p planes[p] * 128**p``; at least one plane."""
-    rest = np.asarray(wk, np.int64)
-    out = []
-    while True:
-        d = ((rest - DIGIT_MIN) & (BASE - 1)) + DIGIT_MIN
-        out.append(d)
-        rest = (rest - d) // BASE
-        if not rest.any():
-            return out
+def planes(wk: NDArray[Any]) -> tuple[list[NDArray[np.int8]], list[I64]]:
+    """Balanced base-128 digits of the integer matrix ``wk`` (Co x K, |w| < 2^31),
+    transposed to K x Co (onnxruntime's layout), lowest first, each in [-64, 63]:
+    ``wk.T == sum_p planes[p] * 128**p``; at least one plane.  With each plane's sum of
+    |digits| per channel.  Block by block of channels in int32 (whole layers: AlexNet's first
+    fully connected one has 38 M weights, where a plain transpose and int64 passes took
+    seconds)."""
+    wk = np.asarray(wk)
+    top, low = (int(wk.max()), int(wk.min())) if wk.size else (0, 0)
+    # P digits hold exactly the interval [-64, 63] * (128^P - 1) / 127.
+    n = 1
+    while top > DIGIT_MAX * (BASE ** n - 1) // (BASE - 1) or \
+            low < DIGIT_MIN * (BASE ** n - 1) // (BASE - 1):
+        n += 1
+    out = [np.empty(wk.shape[::-1], np.int8) for _ in range(n)]
+    sums = [np.empty(wk.shape[0], np.int64) for _ in range(n)]
+    step = max(1, (1 << 18) // max(1, wk.shape[1]))
+    for c0 in range(0, wk.shape[0], step):
+        rest = wk[c0:c0 + step].T.astype(np.int32)
+        for plane, total in zip(out, sums):
+            d = rest - DIGIT_MIN
+            d &= BASE - 1
+            d += DIGIT_MIN
+            plane[:, c0:c0 + step] = d
+            total[c0:c0 + step] = np.abs(d).sum(axis=0)
+            rest -= d
+            rest >>= 7  # exact: a multiple of 128 (BASE)
+    return out, sums
 
 
-def fits(digit_planes: list[I64], act_bits: int) -> bool:
-    """Whether every int32 value the session forms stays below 2^31 in magnitude: each
-    plane's partial sums of products, and each step of Horner's rule (see the module notes).
-    ``digit_planes`` are Co x K."""
+def fits(plane_sums: list[I64], abs_sum: I64, k: int, act_bits: int) -> bool:
+    """Whether every int32 value the session forms stays below 2^31 in magnitude, from the
+    planes' per-channel sums of |digits| (``planes``), the weights' ``abs_sum`` and the
+    reduction's length ``k``.  Each plane's partial sums are at most (2^act_bits - 1) sum |d|.
+    Horner's rule forms sums of u times ``V = 128 W_j`` and ``W_j`` for the upper digits
+    ``W_j = sum_{p >= j} d_p 128^(p-j)`` (j >= 1): ``128 W_j = (w - low)/128^(j-1)`` with
+    |low| <= 64 (128^j - 1)/127, so |V| <= |w| + 65."""
     umax = (1 << act_bits) - 1
-
-    def worst(m: I64) -> int:
-        return umax * int(np.abs(m).sum(axis=1).max(initial=0))
-
-    if any(worst(d) >= INT32_LIMIT for d in digit_planes):
+    if any(umax * int(s.max(initial=0)) >= INT32_LIMIT for s in plane_sums):
         return False
-    # Horner's rule from the top plane: h = high * 128, then h + i_p, both sums of u times
-    # the integers high * 128 and high * 128 + d_p.
-    high = digit_planes[-1]
-    for d in reversed(digit_planes[:-1]):
-        shifted = high * BASE
-        high = shifted + d
-        if worst(shifted) >= INT32_LIMIT or worst(high) >= INT32_LIMIT:
-            return False
-    return True
+    return len(plane_sums) == 1 or umax * int((abs_sum + 65 * k).max(initial=0)) < INT32_LIMIT
 
 
-def _graph(digit_planes: list[I64]) -> bytes:
+def _graph(digit_planes: list[NDArray[np.int8]]) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
-    k = digit_planes[0].shape[1]
+    k = digit_planes[0].shape[0]
     inits = [numpy_helper.from_array(np.array(BASE, np.int32), "base")]
     nodes = []
     # Horner's rule in int32, highest plane first: s = (.. i_top * 128 + ..) * 128 + i_0.
@@ -89,7 +97,7 @@ def _graph(digit_planes: list[I64]) -> bytes:
     total = ""
     for p in reversed(range(len(digit_planes))):
         d = digit_planes[p]
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(d.T.astype(np.int8)), f"w{p}"))
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(d), f"w{p}"))
         name = "s" if p == 0 else f"a{p}"
         if total:
             nodes += [helper.make_node("MatMulInteger", ["u", f"w{p}"], [f"i{p}"]),
@@ -108,9 +116,9 @@ def _graph(digit_planes: list[I64]) -> bytes:
 
 class Session:
     """One layer's onnxruntime session: ``run(u)`` maps uint8 rows (M x K) to the sums
-    ``u . w`` (int32, M x Co) of the weights whose digit planes (Co x K each) it was built on."""
+    ``u . w`` (int32, M x Co) of the weights whose digit planes (K x Co each) it was built on."""
 
-    def __init__(self, digit_planes: list[I64]) -> None:
+    def __init__(self, digit_planes: list[NDArray[np.int8]]) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()

@@ -134,10 +134,13 @@ def test_the_fast_path_is_taken_and_steps_aside_when_the_accumulator_wraps() -> 
 
 @given(st.lists(st.integers(-(1 << 17), 1 << 17), min_size=1, max_size=40))
 def test_digit_planes_rebuild_the_weights_within_the_unsaturated_range(ws: list[int]) -> None:
-    w = np.array(ws, np.int64)
-    digits = batchort.planes(w)
+    w = np.array(ws, np.int64)[:, None]  # one channel, K = len(ws)
+    digits, sums = batchort.planes(w.T)
+    assert [int(s[0]) for s in sums] == [int(np.abs(d).sum()) for d in digits]
     assert all(d.min() >= batchort.DIGIT_MIN and d.max() <= batchort.DIGIT_MAX for d in digits)
-    assert np.array_equal(sum(d * batchort.BASE ** p for p, d in enumerate(digits)), w)
+    assert all(d.dtype == np.int8 for d in digits)
+    assert np.array_equal(sum(d.astype(np.int64) * batchort.BASE ** p
+                              for p, d in enumerate(digits)), w)
     assert len(digits) == 1 or digits[-1].any()
 
 
@@ -148,17 +151,19 @@ def _wide_layer(ci: int, w: int, c: AccelConfig) -> tuple[QLayer, QNet]:
     return ql, QNet(Graph("x", (ci, 1, 1), "y", [lay]), c, {"x": 1.0, "y": 1.0}, {"l": ql})
 
 
-@given(st.integers(-3, 3), st.sampled_from([-64, 63]), st.booleans())
+@given(st.integers(-3, 3), st.sampled_from([-64, 63, 192]), st.booleans())
 def test_onnxruntime_steps_aside_at_the_int32_bound(step: int, w: int, low: bool) -> None:
-    """A reduction whose partial sums of u * d can reach 2^31 takes the float products;
-    one just under it runs on onnxruntime, exactly, at the inputs that make the sums largest
-    (every u = 255, weights at the digit range's ends: int16 pairs at their largest too)."""
+    """A reduction whose int32 sums can reach 2^31 takes the float products; one just under
+    it runs on onnxruntime, exactly, at the inputs that make the sums largest (every u = 255,
+    weights at the digit range's ends: int16 pairs at their largest too).  One plane: the
+    sums of u * d; two (192 = 2 * 128 - 64): Horner's step, bounded by u * (|w| + 65)."""
     c = AccelConfig()
-    ci = (1 << 31) // (255 * abs(w)) + step  # the first ci past the bound has step 1
+    reach = abs(w) if -64 <= w <= 63 else abs(w) + 65
+    ci = (1 << 31) // (255 * reach) + step  # the first ci past the bound has step 1
     ql, q = _wide_layer(ci, w, c)
     prep = batchint._ort_prepared(ql, c)
     assert prep is not None
-    assert (prep.session is not None) == (255 * abs(w) * ci < 1 << 31)
+    assert (prep.session is not None) == (255 * reach * ci < 1 << 31)
     x = np.full((2, 1, 1, ci), c.act_min if low else c.act_max, np.int64)
     x[1, ..., ::3] = c.act_max
     with every_size():
