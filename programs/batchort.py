@@ -25,7 +25,7 @@ caller's threads run blocks side by side), cached.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,9 +38,6 @@ I64 = NDArray[np.int64]
 BASE = 128
 DIGIT_MIN, DIGIT_MAX = -64, 63
 INT32_LIMIT = 1 << 31
-# Sessions kept (one per layer): a network's convolutions with room for a second network;
-# tests that build thousands of random layers do not keep them all.
-CACHE_SIZE = 96
 
 
 def planes(wk: NDArray[Any]) -> tuple[list[NDArray[np.int8]], list[I64]]:
@@ -146,22 +143,22 @@ class Prepared:
     requant: Any  # programs.batchint.Requant of the sums over u (data-independent)
 
 
-# By id of the layer; the entry holds the layer and its weight array, so the ids cannot be
-# reused while cached and a layer given new weights (or configuration) builds anew.
-_CACHE: OrderedDict[int, tuple[Any, Any, Any, Prepared]] = OrderedDict()
+# By id of the layer, for as long as the layer lives (a weak reference; a finalizer drops
+# the entry, and its session, with the layer): a network's sessions last as long as the
+# compiled network, and a process that compiles many holds none of the dropped ones.
+_CACHE: dict[int, tuple[weakref.ref[Any], Any, Any, Prepared]] = {}
 
 
 def cached(ql: Any, key: Any, make: Callable[[], Prepared]) -> Prepared:
     """``make()`` for layer ``ql``, once while ``ql``, its weight array and ``key`` (what
     else it was made from: biases, requantization, configuration) stay the same."""
     hit = _CACHE.get(id(ql))
-    if hit is not None and hit[0] is ql and hit[1] is ql.w_int and hit[2] == key:
-        _CACHE.move_to_end(id(ql))
+    if hit is not None and hit[1] is ql.w_int and hit[2] == key and hit[0]() is ql:
         return hit[3]
     prep = make()
-    _CACHE[id(ql)] = (ql, ql.w_int, key, prep)
-    while len(_CACHE) > CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    if hit is None or hit[0]() is not ql:
+        weakref.finalize(ql, _CACHE.pop, id(ql), None)
+    _CACHE[id(ql)] = (weakref.ref(ql), ql.w_int, key, prep)
     return prep
 
 

@@ -190,3 +190,15 @@ def test_an_asd_network_layer_runs_on_onnxruntime() -> None:
               np.full((5, 6, 6, 32), -128)):
         want = reference.int_layer(ql, q, [x], literal=True)
         assert np.array_equal(batchint.conv_layer(x.astype(np.int8), ql, c, -5), want)
+
+
+def test_a_layers_session_is_built_once_and_dropped_with_the_layer() -> None:
+    c = AccelConfig()
+    ql, q = _wide_layer(64, 5, c)
+    first = batchint._ort_prepared(ql, c)
+    assert first is not None and batchint._ort_prepared(ql, c) is first
+    ql.bias_int = np.array([8])  # a new bias: a new session
+    assert batchint._ort_prepared(ql, c) is not first
+    gone = id(ql)
+    del ql, q, first
+    assert gone not in batchort._CACHE
