@@ -191,9 +191,14 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
         sess, req = prep.session, prep.requant
         # uint8 codes u = x - act_min (programs.batchort), the border too.
         dtype: Any = np.uint8
-        xp = np.full((n, h + t + b, wd + l + r, ci), pad - c.act_min, dtype)
-        np.subtract(x, c.act_min, out=xp[:, t:t + h, l:l + wd], dtype=np.int32,
-                    casting="unsafe")
+        shape = (n, h + t + b, wd + l + r, ci)
+        xp = np.full(shape, pad - c.act_min, dtype) if any(lay.pads) else np.empty(shape, dtype)
+        inner = xp[:, t:t + h, l:l + wd]
+        if x.dtype == np.int8:
+            # x - act_min (in [0, 255]) is x's byte plus -act_min, modulo 256: one byte pass.
+            np.add(x.view(np.uint8), np.uint8(-c.act_min & 0xFF), out=inner)
+        else:
+            np.subtract(x, c.act_min, out=inner, dtype=np.int32, casting="unsafe")
     else:
         if n * oh * ow < MIN_ROWS:
             return None
