@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 from contract import blas, semantics
 from contract.config import AccelConfig
 
+from . import batchort
 from .qnet import QLayer, QNet
 
 F64 = NDArray[np.float64]
@@ -46,14 +47,20 @@ EXACT_F64 = 1 << 53
 # Past this many float32 chunks one float64 product is cheaper.
 MAX_F32_CHUNKS = 3
 # Fewer output pixels than this (a fully connected layer on a few images, the last 7x7 of
-# one image) run by the literal definition: there the passes over the weights that this path
-# makes (transpose, bounds, float copy) cost more than the product; AlexNet's first fully
-# connected layer on one image took 2.3 s here against 0.35 s.
+# one image) run by the literal definition unless onnxruntime's session (its weights prepared
+# once) takes them: there the passes over the weights that the float products make
+# (transpose, bounds, float copy) cost more than the product; AlexNet's first fully connected
+# layer on one image took 2.3 s here against 0.35 s.
 MIN_ROWS = 128
 # Grouped convolutions with more groups than this run by the literal definition.
 MAX_GROUPS = 8
 # Bytes of one block's copied windows: well inside the 1-4 MB L2 caches of current cores.
 BLOCK_BYTES = 1 << 20
+
+
+def storage(c: AccelConfig) -> np.dtype[Any]:
+    """The narrowest integer type holding every activation of ``c`` (act_bits <= 16)."""
+    return np.dtype(np.int8 if c.act_bits <= 8 else np.int16)
 
 
 def _req_factors(ql: QLayer, c: AccelConfig) -> tuple[I64, I64]:
@@ -75,12 +82,16 @@ class Requant:
     hi: int
 
     @staticmethod
-    def of(ql: QLayer, c: AccelConfig, bias: I64, reach: I64) -> Requant | None:
-        """None unless ``reach`` (per channel, a bound on |S| + |bias|) proves the wrap a
-        no-op and the float64 steps exact."""
+    def of(ql: QLayer, c: AccelConfig, bias: I64, reach: I64,
+           terms: I64 | None = None) -> Requant | None:
+        """None unless ``reach`` (per channel, a bound on the true |S| + |bias|) proves the
+        wrap a no-op and ``terms`` (a bound on |S| + |bias| as the float steps take them,
+        ``reach`` unless given) proves the float64 steps exact."""
         m, s = _req_factors(ql, c)
-        if reach.size and (int(reach.max()) >= 1 << (c.acc_bits - 1)
-                           or float(np.max(reach * np.abs(m))) >= 2.0 ** 52):
+        if reach.size and int(reach.max()) >= 1 << (c.acc_bits - 1):
+            return None
+        reach = reach if terms is None else terms
+        if reach.size and float(np.max(reach * np.abs(m))) >= 2.0 ** 52:
             return None
         scale = np.asarray(m * np.exp2(-s.astype(np.float64)), np.float64)
         lo = 0 if ql.relu else c.act_min
@@ -96,7 +107,10 @@ class Requant:
         """Requantize ``acc`` (rows x channels, exact integers) into ``out``."""
         t = np.multiply(acc, self.scale[cols], dtype=self.scale.dtype)
         t += self.offset[cols]
-        np.floor(t, out=t)
+        # Over a non-negative range the cast's truncation is the floor (clip(floor(t)) ==
+        # trunc(clip(t)) there): one pass less on the ReLU layers.
+        if self.lo < 0:
+            np.floor(t, out=t)
         np.clip(t, self.lo, self.hi, out=t)
         out[...] = t
 
@@ -167,36 +181,63 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     (t, l, b, r), (sh, sw) = lay.pads, lay.stride
     n, h, wd, ci = x.shape
     oh, ow = (h + t + b - kh) // sh + 1, (wd + l + r - kw) // sw + 1
-    if n * oh * ow < MIN_ROWS:
-        return None
     groups = lay.groups
     cog = co // groups
-    wk = w.transpose(0, 2, 3, 1).reshape(co, -1)  # (Co, K), K in window order (kh, kw, ci)
     xmax = max(_abs_max(x), abs(pad) if any(lay.pads) else 0)
-    absw = np.abs(wk)
     bias = np.asarray(ql.bias_int, np.int64)
-    req = Requant.of(ql, c, bias, xmax * absw.sum(axis=1) + np.abs(bias))
-    plans = [_chunks(absw[g * cog:(g + 1) * cog], xmax) for g in range(groups)]
-    if req is None or any(p is None for p in plans):
-        return None
-    dtype = np.float64 if any(p[1] is np.float64 for p in plans if p) else np.float32
-    wmats = [wk[g * cog:(g + 1) * cog].astype(dtype) for g in range(groups)]
-    xp = np.full((n, h + t + b, wd + l + r, ci), pad, dtype)
-    xp[:, t:t + h, l:l + wd] = x
-    out = np.empty((n, oh, ow, co), np.int64)
+    prep = _ort_prepared(ql, c) if groups == 1 else None
+    if prep is not None and prep.session is not None and Requant.of(
+            ql, c, prep.bias_u, xmax * prep.abs_sum + np.abs(bias), prep.terms) is not None:
+        sess, req = prep.session, prep.requant
+        # uint8 codes u = x - act_min (programs.batchort), the border too.
+        dtype: Any = np.uint8
+        shape = (n, h + t + b, wd + l + r, ci)
+        xp = np.full(shape, pad - c.act_min, dtype) if any(lay.pads) else np.empty(shape, dtype)
+        inner = xp[:, t:t + h, l:l + wd]
+        if x.dtype == np.int8:
+            # x - act_min (in [0, 255]) is x's byte plus -act_min, modulo 256: one byte pass.
+            np.add(x.view(np.uint8), np.uint8(-c.act_min & 0xFF), out=inner)
+        else:
+            np.subtract(x, c.act_min, out=inner, dtype=np.int32, casting="unsafe")
+    else:
+        if n * oh * ow < MIN_ROWS:
+            return None
+        sess = None
+        wk = w.transpose(0, 2, 3, 1).reshape(co, -1)  # (Co, K), K in window order (kh, kw, ci)
+        absw = np.abs(wk)
+        req = Requant.of(ql, c, bias, xmax * absw.sum(axis=1) + np.abs(bias))
+        plans = [_chunks(absw[g * cog:(g + 1) * cog], xmax) for g in range(groups)]
+        if req is None or any(p is None for p in plans):
+            return None
+        dtype = np.float64 if any(p[1] is np.float64 for p in plans if p) else np.float32
+        wmats = [wk[g * cog:(g + 1) * cog].astype(dtype) for g in range(groups)]
+        xp = np.full((n, h + t + b, wd + l + r, ci), pad, dtype)
+        xp[:, t:t + h, l:l + wd] = x
+    out = np.empty((n, oh, ow, co), x.dtype)
     plain = kh == kw == 1 and sh == sw == 1
     if not plain:
         v = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))
         v = v[:, ::sh, ::sw].transpose(0, 1, 2, 4, 5, 3)  # (N, OH, OW, KH, KW, C), a view
-    rows = max(1, BLOCK_BYTES // max(1, ow * kh * kw * ci * np.dtype(dtype).itemsize))
+    # A block's windows and its float64 outputs both well inside the cache.
+    rows = max(1, min(BLOCK_BYTES // max(1, ow * kh * kw * ci * np.dtype(dtype).itemsize),
+                      BLOCK_BYTES // max(1, ow * co * 8)))
+
+    # Small maps: several whole images a block, at least as many rows as output channels
+    # where it can (each block streams the weights once: a fully connected layer's are far
+    # more than its inputs), yet two blocks a thread.
+    cap = max(1, -(-n // (2 * workers())))
+    per = min(max(rows // oh, -(-co // (oh * ow))), cap) if rows >= oh else 1
 
     def block(i: int, r0: int) -> None:
-        r1 = min(oh, r0 + rows)
+        imgs, r1 = (slice(i, i + per), oh) if per > 1 else (slice(i, i + 1), min(oh, r0 + rows))
         if plain:
-            cols = xp[i, r0:r1].reshape(-1, ci)
+            cols = xp[imgs, r0:r1].reshape(-1, ci)
         else:
-            cols = v[i, r0:r1].reshape((r1 - r0) * ow, -1)  # the one copy (im2col)
-        dest = out[i, r0:r1].reshape(-1, co)
+            cols = v[imgs, r0:r1].reshape(-1, kh * kw * ci)  # the one copy (im2col)
+        dest = out[imgs, r0:r1].reshape(-1, co)
+        if sess is not None:
+            req.apply(sess.run(cols), dest)
+            return
         for g, plan in enumerate(plans):
             assert plan is not None
             gcols = cols if groups == 1 else _group_cols(cols, g, groups, kh * kw, cig)
@@ -208,8 +249,38 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
             gs = slice(g * cog, (g + 1) * cog)
             req.apply(acc, dest[:, gs], gs)
 
-    parallel([(i, r0) for i in range(n) for r0 in range(0, oh, rows)], block)
+    parallel([(i, r0) for i in range(0, n, per) for r0 in range(0, oh, rows)], block)
     return out
+
+
+def _ort_prepared(ql: QLayer, c: AccelConfig) -> batchort.Prepared | None:
+    """What the onnxruntime path (programs.batchort) needs of a layer, built once per layer
+    and configuration: None where it cannot apply (wider activations); its session None where
+    the data-independent bounds fail (the float products then)."""
+    if c.act_bits > 8 or not batchort.available():
+        return None
+    assert ql.w_int is not None and ql.bias_int is not None
+    bias = np.asarray(ql.bias_int, np.int64)
+    key = (c, ql.relu, bias.tobytes(), np.asarray(ql.req_params).tobytes())
+
+    def make() -> batchort.Prepared:
+        w = np.asarray(ql.w_int)
+        wk = w.transpose(0, 2, 3, 1).reshape(len(w), -1)  # (Co, K), K in window order
+        digits, sums = batchort.planes(wk)  # K x Co each
+        abs_sum = np.abs(wk).sum(axis=1, dtype=np.int64)
+        # Sums over u = x - act_min: act_min * sum(w) joins the bias; the float steps see the
+        # planes' sums (each at most (2^act_bits - 1) sum |d| 128^p) and that bias.
+        bias_u = bias + c.act_min * wk.sum(axis=1, dtype=np.int64)
+        terms = ((1 << c.act_bits) - 1) * sum(s * batchort.BASE ** p for p, s in enumerate(sums))
+        terms = terms + np.abs(bias_u)
+        # The wrap depends on the data (checked per batch); the float steps do not.
+        req = Requant.of(ql, c, bias_u, np.zeros(0, np.int64), terms)
+        sess = None
+        if req is not None and batchort.fits(sums, abs_sum, wk.shape[1], c.act_bits):
+            sess = batchort.Session(digits)
+        return batchort.Prepared(sess, abs_sum, bias_u, terms, req)
+
+    return batchort.cached(ql, key, make)
 
 
 def _group_cols(block: NDArray[Any], g: int, groups: int, taps: int, cig: int) -> NDArray[Any]:
@@ -239,7 +310,7 @@ def maxpool(x: I64, kernel: tuple[int, int], stride: tuple[int, int],
         x = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=fill)
     (kh, kw), (sh, sw) = kernel, stride
     oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    out = np.empty((x.shape[0], oh, ow, x.shape[3]), np.int64)
+    out = np.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype)
 
     def image(n: int, _: int) -> None:
         for i in range(kh):
@@ -265,17 +336,24 @@ def int_layer(ql: QLayer, qnet: QNet, ins: list[I64]) -> I64 | None:
         return conv_layer(ins[0], ql, c, qnet.zero(lay.inputs[0]))
     if lay.op == "maxpool":
         return maxpool(ins[0], lay.kernel, lay.stride, lay.pads, c.act_min)
+    if (lay.op == "avgpool" and ql.slope_params is None and not any(lay.pads)
+            and tuple(lay.kernel) == ins[0].shape[1:3]):
+        # Global average pooling: one window, a sum over the map (no padding, any stride).
+        acc = ins[0].sum(axis=(1, 2), keepdims=True, dtype=np.int64) * _code_int(qnet.unit_code, c)
+        if ql.bias_int is not None:
+            acc += ql.bias_int
+        return linear_requant(acc, ql, c).astype(ins[0].dtype, copy=False)
     if lay.op == "add" and ql.slope_params is None:
         assert ql.add_codes is not None
         a0, a1 = (_code_int(code, c) for code in ql.add_codes)
         fast = add_layer(ins[0], ins[1], a0, a1, ql, c)
         if fast is not None:
             return fast
-        acc = ins[0] * a0
-        acc += ins[1] * a1
+        acc = ins[0].astype(np.int64) * a0
+        acc += ins[1].astype(np.int64) * a1
         if ql.bias_int is not None:
             acc += ql.bias_int
-        return linear_requant(acc, ql, c)
+        return linear_requant(acc, ql, c).astype(ins[0].dtype, copy=False)
     return None
 
 
@@ -292,7 +370,7 @@ def add_layer(x0: I64, x1: I64, a0: int, a1: int, ql: QLayer, c: AccelConfig) ->
     if req is None:
         return None
     s0, s1 = a0 * req.scale, a1 * req.scale
-    out = np.empty(x0.shape, np.int64)
+    out = np.empty(x0.shape, x0.dtype)
 
     def image(i: int, _: int) -> None:
         t = np.multiply(x0[i], s0, dtype=s0.dtype)

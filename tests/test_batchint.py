@@ -1,7 +1,8 @@
-"""The batch paths of programs.batchint (float BLAS, fused requantization, threads) equal the
-literal integer definition in programs.reference bit for bit, on random layers and
-configurations, including reductions long enough to be cut into chunks, accumulators narrow
-enough to wrap (where the fast path must step aside) and zero-point borders."""
+"""The batch paths of programs.batchint (onnxruntime's 8-bit products, float BLAS, fused
+requantization, threads) equal the literal integer definition in programs.reference bit for
+bit, on random layers and configurations, including reductions long enough to be cut into
+chunks or to reach onnxruntime's int32 bound, accumulators narrow enough to wrap (where the fast
+path must step aside), zero-point borders and the batch's narrow activation types."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from contract import semantics
 from contract.config import AccelConfig
 from contract.isa import REQ_SHIFT_MAX
-from programs import batchint, reference
+from programs import batchint, batchort, reference
 from programs.graph import Graph, Layer
 from programs.qnet import QLayer, QNet
 from tests.strategies import small_configs
@@ -41,7 +42,11 @@ def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list
     pads = tuple(draw(st.integers(0, k - 1)) for _ in range(4))
     h, w = draw(st.integers(k, 9)), draw(st.integers(k, 9))
     n = draw(st.integers(1, 3))
-    lay = Layer("l", op, ["x", "x"] if op == "add" else ["x"], "y", kernel=(k, k), stride=(s, s),
+    if op == "avgpool" and draw(st.booleans()):  # global: the window is the whole map
+        (k, kw), pads = (h, w), (0, 0, 0, 0)
+    else:
+        kw = k
+    lay = Layer("l", op, ["x", "x"] if op == "add" else ["x"], "y", kernel=(k, kw), stride=(s, s),
                 pads=pads, groups=groups)
     # Codes at the extremes as often as anywhere: long reductions of large weights are
     # what forces chunks and float64.
@@ -58,6 +63,9 @@ def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list
     ql = QLayer(lay, w_int=w_int, bias_int=rng.integers(-(1 << 20), 1 << 20, co),
                 mult=mult, shift=rng.integers(0, REQ_SHIFT_MAX + 1, co),
                 relu=draw(st.booleans()), config=c)
+    if op == "avgpool":
+        ql.w_int, ql.mult, ql.shift = None, mult[:1].repeat(ci), ql.shift[:1].repeat(ci)
+        ql.bias_int = None if draw(st.booleans()) else ql.bias_int[:1].repeat(ci)
     if op == "add":
         ql.w_int, ql.add_ints = None, tuple(int(v) for v in fmt.to_int(rng.integers(0, top + 1, 2),
                                                                        c.exp_bits))
@@ -72,14 +80,18 @@ def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list
     return ql, q, xs
 
 
-@given(small_configs(), st.sampled_from(["conv", "maxpool", "add"]), st.data())
+@given(small_configs(), st.sampled_from(["conv", "maxpool", "add", "avgpool"]), st.data())
 def test_fast_layers_equal_the_literal_definition(c: AccelConfig, op: str, data: st.DataObject
                                                   ) -> None:
     ql, q, xs = _layer(data.draw, c, op)
     with every_size():
         fast = reference.int_layer(ql, q, xs)
+        # The batch's own narrow type (runtime.run): None only where the definition runs.
+        narrow = batchint.int_layer(ql, q, [x.astype(batchint.storage(c)) for x in xs])
     literal = reference.int_layer(ql, q, xs, literal=True)
     assert fast.dtype == np.int64 and np.array_equal(fast, literal)
+    assert narrow is None or (narrow.dtype == batchint.storage(c)
+                              and np.array_equal(narrow, literal))
 
 
 def test_long_reductions_are_cut_into_exact_chunks() -> None:
@@ -103,10 +115,90 @@ def test_the_fast_path_is_taken_and_steps_aside_when_the_accumulator_wraps() -> 
                 shift=np.full(8, 12), relu=True, config=c)
     x = rng.integers(-128, 128, (4, 6, 6, 16))
     assert batchint.conv_layer(x, ql, c, 0) is not None  # 144 output pixels: the fast path
-    assert batchint.conv_layer(x[:1], ql, c, 0) is None  # 36: the definition is cheaper
+    # 36: onnxruntime (its weights prepared once) takes them; the float products would not
+    # (the definition is cheaper than their passes over the weights).
+    q = QNet(Graph("x", (16, 6, 6), "y", [lay]), c, {"x": 1.0, "y": 1.0}, {"l": ql})
+    assert np.array_equal(batchint.conv_layer(x[:1], ql, c, 0),
+                          reference.int_layer(ql, q, [x[:1]], literal=True))
+    wide = AccelConfig(act_bits=9)  # no onnxruntime (activations beyond 8 bits)
+    ql.config = wide
+    assert batchint.conv_layer(x, ql, wide, 0) is not None
+    assert batchint.conv_layer(x[:1], ql, wide, 0) is None
     narrow = AccelConfig(acc_bits=20)
     ql.config = narrow
     assert batchint.conv_layer(x, ql, narrow, 0) is None  # sums reach 2^19: wrap matters
     q = QNet(Graph("x", (16, 6, 6), "y", [lay]), narrow, {"x": 1.0, "y": 1.0}, {"l": ql})
     assert np.array_equal(reference.int_layer(ql, q, [x]),
                           reference.int_layer(ql, q, [x], literal=True))
+
+
+@given(st.lists(st.integers(-(1 << 17), 1 << 17), min_size=1, max_size=40))
+def test_digit_planes_rebuild_the_weights_within_the_unsaturated_range(ws: list[int]) -> None:
+    w = np.array(ws, np.int64)[:, None]  # one channel, K = len(ws)
+    digits, sums = batchort.planes(w.T)
+    assert [int(s[0]) for s in sums] == [int(np.abs(d).sum()) for d in digits]
+    assert all(d.min() >= batchort.DIGIT_MIN and d.max() <= batchort.DIGIT_MAX for d in digits)
+    assert all(d.dtype == np.int8 for d in digits)
+    assert np.array_equal(sum(d.astype(np.int64) * batchort.BASE ** p
+                              for p, d in enumerate(digits)), w)
+    assert len(digits) == 1 or digits[-1].any()
+
+
+def _wide_layer(ci: int, w: int, c: AccelConfig) -> tuple[QLayer, QNet]:
+    lay = Layer("l", "conv", ["x"], "y", kernel=(1, 1))
+    ql = QLayer(lay, w_int=np.full((1, ci, 1, 1), w, np.int64), bias_int=np.array([-7]),
+                mult=np.array([3]), shift=np.array([20]), relu=False, config=c)
+    return ql, QNet(Graph("x", (ci, 1, 1), "y", [lay]), c, {"x": 1.0, "y": 1.0}, {"l": ql})
+
+
+@given(st.integers(-3, 3), st.sampled_from([-64, 63, 192]), st.booleans())
+def test_onnxruntime_steps_aside_at_the_int32_bound(step: int, w: int, low: bool) -> None:
+    """A reduction whose int32 sums can reach 2^31 takes the float products; one just under
+    it runs on onnxruntime, exactly, at the inputs that make the sums largest (every u = 255,
+    weights at the digit range's ends: int16 pairs at their largest too).  One plane: the
+    sums of u * d; two (192 = 2 * 128 - 64): Horner's step, bounded by u * (|w| + 65)."""
+    c = AccelConfig()
+    reach = abs(w) if -64 <= w <= 63 else abs(w) + 65
+    ci = (1 << 31) // (255 * reach) + step  # the first ci past the bound has step 1
+    ql, q = _wide_layer(ci, w, c)
+    prep = batchint._ort_prepared(ql, c)
+    assert prep is not None
+    assert (prep.session is not None) == (255 * reach * ci < 1 << 31)
+    x = np.full((2, 1, 1, ci), c.act_min if low else c.act_max, np.int64)
+    x[1, ..., ::3] = c.act_max
+    with every_size():
+        fast = batchint.int_layer(ql, q, [x])
+    assert fast is not None
+    assert np.array_equal(fast, reference.int_layer(ql, q, [x], literal=True))
+
+
+def test_an_asd_network_layer_runs_on_onnxruntime() -> None:
+    """The shipped configuration's weights (ASD, two planes) and 8-bit activations take the
+    onnxruntime path, at extreme inputs too."""
+    c = AccelConfig()
+    rng = np.random.default_rng(3)
+    lay = Layer("l", "conv", ["x"], "y", kernel=(3, 3), pads=(1, 1, 1, 1))
+    top = c.weight_format.max_abs(c.exp_bits)
+    ql = QLayer(lay, w_int=rng.choice([-top, -192, -65, -64, 63, 64, 192, top], (8, 32, 3, 3)),
+                bias_int=rng.integers(-1000, 1000, 8), mult=np.full(8, 5), shift=np.full(8, 14),
+                relu=True, config=c)
+    q = QNet(Graph("x", (32, 6, 6), "y", [lay]), c, {"x": 1.0, "y": 1.0}, {"l": ql},
+             zero_points={"x": -5})
+    prep = batchint._ort_prepared(ql, c)
+    assert prep is not None and prep.session is not None
+    for x in (rng.integers(-128, 128, (5, 6, 6, 32)), np.full((5, 6, 6, 32), 127),
+              np.full((5, 6, 6, 32), -128)):
+        want = reference.int_layer(ql, q, [x], literal=True)
+        assert np.array_equal(batchint.conv_layer(x.astype(np.int8), ql, c, -5), want)
+
+
+def test_a_layers_session_is_built_once_and_dropped_with_the_layer() -> None:
+    c = AccelConfig()
+    ql, q = _wide_layer(64, 5, c)
+    first = batchint._ort_prepared(ql, c)
+    assert first is not None and batchint._ort_prepared(ql, c) is first
+    ql.bias_int = np.array([8])  # a new bias: a new session
+    assert batchint._ort_prepared(ql, c) is not first
+    gone = id(ql)
+    del ql, q, first
+    assert gone not in batchort._CACHE
