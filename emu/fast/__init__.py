@@ -48,6 +48,6 @@ over instances), ``runner`` (the driver).
 
 from __future__ import annotations
 
-from .runner import FastRunner, run_fast
+from .runner import FastRunner, run_fast, run_fast_many
 
-__all__ = ["run_fast", "FastRunner"]
+__all__ = ["run_fast", "run_fast_many", "FastRunner"]
