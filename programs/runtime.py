@@ -130,7 +130,7 @@ def tile_amem(tile: Tile, padded: dict[str, I64]) -> Image:
     acts[img.acts_base: img.acts_base + len(img.acts)] = img.acts
     for base, band in bands:
         acts[base: base + band.size] = band.reshape(-1)
-    return Image(img.config, img.text, img.weights, img.params, acts, 0, img.regions)
+    return img.with_acts(acts, 0)
 
 
 def _pad(x: I64, pads: tuple[int, int, int, int], value: int) -> I64:

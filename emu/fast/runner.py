@@ -72,19 +72,46 @@ class FastRunner:
                 m.pc = node.end + 1
         return True
 
+    def follow(self) -> None:
+        """Give every machine the first one's control state (registers, pc, loops, counters):
+        after instructions that touch no data only the first machine steps."""
+        mach = self.mach
+        for m in self.tiles.machs[1:]:
+            m.regs = list(mach.regs)
+            m.pc, m.halted = mach.pc, mach.halted
+            m.loops = [list(top) for top in mach.loops]
+            m.counters = {k: dict(v) if isinstance(v, dict) else v
+                          for k, v in mach.counters.items()}
+
     def run(self, max_cycles: int) -> list[RunResult]:
         """Every machine to HALT; the first one's fault (every machine's: they are in lockstep)."""
         mach, machs = self.mach, self.tiles.machs
         prog = mach.prog
+        behind = False  # the other machines' control state lags the first's
         while not mach.halted:
             if mach.counters["cycles"] >= max_cycles:
                 raise cycle_limit_fault(mach, max_cycles)
             pc = mach.pc
-            if (0 <= pc < len(prog.instrs) and prog.instrs[pc].flow == "loop"
-                    and prog.fields[pc]["count"] > 0 and self.try_loop(max_cycles)):
+            ins = prog.instrs[pc] if 0 <= pc < len(prog.instrs) else None
+            if ins is not None and not ins.pointers and not ins.lane_state:
+                # Registers and control only (SETI, ADDI, NOP, LOOP, HALT): the same in every
+                # machine, so the first one's step stands for all until data is touched.
+                if ins.flow == "loop" and prog.fields[pc]["count"] > 0:
+                    if behind:
+                        self.follow()
+                        behind = False
+                    if self.try_loop(max_cycles):
+                        continue
+                mach.step()
+                behind = len(machs) > 1
                 continue
+            if behind:
+                self.follow()
+                behind = False
             for m in machs:
                 m.step()
+        if behind:
+            self.follow()
         return [m.result(None) for m in machs]
 
 

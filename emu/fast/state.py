@@ -59,7 +59,6 @@ class Tiles:
             mems = {"wmem": self.wmem[i], "bmem": self.bmem[i], "amem": self.amem[i]}
             self.machs.append(Machine(im, config, mems))
         self.mach = self.machs[0]
-        self.wlen = max(len(im.weights) for im in images)  # WMEM words any image holds
 
     def __len__(self) -> int:
         return len(self.machs)
@@ -89,20 +88,25 @@ class Lanes:
         return int(self.regs.shape[0])
 
 
-_INT_TABLES: dict[tuple[str, int], I64] = {}
+_INT_TABLES: dict[tuple[str, int, str], Any] = {}
 # REQ tables of a BMEM image, by its bytes: the tiles of one layer share their parameters.
 _REQ_TABLES: dict[tuple[bytes, int], tuple[I64, I64, I64]] = {}
 
 
-def code_ints(codes: I64, exp_bits: int, weights: str = wformats.DEFAULT) -> I64:
+def code_ints(codes: I64, exp_bits: int, weights: str = wformats.DEFAULT,
+              dtype: Any = np.int64) -> Any:
     """The weight format's ``to_int`` (two-digit codes by default) by table lookup: a code's
     value depends only on its low code_bits bits, so one table of 2^code_bits entries gives
-    the same integers."""
-    key = (weights, exp_bits)
+    the same integers.  ``dtype``: of the result (float32 only where it holds them exactly)."""
+    key = (weights, exp_bits, np.dtype(dtype).str)
     if key not in _INT_TABLES:
         fmt = wformats.get(weights)
         every = np.arange(1 << fmt.code_bits(exp_bits), dtype=np.int64)
-        _INT_TABLES[key] = fmt.to_int(every, exp_bits).astype(np.int64)
+        ints = fmt.to_int(every, exp_bits).astype(np.int64)
+        table = ints.astype(dtype)
+        if not np.array_equal(table, ints):
+            raise ValueError(f"{np.dtype(dtype)} cannot hold every code's integer exactly")
+        _INT_TABLES[key] = table
     table = _INT_TABLES[key]
     mask = len(table) - 1
     codes = np.asarray(codes)
@@ -177,18 +181,11 @@ class BatchBase:
     def weight_ints(self, idx: I64) -> Any:
         """The integers of the WMEM codes at ``idx`` of every tile, (tiles, *idx.shape, lanes):
         float32 when that holds every code's integer exactly (it does for the shipped
-        formats), else int64.  From a table of the words the images hold, made on first use
-        and kept for the run (no instruction writes WMEM)."""
-        if "wint" not in self.tables:
-            c = self.c
-            exact = c.weight_format.max_abs(c.exp_bits) < EXACT_F32
-            used = self.wmem[:, : self.tiles.wlen]
-            self.tables["wint"] = code_ints(used, c.exp_bits, c.weights).astype(
-                np.float32 if exact else np.int64)
-        table = self.tables["wint"]
-        if idx.size and int(idx.max()) >= table.shape[1]:  # words no image holds: code 0
-            return code_ints(self.wmem[:, idx], self.c.exp_bits, self.c.weights)
-        return table[:, idx]
+        formats), else int64.  The codes are gathered first: they are narrow."""
+        c = self.c
+        exact = c.weight_format.max_abs(c.exp_bits) < EXACT_F32
+        return code_ints(self.wmem[:, idx], c.exp_bits, c.weights,
+                         np.float32 if exact else np.int64)
 
     def requant_tables(self) -> tuple[I64, I64, I64]:
         """Per BMEM entry, read as a REQ parameter: the code's integer, the shift, and the
