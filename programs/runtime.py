@@ -17,6 +17,7 @@ layer that diverges and by how much.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,7 +143,8 @@ def _pad(x: I64, pads: tuple[int, int, int, int], value: int) -> I64:
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 _ALL = (0, 1 << 62)
-_LEVELS: dict[int, tuple[LoweredLayer, list[list[Tile]]]] = {}
+# Levels by layer, as tile indices: a weak reference keeps a discarded network collectable.
+_LEVELS: dict[int, tuple[weakref.ref[LoweredLayer], list[list[int]]]] = {}
 
 
 def _overlap(a: Box, b: Box) -> bool:
@@ -156,13 +158,13 @@ def tile_levels(ll: LoweredLayer) -> list[list[Tile]]:
     writes its output box; within a level outputs are written in tile order.  Static, so
     cached per layer."""
     hit = _LEVELS.get(id(ll))
-    if hit is not None and hit[0] is ll:
-        return hit[1]
+    if hit is not None and hit[0]() is ll:
+        return [[ll.tiles[i] for i in level] for level in hit[1]]
     written = {t.out_tensor for t in ll.tiles}
     # Per tensor: (box, level, written?) of every earlier access that matters.
     seen: dict[str, list[tuple[Box, int, bool]]] = {}
-    levels: list[list[Tile]] = []
-    for tile in ll.tiles:
+    levels: list[list[int]] = []
+    for i, tile in enumerate(ll.tiles):
         reads = [(ti.tensor, (ti.rows, ti.cols or _ALL, ti.channels)) for ti in tile.inputs
                  if ti.tensor in written]
         out: Box = (tile.out_rows, tile.out_cols or _ALL, tile.out_channels)
@@ -179,11 +181,11 @@ def tile_levels(ll: LoweredLayer) -> list[list[Tile]]:
         seen.setdefault(tile.out_tensor, []).append((out, level, True))
         while len(levels) <= level:
             levels.append([])
-        levels[level].append(tile)
+        levels[level].append(i)
     if len(_LEVELS) > 256:
         _LEVELS.clear()
-    _LEVELS[id(ll)] = (ll, levels)
-    return levels
+    _LEVELS[id(ll)] = (weakref.ref(ll), levels)
+    return [[ll.tiles[i] for i in level] for level in levels]
 
 
 def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
