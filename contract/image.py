@@ -19,6 +19,7 @@ writer and loader; :func:`readmemh` writes the same bits for HDL testbenches.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import struct
@@ -122,6 +123,21 @@ class Image:
         for ok, msg in checks:
             if not ok:
                 raise ImageError(msg)
+
+    def with_acts(self, acts: NDArray[np.integer], acts_base: int = 0) -> Image:
+        """This image with other initial activations (a tile's inputs placed), checked as the
+        constructor checks them; the text, weights and parameters, checked when this image was
+        made, are shared rather than checked again."""
+        c = self.config
+        a = np.asarray(acts, dtype=np.int64).reshape(-1)
+        if not (0 <= acts_base and acts_base + len(a) <= c.amem_depth):
+            raise ImageError(f"activations {acts_base}..{acts_base + len(a)} exceed "
+                             f"amem_depth {c.amem_depth}")
+        if len(a) and (int(a.min()) < c.act_min or int(a.max()) > c.act_max):
+            raise ImageError(f"activations must fit {c.act_bits} signed bits")
+        out = copy.copy(self)  # no __post_init__: nothing else to convert or check
+        out.acts, out.acts_base = a, int(acts_base)
+        return out
 
     def check_config(self, config: AccelConfig) -> None:
         """Refuse to run on a configuration other than the one the image was built for."""

@@ -10,6 +10,7 @@ from contract.backend import DEFAULT_LIMITS, Limits, RunResult
 from contract.image import Image
 
 from . import emulator
+from .fast import run_fast_many
 
 
 class EmulatorBackend:
@@ -30,6 +31,19 @@ class EmulatorBackend:
                               max_cycles=limits.max_cycles, on_trace=self.on_trace)
         result.wall_seconds = time.monotonic() - t0
         return result
+
+    def run_many(self, images: list[Image], limits: Limits = DEFAULT_LIMITS) -> list[RunResult]:
+        """``[run(im) for im in images]``; in fast mode the images that share a program text
+        run in lockstep (:func:`emu.fast.run_fast_many`), each result's ``wall_seconds`` then
+        being an equal share of the whole call."""
+        if not self.fast or self.trace or self.on_trace is not None:
+            return [self.run(im, limits) for im in images]
+        t0 = time.monotonic()
+        results = run_fast_many(images, max_cycles=limits.max_cycles)
+        share = (time.monotonic() - t0) / max(1, len(results))
+        for r in results:
+            r.wall_seconds = share
+        return results
 
 
 __all__ = ["EmulatorBackend"]

@@ -103,12 +103,15 @@ def apply_effects(regs: list[int], effects: tuple[isa.RegEffect, ...]) -> None:
 class Machine:
     """Architectural state plus the step-mode interpreter."""
 
-    def __init__(self, image: Image, config: AccelConfig | None = None):
+    def __init__(self, image: Image, config: AccelConfig | None = None,
+                 memories: dict[str, NDArray[np.int64]] | None = None):
+        """``memories``: the image's initial memories (``image.initial_memories()``, the
+        default), given when the caller placed them itself (fast mode stacks many machines')."""
         if config is not None:
             image.check_config(config)
         self.image = image
         self.config = c = config or image.config
-        mems = image.initial_memories()
+        mems = image.initial_memories() if memories is None else memories
         self.wmem, self.bmem, self.amem = mems["wmem"], mems["bmem"], mems["amem"]
         self.depths: dict[isa.Memory, int] = {
             "WMEM": c.wmem_depth, "AMEM": c.amem_depth, "BMEM": c.bmem_depth}
@@ -224,7 +227,7 @@ def _loop(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> in
 
 
 def _loadw(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> None:
-    m.w = m.wmem[a["WMEM"]].copy()
+    m.w = np.array(m.wmem[a["WMEM"]], np.int64)  # WMEM may hold narrow unsigned codes
 
 
 def _shiftadd(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> None:

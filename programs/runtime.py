@@ -17,6 +17,7 @@ layer that diverges and by how much.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,7 +132,7 @@ def tile_amem(tile: Tile, padded: dict[str, I64]) -> Image:
     acts[img.acts_base: img.acts_base + len(img.acts)] = img.acts
     for base, band in bands:
         acts[base: base + band.size] = band.reshape(-1)
-    return Image(img.config, img.text, img.weights, img.params, acts, 0, img.regions)
+    return img.with_acts(acts, 0)
 
 
 def _pad(x: I64, pads: tuple[int, int, int, int], value: int) -> I64:
@@ -141,12 +142,63 @@ def _pad(x: I64, pads: tuple[int, int, int, int], value: int) -> I64:
     return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
 
 
+Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+_ALL = (0, 1 << 62)
+# Levels by layer, as tile indices: a weak reference keeps a discarded network collectable.
+_LEVELS: dict[int, tuple[weakref.ref[LoweredLayer], list[list[int]]]] = {}
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return all(x0 < y1 and y0 < x1 for (x0, x1), (y0, y1) in zip(a, b))
+
+
+def tile_levels(ll: LoweredLayer) -> list[list[Tile]]:
+    """The layer's tiles in levels whose images can all be built before any of their outputs
+    is written: a tile is a level above every earlier tile whose output box it reads (the
+    partial sums of a split reduction), and at or above every earlier tile that reads or
+    writes its output box; within a level outputs are written in tile order.  Static, so
+    cached per layer."""
+    hit = _LEVELS.get(id(ll))
+    if hit is not None and hit[0]() is ll:
+        return [[ll.tiles[i] for i in level] for level in hit[1]]
+    written = {t.out_tensor for t in ll.tiles}
+    # Per tensor: (box, level, written?) of every earlier access that matters.
+    seen: dict[str, list[tuple[Box, int, bool]]] = {}
+    levels: list[list[int]] = []
+    for i, tile in enumerate(ll.tiles):
+        reads = [(ti.tensor, (ti.rows, ti.cols or _ALL, ti.channels)) for ti in tile.inputs
+                 if ti.tensor in written]
+        out: Box = (tile.out_rows, tile.out_cols or _ALL, tile.out_channels)
+        level = 0
+        for name, box in reads:
+            for b, lv, w in seen.get(name, ()):
+                if w and _overlap(b, box):
+                    level = max(level, lv + 1)
+        for b, lv, _ in seen.get(tile.out_tensor, ()):
+            if _overlap(b, out):
+                level = max(level, lv)
+        for name, box in reads:
+            seen.setdefault(name, []).append((box, level, False))
+        seen.setdefault(tile.out_tensor, []).append((out, level, True))
+        while len(levels) <= level:
+            levels.append([])
+        levels[level].append(i)
+    if len(_LEVELS) > 256:
+        _LEVELS.clear()
+    _LEVELS[id(ll)] = (weakref.ref(ll), levels)
+    return [[ll.tiles[i] for i in level] for level in levels]
+
+
 def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
                  images: range, limits: Limits = DEFAULT_LIMITS) -> int:
     """Run every tile of ``ll`` for the given batch indices, writing ``out``; returns the
     cycles of one image (checked equal for all)."""
     padded = [_pad(x, ll.pads, ll.pad_value) for x in ins]
     ow = ll.out_shape[2]
+    # A backend that runs many images at once (the emulator in fast mode: the tiles that share
+    # a program text in lockstep) gets the tiles by levels (see tile_levels).
+    run_many = getattr(backend, "run_many", None)
+    waves = tile_levels(ll) if run_many is not None else [[tile] for tile in ll.tiles]
     cycles_seen = None
     for i in images:
         mine = {t: p[i] for t, p in zip(ll.inputs, padded)}
@@ -156,17 +208,21 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
             mine[ll.partial_name] = np.zeros((ll.out_shape[1], ow, ll.partial_channels),
                                              np.int64)
         total = 0
-        for tile in ll.tiles:
-            result = backend.run(tile_amem(tile, mine), limits)
-            amem = result.amem
-            total += result.cycles
-            o0, o1 = tile.out_rows
-            k0, k1 = tile.out_channels
-            x0, x1 = tile.out_cols or (0, ow)
-            n = (o1 - o0) * (x1 - x0) * (k1 - k0)
-            dest = mine[tile.out_tensor] if tile.out_tensor else out[i]
-            dest[o0:o1, x0:x1, k0:k1] = np.asarray(amem[tile.out_base: tile.out_base + n],
-                                                   np.int64).reshape(o1 - o0, x1 - x0, k1 - k0)
+        for wave in waves:
+            imgs = [tile_amem(tile, mine) for tile in wave]
+            results = (run_many(imgs, limits) if run_many is not None
+                       else [backend.run(imgs[0], limits)])
+            for tile, result in zip(wave, results):
+                amem = result.amem
+                total += result.cycles
+                o0, o1 = tile.out_rows
+                k0, k1 = tile.out_channels
+                x0, x1 = tile.out_cols or (0, ow)
+                n = (o1 - o0) * (x1 - x0) * (k1 - k0)
+                dest = mine[tile.out_tensor] if tile.out_tensor else out[i]
+                dest[o0:o1, x0:x1, k0:k1] = np.asarray(
+                    amem[tile.out_base: tile.out_base + n], np.int64).reshape(
+                        o1 - o0, x1 - x0, k1 - k0)
         if cycles_seen is not None and total != cycles_seen:
             raise DivergenceError(f"layer {ll.name}: image {i} took {total} cycles, image 0 "
                                   f"{cycles_seen} (programs have no data-dependent timing)")

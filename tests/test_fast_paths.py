@@ -16,9 +16,10 @@ from contract import hwcode
 from contract.config import AccelConfig
 from contract.image import Image
 from emu.asm import assemble
-from emu.emulator import EmulatorError, Machine, RunResult, run
+from emu.emulator import EmulatorError, RunResult, run
 from emu.fast import state as fast_state
 from emu.fast.batch import Batch
+from emu.fast.state import Tiles
 from programs import kernels
 from tests.helpers import assert_same
 from tests.profiles import scaled_examples
@@ -95,8 +96,8 @@ def test_float32_would_round_so_float64_is_used(monkeypatch) -> None:  # type: i
     assert_same(step, quick)
     assert not isinstance(quick, str) and np.array_equal(quick.region(), k.expected)
     assert spy.taken > 0
-    batch = Batch(Machine(k.image), {})
-    assert batch.exact_source(3 * 6 * 3).dtype == np.float64
+    batch = Batch(Tiles([k.image]), {})
+    assert batch.exact_region(0, c.amem_depth - 1, 3 * 6 * 3).dtype == np.float64
 
 
 @pytest.mark.parametrize("cin, dtype", [(113, np.float32), (114, np.float64),
@@ -140,8 +141,9 @@ def test_float64_and_int64_products_are_exact_too(monkeypatch, f32, f64) -> None
     monkeypatch.setattr(fast_state, "EXACT_F32", f32)
     monkeypatch.setattr(fast_state, "EXACT_F64", f64)
     k = _conv(4, 5, 6, 5, 1, 1, seed=11, acc_bits=17)
-    batch = Batch(Machine(k.image), {})
-    assert batch.exact_source(45).dtype == (np.int64 if f64 == 1 else np.float64)
+    batch = Batch(Tiles([k.image]), {})
+    whole = batch.exact_region(0, k.image.config.amem_depth - 1, 45)
+    assert whole.dtype == (np.int64 if f64 == 1 else np.float64)
     spy = _Spy(monkeypatch)
     step, quick = _outcome(k.image, False), _outcome(k.image, True)
     assert_same(step, quick)  # acc_bits 17 wraps: int64 keeps the low bits exactly
@@ -253,7 +255,7 @@ def test_run_check_equals_bitmap_check(data) -> None:  # type: ignore[no-untyped
     """The order check by sorted write runs agrees with the check by a bitmap of AMEM."""
     depth = 512
     img = assemble(f".config amem_depth={depth}\nHALT\n")
-    batch = Batch(Machine(img), {})
+    batch = Batch(Tiles([img]), {})
     kw = data.draw(st.integers(1, 8))
     for _ in range(data.draw(st.integers(1, 3))):
         starts = data.draw(st.lists(st.integers(0, depth - kw), min_size=1, max_size=12))

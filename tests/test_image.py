@@ -50,6 +50,18 @@ def test_bad_images_raise_image_error(mutate, msg) -> None:  # type: ignore[no-u
         Image.from_bytes(mutate(_image().to_bytes()))
 
 
+def test_with_acts_equals_a_new_image_and_checks_the_acts() -> None:
+    img = _image()
+    other = img.with_acts(np.array([4, 5, -6, 7]), 3)
+    assert other.to_bytes() == Image(img.config, img.text, img.weights, img.params,
+                                     np.array([4, 5, -6, 7]), 3, img.regions).to_bytes()
+    assert img.acts.tolist() == [1, -2, 3] and img.acts_base == 10  # the original kept
+    with pytest.raises(ImageError, match="activations must fit 8 signed bits"):
+        img.with_acts(np.array([1, 128]))
+    with pytest.raises(ImageError, match="exceed amem_depth 256"):
+        img.with_acts(np.zeros(10, np.int64), 250)
+
+
 def test_foreign_configuration_is_refused() -> None:
     img = _image()
     with pytest.raises(ImageError, match="lanes: image 2 vs 4"):

@@ -1,6 +1,7 @@
 """One attempt to execute a loop nest over a batch of instances, instruction by instruction.
 
-Each instance is one loop iteration with its own registers, A, W and P (:class:`Lanes`).
+Each instance is one loop iteration with its own registers, A, W and P (:class:`Lanes`), the
+data per tile when the batch drives several machines with one text (:class:`Tiles`).
 What an instruction touches (its lane count, address checks, recorded AMEM runs, counters,
 register effects, cycles) comes from its ISA table row; what it does to the data is written
 per instruction in :data:`SEMANTICS`, over all instances at once.
@@ -16,20 +17,19 @@ import numpy as np
 from contract import isa
 from contract.semantics import leaky, product, wrap
 
-from ..machine import Machine
 from .nest import GiveUp, Loop
 from .order import OrderCheck
 from .products import Products
-from .state import I64, MAX_INSTANCES, Lanes, wrap_inplace
+from .state import I64, MAX_INSTANCES, Lanes, Tiles
 from .transfer import MASK, iteration_registers
 
 
 class Batch(Products, OrderCheck):
     """A batch over instances; commits to the machine or gives up."""
 
-    def __init__(self, mach: Machine, tables: dict[str, Any]):
-        super().__init__(mach, tables)
-        self.depths = mach.depths
+    def __init__(self, tiles: Tiles, tables: dict[str, Any]):
+        super().__init__(tiles, tables)
+        self.depths = tiles.mach.depths
 
     def body(self, node: Loop, s: Lanes) -> None:
         items, i = node.items, 0
@@ -51,9 +51,10 @@ class Batch(Products, OrderCheck):
             self.tally(isa.LOOP.mnemonic, n)
         if k == 0:
             return
-        if node.dot and n * k <= 8 * MAX_INSTANCES:
+        if node.dot and n * k * self.ntiles <= 8 * MAX_INSTANCES:
             self.dot_loop(node, s, k)
-        elif node.expand and n * k <= MAX_INSTANCES and n * k * self.c.lanes <= 8 * MAX_INSTANCES:
+        elif (node.expand and n * k <= MAX_INSTANCES
+              and n * k * self.c.lanes * self.ntiles <= 8 * MAX_INSTANCES):
             self.expand(node, s, k)
         else:
             for _ in range(k):
@@ -61,22 +62,22 @@ class Batch(Products, OrderCheck):
 
     def expand(self, node: Loop, s: Lanes, k: int) -> None:
         """k independent iterations of every instance as n*k instances of one body."""
-        n, lanes = s.instances, self.c.lanes
+        n, lanes, t = s.instances, self.c.lanes, self.ntiles
         regs = iteration_registers(s.regs, node.transfer, k)
 
         def spread(v: I64, summed: bool) -> I64:
-            return np.zeros((n * k, lanes), np.int64) if summed else np.repeat(v, k, axis=0)
+            return np.zeros((t, n * k, lanes), np.int64) if summed else np.repeat(v, k, axis=1)
 
         sub = Lanes(regs.reshape(n * k, -1), spread(s.acc, node.acc_add), spread(s.w, False),
                     spread(s.p, False))
         self.body(node, sub)
 
         def last(v: I64) -> I64:
-            return v.reshape(n, k, -1)[:, -1].copy()
+            return v.reshape(t, n, k, -1)[:, :, -1].copy()
 
-        s.regs, s.w, s.p = last(sub.regs), last(sub.w), last(sub.p)
+        s.regs, s.w, s.p = sub.regs.reshape(n, k, -1)[:, -1].copy(), last(sub.w), last(sub.p)
         if node.acc_add:
-            s.acc = wrap(s.acc + sub.acc.reshape(n, k, -1).sum(axis=1), self.c.acc_bits)
+            s.acc = wrap(s.acc + sub.acc.reshape(t, n, k, -1).sum(axis=2), self.c.acc_bits)
         else:
             s.acc = last(sub.acc)
 
@@ -110,18 +111,24 @@ class Batch(Products, OrderCheck):
             s.regs = regs
 
     def commit(self, s: Lanes) -> None:
-        mach = self.mach
-        mach.regs = [int(v) for v in s.regs[0]]
-        mach.acc = s.acc[0].copy()
-        mach.w = s.w[0].copy()
-        mach.p = s.p[0].copy()
-        mach.amem = self.amem
-        for key, v in self.cnt.items():
-            if key == "ops":
-                for op, times in v.items():
-                    mach.counters["ops"][op] += times
-            else:
-                mach.counters[key] += v
+        """Write the batch's stores and final state to every machine (stores in any order:
+        the commit rule has checked that no address is written twice)."""
+        amem = self.tiles.amem
+        for idx, vals in self.stores:
+            amem[:, idx] = vals
+        regs = [int(v) for v in s.regs[0]]
+        ops = {op: v for op, v in self.cnt["ops"].items() if v}
+        for t, mach in enumerate(self.tiles.machs):
+            mach.regs = list(regs)
+            mach.acc = s.acc[t, 0].copy()
+            mach.w = s.w[t, 0].copy()
+            mach.p = s.p[t, 0].copy()
+            cnt = mach.counters
+            for key, v in self.cnt.items():
+                if key != "ops":
+                    cnt[key] += v
+            for op, times in ops.items():
+                cnt["ops"][op] += times
 
 
 # What each instruction does to the data of every instance, given its fields, its checked
@@ -135,11 +142,11 @@ def _nothing(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k:
 
 
 def _loadw(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.w = b.mach.wmem[a["WMEM"]]
+    s.w = b.wmem[:, a["WMEM"]].astype(np.int64)
 
 
 def _shiftadd(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.p = product(b.amem0[a["AMEM"]][:, None], s.w, b.c.weights, b.c.exp_bits)
+    s.p = product(b.amem0[:, a["AMEM"], None], s.w, b.c.weights, b.c.exp_bits)
 
 
 def _acc(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
@@ -153,33 +160,33 @@ def _mac(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
 
 
 def _clr(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.acc = np.zeros((s.instances, b.c.lanes), np.int64)
+    s.acc = np.zeros((b.ntiles, s.instances, b.c.lanes), np.int64)
 
 
 def _bias(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.acc = b.mach.bmem[a["BMEM"]]
+    s.acc = b.bmem[:, a["BMEM"]]
 
 
 def _lanes_x(b: Batch, a: dict[isa.Memory, I64], k: int) -> I64:
-    return b.amem0[a["AMEM"][:, None] + np.arange(k)]
+    return b.amem0[:, a["AMEM"][:, None] + np.arange(k)]
 
 
 def _vld(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     acc = s.acc.copy()
-    acc[:, :k] = _lanes_x(b, a, k)
+    acc[..., :k] = _lanes_x(b, a, k)
     s.acc = acc
 
 
 def _vmax(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     acc = s.acc.copy()
-    acc[:, :k] = np.maximum(acc[:, :k], _lanes_x(b, a, k))
+    acc[..., :k] = np.maximum(acc[..., :k], _lanes_x(b, a, k))
     s.acc = acc
 
 
 def _vmac(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     acc, p = s.acc.copy(), s.p.copy()
-    p[:, :k] = product(_lanes_x(b, a, k), s.w[:, :k], b.c.weights, b.c.exp_bits)
-    acc[:, :k] = wrap(acc[:, :k] + p[:, :k], b.c.acc_bits)
+    p[..., :k] = product(_lanes_x(b, a, k), s.w[..., :k], b.c.weights, b.c.exp_bits)
+    acc[..., :k] = wrap(acc[..., :k] + p[..., :k], b.c.acc_bits)
     s.acc, s.p = acc, p
 
 
@@ -188,34 +195,34 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
     # wraps), from tables of the whole BMEM.
     c, q = b.c, a["BMEM"]
     mult, shift, half = b.requant_tables()
-    y = s.acc * mult[q]
-    y += half[q]
-    np.right_shift(y, shift[q], out=y)
+    y = s.acc * mult[:, q]
+    y += half[:, q]
+    np.right_shift(y, shift[:, q], out=y)
     np.minimum(y, c.act_max, out=y)
     s.acc = np.maximum(y, 0 if f["relu"] else c.act_min, out=y)
 
 
 def _act(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     c = b.c
-    s.acc = leaky(s.acc, b.mach.bmem[a["BMEM"]], c.exp_bits, c.act_bits)
+    s.acc = leaky(s.acc, b.bmem[:, a["BMEM"]], c.exp_bits, c.act_bits)
 
 
 def _store(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    b.amem[(a["AMEM"][:, None] + np.arange(k)).reshape(-1)] = wrap_inplace(
-        s.acc[:, :k].flatten(), b.c.act_bits)
+    b.stores.append(((a["AMEM"][:, None] + np.arange(k)).reshape(-1),
+                     wrap(s.acc[..., :k], b.c.act_bits).reshape(b.ntiles, -1)))
 
 
 def _spill(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     _store(b, s, f, a, k)
     acc = s.acc.copy()
-    acc[:, :k] >>= b.c.act_bits
+    acc[..., :k] >>= b.c.act_bits
     s.acc = acc
 
 
 def _fill(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     acc = s.acc.copy()
     low = _lanes_x(b, a, k) & ((1 << b.c.act_bits) - 1)
-    acc[:, :k] = wrap((acc[:, :k] << b.c.act_bits) + low, b.c.acc_bits)
+    acc[..., :k] = wrap((acc[..., :k] << b.c.act_bits) + low, b.c.acc_bits)
     s.acc = acc
 
 

@@ -4,6 +4,8 @@ A loop whose body is one dot-product step (MAC) is a k-term dot product per inst
 of such sibling loops with register steps between them (a convolution window: one loop per
 kernel row) is one sum of dot products.  Both become matrix products of gathered activations
 by the weights' integers, as im2col does, in the narrowest type that is provably exact.
+With several tiles (machines with one text) the factors depend on the tile and the product
+is a stack of matrix products, one per tile, over the same rows and columns.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from contract.semantics import product, wrap
 
 from .nest import GiveUp, Group, Loop, Segment, dot_pointers
 from .state import (
+    EXACT_F32,
     I64,
     MAX_INSTANCES,
     BatchBase,
@@ -27,6 +30,26 @@ from .state import (
     wrap_inplace,
 )
 from .transfer import MASK, Transfer
+
+
+def same_rows(region: I64, most: int = 8) -> list[tuple[int, I64]]:
+    """Classes of equal rows of ``region``: (a representative, the members), by comparing with
+    up to ``most`` representatives; the rows left after that are classes of their own."""
+    t = len(region)
+    if t == 1:
+        return [(0, np.zeros(1, np.int64))]
+    out: list[tuple[int, I64]] = []
+    rest = np.arange(t)
+    while len(rest):
+        rep = int(rest[0])
+        if len(out) == most:
+            out.extend((int(i), np.array([i])) for i in rest)
+            break
+        rows = region if len(rest) == t else region[rest]
+        eq = (rows == region[rep]).all(axis=1)
+        out.append((rep, rest[eq]))
+        rest = rest[~eq]
+    return out
 
 
 class Products(BatchBase):
@@ -55,8 +78,8 @@ class Products(BatchBase):
         s.acc = wrap(s.acc + self.dots(regs[:, rx], dx, ax, regs[:, rw], dw, aw, k), c.acc_bits)
         last_w = (regs[:, rw] + (k - 1) * dw) & MASK
         last_x = (regs[:, rx] + (k - 1) * dx) & MASK
-        s.w = self.mach.wmem[last_w]
-        s.p = product(self.amem0[last_x][:, None], s.w, c.weights, c.exp_bits)
+        s.w = self.wmem[:, last_w].astype(np.int64)
+        s.p = product(self.amem0[:, last_x, None], s.w, c.weights, c.exp_bits)
         regs = regs.copy()
         regs[:, rw] = (regs[:, rw] + k * iw) & MASK
         regs[:, rx] = (regs[:, rx] + k * ix) & MASK
@@ -81,35 +104,47 @@ class Products(BatchBase):
         if xs is None or ws is None:
             return False
         (xstart, xinv, xlo, xhi), (wstart, winv, _, _) = xs, ws
-        nx, nw = xstart.shape[0], wstart.shape[0]
-        if (nx * nw > 2 * n or nx * total > 8 * MAX_INSTANCES
-                or nw * total * c.lanes > 8 * MAX_INSTANCES):
+        nx, nw, t = xstart.shape[0], wstart.shape[0], self.ntiles
+        if (nx * nw > 2 * n or t * nx * total > 8 * MAX_INSTANCES
+                or t * nw * total * c.lanes > 8 * MAX_INSTANCES):
             return False
         widx = np.concatenate([wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
                                for i, seg in enumerate(segs)], axis=1)  # (nw, total)
-        wint = code_ints(self.mach.wmem[widx], c.exp_bits, c.weights)  # (nw, total, lanes)
+        # (t, total, nw, lanes): per tile the product's right factor, a view as (total, wide).
+        wint = self.weight_ints(widx.T)
         # Only AMEM[xlo..xhi] is read.  sum_j |x_j w_j| <= max|x| * (the largest column sum
         # of |w|): tighter than max|x| max|w| total, and what lets 8-bit 3x3x64 windows use
         # float32 (see exact_dtype).
-        region = self.amem0[xlo: xhi + 1]
+        region = self.amem0[:, xlo: xhi + 1]
         xmax = max(int(region.max()), -int(region.min()))
-        dtype = exact_dtype(xmax * int(np.abs(wint).sum(axis=1).max()))
-        src: Any = region if dtype is None else region.astype(dtype)
+        # Column sums of |w| are exact in float32 below 2^24 (and a float32 sum is faster).
+        wsum = np.abs(wint).sum(axis=1, dtype=np.float32 if
+                                total * c.weight_format.max_abs(c.exp_bits) < EXACT_F32
+                                else np.float64)
+        dtype = exact_dtype(xmax * int(wsum.max()))
         self.serial_blas()
-        xmat = self.gather_x(src, xstart - xlo, segs)
-        wmat = wint.transpose(1, 0, 2).reshape(total, nw * c.lanes).astype(src.dtype)
-        prod = xmat @ wmat
-        if prod.dtype != np.int64:
-            prod = prod.astype(np.int64)  # exact integers: every partial sum is under the bound
-        acc = prod.reshape(nx, nw, c.lanes)[xinv, winv]
+        wide = nw * c.lanes
+        prod = np.empty((t, nx, wide), np.int64)
+        # Tiles whose region holds the same activations (the channel blocks of one row band)
+        # share the gathered windows: a stack of products of them by each tile's weights.
+        for rep, members in same_rows(region):
+            src: Any = region[rep: rep + 1]
+            if dtype is not None:
+                src = src.astype(dtype)
+            xmat = self.gather_x(src, xstart - xlo, segs)[0]  # (nx, total)
+            w = wint if len(members) == t else wint[members]
+            prod[members] = xmat @ w.reshape(len(members), total, wide).astype(xmat.dtype,
+                                                                               copy=False)
+        # Exact integers (every partial sum is under the bound) when a float type was used.
+        acc = prod.reshape(t, nx, nw, c.lanes)[:, xinv, winv]
         acc += s.acc
         s.acc = wrap_inplace(acc, c.acc_bits)
         last = segs[-1]
         last_x = xstart[xinv, -1] + (last.count - 1) * last.steps[1]
         last_w = wstart[winv, -1] + (last.count - 1) * last.steps[0]
-        s.w = self.mach.wmem[last_w]
+        s.w = self.wmem[:, last_w].astype(np.int64)
         # sa(x, code) is x times the code's integer, exactly (it never wraps).
-        s.p = self.amem0[last_x][:, None] * wint[winv, -1]
+        s.p = self.amem0[:, last_x, None] * wint[:, -1, winv].astype(np.int64)
         s.regs = g.transfer.apply(regs)
         for i, seg in enumerate(segs):
             self.reads.append((xstart[:, i], seg.count, seg.steps[1]))
@@ -146,16 +181,18 @@ class Products(BatchBase):
 
     @staticmethod
     def gather_x(src: I64, starts: I64, segs: tuple[Segment, ...]) -> I64:
-        """(distinct windows, total) activations: run i of window u is src[starts[u, i] + j*dx]."""
+        """(tiles, distinct windows, total) activations: run i of window u in tile t is
+        src[t, starts[u, i] + j*dx]."""
         counts = {seg.count for seg in segs}
         dxs = {seg.steps[1] for seg in segs}
         if len(counts) == 1 and len(dxs) == 1 and min(dxs) > 0:
             k, dx = counts.pop(), dxs.pop()
-            view = np.lib.stride_tricks.sliding_window_view(src, (k - 1) * dx + 1)[:, ::dx]
-            return view[starts].reshape(len(starts), -1)
+            view = np.lib.stride_tricks.sliding_window_view(src, (k - 1) * dx + 1,
+                                                            axis=-1)[..., ::dx]
+            return view[:, starts].reshape(len(src), len(starts), -1)
         idx = np.concatenate([starts[:, i, None] + np.arange(seg.count) * seg.steps[1]
                               for i, seg in enumerate(segs)], axis=1)
-        return src[idx]
+        return src[:, idx]
 
     @staticmethod
     def affine(start: I64, k: int, step: int, depth: int) -> I64 | None:
@@ -174,39 +211,41 @@ class Products(BatchBase):
 
     def dots(self, x0: I64, dx: int, ax: I64 | None, w0: I64, dw: int, aw: I64 | None,
              k: int) -> I64:
-        """out[i, l] = sum_j x[i, j] * wint[aw[i, j], l] with x[i, j] = AMEM[ax[i, j]], exact.
+        """out[t, i, l] = sum_j x[t, i, j] * wint[t, aw[i, j], l] with x[t, i, j] = AMEM of
+        tile t at ax[i, j], exact.
 
         Instances are rows of (distinct activation runs) x (distinct weight runs): when
         those pairs cover the instances with little waste (a convolution: pixels x channel
         blocks) it is one matrix product, as im2col would do.  float64 is used only when the
         bound on every partial sum is below 2^53; otherwise int64, whose wrap modulo 2^64
         cannot change the low acc_bits bits the accumulator keeps."""
-        n, lanes = len(x0), self.c.lanes
+        n, lanes, t = len(x0), self.c.lanes, self.ntiles
         j = np.arange(k, dtype=np.int64)
         if ax is None and aw is None:
             ux, xinv = factorize(x0)
             uw, winv = factorize(w0)
             if len(ux) * len(uw) <= 2 * n:
-                src = self.exact_source(k)
+                # ax is None: every address is inside AMEM without wrapping (see affine).
+                lo = int(ux[0]) + min(0, (k - 1) * dx)
+                src = self.exact_region(lo, int(ux[-1]) + max(0, (k - 1) * dx), k)
                 exact = src.dtype != np.int64
                 if dx == 1:
-                    xs = np.lib.stride_tricks.sliding_window_view(src, k)[ux]
+                    xs = np.lib.stride_tricks.sliding_window_view(src, k, axis=-1)[:, ux - lo]
                 else:
-                    xs = src[ux[:, None] + j * dx]
-                codes = self.mach.wmem[(uw[:, None] + j * dw) & MASK]  # (G, k, lanes)
+                    xs = src[:, ux[:, None] - lo + j * dx]
+                codes = self.wmem[:, (uw[:, None] + j * dw) & MASK]  # (t, G, k, lanes)
                 wall = code_ints(codes, self.c.exp_bits, self.c.weights).astype(src.dtype)
                 self.serial_blas()
-                prod = xs @ wall.transpose(1, 0, 2).reshape(k, -1)
+                prod = xs @ wall.transpose(0, 2, 1, 3).reshape(t, k, -1)
                 if exact:
                     prod = np.rint(prod).astype(np.int64)
-                return prod.reshape(len(ux), len(uw), lanes)[xinv.reshape(-1),
-                                                              winv.reshape(-1)]
+                return prod.reshape(t, len(ux), len(uw), lanes)[:, xinv.reshape(-1),
+                                                                winv.reshape(-1)]
         aw = aw if aw is not None else (w0[:, None] + j * dw) & MASK
-        xs = self.amem0[ax if ax is not None else x0[:, None] + j * dx]
-        out = np.empty((n, lanes), np.int64)
-        chunk = max(1, (1 << 22) // max(1, k * lanes))
-        wint = self.wint
+        xs = self.amem0[:, ax if ax is not None else x0[:, None] + j * dx]
+        out = np.empty((t, n, lanes), np.int64)
+        chunk = max(1, (1 << 22) // max(1, t * k * lanes))
         for i in range(0, n, chunk):
-            out[i: i + chunk] = np.einsum("ij,ijl->il", xs[i: i + chunk],
-                                          wint[aw[i: i + chunk]])
+            wint = self.weight_ints(aw[i: i + chunk]).astype(np.int64, copy=False)
+            out[:, i: i + chunk] = np.einsum("tij,tijl->til", xs[:, i: i + chunk], wint)
         return out

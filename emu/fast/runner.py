@@ -1,4 +1,9 @@
-"""Step mode with loop nests replaced by batches wherever they provably match it."""
+"""Step mode with loop nests replaced by batches wherever they provably match it.
+
+Several images with one program text may run together (:func:`run_fast_many`): control flow,
+registers, addresses, counters and faults never depend on data, so their machines take the
+same steps and the same batches, and one batch carries every image's data on a leading axis.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,25 @@ from contract.backend import DEFAULT_MAX_CYCLES, RunResult
 from contract.config import AccelConfig
 from contract.image import Image
 
-from ..machine import Machine, cycle_limit_fault
+from ..machine import cycle_limit_fault
 from .batch import Batch
 from .nest import GiveUp, parsed
-from .state import Lanes
+from .state import Lanes, Tiles
 
 # Dynamic instructions per batch: bounds the recorded addresses (memory) of one batch.
 MAX_DYNAMIC = 1 << 24
+# Bytes of stacked memories (AMEM, WMEM, BMEM as int64) one lockstep group may hold.
+MAX_GROUP_BYTES = 1 << 26
 
 
 class FastRunner:
-    """Drives a machine, batching the loop nests it reaches."""
+    """Drives machines with one text in lockstep, batching the loop nests they reach."""
 
-    def __init__(self, mach: Machine):
-        self.mach = mach
+    def __init__(self, images: list[Image], config: AccelConfig | None = None):
+        self.tiles = Tiles(images, config)
+        self.mach = self.tiles.mach
         self.tables: dict[str, Any] = {}
-        self.text_key = mach.image.text.tobytes()
+        self.text_key = self.mach.image.text.tobytes()
 
     def try_loop(self, max_cycles: int) -> bool:
         """Execute the LOOP at pc (count > 0) in batches; False if step mode must do it."""
@@ -41,8 +49,8 @@ class FastRunner:
             k = min(remaining, avail // node.cycles, per_batch)
             if k <= 0:
                 break
-            batch = Batch(mach, self.tables)
-            s = Lanes.of(mach)
+            batch = Batch(self.tiles, self.tables)
+            s = Lanes.of(self.tiles)
             try:
                 with batch.resources:
                     batch.loop(node, s, k, first)
@@ -55,27 +63,82 @@ class FastRunner:
             first = False
         if first:
             return False
-        if remaining:
-            # As if step mode had run the LOOP and node.count - remaining iterations.
-            mach.loops.append([node.pc + 1, node.end, remaining])
-            mach.pc = node.pc + 1
-        else:
-            mach.pc = node.end + 1
+        for m in self.tiles.machs:
+            if remaining:
+                # As if step mode had run the LOOP and node.count - remaining iterations.
+                m.loops.append([node.pc + 1, node.end, remaining])
+                m.pc = node.pc + 1
+            else:
+                m.pc = node.end + 1
         return True
+
+    def follow(self) -> None:
+        """Give every machine the first one's control state (registers, pc, loops, counters):
+        after instructions that touch no data only the first machine steps."""
+        mach = self.mach
+        for m in self.tiles.machs[1:]:
+            m.regs = list(mach.regs)
+            m.pc, m.halted = mach.pc, mach.halted
+            m.loops = [list(top) for top in mach.loops]
+            m.counters = {k: dict(v) if isinstance(v, dict) else v
+                          for k, v in mach.counters.items()}
+
+    def run(self, max_cycles: int) -> list[RunResult]:
+        """Every machine to HALT; the first one's fault (every machine's: they are in lockstep)."""
+        mach, machs = self.mach, self.tiles.machs
+        prog = mach.prog
+        behind = False  # the other machines' control state lags the first's
+        while not mach.halted:
+            if mach.counters["cycles"] >= max_cycles:
+                raise cycle_limit_fault(mach, max_cycles)
+            pc = mach.pc
+            ins = prog.instrs[pc] if 0 <= pc < len(prog.instrs) else None
+            if ins is not None and not ins.pointers and not ins.lane_state:
+                # Registers and control only (SETI, ADDI, NOP, LOOP, HALT): the same in every
+                # machine, so the first one's step stands for all until data is touched.
+                if ins.flow == "loop" and prog.fields[pc]["count"] > 0:
+                    if behind:
+                        self.follow()
+                        behind = False
+                    if self.try_loop(max_cycles):
+                        continue
+                mach.step()
+                behind = len(machs) > 1
+                continue
+            if behind:
+                self.follow()
+                behind = False
+            for m in machs:
+                m.step()
+        if behind:
+            self.follow()
+        return [m.result(None) for m in machs]
 
 
 def run_fast(image: Image, config: AccelConfig | None = None, *,
              max_cycles: int = DEFAULT_MAX_CYCLES) -> RunResult:
     """Run an image to HALT with loops batched; same result and errors as step mode."""
-    mach = Machine(image, config)
-    runner = FastRunner(mach)
-    prog = mach.prog
-    while not mach.halted:
-        if mach.counters["cycles"] >= max_cycles:
-            raise cycle_limit_fault(mach, max_cycles)
-        pc = mach.pc
-        if (0 <= pc < len(prog.instrs) and prog.instrs[pc].flow == "loop"
-                and prog.fields[pc]["count"] > 0 and runner.try_loop(max_cycles)):
-            continue
-        mach.step()
-    return mach.result(None)
+    return FastRunner([image], config).run(max_cycles)[0]
+
+
+def run_fast_many(images: list[Image], config: AccelConfig | None = None, *,
+                  max_cycles: int = DEFAULT_MAX_CYCLES) -> list[RunResult]:
+    """``[run_fast(im) for im in images]``, with the images that share a program text and
+    configuration run in lockstep (a layer's tiles: one batch per loop nest for all of them
+    instead of one per tile).  Raises the error the first failing image would raise alone."""
+    out: list[RunResult | None] = [None] * len(images)
+    groups: dict[tuple[bytes, AccelConfig], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault((im.text.tobytes(), im.config), []).append(i)
+    # A fault is data-independent, so every image of a group would raise it; run the groups
+    # in the order of their first image so the first faulting image's error is the one raised.
+    for idx in groups.values():
+        c = images[idx[0]].config
+        per = 8 * (c.amem_depth + (c.wmem_depth + c.bmem_depth) * c.lanes)
+        size = max(1, MAX_GROUP_BYTES // per)
+        for j in range(0, len(idx), size):
+            part = idx[j: j + size]
+            results = FastRunner([images[i] for i in part], config).run(max_cycles)
+            for i, r in zip(part, results):
+                out[i] = r
+    return [r for r in out if r is not None]

@@ -1,5 +1,10 @@
 """The typed state of a batch: per-instance registers and lane registers, plus what the batch
-reads (AMEM snapshot, tables derived from WMEM and BMEM) and records (counters, addresses)."""
+reads (AMEM snapshot, tables derived from WMEM and BMEM) and records (counters, addresses,
+deferred stores).
+
+A batch may drive several machines at once (:class:`Tiles`): images with one text take the
+same path through it (control flow, registers, addresses, counters and faults never depend on
+data), so only the data carries a leading tile axis."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from numpy.typing import NDArray
 from contract import weights as wformats
 from contract.blas import one_blas_thread
 from contract.config import AccelConfig
+from contract.image import Image
 from contract.semantics import req_fields
 
 from ..machine import Machine, new_counters
@@ -26,9 +32,42 @@ EXACT_F64 = 1 << 53
 EXACT_F32 = 1 << 24
 
 
+class Tiles:
+    """Machines for images with one program text, run in lockstep: the first one's control
+    state stands for all.  Their memories are stacked, (tiles, depth[, lanes]), and each
+    machine's are views of the stacks, so step mode's in-place stores and a batch's commit
+    write the same arrays."""
+
+    def __init__(self, images: list[Image], config: AccelConfig | None = None):
+        c = config or images[0].config
+        t = len(images)
+        # np.zeros maps untouched pages lazily: only what the images hold is written.
+        self.amem = np.zeros((t, c.amem_depth), np.int64)
+        # WMEM in the images' own code type (a compiled network's are uint8): never written,
+        # read only through code tables and copies to int64, so a narrow stack loads faster.
+        wtype = np.result_type(*(im.weights.dtype for im in images))
+        self.wmem = np.zeros((t, c.wmem_depth, c.lanes),
+                             wtype if wtype.kind == "u" and wtype.itemsize <= 4 else np.int64)
+        self.bmem = np.zeros((t, c.bmem_depth, c.lanes), np.int64)
+        self.machs = []
+        for i, im in enumerate(images):
+            if config is not None:
+                im.check_config(config)  # before placing: a foreign image may not fit
+            self.wmem[i, : len(im.weights)] = im.weights
+            self.bmem[i, : len(im.params)] = im.params
+            self.amem[i, im.acts_base: im.acts_base + len(im.acts)] = im.acts
+            mems = {"wmem": self.wmem[i], "bmem": self.bmem[i], "amem": self.amem[i]}
+            self.machs.append(Machine(im, config, mems))
+        self.mach = self.machs[0]
+
+    def __len__(self) -> int:
+        return len(self.machs)
+
+
 @dataclass
 class Lanes:
-    """Instance state: one row per instance of registers (n, NUM_REGS), A, W and P (n, lanes).
+    """Instance state: one row per instance of registers (n, NUM_REGS), shared by the tiles,
+    and A, W and P per tile and instance (tiles, n, lanes).
 
     Arrays are replaced, never written in place, so that instances may share them."""
 
@@ -38,31 +77,42 @@ class Lanes:
     p: I64
 
     @staticmethod
-    def of(mach: Machine) -> Lanes:
-        return Lanes(np.array([mach.regs], np.int64), mach.acc[None].copy(),
-                     mach.w[None].copy(), mach.p[None].copy())
+    def of(tiles: Tiles) -> Lanes:
+        ms = tiles.machs
+        return Lanes(np.array([tiles.mach.regs], np.int64),
+                     np.stack([m.acc for m in ms])[:, None], np.stack([m.w for m in ms])[:, None],
+                     np.stack([m.p for m in ms])[:, None])
 
     @property
     def instances(self) -> int:
         return int(self.regs.shape[0])
 
 
-_INT_TABLES: dict[tuple[str, int], I64] = {}
+_INT_TABLES: dict[tuple[str, int, str], Any] = {}
 # REQ tables of a BMEM image, by its bytes: the tiles of one layer share their parameters.
 _REQ_TABLES: dict[tuple[bytes, int], tuple[I64, I64, I64]] = {}
 
 
-def code_ints(codes: I64, exp_bits: int, weights: str = wformats.DEFAULT) -> I64:
+def code_ints(codes: I64, exp_bits: int, weights: str = wformats.DEFAULT,
+              dtype: Any = np.int64) -> Any:
     """The weight format's ``to_int`` (two-digit codes by default) by table lookup: a code's
     value depends only on its low code_bits bits, so one table of 2^code_bits entries gives
-    the same integers."""
-    key = (weights, exp_bits)
+    the same integers.  ``dtype``: of the result (float32 only where it holds them exactly)."""
+    key = (weights, exp_bits, np.dtype(dtype).str)
     if key not in _INT_TABLES:
         fmt = wformats.get(weights)
         every = np.arange(1 << fmt.code_bits(exp_bits), dtype=np.int64)
-        _INT_TABLES[key] = fmt.to_int(every, exp_bits).astype(np.int64)
+        ints = fmt.to_int(every, exp_bits).astype(np.int64)
+        table = ints.astype(dtype)
+        if not np.array_equal(table, ints):
+            raise ValueError(f"{np.dtype(dtype)} cannot hold every code's integer exactly")
+        _INT_TABLES[key] = table
     table = _INT_TABLES[key]
-    return table[np.asarray(codes, np.int64) & (len(table) - 1)]
+    mask = len(table) - 1
+    codes = np.asarray(codes)
+    if codes.dtype.kind == "u" and np.iinfo(codes.dtype).max <= mask:
+        return table[codes]  # every value is an index already
+    return table[codes.astype(np.int64, copy=False) & mask]
 
 
 def wrap_inplace(v: I64, bits: int) -> I64:
@@ -101,14 +151,17 @@ def exact_dtype(bound: int) -> Any:
 class BatchBase:
     """What a batch reads and records, below the instruction semantics and the products."""
 
-    def __init__(self, mach: Machine, tables: dict[str, Any]):
-        self.mach = mach
+    def __init__(self, tiles: Tiles, tables: dict[str, Any]):
+        self.tiles = tiles
+        self.mach = mach = tiles.mach
         self.c: AccelConfig = mach.config
-        self.amem = mach.amem.copy()
-        # Reads see the memory as it was when the batch started (the commit rule guarantees
-        # that nothing the batch reads is written by it), so they may use this snapshot.
-        self.amem0 = mach.amem
-        self._absmax: int | None = None
+        self.ntiles = len(tiles)
+        # Stores are kept aside (address, values per tile) and written at commit; reads see
+        # AMEM as it was when the batch started (the commit rule guarantees that nothing the
+        # batch reads is written by it), so they read the stack itself.
+        self.amem0 = tiles.amem
+        self.wmem, self.bmem = tiles.wmem, tiles.bmem
+        self.stores: list[tuple[I64, I64]] = []
         self.cnt = new_counters()
         # Read addresses as (start, count, step): start[i] + j*step for j < count.
         self.reads: list[tuple[I64, int, int]] = []
@@ -116,7 +169,6 @@ class BatchBase:
         self.writes: list[tuple[I64, int]] = []
         # Tables derived from WMEM and BMEM, which no instruction writes: kept for the run.
         self.tables = tables
-        self._as: dict[Any, Any] = {}
         self.resources = ExitStack()  # closed by whoever runs the batch
         self._serial = False
 
@@ -126,47 +178,37 @@ class BatchBase:
             self._serial = True
             self.resources.enter_context(one_blas_thread())
 
-    @property
-    def amem_absmax(self) -> int:
-        if self._absmax is None:
-            self._absmax = int(np.abs(self.amem0).max())
-        return self._absmax
-
-    @property
-    def wint(self) -> I64:
-        """The integer of every WMEM code."""
-        if "wint" not in self.tables:
-            self.tables["wint"] = code_ints(self.mach.wmem, self.c.exp_bits, self.c.weights)
-        return self.tables["wint"]  # type: ignore[no-any-return]
+    def weight_ints(self, idx: I64) -> Any:
+        """The integers of the WMEM codes at ``idx`` of every tile, (tiles, *idx.shape, lanes):
+        float32 when that holds every code's integer exactly (it does for the shipped
+        formats), else int64.  The codes are gathered first: they are narrow."""
+        c = self.c
+        exact = c.weight_format.max_abs(c.exp_bits) < EXACT_F32
+        return code_ints(self.wmem[:, idx], c.exp_bits, c.weights,
+                         np.float32 if exact else np.int64)
 
     def requant_tables(self) -> tuple[I64, I64, I64]:
         """Per BMEM entry, read as a REQ parameter: the code's integer, the shift, and the
         rounding half (2^(shift-1), or 0 for shift 0)."""
         if "req" not in self.tables:
             c = self.c
-            key = (self.mach.bmem.tobytes(), c.exp_bits)
+            key = (self.bmem.tobytes(), c.exp_bits)
             if key not in _REQ_TABLES:
                 if len(_REQ_TABLES) > 16:
                     _REQ_TABLES.clear()
-                code, shift = req_fields(self.mach.bmem, c.code_bits)
+                code, shift = req_fields(self.bmem, c.code_bits)
                 half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
                 _REQ_TABLES[key] = (code_ints(code, c.exp_bits), shift, half)
             self.tables["req"] = _REQ_TABLES[key]
         return self.tables["req"]  # type: ignore[no-any-return]
 
-    def exact_source(self, k: int) -> I64:
-        """AMEM in the narrowest type whose k-term dot products with any weights are exact."""
-        return self.source_for(self.amem_absmax * self.c.weight_format.max_abs(self.c.exp_bits) * k)
-
-    def source_for(self, bound: int) -> I64:
-        """AMEM in the narrowest type in which sums of products whose absolute values add up to
-        less than ``bound`` are exact (see exact_dtype)."""
-        dtype = exact_dtype(bound)
-        if dtype is None:
-            return self.amem0
-        if dtype not in self._as:
-            self._as[dtype] = self.amem0.astype(dtype)
-        return self._as[dtype]  # type: ignore[no-any-return]
+    def exact_region(self, lo: int, hi: int, k: int) -> I64:
+        """AMEM[lo..hi] of every tile, (tiles, hi - lo + 1), in the narrowest type whose
+        k-term dot products with any weights are exact (see exact_dtype)."""
+        region = self.amem0[:, lo: hi + 1]
+        xmax = max(int(region.max()), -int(region.min()))
+        dtype = exact_dtype(xmax * self.c.weight_format.max_abs(self.c.exp_bits) * k)
+        return region if dtype is None else region.astype(dtype)
 
     def tally(self, mnemonic: str, times: int, cycles: int = 1) -> None:
         self.cnt["cycles"] += times * cycles

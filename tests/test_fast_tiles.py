@@ -1,0 +1,131 @@
+"""Images with one program text run in lockstep (emu.fast.run_fast_many, the runtime's tiles):
+each result is step mode's for that image alone, and a fault is the one the first failing image
+raises alone; the runtime's tile levels never let a tile see a partial sum before it is written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contract.config import AccelConfig
+from contract.image import Image
+from emu.emulator import EmulatorError, RunResult, run
+from emu.fast import run_fast_many
+from emu.fast.batch import Batch
+from emu.fast.products import same_rows
+from programs import kernels
+from programs.lower import LoweredLayer, Tile, TileInput
+from programs.runtime import tile_levels
+from tests.helpers import assert_same
+from tests.profiles import scaled_examples
+from tests.strategies import programs_and_configs
+
+
+def _step(img: Image, max_cycles: int) -> RunResult | str:
+    try:
+        return run(img, fast=False, max_cycles=max_cycles)
+    except EmulatorError as exc:
+        return str(exc)
+
+
+def _many(imgs: list[Image], max_cycles: int) -> list[RunResult | str]:
+    try:
+        return list(run_fast_many(imgs, max_cycles=max_cycles))
+    except EmulatorError as exc:
+        return [str(exc)]
+
+
+def _variant(img: Image, rng: np.random.Generator) -> Image:
+    """The same program and memory sizes with other data."""
+    c = img.config
+    half = min(1 << (c.acc_bits - 1), 1 << 20)
+    return Image(c, img.text, rng.integers(0, 1 << c.weight_bits, img.weights.shape),
+                 rng.integers(-half, half, img.params.shape),
+                 rng.integers(c.act_min, c.act_max + 1, img.acts.shape), img.acts_base,
+                 img.regions)
+
+
+def _expect(step: list[RunResult | str], got: list[RunResult | str]) -> None:
+    faults = [s for s in step if isinstance(s, str)]
+    if faults:
+        assert got == [faults[0]]
+        return
+    assert len(got) == len(step)
+    for a, b in zip(step, got):
+        assert_same(a, b)
+
+
+@settings(max_examples=scaled_examples(120), suppress_health_check=[HealthCheck.too_slow])
+@given(programs_and_configs(wild=True), st.integers(2, 4), st.integers(0, 2**32 - 1),
+       st.sampled_from([50, 400, 100_000]))
+def test_lockstep_images_equal_step_mode_each(case, n, seed, max_cycles) -> None:  # type: ignore[no-untyped-def]
+    _, img = case
+    rng = np.random.default_rng(seed)
+    # Some images repeat another's data (the channel blocks of one row band share AMEM).
+    imgs = [img] + [_variant(img, rng) for _ in range(n - 1)]
+    imgs.append(imgs[-1] if seed % 2 else _variant(img, rng))
+    _expect([_step(im, max_cycles) for im in imgs], _many(imgs, max_cycles))
+
+
+def _conv(seed: int, x: np.ndarray | None = None) -> kernels.Kernel:
+    rng = np.random.default_rng(seed)
+    c = AccelConfig(lanes=4)
+    x = rng.integers(c.act_min, c.act_max + 1, (6, 6, 5)) if x is None else x
+    w = kernels.random_weights((3, 3, 5, 8), c.exp_bits, rng)
+    return kernels.conv2d(x, w, rng.integers(-500, 500, 8),
+                          kernels.random_weights((8,), c.exp_bits, rng),
+                          rng.integers(0, 12, 8), pad=1, config=c)
+
+
+def test_convolution_tiles_share_windows_and_stay_exact(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Tiles of one convolution: two share their input (one product of shared windows by both
+    weight blocks), one has its own; all three fused on the product path, each exact."""
+    shared = np.random.default_rng(99).integers(-128, 128, (6, 6, 5))
+    ks = [_conv(1, shared), _conv(2, shared), _conv(3)]
+    classes: list[int] = []
+    group = Batch.group
+
+    def spy(batch, g, s):  # type: ignore[no-untyped-def]
+        ok = group(batch, g, s)
+        classes.append(len(same_rows(batch.amem0[:, :180])) if ok else -1)
+        return ok
+
+    monkeypatch.setattr(Batch, "group", spy)
+    got = run_fast_many([k.image for k in ks])
+    assert classes and all(c == 2 for c in classes)
+    for k, r in zip(ks, got):
+        assert_same(_step(k.image, 10**7), r)
+        assert np.array_equal(r.region(), k.expected)
+
+
+def test_same_rows_classes() -> None:
+    rows = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [3, 4]])
+    got = {rep: m.tolist() for rep, m in same_rows(rows)}
+    assert got == {0: [0, 2], 1: [1, 4], 3: [3]}
+    got = {rep: m.tolist() for rep, m in same_rows(rows, most=1)}
+    assert got == {0: [0, 2], 1: [1], 3: [3], 4: [4]}
+
+
+def _tile(out: str, box: tuple[int, int], reads: list[tuple[str, tuple[int, int]]]) -> Tile:
+    return Tile(image=None, source="", inputs=[TileInput(t, (0, 1), ch, 0) for t, ch in reads],  # type: ignore[arg-type]
+                out_rows=(0, 1), out_channels=box, out_base=0, cycles=0, out_tensor=out)
+
+
+@pytest.mark.parametrize("tiles, levels", [
+    # Writers of disjoint partial boxes, then their readers: two levels.
+    ([_tile("p", (0, 4), [("x", (0, 8))]), _tile("", (0, 4), [("x", (0, 8)), ("p", (0, 4))]),
+      _tile("p", (4, 8), [("x", (0, 8))]), _tile("", (4, 8), [("x", (0, 8)), ("p", (4, 8))])],
+     [[0, 2], [1, 3]]),
+    # One partial box reused: the second writer waits for the first reader's level, and the
+    # second reader comes after it.
+    ([_tile("p", (0, 4), [("x", (0, 8))]), _tile("", (0, 4), [("p", (0, 4))]),
+      _tile("p", (0, 4), [("x", (0, 8))]), _tile("", (4, 8), [("p", (0, 4))])],
+     [[0], [1, 2], [3]]),
+])
+def test_tile_levels_respect_every_hazard(tiles, levels) -> None:  # type: ignore[no-untyped-def]
+    ll = LoweredLayer.__new__(LoweredLayer)
+    ll.tiles = tiles
+    index = {id(t): i for i, t in enumerate(tiles)}  # tiles 0 and 2 are equal, not the same
+    assert [[index[id(t)] for t in lv] for lv in tile_levels(ll)] == levels
