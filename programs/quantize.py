@@ -441,10 +441,11 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
 
     def approx(v: F64) -> F64:  # the scheme's values, unscaled (quant / unit)
         return near(v) if near is not None else quant(v) / unit_f
+    exact_mults: list[F64] = []
     if aware:
-        best_m = search_multipliers(
-            w, m0, mult_candidates(m0 * SEARCH_LO, m0 * SEARCH_HI, config.exp_bits),
-            lambda mc: mc * unit * s_y / s_x, approx, near)
+        exact_mults = mult_candidates(m0 * SEARCH_LO, m0 * SEARCH_HI, config.exp_bits)
+        best_m = search_multipliers(w, m0, exact_mults, lambda mc: mc * unit * s_y / s_x,
+                                    approx, near)
         m, sh = snap_mult(best_m, config.exp_bits)
         s_w = (m / np.exp2(sh)) * unit * s_y / s_x
         ql.exact = True
@@ -464,8 +465,7 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
         m_best = m / np.exp2(sh)
         cands = [s_w]
         if aware:
-            grid = np.stack(mult_candidates(m0 * SEARCH_LO, m0 * SEARCH_HI, config.exp_bits),
-                            axis=1)
+            grid = np.stack(exact_mults, axis=1)
             for r in SCALE_RATIOS[1:]:
                 dist = np.abs(grid - (m_best * r)[:, None])
                 pick = grid[np.arange(co), np.argmin(np.where(np.isnan(dist), np.inf, dist),
