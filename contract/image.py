@@ -105,17 +105,12 @@ class Image:
              f"wmem_depth is {c.wmem_depth}"),
             (len(self.params) <= c.bmem_depth, f"params have {len(self.params)} words, "
              f"bmem_depth is {c.bmem_depth}"),
-            (0 <= self.acts_base and self.acts_base + len(self.acts) <= c.amem_depth,
-             f"activations {self.acts_base}..{self.acts_base + len(self.acts)} exceed "
-             f"amem_depth {c.amem_depth}"),
             (bool(np.all((self.text >= 0) & (self.text < 1 << 32))), "text words must be u32"),
             (bool(np.all((self.weights >= 0) & (self.weights < 1 << c.weight_bits))),
              f"weight codes must fit {c.weight_bits} bits"),
             (bool(np.all((self.params >= -(1 << (c.acc_bits - 1)))
                          & (self.params < 1 << (c.acc_bits - 1)))),
              f"params must fit {c.acc_bits} signed bits"),
-            (bool(np.all((self.acts >= c.act_min) & (self.acts <= c.act_max))),
-             f"activations must fit {c.act_bits} signed bits"),
         ]
         for name, (base, length) in self.regions.items():
             checks.append((0 <= base and length >= 0 and base + length <= c.amem_depth,
@@ -123,18 +118,14 @@ class Image:
         for ok, msg in checks:
             if not ok:
                 raise ImageError(msg)
+        _check_acts(self.acts, self.acts_base, c)
 
     def with_acts(self, acts: NDArray[np.integer], acts_base: int = 0) -> Image:
         """This image with other initial activations (a tile's inputs placed), checked as the
         constructor checks them; the text, weights and parameters, checked when this image was
         made, are shared rather than checked again."""
-        c = self.config
         a = np.asarray(acts, dtype=np.int64).reshape(-1)
-        if not (0 <= acts_base and acts_base + len(a) <= c.amem_depth):
-            raise ImageError(f"activations {acts_base}..{acts_base + len(a)} exceed "
-                             f"amem_depth {c.amem_depth}")
-        if len(a) and (int(a.min()) < c.act_min or int(a.max()) > c.act_max):
-            raise ImageError(f"activations must fit {c.act_bits} signed bits")
+        _check_acts(a, acts_base, self.config)
         out = copy.copy(self)  # no __post_init__: nothing else to convert or check
         out.acts, out.acts_base = a, int(acts_base)
         return out
@@ -295,3 +286,12 @@ class Image:
             write_text_atomic(path, "\n".join(lines) + "\n")
             out[name] = path
         return out
+
+
+def _check_acts(acts: NDArray[np.int64], base: int, c: AccelConfig) -> None:
+    """The initial activations fit AMEM from ``base`` and the activation range."""
+    if not (0 <= base and base + len(acts) <= c.amem_depth):
+        raise ImageError(f"activations {base}..{base + len(acts)} exceed "
+                         f"amem_depth {c.amem_depth}")
+    if len(acts) and (int(acts.min()) < c.act_min or int(acts.max()) > c.act_max):
+        raise ImageError(f"activations must fit {c.act_bits} signed bits")

@@ -146,8 +146,8 @@ def onnx_forward(model: str | Path | Any, x_nchw: NDArray, tensors: list[str] | 
 
 # Integer -------------------------------------------------------------------------------------
 def quantize_input(x_nchw: NDArray, scale: float, act_bits: int, zero: int = 0) -> I64:
-    """Host-side quantization of the network input: ``x / scale`` rounded half away from
-    zero, plus the zero point, saturated."""
+    """Host-side quantization of the network input: ``x / scale`` rounded half to even (as
+    ONNX QuantizeLinear rounds), plus the zero point, saturated."""
     lim = (1 << (act_bits - 1))
     q = np.round(nchw_to_nhwc(np.asarray(x_nchw, np.float64)) / scale) + zero
     return np.clip(q, -lim, lim - 1).astype(np.int64)

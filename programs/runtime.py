@@ -17,7 +17,6 @@ layer that diverges and by how much.
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,51 +141,9 @@ def _pad(x: I64, pads: tuple[int, int, int, int], value: int) -> I64:
     return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
 
 
-Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
-_ALL = (0, 1 << 62)
-# Levels by layer, as tile indices: a weak reference keeps a discarded network collectable.
-_LEVELS: dict[int, tuple[weakref.ref[LoweredLayer], list[list[int]]]] = {}
-
-
-def _overlap(a: Box, b: Box) -> bool:
-    return all(x0 < y1 and y0 < x1 for (x0, x1), (y0, y1) in zip(a, b))
-
-
 def tile_levels(ll: LoweredLayer) -> list[list[Tile]]:
-    """The layer's tiles in levels whose images can all be built before any of their outputs
-    is written: a tile is a level above every earlier tile whose output box it reads (the
-    partial sums of a split reduction), and at or above every earlier tile that reads or
-    writes its output box; within a level outputs are written in tile order.  Static, so
-    cached per layer."""
-    hit = _LEVELS.get(id(ll))
-    if hit is not None and hit[0]() is ll:
-        return [[ll.tiles[i] for i in level] for level in hit[1]]
-    written = {t.out_tensor for t in ll.tiles}
-    # Per tensor: (box, level, written?) of every earlier access that matters.
-    seen: dict[str, list[tuple[Box, int, bool]]] = {}
-    levels: list[list[int]] = []
-    for i, tile in enumerate(ll.tiles):
-        reads = [(ti.tensor, (ti.rows, ti.cols or _ALL, ti.channels)) for ti in tile.inputs
-                 if ti.tensor in written]
-        out: Box = (tile.out_rows, tile.out_cols or _ALL, tile.out_channels)
-        level = 0
-        for name, box in reads:
-            for b, lv, w in seen.get(name, ()):
-                if w and _overlap(b, box):
-                    level = max(level, lv + 1)
-        for b, lv, _ in seen.get(tile.out_tensor, ()):
-            if _overlap(b, out):
-                level = max(level, lv)
-        for name, box in reads:
-            seen.setdefault(name, []).append((box, level, False))
-        seen.setdefault(tile.out_tensor, []).append((out, level, True))
-        while len(levels) <= level:
-            levels.append([])
-        levels[level].append(i)
-    if len(_LEVELS) > 256:
-        _LEVELS.clear()
-    _LEVELS[id(ll)] = (weakref.ref(ll), levels)
-    return [[ll.tiles[i] for i in level] for level in levels]
+    """The layer's tiles in levels (:attr:`LoweredLayer.levels`)."""
+    return [[ll.tiles[i] for i in level] for level in ll.levels]
 
 
 def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
