@@ -19,7 +19,8 @@ the same test images (the first ``--test`` test images), side by side in one run
 
 Every compiled network runs through ``programs.runtime`` (batch integer semantics, image 0 on
 the emulator, required bit-exact).  Measures: output SQNR (dB) of the logits against float
-onnxruntime, top-1 agreement with float, top-1 against the labels.  ``--layers`` adds, for the
+onnxruntime, top-1 agreement with float (and how many of the images that disagree have a tie
+at their largest output), top-1 against the labels.  ``--layers`` adds, for the
 default rounding, each weight layer's SQNR against the float network split into what the
 weights lose (float network with the compiled weights) and what the accelerator's own steps
 lose (integer network against that).
@@ -83,10 +84,16 @@ ORT_SYMMETRIC = "ort qdq symmetric"
 
 
 def measures(ref: np.ndarray, out: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """SQNR, agreement and top-1; ``tied``: the images that disagree with float while their
+    largest output is not unique (equal 8-bit codes: argmax takes the first class, so the
+    disagreement is the output's step, not a wrong ranking)."""
     out = out.reshape(len(ref), -1)
+    wrong = np.argmax(out, axis=1) != np.argmax(ref, axis=1)
+    tied = (out == out.max(axis=1, keepdims=True)).sum(axis=1) > 1
     return {"sqnr_db": round(fidelity.sqnr_db(ref, out), 2),
             "agreement": round(fidelity.agreement(ref, out), 2),
-            "top1": round(float(100 * np.mean(np.argmax(out, axis=1) == y)), 2)}
+            "top1": round(float(100 * np.mean(np.argmax(out, axis=1) == y)), 2),
+            "tied": int(np.sum(wrong & tied))}
 
 
 def compiled_variant(path: Path,
