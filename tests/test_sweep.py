@@ -75,6 +75,7 @@ def test_sweep_stores_skips_and_retries(tmp_path: Path, scheduler: str) -> None:
     assert rows[("run", "int8")]["status"] == "failed"
     assert "QuantizeError" in rows[("run", "int8")]["error"]
     assert rows[("run", "asd2")]["result"]["cycles_per_image"] > 0
+    assert rows[("run", "asd2")]["point"]["rounding"] == "gptq+bias"  # asd compile's default
     # The same figures as the single command (asd eval mnist_lenet --limit 20).
     from asd import datasets, evaluate
     from asd_cli.evaluate import resolve_model
@@ -180,8 +181,23 @@ def test_points_follow_the_axes_each_measure_reads(tmp_path: Path) -> None:
                  "[measures.eval]\n[measures.run]\n[measures.hwreport]\n")
     pts = spec.points(spec.load(p))
     count = {m: sum(q["measure"] == m for q in pts) for m in ("eval", "run", "hwreport")}
-    # eval: float once, asd2 x 2 roundings; run: asd2 x 2 configs x 2 PE kinds; hwreport: 8.
-    assert count == {"eval": 3, "run": 4, "hwreport": 8}
+    # eval: float once, asd2 x 2 roundings; run: asd2 x 2 roundings x 2 configs x 2 PE kinds;
+    # hwreport: 8.
+    assert count == {"eval": 3, "run": 8, "hwreport": 8}
+
+
+def test_each_measure_defaults_to_its_commands_rounding(tmp_path: Path) -> None:
+    """No roundings axis: eval rounds as ``asd eval`` does (nearest), run as ``asd compile``
+    with calibration images does (gptq+bias); a measure's own axis overrides it."""
+    p = tmp_path / "s.toml"
+    p.write_text('[axes]\nmodels = ["mnist_lenet"]\nschemes = ["asd2"]\n'
+                 "[measures.eval]\n[measures.run]\n")
+    got = {q["measure"]: q["rounding"] for q in spec.points(spec.load(p))}
+    assert got == {"eval": "nearest", "run": "gptq+bias"}
+    p.write_text(p.read_text() + 'roundings = ["nearest", "bias"]\n')
+    pts = spec.points(spec.load(p))
+    assert sorted(q["rounding"] for q in pts if q["measure"] == "run") == ["bias", "nearest"]
+    assert [q["rounding"] for q in pts if q["measure"] == "eval"] == ["nearest"]
 
 
 def test_foreign_or_corrupt_database_is_refused_untouched(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ a spec (TOML):
   limit = 200                         # the first N test images
   shards = 2                          # the images split in N shards, a point each
   schemes = ["float", "asd2", "int8"]
-  roundings = ["nearest", "gptq"]     # eval
+  roundings = ["nearest", "gptq"]     # eval, run (default: nearest for eval, gptq+bias for run)
   seeds = [0, 1]                      # calibration sample (eval with bias/gptq, run)
   configs = [{}, {lanes = 4, act_bits = 4}]   # accelerator fields over the defaults
   pe = ["shiftadd", "multiplier"]     # run; hwreport also int8, int8_booth, int8_array
@@ -36,8 +36,8 @@ a spec (TOML):
                                       # cells_only, networks (energy per inference)
 
 Each measure runs on the product of the axes it reads (eval: models, datasets, shards,
-schemes, roundings, seeds; run: models, datasets, shards, schemes, configs, pe, seeds;
-hwreport: configs, pe, modes).  Every finished point is written at once to the SQLite
+schemes, roundings, seeds; run: models, datasets, shards, schemes, roundings, configs, pe,
+seeds; hwreport: configs, pe, modes).  Every finished point is written at once to the SQLite
 database (--db), keyed by a hash of the point, the measure's options (timeout aside), the
 asd version and the contents of its model and images: a rerun skips what is done, an
 interrupted sweep resumes, a failed point is kept with its error and rerun only with

@@ -23,9 +23,13 @@ PE_ARRAY_MODES = ("pipelined", "direct", "product", "carrysave", "carrysave_dire
 # Which axes each measure reads, in the order they appear in a point.
 MEASURE_AXES: dict[str, tuple[str, ...]] = {
     "eval": ("model", "dataset", "shard", "scheme", "rounding", "seed"),
-    "run": ("model", "dataset", "shard", "scheme", "config", "pe", "seed"),
+    "run": ("model", "dataset", "shard", "scheme", "rounding", "config", "pe", "seed"),
     "hwreport": ("config", "pe", "mode"),
 }
+
+# The weight rounding where the spec names none: each command's own (asd eval: nearest; asd
+# compile, which the run measure always gives calibration images: gptq+bias).
+DEFAULT_ROUNDING = {"eval": "nearest", "run": "gptq+bias"}
 
 # Options of each measure with their defaults; a spec may set only these.
 MEASURE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -177,7 +181,7 @@ def _axis_values(ck: _Checker, table: dict[str, Any], prefix: str, for_eval: boo
             return
         vals = ck.list_of(table, f"{prefix}.{name}", kind, default)
         for i, v in enumerate(vals):
-            if known is not None and v not in known:
+            if known is not None and v is not None and v not in known:
                 raise ck.fail(f"{prefix}.{name}[{i}]",
                               f"unknown value {v!r} (known: {', '.join(known)})")
         out[POINT_NAMES[name]] = vals
@@ -185,7 +189,7 @@ def _axis_values(ck: _Checker, table: dict[str, Any], prefix: str, for_eval: boo
     out: dict[str, list[Any]] = {}
     axis("models", str, ["-"])
     axis("datasets", str, [None])
-    axis("roundings", str, ["nearest"], ROUNDINGS)
+    axis("roundings", str, [None], ROUNDINGS)  # None: the measure's DEFAULT_ROUNDING
     axis("pe", str, ["shiftadd"], (*PE_KINDS, *(k for k in DESIGN_KINDS if k not in PE_KINDS)))
     axis("modes", str, ["pipelined"], PE_ARRAY_MODES)
     axis("seeds", int, [0])
@@ -307,6 +311,8 @@ def points(spec: Spec) -> list[dict[str, Any]]:
         opts = spec.measures[measure]
         for combo in itertools.product(*(values[n] for n in names)):
             pt = {"measure": measure, **dict(zip(names, combo, strict=True))}
+            if "rounding" in pt and pt["rounding"] is None:
+                pt["rounding"] = DEFAULT_ROUNDING[measure]
             if measure == "run" and pt["scheme"]["name"] == "float":
                 continue  # the accelerator holds no float weights
             if measure == "hwreport" and pt["pe"] not in _builds(pt["mode"], opts["target"]):

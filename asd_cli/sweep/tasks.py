@@ -79,7 +79,7 @@ def measure_run(point: dict[str, Any], opts: dict[str, Any], model: dict[str, An
     calib = calibration(data, pool, opts["calib"], point["seed"])
     t0 = time.perf_counter()
     comp = compile_model(str(model_file(model)), _config(point), calib, scheme=name,
-                         scheme_options=scheme)
+                         scheme_options=scheme, rounding=point["rounding"])
     t1 = time.perf_counter()
     rep = runtime.run(comp, data["x"], batched=True)
     y = np.asarray(data["y"])
