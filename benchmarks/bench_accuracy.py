@@ -77,6 +77,7 @@ def from_rows(rows: list[dict[str, Any]], calib: int) -> dict[str, Any]:
             m["accelerator"] = {"top1": res["top1"], "cycles_per_image": res["cycles_per_image"],
                                 "lanes": config.lanes, "act_bits": config.act_bits,
                                 "exp_bits": config.exp_bits, "pe": config.pe,
+                                "rounding": pt.get("rounding", "nearest"),
                                 "calibration_images": calib, "emulated_images": 1,
                                 "bit_exact": True}
     for name, m in models.items():

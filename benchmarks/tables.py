@@ -74,8 +74,9 @@ def accuracy(which: str = "short") -> str:
     images = {m["dataset"]: m["images"] for m in models.values()}
     note = textwrap.fill(
         "Test images: " + ", ".join(f"{n:,} ({d})" for d, n in sorted(images.items())) + ". "
-        f"Accelerator: asd2 weights, the shipped configuration ({hw['act_bits']}-bit activations, "
-        f"{hw['lanes']} lanes), bit-exact with the emulator. "
+        f"Accelerator: asd2 weights ({hw.get('rounding', 'nearest')}, "
+        f"{hw['calibration_images']} calibration images), {hw['act_bits']}-bit activations, "
+        f"{hw['lanes']} lanes (shipped), bit-exact with the emulator. "
         f"asd2 is within {drop:.1f} points of float on every model and at least {cut:.1%} "
         f"smaller; int8 is as accurate or more on {int8} of {len(models)} models: ASD's case "
         "is the datapath, not accuracy per stored bit.", width=96, break_on_hyphens=False)
