@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,10 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", default="out/sweep/report", metavar="DIR",
                    help="--report: directory for index.html, its figures and results.json "
                         "(default: %(default)s)")
+    p.add_argument("--dashboard", nargs="?", const="127.0.0.1:8787", metavar="ADDRESS",
+                   help="serve Dask's dashboard (task stream, workers, progress) for the "
+                        "embedded cluster at ADDRESS (default %(const)s) and print its link; "
+                        "with --scheduler, print the existing cluster's link")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
@@ -131,6 +136,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers and args.scheduler:
         raise UserError("--workers sizes the embedded cluster; an existing one (--scheduler) "
                         "has its own workers")
+    if args.dashboard and not args.scheduler and (why := runner.dashboard_missing()):
+        raise UserError(f"--dashboard: {why}")
     sp = spec_mod.load(args.spec)
     pts = spec_mod.points(sp)
     version = runner.project_version()
@@ -152,9 +159,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 bar.set_postfix(ok=o.ok, failed=o.failed, running=o.running, refresh=False)
                 bar.update(1)
 
+            def start(o: runner.Outcome) -> None:
+                if args.dashboard:
+                    print(f"dashboard: {o.dashboard or 'none (the cluster serves none)'}",
+                          file=sys.stderr, flush=True)
+
             out = runner.execute(tasks, inputs, store, version, scheduler=args.scheduler,
                                  workers=args.workers, retry_failed=args.retry_failed,
-                                 workdir=workdir, on_result=step)
+                                 workdir=workdir, on_result=step,
+                                 dashboard=None if args.scheduler else args.dashboard,
+                                 on_start=start)
         rows = store.rows([t.key for t in tasks])
     summary = {**out.as_dict(), "seconds": round(time.perf_counter() - t0, 3), "db": str(db),
                "version": version}

@@ -129,13 +129,15 @@ class Outcome:
     workers: int = 0
     slots: int = 0    # worker threads: tasks that can run at once
     queued: int = 0   # submitted, not yet finished
+    dashboard: str | None = None  # the cluster's dashboard, where it has one
 
     @property
     def running(self) -> int:
         return min(self.slots, self.queued)
 
     def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("slots", "queued")}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("slots", "queued", "dashboard")}
 
 
 def pending(tasks: list[Task], store: Store, retry_failed: bool) -> list[Task]:
@@ -150,7 +152,27 @@ def pending(tasks: list[Task], store: Store, retry_failed: bool) -> list[Task]:
     return out
 
 
-def _cluster(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
+def dashboard_missing() -> str | None:
+    """Why the embedded cluster cannot serve Dask's dashboard (None: it can)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bokeh") is None:
+        return ("Dask's dashboard needs bokeh, which is not installed (pip install -e "
+                "'.[sweep]' installs it)")
+    return None
+
+
+def _dashboard_link(client: Any) -> str | None:
+    try:
+        return str(client.dashboard_link) if client.dashboard_link else None
+    except (KeyError, AttributeError):  # a scheduler started without a dashboard
+        return None
+
+
+def _cluster(scheduler: str | None, workers: int | None, dashboard: str | None = None
+             ) -> tuple[Any, Any]:
+    """The client, and the embedded cluster it owns (None for an existing one); the embedded
+    cluster serves the dashboard at ``dashboard`` only when asked (none by default)."""
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -161,7 +183,7 @@ def _cluster(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
 
             raise UserError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
     cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                           processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                           processes=True, host="127.0.0.1", dashboard_address=dashboard,
                            scheduler_port=0, silence_logs=40)
     return cluster, Client(cluster)
 
@@ -170,9 +192,12 @@ def execute(tasks: list[Task], inputs: dict[str, dict[str, Any]], store: Store, 
             *, scheduler: str | None = None, workers: int | None = None,
             retry_failed: bool = False, workdir: str | Path = "out/sweep/work",
             on_result: Callable[[Task, dict[str, Any], Outcome], None] | None = None,
-            ) -> Outcome:
+            dashboard: str | None = None,
+            on_start: Callable[[Outcome], None] | None = None) -> Outcome:
     """Run what is not done yet on Dask; each result is written to ``store`` as it arrives.
-    ``on_result`` sees every record after it is stored (progress; a test may interrupt)."""
+    ``on_result`` sees every record after it is stored (progress; a test may interrupt);
+    ``on_start`` sees the outcome once the cluster is up (its workers and dashboard link).
+    ``dashboard``: the embedded cluster's dashboard address (e.g. ``127.0.0.1:8787``)."""
     from distributed import as_completed
 
     from asd_cli.sweep import tasks as task_fns
@@ -182,13 +207,17 @@ def execute(tasks: list[Task], inputs: dict[str, dict[str, Any]], store: Store, 
     out.skipped = out.points - len(todo)
     if not todo:
         return out
-    cluster, client = _cluster(scheduler, workers)
+    cluster, client = _cluster(scheduler, workers, dashboard)
     futures: list[Any] = []
     try:
         info = client.scheduler_info().get("workers", {})
         out.workers = len(info)
         out.slots = sum(int(w.get("nthreads", 1)) for w in info.values())
         out.queued = len(todo)
+        if dashboard or scheduler:
+            out.dashboard = _dashboard_link(client)
+        if on_start:
+            on_start(out)
         needed = sorted({i for t in todo for i in (t.model, t.data, t.pool) if i})
         # Each model and shard goes to every worker once (not once per task); a copy on
         # every worker also survives the loss of one.
