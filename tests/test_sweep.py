@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from asd_cli.main import main
@@ -87,6 +88,18 @@ def test_sweep_stores_skips_and_retries(tmp_path: Path, scheduler: str) -> None:
         got = rows[("eval", r.scheme)]["result"]
         assert (got["top1"], got["sqnr_db"], got["bits_per_weight"]) == (
             r.top1, r.sqnr_db, r.bits_per_weight)
+    # And the run point as asd compile --calib (its default rounding) + asd run.
+    from asd_cli.sweep.tasks import calibration
+    from contract.config import AccelConfig
+    from programs import manifest, runtime
+
+    calib = calibration({"x": d.x_test[:20]}, {"x": d.x_train}, 8, 0)
+    comp = manifest.compile_model(resolve_model("mnist_lenet")[0], AccelConfig(), calib,
+                                  rounding="gptq+bias")
+    rep = runtime.run(comp, d.x_test[:20])
+    got = rows[("run", "asd2")]["result"]
+    assert (got["top1"], got["cycles_per_image"]) == (
+        100.0 * float(np.mean(rep.output.argmax(axis=1) == d.y_test[:20])), rep.cycles_per_image)
 
     again, _ = _sweep(tmp_path, TINY, scheduler)
     assert (again.skipped, again.executed) == (4, 0)
