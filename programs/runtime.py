@@ -16,14 +16,18 @@ layer that diverges and by how much.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from contract import blas
 from contract.backend import DEFAULT_LIMITS, GOLDEN, Backend, Limits, get_backend
 from contract.errors import AsdError
 from contract.image import Image
@@ -212,6 +216,35 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
     # The batch in the narrowest integer type that holds every activation (a quarter to an
     # eighth of int64's bytes a pass); trace keeps int64 for its comparisons.
     narrow = batched and not trace
+    # Batched without trace, the backend's check of a layer needs only that layer's inputs:
+    # it runs on a thread beside the rest of the batch (numpy, BLAS and onnxruntime release
+    # the GIL), one layer after another, and is judged in layer order as it finishes.  BLAS
+    # stays on one thread for the whole run, so neither side's setting undoes the other's.
+    overlap = _Overlap(progress) if batched and not trace else None
+    with contextlib.ExitStack() as stack:
+        if overlap is not None:
+            stack.enter_context(blas.one_blas_thread())
+            stack.callback(overlap.close)
+        records, vals, first_int = _layers(compiled, x, backend, limits, batched, emulate,
+                                           trace, narrow, overlap, progress)
+    y_int = vals[g.output].astype(np.int64)
+    y_out = np.asarray(ref.to_user(ref.dequantize(q, g.output, y_int), g), np.float64)
+    report = RunReport(y_out, y_int, records, n, backend.name, time.perf_counter() - t_start,
+                       vals if trace else {}, first_int, lanes=q.config.lanes)
+    if trace:
+        _float_trace(compiled, x, vals, report, float_tol)
+    return report
+
+
+def _layers(compiled: Compiled, x: NDArray, backend: Backend, limits: Limits, batched: bool,
+            emulate: str, trace: bool, narrow: bool, overlap: _Overlap | None,
+            progress: Callable[[str], None] | None
+            ) -> tuple[list[LayerRecord], dict[str, I64], str | None]:
+    """Every layer of :func:`run`: the records, the tensors and the first layer whose
+    backend result differs from the integer reference (trace only; otherwise that raises)."""
+    q = compiled.qnet
+    g = q.graph
+    n = x.shape[0]
     vals: dict[str, I64] = {g.input: _quantize_input(q, x, narrow)}
     records: list[LayerRecord] = []
     first_int: str | None = None
@@ -233,13 +266,21 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
             if batched:
                 want = _batch_int_layer(ql, q, ins) if narrow else ref.int_layer(ql, q, ins)
                 k = n if emulate == "all" else min(1, n)
-                # Only the emulated images' inputs: padding the whole batch per layer costs.
-                got = np.zeros((k, *shape), np.int64)
-                rec.cycles = run_layer_on(ll, [v[:k] for v in ins], backend, got, range(k),
-                                          limits)
                 rec.emulated_images = k
-                diff = got != want[:k]
+                # Only the emulated images' inputs: padding the whole batch per layer costs.
+                mine = [v[:k] for v in ins]
                 y = want
+                if overlap is not None:
+                    rec.macs = layer_macs(ql.layer, g)
+                    rec.seconds = time.perf_counter() - t0
+                    overlap.submit(rec, functools.partial(_emulate, ll, mine, backend, shape,
+                                                          k, limits),
+                                   want[:k], q.config.lanes, backend.name)
+                    records.append(rec)
+                    vals[ll.output] = y
+                    continue
+                rec.cycles, got = _emulate(ll, mine, backend, shape, k, limits)
+                diff = got != want[:k]
                 if diff.any():
                     y = want.copy()
                     y[:k] = got  # the backend's own results, never hidden
@@ -270,15 +311,63 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
         rec.mac_utilization = utilization(rec.macs, q.config.lanes, rec.cycles)
         rec.seconds = time.perf_counter() - t0
         records.append(rec)
-        if progress is not None:
+        if overlap is not None:
+            overlap.submit(rec, None, want=None, lanes=q.config.lanes, name=backend.name)
+        elif progress is not None:
             progress(f"{ll.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
-    y_int = vals[g.output].astype(np.int64)
-    y_out = np.asarray(ref.to_user(ref.dequantize(q, g.output, y_int), g), np.float64)
-    report = RunReport(y_out, y_int, records, n, backend.name, time.perf_counter() - t_start,
-                       vals if trace else {}, first_int, lanes=q.config.lanes)
-    if trace:
-        _float_trace(compiled, x, vals, report, float_tol)
-    return report
+    if overlap is not None:
+        overlap.collect(wait=True)
+    return records, vals, first_int
+
+
+def _emulate(ll: LoweredLayer, ins: list[I64], backend: Backend, shape: tuple[int, ...],
+             k: int, limits: Limits) -> tuple[int, I64]:
+    """The first ``k`` images of layer ``ll`` on ``backend``: (cycles of one image, outputs)."""
+    got = np.zeros((k, *shape), np.int64)
+    return run_layer_on(ll, ins, backend, got, range(k), limits), got
+
+
+class _Overlap:
+    """The backend's layer checks on one thread beside the batch, judged in layer order: a
+    layer's record gets its cycles when its check is in, and a check that differs from the
+    integer reference raises :class:`DivergenceError` naming that layer."""
+
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="emulate")
+        self.queue: list[tuple[LayerRecord, Future[tuple[int, I64]] | None, Any, int,
+                               str]] = []
+        self.progress = progress
+
+    def submit(self, rec: LayerRecord, job: Callable[[], tuple[int, I64]] | None,
+               want: I64 | None, lanes: int, name: str) -> None:
+        """Queue ``rec``'s check (``job``), or a record that is complete (None: its
+        progress line only, kept in layer order); then judge what has finished."""
+        self.queue.append((rec, None if job is None else self.pool.submit(job), want, lanes,
+                           name))
+        self.collect(wait=False)
+
+    def collect(self, wait: bool) -> None:
+        while self.queue and (wait or self.queue[0][1] is None or self.queue[0][1].done()):
+            rec, fut, want, lanes, name = self.queue.pop(0)
+            if fut is None:
+                if self.progress is not None:
+                    self.progress(f"{rec.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
+                continue
+            rec.cycles, got = fut.result()
+            rec.mac_utilization = utilization(rec.macs, lanes, rec.cycles)
+            diff = got != want
+            rec.int_mismatches = int(diff.sum())
+            if rec.int_mismatches:
+                rec.int_max_diff = int(np.abs(np.where(diff, got - want, 0)).max())
+                raise DivergenceError(
+                    f"layer {rec.name} ({rec.op}): {name} differs from the integer "
+                    f"reference in {rec.int_mismatches} elements (max |diff| "
+                    f"{rec.int_max_diff}); rerun with --trace for every layer")
+            if self.progress is not None:
+                self.progress(f"{rec.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _quantize_input(q: Any, x: NDArray, narrow: bool) -> NDArray:

@@ -109,10 +109,16 @@ def test_trace_names_the_first_diverging_layer(built: Path) -> None:
 def test_batched_run_equals_emulating_every_image(built: Path) -> None:
     comp = Compiled.load(built / "out")
     x = np.load(built / "x.npy")
-    fast = runtime.run(comp, x)
+    said: list[str] = []
+    fast = runtime.run(comp, x, progress=said.append)  # checks on a thread beside the batch
     every = runtime.run(comp, x, batched=False)
     assert np.array_equal(fast.output_int, every.output_int)
     assert fast.cycles_per_image == every.cycles_per_image
+    # Each layer's record and progress line, in layer order, once its check is in.
+    assert [(r.name, r.cycles, r.mac_utilization) for r in fast.layers] == [
+        (r.name, r.cycles, r.mac_utilization) for r in every.layers]
+    assert [line.split(":")[0] for line in said] == [ll.name for ll in comp.layers]
+    assert all(f": {r.cycles} cycles" in line for r, line in zip(fast.layers, said))
 
 
 def test_user_errors(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
