@@ -282,9 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     # This run's wall time, and the tool time the stored designs took when they were measured
     # (a resumed sweep's designs come from earlier runs).
     design_seconds = sum(float(have[t.key]["seconds"] or 0) for t in run)
-    results.pop("design_seconds", None)
+    for k in ("design_seconds", "designs"):
+        results.pop(k, None)
     out.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1),
-                               "design_seconds": round(design_seconds, 1), **results},
+                               "designs": len(run), "design_seconds": round(design_seconds, 1),
+                               **results},
                               indent=1, default=str) + "\n")
     print(f"\n{done.points} designs ({done.skipped} already in {args.db}) in "
           f"{time.perf_counter() - t0:.0f} s; wrote {out}")

@@ -8,6 +8,7 @@
   ``scale_formats.json`` of ``python -m zoo.scale_formats``);
 * ``hw-operating-points`` (docs/hardware.md: the size cost of each point, ``accuracy.json``);
 * ``sweep-scaling`` (docs/sweep.md: ``sweep.json`` and ``sweep-eval.json``);
+* ``sweep-hwreport`` (docs/sweep.md: how ``hwreport.json`` was made);
 * the blocks of docs/compiler.md, from :mod:`benchmarks.compilertables`.
 """
 
@@ -254,7 +255,22 @@ def sweep_scaling() -> str:
     return table(head, rows) + "\n\n" + note
 
 
+def sweep_hwreport() -> str:
+    """How hwreport.json was made: its designs through the sweep and their tool time."""
+    hw = load("hwreport")
+    if "designs" not in hw:
+        return fill("`hwreport.json` was written before the sweep recorded its designs.")
+    studies = [k for k in hw if k.startswith(("pe_", "core"))]
+    return fill(
+        f"`hwreport.json` holds {hw['designs']} designs in {len(studies)} studies, every one a "
+        "point of the sweep database that `python benchmarks/bench_hwreport.py` wrote it from: "
+        f"{hw['design_seconds'] / 3600:.1f} hours of tool time (Yosys, nextpnr, Icarus, "
+        "OpenSTA, with other jobs on the machine), measured over resumed runs of the same "
+        "database on 2 local workers.")
+
+
 GENERATORS: dict[str, Callable[..., str]] = {
+    "sweep-hwreport": sweep_hwreport,
     "gptq-time": gptq_time,
     "fidelity": fidelity, "rounding": rounding, "scale-choice": scale_choice,
     "scale-formats": scale_formats, "scale-formats-sqnr": scale_formats_sqnr,
