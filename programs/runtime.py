@@ -216,11 +216,13 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
     # The batch in the narrowest integer type that holds every activation (a quarter to an
     # eighth of int64's bytes a pass); trace keeps int64 for its comparisons.
     narrow = batched and not trace
-    # Batched without trace, the backend's check of a layer needs only that layer's inputs:
-    # it runs on a thread beside the rest of the batch (numpy, BLAS and onnxruntime release
-    # the GIL), one layer after another, and is judged in layer order as it finishes.  BLAS
-    # stays on one thread for the whole run, so neither side's setting undoes the other's.
-    overlap = _Overlap(progress) if batched and not trace else None
+    # Batched without trace on the in-process emulator (a backend with run_many), the check
+    # of a layer needs only that layer's inputs: it runs on a thread beside the rest of the
+    # batch (numpy, BLAS and onnxruntime release the GIL), one layer after another, and is
+    # judged in layer order as it finishes.  BLAS stays on one thread for the whole run, so
+    # neither side's setting undoes the other's.  Other backends keep the main thread.
+    in_process = getattr(backend, "run_many", None) is not None
+    overlap = _Overlap(progress) if batched and not trace and in_process else None
     with contextlib.ExitStack() as stack:
         if overlap is not None:
             stack.enter_context(blas.one_blas_thread())

@@ -105,6 +105,19 @@ def test_trace_names_the_first_diverging_layer(built: Path) -> None:
     with pytest.raises(runtime.DivergenceError, match=comp.layers[2].name):
         runtime.run(comp, x, broken)
 
+    class BrokenMany(Broken):
+        """The same fault where the checks run beside the batch (a backend with run_many)."""
+
+        def run_many(self, images: list[Image], limits: Limits = DEFAULT_LIMITS
+                     ) -> list[RunResult]:
+            return [self.run(im, limits) for im in images]
+
+    said: list[str] = []
+    with pytest.raises(runtime.DivergenceError, match=f"layer {comp.layers[2].name} .*max "
+                                                      r"\|diff\| 3"):
+        runtime.run(comp, x, BrokenMany(), progress=said.append)
+    assert [line.split(":")[0] for line in said] == [ll.name for ll in comp.layers[:2]]
+
 
 def test_batched_run_equals_emulating_every_image(built: Path) -> None:
     comp = Compiled.load(built / "out")
