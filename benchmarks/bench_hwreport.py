@@ -277,16 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         study = build_study(specs[name], records, old)
         keep_rows = args.add_rows or args.cells_only
         results[name] = merge_rows(old, study) if keep_rows and old else study
+        # Where the rows come from: this study's designs in the database, and the tool time
+        # they took when they were measured (a resumed sweep's come from earlier runs).
+        mine = [have[f.key] for f, _ in pairs if f.key in have]
+        results[name]["swept"] = {"designs": len(mine), "design_seconds": round(
+            sum(float(r["seconds"] or 0) for r in mine), 1), "partial": keep_rows}
         print(f"\n## {name}\n\n{hwreport.text_table(study)}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # This run's wall time, and the tool time the stored designs took when they were measured
-    # (a resumed sweep's designs come from earlier runs).
-    design_seconds = sum(float(have[t.key]["seconds"] or 0) for t in run)
-    for k in ("design_seconds", "designs"):
-        results.pop(k, None)
-    out.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1),
-                               "designs": len(run), "design_seconds": round(design_seconds, 1),
-                               **results},
+    out.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1), **results},
                               indent=1, default=str) + "\n")
     print(f"\n{done.points} designs ({done.skipped} already in {args.db}) in "
           f"{time.perf_counter() - t0:.0f} s; wrote {out}")

@@ -258,15 +258,22 @@ def sweep_scaling() -> str:
 def sweep_hwreport() -> str:
     """How hwreport.json was made: its designs through the sweep and their tool time."""
     hw = load("hwreport")
-    if "designs" not in hw:
-        return fill("`hwreport.json` was written before the sweep recorded its designs.")
-    studies = [k for k in hw if k.startswith(("pe_", "core"))]
+    studies = {k: v for k, v in hw.items() if isinstance(v, dict) and "results" in v}
+    swept = {k: v["swept"] for k, v in studies.items()
+             if "swept" in v and not v["swept"]["partial"]}
+    rest = sorted(set(studies) - set(swept))
+    if not swept:
+        return fill("No study of `hwreport.json` was written whole from a sweep database.")
+    designs = sum(v["designs"] for v in swept.values())
+    hours = sum(v["design_seconds"] for v in swept.values()) / 3600
     return fill(
-        f"`hwreport.json` holds {hw['designs']} designs in {len(studies)} studies, every one a "
-        "point of the sweep database that `python benchmarks/bench_hwreport.py` wrote it from: "
-        f"{hw['design_seconds'] / 3600:.1f} hours of tool time (Yosys, nextpnr, Icarus, "
-        "OpenSTA, with other jobs on the machine), measured over resumed runs of the same "
-        "database on 2 local workers.")
+        f"{len(swept)} of the {len(studies)} studies of `hwreport.json` "
+        f"({', '.join(f'`{k}`' for k in sorted(swept))}) were written whole from one sweep "
+        f"database by `python benchmarks/bench_hwreport.py`: {designs} designs, "
+        f"{hours:.1f} hours of tool time (Yosys, nextpnr, Icarus, OpenSTA; other jobs shared "
+        "the machine) over resumed runs on 2 local workers."
+        + (f" The rows of {', '.join(f'`{k}`' for k in rest)} are from an earlier run of the "
+           "same script, before its database was kept." if rest else ""))
 
 
 GENERATORS: dict[str, Callable[..., str]] = {
