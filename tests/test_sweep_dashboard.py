@@ -14,14 +14,9 @@ from asd_cli.sweep.store import Store
 
 pytest.importorskip("distributed")
 
-SPEC = """\
-[axes]
-models = ["mnist_lenet"]
-limit = 20
-schemes = ["asd2", "int8"]
+from tests.test_sweep import TINY  # noqa: E402 (after the skip: it needs distributed too)
 
-[measures.eval]
-"""
+SPEC = TINY.replace("[measures.run]\ncalib = 8\n", "")  # the two eval points
 
 
 def _run(tmp_path: Path, **kw: Any) -> runner.Outcome:
