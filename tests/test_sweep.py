@@ -326,6 +326,8 @@ def test_hwreport_measure_on_the_smallest_design(tmp_path: Path, scheduler: str)
     (row,) = _rows(db)
     assert row["status"] == "ok", row["error"]
     assert row["result"]["lut4"] > 0 and row["result"]["asic_crit_ns"] > 0
+    # Its scratch (netlists, waveforms) is gone once the figures are in.
+    assert (tmp_path / "work").is_dir() and not (tmp_path / "work" / row["key"][:16]).exists()
 
 
 def test_pareto_front() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -129,6 +130,9 @@ def measure_hwreport(point: dict[str, Any], opts: dict[str, Any], workdir: str,
             # Each network's cycles, and its energy per inference on this design.
             res["networks"] = [{**n.to_dict(), "inference": inference.per_inference(
                 res, n, cfg, point["mode"])} for n in nets(cfg)]
+    # The figures are the result; the netlists, waveforms and logs (about 150 MB a PE
+    # array) would fill a disk over a sweep: kept only for a point that failed (raised).
+    shutil.rmtree(where, ignore_errors=True)
     return res
 
 
