@@ -20,20 +20,10 @@ import pytest
 from asd_cli.main import main
 from asd_cli.sweep import report, runner, spec
 from asd_cli.sweep.store import Store, StoreError
+from tests.sweep_specs import TINY
 
 distributed = pytest.importorskip("distributed")
 
-TINY = """\
-[axes]
-models = ["mnist_lenet"]
-limit = 20
-schemes = ["asd2", "int8"]
-
-[measures.eval]
-
-[measures.run]
-calib = 8
-"""
 
 
 @pytest.fixture(scope="module")

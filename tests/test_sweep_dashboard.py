@@ -11,10 +11,9 @@ import pytest
 from asd_cli.main import main
 from asd_cli.sweep import runner, spec
 from asd_cli.sweep.store import Store
+from tests.sweep_specs import TINY
 
 pytest.importorskip("distributed")
-
-from tests.test_sweep import TINY  # noqa: E402 (after the skip: it needs distributed too)
 
 SPEC = TINY.replace("[measures.run]\ncalib = 8\n", "")  # the two eval points
 
