@@ -222,7 +222,8 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
     # judged in layer order as it finishes.  BLAS stays on one thread for the whole run, so
     # neither side's setting undoes the other's.  Other backends keep the main thread.
     in_process = getattr(backend, "run_many", None) is not None
-    overlap = _Overlap(progress) if batched and not trace and in_process else None
+    overlap = (_Overlap(progress, compiled.config.lanes, backend.name)
+               if batched and not trace and in_process else None)
     with contextlib.ExitStack() as stack:
         if overlap is not None:
             stack.enter_context(blas.one_blas_thread())
@@ -276,8 +277,7 @@ def _layers(compiled: Compiled, x: NDArray, backend: Backend, limits: Limits, ba
                     rec.macs = layer_macs(ql.layer, g)
                     rec.seconds = time.perf_counter() - t0
                     overlap.submit(rec, functools.partial(_emulate, ll, mine, backend, shape,
-                                                          k, limits),
-                                   want[:k], q.config.lanes, backend.name)
+                                                          k, limits), want[:k])
                     records.append(rec)
                     vals[ll.output] = y
                     continue
@@ -304,22 +304,31 @@ def _layers(compiled: Compiled, x: NDArray, backend: Backend, limits: Limits, ba
                 if first_int is None:
                     first_int = ll.name
                 if not trace:
-                    raise DivergenceError(
-                        f"layer {ll.name} ({ll.op}): {backend.name} differs from the integer "
-                        f"reference in {rec.int_mismatches} elements (max |diff| "
-                        f"{rec.int_max_diff}); rerun with --trace for every layer")
+                    raise _divergence(rec, backend.name)
         vals[ll.output] = y
         rec.macs = layer_macs(ql.layer, g)
         rec.mac_utilization = utilization(rec.macs, q.config.lanes, rec.cycles)
         rec.seconds = time.perf_counter() - t0
         records.append(rec)
         if overlap is not None:
-            overlap.submit(rec, None, want=None, lanes=q.config.lanes, name=backend.name)
+            overlap.submit(rec)
         elif progress is not None:
-            progress(f"{ll.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
+            progress(_line(rec))
     if overlap is not None:
         overlap.collect(wait=True)
     return records, vals, first_int
+
+
+def _line(rec: LayerRecord) -> str:
+    """A layer's progress line."""
+    return f"{rec.name}: {rec.cycles} cycles, {rec.seconds:.2f} s"
+
+
+def _divergence(rec: LayerRecord, backend: str) -> DivergenceError:
+    return DivergenceError(
+        f"layer {rec.name} ({rec.op}): {backend} differs from the integer reference in "
+        f"{rec.int_mismatches} elements (max |diff| {rec.int_max_diff}); rerun with --trace "
+        "for every layer")
 
 
 def _emulate(ll: LoweredLayer, ins: list[I64], backend: Backend, shape: tuple[int, ...],
@@ -334,39 +343,31 @@ class _Overlap:
     layer's record gets its cycles when its check is in, and a check that differs from the
     integer reference raises :class:`DivergenceError` naming that layer."""
 
-    def __init__(self, progress: Callable[[str], None] | None) -> None:
+    def __init__(self, progress: Callable[[str], None] | None, lanes: int, name: str) -> None:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="emulate")
-        self.queue: list[tuple[LayerRecord, Future[tuple[int, I64]] | None, Any, int,
-                               str]] = []
-        self.progress = progress
+        self.queue: list[tuple[LayerRecord, Future[tuple[int, I64]] | None, Any]] = []
+        self.progress, self.lanes, self.name = progress, lanes, name
 
-    def submit(self, rec: LayerRecord, job: Callable[[], tuple[int, I64]] | None,
-               want: I64 | None, lanes: int, name: str) -> None:
-        """Queue ``rec``'s check (``job``), or a record that is complete (None: its
-        progress line only, kept in layer order); then judge what has finished."""
-        self.queue.append((rec, None if job is None else self.pool.submit(job), want, lanes,
-                           name))
+    def submit(self, rec: LayerRecord, job: Callable[[], tuple[int, I64]] | None = None,
+               want: I64 | None = None) -> None:
+        """Queue ``rec``'s check (``job``, against ``want``), or a record that is complete
+        (no job: its progress line only, kept in layer order); then judge what has finished."""
+        self.queue.append((rec, None if job is None else self.pool.submit(job), want))
         self.collect(wait=False)
 
     def collect(self, wait: bool) -> None:
         while self.queue and (wait or self.queue[0][1] is None or self.queue[0][1].done()):
-            rec, fut, want, lanes, name = self.queue.pop(0)
-            if fut is None:
-                if self.progress is not None:
-                    self.progress(f"{rec.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
-                continue
-            rec.cycles, got = fut.result()
-            rec.mac_utilization = utilization(rec.macs, lanes, rec.cycles)
-            diff = got != want
-            rec.int_mismatches = int(diff.sum())
-            if rec.int_mismatches:
-                rec.int_max_diff = int(np.abs(np.where(diff, got - want, 0)).max())
-                raise DivergenceError(
-                    f"layer {rec.name} ({rec.op}): {name} differs from the integer "
-                    f"reference in {rec.int_mismatches} elements (max |diff| "
-                    f"{rec.int_max_diff}); rerun with --trace for every layer")
+            rec, fut, want = self.queue.pop(0)
+            if fut is not None:
+                rec.cycles, got = fut.result()
+                rec.mac_utilization = utilization(rec.macs, self.lanes, rec.cycles)
+                diff = got != want
+                rec.int_mismatches = int(diff.sum())
+                if rec.int_mismatches:
+                    rec.int_max_diff = int(np.abs(np.where(diff, got - want, 0)).max())
+                    raise _divergence(rec, self.name)
             if self.progress is not None:
-                self.progress(f"{rec.name}: {rec.cycles} cycles, {rec.seconds:.2f} s")
+                self.progress(_line(rec))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
