@@ -73,7 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the weights first undoing the error in them (compensate, the default)")
     p.add_argument("--act-zero-point", choices=ACT_ZERO_POINTS, default="auto",
                    help="auto (default): non-negative feature maps stored with the zero point "
-                   "act_min, all 2^act_bits codes; none: every feature map symmetric")
+                   "act_min, all 2^act_bits codes, and the network's signed logits with the "
+                   "zero point of their calibration range [min, max]; none: every feature map "
+                   "symmetric")
     p.add_argument("--input-size", metavar="HxW", help="override the model's input H x W")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_compile)

@@ -168,16 +168,13 @@ def fidelity_roundings() -> str:
                                              for c, g in zip(cols, gains)]])
     sym = bf.BEST + " sym"
     zp = {r["network"]: _db(r, bf.BEST) - _db(r, sym) for r in nets if sym in r["rows"]}
-    flat = [k for k, v in zp.items() if abs(v) < 0.05]
     asd = {r["network"]: {k: _db(r, k) for k in r["rows"] if k.startswith("asd2")} for r in nets}
     tops = {k: max(v.values()) - v[bf.BEST] for k, v in asd.items()}
     behind = [f"{k} by {v:.1f} dB" for k, v in tops.items() if v >= 0.05]
     compile_s = {c: [r["rows"][c]["compile_s"] for r in nets] for c in ("asd2 nearest", bf.BEST)}
-    others = [v for k, v in zp.items() if k not in flat]
-    parts = ([f"nothing on {names(flat)} (no tensor there is non-negative)"] if flat else []) + (
-        [f"{dbs(others)} dB" + (" on the others" if flat else "")] if others else [])
-    zero_points = (f" The zero points alone (`c` against `c sym`) gain {' and '.join(parts)};"
-                   if zp else "")
+    least = sorted(zp, key=zp.__getitem__)[:2]
+    zero_points = (f" The zero points alone (`c` against `c sym`) gain {dbs(list(zp.values()))}"
+                   f" dB, least on {names(least)};" if zp else "")
     note = fill(
         "(`q`: statistics from the quantized network's inputs, `c`: `compensate`.)"
         + zero_points + f" `compensate` is the best rounding (or within 0.05 dB of it) on "

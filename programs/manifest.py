@@ -325,8 +325,8 @@ def compile_model(model: str | Path | Any, config: AccelConfig, calib: NDArray |
     ``asd.rounding.ROUNDINGS``, with the Hessian's ``rounding_inputs``) rounds the weights as
     ``asd compile --rounding`` does; None keeps what :func:`weight_rounding` set, else
     nearest.  ``act_zero_point``: ``auto`` stores non-negative feature maps with the zero
-    point ``act_min`` (all 2^act_bits codes), ``none`` keeps every one symmetric
-    (:func:`programs.zero_points.zero_points`)."""
+    point ``act_min`` (all 2^act_bits codes) and the signed logits with the one of their
+    calibration range, ``none`` keeps every one symmetric (:mod:`programs.zero_points`)."""
     t0 = time.perf_counter()
     graph = import_model(model, input_hw)
     lw.check_fits(graph, config)

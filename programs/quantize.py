@@ -51,7 +51,9 @@ from contract import hwcode
 from contract import weights as wformats
 from contract.config import AccelConfig
 
-from . import hostops, reference
+from . import hostops
+from .calibration import calibrate as calibrate
+from .calibration import slope_range as slope_range
 from .graph import Graph
 from .qnet import QLayer, QNet, QuantizeError
 from .reference import dequantize, int_layer, quantize_input, zero_offset
@@ -60,7 +62,7 @@ from .zero_points import ACT_ZERO_POINTS as ACT_ZERO_POINTS
 from .zero_points import ZERO_POINT_READERS as ZERO_POINT_READERS
 from .zero_points import ZERO_POINT_WRITERS as ZERO_POINT_WRITERS
 from .zero_points import ScaleGroups as _Groups
-from .zero_points import zero_points
+from .zero_points import logits, output_zero_point, zero_points
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -192,62 +194,6 @@ def mult_candidates(lo: F64, hi: F64, exp_bits: int) -> list[F64]:
     return out
 
 
-# Calibration ---------------------------------------------------------------------------------
-def calibrate(graph: Graph, calib: NDArray, percentile: float | None = None,
-              keep: dict[str, F64] | None = None, qmax: int = 127, slope_mse: bool = True
-              ) -> tuple[dict[str, float], dict[str, float]]:
-    """Per tensor the range ``max |x|`` (or the given percentile of |x|) over the calibration
-    inputs, and per layer the range of its pre-activation (LeakyReLU/PReLU, ``slope_mse``:
-    the one :func:`slope_range` picks); ``keep`` receives the float tensors (NHWC)."""
-    pre: dict[str, F64] = {}
-    vals = reference.float_forward(graph, calib, pre)
-    if keep is not None:
-        keep.update(vals)
-
-    def rng(v: F64) -> float:
-        a = np.abs(v)
-        r = float(np.percentile(a, percentile)) if percentile is not None else float(a.max())
-        return r if r > 0 else 1.0
-
-    ranges = {k: rng(v) for k, v in vals.items()}
-    pre_ranges = {k: rng(v) for k, v in pre.items()}
-    for lay in graph.layers:
-        if slope_mse and lay.act in ("leaky", "prelu") and lay.slope is not None:
-            lo = ranges[lay.output]
-            pre_ranges[lay.name] = slope_range(pre[lay.name], lay.slope, lo,
-                                               max(lo, pre_ranges[lay.name]), qmax)
-    return ranges, pre_ranges
-
-
-def slope_range(pre: F64, slope: F64, lo: float, hi: float, qmax: int,
-                samples: int = 1 << 20) -> float:
-    """The range ``R`` in ``[lo, hi]`` of a LeakyReLU/PReLU layer's int8 scale ``R / qmax``
-    with the least squared output error on the calibration pre-activations ``pre`` (NHWC).
-
-    REQ saturates the pre-activation at the output's scale before ACT multiplies negatives by
-    the slope, so covering the whole negative pre-activation range (``hi``) can make the step
-    much coarser (MTCNN R-Net: 6.55 against an output range of 3.95) to keep values the slope
-    then shrinks.  Per ``R``: saturation error of both sides plus rounding noise ``s^2/12``
-    per element (REQ, and ACT again on the negatives, through the slope)."""
-    p = np.asarray(pre, np.float64)
-    sl = np.broadcast_to(np.asarray(slope, np.float64), p.shape).reshape(-1)
-    p = p.reshape(-1)
-    step = max(1, p.size // samples)
-    p, sl = p[::step], sl[::step]
-    neg = p < 0
-    y = np.where(neg, p * sl, p)
-    noise_count = p.size + float(np.sum(sl[neg] ** 2))
-    best, best_err = hi, np.inf
-    for r in np.linspace(lo, hi, 41):
-        s = r / qmax
-        c = np.clip(p, -r - s, r)
-        out = np.where(neg, np.clip(c * sl, -r - s, r), c)
-        err = float(np.sum((out - y) ** 2)) + s * s / 12 * noise_count
-        if err < best_err:
-            best, best_err = float(r), err
-    return best
-
-
 def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str = "asd",
              scheme_options: dict[str, Any] | None = None, percentile: float | None = None,
              requant_aware: bool = True, rounding: WeightRounding | None = None,
@@ -257,14 +203,13 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
     :func:`weight_rounding` set, else nearest); its ``notes`` receive what the user should
     know.  ``slope_mse=False``: LeakyReLU/PReLU output scales cover the whole pre-activation
     range (the rule before :func:`slope_range`, for comparison).  ``act_zero_point``:
-    ``auto`` gives non-negative tensors the zero point ``act_min`` (:func:`zero_points`),
-    ``none`` keeps every tensor symmetric."""
+    ``auto`` gives non-negative tensors the zero point ``act_min`` (:func:`zero_points`) and
+    a signed network output the one that spreads its range over every code
+    (:func:`output_zero_point`), ``none`` keeps every tensor symmetric."""
     rnd = rounding or current_rounding()
     rnd.check()
     qmax = (1 << (config.act_bits - 1)) - 1
     fvals: dict[str, F64] = {}
-    ranges, pre_ranges = calibrate(graph, calib, percentile,
-                                   fvals if rnd.method != "nearest" else None, qmax, slope_mse)
     groups = _Groups()
     for t in graph.shapes:
         groups.find(t)
@@ -272,6 +217,11 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
         if lay.op in ("concat", "maxpool", "flatten", "resize"):
             for t in lay.inputs:
                 groups.union(t, lay.output)
+    signed: dict[str, tuple[float, float]] = dict.fromkeys(groups.members(logits(graph)),
+                                                           (0.0, 0.0))
+    ranges, pre_ranges = calibrate(graph, calib, percentile,
+                                   fvals if rnd.method != "nearest" else None, qmax, slope_mse,
+                                   signed)
     want: dict[str, float] = {}
     for lay in graph.layers:
         r = hostops.output_range(lay, ranges[lay.output])
@@ -289,6 +239,12 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
     scales: dict[str, float] = {}
     for t in graph.shapes:
         scales[t] = max(want.get(m, 0.0) for m in groups.members(t)) / levels[t]
+    out_zero = output_zero_point(graph, groups, min(lo for lo, _ in signed.values()),
+                                 max(hi for _, hi in signed.values()), config.act_bits, zeros,
+                                 act_zero_point)
+    if out_zero is not None:
+        for m in groups.members(logits(graph)):
+            zeros[m], scales[m] = out_zero
     for lay in graph.layers:
         if lay.act == "clip" and scales[lay.output] * levels[lay.output] > lay.act_hi * (1 + 1e-9):
             raise QuantizeError(f"layer {lay.name}: Clip(0, {lay.act_hi}) output shares a "

@@ -16,6 +16,7 @@ from programs.graph import Graph, Layer
 from programs.manifest import compile_model
 from programs.qnet import QNet
 from programs.quantize import QuantizeError, _Groups, zero_points
+from programs.zero_points import output_zero_point
 from tests.profiles import scaled_examples
 from tests.strategies import compiler_configs, layer_chains
 from tests.zoo_onnx import chain_model
@@ -145,3 +146,55 @@ def test_zero_points_saved_with_the_network(tmp_path_factory: pytest.TempPathFac
     assert bool(back.zero_points) == (mode == "auto")
     assert np.array_equal(reference.int_forward(back, x)[back.graph.output],
                           reference.int_forward(comp.qnet, x)[back.graph.output])
+
+
+def _head_graph(reader: str = "softmax", act: str = "none") -> Graph:
+    """conv -> flatten -> a reader: the logits ``z`` (one scale with ``y``) are read by it."""
+    conv = Layer("c", "conv", ["x"], "y", weight=np.ones((3, 2, 1, 1)), bias=np.zeros(3),
+                 act=act)
+    flat = Layer("f", "flatten", ["y"], "z")
+    head = Layer("s", "softmax", ["z"], "p")
+    g = Graph("x", (2, 1, 1), "p", [conv, flat, head])
+    head.op = reader
+    return g
+
+
+def test_output_zero_point_spreads_the_logits_over_every_code() -> None:
+    g = _head_graph()
+    groups = _Groups()
+    groups.union("y", "z")
+    z, s = output_zero_point(g, groups, -2.0, 8.2, 8, {}) or (0, 0.0)
+    assert s == pytest.approx(10.2 / 255)
+    assert (-128 - z) * s == pytest.approx(-2.0, abs=s / 2)  # act_min is lo, act_max is hi
+    assert (127 - z) * s == pytest.approx(8.2, abs=s / 2)
+    # A range on one side of 0 still holds 0 (z at an end of the codes).
+    assert output_zero_point(g, groups, 1.0, 3.0, 8, {}) == (-128, pytest.approx(3 / 255))
+    assert output_zero_point(g, groups, -3.0, -1.0, 8, {}) == (127, pytest.approx(3 / 255))
+    assert output_zero_point(g, groups, -2.0, 8.2, 8, {}, "none") is None
+    assert output_zero_point(g, groups, -2.0, 8.2, 8, {"z": -128}) is None  # has one already
+    assert output_zero_point(g, groups, 0.0, 0.0, 8, {}) is None
+    # ACT's slope works on codes around 0.
+    assert output_zero_point(_head_graph(act="leaky"), groups, -2.0, 8.2, 8, {}) is None
+    # Logits that are not the network's output (a host op the allow-list does not know).
+    assert output_zero_point(_head_graph("mul"), groups, -2.0, 8.2, 8, {}) is None
+
+
+@pytest.mark.parametrize("tail", [[("gemm", {"co": 5})],
+                                  [("gemm", {"co": 4}), ("softmax", {})],
+                                  [("gap", {})]])
+def test_signed_output_zero_point_bit_exact_and_finer(tail: list) -> None:
+    """The signed network output (a fully connected head, its softmax, a global average pool
+    of a symmetric map) gets the zero point of its range: bit-exact on the emulator, within
+    the float bound, the output step finer than the symmetric compile's, the same cycles."""
+    conv = ("conv", {**_RELU_CONV[1], "act": "none"})
+    spec = {"c": 3, "h": 6, "w": 6, "seed": 5, "steps": [conv, *tail]}
+    x = np.random.default_rng(9).uniform(0, 1, (8, 3, 6, 6)).astype(np.float32)
+    comp, _ = _compile_and_check(spec, AccelConfig(lanes=4), x)
+    q = comp.qnet
+    out = q.graph.output
+    if q.graph.producer(out).op == "softmax":
+        out = q.graph.producer(out).inputs[0]
+    assert q.zero(out) != 0
+    sym = compile_model(chain_model(spec), AccelConfig(lanes=4), x, act_zero_point="none")
+    assert q.scales[out] < sym.qnet.scales[out]
+    assert [ll.cycles for ll in sym.layers] == [ll.cycles for ll in comp.layers]
