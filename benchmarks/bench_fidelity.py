@@ -86,14 +86,18 @@ ORT_SYMMETRIC = "ort qdq symmetric"
 def measures(ref: np.ndarray, out: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """SQNR, agreement and top-1; ``tied``: the images that disagree with float while their
     largest output is not unique (equal 8-bit codes: argmax takes the first class, so the
-    disagreement is the output's step, not a wrong ranking)."""
+    disagreement is the output's step, not a wrong ranking); ``closest``: every disagreement
+    is among this many images whose float top-2 margin is the smallest (0: none)."""
     out = out.reshape(len(ref), -1)
     wrong = np.argmax(out, axis=1) != np.argmax(ref, axis=1)
     tied = (out == out.max(axis=1, keepdims=True)).sum(axis=1) > 1
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    rank = np.argsort(np.argsort(top2[:, 1] - top2[:, 0], kind="stable"), kind="stable")
     return {"sqnr_db": round(fidelity.sqnr_db(ref, out), 2),
             "agreement": round(fidelity.agreement(ref, out), 2),
             "top1": round(float(100 * np.mean(np.argmax(out, axis=1) == y)), 2),
-            "tied": int(np.sum(wrong & tied))}
+            "tied": int(np.sum(wrong & tied)),
+            "closest": int(rank[wrong].max()) + 1 if wrong.any() else 0}
 
 
 def compiled_variant(path: Path,

@@ -212,6 +212,9 @@ def fidelity_ort() -> str:
         ties = ("" if "tied" not in mine else
                 f"; of ours, {mine['tied']} {'is a tie' if mine['tied'] == 1 else 'are ties'} "
                 "of the largest 8-bit output code, where argmax takes the first class")
+        if mine.get("closest"):
+            ties += (f", and every one is among the {mine['closest']} test images whose float "
+                     "top-2 margin is smallest")
         missed.append(f"**{r['network']}** ({ours:.1f}% against {base:.1f}%: "
                       f"{_images((100 - ours) * n / 100)} of {n} against "
                       f"{round((100 - base) * n / 100)}{ties})")

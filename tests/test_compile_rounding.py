@@ -134,6 +134,20 @@ def test_fidelity_benchmark_runs(tmp_path) -> None:
     assert "within_3db" in doc["networks"][0]["goal"]
 
 
+def test_fidelity_measures_count_ties_and_near_ties() -> None:
+    from benchmarks.bench_fidelity import measures
+
+    # Float top-2 margins 3, 0.5, 2, 0.1, 1: ranks (smallest first) 4, 1, 3, 0, 2.
+    ref = np.array([[3.0, 0, 0], [0, 2.5, 2], [2, 0, 0], [0, 0.1, 0], [0, 1, 0]])
+    out = ref.copy()
+    out[1] = [0, 2, 2]  # tied, but argmax (the first class) is float's: no disagreement
+    out[3] = [0.2, 0.1, 0]  # wrong, not tied: rank 0
+    out[4] = [1, 1, 0]  # wrong and tied: rank 2
+    m = measures(ref, out, np.zeros(5, int))
+    assert m["agreement"] == 60.0 and m["tied"] == 1 and m["closest"] == 3
+    assert measures(ref, ref, np.zeros(5, int))["closest"] == 0
+
+
 def test_compile_model_takes_the_rounding(digits) -> None:
     # The keyword is the context manager's twin: the same integer network either way.
     calib = digits.x_train[:32]
