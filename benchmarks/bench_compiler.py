@@ -160,7 +160,9 @@ def batch_figures(comp: Any, model: Any, n: int, size: int, seed: int, repeat: i
             "batch_over_onnxruntime": best / t_ort, "batch_threads": batchint.workers(),
             "batch_bit_exact": bool(rep.first_int_divergence is None
                                     and np.array_equal(rep.output_int, literal)),
-            "batch_layer_seconds": {r.name: round(r.seconds, 4) for r in rep.layers}}
+            "batch_layer_seconds": {r.name: round(r.seconds, 4) for r in rep.layers},
+            "batch_layer_emulator_seconds": {r.name: round(r.backend_seconds, 4)
+                                             for r in rep.layers}}
 
 
 def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,

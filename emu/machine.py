@@ -71,11 +71,13 @@ def predecode(image: Image) -> Decoded:
     """Decode the text once; cached by its bytes (tiles of one kernel share their text, and
     nothing mutates a Decoded)."""
     key = image.text.tobytes()
-    if key not in _DECODED:
-        if len(_DECODED) > 64:
+    found = _DECODED.get(key)
+    if found is None:
+        found = _predecode(image)
+        if len(_DECODED) > 64:  # (another thread may clear it: found is kept locally)
             _DECODED.clear()
-        _DECODED[key] = _predecode(image)
-    return _DECODED[key]
+        _DECODED[key] = found
+    return found
 
 
 def _predecode(image: Image) -> Decoded:

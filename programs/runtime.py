@@ -63,7 +63,8 @@ class LayerRecord:
     host_macs: int = 0              # per image, a host layer's feature-map products
     host_words: int = 0             # per image, elements a host layer reads and writes
     host_cycles: int = 0            # host_words at host_words_per_cycle
-    seconds: float = 0.0
+    seconds: float = 0.0            # this layer's path (in a batch: the integer semantics)
+    backend_seconds: float = 0.0    # its backend run (in a batch: beside that, on a thread)
     emulated_images: int = 0
     int_mismatches: int = 0         # elements differing from the integer reference
     int_max_diff: int = 0
@@ -217,12 +218,13 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
     # eighth of int64's bytes a pass); trace keeps int64 for its comparisons.
     narrow = batched and not trace
     # Batched without trace on the in-process emulator (a backend with run_many), the check
-    # of a layer needs only that layer's inputs: it runs on a thread beside the rest of the
-    # batch (numpy, BLAS and onnxruntime release the GIL), one layer after another, and is
-    # judged in layer order as it finishes.  BLAS stays on one thread for the whole run, so
-    # neither side's setting undoes the other's.  Other backends keep the main thread.
+    # of a layer needs only that layer's inputs: it runs beside the rest of the batch (numpy,
+    # BLAS and onnxruntime release the GIL), on as many threads as the batch path has
+    # (batchint.workers), and is judged in layer order as it finishes.  BLAS stays on one
+    # thread for the whole run, so neither side's setting undoes the other's.  Other backends
+    # keep the main thread.
     in_process = getattr(backend, "run_many", None) is not None
-    overlap = (_Overlap(progress, compiled.config.lanes, backend.name)
+    overlap = (_Overlap(progress, compiled.config.lanes, backend.name, batchint.workers())
                if batched and not trace and in_process else None)
     with contextlib.ExitStack() as stack:
         if overlap is not None:
@@ -281,14 +283,17 @@ def _layers(compiled: Compiled, x: NDArray, backend: Backend, limits: Limits, ba
                     records.append(rec)
                     vals[ll.output] = y
                     continue
-                rec.cycles, got = _emulate(ll, mine, backend, shape, k, limits)
+                rec.cycles, got, rec.backend_seconds = _emulate(ll, mine, backend, shape, k,
+                                                                limits)
                 diff = got != want[:k]
                 if diff.any():
                     y = want.copy()
                     y[:k] = got  # the backend's own results, never hidden
             else:
                 out = np.zeros((n, *shape), np.int64)
+                t1 = time.perf_counter()
                 rec.cycles = run_layer_on(ll, ins, backend, out, range(n), limits)
+                rec.backend_seconds = time.perf_counter() - t1
                 rec.emulated_images = n
                 y = out
                 if trace:
@@ -332,23 +337,27 @@ def _divergence(rec: LayerRecord, backend: str) -> DivergenceError:
 
 
 def _emulate(ll: LoweredLayer, ins: list[I64], backend: Backend, shape: tuple[int, ...],
-             k: int, limits: Limits) -> tuple[int, I64]:
-    """The first ``k`` images of layer ``ll`` on ``backend``: (cycles of one image, outputs)."""
+             k: int, limits: Limits) -> tuple[int, I64, float]:
+    """The first ``k`` images of layer ``ll`` on ``backend``: (cycles of one image, outputs,
+    seconds)."""
+    t0 = time.perf_counter()
     got = np.zeros((k, *shape), np.int64)
-    return run_layer_on(ll, ins, backend, got, range(k), limits), got
+    cycles = run_layer_on(ll, ins, backend, got, range(k), limits)
+    return cycles, got, time.perf_counter() - t0
 
 
 class _Overlap:
-    """The backend's layer checks on one thread beside the batch, judged in layer order: a
+    """The backend's layer checks on threads beside the batch, judged in layer order: a
     layer's record gets its cycles when its check is in, and a check that differs from the
     integer reference raises :class:`DivergenceError` naming that layer."""
 
-    def __init__(self, progress: Callable[[str], None] | None, lanes: int, name: str) -> None:
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="emulate")
-        self.queue: list[tuple[LayerRecord, Future[tuple[int, I64]] | None, Any]] = []
+    def __init__(self, progress: Callable[[str], None] | None, lanes: int, name: str,
+                 threads: int = 1) -> None:
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="emulate")
+        self.queue: list[tuple[LayerRecord, Future[tuple[int, I64, float]] | None, Any]] = []
         self.progress, self.lanes, self.name = progress, lanes, name
 
-    def submit(self, rec: LayerRecord, job: Callable[[], tuple[int, I64]] | None = None,
+    def submit(self, rec: LayerRecord, job: Callable[[], tuple[int, I64, float]] | None = None,
                want: I64 | None = None) -> None:
         """Queue ``rec``'s check (``job``, against ``want``), or a record that is complete
         (no job: its progress line only, kept in layer order); then judge what has finished."""
@@ -359,7 +368,7 @@ class _Overlap:
         while self.queue and (wait or self.queue[0][1] is None or self.queue[0][1].done()):
             rec, fut, want = self.queue.pop(0)
             if fut is not None:
-                rec.cycles, got = fut.result()
+                rec.cycles, got, rec.backend_seconds = fut.result()
                 rec.mac_utilization = utilization(rec.macs, self.lanes, rec.cycles)
                 diff = got != want
                 rec.int_mismatches = int(diff.sum())

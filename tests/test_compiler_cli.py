@@ -132,6 +132,10 @@ def test_batched_run_equals_emulating_every_image(built: Path) -> None:
         (r.name, r.cycles, r.mac_utilization) for r in every.layers]
     assert [line.split(":")[0] for line in said] == [ll.name for ll in comp.layers]
     assert all(f": {r.cycles} cycles" in line for r, line in zip(fast.layers, said))
+    # Each accelerator layer's emulator time, apart from its batch path's (host layers: none).
+    for rep in (fast, every):
+        assert all((r.backend_seconds > 0) == (r.cycles > 0) for r in rep.layers)
+        assert rep.as_dict()["layers"][0]["backend_seconds"] == rep.layers[0].backend_seconds
 
 
 def test_user_errors(built: Path, capsys: pytest.CaptureFixture[str]) -> None:

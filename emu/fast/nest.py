@@ -232,11 +232,14 @@ def parsed(prog: Decoded, text_key: bytes, lanes: int, loop_depth: int, pc: int,
     """The parsed nest at pc, cached per program text: images of one kernel over many tiles
     share their text, and the parse is pure.  None when a batch cannot run it."""
     key = (text_key, lanes, loop_depth, pc, enclosing, depth)
-    if key not in _PARSED:
-        if len(_PARSED) > 512:
-            _PARSED.clear()
-        try:
-            _PARSED[key] = parse(prog, lanes, loop_depth, pc, enclosing, depth)
-        except GiveUp:
-            _PARSED[key] = None
-    return _PARSED[key]
+    if key in _PARSED:
+        return _PARSED[key]
+    try:
+        loop: Loop | None = parse(prog, lanes, loop_depth, pc, enclosing, depth)
+    except GiveUp:
+        loop = None
+    # The value is returned from here, not read back: another thread may clear the cache.
+    if len(_PARSED) > 512:
+        _PARSED.clear()
+    _PARSED[key] = loop
+    return loop

@@ -193,13 +193,15 @@ class BatchBase:
         if "req" not in self.tables:
             c = self.c
             key = (self.bmem.tobytes(), c.exp_bits)
-            if key not in _REQ_TABLES:
-                if len(_REQ_TABLES) > 16:
-                    _REQ_TABLES.clear()
+            found = _REQ_TABLES.get(key)
+            if found is None:
                 code, shift = req_fields(self.bmem, c.code_bits)
                 half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
-                _REQ_TABLES[key] = (code_ints(code, c.exp_bits), shift, half)
-            self.tables["req"] = _REQ_TABLES[key]
+                found = (code_ints(code, c.exp_bits), shift, half)
+                if len(_REQ_TABLES) > 16:  # (another thread may clear it: found is local)
+                    _REQ_TABLES.clear()
+                _REQ_TABLES[key] = found
+            self.tables["req"] = found
         return self.tables["req"]  # type: ignore[no-any-return]
 
     def exact_region(self, lo: int, hi: int, k: int) -> I64:
