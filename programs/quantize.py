@@ -342,13 +342,17 @@ def _with_zero_points(ql: QLayer, qnet: QNet, bias: I64 | None) -> I64 | None:
     lay = ql.layer
     if all(qnet.zero(t) == 0 for t in (*lay.inputs, lay.output)):
         return bias
-    out = np.rint(zero_offset(qnet, lay)).astype(np.int64) + (0 if bias is None else bias)
+    # In float first: a requantization factor that underflows to 0 makes the offset
+    # infinite, which an integer cast would turn into -2^63 without a word.
+    total = np.rint(zero_offset(qnet, lay)) + (0 if bias is None else bias)
     lim = 1 << (qnet.config.acc_bits - 1)
-    if np.any(np.abs(out) >= lim):
+    if not np.all(np.abs(total) < lim):
+        why = ("" if np.all(np.isfinite(total)) else " (a requantization factor of 0: a "
+               "channel's weights are too small beside the output's range)")
         raise QuantizeError(f"layer {lay.name}: the bias with the zero points needs more than "
-                            f"acc_bits={qnet.config.acc_bits}; compile with "
+                            f"acc_bits={qnet.config.acc_bits}{why}; compile with "
                             "act_zero_point='none'")
-    return out
+    return total.astype(np.int64)
 
 
 def _set_mult(ql: QLayer, target: float, snap: bool, config: AccelConfig, graph: Graph

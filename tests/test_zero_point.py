@@ -198,3 +198,27 @@ def test_signed_output_zero_point_bit_exact_and_finer(tail: list) -> None:
     sym = compile_model(chain_model(spec), AccelConfig(lanes=4), x, act_zero_point="none")
     assert q.scales[out] < sym.qnet.scales[out]
     assert [ll.cycles for ll in sym.layers] == [ll.cycles for ll in comp.layers]
+
+
+def test_underflowing_requant_factor_is_an_error_not_a_wrapped_bias() -> None:
+    """Kept from the ONNX fuzzer: a conv whose channels' weights are 1 and 1e30 gets an output
+    scale that makes channel 0's requantization factor (next to) 0, so its zero point's bias
+    term is out of any accumulator's reach, or infinite: the cast to int64 made that -2^63
+    without a word, and the bound check passed it (|-2^63| is negative in int64)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.array([1.0, 1e30], np.float32).reshape(2, 1, 1, 1)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W", "B"], ["y"])], "fuzz",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 1, 3])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.zeros(2, np.float32), "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(0).random((2, 1, 1, 3)).astype(np.float32)
+    with pytest.raises(QuantizeError, match="layer y: the bias with the zero points needs "
+                                            "more than acc_bits=32.*act_zero_point='none'"):
+        compile_model(model, AccelConfig(), x)
+    net = compile_model(model, AccelConfig(), x, act_zero_point="none")  # as the error says
+    assert runtime.run(net, x).first_int_divergence is None
