@@ -394,6 +394,12 @@ def _quantize_conv(ql: QLayer, s_x: float, s_y: float, quant: SchemeFn, vmax: fl
     # A channel of zeros has no natural scale: borrow the typical one so its bias still fits.
     typical = float(np.median(amax[amax > 0])) if np.any(amax > 0) else 1.0
     s0 = np.where(amax > 0, amax, typical) / vmax
+    # A channel whose weights are tiny beside its bias or the output's step (a folded batch
+    # norm with gamma near 0) would get an accumulator unit so fine that its bias and the
+    # output's zero point leave acc_bits: its scale stays where the two together take at most
+    # 2^-3 of the accumulator's range (its weights then round to about 0, as their effect does).
+    hold = (np.abs(lay.bias) + (1 << (config.act_bits - 1)) * s_y) * float(unit) / s_x
+    s0 = np.maximum(s0, hold / 2.0 ** (config.acc_bits - 4))
     m0 = s_x * s0 / (unit * s_y)
     levels = getattr(quant, "levels", None)
     unit_f = float(unit)
