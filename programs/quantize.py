@@ -52,8 +52,7 @@ from contract import weights as wformats
 from contract.config import AccelConfig
 
 from . import hostops
-from .calibration import calibrate as calibrate
-from .calibration import slope_range as slope_range
+from .calibration import calibrate
 from .graph import Graph
 from .qnet import QLayer, QNet, QuantizeError
 from .reference import dequantize, int_layer, quantize_input, zero_offset
@@ -202,10 +201,10 @@ def quantize(graph: Graph, config: AccelConfig, calib: NDArray, *, scheme: str =
     (float, NCHW).  ``rounding``: how weights go onto the grid (default: the one
     :func:`weight_rounding` set, else nearest); its ``notes`` receive what the user should
     know.  ``slope_mse=False``: LeakyReLU/PReLU output scales cover the whole pre-activation
-    range (the rule before :func:`slope_range`, for comparison).  ``act_zero_point``:
-    ``auto`` gives non-negative tensors the zero point ``act_min`` (:func:`zero_points`) and
-    a signed network output the one that spreads its range over every code
-    (:func:`output_zero_point`), ``none`` keeps every tensor symmetric."""
+    range (the rule before :func:`programs.calibration.slope_range`, for comparison).
+    ``act_zero_point``: ``auto`` gives non-negative tensors the zero point ``act_min``
+    (:func:`zero_points`) and a signed network output the one that spreads its range over
+    every code (:func:`output_zero_point`), ``none`` keeps every tensor symmetric."""
     rnd = rounding or current_rounding()
     rnd.check()
     qmax = (1 << (config.act_bits - 1)) - 1

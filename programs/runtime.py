@@ -290,12 +290,9 @@ def _layers(compiled: Compiled, x: NDArray, backend: Backend, limits: Limits, ba
                     y = want.copy()
                     y[:k] = got  # the backend's own results, never hidden
             else:
-                out = np.zeros((n, *shape), np.int64)
-                t1 = time.perf_counter()
-                rec.cycles = run_layer_on(ll, ins, backend, out, range(n), limits)
-                rec.backend_seconds = time.perf_counter() - t1
+                rec.cycles, y, rec.backend_seconds = _emulate(ll, ins, backend, shape, n,
+                                                              limits)
                 rec.emulated_images = n
-                y = out
                 if trace:
                     want = ref.int_layer(ql, q, ins)
                     diff = y != want
