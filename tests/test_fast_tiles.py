@@ -100,12 +100,57 @@ def test_convolution_tiles_share_windows_and_stay_exact(monkeypatch) -> None:  #
         assert np.array_equal(r.region(), k.expected)
 
 
+def test_many_tiles_keep_the_product_path(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Twelve tiles of one text whose windows take the bound for one tile's gather: still one
+    matrix product (the windows are gathered per class of equal regions, not per tile); VGG-16's
+    3x3 layers, 83 tiles to a group, fell back to instruction steps under a bound per tile."""
+    import emu.fast.products as products
+
+    shared = np.random.default_rng(7).integers(-128, 128, (6, 6, 5))
+    ks = [_conv(10 + i, shared if i % 3 else None) for i in range(12)]
+    took: list[bool] = []
+    group = Batch.group
+
+    def spy(batch, g, s):  # type: ignore[no-untyped-def]
+        ok = group(batch, g, s)
+        took.append(ok)
+        return ok
+
+    monkeypatch.setattr(Batch, "group", spy)
+    # 36 windows of 45 terms: 1620 <= 8 * 1024, where 12 tiles' worth (19440) is not; the
+    # weights' integers, 12 tiles x 2 blocks x 45 terms x 4 lanes = 4320, fit too.
+    monkeypatch.setattr(products, "MAX_INSTANCES", 1024)
+    got = run_fast_many([k.image for k in ks])
+    assert took and all(took)
+    for k, r in zip(ks, got):
+        assert_same(_step(k.image, 10**7), r)
+        assert np.array_equal(r.region(), k.expected)
+
+
 def test_same_rows_classes() -> None:
     rows = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [3, 4]])
     got = {rep: m.tolist() for rep, m in same_rows(rows)}
     assert got == {0: [0, 2], 1: [1, 4], 3: [3]}
-    got = {rep: m.tolist() for rep, m in same_rows(rows, most=1)}
-    assert got == {0: [0, 2], 1: [1], 3: [3], 4: [4]}
+
+
+def test_same_rows_exact_when_fingerprints_collide(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every fingerprint equal, or rows that differ only outside the sampled columns: the
+    classes stay exact."""
+    import emu.fast.products as products
+
+    rows = np.random.default_rng(5).integers(-3, 3, (40, 3))
+    want: dict[tuple[int, ...], list[int]] = {}
+    for i, r in enumerate(rows.tolist()):
+        want.setdefault(tuple(r), []).append(i)
+    monkeypatch.setattr(products, "_fingerprints", lambda rows: np.zeros(len(rows), np.int64))
+    got = same_rows(rows)
+    assert [m.tolist() for _, m in got] == sorted(want.values())
+    assert [rep for rep, _ in got] == sorted(v[0] for v in want.values())
+    monkeypatch.undo()
+    monkeypatch.setattr(products, "FINGERPRINT_COLUMNS", 2)
+    wide = np.zeros((3, 10), np.int64)
+    wide[1, 3] = 1  # the sample reads columns 0, 5 only
+    assert [m.tolist() for _, m in same_rows(wide)] == [[0, 2], [1]]
 
 
 def _tile(out: str, box: tuple[int, int], reads: list[tuple[str, tuple[int, int]]]) -> Tile:

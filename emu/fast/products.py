@@ -31,25 +31,38 @@ from .state import (
 )
 from .transfer import MASK, Transfer
 
+# Columns of a region that its fingerprint reads, at most: the classes come from exact
+# comparisons, so a sample only has to tell most unequal rows apart.
+FINGERPRINT_COLUMNS = 4096
 
-def same_rows(region: I64, most: int = 8) -> list[tuple[int, I64]]:
-    """Classes of equal rows of ``region``: (a representative, the members), by comparing with
-    up to ``most`` representatives; the rows left after that are classes of their own."""
+
+def _fingerprints(rows: I64) -> I64:
+    """One int64 per row, from a sample of its columns: their dot product with fixed
+    pseudo-random weights (wrapping, as a hash)."""
+    sample = rows[:, :: max(1, rows.shape[1] // FINGERPRINT_COLUMNS)]
+    weights = np.random.default_rng(0).integers(1, 1 << 40, sample.shape[1], dtype=np.int64)
+    return np.asarray(sample.astype(np.int64) @ weights, np.int64)
+
+
+def same_rows(region: I64) -> list[tuple[int, I64]]:
+    """Classes of equal rows of ``region``: (the lowest member, every member in order).
+
+    Rows are bucketed by a fingerprint, then each bucket split by exact comparisons with its
+    remaining first row: about one pass over the region (a layer's tiles in lockstep: one
+    class per row band, each holding that band's channel blocks), never a copy of it."""
     t = len(region)
     if t == 1:
         return [(0, np.zeros(1, np.int64))]
     out: list[tuple[int, I64]] = []
-    rest = np.arange(t)
-    while len(rest):
-        rep = int(rest[0])
-        if len(out) == most:
-            out.extend((int(i), np.array([i])) for i in rest)
-            break
-        rows = region if len(rest) == t else region[rest]
-        eq = (rows == region[rep]).all(axis=1)
-        out.append((rep, rest[eq]))
-        rest = rest[~eq]
-    return out
+    _, bucket = np.unique(_fingerprints(region), return_inverse=True)
+    for b in range(int(bucket.max()) + 1):
+        rest = np.flatnonzero(bucket.reshape(-1) == b)
+        while len(rest):
+            rep = int(rest[0])
+            eq = np.array([i == rep or np.array_equal(region[i], region[rep]) for i in rest])
+            out.append((rep, rest[eq]))
+            rest = rest[~eq]
+    return sorted(out, key=lambda c: c[0])
 
 
 class Products(BatchBase):
@@ -105,7 +118,9 @@ class Products(BatchBase):
             return False
         (xstart, xinv, xlo, xhi), (wstart, winv, _, _) = xs, ws
         nx, nw, t = xstart.shape[0], wstart.shape[0], self.ntiles
-        if (nx * nw > 2 * n or t * nx * total > 8 * MAX_INSTANCES
+        # Windows are gathered once per class of tiles with equal regions (same_rows), so
+        # their memory does not grow with the tiles; the weights' integers do, for every tile.
+        if (nx * nw > 2 * n or nx * total > 8 * MAX_INSTANCES
                 or t * nw * total * c.lanes > 8 * MAX_INSTANCES):
             return False
         widx = np.concatenate([wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
