@@ -29,7 +29,12 @@ GiB = 2**30
 
 
 def _nets(name: str) -> dict[str, dict[str, Any]]:
-    return dict(load(name)["networks"])
+    """The file's networks in the seed networks' order (a --merge run appends the ones it
+    measures)."""
+    nets = dict(load(name)["networks"])
+    rank = list(NAMES)
+    return dict(sorted(nets.items(), key=lambda kv: rank.index(kv[0]) if kv[0] in rank
+                       else len(rank)))
 
 
 def _peak(n: dict[str, Any]) -> float:
