@@ -142,15 +142,26 @@ def test_same_rows_exact_when_fingerprints_collide(monkeypatch) -> None:  # type
     want: dict[tuple[int, ...], list[int]] = {}
     for i, r in enumerate(rows.tolist()):
         want.setdefault(tuple(r), []).append(i)
-    monkeypatch.setattr(products, "_fingerprints", lambda rows: np.zeros(len(rows), np.int64))
+    monkeypatch.setattr(products, "_fingerprints",
+                        lambda region, rows, every=False: np.zeros(len(rows), np.int64))
     got = same_rows(rows)
     assert [m.tolist() for _, m in got] == sorted(want.values())
     assert [rep for rep, _ in got] == sorted(v[0] for v in want.values())
     monkeypatch.undo()
     monkeypatch.setattr(products, "FINGERPRINT_COLUMNS", 2)
-    wide = np.zeros((3, 10), np.int64)
-    wide[1, 3] = 1  # the sample reads columns 0, 5 only
-    assert [m.tolist() for _, m in same_rows(wide)] == [[0, 2], [1]]
+    wide = np.zeros((5, 10), np.int64)
+    wide[1, 3] = wide[3, 3] = 1  # the sample reads columns 0, 5 only
+    wide[4, 7] = 2
+    assert [m.tolist() for _, m in same_rows(wide)] == [[0, 2], [1, 3], [4]]
+    # Fifty rows alike where sampled and all different: bucketed again by every column, so
+    # each row is compared with another about once, not with every class found before it.
+    alike = np.zeros((50, 10), np.int64)
+    alike[:, 3] = np.arange(50)
+    calls: list[int] = []
+    equal = np.array_equal
+    monkeypatch.setattr(np, "array_equal", lambda a, b: calls.append(1) or equal(a, b))
+    assert [m.tolist() for _, m in same_rows(alike)] == [[i] for i in range(50)]
+    assert len(calls) <= 2 * 50
 
 
 def _tile(out: str, box: tuple[int, int], reads: list[tuple[str, tuple[int, int]]]) -> Tile:

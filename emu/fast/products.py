@@ -31,37 +31,48 @@ from .state import (
 )
 from .transfer import MASK, Transfer
 
-# Columns of a region that its fingerprint reads, at most: the classes come from exact
+# Columns of a region that its first fingerprint reads, at most: the classes come from exact
 # comparisons, so a sample only has to tell most unequal rows apart.
 FINGERPRINT_COLUMNS = 4096
 
 
-def _fingerprints(rows: I64) -> I64:
-    """One int64 per row, from a sample of its columns: their dot product with fixed
-    pseudo-random weights (wrapping, as a hash)."""
-    sample = rows[:, :: max(1, rows.shape[1] // FINGERPRINT_COLUMNS)]
+def _fingerprints(region: I64, rows: I64, every: bool = False) -> I64:
+    """One int64 for each of ``rows`` of ``region``: the dot product of a sample of its
+    columns (``every``: all of them) with fixed pseudo-random weights, wrapping, as a hash.
+    Only the sampled columns are gathered."""
+    step = 1 if every else max(1, region.shape[1] // FINGERPRINT_COLUMNS)
+    sample = region[:, ::step][rows]
     weights = np.random.default_rng(0).integers(1, 1 << 40, sample.shape[1], dtype=np.int64)
-    return np.asarray(sample.astype(np.int64) @ weights, np.int64)
+    return np.asarray(np.asarray(sample, np.int64) @ weights, np.int64)
 
 
 def same_rows(region: I64) -> list[tuple[int, I64]]:
     """Classes of equal rows of ``region``: (the lowest member, every member in order).
 
-    Rows are bucketed by a fingerprint, then each bucket split by exact comparisons with its
-    remaining first row: about one pass over the region (a layer's tiles in lockstep: one
-    class per row band, each holding that band's channel blocks), never a copy of it."""
+    Rows are bucketed by a fingerprint of sampled columns and each bucket's first row is
+    compared exactly with the others: about one pass over the region (a layer's tiles in
+    lockstep: one class per row band, each holding that band's channel blocks), never a copy
+    of it.  The rows a bucket holds beyond its first row's class (equal where sampled) are
+    bucketed again by every column, then split by exact comparisons one class at a time."""
     t = len(region)
     if t == 1:
         return [(0, np.zeros(1, np.int64))]
     out: list[tuple[int, I64]] = []
-    _, bucket = np.unique(_fingerprints(region), return_inverse=True)
-    for b in range(int(bucket.max()) + 1):
-        rest = np.flatnonzero(bucket.reshape(-1) == b)
-        while len(rest):
-            rep = int(rest[0])
-            eq = np.array([i == rep or np.array_equal(region[i], region[rep]) for i in rest])
-            out.append((rep, rest[eq]))
-            rest = rest[~eq]
+    todo: list[tuple[I64, int]] = [(np.arange(t), 0)]  # (rows, 0 sampled / 1 every / 2 none)
+    while todo:
+        idx, stage = todo.pop()
+        if stage < 2:
+            _, bucket = np.unique(_fingerprints(region, idx, every=stage == 1),
+                                  return_inverse=True)
+            groups = [idx[bucket.reshape(-1) == b] for b in range(int(bucket.max()) + 1)]
+        else:
+            groups = [idx]
+        for rows in groups:
+            rep = int(rows[0])
+            eq = np.array([i == rep or np.array_equal(region[i], region[rep]) for i in rows])
+            out.append((rep, rows[eq]))
+            if not eq.all():
+                todo.append((rows[~eq], stage + 1 if stage < 2 else 2))
     return sorted(out, key=lambda c: c[0])
 
 
