@@ -223,6 +223,29 @@ def _start(args: list[str]) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _scheduler_address(path: Path, timeout: float) -> str:
+    """The address in ``dask scheduler``'s file once the file holds all of it: the scheduler
+    creates the file before it writes it, so an existing file may still be empty (CI read
+    '' once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(json.loads(path.read_text())["address"])
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def test_scheduler_address_waits_for_the_whole_file(tmp_path: Path) -> None:
+    f = tmp_path / "scheduler.json"
+    f.write_text("")
+    with pytest.raises(json.JSONDecodeError):
+        _scheduler_address(f, timeout=0.2)
+    f.write_text('{"address": "tcp://127.0.0.1:1"}')
+    assert _scheduler_address(f, timeout=0.2) == "tcp://127.0.0.1:1"
+
+
 def test_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
     """``dask scheduler`` and two ``dask worker`` processes on loopback; one worker is killed
     when the first result arrives; every point is still stored exactly once."""
@@ -231,10 +254,7 @@ def test_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
                      "--dashboard-address", "127.0.0.1:0",
                      "--scheduler-file", str(sched_file)])]
     try:
-        deadline = time.monotonic() + 30
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(sched_file.read_text())["address"]
+        address = _scheduler_address(sched_file, timeout=30)
         assert address.startswith("tcp://127.0.0.1:")
         procs += [_start(["worker", address, "--host", "127.0.0.1", "--nthreads", "1",
                           "--no-nanny", "--no-dashboard",
