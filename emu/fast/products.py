@@ -43,7 +43,7 @@ def _fingerprints(region: I64, rows: I64, every: bool = False) -> I64:
     step = 1 if every else max(1, region.shape[1] // FINGERPRINT_COLUMNS)
     sample = region[:, ::step][rows]
     weights = np.random.default_rng(0).integers(1, 1 << 40, sample.shape[1], dtype=np.int64)
-    return np.asarray(np.asarray(sample, np.int64) @ weights, np.int64)
+    return np.asarray(sample, np.int64) @ weights
 
 
 def same_rows(region: I64) -> list[tuple[int, I64]]:
@@ -61,18 +61,19 @@ def same_rows(region: I64) -> list[tuple[int, I64]]:
     todo: list[tuple[I64, int]] = [(np.arange(t), 0)]  # (rows, 0 sampled / 1 every / 2 none)
     while todo:
         idx, stage = todo.pop()
+        groups = [idx]
         if stage < 2:
-            _, bucket = np.unique(_fingerprints(region, idx, every=stage == 1),
-                                  return_inverse=True)
-            groups = [idx[bucket.reshape(-1) == b] for b in range(int(bucket.max()) + 1)]
-        else:
-            groups = [idx]
+            _, bucket, counts = np.unique(_fingerprints(region, idx, every=stage == 1),
+                                          return_inverse=True, return_counts=True)
+            # Stable: each bucket keeps its rows in order.
+            order = idx[np.argsort(bucket.reshape(-1), kind="stable")]
+            groups = np.split(order, np.cumsum(counts)[:-1])
         for rows in groups:
             rep = int(rows[0])
             eq = np.array([i == rep or np.array_equal(region[i], region[rep]) for i in rows])
             out.append((rep, rows[eq]))
             if not eq.all():
-                todo.append((rows[~eq], stage + 1 if stage < 2 else 2))
+                todo.append((rows[~eq], min(stage + 1, 2)))
     return sorted(out, key=lambda c: c[0])
 
 
