@@ -1,6 +1,7 @@
 """Measures that tell quantized models apart when top-1 saturates: output SQNR against the
-float model, KL divergence of the softmax, top-1 agreement with float, and the SQNR of every
-weight layer's output (where along the network the error grows).
+float model, KL divergence of the softmax, top-1 agreement with float (and whether two models'
+agreements differ by more than chance), and the SQNR of every weight layer's output (where
+along the network the error grows).
 
 All compare the quantized model's outputs with the float model's on the same images, no labels.
 """
@@ -39,6 +40,20 @@ def softmax_kl(ref: NDArray, out: NDArray) -> float:
 def agreement(ref: NDArray, out: NDArray) -> float:
     """Percent of rows whose top-1 class equals the float model's."""
     return float(100.0 * np.mean(np.argmax(ref, axis=1) == np.argmax(out, axis=1)))
+
+
+def agreement_difference(ref: NDArray, a: NDArray, b: NDArray) -> tuple[int, int, float]:
+    """Two models' top-1 agreement with float on the same images, paired: (images only ``a``
+    agrees on, images only ``b`` agrees on, the exact two-sided McNemar p-value).  Images both
+    get right or both get wrong say nothing about which is better; under "equally good" each
+    discordant image is a fair coin, so a split of 0 against 2 (p = 0.5) is no evidence."""
+    truth = np.argmax(ref, axis=1)
+    ra = np.argmax(a, axis=1) == truth
+    rb = np.argmax(b, axis=1) == truth
+    only_a, only_b = int(np.sum(ra & ~rb)), int(np.sum(rb & ~ra))
+    n, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return only_a, only_b, min(1.0, 2.0 * tail)
 
 
 def layer_outputs(proto: Any) -> list[str]:

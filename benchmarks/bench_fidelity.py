@@ -20,10 +20,11 @@ the same test images (the first ``--test`` test images), side by side in one run
 Every compiled network runs through ``programs.runtime`` (batch integer semantics, image 0 on
 the emulator, required bit-exact).  Measures: output SQNR (dB) of the logits against float
 onnxruntime, top-1 agreement with float (and how many of the images that disagree have a tie
-at their largest output), top-1 against the labels.  ``--layers`` adds, for the
-default rounding, each weight layer's SQNR against the float network split into what the
-weights lose (float network with the compiled weights) and what the accelerator's own steps
-lose (integer network against that).
+at their largest output), top-1 against the labels; for the goal, the images only the default
+compile or only onnxruntime agree with float on, and the exact McNemar p-value of that split.
+``--layers`` adds, for the default rounding, each weight layer's SQNR against the float network
+split into what the weights lose (float network with the compiled weights) and what the
+accelerator's own steps lose (integer network against that).
 
     python benchmarks/bench_fidelity.py [--networks NAME,...|all] [--calib 256] [--test 1000]
                                         [--all-roundings] [--layers] [--out FILE]
@@ -197,6 +198,7 @@ def bench_network(name: str, n_calib: int, n_test: int, layers: bool,
     rows: dict[str, Any] = {"float": measures(ref, ref, y)}
     notes: dict[str, list[str]] = {}
     best: Compiled | None = None
+    outs: dict[str, np.ndarray] = {}  # the goal's rows, for the paired agreement test
     for label, variant in VARIANTS.items():
         if label not in labels:
             continue
@@ -207,16 +209,20 @@ def bench_network(name: str, n_calib: int, n_test: int, layers: bool,
         if note:
             notes[label] = note
         if label == BEST:
-            best = comp
+            best, outs[label] = comp, rep.output.reshape(len(x), -1)
     for label, out in ort_static(path, calib, x).items():
         rows[label] = measures(ref, out, y)
+        outs[label] = out.reshape(len(x), -1)
     strong = max(ORT_ROWS, key=lambda k: rows[k]["sqnr_db"])
     gap = rows[strong]["sqnr_db"] - rows[BEST]["sqnr_db"]
+    only_ours, only_base, p = fidelity.agreement_difference(ref, outs[BEST], outs[strong])
     result: dict[str, Any] = {
         "network": name, "dataset": meta["dataset"], "calib_images": len(calib),
         "test_images": len(x), "rows": rows, "notes": notes,
         "goal": {"baseline": strong, "gap_db": round(gap, 2), "within_3db": gap <= GOAL_DB,
-                 "agreement_at_least": rows[BEST]["agreement"] >= rows[strong]["agreement"]}}
+                 "agreement_at_least": rows[BEST]["agreement"] >= rows[strong]["agreement"],
+                 "agrees_only_ours": only_ours, "agrees_only_baseline": only_base,
+                 "agreement_mcnemar_p": round(p, 4)}}
     if layers and best is not None:
         result["layers"] = layer_losses(best, x[:min(len(x), 200)])
     return result
@@ -230,7 +236,9 @@ def goal_text(r: dict[str, Any]) -> str:
         why.append(f"{gl['gap_db']:.1f} dB below")
     if not gl["agreement_at_least"]:
         base = rows[gl["baseline"]]["agreement"]
-        why.append(f"agreement {rows[BEST]['agreement']:.1f} < {base:.1f}")
+        why.append(f"agreement {rows[BEST]['agreement']:.1f} < {base:.1f}"
+                   + (f", McNemar p = {gl['agreement_mcnemar_p']:.2g}"
+                      if "agreement_mcnemar_p" in gl else ""))
     head = f"{-gl['gap_db']:+.1f} dB"
     return f"met ({head})" if not why else f"**not met** ({head}; {', '.join(why)})"
 

@@ -220,6 +220,13 @@ def fidelity_ort() -> str:
         if mine.get("closest"):
             ties += (f", and every one is among the {mine['closest']} test images whose float "
                      "top-2 margin is smallest")
+        gl, int8 = r["goal"], r["rows"].get("int8 gptq+bias c")
+        if "agreement_mcnemar_p" in gl:
+            ties += (f"; only ours agrees on {gl['agrees_only_ours']}, only onnxruntime on "
+                     f"{gl['agrees_only_baseline']}: exact McNemar p = "
+                     f"{gl['agreement_mcnemar_p']:.2g}")
+        if int8:
+            ties += f"; with int8 weights through the same compiler {int8['agreement']:.1f}%"
         missed.append(f"**{r['network']}** ({ours:.1f}% against {base:.1f}%: "
                       f"{_images((100 - ours) * n / 100)} of {n} against "
                       f"{round((100 - base) * n / 100)}{ties})")
@@ -242,6 +249,9 @@ def fidelity_ort() -> str:
         + (f" ({names(better)})" if better else "") + ". Top-1 agreement is at least "
         f"onnxruntime's on {len(nets) - len(missed)} of {len(nets)}"
         + (f"; not met on {names(missed)}" if missed else "") + "."
+        + (" A p-value is the chance of a split at least that uneven between two equally good "
+           "models: above 0.05 the difference is within chance." if any(
+               "agreement_mcnemar_p" in r["goal"] for r in nets) else "")
         + (f" With int8 weights through the same compiler the networks reach {dbs(int8.values())}"
            " dB (`int8 gptq+bias c`)." if int8 else ""))
     return intro + "\n\n" + bf.markdown(nets) + "\n\n" + note

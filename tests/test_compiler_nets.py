@@ -84,3 +84,28 @@ def test_benchmark_runs_small(tmp_path: Path) -> None:
     # asd run's batch path beside onnxruntime, every image checked against the definition.
     assert res["batch_size"] == 32 and res["batch_bit_exact"] is True
     assert res["batch_over_onnxruntime"] > 0 and res["batch_threads"] >= 1
+    assert res["gemm_floor_macs"] > 0 and res["gemm_floor_over_onnxruntime"] > 0
+
+
+def test_gemm_floor_counts_every_product_of_the_graph() -> None:
+    """The benchmark's float64 floor: one product per convolution group and dense layer, with
+    the MACs the layers have (Gemm's B either way round)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def init(name: str, shape: tuple[int, ...]) -> object:
+        return numpy_helper.from_array(np.zeros(shape, np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=2),
+             helper.make_node("Flatten", ["c2"], ["f"]),
+             helper.make_node("Gemm", ["f", "w3"], ["g"], transB=1),
+             helper.make_node("Gemm", ["g", "w4"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "floor", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        [init("w1", (4, 3, 3, 3)), init("w2", (4, 2, 3, 3)), init("w3", (10, 256)),
+         init("w4", (10, 5))])
+    floor = bench_compiler.gemm_floor(helper.make_model(graph), rounds=1)
+    assert floor["gemm_floor_products"] == 1 + 2 + 1 + 1
+    assert floor["gemm_floor_macs"] == 64 * 27 * 4 + 2 * 64 * 18 * 2 + 256 * 10 + 10 * 5
+    assert floor["gemm_floor_seconds"] > 0

@@ -142,6 +142,24 @@ def test_fidelity_measures():
     assert fidelity.agreement(ref, np.array([[0.0, 3.0, 0.0], [0.0, 1.0, 0.0]])) == 50.0
 
 
+def test_agreement_difference_is_an_exact_mcnemar_test():
+    from asd import fidelity
+
+    ref = np.eye(4)[[0, 1, 2, 3, 0, 1, 2, 3, 0, 1]]
+    a, b = ref.copy(), ref.copy()
+    a[[0, 1], :] = np.eye(4)[[3, 3]]  # a misses images 0 and 1
+    b[2, :] = np.eye(4)[0]            # b misses image 2
+    b[1, :] = np.eye(4)[0]            # and image 1, with a: concordant, not counted
+    only_a, only_b, p = fidelity.agreement_difference(ref, a, b)
+    assert (only_a, only_b) == (1, 1) and p == 1.0
+    # 0 against 2 discordant images: p = 2 * 1/4; 0 against 10: 2 / 1024
+    assert fidelity.agreement_difference(ref, a, ref) == (0, 2, 0.5)
+    worse = ref.copy()
+    worse[:, :] = np.roll(ref, 1, axis=1)
+    assert fidelity.agreement_difference(ref, worse, ref) == (0, 10, 2 / 1024)
+    assert fidelity.agreement_difference(ref, ref, ref) == (0, 0, 1.0)
+
+
 def test_eval_reports_fidelity_per_rounding(tmp_path):
     path = tmp_path / "tiny.onnx"
     w, b, g, gb = tiny_model(path)
