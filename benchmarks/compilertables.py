@@ -25,6 +25,7 @@ from benchmarks.tablefmt import dbs, fill, load, names, span, table
 # Issue 21's targets for compiling at 224x224 on the default configuration (not measurements).
 GOAL_SECONDS = {"resnet18": 10.0, "alexnet": 60.0}
 GOAL_PEAK_BYTES = 4e9  # VGG-16's compile peak
+GOAL_BATCH, GOAL_ONE_IMAGE = 3.0, 10.0  # x onnxruntime float, batch of 32 and one image
 GiB = 2**30
 
 
@@ -90,7 +91,35 @@ def seednets_notes() -> str:
         "(the rest: BIAS, REQ, STORE and loop overhead per pixel); SqueezeNet "
         f"{util(squeeze)}% (its 1x1 squeeze convolutions have short reductions, so the "
         "per-pixel overhead weighs more); host transfers at one word a cycle take it to "
-        f"{util(nets, 'mac_utilization_end_to_end')}% end to end.")
+        f"{util(nets, 'mac_utilization_end_to_end')}% end to end.") + "\n\n" + speed_goals(nets)
+
+
+def speed_goals(nets: dict[str, dict[str, Any]]) -> str:
+    """Issue 21's speed goals against the table: a batch of 32 at most 3x onnxruntime float
+    (ResNet-18, SqueezeNet 1.1), one image on the emulator at most 10x."""
+    def verdict(key: str, goal: float, which: list[str]) -> str:
+        got = {k: nets[k][key] for k in which if key in nets[k]}
+        met = [k for k, v in got.items() if v <= goal]
+        return (", ".join(f"{NAMES.get(k, k)} {v:.1f}x" for k, v in got.items())
+                + (": met" if len(met) == len(got) else ": **not met** on any" if not met else
+                   f": **not met** on {names(NAMES.get(k, k) for k in got if k not in met)}"))
+
+    batch = [k for k in ("resnet18", "squeezenet1_1") if k in nets]
+    checks = {k: nets[k]["emulator_fast_seconds"] / nets[k]["onnxruntime_batch_seconds"]
+              for k in batch if nets[k].get("batch_over_onnxruntime", 0) > GOAL_BATCH}
+    floors = [n["gemm_floor_over_onnxruntime"] for n in nets.values()
+              if "gemm_floor_over_onnxruntime" in n]
+    return fill(
+        f"Issue 21's speed goals: `asd run` on a batch of 32 at most {GOAL_BATCH:g}x onnxruntime "
+        f"float ({verdict('batch_over_onnxruntime', GOAL_BATCH, batch)}); one image on the "
+        f"emulator at most {GOAL_ONE_IMAGE:g}x "
+        f"({verdict('emulator_over_onnxruntime', GOAL_ONE_IMAGE, list(nets))})."
+        + (f" One image's exact arithmetic alone takes {span(floors, '{:.1f}x')} (*float64 "
+           "GEMMs*): the rest of the emulator's time is interpreting each tile's program "
+           "(gathering windows, requantizing, storing, setting up each tile's memories)."
+           if floors else "")
+        + "".join(f" {NAMES.get(k, k)}'s batch checks image 0 on the emulator, which alone "
+                  f"takes {check:.1f}x onnxruntime's whole batch." for k, check in checks.items()))
 
 
 def compile_scale() -> str:

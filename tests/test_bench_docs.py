@@ -91,3 +91,29 @@ def test_compile_scale_judges_the_goals(tmp_path: Path, monkeypatch: pytest.Monk
     words = " ".join(compilertables.compile_scale().split())
     assert "VGG-16's compile peak 5.00 GiB" in words and words.endswith("are **not met**.")
     assert "(before)" not in compilertables.seednets_small()
+
+
+def test_speed_goals_follow_the_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _results_copy(tmp_path, monkeypatch, "compiler_seednets")
+    nets = data["compiler_seednets"]["networks"]
+    for n in nets.values():  # every goal met
+        n["emulator_over_onnxruntime"] = 9.0
+        if "batch_over_onnxruntime" in n:
+            n["batch_over_onnxruntime"] = 2.5
+    save(tmp_path, data)
+    words = " ".join(compilertables.seednets_notes().split())
+    assert "ResNet-18 2.5x, SqueezeNet 1.1 2.5x: met" in words and "not met" not in words
+    assert "whole batch" not in words
+    nets["squeezenet1_1"]["batch_over_onnxruntime"] = 6.0
+    nets["alexnet"]["emulator_over_onnxruntime"] = 11.0
+    for n in nets.values():
+        n.pop("gemm_floor_over_onnxruntime", None)
+    save(tmp_path, data)
+    words = " ".join(compilertables.seednets_notes().split())
+    assert "SqueezeNet 1.1 6.0x: **not met** on SqueezeNet 1.1" in words
+    assert "AlexNet 11.0x" in words and "**not met** on AlexNet)" in words
+    assert "SqueezeNet 1.1's batch checks image 0" in words and "GEMMs" not in words
+    for n in nets.values():
+        n["emulator_over_onnxruntime"] = 40.0
+    save(tmp_path, data)
+    assert "**not met** on any" in " ".join(compilertables.seednets_notes().split())
