@@ -10,8 +10,8 @@ registry, never imported).  Imports `contract`, `asd` and `emu`.
 * Lowering, by responsibility: `lower` plans each layer's tiles (row bands, channel block
   groups) and is the entry point; `fit` holds the limits a tile must respect and the one
   helper that shrinks block groups until they fit; `codegen` writes each tile's assembly;
-  `layout` says what each memory of a tile holds and builds its image.  Expected cycles come
-  from `contract.isa`.
+  `layout` says what each memory of a tile holds and builds its image; `levels` which tiles
+  may run at once.  Expected cycles come from `contract.isa`.
 * `manifest` the compiler driver and its output directory; `runtime` runs a compiled network
   layer by layer over a backend; `kernels` small hand-written program generators.
 """

@@ -59,6 +59,7 @@ from .layout import (
     vector_params,
     weight_codes,
 )
+from .levels import tile_levels
 from .qnet import QLayer, QNet
 
 I64 = NDArray[np.int64]
@@ -119,41 +120,9 @@ class LoweredLayer:
     @functools.cached_property
     def levels(self) -> list[list[int]]:
         """The tiles (indices) in levels whose images can all be built before any of their
-        outputs is written: a tile is a level above every earlier tile whose output box it
-        reads (the partial sums of a split reduction), and at or above every earlier tile
-        that reads or writes its output box; within a level outputs are written in tile
-        order.  What a backend that runs many tiles at once (the fast emulator) needs."""
-        written = {t.out_tensor for t in self.tiles}
-        # Per tensor: (box, level, written?) of every earlier access that matters.
-        seen: dict[str, list[tuple[_Box, int, bool]]] = {}
-        levels: list[list[int]] = []
-        for i, tile in enumerate(self.tiles):
-            reads = [(ti.tensor, (ti.rows, ti.cols or _ALL, ti.channels)) for ti in tile.inputs
-                     if ti.tensor in written]
-            out: _Box = (tile.out_rows, tile.out_cols or _ALL, tile.out_channels)
-            level = 0
-            for name, box in reads:
-                for b, lv, w in seen.get(name, ()):
-                    if w and _overlap(b, box):
-                        level = max(level, lv + 1)
-            for b, lv, _ in seen.get(tile.out_tensor, ()):
-                if _overlap(b, out):
-                    level = max(level, lv)
-            for name, box in reads:
-                seen.setdefault(name, []).append((box, level, False))
-            seen.setdefault(tile.out_tensor, []).append((out, level, True))
-            while len(levels) <= level:
-                levels.append([])
-            levels[level].append(i)
-        return levels
-
-
-_Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
-_ALL = (0, 1 << 62)
-
-
-def _overlap(a: _Box, b: _Box) -> bool:
-    return all(x0 < y1 and y0 < x1 for (x0, x1), (y0, y1) in zip(a, b))
+        outputs is written (:func:`programs.levels.tile_levels`): what a backend that runs
+        many tiles at once (the fast emulator) needs."""
+        return tile_levels(self.tiles)
 
 
 def _never(lay: Layer, why: str, cfg: AccelConfig, memories: tuple[str, ...]) -> LowerError:

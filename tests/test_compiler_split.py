@@ -17,16 +17,9 @@ from contract.config import AccelConfig
 from programs import reference, runtime, workload
 from programs.fit import pieces, plan_reduction
 from programs.manifest import Compiled, compile_model
+from tests.zoo_onnx import SPLIT_CONFIG as CONFIG
+from tests.zoo_onnx import SPLIT_SPEC as SPEC
 from tests.zoo_onnx import chain_model
-
-# 3x3x16 = 144 weight words a block against 64 in WMEM: chunks of up to 7 input channels; a
-# row of 6 outputs with partial sums in and out (2 x 6 x 4 lanes x 4 pieces) exceeds 128 AMEM
-# elements: column groups.  The Gemm head (6x6x6 = 216 words) is split too.
-SPEC = {"c": 16, "h": 12, "w": 12, "seed": 3, "steps": [
-    ("conv", {"co": 6, "k": 3, "s": 2, "pads": [1, 1, 1, 1], "bias": True, "bn": False,
-              "groups": "dense", "act": "leaky"}),
-    ("gemm", {"co": 5})]}
-CONFIG = AccelConfig(lanes=4, wmem_depth=64, amem_depth=128, bmem_depth=16, imem_depth=256)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from contract.config import AccelConfig
+
 
 def pool_out(n: int, k: int, s: int, a: int, b: int, ceil: int) -> int:
     """ONNX pooling output size (a ceil-mode window may not start in the end padding)."""
@@ -138,3 +140,14 @@ def chain_model(spec: dict[str, Any]) -> Any:
         else:
             raise ValueError(op)
     return net.model(x, flat)
+
+
+# A chain whose reductions split on SPLIT_CONFIG (tests/test_compiler_split.py, test_levels.py):
+# 3x3x16 = 144 weight words a block against 64 in WMEM: chunks of up to 7 input channels; a row
+# of 6 outputs with partial sums in and out (2 x 6 x 4 lanes x 4 pieces) exceeds 128 AMEM
+# elements: column groups.  The Gemm head (6x6x6 = 216 words) is split too.
+SPLIT_SPEC = {"c": 16, "h": 12, "w": 12, "seed": 3, "steps": [
+    ("conv", {"co": 6, "k": 3, "s": 2, "pads": [1, 1, 1, 1], "bias": True, "bn": False,
+              "groups": "dense", "act": "leaky"}),
+    ("gemm", {"co": 5})]}
+SPLIT_CONFIG = AccelConfig(lanes=4, wmem_depth=64, amem_depth=128, bmem_depth=16, imem_depth=256)
