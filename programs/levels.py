@@ -8,8 +8,8 @@ half-open ranges.
 Each tile is compared only with the earlier boxes that share a cell of a coarse grid with
 it, and identical boxes are kept once (with the highest levels seen), so a layer of many
 tiles takes about linear time: comparing every tile with every earlier access took 54 s for
-VGG-16's first dense layer on the small configuration at 64x64 (4096 tiles), and longer than
-the benchmark's run at 224x224.
+VGG-16's first dense layer on the small configuration at 64x64 (4096 tiles), and most of the
+first run of one image at 224x224 (1629 s; 33.7 s with the grid).
 """
 
 from __future__ import annotations
