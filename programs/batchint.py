@@ -37,7 +37,7 @@ from contract import blas, semantics
 from contract.config import AccelConfig
 
 from . import batchort
-from .qnet import QLayer, QNet
+from .qnet import QLayer, QNet, narrow
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -262,9 +262,12 @@ def _ort_prepared(ql: QLayer, c: AccelConfig) -> batchort.Prepared | None:
     assert ql.w_int is not None and ql.bias_int is not None
     bias = np.asarray(ql.bias_int, np.int64)
     key = (c, ql.relu, bias.tobytes(), np.asarray(ql.req_params).tobytes())
+    w_int = ql.w_int
 
     def make() -> batchort.Prepared:
-        w = np.asarray(ql.w_int)
+        # The window-order copy and the sums below in the weights' narrowest type, not int64:
+        # a quarter of the bytes (AlexNet's first dense layer, 38 M weights: 1.8 s -> 0.4 s).
+        w = narrow(w_int, symmetric=True)
         wk = w.transpose(0, 2, 3, 1).reshape(len(w), -1)  # (Co, K), K in window order
         digits, sums = batchort.planes(wk)  # K x Co each
         abs_sum = np.abs(wk).sum(axis=1, dtype=np.int64)

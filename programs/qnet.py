@@ -141,7 +141,7 @@ class QNet:
         # Uncompressed, integers in the narrowest type that holds them (load widens them back
         # to int64): ResNet-18's zip compression took 29 s of a 38 s write for a third off
         # the size, and the weight codes barely compress.
-        np.savez(d / "qnet.npz", **{k: _narrow(v) for k, v in arrays.items()})  # type: ignore[arg-type]
+        np.savez(d / "qnet.npz", **{k: narrow(v) for k, v in arrays.items()})  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, directory: str | Path) -> QNet:
@@ -168,12 +168,15 @@ class QNet:
                    {k: int(v) for k, v in meta.get("zero_points", {}).items()})
 
 
-def _narrow(v: NDArray) -> NDArray:
-    """An integer array in the narrowest signed type holding its values (others as given)."""
+def narrow(v: NDArray, symmetric: bool = False) -> NDArray:
+    """An integer array in the narrowest signed type holding its values (others as given);
+    ``symmetric``: their negations too (``np.abs`` of the result does not wrap)."""
     a = np.asarray(v)
     if a.dtype.kind not in "iu" or not a.size:
         return a
     lo, hi = int(a.min()), int(a.max())
+    if symmetric:
+        lo, hi = min(lo, -hi), max(hi, -lo)
     for t in (np.int8, np.int16, np.int32):
         if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
             return a.astype(t)

@@ -18,7 +18,7 @@ from contract.config import AccelConfig
 from contract.isa import REQ_SHIFT_MAX
 from programs import batchint, batchort, reference
 from programs.graph import Graph, Layer
-from programs.qnet import QLayer, QNet
+from programs.qnet import QLayer, QNet, narrow
 from tests.strategies import small_configs
 
 
@@ -202,3 +202,28 @@ def test_a_layers_session_is_built_once_and_dropped_with_the_layer() -> None:
     gone = id(ql)
     del ql, q, first
     assert gone not in batchort._CACHE
+
+
+@given(st.lists(st.integers(-(1 << 16), 1 << 16), min_size=1, max_size=8), st.booleans())
+def test_narrow_types_hold_the_values_and_their_negations(ws: list[int], sym: bool) -> None:
+    w = np.array(ws, np.int64)
+    v = narrow(w, symmetric=sym)
+    assert np.array_equal(v, w) and v.dtype.itemsize <= 8
+    if sym:
+        assert np.array_equal(np.abs(v).astype(np.int64), np.abs(w))
+    smaller = {np.int16: np.int8, np.int32: np.int16, np.int64: np.int32}.get(v.dtype.type)
+    if smaller is not None:  # the narrowest: one size down would not hold them
+        info = np.iinfo(smaller)
+        ends = (min(ws), max(ws), *([-max(ws), -min(ws)] if sym else []))
+        assert min(ends) < info.min or max(ends) > info.max
+
+
+def test_the_prepared_sums_take_the_weights_int8_and_int16_ends() -> None:
+    """The onnxruntime path sums |w| in the weights' narrowest type: -128 and -32768 (whose
+    negation leaves int8 and int16) must count as +128 and +32768."""
+    c = AccelConfig()
+    for w in (-128, 127, -32768):
+        ql, _ = _wide_layer(9, w, c)
+        prep = batchint._ort_prepared(ql, c)
+        assert prep is not None and int(prep.abs_sum[0]) == 9 * abs(w)
+        assert int(prep.bias_u[0]) == -7 + c.act_min * 9 * w
