@@ -104,6 +104,9 @@ class LoweredLayer:
     pad_value: int = 0
     tiles: list[Tile] = field(default_factory=list)
     partial_channels: int = 0  # elements per pixel of the spilled partial sums, if any
+    # What is derived from the tiles alone, by key (programs.workload's transfers per
+    # configuration): tiles are not changed once lowered, and every run asks again.
+    derived: dict[object, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def partial_name(self) -> str:

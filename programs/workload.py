@@ -56,7 +56,17 @@ class Transfers:
 
 
 def layer_transfers(ll: LoweredLayer, config: AccelConfig) -> Transfers:
-    """The host's loads and stores for one image of ``ll`` (static: tiles have fixed bands)."""
+    """The host's loads and stores for one image of ``ll`` (static: tiles have fixed bands;
+    kept on the layer, since every run of a compiled network asks for them)."""
+    key = ("transfers", config)
+    found = ll.derived.get(key)
+    if found is None:
+        found = ll.derived[key] = _transfers(ll, config)
+    assert isinstance(found, Transfers)
+    return Transfers(**vars(found))  # callers may add to theirs
+
+
+def _transfers(ll: LoweredLayer, config: AccelConfig) -> Transfers:
     c = config
     word_bytes = {"text": 4, "weights": c.lanes * c.weight_bits / 8,
                   "params": c.lanes * c.acc_bits / 8, "acts": c.act_bits / 8}

@@ -185,3 +185,29 @@ def test_tile_levels_respect_every_hazard(tiles, levels) -> None:  # type: ignor
     ll.tiles = tiles
     index = {id(t): i for i, t in enumerate(tiles)}  # tiles 0 and 2 are equal, not the same
     assert [[index[id(t)] for t in lv] for lv in tile_levels(ll)] == levels
+
+
+@settings(max_examples=scaled_examples(60))
+@given(st.integers(1, 5), st.integers(1, 40), st.data())
+def test_stack_gathers_and_stores_equal_fancy_indexing(t, depth, data) -> None:  # type: ignore[no-untyped-def]
+    """The batch's gathers from and stores to a (tiles, depth) stack (np.take and a put at
+    flat indices, for speed) are numpy's fancy indexing, on contiguous stacks, strided views,
+    index arrays of any shape, one ascending run and scattered distinct addresses."""
+    from emu.fast.state import cols, put_cols
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    stack = rng.integers(-1000, 1000, (t, depth, 3))
+    idx = np.asarray(data.draw(st.lists(st.integers(0, depth - 1), max_size=12)), np.int64)
+    for s in (stack, stack[:, :, 1], stack[:, ::-1, 0]):
+        assert np.array_equal(cols(s, idx), s[:, idx])
+        assert np.array_equal(cols(s, idx.reshape(-1, 1)), s[:, idx.reshape(-1, 1)])
+    flat = stack[:, :, 0].copy()
+    lo = data.draw(st.integers(0, depth - 1))
+    run = np.arange(lo, data.draw(st.integers(lo, depth)))
+    scattered = rng.permutation(depth)[: data.draw(st.integers(0, depth))]
+    for where in (run, scattered):
+        vals = rng.integers(-1000, 1000, (t, len(where)))
+        got, want = flat.copy(), flat.copy()
+        put_cols(got, where, vals)
+        want[:, where] = vals
+        assert np.array_equal(got, want)

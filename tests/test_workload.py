@@ -3,6 +3,7 @@ lanes x cycles by `asd run --json` (programs.runtime) and never above 1."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -44,6 +45,39 @@ def test_macs_and_utilization_per_layer_and_network() -> None:
     assert d["macs_per_image"] == macs > 0
     assert d["mac_utilization"] == macs / (lanes * rep.cycles_per_image)
     assert 0 < d["mac_utilization_end_to_end"] < d["mac_utilization"] <= 1
+
+
+def test_layer_transfers_kept_per_configuration_and_tiles_share_their_bands() -> None:
+    """Every run asks for a layer's transfers: they are derived once per configuration and
+    given as a copy.  The channel blocks of one row band place the same band at the same
+    address: their images share one array of activations, built once."""
+    from programs import workload
+
+    comp = compile_model(MODEL, AccelConfig(lanes=2), None)
+    ll = next(ll for ll in comp.layers
+              if len(ll.tiles) > 1 and ll.op == "conv" and not ll.partial_channels)
+    first = workload.layer_transfers(ll, comp.config)
+    first.cycles += 1  # a caller's copy
+    again = workload.layer_transfers(ll, comp.config)
+    assert again == workload._transfers(ll, comp.config) != first
+    wide = comp.config.replace(host_words_per_cycle=4)
+    assert workload.layer_transfers(ll, wide).cycles == -(-(again.load_words
+                                                           + again.store_words) // 4)
+    g = comp.qnet.graph
+    x = np.random.default_rng(2).integers(-5, 5, (1, *g.shapes[ll.inputs[0]][1:],
+                                                  g.shapes[ll.inputs[0]][0]))
+    padded = {t: runtime._pad(x, ll.pads, ll.pad_value)[0] for t in ll.inputs}
+    placed: dict = {}  # type: ignore[type-arg]
+    imgs = [runtime.tile_amem(tile, padded, placed) for tile in ll.tiles]
+    for tile, img in zip(ll.tiles, imgs):
+        alone = runtime.tile_amem(tile, padded)
+        assert np.array_equal(img.acts, alone.acts)
+        assert not np.shares_memory(img.acts, alone.acts)
+    keys = [(tuple((i.base, i.tensor, i.rows, i.cols, i.channels) for i in tile.inputs),
+             tile.image.acts_base, tile.image.acts.tobytes()) for tile in ll.tiles]
+    assert len(placed) == len(set(keys)) < len(ll.tiles)
+    for i, j in itertools.combinations(range(len(keys)), 2):
+        assert np.shares_memory(imgs[i].acts, imgs[j].acts) == (keys[i] == keys[j])
 
 
 def test_asd_run_json_reports_utilization(tmp_path: Path, capsys) -> None:

@@ -20,7 +20,7 @@ from contract.semantics import leaky, product, wrap
 from .nest import GiveUp, Loop
 from .order import OrderCheck
 from .products import Products
-from .state import I64, MAX_INSTANCES, Lanes, Tiles
+from .state import I64, MAX_INSTANCES, Lanes, Tiles, cols, put_cols
 from .transfer import MASK, iteration_registers
 
 
@@ -111,23 +111,21 @@ class Batch(Products, OrderCheck):
             s.regs = regs
 
     def commit(self, s: Lanes) -> None:
-        """Write the batch's stores and final state to every machine (stores in any order:
-        the commit rule has checked that no address is written twice)."""
+        """Write the batch's stores (in any order: the commit rule has checked that no address
+        is written twice) and the first machine's registers and counters.  The lane registers
+        of every machine stay in ``s`` (stacked), and the other machines' control state is the
+        first one's: the runner gives them both when step mode next needs them."""
         amem = self.tiles.amem
         for idx, vals in self.stores:
-            amem[:, idx] = vals
-        regs = [int(v) for v in s.regs[0]]
-        ops = {op: v for op, v in self.cnt["ops"].items() if v}
-        for t, mach in enumerate(self.tiles.machs):
-            mach.regs = list(regs)
-            mach.acc = s.acc[t, 0].copy()
-            mach.w = s.w[t, 0].copy()
-            mach.p = s.p[t, 0].copy()
-            cnt = mach.counters
-            for key, v in self.cnt.items():
-                if key != "ops":
-                    cnt[key] += v
-            for op, times in ops.items():
+            put_cols(amem, idx, vals)
+        mach = self.mach
+        mach.regs = [int(v) for v in s.regs[0]]
+        cnt = mach.counters
+        for key, v in self.cnt.items():
+            if key != "ops":
+                cnt[key] += v
+        for op, times in self.cnt["ops"].items():
+            if times:
                 cnt["ops"][op] += times
 
 
@@ -142,11 +140,11 @@ def _nothing(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k:
 
 
 def _loadw(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.w = b.wmem[:, a["WMEM"]].astype(np.int64)
+    s.w = cols(b.wmem, a["WMEM"]).astype(np.int64)
 
 
 def _shiftadd(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.p = product(b.amem0[:, a["AMEM"], None], s.w, b.c.weights, b.c.exp_bits)
+    s.p = product(cols(b.amem0, a["AMEM"])[..., None], s.w, b.c.weights, b.c.exp_bits)
 
 
 def _acc(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
@@ -164,11 +162,11 @@ def _clr(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
 
 
 def _bias(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.acc = b.bmem[:, a["BMEM"]]
+    s.acc = cols(b.bmem, a["BMEM"])
 
 
 def _lanes_x(b: Batch, a: dict[isa.Memory, I64], k: int) -> I64:
-    return b.amem0[:, a["AMEM"][:, None] + np.arange(k)]
+    return cols(b.amem0, a["AMEM"][:, None] + np.arange(k))
 
 
 def _vld(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
@@ -195,16 +193,16 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
     # wraps), from tables of the whole BMEM.
     c, q = b.c, a["BMEM"]
     mult, shift, half = b.requant_tables()
-    y = s.acc * mult[:, q]
-    y += half[:, q]
-    np.right_shift(y, shift[:, q], out=y)
+    y = s.acc * cols(mult, q)
+    y += cols(half, q)
+    np.right_shift(y, cols(shift, q), out=y)
     np.minimum(y, c.act_max, out=y)
     s.acc = np.maximum(y, 0 if f["relu"] else c.act_min, out=y)
 
 
 def _act(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     c = b.c
-    s.acc = leaky(s.acc, b.bmem[:, a["BMEM"]], c.exp_bits, c.act_bits)
+    s.acc = leaky(s.acc, cols(b.bmem, a["BMEM"]), c.exp_bits, c.act_bits)
 
 
 def _store(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:

@@ -25,6 +25,7 @@ from .state import (
     BatchBase,
     Lanes,
     code_ints,
+    cols,
     exact_dtype,
     factorize,
     wrap_inplace,
@@ -103,8 +104,8 @@ class Products(BatchBase):
         s.acc = wrap(s.acc + self.dots(regs[:, rx], dx, ax, regs[:, rw], dw, aw, k), c.acc_bits)
         last_w = (regs[:, rw] + (k - 1) * dw) & MASK
         last_x = (regs[:, rx] + (k - 1) * dx) & MASK
-        s.w = self.wmem[:, last_w].astype(np.int64)
-        s.p = product(self.amem0[:, last_x, None], s.w, c.weights, c.exp_bits)
+        s.w = cols(self.wmem, last_w).astype(np.int64)
+        s.p = product(cols(self.amem0, last_x)[..., None], s.w, c.weights, c.exp_bits)
         regs = regs.copy()
         regs[:, rw] = (regs[:, rw] + k * iw) & MASK
         regs[:, rx] = (regs[:, rx] + k * ix) & MASK
@@ -143,7 +144,10 @@ class Products(BatchBase):
         # of |w|): tighter than max|x| max|w| total, and what lets 8-bit 3x3x64 windows use
         # float32 (see exact_dtype).
         region = self.amem0[:, xlo: xhi + 1]
-        xmax = max(int(region.max()), -int(region.min()))
+        classes = same_rows(region)
+        # Every row equals its class's first: the bound needs only those.
+        firsts = region[[rep for rep, _ in classes]]
+        xmax = max(int(firsts.max()), -int(firsts.min()))
         # Column sums of |w| are exact in float32 below 2^24 (and a float32 sum is faster).
         wsum = np.abs(wint).sum(axis=1, dtype=np.float32 if
                                 total * c.weight_format.max_abs(c.exp_bits) < EXACT_F32
@@ -154,7 +158,7 @@ class Products(BatchBase):
         prod = np.empty((t, nx, wide), np.int64)
         # Tiles whose region holds the same activations (the channel blocks of one row band)
         # share the gathered windows: a stack of products of them by each tile's weights.
-        for rep, members in same_rows(region):
+        for rep, members in classes:
             src: Any = region[rep: rep + 1]
             if dtype is not None:
                 src = src.astype(dtype)
@@ -163,15 +167,15 @@ class Products(BatchBase):
             prod[members] = xmat @ w.reshape(len(members), total, wide).astype(xmat.dtype,
                                                                                copy=False)
         # Exact integers (every partial sum is under the bound) when a float type was used.
-        acc = prod.reshape(t, nx, nw, c.lanes)[:, xinv, winv]
+        acc = cols(prod.reshape(t, nx * nw, c.lanes), xinv * nw + winv)
         acc += s.acc
         s.acc = wrap_inplace(acc, c.acc_bits)
         last = segs[-1]
         last_x = xstart[xinv, -1] + (last.count - 1) * last.steps[1]
         last_w = wstart[winv, -1] + (last.count - 1) * last.steps[0]
-        s.w = self.wmem[:, last_w].astype(np.int64)
+        s.w = cols(self.wmem, last_w).astype(np.int64)
         # sa(x, code) is x times the code's integer, exactly (it never wraps).
-        s.p = self.amem0[:, last_x, None] * wint[:, -1, winv].astype(np.int64)
+        s.p = cols(self.amem0, last_x)[..., None] * cols(wint[:, -1], winv).astype(np.int64)
         s.regs = g.transfer.apply(regs)
         for i, seg in enumerate(segs):
             self.reads.append((xstart[:, i], seg.count, seg.steps[1]))
@@ -216,10 +220,10 @@ class Products(BatchBase):
             k, dx = counts.pop(), dxs.pop()
             view = np.lib.stride_tricks.sliding_window_view(src, (k - 1) * dx + 1,
                                                             axis=-1)[..., ::dx]
-            return view[:, starts].reshape(len(src), len(starts), -1)
+            return cols(view, starts).reshape(len(src), len(starts), -1)
         idx = np.concatenate([starts[:, i, None] + np.arange(seg.count) * seg.steps[1]
                               for i, seg in enumerate(segs)], axis=1)
-        return src[:, idx]
+        return cols(src, idx)
 
     @staticmethod
     def affine(start: I64, k: int, step: int, depth: int) -> I64 | None:
@@ -257,19 +261,20 @@ class Products(BatchBase):
                 src = self.exact_region(lo, int(ux[-1]) + max(0, (k - 1) * dx), k)
                 exact = src.dtype != np.int64
                 if dx == 1:
-                    xs = np.lib.stride_tricks.sliding_window_view(src, k, axis=-1)[:, ux - lo]
+                    xs = cols(np.lib.stride_tricks.sliding_window_view(src, k, axis=-1),
+                              ux - lo)
                 else:
-                    xs = src[:, ux[:, None] - lo + j * dx]
-                codes = self.wmem[:, (uw[:, None] + j * dw) & MASK]  # (t, G, k, lanes)
+                    xs = cols(src, ux[:, None] - lo + j * dx)
+                codes = cols(self.wmem, (uw[:, None] + j * dw) & MASK)  # (t, G, k, lanes)
                 wall = code_ints(codes, self.c.exp_bits, self.c.weights).astype(src.dtype)
                 self.serial_blas()
                 prod = xs @ wall.transpose(0, 2, 1, 3).reshape(t, k, -1)
                 if exact:
                     prod = np.rint(prod).astype(np.int64)
-                return prod.reshape(t, len(ux), len(uw), lanes)[:, xinv.reshape(-1),
-                                                                winv.reshape(-1)]
+                return cols(prod.reshape(t, len(ux) * len(uw), lanes),
+                            xinv.reshape(-1) * len(uw) + winv.reshape(-1))
         aw = aw if aw is not None else (w0[:, None] + j * dw) & MASK
-        xs = self.amem0[:, ax if ax is not None else x0[:, None] + j * dx]
+        xs = cols(self.amem0, ax if ax is not None else x0[:, None] + j * dx)
         out = np.empty((t, n, lanes), np.int64)
         chunk = max(1, (1 << 22) // max(1, t * k * lanes))
         for i in range(0, n, chunk):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from contract.backend import DEFAULT_MAX_CYCLES, RunResult
 from contract.config import AccelConfig
 from contract.image import Image
@@ -16,7 +18,7 @@ from contract.image import Image
 from ..machine import cycle_limit_fault
 from .batch import Batch
 from .nest import GiveUp, parsed
-from .state import Lanes, Tiles
+from .state import I64, Lanes, Tiles
 
 # Dynamic instructions per batch: bounds the recorded addresses (memory) of one batch.
 MAX_DYNAMIC = 1 << 24
@@ -25,13 +27,27 @@ MAX_GROUP_BYTES = 1 << 26
 
 
 class FastRunner:
-    """Drives machines with one text in lockstep, batching the loop nests they reach."""
+    """Drives machines with one text in lockstep, batching the loop nests they reach.
+
+    The first machine (the leader) is always current in its control state (registers, pc,
+    loops, counters); the others follow it only when step mode is about to touch data, and
+    at the end.  After a batch the lane registers (A, W, P) of every machine are kept
+    stacked, (tiles, 1, lanes), not written back machine by machine: a layer of a thousand
+    tiles would otherwise pay a thousand Python updates per batch."""
 
     def __init__(self, images: list[Image], config: AccelConfig | None = None):
         self.tiles = Tiles(images, config)
         self.mach = self.tiles.mach
         self.tables: dict[str, Any] = {}
         self.text_key = self.mach.image.text.tobytes()
+        self.stacked: tuple[I64, I64, I64] | None = None  # lane registers, when not in machines
+        self.behind = False  # the followers' control state lags the leader's
+
+    def lanes(self) -> Lanes:
+        """Every machine's state as one instance: the leader's registers, stacked lanes."""
+        if self.stacked is None:
+            return Lanes.of(self.tiles)
+        return Lanes(np.array([self.mach.regs], np.int64), *self.stacked)
 
     def try_loop(self, max_cycles: int) -> bool:
         """Execute the LOOP at pc (count > 0) in batches; False if step mode must do it."""
@@ -50,7 +66,7 @@ class FastRunner:
             if k <= 0:
                 break
             batch = Batch(self.tiles, self.tables)
-            s = Lanes.of(self.tiles)
+            s = self.lanes()
             try:
                 with batch.resources:
                     batch.loop(node, s, k, first)
@@ -59,35 +75,42 @@ class FastRunner:
             except GiveUp:
                 break
             batch.commit(s)
+            self.stacked = (s.acc, s.w, s.p)
+            self.behind = len(self.tiles) > 1
             remaining -= k
             first = False
         if first:
             return False
-        for m in self.tiles.machs:
-            if remaining:
-                # As if step mode had run the LOOP and node.count - remaining iterations.
-                m.loops.append([node.pc + 1, node.end, remaining])
-                m.pc = node.pc + 1
-            else:
-                m.pc = node.end + 1
+        if remaining:
+            # As if step mode had run the LOOP and node.count - remaining iterations.
+            mach.loops.append([node.pc + 1, node.end, remaining])
+            mach.pc = node.pc + 1
+        else:
+            mach.pc = node.end + 1
         return True
 
-    def follow(self) -> None:
-        """Give every machine the first one's control state (registers, pc, loops, counters):
-        after instructions that touch no data only the first machine steps."""
-        mach = self.mach
-        for m in self.tiles.machs[1:]:
-            m.regs = list(mach.regs)
-            m.pc, m.halted = mach.pc, mach.halted
-            m.loops = [list(top) for top in mach.loops]
-            m.counters = {k: dict(v) if isinstance(v, dict) else v
-                          for k, v in mach.counters.items()}
+    def sync(self) -> None:
+        """Bring every machine up to date: the leader's control state (registers, pc, loops,
+        counters) to the followers, and the stacked lane registers to their machines."""
+        mach, machs = self.mach, self.tiles.machs
+        if self.behind:
+            for m in machs[1:]:
+                m.regs = list(mach.regs)
+                m.pc, m.halted = mach.pc, mach.halted
+                m.loops = [list(top) for top in mach.loops]
+                m.counters = {k: dict(v) if isinstance(v, dict) else v
+                              for k, v in mach.counters.items()}
+            self.behind = False
+        if self.stacked is not None:
+            acc, w, p = self.stacked
+            for t, m in enumerate(machs):
+                m.acc, m.w, m.p = acc[t, 0].copy(), w[t, 0].copy(), p[t, 0].copy()
+            self.stacked = None
 
     def run(self, max_cycles: int) -> list[RunResult]:
         """Every machine to HALT; the first one's fault (every machine's: they are in lockstep)."""
         mach, machs = self.mach, self.tiles.machs
         prog = mach.prog
-        behind = False  # the other machines' control state lags the first's
         while not mach.halted:
             if mach.counters["cycles"] >= max_cycles:
                 raise cycle_limit_fault(mach, max_cycles)
@@ -95,23 +118,17 @@ class FastRunner:
             ins = prog.instrs[pc] if 0 <= pc < len(prog.instrs) else None
             if ins is not None and not ins.pointers and not ins.lane_state:
                 # Registers and control only (SETI, ADDI, NOP, LOOP, HALT): the same in every
-                # machine, so the first one's step stands for all until data is touched.
-                if ins.flow == "loop" and prog.fields[pc]["count"] > 0:
-                    if behind:
-                        self.follow()
-                        behind = False
-                    if self.try_loop(max_cycles):
-                        continue
+                # machine, so the leader's step stands for all until data is touched.
+                if (ins.flow == "loop" and prog.fields[pc]["count"] > 0
+                        and self.try_loop(max_cycles)):
+                    continue
                 mach.step()
-                behind = len(machs) > 1
+                self.behind = len(machs) > 1
                 continue
-            if behind:
-                self.follow()
-                behind = False
+            self.sync()
             for m in machs:
                 m.step()
-        if behind:
-            self.follow()
+        self.sync()
         return [m.result(None) for m in machs]
 
 

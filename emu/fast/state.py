@@ -111,8 +111,34 @@ def code_ints(codes: I64, exp_bits: int, weights: str = wformats.DEFAULT,
     mask = len(table) - 1
     codes = np.asarray(codes)
     if codes.dtype.kind == "u" and np.iinfo(codes.dtype).max <= mask:
-        return table[codes]  # every value is an index already
-    return table[codes.astype(np.int64, copy=False) & mask]
+        return np.take(table, codes)  # every value is an index already
+    return np.take(table, codes.astype(np.int64, copy=False) & mask)
+
+
+def cols(stack: Any, idx: Any) -> Any:
+    """``stack[:, idx]`` for a stack with a leading tile axis: by np.take where the stack is
+    C-contiguous (numpy's fancy indexing behind a slice took 20-40x longer on a stack of a
+    thousand tiles, measured here: 1344 x 8192 int64, 5000 columns gathered in 990 ms against
+    27 ms); by fancy indexing on a strided view, which np.take would first copy whole."""
+    if stack.flags.c_contiguous:
+        return np.take(stack, idx, axis=1)
+    return stack[:, idx]
+
+
+def put_cols(stack: I64, idx: I64, vals: I64) -> None:
+    """``stack[:, idx] = vals`` for a C-contiguous (tiles, depth) stack and distinct ``idx``:
+    a slice when ``idx`` is one ascending run, else a put at flat indices (the fancy
+    assignment took 530 ms where this takes 46 ms, same stack)."""
+    idx = np.asarray(idx).reshape(-1)
+    if not len(idx):
+        return
+    lo = int(idx[0])
+    if int(idx[-1]) - lo + 1 == len(idx) and bool(np.all(np.diff(idx) == 1)):
+        stack[:, lo: lo + len(idx)] = vals.reshape(len(stack), -1)
+        return
+    assert stack.flags.c_contiguous
+    rows = np.arange(len(stack), dtype=np.int64)[:, None] * stack.shape[1]
+    np.put(stack, rows + idx, vals)
 
 
 def wrap_inplace(v: I64, bits: int) -> I64:
@@ -184,7 +210,7 @@ class BatchBase:
         formats), else int64.  The codes are gathered first: they are narrow."""
         c = self.c
         exact = c.weight_format.max_abs(c.exp_bits) < EXACT_F32
-        return code_ints(self.wmem[:, idx], c.exp_bits, c.weights,
+        return code_ints(cols(self.wmem, idx), c.exp_bits, c.weights,
                          np.float32 if exact else np.int64)
 
     def requant_tables(self) -> tuple[I64, I64, I64]:
