@@ -19,7 +19,6 @@ writer and loader; :func:`readmemh` writes the same bits for HDL testbenches.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import struct
@@ -126,8 +125,22 @@ class Image:
         made, are shared rather than checked again."""
         a = np.asarray(acts, dtype=np.int64).reshape(-1)
         _check_acts(a, acts_base, self.config)
-        out = copy.copy(self)  # no __post_init__: nothing else to convert or check
-        out.acts, out.acts_base = a, int(acts_base)
+        return self._with_checked_acts(a, int(acts_base))
+
+    def with_acts_of(self, other: Image) -> Image:
+        """This image with the initial activations of ``other``, an image for the same
+        configuration (so they were checked as this one's would be, and are shared, not
+        copied): the tiles of a layer that place one band at one address."""
+        if other.config != self.config:
+            raise ImageError("activations of an image for another accelerator configuration")
+        return self._with_checked_acts(other.acts, other.acts_base)
+
+    def _with_checked_acts(self, acts: NDArray[np.int64], acts_base: int) -> Image:
+        # No __post_init__ (nothing else to convert or check), nor copy.copy's pickling
+        # protocol (ten times slower, and a layer may have thousands of tiles).
+        out = object.__new__(Image)
+        out.__dict__.update(self.__dict__)
+        out.acts, out.acts_base = acts, acts_base
         return out
 
     def check_config(self, config: AccelConfig) -> None:

@@ -126,28 +126,29 @@ class RunReport:
 
 
 def tile_amem(tile: Tile, padded: dict[str, I64],
-              placed: dict[tuple[Any, ...], I64] | None = None) -> Image:
+              placed: dict[tuple[Any, ...], Image] | None = None) -> Image:
     """The tile's image with its inputs placed (``padded`` is one image's padded tensors).
-    ``placed``: activations already built for other tiles of the same tensors, by placement;
-    the channel blocks of one row band read the same band at the same address, and share it
-    (nothing writes an image's initial activations)."""
+    ``placed``: images already built for other tiles of the same tensors, by placement; the
+    channel blocks of one row band read the same band at the same address, and share its
+    activations (nothing writes an image's initial activations)."""
     img = tile.image
     key = (tuple((ti.base, ti.tensor, ti.rows, ti.cols, ti.channels) for ti in tile.inputs),
            img.acts_base, img.acts.tobytes())
-    acts = placed.get(key) if placed is not None else None
-    if acts is None:
-        bands = [(ti.base, padded[ti.tensor][ti.rows[0]:ti.rows[1],
-                                             slice(*ti.cols) if ti.cols else slice(None),
-                                             ti.channels[0]:ti.channels[1]])
-                 for ti in tile.inputs]
-        end = max([base + band.size for base, band in bands] + [img.acts_base + len(img.acts)])
-        acts = np.zeros(end, np.int64)
-        acts[img.acts_base: img.acts_base + len(img.acts)] = img.acts
-        for base, band in bands:
-            acts[base: base + band.size] = band.reshape(-1)
-        if placed is not None:
-            placed[key] = acts
-    return img.with_acts(acts, 0)
+    found = placed.get(key) if placed is not None else None
+    if found is not None:
+        return img.with_acts_of(found)
+    bands = [(ti.base, padded[ti.tensor][ti.rows[0]:ti.rows[1],
+                                         slice(*ti.cols) if ti.cols else slice(None),
+                                         ti.channels[0]:ti.channels[1]]) for ti in tile.inputs]
+    end = max([base + band.size for base, band in bands] + [img.acts_base + len(img.acts)])
+    acts = np.zeros(end, np.int64)
+    acts[img.acts_base: img.acts_base + len(img.acts)] = img.acts
+    for base, band in bands:
+        acts[base: base + band.size] = band.reshape(-1)
+    out = img.with_acts(acts, 0)
+    if placed is not None:
+        placed[key] = out
+    return out
 
 
 def _pad(x: I64, pads: tuple[int, int, int, int], value: int) -> I64:
@@ -182,7 +183,7 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
                                              np.int64)
         total = 0
         for wave in waves:
-            placed: dict[tuple[Any, ...], I64] = {}
+            placed: dict[tuple[Any, ...], Image] = {}
             imgs = [tile_amem(tile, mine, placed) for tile in wave]
             results = (run_many(imgs, limits) if run_many is not None
                        else [backend.run(imgs[0], limits)])

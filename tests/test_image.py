@@ -62,6 +62,20 @@ def test_with_acts_equals_a_new_image_and_checks_the_acts() -> None:
         img.with_acts(np.zeros(10, np.int64), 250)
 
 
+def test_with_acts_of_shares_another_images_activations() -> None:
+    img = _image()
+    donor = Image(img.config, np.array([2 << 27]), np.array([[1, 1]]), np.array([[0, 0]]),
+                  np.array([9, -9]), 40, {})
+    got = img.with_acts_of(donor)
+    assert got.to_bytes() == img.with_acts(donor.acts, 40).to_bytes()
+    assert got.acts is donor.acts and got.text is img.text and got.regions == img.regions
+    assert img.acts.tolist() == [1, -2, 3] and img.acts_base == 10  # the original kept
+    foreign = Image(img.config.replace(amem_depth=64), donor.text, donor.weights,
+                    donor.params, donor.acts, 40, {})
+    with pytest.raises(ImageError, match="another accelerator configuration"):
+        img.with_acts_of(foreign)
+
+
 def test_foreign_configuration_is_refused() -> None:
     img = _image()
     with pytest.raises(ImageError, match="lanes: image 2 vs 4"):
