@@ -2,7 +2,7 @@
 
 Measures compile time (import, quantization, lowering), the emulator's time in fast mode for
 one image (``asd run``'s path: runtime.run; the first run apart) beside onnxruntime's float
-time on the same input (best of three each, taken in alternation; as a ratio), the
+time on the same input (best of seven each, taken in alternation; as a ratio), the
 total program bytes and the cycles per image; ``asd run``'s batch path on ``--batch`` images beside
 onnxruntime on the same batch (a ratio, with every image checked bit for bit); and, on a
 smaller copy, the output error with and without the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -42,6 +43,9 @@ CONFIGS = {"default": AccelConfig(), "small": AccelConfig(wmem_depth=512, amem_d
            "wide": AccelConfig(wmem_depth=32768)}
 BENCH_CONFIG = CONFIGS["default"]
 NETWORKS = ("resnet18", "alexnet", "vgg16", "squeezenet1_0", "squeezenet1_1")
+# One image takes milliseconds on onnxruntime, whose two threads a shared machine slows most:
+# best of seven alternated runs (three left it at 0.034 s where thirty in a row gave 0.021 s).
+ONE_IMAGE_ROUNDS = 7
 
 
 def _ort_runner(model: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -151,6 +155,25 @@ def gemm_floor(model: Any, rounds: int = 3) -> dict[str, Any]:
             "gemm_floor_macs": sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)}
 
 
+def machine() -> dict[str, Any]:
+    """Python, the CPU's model and the widest vector extension onnxruntime's kernels may use
+    (its float and u8s8 products, and so every ratio here, depend on it), and the cores."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    isa = next((name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"),
+                                        ("avx2", "AVX2")) if flag in flags), "no AVX2")
+    return {"python": platform.python_version(), "cpu": model, "cpu_isa": isa,
+            "cores": len(os.sched_getaffinity(0))}
+
+
 def peak_rss_bytes() -> int:
     """The process's peak resident memory so far (Linux reports kilobytes)."""
     import resource
@@ -220,13 +243,13 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
     peak_compile = _status_bytes("VmHWM") if fresh else None
     totals = comp.totals()
     least = unique_bytes(comp)
-    # Best of three each, in alternation; the first run, which also parses every distinct
+    # Best of ONE_IMAGE_ROUNDS each, in alternation; the first run, which also parses each
     # program's loop nests (cached per text), saved apart.
     t0 = time.perf_counter()
     rep = runtime.run(comp, x, get_backend("emu", fast=True))
     t_first = time.perf_counter() - t0
     t_emu, t_ort, rep, y_ort = side_by_side(
-        lambda: runtime.run(comp, x, get_backend("emu", fast=True)), model, x, 3)
+        lambda: runtime.run(comp, x, get_backend("emu", fast=True)), model, x, ONE_IMAGE_ROUNDS)
     t_emu = min(t_emu, t_first)
     # The emulator's result is checked bit for bit against the integer reference inside run().
     result = {
@@ -241,6 +264,7 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
         "compile_breakdown": comp.info["compile_seconds"],
         "emulator_fast_seconds": t_emu,
         "emulator_fast_seconds_first_run": t_first,
+        "one_image_rounds": ONE_IMAGE_ROUNDS,
         "onnxruntime_float_seconds": t_ort,
         "emulator_over_onnxruntime": t_emu / t_ort,
         "program_bytes": totals["image_bytes"],
@@ -261,8 +285,7 @@ def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,
                                                        / np.mean(y_ort ** 2))),
         "requant_search": (requant_comparison(compare_size, compare_width)
                            if network == "resnet18" else None),
-        "machine": {"python": platform.python_version(), "cpu": platform.processor()
-                    or platform.machine()},
+        "machine": machine(),
     }
     if batch:
         result.update(batch_figures(comp, model, batch, size, seed))

@@ -162,7 +162,9 @@ def seednets() -> str:
              for k, n in order if "batch_seconds" in n]
     older = [SEEDNET_NAMES.get(k, k) for k, n in order
              if "emulator_fast_seconds_first_run" not in n]
-    note = ("\n\n*emulator*: `asd run` on one image, best of three runs taken in alternation "
+    rounds = {n.get("one_image_rounds", 3) for _, n in order}
+    note = ("\n\n*emulator*: `asd run` on one image, best of "
+            f"{'/'.join(map(str, sorted(rounds)))} runs taken in alternation "
             "with onnxruntime's (first runs, which also parse every distinct program's loop "
             "nests: "
             + ", ".join(f"{SEEDNET_NAMES.get(k, k)} {n['emulator_fast_seconds_first_run']:.2f} s"
@@ -172,6 +174,7 @@ def seednets() -> str:
             "image, every convolution and dense layer as one float64 product on operands made "
             "beforehand, BLAS on its own threads, best of three (`gemm_floor`; in brackets "
             "against onnxruntime): what an emulator of the programs cannot go below."
+            + _machine_note(n for _, n in order)
             if len(older) < len(order) else "")
     if not batch:
         return table(head, rows) + note
@@ -181,6 +184,18 @@ def seednets() -> str:
             "equals the literal integer definition:\n\n"
             + table(["network (224x224)", "batch", "asd run", "onnxruntime float", "ratio",
                      "threads", "bit-exact"], batch))
+
+
+def _machine_note(nets: Iterable[dict]) -> str:
+    """The machine of the rows (when they record it): onnxruntime's kernels, and so every
+    ratio, depend on its vector extensions."""
+    seen = {(m.get("cpu"), m.get("cpu_isa"), m.get("cores"))
+            for m in (n.get("machine", {}) for n in nets) if m.get("cpu_isa")}
+    if len(seen) != 1:
+        return ""
+    cpu, isa, cores = seen.pop()
+    return (f" Machine: {cpu}, {isa}, {cores} cores; onnxruntime's kernels use the widest "
+            "vector extension there is, so every ratio depends on the machine.")
 
 
 hw_headline = hwtables.hw_headline

@@ -1,7 +1,7 @@
 """A convolution's integer products on onnxruntime's 8-bit kernels, bit-exact by proof.
 
-onnxruntime's ``MatMulInteger`` on uint8 activations and int8 weights (MLAS's u8s8 GEMM: AVX-512
-VNNI here, about 6x a float32 product of the same shape) accumulates in int32.  Its result
+onnxruntime's ``MatMulInteger`` on uint8 activations and int8 weights (MLAS's u8s8 GEMM: on an
+AVX-512 VNNI machine about 6x a float32 product of the same shape) accumulates in int32.  Its result
 equals the integer sum of products under two bounds, checked per layer before it is used:
 
 * **No int16 saturation.**  Kernels without VNNI (AVX2, AVX-512BW) add two u8 x s8 products in
