@@ -56,6 +56,18 @@ MIN_ROWS = 128
 MAX_GROUPS = 8
 # Bytes of one block's copied windows: well inside the 1-4 MB L2 caches of current cores.
 BLOCK_BYTES = 1 << 20
+# Which products a layer takes where both are exact: "auto" (onnxruntime's 8-bit ones where
+# batchort.rates() says they are faster for the layer's digit planes), "int8" or "float".
+PRODUCT_CHOICES = ("auto", "int8", "float")
+PRODUCTS_VARIABLE = "ASD_BATCH_PRODUCTS"
+
+
+def products() -> str:
+    """The product choice: ``$ASD_BATCH_PRODUCTS``, "auto" unless set."""
+    v = os.environ.get(PRODUCTS_VARIABLE, "auto").strip().lower() or "auto"
+    if v not in PRODUCT_CHOICES:
+        raise ValueError(f"{PRODUCTS_VARIABLE}={v!r}: expected one of {', '.join(PRODUCT_CHOICES)}")
+    return v
 
 
 def storage(c: AccelConfig) -> np.dtype[Any]:
@@ -128,7 +140,8 @@ def _chunks(absw: I64, xmax: int) -> tuple[list[tuple[int, int]], Any] | None:
             if len(np.unique(starts)) != n + 1:
                 break
             # Per range the largest channel's sum of |w| (channels in blocks: bounded memory).
-            worst = max(int(np.add.reduceat(absw[i: i + 256], starts[:-1], axis=1).max())
+            worst = max(int(np.add.reduceat(absw[i: i + 256], starts[:-1], axis=1,
+                                            dtype=np.int64).max())
                         for i in range(0, absw.shape[0], 256))
             if worst * xmax < limit:
                 return [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])], dtype
@@ -186,7 +199,12 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     xmax = max(_abs_max(x), abs(pad) if any(lay.pads) else 0)
     bias = np.asarray(ql.bias_int, np.int64)
     prep = _ort_prepared(ql, c) if groups == 1 else None
-    if prep is not None and prep.session is not None and Requant.of(
+    choice = products()
+    # Few rows take the session whichever is faster per product: the float path's passes
+    # over the weights would cost more than the products (see MIN_ROWS).
+    int8 = prep is not None and choice != "float" and (
+        choice == "int8" or prep.faster or n * oh * ow < MIN_ROWS)
+    if prep is not None and int8 and prep.session is not None and Requant.of(
             ql, c, prep.bias_u, xmax * prep.abs_sum + np.abs(bias), prep.terms) is not None:
         sess, req = prep.session, prep.requant
         # uint8 codes u = x - act_min (programs.batchort), the border too.
@@ -279,9 +297,16 @@ def _ort_prepared(ql: QLayer, c: AccelConfig) -> batchort.Prepared | None:
         # The wrap depends on the data (checked per batch); the float steps do not.
         req = Requant.of(ql, c, bias_u, np.zeros(0, np.int64), terms)
         sess = None
+        faster = True
         if req is not None and batchort.fits(sums, abs_sum, wk.shape[1], c.act_bits):
             sess = batchort.Session(digits)
-        return batchort.Prepared(sess, abs_sum, bias_u, terms, req)
+            # The float products at the largest |x| the activations take: None (the literal
+            # definition) or one pass of float32 or float64 products against one per plane.
+            plan = _chunks(np.abs(wk), max(-c.act_min, c.act_max))
+            if plan is not None:
+                r = batchort.rates()
+                faster = len(digits) / r["int8"] < 1 / r[np.dtype(plan[1]).name]
+        return batchort.Prepared(sess, abs_sum, bias_u, terms, req, faster)
 
     return batchort.cached(ql, key, make)
 

@@ -20,14 +20,19 @@ joins the bias of the requantization, which programs.batchint applies in float64
 float products (onnxruntime's elementwise kernels took twice numpy's time there).  Graph
 optimizations are off, so no fusion (onnxruntime has a MatMulInteger-to-float32 one) changes
 the arithmetic.  One session per layer, built on first use with one intra-op thread (the
-caller's threads run blocks side by side), cached.
+caller's threads run blocks side by side), cached.  A layer of P planes makes P products
+where the float path makes one: programs.batchint takes this path only where :func:`rates`,
+timed on this machine, says it is faster.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -134,13 +139,51 @@ class Session:
 class Prepared:
     """A layer's session (None where the bounds that do not depend on the data fail) and the
     per-channel figures for the bounds that do: sum |w|, the bias over u (see the module
-    notes) and a bound on the float steps' |terms|."""
+    notes) and a bound on the float steps' |terms|.  ``faster``: whether the session's
+    products (one per digit plane) beat the float ones on this machine (:func:`rates`)."""
 
     session: Session | None
     abs_sum: I64
     bias_u: I64
     terms: I64
     requant: Any  # programs.batchint.Requant of the sums over u (data-independent)
+    faster: bool = True
+
+
+_RATES: dict[str, float] = {}
+_RATES_LOCK = threading.Lock()
+# The block rates() times: a 3x3x64 window's 576 columns by 64 channels, 2048 rows (the
+# batch path's blocks are about this size).
+RATE_SHAPE = (2048, 576, 64)
+
+
+def rates() -> dict[str, float]:
+    """Products (multiply-adds) per second on one thread, measured once per process, best of
+    five alternated runs of one block (``RATE_SHAPE``): ``int8`` for a one-plane session,
+    ``float32`` and ``float64`` for numpy's BLAS.  Which wins depends on the machine: with
+    AVX-512 VNNI the 8-bit kernels ran about 6x float32; on an AVX2 machine (int16 pairs,
+    vpmaddubsw) 1.2x, where a layer of two digit planes ran faster in float32."""
+    from contract.blas import one_blas_thread
+
+    with _RATES_LOCK:
+        if not _RATES:
+            m, k, n = RATE_SHAPE
+            rng = np.random.default_rng(0)
+            u = rng.integers(0, 256, (m, k), dtype=np.uint8)
+            d = rng.integers(DIGIT_MIN, DIGIT_MAX + 1, (k, n), dtype=np.int8)
+            sess = Session([d])
+            runs: dict[str, Callable[[], Any]] = {"int8": lambda: sess.run(u)}
+            for t in (np.float32, np.float64):
+                runs[np.dtype(t).name] = partial(np.matmul, u.astype(t), d.astype(t))
+            best = dict.fromkeys(runs, float("inf"))
+            with one_blas_thread():
+                for _ in range(5):
+                    for name, run in runs.items():
+                        t0 = time.perf_counter()
+                        run()
+                        best[name] = min(best[name], time.perf_counter() - t0)
+            _RATES.update({name: m * k * n / max(s, 1e-9) for name, s in best.items()})
+        return dict(_RATES)
 
 
 # By id of the layer, for as long as the layer lives (a weak reference; a finalizer drops

@@ -6,10 +6,12 @@ path must step aside), zero-point borders and the batch's narrow activation type
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,6 +32,20 @@ def every_size() -> Iterator[None]:
         yield
     finally:
         batchint.MIN_ROWS = old
+
+
+@contextmanager
+def products_as(choice: str) -> Iterator[None]:
+    """$ASD_BATCH_PRODUCTS set to ``choice`` for the block."""
+    old = os.environ.get(batchint.PRODUCTS_VARIABLE)
+    os.environ[batchint.PRODUCTS_VARIABLE] = choice
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[batchint.PRODUCTS_VARIABLE]
+        else:
+            os.environ[batchint.PRODUCTS_VARIABLE] = old
 
 
 def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list[np.ndarray]]:
@@ -84,7 +100,7 @@ def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list
 def test_fast_layers_equal_the_literal_definition(c: AccelConfig, op: str, data: st.DataObject
                                                   ) -> None:
     ql, q, xs = _layer(data.draw, c, op)
-    with every_size():
+    with every_size(), products_as(data.draw(st.sampled_from(batchint.PRODUCT_CHOICES))):
         fast = reference.int_layer(ql, q, xs)
         # The batch's own narrow type (runtime.run): None only where the definition runs.
         narrow = batchint.int_layer(ql, q, [x.astype(batchint.storage(c)) for x in xs])
@@ -166,7 +182,7 @@ def test_onnxruntime_steps_aside_at_the_int32_bound(step: int, w: int, low: bool
     assert (prep.session is not None) == (255 * reach * ci < 1 << 31)
     x = np.full((2, 1, 1, ci), c.act_min if low else c.act_max, np.int64)
     x[1, ..., ::3] = c.act_max
-    with every_size():
+    with every_size(), products_as("int8"):
         fast = batchint.int_layer(ql, q, [x])
     assert fast is not None
     assert np.array_equal(fast, reference.int_layer(ql, q, [x], literal=True))
@@ -186,10 +202,49 @@ def test_an_asd_network_layer_runs_on_onnxruntime() -> None:
              zero_points={"x": -5})
     prep = batchint._ort_prepared(ql, c)
     assert prep is not None and prep.session is not None
-    for x in (rng.integers(-128, 128, (5, 6, 6, 32)), np.full((5, 6, 6, 32), 127),
-              np.full((5, 6, 6, 32), -128)):
-        want = reference.int_layer(ql, q, [x], literal=True)
-        assert np.array_equal(batchint.conv_layer(x.astype(np.int8), ql, c, -5), want)
+    session, calls = prep.session, []
+
+    class Counted:
+        def run(self, u: np.ndarray) -> np.ndarray:
+            calls.append(len(u))
+            return session.run(u)
+
+    prep.session = Counted()  # type: ignore[assignment]
+    try:
+        for choice, used in (("int8", True), ("float", False)):
+            for x in (rng.integers(-128, 128, (5, 6, 6, 32)), np.full((5, 6, 6, 32), 127),
+                      np.full((5, 6, 6, 32), -128)):
+                want = reference.int_layer(ql, q, [x], literal=True)
+                calls.clear()
+                with products_as(choice):
+                    got = batchint.conv_layer(x.astype(np.int8), ql, c, -5)
+                assert np.array_equal(got, want)
+                assert (sum(calls) == 5 * 6 * 6) == used and (not calls) == (not used)
+    finally:
+        prep.session = session
+
+
+def test_the_faster_products_are_chosen_from_the_machines_rates() -> None:
+    """Two digit planes take onnxruntime where its 8-bit products are more than twice as
+    fast as the float ones, else the float products; a bad setting is refused by name."""
+    c = AccelConfig()
+    saved = dict(batchort._RATES)
+    try:
+        for int8, want in ((5.0, True), (1.5, False)):
+            batchort._RATES.clear()
+            batchort._RATES.update(int8=int8, float32=1.0, float64=0.5)
+            ql, _ = _wide_layer(64, 192, c)  # 192 = 2 * 128 - 64: two planes
+            prep = batchint._ort_prepared(ql, c)
+            assert prep is not None and prep.session is not None and prep.faster is want
+    finally:
+        batchort._RATES.clear()
+        batchort._RATES.update(saved)
+    measured = batchort.rates()
+    assert set(measured) == {"int8", "float32", "float64"}
+    assert all(0 < v < float("inf") for v in measured.values())
+    with products_as("fastest"):
+        with pytest.raises(ValueError, match="ASD_BATCH_PRODUCTS='fastest'"):
+            batchint.products()
 
 
 def test_a_layers_session_is_built_once_and_dropped_with_the_layer() -> None:
