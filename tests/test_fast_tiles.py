@@ -127,6 +127,44 @@ def test_many_tiles_keep_the_product_path(monkeypatch) -> None:  # type: ignore[
         assert np.array_equal(r.region(), k.expected)
 
 
+@pytest.mark.parametrize("tight_rows", [0, 10**9])
+def test_tiles_decoded_in_blocks_stay_exact(monkeypatch, tight_rows) -> None:  # type: ignore[no-untyped-def]
+    """The weights' integers decoded one tile at a time (a class of tiles with equal windows
+    spread over several blocks), under the tight bound (column sums of |w|) or the loose one
+    (max|x| max|w| length: 720 terms of 8-bit data by 192 pass 2^24, so float64), exact."""
+    import emu.fast.products as products
+
+    rng = np.random.default_rng(5)
+    c = AccelConfig(lanes=4)
+    shared = rng.integers(-128, 128, (4, 4, 80))
+
+    def conv(seed: int, x: np.ndarray) -> kernels.Kernel:
+        r = np.random.default_rng(seed)
+        w = kernels.random_weights((3, 3, 80, 4), c.exp_bits, r)
+        return kernels.conv2d(x, w, r.integers(-500, 500, 4),
+                              kernels.random_weights((4,), c.exp_bits, r),
+                              r.integers(0, 12, 4), pad=1, config=c)
+
+    ks = [conv(20 + i, shared if i % 2 else rng.integers(-128, 128, (4, 4, 80)))
+          for i in range(5)]
+    took: list[bool] = []
+    group = Batch.group
+
+    def spy(batch, g, s):  # type: ignore[no-untyped-def]
+        ok = group(batch, g, s)
+        took.append(ok)
+        return ok
+
+    monkeypatch.setattr(Batch, "group", spy)
+    monkeypatch.setattr(products, "TILE_BLOCK_BYTES", 1)
+    monkeypatch.setattr(products, "TIGHT_BOUND_ROWS", tight_rows)
+    got = run_fast_many([k.image for k in ks])
+    assert took and all(took)
+    for k, r in zip(ks, got):
+        assert_same(_step(k.image, 10**7), r)
+        assert np.array_equal(r.region(), k.expected)
+
+
 def test_same_rows_classes() -> None:
     rows = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [3, 4]])
     got = {rep: m.tolist() for rep, m in same_rows(rows)}

@@ -35,6 +35,12 @@ from .transfer import MASK, Transfer
 # Columns of a region that its first fingerprint reads, at most: the classes come from exact
 # comparisons, so a sample only has to tell most unequal rows apart.
 FINGERPRINT_COLUMNS = 4096
+# Bytes of the weights' integers that one step of a matrix product decodes.
+TILE_BLOCK_BYTES = 1 << 23
+# Products with fewer windows than this (a dense layer: one) spend more on a pass over the
+# weights than on a wider float type: they skip the tighter bound's pass when the loose one
+# (max|x| max|w| length) fails float32.
+TIGHT_BOUND_ROWS = 16
 
 
 def _fingerprints(region: I64, rows: I64, every: bool = False) -> I64:
@@ -137,35 +143,57 @@ class Products(BatchBase):
                 or t * nw * total * c.lanes > 8 * MAX_INSTANCES):
             return False
         widx = np.concatenate([wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
-                               for i, seg in enumerate(segs)], axis=1)  # (nw, total)
-        # (t, total, nw, lanes): per tile the product's right factor, a view as (total, wide).
-        wint = self.weight_ints(widx.T)
-        # Only AMEM[xlo..xhi] is read.  sum_j |x_j w_j| <= max|x| * (the largest column sum
-        # of |w|): tighter than max|x| max|w| total, and what lets 8-bit 3x3x64 windows use
-        # float32 (see exact_dtype).
+                               for i, seg in enumerate(segs)], axis=1).T  # (total, nw)
+        # Only AMEM[xlo..xhi] is read.
         region = self.amem0[:, xlo: xhi + 1]
         classes = same_rows(region)
         # Every row equals its class's first: the bound needs only those.
         firsts = region[[rep for rep, _ in classes]]
         xmax = max(int(firsts.max()), -int(firsts.min()))
-        # Column sums of |w| are exact in float32 below 2^24 (and a float32 sum is faster).
-        wsum = np.abs(wint).sum(axis=1, dtype=np.float32 if
-                                total * c.weight_format.max_abs(c.exp_bits) < EXACT_F32
-                                else np.float64)
-        dtype = exact_dtype(xmax * int(wsum.max()))
         self.serial_blas()
         wide = nw * c.lanes
         prod = np.empty((t, nx, wide), np.int64)
-        # Tiles whose region holds the same activations (the channel blocks of one row band)
-        # share the gathered windows: a stack of products of them by each tile's weights.
-        for rep, members in classes:
-            src: Any = region[rep: rep + 1]
-            if dtype is not None:
-                src = src.astype(dtype)
-            xmat = self.gather_x(src, xstart - xlo, segs)[0]  # (nx, total)
-            w = wint if len(members) == t else wint[members]
-            prod[members] = xmat @ w.reshape(len(members), total, wide).astype(xmat.dtype,
-                                                                               copy=False)
+        last_w_int = np.empty((t, nw, c.lanes), np.int64)
+        klass = np.empty(t, np.int64)
+        for i, (_, members) in enumerate(classes):
+            klass[members] = i
+        windows: dict[tuple[int, Any], Any] = {}
+        max_abs = c.weight_format.max_abs(c.exp_bits)
+        # The weights' integers a block of tiles at a time (four bytes each where the codes
+        # take one: a dense layer's whole WMEM decoded at once was 150 MB for AlexNet), each
+        # block's bound and products while its integers are in the cache.
+        step = max(1, TILE_BLOCK_BYTES // max(1, 4 * total * wide))
+        for a in range(0, t, step):
+            b = min(t, a + step)
+            dtype = exact_dtype(xmax * max_abs * total)
+            tighten = dtype is not np.float32 and nx >= TIGHT_BOUND_ROWS
+            # (tiles, total, nw, lanes): per tile the product's right factor, decoded into
+            # the product's type where that is known already.
+            wint = self.weight_ints(widx, a, b, None if tighten else dtype)
+            last_w_int[a:b] = wint[:, -1]
+            if tighten:
+                # sum_j |x_j w_j| <= max|x| * (the largest column sum of |w|): tighter than
+                # max|x| max|w| total, and what lets 8-bit 3x3x128 windows use float32 (see
+                # exact_dtype).  Column sums of |w| are exact in float32 below 2^24.
+                wsum = np.abs(wint).sum(axis=1, dtype=np.float32 if total * max_abs < EXACT_F32
+                                        else np.float64)
+                dtype = exact_dtype(xmax * int(wsum.max()))
+            # Tiles whose region holds the same activations (the channel blocks of one row
+            # band) share the gathered windows: a stack of products of them by each tile's
+            # weights.
+            for i in np.unique(klass[a:b]):
+                rep, members = classes[i]
+                key = (int(i), dtype)
+                if key not in windows:
+                    src: Any = region[rep: rep + 1]
+                    if dtype is not None:
+                        src = src.astype(dtype)
+                    windows[key] = self.gather_x(src, xstart - xlo, segs)[0]  # (nx, total)
+                xmat = windows[key]
+                inside = members[(members >= a) & (members < b)]
+                w = wint if len(inside) == b - a else wint[inside - a]
+                prod[inside] = xmat @ w.reshape(len(inside), total, wide).astype(
+                    xmat.dtype, copy=False)
         # Exact integers (every partial sum is under the bound) when a float type was used.
         acc = cols(prod.reshape(t, nx * nw, c.lanes), xinv * nw + winv)
         acc += s.acc
@@ -175,7 +203,7 @@ class Products(BatchBase):
         last_w = wstart[winv, -1] + (last.count - 1) * last.steps[0]
         s.w = cols(self.wmem, last_w).astype(np.int64)
         # sa(x, code) is x times the code's integer, exactly (it never wraps).
-        s.p = cols(self.amem0, last_x)[..., None] * cols(wint[:, -1], winv).astype(np.int64)
+        s.p = cols(self.amem0, last_x)[..., None] * cols(last_w_int, winv)
         s.regs = g.transfer.apply(regs)
         for i, seg in enumerate(segs):
             self.reads.append((xstart[:, i], seg.count, seg.steps[1]))

@@ -204,14 +204,18 @@ class BatchBase:
             self._serial = True
             self.resources.enter_context(one_blas_thread())
 
-    def weight_ints(self, idx: I64) -> Any:
-        """The integers of the WMEM codes at ``idx`` of every tile, (tiles, *idx.shape, lanes):
-        float32 when that holds every code's integer exactly (it does for the shipped
-        formats), else int64.  The codes are gathered first: they are narrow."""
+    def weight_ints(self, idx: I64, first: int = 0, end: int | None = None,
+                    dtype: Any = None) -> Any:
+        """The integers of the WMEM codes at ``idx`` of the tiles first..end (every tile by
+        default), (tiles, *idx.shape, lanes), as ``dtype`` when given and exact, else float32
+        when that holds every code's integer exactly (it does for the shipped formats), else
+        int64.  The codes are gathered first: they are narrow."""
         c = self.c
-        exact = c.weight_format.max_abs(c.exp_bits) < EXACT_F32
-        return code_ints(cols(self.wmem, idx), c.exp_bits, c.weights,
-                         np.float32 if exact else np.int64)
+        top = c.weight_format.max_abs(c.exp_bits)
+        if dtype is None or (dtype is np.float32 and top >= EXACT_F32) or (
+                dtype is np.float64 and top >= EXACT_F64):
+            dtype = np.float32 if top < EXACT_F32 else np.int64
+        return code_ints(cols(self.wmem[first:end], idx), c.exp_bits, c.weights, dtype)
 
     def requant_tables(self) -> tuple[I64, I64, I64]:
         """Per BMEM entry, read as a REQ parameter: the code's integer, the shift, and the
