@@ -32,7 +32,7 @@ import numpy as np
 from contract import blas
 from contract.backend import get_backend
 from contract.config import AccelConfig
-from programs import batchint, reference, runtime, seednets
+from programs import batchint, batchort, reference, runtime, seednets
 from programs.manifest import compile_model
 
 # The shipped configuration; a small one (reductions split into many chunks, narrow row
@@ -221,7 +221,10 @@ def batch_figures(comp: Any, model: Any, n: int, size: int, seed: int, repeat: i
                                     and np.array_equal(rep.output_int, literal)),
             "batch_layer_seconds": {r.name: round(r.seconds, 4) for r in rep.layers},
             "batch_layer_emulator_seconds": {r.name: round(r.backend_seconds, 4)
-                                             for r in rep.layers}}
+                                             for r in rep.layers},
+            # What decided each layer's products (programs.batchint, ASD_BATCH_PRODUCTS).
+            "batch_products": batchint.products(),
+            "batch_product_rates": batchort.rates()}
 
 
 def bench(size: int = 224, width: float = 1.0, calib_n: int = 2, seed: int = 0,

@@ -119,7 +119,23 @@ def speed_goals(nets: dict[str, dict[str, Any]]) -> str:
            "(gathering windows, requantizing, storing, setting up each tile's memories)."
            if floors else "")
         + "".join(f" {NAMES.get(k, k)}'s batch checks image 0 on the emulator, which alone "
-                  f"takes {check:.1f}x onnxruntime's whole batch." for k, check in checks.items()))
+                  f"takes {check:.1f}x onnxruntime's whole batch." for k, check in checks.items())
+        + _product_rates(nets))
+
+
+def _product_rates(nets: dict[str, dict[str, Any]]) -> str:
+    """Which products the batch's layers took, from the rates the benchmark's process timed."""
+    rates = next((n["batch_product_rates"] for n in nets.values() if "batch_product_rates" in n),
+                 None)
+    if rates is None:
+        return ""
+    g = {k: v / 1e9 for k, v in rates.items()}
+    planes = "ASD's two digit planes lose" if 2 / g["int8"] > 1 / g["float32"] else \
+        "ASD's two digit planes win"
+    return (f" The batch's layers take onnxruntime's 8-bit products or exact float ones, "
+            f"whichever `batchort.rates()` times faster per layer: here {g['int8']:.1f} G "
+            f"products/s (u8s8, one digit plane), {g['float32']:.1f} (float32) and "
+            f"{g['float64']:.1f} (float64) on one thread, so {planes} against float32.")
 
 
 def compile_scale() -> str:

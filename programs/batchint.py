@@ -202,8 +202,8 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     choice = products()
     # Few rows take the session whichever is faster per product: the float path's passes
     # over the weights would cost more than the products (see MIN_ROWS).
-    int8 = prep is not None and choice != "float" and (
-        choice == "int8" or prep.faster or n * oh * ow < MIN_ROWS)
+    int8 = prep is not None and prep.session is not None and choice != "float" and (
+        choice == "int8" or n * oh * ow < MIN_ROWS or _int8_faster(prep, ql, c))
     if prep is not None and int8 and prep.session is not None and Requant.of(
             ql, c, prep.bias_u, xmax * prep.abs_sum + np.abs(bias), prep.terms) is not None:
         sess, req = prep.session, prep.requant
@@ -297,18 +297,26 @@ def _ort_prepared(ql: QLayer, c: AccelConfig) -> batchort.Prepared | None:
         # The wrap depends on the data (checked per batch); the float steps do not.
         req = Requant.of(ql, c, bias_u, np.zeros(0, np.int64), terms)
         sess = None
-        faster = True
         if req is not None and batchort.fits(sums, abs_sum, wk.shape[1], c.act_bits):
             sess = batchort.Session(digits)
-            # The float products at the largest |x| the activations take: None (the literal
-            # definition) or one pass of float32 or float64 products against one per plane.
-            plan = _chunks(np.abs(wk), max(-c.act_min, c.act_max))
-            if plan is not None:
-                r = batchort.rates()
-                faster = len(digits) / r["int8"] < 1 / r[np.dtype(plan[1]).name]
-        return batchort.Prepared(sess, abs_sum, bias_u, terms, req, faster)
+        return batchort.Prepared(sess, abs_sum, bias_u, terms, req, len(digits))
 
     return batchort.cached(ql, key, make)
+
+
+def _int8_faster(prep: batchort.Prepared, ql: QLayer, c: AccelConfig) -> bool:
+    """Whether the layer's session beats its float products on this machine: one product per
+    digit plane against one pass of the float plan at the largest |x| the activations take
+    (float32 or float64; none at all: the literal definition).  Decided on first need (a
+    layer that only ever sees a few rows never pays the pass over its weights), kept."""
+    if prep.faster is None:
+        assert ql.w_int is not None
+        w = narrow(ql.w_int, symmetric=True)
+        plan = _chunks(np.abs(w.transpose(0, 2, 3, 1).reshape(len(w), -1)),
+                       max(-c.act_min, c.act_max))
+        r = batchort.rates()
+        prep.faster = plan is None or prep.planes / r["int8"] < 1 / r[np.dtype(plan[1]).name]
+    return prep.faster
 
 
 def _group_cols(block: NDArray[Any], g: int, groups: int, taps: int, cig: int) -> NDArray[Any]:

@@ -140,14 +140,16 @@ class Prepared:
     """A layer's session (None where the bounds that do not depend on the data fail) and the
     per-channel figures for the bounds that do: sum |w|, the bias over u (see the module
     notes) and a bound on the float steps' |terms|.  ``faster``: whether the session's
-    products (one per digit plane) beat the float ones on this machine (:func:`rates`)."""
+    products (one per digit plane) beat the float ones on this machine (:func:`rates`),
+    decided by the caller when it first matters."""
 
     session: Session | None
     abs_sum: I64
     bias_u: I64
     terms: I64
     requant: Any  # programs.batchint.Requant of the sums over u (data-independent)
-    faster: bool = True
+    planes: int = 1
+    faster: bool | None = None
 
 
 _RATES: dict[str, float] = {}

@@ -235,7 +235,8 @@ def test_the_faster_products_are_chosen_from_the_machines_rates() -> None:
             batchort._RATES.update(int8=int8, float32=1.0, float64=0.5)
             ql, _ = _wide_layer(64, 192, c)  # 192 = 2 * 128 - 64: two planes
             prep = batchint._ort_prepared(ql, c)
-            assert prep is not None and prep.session is not None and prep.faster is want
+            assert prep is not None and prep.session is not None and prep.planes == 2
+            assert batchint._int8_faster(prep, ql, c) is want and prep.faster is want
     finally:
         batchort._RATES.clear()
         batchort._RATES.update(saved)

@@ -117,3 +117,13 @@ def test_speed_goals_follow_the_results(tmp_path: Path, monkeypatch: pytest.Monk
         n["emulator_over_onnxruntime"] = 40.0
     save(tmp_path, data)
     assert "**not met** on any" in " ".join(compilertables.seednets_notes().split())
+    # The products the batch took: two planes against float32, from the recorded rates.
+    for rates, verdict in (({"int8": 40e9, "float32": 26e9, "float64": 17e9}, "lose"),
+                           ({"int8": 160e9, "float32": 26e9, "float64": 17e9}, "win")):
+        for n in nets.values():
+            n.pop("batch_product_rates", None)
+        nets["resnet18"]["batch_product_rates"] = rates
+        save(tmp_path, data)
+        words = " ".join(compilertables.seednets_notes().split())
+        assert f"{rates['int8'] / 1e9:.1f} G products/s (u8s8" in words
+        assert f"ASD's two digit planes {verdict} against float32" in words
