@@ -115,9 +115,15 @@ class Requant:
             return Requant(scale.astype(np.float32), offset.astype(np.float32), lo, c.act_max)
         return Requant(scale, offset, lo, c.act_max)
 
-    def apply(self, acc: NDArray[Any], out: I64, cols: slice = slice(None)) -> None:
-        """Requantize ``acc`` (rows x channels, exact integers) into ``out``."""
-        t = np.multiply(acc, self.scale[cols], dtype=self.scale.dtype)
+    def apply(self, acc: NDArray[Any], out: I64, cols: slice = slice(None),
+              scratch: bool = False) -> None:
+        """Requantize ``acc`` (rows x channels, exact integers) into ``out``; ``scratch``: acc
+        is the caller's to overwrite (then a float acc of the scale's type is the work
+        array)."""
+        if scratch and acc.dtype == self.scale.dtype:
+            t = np.multiply(acc, self.scale[cols], out=acc)
+        else:
+            t = np.multiply(acc, self.scale[cols], dtype=self.scale.dtype)
         t += self.offset[cols]
         # Over a non-negative range the cast's truncation is the floor (clip(floor(t)) ==
         # trunc(clip(t)) there): one pass less on the ReLU layers.
@@ -229,8 +235,13 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
             return None
         dtype = np.float64 if any(p[1] is np.float64 for p in plans if p) else np.float32
         wmats = [wk[g * cog:(g + 1) * cog].astype(dtype) for g in range(groups)]
-        xp = np.full((n, h + t + b, wd + l + r, ci), pad, dtype)
-        xp[:, t:t + h, l:l + wd] = x
+        # The border in x's own (narrow) type; each block's windows become floats as they are
+        # copied, on the threads.
+        if any(lay.pads):
+            xp = np.full((n, h + t + b, wd + l + r, ci), pad, x.dtype)
+            xp[:, t:t + h, l:l + wd] = x
+        else:
+            xp = x
     out = np.empty((n, oh, ow, co), x.dtype)
     plain = kh == kw == 1 and sh == sw == 1
     if not plain:
@@ -248,10 +259,9 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
 
     def block(i: int, r0: int) -> None:
         imgs, r1 = (slice(i, i + per), oh) if per > 1 else (slice(i, i + 1), min(oh, r0 + rows))
-        if plain:
-            cols = xp[imgs, r0:r1].reshape(-1, ci)
-        else:
-            cols = v[imgs, r0:r1].reshape(-1, kh * kw * ci)  # the one copy (im2col)
+        # The one copy (im2col), into the product's type.
+        cols = (xp[imgs, r0:r1] if plain else v[imgs, r0:r1]).astype(dtype, copy=False)
+        cols = cols.reshape(-1, kh * kw * ci)
         dest = out[imgs, r0:r1].reshape(-1, co)
         if sess is not None:
             req.apply(sess.run(cols), dest)
@@ -265,7 +275,7 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
                 acc = part if acc is None else np.add(acc, part, dtype=np.float64)
             assert acc is not None
             gs = slice(g * cog, (g + 1) * cog)
-            req.apply(acc, dest[:, gs], gs)
+            req.apply(acc, dest[:, gs], gs, scratch=True)
 
     parallel([(i, r0) for i in range(0, n, per) for r0 in range(0, oh, rows)], block)
     return out
