@@ -46,6 +46,9 @@ NETWORKS = ("resnet18", "alexnet", "vgg16", "squeezenet1_0", "squeezenet1_1")
 # One image takes milliseconds on onnxruntime, whose two threads a shared machine slows most:
 # best of seven alternated runs (three left it at 0.034 s where thirty in a row gave 0.021 s).
 ONE_IMAGE_ROUNDS = 7
+# A batch: best of five alternated runs (three left SqueezeNet 1.1's ratio between 3.7x and
+# 4.1x from one run to the next).
+BATCH_ROUNDS = 5
 
 
 def _ort_runner(model: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -203,8 +206,8 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def batch_figures(comp: Any, model: Any, n: int, size: int, seed: int, repeat: int = 3
-                  ) -> dict[str, Any]:
+def batch_figures(comp: Any, model: Any, n: int, size: int, seed: int,
+                  repeat: int = BATCH_ROUNDS) -> dict[str, Any]:
     """``asd run``'s path on a batch of ``n`` (runtime.run on the emulator: the whole batch by
     the integer semantics, image 0 on the emulator in fast mode and checked against it) beside
     an onnxruntime float session on the same images and threads; best of ``repeat`` each.
@@ -215,7 +218,8 @@ def batch_figures(comp: Any, model: Any, n: int, size: int, seed: int, repeat: i
     best, t_ort, rep, _ = side_by_side(
         lambda: runtime.run(comp, x, get_backend("emu", fast=True)), model, x, repeat)
     literal = reference.int_forward(comp.qnet, x, literal=True)[comp.qnet.graph.output]
-    return {"batch_size": n, "batch_seconds": best, "onnxruntime_batch_seconds": t_ort,
+    return {"batch_size": n, "batch_rounds": repeat, "batch_seconds": best,
+            "onnxruntime_batch_seconds": t_ort,
             "batch_over_onnxruntime": best / t_ort, "batch_threads": batchint.workers(),
             "batch_bit_exact": bool(rep.first_int_divergence is None
                                     and np.array_equal(rep.output_int, literal)),

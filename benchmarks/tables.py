@@ -178,9 +178,12 @@ def seednets() -> str:
             if len(older) < len(order) else "")
     if not batch:
         return table(head, rows) + note
+    batch_rounds = sorted({n.get("batch_rounds", 3) for _, n in order if "batch_seconds" in n})
     return (table(head, rows) + note + "\n\n`asd run` on a batch (the integer semantics for every "
             "image, image 0 on the emulator and checked against them) beside onnxruntime float "
-            "on the same images and threads, in the same run; *bit-exact*: every image's output "
+            "on the same images and threads, in the same run, best of "
+            f"{'/'.join(map(str, batch_rounds))} alternated runs each; *bit-exact*: every "
+            "image's output "
             "equals the literal integer definition:\n\n"
             + table(["network (224x224)", "batch", "asd run", "onnxruntime float", "ratio",
                      "threads", "bit-exact"], batch))
