@@ -69,14 +69,33 @@ def test_lockstep_images_equal_step_mode_each(case, n, seed, max_cycles) -> None
     _expect([_step(im, max_cycles) for im in imgs], _many(imgs, max_cycles))
 
 
-def _conv(seed: int, x: np.ndarray | None = None) -> kernels.Kernel:
+def _conv(seed: int, x: np.ndarray | None = None, co: int = 8) -> kernels.Kernel:
     rng = np.random.default_rng(seed)
     c = AccelConfig(lanes=4)
     x = rng.integers(c.act_min, c.act_max + 1, (6, 6, 5)) if x is None else x
-    w = kernels.random_weights((3, 3, 5, 8), c.exp_bits, rng)
-    return kernels.conv2d(x, w, rng.integers(-500, 500, 8),
-                          kernels.random_weights((8,), c.exp_bits, rng),
-                          rng.integers(0, 12, 8), pad=1, config=c)
+    w = kernels.random_weights((3, 3, x.shape[-1], co), c.exp_bits, rng)
+    return kernels.conv2d(x, w, rng.integers(-500, 500, co),
+                          kernels.random_weights((co,), c.exp_bits, rng),
+                          rng.integers(0, 12, co), pad=1, config=c)
+
+
+def _all_on_the_product_path(monkeypatch, ks: list[kernels.Kernel]) -> None:  # type: ignore[no-untyped-def]
+    """The kernels' images in lockstep: every fused run of loops on the matrix-product path,
+    each result step mode's for its image alone and the kernel's expected output."""
+    took: list[bool] = []
+    group = Batch.group
+
+    def spy(batch, g, s):  # type: ignore[no-untyped-def]
+        ok = group(batch, g, s)
+        took.append(ok)
+        return ok
+
+    monkeypatch.setattr(Batch, "group", spy)
+    got = run_fast_many([k.image for k in ks])
+    assert took and all(took)
+    for k, r in zip(ks, got):
+        assert_same(_step(k.image, 10**7), r)
+        assert np.array_equal(r.region(), k.expected)
 
 
 def test_convolution_tiles_share_windows_and_stay_exact(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -108,23 +127,10 @@ def test_many_tiles_keep_the_product_path(monkeypatch) -> None:  # type: ignore[
 
     shared = np.random.default_rng(7).integers(-128, 128, (6, 6, 5))
     ks = [_conv(10 + i, shared if i % 3 else None) for i in range(12)]
-    took: list[bool] = []
-    group = Batch.group
-
-    def spy(batch, g, s):  # type: ignore[no-untyped-def]
-        ok = group(batch, g, s)
-        took.append(ok)
-        return ok
-
-    monkeypatch.setattr(Batch, "group", spy)
     # 36 windows of 45 terms: 1620 <= 8 * 1024, where 12 tiles' worth (19440) is not; the
     # weights' integers, 12 tiles x 2 blocks x 45 terms x 4 lanes = 4320, fit too.
     monkeypatch.setattr(products, "MAX_INSTANCES", 1024)
-    got = run_fast_many([k.image for k in ks])
-    assert took and all(took)
-    for k, r in zip(ks, got):
-        assert_same(_step(k.image, 10**7), r)
-        assert np.array_equal(r.region(), k.expected)
+    _all_on_the_product_path(monkeypatch, ks)
 
 
 @pytest.mark.parametrize("tight_rows", [0, 10**9])
@@ -135,34 +141,12 @@ def test_tiles_decoded_in_blocks_stay_exact(monkeypatch, tight_rows) -> None:  #
     import emu.fast.products as products
 
     rng = np.random.default_rng(5)
-    c = AccelConfig(lanes=4)
     shared = rng.integers(-128, 128, (4, 4, 80))
-
-    def conv(seed: int, x: np.ndarray) -> kernels.Kernel:
-        r = np.random.default_rng(seed)
-        w = kernels.random_weights((3, 3, 80, 4), c.exp_bits, r)
-        return kernels.conv2d(x, w, r.integers(-500, 500, 4),
-                              kernels.random_weights((4,), c.exp_bits, r),
-                              r.integers(0, 12, 4), pad=1, config=c)
-
-    ks = [conv(20 + i, shared if i % 2 else rng.integers(-128, 128, (4, 4, 80)))
+    ks = [_conv(20 + i, shared if i % 2 else rng.integers(-128, 128, (4, 4, 80)), co=4)
           for i in range(5)]
-    took: list[bool] = []
-    group = Batch.group
-
-    def spy(batch, g, s):  # type: ignore[no-untyped-def]
-        ok = group(batch, g, s)
-        took.append(ok)
-        return ok
-
-    monkeypatch.setattr(Batch, "group", spy)
     monkeypatch.setattr(products, "TILE_BLOCK_BYTES", 1)
     monkeypatch.setattr(products, "TIGHT_BOUND_ROWS", tight_rows)
-    got = run_fast_many([k.image for k in ks])
-    assert took and all(took)
-    for k, r in zip(ks, got):
-        assert_same(_step(k.image, 10**7), r)
-        assert np.array_equal(r.region(), k.expected)
+    _all_on_the_product_path(monkeypatch, ks)
 
 
 def test_same_rows_classes() -> None:
