@@ -163,10 +163,11 @@ class Products(BatchBase):
         # take one: a dense layer's whole WMEM decoded at once was 150 MB for AlexNet), each
         # block's bound and products while its integers are in the cache.
         step = max(1, TILE_BLOCK_BYTES // max(1, 4 * total * wide))
+        loose = exact_dtype(xmax * max_abs * total)
+        tighten = loose is not np.float32 and nx >= TIGHT_BOUND_ROWS
         for a in range(0, t, step):
             b = min(t, a + step)
-            dtype = exact_dtype(xmax * max_abs * total)
-            tighten = dtype is not np.float32 and nx >= TIGHT_BOUND_ROWS
+            dtype = loose
             # (tiles, total, nw, lanes): per tile the product's right factor, decoded into
             # the product's type where that is known already.
             wint = self.weight_ints(widx, a, b, None if tighten else dtype)
