@@ -104,7 +104,7 @@ def speed_goals(nets: dict[str, dict[str, Any]]) -> str:
                 + (": met" if len(met) == len(got) else ": **not met** on any" if not met else
                    f": **not met** on {names(NAMES.get(k, k) for k in got if k not in met)}"))
 
-    batch = [k for k in ("resnet18", "squeezenet1_1") if k in nets]
+    batch: list[str] = [k for k in ("resnet18", "squeezenet1_1") if k in nets]
     checks = {k: nets[k]["emulator_fast_seconds"] / nets[k]["onnxruntime_batch_seconds"]
               for k in batch if nets[k].get("batch_over_onnxruntime", 0) > GOAL_BATCH}
     floors = [n["gemm_floor_over_onnxruntime"] for n in nets.values()
