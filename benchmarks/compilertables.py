@@ -130,12 +130,12 @@ def _product_rates(nets: dict[str, dict[str, Any]]) -> str:
     if rates is None:
         return ""
     g = {k: v / 1e9 for k, v in rates.items()}
-    planes = "ASD's two digit planes lose" if 2 / g["int8"] > 1 / g["float32"] else \
-        "ASD's two digit planes win"
+    verdict = "lose" if 2 / g["int8"] > 1 / g["float32"] else "win"
     return (f" The batch's layers take onnxruntime's 8-bit products or exact float ones, "
             f"whichever `batchort.rates()` times faster per layer: here {g['int8']:.1f} G "
             f"products/s (u8s8, one digit plane), {g['float32']:.1f} (float32) and "
-            f"{g['float64']:.1f} (float64) on one thread, so {planes} against float32.")
+            f"{g['float64']:.1f} (float64) on one thread, so ASD's two digit planes {verdict} "
+            "against float32.")
 
 
 def compile_scale() -> str:

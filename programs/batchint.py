@@ -204,13 +204,12 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     cog = co // groups
     xmax = max(_abs_max(x), abs(pad) if any(lay.pads) else 0)
     bias = np.asarray(ql.bias_int, np.int64)
-    prep = _ort_prepared(ql, c) if groups == 1 else None
     choice = products()
+    prep = _ort_prepared(ql, c) if groups == 1 and choice != "float" else None
     # Few rows take the session whichever is faster per product: the float path's passes
     # over the weights would cost more than the products (see MIN_ROWS).
-    int8 = prep is not None and prep.session is not None and choice != "float" and (
-        choice == "int8" or n * oh * ow < MIN_ROWS or _int8_faster(prep, ql, c))
-    if prep is not None and int8 and prep.session is not None and Requant.of(
+    if prep is not None and prep.session is not None and (
+            choice == "int8" or n * oh * ow < MIN_ROWS or _int8_faster(prep, ql, c)) and Requant.of(
             ql, c, prep.bias_u, xmax * prep.abs_sum + np.abs(bias), prep.terms) is not None:
         sess, req = prep.session, prep.requant
         # uint8 codes u = x - act_min (programs.batchort), the border too.

@@ -164,7 +164,7 @@ def rates() -> dict[str, float]:
     five alternated runs of one block (``RATE_SHAPE``): ``int8`` for a one-plane session,
     ``float32`` and ``float64`` for numpy's BLAS.  Which wins depends on the machine: with
     AVX-512 VNNI the 8-bit kernels ran about 6x float32; on an AVX2 machine (int16 pairs,
-    vpmaddubsw) 1.2x, where a layer of two digit planes ran faster in float32."""
+    vpmaddubsw) 1.3..1.6x, where a layer of two digit planes ran faster in float32."""
     from contract.blas import one_blas_thread
 
     with _RATES_LOCK:
