@@ -214,7 +214,8 @@ def test_tile_levels_respect_every_hazard(tiles, levels) -> None:  # type: ignor
 def test_stack_gathers_and_stores_equal_fancy_indexing(t, depth, data) -> None:  # type: ignore[no-untyped-def]
     """The batch's gathers from and stores to a (tiles, depth) stack (np.take and a put at
     flat indices, for speed) are numpy's fancy indexing, on contiguous stacks, strided views,
-    index arrays of any shape, one ascending run and scattered distinct addresses."""
+    index arrays of any shape, one ascending run, one range in another order and scattered
+    distinct addresses."""
     from emu.fast.state import cols, put_cols
 
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
@@ -226,8 +227,9 @@ def test_stack_gathers_and_stores_equal_fancy_indexing(t, depth, data) -> None: 
     flat = stack[:, :, 0].copy()
     lo = data.draw(st.integers(0, depth - 1))
     run = np.arange(lo, data.draw(st.integers(lo, depth)))
+    shuffled = rng.permutation(run)
     scattered = rng.permutation(depth)[: data.draw(st.integers(0, depth))]
-    for where in (run, scattered):
+    for where in (run, shuffled, scattered):
         vals = rng.integers(-1000, 1000, (t, len(where)))
         got, want = flat.copy(), flat.copy()
         put_cols(got, where, vals)

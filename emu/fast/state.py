@@ -127,14 +127,22 @@ def cols(stack: Any, idx: Any) -> Any:
 
 def put_cols(stack: I64, idx: I64, vals: I64) -> None:
     """``stack[:, idx] = vals`` for a C-contiguous (tiles, depth) stack and distinct ``idx``:
-    a slice when ``idx`` is one ascending run, else a put at flat indices (the fancy
-    assignment took 530 ms where this takes 46 ms, same stack)."""
+    a slice when ``idx`` is one ascending run; a slice filled by a gather through the inverse
+    permutation when ``idx`` covers one range in another order (a layer's stores: channel
+    blocks outer, pixels inner; 2.4x faster than the put, 1344 x 5600 stores of 16 tiles);
+    else a put at flat indices (the fancy assignment took 530 ms where this takes 46 ms)."""
     idx = np.asarray(idx).reshape(-1)
     if not len(idx):
         return
-    lo = int(idx[0])
-    if int(idx[-1]) - lo + 1 == len(idx) and bool(np.all(np.diff(idx) == 1)):
-        stack[:, lo: lo + len(idx)] = vals.reshape(len(stack), -1)
+    vals = vals.reshape(len(stack), -1)
+    lo, hi = int(idx.min()), int(idx.max())
+    if hi - lo + 1 == len(idx):  # distinct, so a permutation of lo..hi
+        if int(idx[0]) == lo and bool(np.all(np.diff(idx) == 1)):
+            stack[:, lo: hi + 1] = vals
+            return
+        inverse = np.empty(len(idx), np.int64)
+        inverse[idx - lo] = np.arange(len(idx))
+        stack[:, lo: hi + 1] = np.take(vals, inverse, axis=1)
         return
     assert stack.flags.c_contiguous
     rows = np.arange(len(stack), dtype=np.int64)[:, None] * stack.shape[1]
