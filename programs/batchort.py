@@ -118,21 +118,35 @@ def _graph(digit_planes: list[NDArray[np.int8]]) -> bytes:
 
 class Session:
     """One layer's onnxruntime session: ``run(u)`` maps uint8 rows (M x K) to the sums
-    ``u . w`` (int32, M x Co) of the weights whose digit planes (K x Co each) it was built on."""
+    ``u . w`` (int32, M x Co) of the weights whose digit planes (K x Co each) it was built on.
+
+    Built on the first run: a layer whose float products are faster (:func:`rates`) never
+    pays for it (26 sessions were 0.1 s of SqueezeNet 1.1's first one-image ``asd run``)."""
 
     def __init__(self, digit_planes: list[NDArray[np.int8]]) -> None:
-        import onnxruntime as ort
+        self._planes: list[NDArray[np.int8]] | None = digit_planes
+        self._sess: Any = None
+        self._lock = threading.Lock()
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self._sess = ort.InferenceSession(_graph(digit_planes), opts,
-                                          providers=["CPUExecutionProvider"])
+    def _session(self) -> Any:
+        with self._lock:  # blocks of one layer run on several threads
+            if self._sess is None:
+                import onnxruntime as ort
+
+                assert self._planes is not None
+                opts = ort.SessionOptions()
+                opts.log_severity_level = 3
+                opts.intra_op_num_threads = 1
+                opts.inter_op_num_threads = 1
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+                self._sess = ort.InferenceSession(_graph(self._planes), opts,
+                                                  providers=["CPUExecutionProvider"])
+                self._planes = None  # the session holds its own copy
+            return self._sess
 
     def run(self, u: NDArray[np.uint8]) -> NDArray[Any]:
-        return np.asarray(self._sess.run(None, {"u": np.ascontiguousarray(u)})[0])
+        sess = self._sess if self._sess is not None else self._session()
+        return np.asarray(sess.run(None, {"u": np.ascontiguousarray(u)})[0])
 
 
 @dataclass

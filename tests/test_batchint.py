@@ -226,17 +226,21 @@ def test_an_asd_network_layer_runs_on_onnxruntime() -> None:
 
 def test_the_faster_products_are_chosen_from_the_machines_rates() -> None:
     """Two digit planes take onnxruntime where its 8-bit products are more than twice as
-    fast as the float ones, else the float products; a bad setting is refused by name."""
+    fast as the float ones, else the float products, and then never build the session; a
+    bad setting is refused by name."""
     c = AccelConfig()
     saved = dict(batchort._RATES)
+    x = np.random.default_rng(5).integers(-128, 128, (batchint.MIN_ROWS, 1, 1, 64))
     try:
         for int8, want in ((5.0, True), (1.5, False)):
             batchort._RATES.clear()
             batchort._RATES.update(int8=int8, float32=1.0, float64=0.5)
-            ql, _ = _wide_layer(64, 192, c)  # 192 = 2 * 128 - 64: two planes
+            ql, q = _wide_layer(64, 192, c)  # 192 = 2 * 128 - 64: two planes
             prep = batchint._ort_prepared(ql, c)
             assert prep is not None and prep.session is not None and prep.planes == 2
-            assert batchint._int8_faster(prep, ql, c) is want and prep.faster is want
+            got = batchint.conv_layer(x.astype(np.int8), ql, c, 0)
+            assert np.array_equal(got, reference.int_layer(ql, q, [x], literal=True))
+            assert prep.faster is want and (prep.session._sess is not None) is want
     finally:
         batchort._RATES.clear()
         batchort._RATES.update(saved)
