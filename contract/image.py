@@ -228,8 +228,11 @@ class Image:
             if name in ("config", "meta"):
                 found[name] = raw
             else:
-                arr = np.frombuffer(raw, dtype=f"<{'i' if signed else 'u'}{eb}").astype(np.int64)
-                found[name] = arr
+                arr = np.frombuffer(raw, dtype=f"<{'i' if signed else 'u'}{eb}")
+                # Weight codes stay narrow (unsigned, as a compiled network holds them): the
+                # emulator stacks WMEM in their type; int64 was 8x the bytes of 8-bit codes.
+                found[name] = arr.astype(arr.dtype.newbyteorder("=") if name == "weights"
+                                         and not signed and eb <= 4 else np.int64)
                 bases[name] = base
         if pos != len(blob) - 4:
             raise bad("trailing bytes after the last section")

@@ -206,11 +206,13 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     xmax = max(_abs_max(x), abs(pad) if any(lay.pads) else 0)
     bias = np.asarray(ql.bias_int, np.int64)
     choice = products()
-    prep = _ort_prepared(ql, c) if groups == 1 and choice != "float" else None
     # Few rows take the session whichever is faster per product: the float path's passes
-    # over the weights would cost more than the products (see MIN_ROWS).
-    if prep is not None and prep.session is not None and (
-            choice == "int8" or n * oh * ow < MIN_ROWS or _int8_faster(prep, ql, c)) and Requant.of(
+    # over the weights would cost more than the products (see MIN_ROWS).  The choice comes
+    # first, so a layer whose float products win never builds the session's digit planes.
+    int8 = (groups == 1 and choice != "float" and _ort_possible(c)
+            and (choice == "int8" or n * oh * ow < MIN_ROWS or _int8_faster(ql, c)))
+    prep = _ort_prepared(ql, c) if int8 else None
+    if prep is not None and prep.session is not None and Requant.of(
             ql, c, prep.bias_u, xmax * prep.abs_sum + np.abs(bias), prep.terms) is not None:
         sess, req = prep.session, prep.requant
         # uint8 codes u = x - act_min (programs.batchort), the border too.
@@ -285,7 +287,7 @@ def _ort_prepared(ql: QLayer, c: AccelConfig) -> batchort.Prepared | None:
     """What the onnxruntime path (programs.batchort) needs of a layer, built once per layer
     and configuration: None where it cannot apply (wider activations); its session None where
     the data-independent bounds fail (the float products then)."""
-    if c.act_bits > 8 or not batchort.available():
+    if not _ort_possible(c):
         return None
     assert ql.w_int is not None and ql.bias_int is not None
     bias = np.asarray(ql.bias_int, np.int64)
@@ -314,19 +316,29 @@ def _ort_prepared(ql: QLayer, c: AccelConfig) -> batchort.Prepared | None:
     return batchort.cached(ql, key, make)
 
 
-def _int8_faster(prep: batchort.Prepared, ql: QLayer, c: AccelConfig) -> bool:
-    """Whether the layer's session beats its float products on this machine: one product per
-    digit plane against one pass of the float plan at the largest |x| the activations take
-    (float32 or float64; none at all: the literal definition).  Decided on first need (a
-    layer that only ever sees a few rows never pays the pass over its weights), kept."""
-    if prep.faster is None:
-        assert ql.w_int is not None
-        w = narrow(ql.w_int, symmetric=True)
-        plan = _chunks(np.abs(w.transpose(0, 2, 3, 1).reshape(len(w), -1)),
-                       max(-c.act_min, c.act_max))
+def _ort_possible(c: AccelConfig) -> bool:
+    """Whether the onnxruntime path can apply at all: 8-bit activations, onnxruntime there."""
+    return c.act_bits <= 8 and batchort.available()
+
+
+def _int8_faster(ql: QLayer, c: AccelConfig) -> bool:
+    """Whether the layer's session would beat its float products on this machine: one
+    product per digit plane against one pass of the float plan at the largest |x| the
+    activations take (float32 or float64; none at all: the literal definition).  Decided on
+    first need (a layer that only ever sees a few rows never pays the pass over its weights),
+    kept while the layer lives."""
+    assert ql.w_int is not None
+    w_int = ql.w_int
+
+    def decide() -> bool:
+        w = narrow(w_int, symmetric=True)
+        wk = w.transpose(0, 2, 3, 1).reshape(len(w), -1)
+        plan = _chunks(np.abs(wk), max(-c.act_min, c.act_max))
         r = batchort.rates()
-        prep.faster = plan is None or prep.planes / r["int8"] < 1 / r[np.dtype(plan[1]).name]
-    return prep.faster
+        return plan is None or batchort.plane_count(wk) / r["int8"] < 1 / r[
+            np.dtype(plan[1]).name]
+
+    return bool(batchort.cached(ql, c, decide, "int8_faster"))
 
 
 def _group_cols(block: NDArray[Any], g: int, groups: int, taps: int, cig: int) -> NDArray[Any]:

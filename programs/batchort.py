@@ -53,12 +53,7 @@ def planes(wk: NDArray[Any]) -> tuple[list[NDArray[np.int8]], list[I64]]:
     fully connected one has 38 M weights, where a plain transpose and int64 passes took
     seconds)."""
     wk = np.asarray(wk)
-    top, low = (int(wk.max()), int(wk.min())) if wk.size else (0, 0)
-    # P digits hold exactly the interval [-64, 63] * (128^P - 1) / 127.
-    n = 1
-    while top > DIGIT_MAX * (BASE ** n - 1) // (BASE - 1) or \
-            low < DIGIT_MIN * (BASE ** n - 1) // (BASE - 1):
-        n += 1
+    n = plane_count(wk)
     out = [np.empty(wk.shape[::-1], np.int8) for _ in range(n)]
     sums = [np.empty(wk.shape[0], np.int64) for _ in range(n)]
     step = max(1, (1 << 18) // max(1, wk.shape[1]))
@@ -73,6 +68,17 @@ def planes(wk: NDArray[Any]) -> tuple[list[NDArray[np.int8]], list[I64]]:
             rest -= d
             rest >>= 7  # exact: a multiple of 128 (BASE)
     return out, sums
+
+
+def plane_count(wk: NDArray[Any]) -> int:
+    """How many base-128 digit planes :func:`planes` gives ``wk``."""
+    top, low = (int(wk.max()), int(wk.min())) if wk.size else (0, 0)
+    # P digits hold exactly the interval [-64, 63] * (128^P - 1) / 127.
+    n = 1
+    while top > DIGIT_MAX * (BASE ** n - 1) // (BASE - 1) or \
+            low < DIGIT_MIN * (BASE ** n - 1) // (BASE - 1):
+        n += 1
+    return n
 
 
 def fits(plane_sums: list[I64], abs_sum: I64, k: int, act_bits: int) -> bool:
@@ -153,9 +159,7 @@ class Session:
 class Prepared:
     """A layer's session (None where the bounds that do not depend on the data fail) and the
     per-channel figures for the bounds that do: sum |w|, the bias over u (see the module
-    notes) and a bound on the float steps' |terms|.  ``faster``: whether the session's
-    products (one per digit plane) beat the float ones on this machine (:func:`rates`),
-    decided by the caller when it first matters."""
+    notes) and a bound on the float steps' |terms|."""
 
     session: Session | None
     abs_sum: I64
@@ -163,7 +167,6 @@ class Prepared:
     terms: I64
     requant: Any  # programs.batchint.Requant of the sums over u (data-independent)
     planes: int = 1
-    faster: bool | None = None
 
 
 _RATES: dict[str, float] = {}
@@ -202,23 +205,25 @@ def rates() -> dict[str, float]:
         return dict(_RATES)
 
 
-# By id of the layer, for as long as the layer lives (a weak reference; a finalizer drops
-# the entry, and its session, with the layer): a network's sessions last as long as the
-# compiled network, and a process that compiles many holds none of the dropped ones.
-_CACHE: dict[int, tuple[weakref.ref[Any], Any, Any, Prepared]] = {}
+# By id of the layer and what is cached, for as long as the layer lives (a weak reference; a
+# finalizer drops the entry, and its session, with the layer): a network's sessions last as
+# long as the compiled network, and a process that compiles many holds none of the dropped ones.
+_CACHE: dict[tuple[int, str], tuple[weakref.ref[Any], Any, Any, Any]] = {}
 
 
-def cached(ql: Any, key: Any, make: Callable[[], Prepared]) -> Prepared:
-    """``make()`` for layer ``ql``, once while ``ql``, its weight array and ``key`` (what
-    else it was made from: biases, requantization, configuration) stay the same."""
-    hit = _CACHE.get(id(ql))
+def cached(ql: Any, key: Any, make: Callable[[], Any], kind: str = "prepared") -> Any:
+    """``make()`` for layer ``ql`` (one value per ``kind``), once while ``ql``, its weight
+    array and ``key`` (what else it was made from: biases, requantization, configuration)
+    stay the same."""
+    slot = (id(ql), kind)
+    hit = _CACHE.get(slot)
     if hit is not None and hit[1] is ql.w_int and hit[2] == key and hit[0]() is ql:
         return hit[3]
-    prep = make()
+    value = make()
     if hit is None or hit[0]() is not ql:
-        weakref.finalize(ql, _CACHE.pop, id(ql), None)
-    _CACHE[id(ql)] = (weakref.ref(ql), ql.w_int, key, prep)
-    return prep
+        weakref.finalize(ql, _CACHE.pop, slot, None)
+    _CACHE[slot] = (weakref.ref(ql), ql.w_int, key, value)
+    return value
 
 
 def available() -> bool:

@@ -226,7 +226,7 @@ def test_an_asd_network_layer_runs_on_onnxruntime() -> None:
 
 def test_the_faster_products_are_chosen_from_the_machines_rates() -> None:
     """Two digit planes take onnxruntime where its 8-bit products are more than twice as
-    fast as the float ones, else the float products, and then never build the session; a
+    fast as the float ones, else the float products, and then never prepare the session; a
     bad setting is refused by name."""
     c = AccelConfig()
     saved = dict(batchort._RATES)
@@ -236,11 +236,14 @@ def test_the_faster_products_are_chosen_from_the_machines_rates() -> None:
             batchort._RATES.clear()
             batchort._RATES.update(int8=int8, float32=1.0, float64=0.5)
             ql, q = _wide_layer(64, 192, c)  # 192 = 2 * 128 - 64: two planes
-            prep = batchint._ort_prepared(ql, c)
-            assert prep is not None and prep.session is not None and prep.planes == 2
+            assert batchint._int8_faster(ql, c) is want
             got = batchint.conv_layer(x.astype(np.int8), ql, c, 0)
             assert np.array_equal(got, reference.int_layer(ql, q, [x], literal=True))
-            assert prep.faster is want and (prep.session._sess is not None) is want
+            # The float products' layer never prepared the session's planes.
+            assert ((id(ql), "prepared") in batchort._CACHE) is want
+            prep = batchint._ort_prepared(ql, c)
+            assert prep is not None and prep.session is not None and prep.planes == 2
+            assert (prep.session._sess is not None) is want
     finally:
         batchort._RATES.clear()
         batchort._RATES.update(saved)
@@ -261,7 +264,7 @@ def test_a_layers_session_is_built_once_and_dropped_with_the_layer() -> None:
     assert batchint._ort_prepared(ql, c) is not first
     gone = id(ql)
     del ql, q, first
-    assert gone not in batchort._CACHE
+    assert (gone, "prepared") not in batchort._CACHE
 
 
 @given(st.lists(st.integers(-(1 << 16), 1 << 16), min_size=1, max_size=8), st.booleans())
