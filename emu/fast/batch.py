@@ -65,11 +65,16 @@ class Batch(Products, OrderCheck):
         n, lanes, t = s.instances, self.c.lanes, self.ntiles
         regs = iteration_registers(s.regs, node.transfer, k)
 
-        def spread(v: I64, summed: bool) -> I64:
-            return np.zeros((t, n * k, lanes), np.int64) if summed else np.repeat(v, k, axis=1)
+        # Each instance's copy of what it starts with: zeros for sums; nothing at all (a
+        # read-only view of zeros: Lanes arrays are replaced, never written in place) for a
+        # register every iteration sets before reading it (a window's W and P, most A).
+        def spread(v: I64, state: str) -> I64:
+            if state in node.dead_on_entry or (state == "A" and node.acc_add):
+                return np.broadcast_to(np.zeros((1, 1, 1), np.int64), (t, n * k, lanes))
+            return np.repeat(v, k, axis=1)
 
-        sub = Lanes(regs.reshape(n * k, -1), spread(s.acc, node.acc_add), spread(s.w, False),
-                    spread(s.p, False))
+        sub = Lanes(regs.reshape(n * k, -1), spread(s.acc, "A"), spread(s.w, "W"),
+                    spread(s.p, "P"))
         self.body(node, sub)
 
         def last(v: I64) -> I64:

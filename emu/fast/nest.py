@@ -37,6 +37,9 @@ class Loop:
     expand: bool = False  # iterations independent through A, W and P
     acc_add: bool = False  # ... with A only added to (sum the iterations)
     dot: bool = False  # the body is one dot-product step (see isa.Instr.is_dot_step)
+    # Lane registers whose value on entry no iteration reads or keeps (every lane is set
+    # before any read): their instances need no copy of it.
+    dead_on_entry: frozenset[str] = frozenset()
     # Runs of sibling dot-product loops and register-only instructions, by first item index.
     groups: dict[int, Group] = field(default_factory=dict)
 
@@ -154,6 +157,12 @@ class LaneUse:
     def independent(self) -> bool:
         return not bool(np.any(self.exposed & self.written))
 
+    @property
+    def dead_on_entry(self) -> bool:
+        """Every lane set before any read: the iteration neither reads nor keeps the value
+        the register had when it started."""
+        return bool(self.killed.all()) and not bool(self.exposed.any())
+
 
 def parse(prog: Decoded, lanes: int, loop_depth: int, pc: int, enclosing_end: int | None,
           depth: int) -> Loop:
@@ -219,6 +228,7 @@ def classify(node: Loop, prog: Decoded, lanes: int) -> None:
     wp_ok = use["W"].independent and use["P"].independent
     node.acc_add = wp_ok and not use["A"].independent and only_adds
     node.expand = wp_ok and (use["A"].independent or node.acc_add)
+    node.dead_on_entry = frozenset(k for k, u in use.items() if u.dead_on_entry)
     node.dot = (len(node.items) == 1 and isinstance(node.items[0], int)
                 and prog.instrs[node.items[0]].is_dot_step)
     node.groups = groups(node.items, prog)
