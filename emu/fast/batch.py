@@ -201,8 +201,7 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
     y = s.acc * cols(mult, q)
     y += cols(half, q)
     np.right_shift(y, cols(shift, q), out=y)
-    np.minimum(y, c.act_max, out=y)
-    s.acc = np.maximum(y, 0 if f["relu"] else c.act_min, out=y)
+    s.acc = np.clip(y, 0 if f["relu"] else c.act_min, c.act_max, out=y)
 
 
 def _act(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
