@@ -126,8 +126,8 @@ class Session:
     """One layer's onnxruntime session: ``run(u)`` maps uint8 rows (M x K) to the sums
     ``u . w`` (int32, M x Co) of the weights whose digit planes (K x Co each) it was built on.
 
-    Built on the first run: a layer whose float products are faster (:func:`rates`) never
-    pays for it (26 sessions were 0.1 s of SqueezeNet 1.1's first one-image ``asd run``)."""
+    Built on its first run: a layer prepared for it but sent to the float products by its
+    data's bounds never pays for one."""
 
     def __init__(self, digit_planes: list[NDArray[np.int8]]) -> None:
         self._planes: list[NDArray[np.int8]] | None = digit_planes

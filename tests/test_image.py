@@ -32,6 +32,8 @@ def test_round_trip_and_readmemh(tmp_path) -> None:  # type: ignore[no-untyped-d
     back = Image.from_bytes(img.to_bytes())
     assert back.to_bytes() == img.to_bytes()
     assert back.regions == {"output": (100, 4)} and back.acts_base == 10
+    # Weight codes come back in their stored width (8 bits here), as compiled images hold them.
+    assert back.weights.dtype == np.uint8 and np.array_equal(back.weights, img.weights)
     files = img.readmemh(tmp_path)
     assert len(files["amem"].read_text().split()) == 256
     assert files["wmem"].read_text().split()[0] == f"{(5 << 8) | 3:04x}"
