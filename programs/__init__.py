@@ -14,4 +14,7 @@ registry, never imported).  Imports `contract`, `asd` and `emu`.
   may run at once.  Expected cycles come from `contract.isa`.
 * `manifest` the compiler driver and its output directory; `runtime` runs a compiled network
   layer by layer over a backend; `kernels` small hand-written program generators.
+* The runtime's batch path, bit-exact with `reference` by proof: `batchint` (a layer's exact
+  float products), `batchort` (onnxruntime sessions for them), `batchrequant` (the
+  requantization in float).
 """

@@ -13,13 +13,13 @@ definition) wherever one does not:
   for float32 is cut into a few chunks that each satisfy its bound (float32 products run about
   twice as fast as float64 here), and the chunk results are added in float64.
 * Where |sum| + |bias| stays below 2^(acc_bits-1) the accumulator's wrap changes nothing.
-* The requantization ``rnd(acc * m, s) = (acc * m + 2^(s-1)) >> s`` equals
-  ``floor(S * (m 2^-s) + (bias * m 2^-s + 1/2))`` in float64 (``acc = S + bias``): each term
-  is an integer scaled by a power of two and their sum is ``(acc*m + 2^(s-1)) 2^-s`` with
-  ``|acc * m| < 2^52``, so every step is exact.
+* The requantization's steps in float64 or float32 are exact too (programs.batchrequant).
 * im2col runs block by block (rows of one image's output), so the copied windows stay in the
   cache, and each block is requantized right after its product; a 1x1 stride-1 convolution
   needs no copy at all.
+* A batch of two images a thread or more takes float32 products from onnxruntime's float
+  Conv instead (programs.batchort.FloatConv: the same sums, exact by the same bound, from
+  MLAS's kernels), a few images a block, each block requantized as it comes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,12 +36,12 @@ from contract import blas, semantics
 from contract.config import AccelConfig
 
 from . import batchort
+from .batchrequant import EXACT_F32, Requant, linear_requant
 from .qnet import QLayer, QNet, narrow
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
-EXACT_F32 = 1 << 24
 EXACT_F64 = 1 << 53
 # Past this many float32 chunks one float64 product is cheaper.
 MAX_F32_CHUNKS = 3
@@ -52,6 +51,12 @@ MAX_F32_CHUNKS = 3
 # (transpose, bounds, float copy) cost more than the product; AlexNet's first fully connected
 # layer on one image took 2.3 s here against 0.35 s.
 MIN_ROWS = 128
+# Whether the float products of a batch's convolutions take onnxruntime's float32 Conv
+# (programs.batchort.FloatConv) where they can (the tests take both paths), given at least
+# this many images a thread: its blocks are whole images, where the own products' blocks are
+# rows and keep both threads busy on one image.
+FLOAT_CONV = True
+FLOAT_CONV_IMAGES = 2
 # Grouped convolutions with more groups than this run by the literal definition.
 MAX_GROUPS = 8
 # Bytes of one block's copied windows: well inside the 1-4 MB L2 caches of current cores.
@@ -73,65 +78,6 @@ def products() -> str:
 def storage(c: AccelConfig) -> np.dtype[Any]:
     """The narrowest integer type holding every activation of ``c`` (act_bits <= 16)."""
     return np.dtype(np.int8 if c.act_bits <= 8 else np.int16)
-
-
-def _req_factors(ql: QLayer, c: AccelConfig) -> tuple[I64, I64]:
-    """Per channel the REQ multiplier's integer ``m`` and shift ``s``, read back from the
-    parameter words the accelerator gets (so the hardware's semantics, not the compiler's
-    intent, define them)."""
-    code, shift = semantics.req_fields(ql.req_params, c.code_bits)
-    m = semantics.shift_add(np.ones_like(code), code, c.exp_bits)
-    return np.asarray(m, np.int64), np.asarray(shift, np.int64)
-
-
-@dataclass
-class Requant:
-    """``y = clip(floor(S * scale + offset))`` per output channel (see the module notes)."""
-
-    scale: NDArray[Any]  # float64, or float32 where that is exact too
-    offset: NDArray[Any]
-    lo: int
-    hi: int
-
-    @staticmethod
-    def of(ql: QLayer, c: AccelConfig, bias: I64, reach: I64,
-           terms: I64 | None = None) -> Requant | None:
-        """None unless ``reach`` (per channel, a bound on the true |S| + |bias|) proves the
-        wrap a no-op and ``terms`` (a bound on |S| + |bias| as the float steps take them,
-        ``reach`` unless given) proves the float64 steps exact."""
-        m, s = _req_factors(ql, c)
-        if reach.size and int(reach.max()) >= 1 << (c.acc_bits - 1):
-            return None
-        reach = reach if terms is None else terms
-        if reach.size and float(np.max(reach * np.abs(m))) >= 2.0 ** 52:
-            return None
-        scale = np.asarray(m * np.exp2(-s.astype(np.float64)), np.float64)
-        lo = 0 if ql.relu else c.act_min
-        offset = np.asarray(bias * scale + 0.5, np.float64)
-        # The same steps are exact in float32 (half the bytes a pass) when every numerator
-        # acc * m + 2^(s-1) stays below 2^24: short reductions, often the largest outputs.
-        half = np.where(s > 0, np.exp2(np.maximum(s - 1, 0).astype(np.float64)), 0.0)
-        if reach.size and float(np.max(reach * np.abs(m) + half)) < EXACT_F32:
-            return Requant(scale.astype(np.float32), offset.astype(np.float32), lo, c.act_max)
-        return Requant(scale, offset, lo, c.act_max)
-
-    def apply(self, acc: NDArray[Any], out: I64, cols: slice = slice(None),
-              scratch: bool = False) -> None:
-        """Requantize ``acc`` (rows x channels, exact integers) into ``out``; ``scratch``: acc
-        is the caller's to overwrite (then a float acc of the scale's type is the work
-        array)."""
-        if scratch and acc.dtype == self.scale.dtype:
-            t = np.multiply(acc, self.scale[cols], out=acc)
-        else:
-            t = np.multiply(acc, self.scale[cols], dtype=self.scale.dtype)
-        t += self.offset[cols]
-        # Over a non-negative range the cast's truncation is the floor (clip(floor(t)) ==
-        # trunc(clip(t)) there): one pass less on the ReLU layers.
-        if self.lo < 0:
-            np.floor(t, out=t)
-        # Clipped straight into the integer output: the unsafe cast truncates, as the
-        # assignment would, and saves a pass (8.7 -> 7.6 ms on 50000 x 128, float32).
-        np.clip(t, self.lo, self.hi, out=out, casting="unsafe")
 
 
 def _chunks(absw: I64, xmax: int) -> tuple[list[tuple[int, int]], Any] | None:
@@ -245,6 +191,11 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
         else:
             xp = x
     out = np.empty((n, oh, ow, co), x.dtype)
+    if (sess is None and FLOAT_CONV and dtype == np.float32 and oh * ow > 1
+            and n >= FLOAT_CONV_IMAGES * workers() and batchort.available()
+            and all(p is not None and len(p[0]) == 1 for p in plans)):
+        _float_conv(x, ql, pad, req, out)
+        return out
     plain = kh == kw == 1 and sh == sw == 1
     if not plain:
         v = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))
@@ -281,6 +232,38 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
 
     parallel([(i, r0) for i in range(0, n, per) for r0 in range(0, oh, rows)], block)
     return out
+
+
+def _float_conv(x: NDArray[Any], ql: QLayer, pad: int, req: Requant, out: NDArray[Any]) -> None:
+    """The float products on onnxruntime's float32 Conv (programs.batchort.FloatConv), a few
+    images a block on the threads, each block requantized as it comes (NCHW) into ``out``
+    (NHWC).  On SqueezeNet 1.1's layers, a batch of 32 images, its Conv took 12..35 ms where
+    the products of :func:`conv_layer`'s own blocks took the whole layer 24..53 ms."""
+    lay = ql.layer
+    n, h, wd, ci = x.shape
+    co, oh, ow = out.shape[3], out.shape[1], out.shape[2]
+    (t, l, b, r) = lay.pads
+    # The border is the session's zeros, or the input's own where it holds another value.
+    bordered = pad != 0 and any(lay.pads)
+
+    def make() -> batchort.FloatConv:
+        assert ql.w_int is not None
+        return batchort.FloatConv(np.asarray(ql.w_int, np.float32), lay.stride,
+                                  (0, 0, 0, 0) if bordered else (t, l, b, r), lay.groups)
+
+    conv = batchort.cached(ql, bordered, make, "float conv")
+    per = max(1, min(-(-n // (2 * workers())), BLOCK_BYTES // max(1, co * oh * ow * 4)))
+
+    def block(i: int, _: int) -> None:
+        xs = x[i:i + per]
+        if bordered:
+            u = np.full((len(xs), h + t + b, wd + l + r, ci), pad, np.float32)
+            u[:, t:t + h, l:l + wd] = xs
+        else:
+            u = xs.astype(np.float32)
+        req.apply(conv.run(u).reshape(-1, co), out[i:i + per].reshape(-1, co), scratch=True)
+
+    parallel([(i, 0) for i in range(0, n, per)], block)
 
 
 def _ort_prepared(ql: QLayer, c: AccelConfig) -> batchort.Prepared | None:
@@ -349,18 +332,6 @@ def _group_cols(block: NDArray[Any], g: int, groups: int, taps: int, cig: int) -
     """Group g's columns of an im2col block whose K axis is (taps, all input channels)."""
     return block.reshape(len(block), taps, groups * cig)[:, :, g * cig:(g + 1) * cig].reshape(
         len(block), -1)
-
-
-def linear_requant(acc: I64, ql: QLayer, c: AccelConfig) -> I64:
-    """requantize(wrap(acc)) of an exact int64 accumulator, as integers: ``acc * m`` never
-    wraps int64 (|acc| < 2^40, |m| <= 2^(2^E)) and the rounding is an add and a shift."""
-    m, s = _req_factors(ql, c)
-    acc = semantics.wrap(acc, c.acc_bits)
-    y = acc * m
-    y += np.where(s > 0, np.left_shift(1, np.maximum(s - 1, 0)), 0)
-    np.right_shift(y, s, out=y)
-    np.clip(y, 0 if ql.relu else c.act_min, c.act_max, out=y)
-    return np.asarray(y, np.int64)
 
 
 def maxpool(x: I64, kernel: tuple[int, int], stride: tuple[int, int],

@@ -16,13 +16,16 @@ equals the integer sum of products under two bounds, checked per layer before it
 The true sum is ``sum x w = sum_p 128^p (u . d_p) + act_min * sum w`` (the border holds the
 zero point, given as ``pad - act_min`` like any other element): the session combines the planes
 by Horner's rule in int32 (each step's value bounded below 2^31 too) and ``act_min * sum w``
-joins the bias of the requantization, which programs.batchint applies in float64 as for its
+joins the bias of the requantization, which programs.batchrequant applies in float as for the
 float products (onnxruntime's elementwise kernels took twice numpy's time there).  Graph
 optimizations are off, so no fusion (onnxruntime has a MatMulInteger-to-float32 one) changes
 the arithmetic.  One session per layer, built on first use with one intra-op thread (the
 caller's threads run blocks side by side), cached.  A layer of P planes makes P products
 where the float path makes one: programs.batchint takes this path only where :func:`rates`,
 timed on this machine, says it is faster.
+
+:class:`FloatConv` serves those float products: onnxruntime's float32 Conv on integer data,
+exact under the float path's bound.
 """
 
 from __future__ import annotations
@@ -122,15 +125,14 @@ def _graph(digit_planes: list[NDArray[np.int8]]) -> bytes:
     return bytes(model.SerializeToString())
 
 
-class Session:
-    """One layer's onnxruntime session: ``run(u)`` maps uint8 rows (M x K) to the sums
-    ``u . w`` (int32, M x Co) of the weights whose digit planes (K x Co each) it was built on.
+class _Lazy:
+    """An onnxruntime session on the graph ``graph()`` returns, built on its first run (one
+    intra-op thread: the caller's threads run blocks side by side)."""
 
-    Built on its first run: a layer prepared for it but sent to the float products by its
-    data's bounds never pays for one."""
+    _optimize = "ORT_DISABLE_ALL"
 
-    def __init__(self, digit_planes: list[NDArray[np.int8]]) -> None:
-        self._planes: list[NDArray[np.int8]] | None = digit_planes
+    def __init__(self, graph: Callable[[], bytes]) -> None:
+        self._graph: Callable[[], bytes] | None = graph
         self._sess: Any = None
         self._lock = threading.Lock()
 
@@ -139,20 +141,68 @@ class Session:
             if self._sess is None:
                 import onnxruntime as ort
 
-                assert self._planes is not None
+                assert self._graph is not None
                 opts = ort.SessionOptions()
                 opts.log_severity_level = 3
                 opts.intra_op_num_threads = 1
                 opts.inter_op_num_threads = 1
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-                self._sess = ort.InferenceSession(_graph(self._planes), opts,
+                opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                                        self._optimize)
+                self._sess = ort.InferenceSession(self._graph(), opts,
                                                   providers=["CPUExecutionProvider"])
-                self._planes = None  # the session holds its own copy
+                self._graph = None  # the session holds its own copy of the weights
             return self._sess
 
-    def run(self, u: NDArray[np.uint8]) -> NDArray[Any]:
+    def run(self, u: NDArray[Any]) -> NDArray[Any]:
         sess = self._sess if self._sess is not None else self._session()
         return np.asarray(sess.run(None, {"u": np.ascontiguousarray(u)})[0])
+
+
+class Session(_Lazy):
+    """One layer's onnxruntime session: ``run(u)`` maps uint8 rows (M x K) to the sums
+    ``u . w`` (int32, M x Co) of the weights whose digit planes (K x Co each) it was built on.
+
+    Built on its first run: a layer prepared for it but sent to the float products by its
+    data's bounds never pays for one.  No graph optimization: a fusion (onnxruntime has a
+    MatMulInteger-to-float32 one) would change the arithmetic."""
+
+    def __init__(self, digit_planes: list[NDArray[np.int8]]) -> None:
+        super().__init__(partial(_graph, digit_planes))
+
+
+def _conv_graph(w: NDArray[np.float32], stride: tuple[int, int],
+                pads: tuple[int, int, int, int], groups: int) -> bytes:
+    from onnx import TensorProto, helper, numpy_helper
+
+    t, l, b, r = pads
+    nodes = [helper.make_node("Transpose", ["u"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "w"], ["y"], kernel_shape=list(w.shape[2:]),
+                              strides=list(stride), pads=[t, l, b, r], group=groups),
+             helper.make_node("Transpose", ["y"], ["s"], perm=[0, 2, 3, 1])]
+    g = helper.make_graph(
+        nodes, "asd_conv_float",
+        [helper.make_tensor_value_info("u", TensorProto.FLOAT, [None, None, None,
+                                                                 w.shape[1] * groups])],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    return bytes(model.SerializeToString())
+
+
+class FloatConv(_Lazy):
+    """A convolution's sums on onnxruntime's float32 Conv: ``run(u)`` maps a float32 NCHW
+    batch of integers to the float32 NCHW sums over the integer weights ``w`` (Co x Ci/g x KH
+    x KW) it was built on, zero border ``pads`` (t, l, b, r).  Exact where the float32
+    products of programs.batchint are: MLAS computes a convolution as sums of products only
+    (im2col and GEMM, or its blocked NCHWc kernels; it has no Winograd or FFT transform,
+    onnxruntime issue 12834), and every partial sum is an integer below 2^24 in any order.
+    Its layout optimization (NCHWc) stays on: it only reorders the data."""
+
+    _optimize = "ORT_ENABLE_ALL"
+
+    def __init__(self, w: NDArray[np.float32], stride: tuple[int, int],
+                 pads: tuple[int, int, int, int], groups: int) -> None:
+        super().__init__(partial(_conv_graph, w, stride, pads, groups))
 
 
 @dataclass
@@ -165,7 +215,7 @@ class Prepared:
     abs_sum: I64
     bias_u: I64
     terms: I64
-    requant: Any  # programs.batchint.Requant of the sums over u (data-independent)
+    requant: Any  # programs.batchrequant.Requant of the sums over u (data-independent)
     planes: int = 1
 
 

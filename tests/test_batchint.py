@@ -18,20 +18,22 @@ from hypothesis import strategies as st
 from contract import semantics
 from contract.config import AccelConfig
 from contract.isa import REQ_SHIFT_MAX
-from programs import batchint, batchort, reference
+from programs import batchint, batchort, batchrequant, reference
 from programs.graph import Graph, Layer
 from programs.qnet import QLayer, QNet, narrow
 from tests.strategies import small_configs
 
 
 @contextmanager
-def every_size() -> Iterator[None]:
-    """The fast paths on layers of any size (small ones normally take the definition)."""
-    old, batchint.MIN_ROWS = batchint.MIN_ROWS, 0
+def every_size(float_conv: bool = True) -> Iterator[None]:
+    """The fast paths on layers of any size (small ones normally take the definition), the
+    float products on onnxruntime's Conv (at any batch size) or on their own blocks."""
+    old = batchint.MIN_ROWS, batchint.FLOAT_CONV, batchint.FLOAT_CONV_IMAGES
+    batchint.MIN_ROWS, batchint.FLOAT_CONV, batchint.FLOAT_CONV_IMAGES = 0, float_conv, 0
     try:
         yield
     finally:
-        batchint.MIN_ROWS = old
+        batchint.MIN_ROWS, batchint.FLOAT_CONV, batchint.FLOAT_CONV_IMAGES = old
 
 
 @contextmanager
@@ -100,7 +102,8 @@ def _layer(draw: st.DrawFn, c: AccelConfig, op: str) -> tuple[QLayer, QNet, list
 def test_fast_layers_equal_the_literal_definition(c: AccelConfig, op: str, data: st.DataObject
                                                   ) -> None:
     ql, q, xs = _layer(data.draw, c, op)
-    with every_size(), products_as(data.draw(st.sampled_from(batchint.PRODUCT_CHOICES))):
+    with (every_size(data.draw(st.booleans())),
+          products_as(data.draw(st.sampled_from(batchint.PRODUCT_CHOICES)))):
         fast = reference.int_layer(ql, q, xs)
         # The batch's own narrow type (runtime.run): None only where the definition runs.
         narrow = batchint.int_layer(ql, q, [x.astype(batchint.storage(c)) for x in xs])
@@ -120,6 +123,48 @@ def test_long_reductions_are_cut_into_exact_chunks() -> None:
                for a, b in chunks)
     small = batchint._chunks(absw[:, :100], 128)
     assert small is not None and small[0] == [(0, 100)] and small[1] is np.float32
+
+
+@given(small_configs(), st.integers(0, 2**31), st.integers(0, 20), st.booleans(),
+       st.booleans())
+def test_float32_requantization_equals_the_definition_at_ties_and_ends(
+        c: AccelConfig, seed: int, shift: int, relu: bool, scratch: bool) -> None:
+    """Where acc * m needs float64 but the clip leaves float32 enough (programs.batchint's
+    notes), the float32 steps equal the definition: on each rounding tie across and beyond
+    the output range, one sum either side, and at the exact range's ends."""
+    rng = np.random.default_rng(seed)
+    co = 8
+    mult = semantics.shift_add(np.ones(co, np.int64), rng.integers(0, 1 << c.code_bits, co),
+                               c.exp_bits)
+    shifts = np.clip(shift + rng.integers(-2, 3, co), 0, REQ_SHIFT_MAX)
+    limit = 1 << min(24, c.acc_bits - 1)  # |S| + |bias| below both bounds
+    bias = rng.integers(-(limit >> 3), limit >> 3, co)
+    ql = QLayer(Layer("l", "conv", ["x"], "y"), w_int=np.zeros((co, 1, 1, 1), np.int64),
+                bias_int=bias, mult=mult, shift=shifts, relu=relu, config=c)
+    m, s = batchrequant._req_factors(ql, c)
+    half = np.where(s > 0, 1 << np.maximum(s - 1, 0), 0)
+    # Sums A = S + bias around the ties m A + 2^(s-1) = k 2^s, k over the outputs and beyond.
+    k = rng.integers(c.act_min - 3, c.act_max + 4, (256, co))
+    tie = ((k << s) - half) // np.where(m == 0, 1, m)
+    a = np.concatenate([tie + d for d in (-1, 0, 1, 2)] + [rng.integers(-limit, limit, (64, co))])
+    room = limit - 1 - np.abs(bias)
+    acc = np.clip(a - bias, -room, room)
+    acc[:2] = [room, -room]
+    reach = np.abs(acc).max(axis=0) + np.abs(bias)
+    req = batchrequant.Requant.of(ql, c, bias, reach)
+    assert req is not None
+    lo = 0 if relu else c.act_min
+    fits = max(c.act_max, -lo) <= 2.0 ** (24 - max(int(s.max()), 1))
+    if req.scale.dtype == np.float64:  # not float32 throughout: then the float32 steps
+        assert (req.bias32 is not None) is fits
+    want = semantics.requantize(acc + bias, ql.req_params, c.exp_bits, c.act_bits, relu)
+    got = np.empty(acc.shape, np.int64)
+    req.apply(acc.astype(np.float32), got, scratch=scratch)
+    assert np.array_equal(got, want)
+    # Channels first (onnxruntime's NCHW), half of them.
+    part = np.empty((1, co // 2, len(acc)), np.int64)
+    req.apply(acc[:, 2:6].T[None].astype(np.float32), part, slice(2, 6), channel_axis=1)
+    assert np.array_equal(part[0].T, want[:, 2:6])
 
 
 def test_the_fast_path_is_taken_and_steps_aside_when_the_accumulator_wraps() -> None:
@@ -222,6 +267,29 @@ def test_an_asd_network_layer_runs_on_onnxruntime() -> None:
                 assert (sum(calls) == 5 * 6 * 6) == used and (not calls) == (not used)
     finally:
         prep.session = session
+
+
+def test_a_batchs_float_products_run_on_onnxruntimes_conv() -> None:
+    """Two images a thread or more: the float products take onnxruntime's float32 Conv
+    (programs.batchort.FloatConv), whose own border is zeros; a zero point's border comes
+    with the input.  Both equal the definition, and float32 requantizes them."""
+    c = AccelConfig()
+    rng = np.random.default_rng(1)
+    lay = Layer("l", "conv", ["x"], "y", kernel=(3, 3), stride=(2, 1), pads=(1, 0, 2, 1))
+    ql = QLayer(lay, w_int=rng.integers(-192, 193, (8, 3, 3, 3)),
+                bias_int=rng.integers(-1000, 1000, 8), mult=np.full(8, 129),
+                shift=np.full(8, 17), relu=False, config=c)
+    x = rng.integers(-128, 128, (2 * batchint.workers(), 17, 13, 3))
+    for zero in (0, c.act_min):
+        q = QNet(Graph("x", (3, 17, 13), "y", [lay]), c, {"x": 1.0, "y": 1.0}, {"l": ql},
+                 zero_points={"x": zero} if zero else {})
+        with products_as("float"):
+            got = batchint.conv_layer(x.astype(np.int8), ql, c, zero)
+        assert np.array_equal(got, reference.int_layer(ql, q, [x], literal=True))
+        assert batchort._CACHE[(id(ql), "float conv")][2] is (zero != 0)
+    reach = np.full(8, 128 * 27 * 192 + 1000)
+    req = batchrequant.Requant.of(ql, c, np.asarray(ql.bias_int), reach)
+    assert req is not None and req.scale.dtype == np.float64 and req.bias32 is not None
 
 
 def test_the_faster_products_are_chosen_from_the_machines_rates() -> None:
