@@ -182,6 +182,10 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
         if req is None or any(p is None for p in plans):
             return None
         dtype = np.float64 if any(p[1] is np.float64 for p in plans if p) else np.float32
+        if (FLOAT_CONV and dtype == np.float32 and oh * ow > 1
+                and n >= FLOAT_CONV_IMAGES * workers() and batchort.available()
+                and all(p is not None and len(p[0]) == 1 for p in plans)):
+            return _float_conv(x, ql, pad, req, (n, oh, ow, co))
         wmats = [wk[g * cog:(g + 1) * cog].astype(dtype) for g in range(groups)]
         # The border in x's own (narrow) type; each block's windows become floats as they are
         # copied, on the threads.
@@ -191,11 +195,6 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
         else:
             xp = x
     out = np.empty((n, oh, ow, co), x.dtype)
-    if (sess is None and FLOAT_CONV and dtype == np.float32 and oh * ow > 1
-            and n >= FLOAT_CONV_IMAGES * workers() and batchort.available()
-            and all(p is not None and len(p[0]) == 1 for p in plans)):
-        _float_conv(x, ql, pad, req, out)
-        return out
     plain = kh == kw == 1 and sh == sw == 1
     if not plain:
         v = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))
@@ -234,14 +233,16 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
     return out
 
 
-def _float_conv(x: NDArray[Any], ql: QLayer, pad: int, req: Requant, out: NDArray[Any]) -> None:
-    """The float products on onnxruntime's float32 Conv (programs.batchort.FloatConv), a few
-    images a block on the threads, each block requantized as it comes (NCHW) into ``out``
-    (NHWC).  On SqueezeNet 1.1's layers, a batch of 32 images, its Conv took 12..35 ms where
-    the products of :func:`conv_layer`'s own blocks took the whole layer 24..53 ms."""
+def _float_conv(x: NDArray[Any], ql: QLayer, pad: int, req: Requant,
+                shape: tuple[int, int, int, int]) -> NDArray[Any]:
+    """The float products on onnxruntime's float32 Conv (programs.batchort.FloatConv), NHWC in
+    and out, a few images a block on the threads, each block requantized as it comes into
+    the output (N, OH, OW, Co) of ``shape``.  Measured against :func:`conv_layer`'s own blocks
+    in docs/compiler-log.md."""
     lay = ql.layer
     n, h, wd, ci = x.shape
-    co, oh, ow = out.shape[3], out.shape[1], out.shape[2]
+    _, oh, ow, co = shape
+    out = np.empty(shape, x.dtype)
     (t, l, b, r) = lay.pads
     # The border is the session's zeros, or the input's own where it holds another value.
     bordered = pad != 0 and any(lay.pads)
@@ -264,6 +265,7 @@ def _float_conv(x: NDArray[Any], ql: QLayer, pad: int, req: Requant, out: NDArra
         req.apply(conv.run(u).reshape(-1, co), out[i:i + per].reshape(-1, co), scratch=True)
 
     parallel([(i, 0) for i in range(0, n, per)], block)
+    return out
 
 
 def _ort_prepared(ql: QLayer, c: AccelConfig) -> batchort.Prepared | None:

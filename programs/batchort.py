@@ -190,13 +190,15 @@ def _conv_graph(w: NDArray[np.float32], stride: tuple[int, int],
 
 
 class FloatConv(_Lazy):
-    """A convolution's sums on onnxruntime's float32 Conv: ``run(u)`` maps a float32 NCHW
-    batch of integers to the float32 NCHW sums over the integer weights ``w`` (Co x Ci/g x KH
+    """A convolution's sums on onnxruntime's float32 Conv: ``run(u)`` maps a float32 NHWC
+    batch of integers to the float32 NHWC sums over the integer weights ``w`` (Co x Ci/g x KH
     x KW) it was built on, zero border ``pads`` (t, l, b, r).  Exact where the float32
     products of programs.batchint are: MLAS computes a convolution as sums of products only
     (im2col and GEMM, or its blocked NCHWc kernels; it has no Winograd or FFT transform,
     onnxruntime issue 12834), and every partial sum is an integer below 2^24 in any order.
-    Its layout optimization (NCHWc) stays on: it only reorders the data."""
+    Graph optimizations stay on: there is nothing to fuse, and the layout pass (NCHWc) only
+    moves data, taking in the transposes to and from NHWC.  The session holds the weights
+    in float32 (and NCHWc's reordered copy), while the layer lives."""
 
     _optimize = "ORT_ENABLE_ALL"
 
