@@ -185,7 +185,11 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
         if (FLOAT_CONV and dtype == np.float32 and oh * ow > 1
                 and n >= FLOAT_CONV_IMAGES * workers() and batchort.available()
                 and all(p is not None and len(p[0]) == 1 for p in plans)):
-            return _float_conv(x, ql, pad, req, (n, oh, ow, co))
+            # The bias joins the sums in the Conv where it keeps every partial sum below 2^24
+            # at any activations (a data-independent choice: one session per layer).
+            top = max(-c.act_min, c.act_max) * absw.sum(axis=1) + np.abs(bias)
+            return _float_conv(x, ql, pad, req, (n, oh, ow, co),
+                               bias if int(top.max()) < EXACT_F32 else None)
         wmats = [wk[g * cog:(g + 1) * cog].astype(dtype) for g in range(groups)]
         # The border in x's own (narrow) type; each block's windows become floats as they are
         # copied, on the threads.
@@ -234,11 +238,11 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
 
 
 def _float_conv(x: NDArray[Any], ql: QLayer, pad: int, req: Requant,
-                shape: tuple[int, int, int, int]) -> NDArray[Any]:
+                shape: tuple[int, int, int, int], bias: I64 | None) -> NDArray[Any]:
     """The float products on onnxruntime's float32 Conv (programs.batchort.FloatConv), NHWC in
-    and out, a few images a block on the threads, each block requantized as it comes into
-    the output (N, OH, OW, Co) of ``shape``.  Measured against :func:`conv_layer`'s own blocks
-    in docs/compiler-log.md."""
+    and out, plus ``bias`` unless None, a few images a block on the threads, each block
+    requantized as it comes into the output (N, OH, OW, Co) of ``shape``.  Measured against
+    :func:`conv_layer`'s own blocks in docs/compiler-log.md."""
     lay = ql.layer
     n, h, wd, ci = x.shape
     _, oh, ow, co = shape
@@ -250,9 +254,11 @@ def _float_conv(x: NDArray[Any], ql: QLayer, pad: int, req: Requant,
     def make() -> batchort.FloatConv:
         assert ql.w_int is not None
         return batchort.FloatConv(np.asarray(ql.w_int, np.float32), lay.stride,
-                                  (0, 0, 0, 0) if bordered else (t, l, b, r), lay.groups)
+                                  (0, 0, 0, 0) if bordered else (t, l, b, r), lay.groups,
+                                  None if bias is None else bias.astype(np.float32))
 
-    conv = batchort.cached(ql, bordered, make, "float conv")
+    key = (bordered, None if bias is None else bias.tobytes())
+    conv = batchort.cached(ql, key, make, "float conv")
     per = max(1, min(-(-n // (2 * workers())), BLOCK_BYTES // max(1, co * oh * ow * 4)))
 
     def block(i: int, _: int) -> None:
@@ -262,7 +268,8 @@ def _float_conv(x: NDArray[Any], ql: QLayer, pad: int, req: Requant,
             u[:, t:t + h, l:l + wd] = xs
         else:
             u = xs.astype(np.float32)
-        req.apply(conv.run(u).reshape(-1, co), out[i:i + per].reshape(-1, co), scratch=True)
+        req.apply(conv.run(u).reshape(-1, co), out[i:i + per].reshape(-1, co), scratch=True,
+                  biased=bias is not None)
 
     parallel([(i, 0) for i in range(0, n, per)], block)
     return out

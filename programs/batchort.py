@@ -171,20 +171,24 @@ class Session(_Lazy):
 
 
 def _conv_graph(w: NDArray[np.float32], stride: tuple[int, int],
-                pads: tuple[int, int, int, int], groups: int) -> bytes:
+                pads: tuple[int, int, int, int], groups: int,
+                bias: NDArray[np.float32] | None) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
     t, l, b, r = pads
+    inits = [numpy_helper.from_array(w, "w")]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(bias, "b"))
     nodes = [helper.make_node("Transpose", ["u"], ["nchw"], perm=[0, 3, 1, 2]),
-             helper.make_node("Conv", ["nchw", "w"], ["y"], kernel_shape=list(w.shape[2:]),
+             helper.make_node("Conv", ["nchw", "w"] + (["b"] if bias is not None else []),
+                              ["y"], kernel_shape=list(w.shape[2:]),
                               strides=list(stride), pads=[t, l, b, r], group=groups),
              helper.make_node("Transpose", ["y"], ["s"], perm=[0, 2, 3, 1])]
     g = helper.make_graph(
         nodes, "asd_conv_float",
         [helper.make_tensor_value_info("u", TensorProto.FLOAT, [None, None, None,
                                                                  w.shape[1] * groups])],
-        [helper.make_tensor_value_info("s", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(w, "w")])
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, None)], inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     return bytes(model.SerializeToString())
 
@@ -192,8 +196,9 @@ def _conv_graph(w: NDArray[np.float32], stride: tuple[int, int],
 class FloatConv(_Lazy):
     """A convolution's sums on onnxruntime's float32 Conv: ``run(u)`` maps a float32 NHWC
     batch of integers to the float32 NHWC sums over the integer weights ``w`` (Co x Ci/g x KH
-    x KW) it was built on, zero border ``pads`` (t, l, b, r).  Exact where the float32
-    products of programs.batchint are: MLAS computes a convolution as sums of products only
+    x KW) it was built on, plus ``bias`` unless None, zero border ``pads`` (t, l, b, r).
+    Exact where the float32 products of programs.batchint are and |sum| + |bias| stays below
+    2^24 too (the caller's bounds): MLAS computes a convolution as sums of products only
     (im2col and GEMM, or its blocked NCHWc kernels; it has no Winograd or FFT transform,
     onnxruntime issue 12834), and every partial sum is an integer below 2^24 in any order.
     Graph optimizations stay on: there is nothing to fuse, and the layout pass (NCHWc) only
@@ -203,8 +208,9 @@ class FloatConv(_Lazy):
     _optimize = "ORT_ENABLE_ALL"
 
     def __init__(self, w: NDArray[np.float32], stride: tuple[int, int],
-                 pads: tuple[int, int, int, int], groups: int) -> None:
-        super().__init__(partial(_conv_graph, w, stride, pads, groups))
+                 pads: tuple[int, int, int, int], groups: int,
+                 bias: NDArray[np.float32] | None = None) -> None:
+        super().__init__(partial(_conv_graph, w, stride, pads, groups, bias))
 
 
 @dataclass

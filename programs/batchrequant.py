@@ -83,26 +83,25 @@ class Requant:
         return Requant(scale, offset, lo, c.act_max, bias32, scale32)
 
     def apply(self, acc: NDArray[Any], out: I64, cols: slice = slice(None),
-              scratch: bool = False, channel_axis: int = -1) -> None:
-        """Requantize ``acc`` (exact integers; channels on ``channel_axis``, rows x channels
-        by default) into ``out``; ``scratch``: acc is the caller's to overwrite (then a float
+              scratch: bool = False, biased: bool = False) -> None:
+        """Requantize ``acc`` (rows x channels, exact integers: the sums S, or S + bias where
+        ``biased``) into ``out``; ``scratch``: acc is the caller's to overwrite (then a float
         acc of the scale's type is the work array)."""
-        tail = (1,) * (acc.ndim - 1 - channel_axis % acc.ndim)
-
-        def per_channel(v: NDArray[Any]) -> NDArray[Any]:
-            return v[cols].reshape(-1, *tail)
-
         if self.bias32 is not None and self.scale32 is not None and acc.dtype == np.float32:
             t = acc if scratch else acc.copy()
-            t += per_channel(self.bias32)
-            t *= per_channel(self.scale32)
+            if not biased:
+                t += self.bias32[cols]
+            t *= self.scale32[cols]
             t += np.float32(0.5)
         else:
             if scratch and acc.dtype == self.scale.dtype:
-                t = np.multiply(acc, per_channel(self.scale), out=acc)
+                t = np.multiply(acc, self.scale[cols], out=acc)
             else:
-                t = np.multiply(acc, per_channel(self.scale), dtype=self.scale.dtype)
-            t += per_channel(self.offset)
+                t = np.multiply(acc, self.scale[cols], dtype=self.scale.dtype)
+            if biased:
+                t += t.dtype.type(0.5)
+            else:
+                t += self.offset[cols]
         # Over a non-negative range the cast's truncation is the floor (clip(floor(t)) ==
         # trunc(clip(t)) there): one pass less on the ReLU layers.
         if self.lo < 0:

@@ -161,10 +161,10 @@ def test_float32_requantization_equals_the_definition_at_ties_and_ends(
     got = np.empty(acc.shape, np.int64)
     req.apply(acc.astype(np.float32), got, scratch=scratch)
     assert np.array_equal(got, want)
-    # Channels first (onnxruntime's NCHW), half of them.
-    part = np.empty((1, co // 2, len(acc)), np.int64)
-    req.apply(acc[:, 2:6].T[None].astype(np.float32), part, slice(2, 6), channel_axis=1)
-    assert np.array_equal(part[0].T, want[:, 2:6])
+    # Sums that hold the bias already (onnxruntime's Conv adds it), half of the channels.
+    part = np.empty((len(acc), 4), np.int64)
+    req.apply((acc + bias)[:, 2:6].astype(np.float32), part, slice(2, 6), biased=True)
+    assert np.array_equal(part, want[:, 2:6])
 
 
 def test_the_fast_path_is_taken_and_steps_aside_when_the_accumulator_wraps() -> None:
@@ -272,23 +272,27 @@ def test_an_asd_network_layer_runs_on_onnxruntime() -> None:
 def test_a_batchs_float_products_run_on_onnxruntimes_conv() -> None:
     """Two images a thread or more: the float products take onnxruntime's float32 Conv
     (programs.batchort.FloatConv), whose own border is zeros; a zero point's border comes
-    with the input.  Both equal the definition, and float32 requantizes them."""
+    with the input.  The bias joins the Conv's sums where they stay below 2^24 with it, and
+    the requantization otherwise.  Every case equals the definition."""
     c = AccelConfig()
     rng = np.random.default_rng(1)
     lay = Layer("l", "conv", ["x"], "y", kernel=(3, 3), stride=(2, 1), pads=(1, 0, 2, 1))
-    ql = QLayer(lay, w_int=rng.integers(-192, 193, (8, 3, 3, 3)),
-                bias_int=rng.integers(-1000, 1000, 8), mult=np.full(8, 129),
-                shift=np.full(8, 17), relu=False, config=c)
     x = rng.integers(-128, 128, (2 * batchint.workers(), 17, 13, 3))
-    for zero in (0, c.act_min):
-        q = QNet(Graph("x", (3, 17, 13), "y", [lay]), c, {"x": 1.0, "y": 1.0}, {"l": ql},
-                 zero_points={"x": zero} if zero else {})
-        with products_as("float"):
-            got = batchint.conv_layer(x.astype(np.int8), ql, c, zero)
-        assert np.array_equal(got, reference.int_layer(ql, q, [x], literal=True))
-        assert batchort._CACHE[(id(ql), "float conv")][2] is (zero != 0)
+    for bias in (rng.integers(-1000, 1000, 8), np.full(8, -(1 << 24))):
+        ql = QLayer(lay, w_int=rng.integers(-192, 193, (8, 3, 3, 3)), bias_int=bias,
+                    mult=np.full(8, 129), shift=np.full(8, 17), relu=False, config=c)
+        joins = int(np.abs(bias).max()) < 1 << 20
+        for zero in (0, c.act_min):
+            q = QNet(Graph("x", (3, 17, 13), "y", [lay]), c, {"x": 1.0, "y": 1.0}, {"l": ql},
+                     zero_points={"x": zero} if zero else {})
+            with products_as("float"):
+                got = batchint.conv_layer(x.astype(np.int8), ql, c, zero)
+            assert np.array_equal(got, reference.int_layer(ql, q, [x], literal=True))
+            bordered, in_conv = batchort._CACHE[(id(ql), "float conv")][2]
+            assert bordered is (zero != 0) and (in_conv is not None) is joins
+    # The small bias's sums need float64 for acc * m, but float32 holds the outputs' range.
     reach = np.full(8, 128 * 27 * 192 + 1000)
-    req = batchrequant.Requant.of(ql, c, np.asarray(ql.bias_int), reach)
+    req = batchrequant.Requant.of(ql, c, np.full(8, 1000), reach)
     assert req is not None and req.scale.dtype == np.float64 and req.bias32 is not None
 
 
