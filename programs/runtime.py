@@ -20,7 +20,8 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,12 +233,12 @@ def run(compiled: Compiled, x_nchw: NDArray, backend: Backend | None = None, *,
     narrow = batched and not trace
     # Batched without trace on the in-process emulator (a backend with run_many), the check
     # of a layer needs only that layer's inputs: it runs beside the rest of the batch (numpy,
-    # BLAS and onnxruntime release the GIL), on as many threads as the batch path has
-    # (batchint.workers), and is judged in layer order as it finishes.  BLAS stays on one
+    # BLAS and onnxruntime release the GIL), queued on the batch path's own threads
+    # (batchint.pool), and is judged in layer order as it finishes.  BLAS stays on one
     # thread for the whole run, so neither side's setting undoes the other's.  Other backends
     # keep the main thread.
     in_process = getattr(backend, "run_many", None) is not None
-    overlap = (_Overlap(progress, compiled.config.lanes, backend.name, batchint.workers())
+    overlap = (_Overlap(progress, compiled.config.lanes, backend.name)
                if batched and not trace and in_process else None)
     with contextlib.ExitStack() as stack:
         if overlap is not None:
@@ -357,13 +358,13 @@ def _emulate(ll: LoweredLayer, ins: list[I64], backend: Backend, shape: tuple[in
 
 
 class _Overlap:
-    """The backend's layer checks on threads beside the batch, judged in layer order: a
-    layer's record gets its cycles when its check is in, and a check that differs from the
-    integer reference raises :class:`DivergenceError` naming that layer."""
+    """The backend's layer checks on the batch's threads (batchint.pool), queued beside its
+    blocks and judged in layer order: a layer's record gets its cycles when its check is in,
+    and a check that differs from the integer reference raises :class:`DivergenceError`
+    naming that layer."""
 
-    def __init__(self, progress: Callable[[str], None] | None, lanes: int, name: str,
-                 threads: int = 1) -> None:
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="emulate")
+    def __init__(self, progress: Callable[[str], None] | None, lanes: int, name: str) -> None:
+        self.pool = batchint.pool()
         self.queue: list[tuple[LayerRecord, Future[tuple[int, I64, float]] | None, Any]] = []
         self.progress, self.lanes, self.name = progress, lanes, name
 
@@ -389,7 +390,11 @@ class _Overlap:
                 self.progress(_line(rec))
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Cancel the checks not yet started and wait for the running ones (the pool stays)."""
+        for _, fut, _ in self.queue:
+            if fut is not None:
+                fut.cancel()
+        futures.wait([fut for _, fut, _ in self.queue if fut is not None])
 
 
 def _quantize_input(q: Any, x: NDArray, narrow: bool) -> NDArray:
