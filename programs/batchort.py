@@ -148,6 +148,10 @@ class _Lazy:
                 opts.inter_op_num_threads = 1
                 opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                                         self._optimize)
+                # No arena: each session would keep its largest blocks' buffers while its layer
+                # lives (SqueezeNet 1.1 after four batches of 32: 0.47..0.59 GiB resident,
+                # without 0.34..0.38 GiB, at the same speed).
+                opts.enable_cpu_mem_arena = False
                 self._sess = ort.InferenceSession(self._graph(), opts,
                                                   providers=["CPUExecutionProvider"])
                 self._graph = None  # the session holds its own copy of the weights
