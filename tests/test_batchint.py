@@ -129,7 +129,7 @@ def test_long_reductions_are_cut_into_exact_chunks() -> None:
        st.booleans())
 def test_float32_requantization_equals_the_definition_at_ties_and_ends(
         c: AccelConfig, seed: int, shift: int, relu: bool, scratch: bool) -> None:
-    """Where acc * m needs float64 but the clip leaves float32 enough (programs.batchint's
+    """Where acc * m needs float64 but the clip leaves float32 enough (programs.batchrequant's
     notes), the float32 steps equal the definition: on each rounding tie across and beyond
     the output range, one sum either side, and at the exact range's ends."""
     rng = np.random.default_rng(seed)
