@@ -186,7 +186,8 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
         sess = None
         wk = w.transpose(0, 2, 3, 1).reshape(co, -1)  # (Co, K), K in window order (kh, kw, ci)
         absw = np.abs(wk)
-        req = Requant.of(ql, c, bias, xmax * absw.sum(axis=1) + np.abs(bias))
+        abs_sum = absw.sum(axis=1)
+        req = Requant.of(ql, c, bias, xmax * abs_sum + np.abs(bias))
         plans = [_chunks(absw[g * cog:(g + 1) * cog], xmax) for g in range(groups)]
         if req is None or any(p is None for p in plans):
             return None
@@ -196,7 +197,7 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
                 and all(p is not None and len(p[0]) == 1 for p in plans)):
             # The bias joins the sums in the Conv where it keeps every partial sum below 2^24
             # at any activations (a data-independent choice: one session per layer).
-            top = max(-c.act_min, c.act_max) * absw.sum(axis=1) + np.abs(bias)
+            top = max(-c.act_min, c.act_max) * abs_sum + np.abs(bias)
             return _float_conv(x, ql, pad, req, (n, oh, ow, co),
                                bias if int(top.max()) < EXACT_F32 else None)
         wmats = [wk[g * cog:(g + 1) * cog].astype(dtype) for g in range(groups)]

@@ -76,7 +76,7 @@ class Requant:
         if reach.size and float(np.max(reach * np.abs(m) + half)) < EXACT_F32:
             return Requant(scale.astype(np.float32), offset.astype(np.float32), lo, c.act_max)
         bias32 = scale32 = None
-        quantum = int(np.max(s, initial=1, where=s > 0)) if s.size else 1
+        quantum = int(np.max(s, initial=1))  # max(s, 1): the finest step of T and T + 1/2
         if (reach.size and int(reach.max()) < EXACT_F32
                 and max(c.act_max, -lo) <= 2.0 ** (24 - quantum)):
             bias32, scale32 = bias.astype(np.float32), scale.astype(np.float32)
