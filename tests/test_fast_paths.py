@@ -253,6 +253,67 @@ def test_fast_equals_step_on_sibling_mac_loops(img, max_cycles) -> None:  # type
     assert_same(_outcome(img, False, max_cycles), _outcome(img, True, max_cycles))
 
 
+@st.composite
+def lane_programs(draw: st.DrawFn) -> Image:
+    """A loop whose body moves A through the lane instructions whose bounds fast mode tracks
+    to skip wraps (CLR, BIAS, VLD, VMAX, REQ, a MAC loop; partial lanes too) and stores it:
+    BMEM words span the accumulator's range, so a wrong bound stores an unwrapped value."""
+    lanes = draw(st.integers(1, 6))
+    act_bits = draw(st.sampled_from([4, 8]))
+    exp_bits = draw(st.sampled_from([2, 3]))
+    acc_bits = draw(st.sampled_from([act_bits + (1 << exp_bits) + 2, 32]))
+    c = AccelConfig(lanes=lanes, act_bits=act_bits, exp_bits=exp_bits, acc_bits=acc_bits)
+    n = st.one_of(st.just(lanes), st.integers(1, lanes))  # every lane, often
+    step = st.integers(0, 9)
+    lines = [f"SETI r0, {draw(st.integers(0, 3000))}", f"SETI r1, {draw(st.integers(0, 3000))}",
+             f"SETI r4, {draw(st.integers(0, 100))}", "SETI r2, 5000", "SETI r3, 0",
+             f"LOOP {draw(st.integers(1, 12))}, outer",
+             draw(st.sampled_from(["CLR", "NOP", f"BIAS r3, {draw(st.integers(0, 1))}",
+                                   f"VLD r0, {draw(n)}, {draw(step)}"]))]
+    for i in range(draw(st.integers(1, 5))):
+        lines += draw(st.sampled_from([
+            [f"VMAX r{draw(st.integers(0, 1))}, {draw(n)}, {draw(step)}"],
+            [f"VLD r1, {draw(n)}, {draw(step)}"],
+            [f"BIAS r3, {draw(st.integers(0, 1))}"],
+            [f"REQ r3, {draw(st.integers(0, 1))}, {draw(st.integers(0, 1))}"],
+            [f"LOOP {draw(st.integers(1, 20))}, m{i}", "MAC r4, 1, r1, 1", f"m{i}: NOP"]]))
+    lines += [f"STORE r2, {lanes}, {lanes}", "outer: NOP", "HALT"]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    top = 1 << (acc_bits - 1)
+    params = rng.integers(-top, top, (64, lanes))
+    if draw(st.booleans()):  # words near the ends of the range
+        params[rng.integers(0, 64, 20)] = draw(st.sampled_from([-top, top - 1]))
+    return Image(c, assemble("\n".join(lines) + "\n", c).text,
+                 rng.integers(0, 1 << c.code_bits, (c.wmem_depth, lanes)), params,
+                 rng.integers(c.act_min, c.act_max + 1, 4000), 0, {})
+
+
+@settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow])
+@given(lane_programs())
+def test_fast_equals_step_where_bounds_on_a_skip_wraps(img) -> None:  # type: ignore[no-untyped-def]
+    assert_same(_outcome(img, False), _outcome(img, True))
+
+
+@pytest.mark.parametrize("body", [
+    "BIAS r3, 0\nVMAX r0, 2, 3", "BIAS r3, 0\nVLD r0, 1, 3", "BIAS r3, 0\nVMAX r0, 1, 3",
+    "BIAS r3, 0\nLOOP 4, m\nMAC r4, 1, r0, 1\nm: NOP", "VLD r0, 2, 3\nBIAS r3, 0",
+    "BIAS r3, 0\nSETI r4, 0\nLOOP 2, m\nMAC r4, 1, r0, 1\nm: ADDI r0, r0, 1\nLOOP 2, n\n"
+    "MAC r4, 1, r0, 1\nn: NOP",
+    "CLR\nLOOP 4, m\nMAC r4, 1, r0, 1\nm: NOP\nVMAX r0, 2, 1"])
+def test_each_bound_on_a_keeps_the_wraps_it_needs(body) -> None:  # type: ignore[no-untyped-def]
+    """A parameter word past the activation range (or sums past the accumulator's), then
+    instructions that keep some of it: every store must still wrap."""
+    c = AccelConfig(lanes=2, acc_bits=20)
+    src = ("SETI r0, 10\nSETI r2, 5000\nSETI r3, 0\nSETI r4, 0\nLOOP 5, outer\n"
+           f"{body}\nSTORE r2, 2, 2\nouter: NOP\nHALT\n")
+    top = int(hwcode.encode(128, c.exp_bits))
+    img = Image(c, assemble(src, c).text, np.full((c.wmem_depth, 2), top),
+                np.array([[524000, -300000], [3, 4]]), np.full(4000, 127), 0, {})
+    step, quick = _outcome(img, False), _outcome(img, True)
+    assert_same(step, quick)
+    assert not isinstance(step, str) and step.counters["ops"]["STORE"] == 5
+
+
 @settings(max_examples=EXAMPLES)
 @given(st.data())
 def test_run_check_equals_bitmap_check(data) -> None:  # type: ignore[no-untyped-def]

@@ -54,6 +54,11 @@ side effects, and step mode executes the LOOP instruction itself, so errors are 
 own, with the same pc.  Loops that would cross the cycle limit are batched for as many whole
 iterations as fit, then stepped.
 
+Work no result needs is left out, provably: W and P after a product are made only if read
+(the next window overwrites them; only a loop's last instance reaches the machine), and bounds
+known on A (zero, a BMEM word, the activation range after VLD, VMAX or REQ, plus a product's
+reach) skip the wraps that cannot change it.
+
 Layers, bottom up: ``transfer`` (register transfer algebra), ``nest`` (parsed loop nests,
 iteration independence and fusable runs, from the ISA table's roles), ``state`` (the typed
 instance state and what a batch reads and records), ``products`` (dot-product loops and fused

@@ -20,7 +20,7 @@ from contract.semantics import leaky, product, wrap
 from .nest import GiveUp, Loop
 from .order import OrderCheck
 from .products import Products
-from .state import I64, MAX_INSTANCES, Lanes, Tiles, cols, put_cols
+from .state import I64, MAX_INSTANCES, Deferred, Lanes, Tiles, cols, put_cols, zeros
 from .transfer import MASK, iteration_registers
 
 
@@ -68,23 +68,30 @@ class Batch(Products, OrderCheck):
         # Each instance's copy of what it starts with: zeros for sums; nothing at all (a
         # read-only view of zeros: Lanes arrays are replaced, never written in place) for a
         # register every iteration sets before reading it (a window's W and P, most A).
-        def spread(v: I64, state: str) -> I64:
+        def spread(state: str) -> I64:
             if state in node.dead_on_entry or (state == "A" and node.acc_add):
-                return np.broadcast_to(np.zeros((1, 1, 1), np.int64), (t, n * k, lanes))
-            return np.repeat(v, k, axis=1)
+                return zeros(t, n * k, lanes)
+            return np.repeat(s.acc if state == "A" else s.w if state == "W" else s.p, k, axis=1)
 
-        sub = Lanes(regs.reshape(n * k, -1), spread(s.acc, "A"), spread(s.w, "W"),
-                    spread(s.p, "P"))
+        fresh = "A" in node.dead_on_entry or node.acc_add
+        sub = Lanes(regs.reshape(n * k, -1), spread("A"), spread("W"), spread("P"),
+                    (0, 0) if fresh else s.acc_range)
         self.body(node, sub)
 
         def last(v: I64) -> I64:
             return v.reshape(t, n, k, -1)[:, :, -1].copy()
 
-        s.regs, s.w, s.p = sub.regs.reshape(n, k, -1)[:, -1].copy(), last(sub.w), last(sub.p)
+        def last_held(v: I64 | Deferred) -> I64 | Deferred:
+            if isinstance(v, Deferred):
+                return v.rows(np.arange(n, dtype=np.int64) * k + (k - 1))
+            return last(v)
+
+        s.regs = sub.regs.reshape(n, k, -1)[:, -1].copy()
+        s.w, s.p = last_held(sub.held("W")), last_held(sub.held("P"))
         if node.acc_add:
             s.acc = wrap(s.acc + sub.acc.reshape(t, n, k, -1).sum(axis=2), self.c.acc_bits)
         else:
-            s.acc = last(sub.acc)
+            s.set_acc(last(sub.acc), sub.acc_range)
 
     def instr(self, pc: int, s: Lanes) -> None:
         prog = self.mach.prog
@@ -121,6 +128,7 @@ class Batch(Products, OrderCheck):
         of every machine stay in ``s`` (stacked), and the other machines' control state is the
         first one's: the runner gives them both when step mode next needs them."""
         amem = self.tiles.amem
+        s.settle()  # deferred W and P read the AMEM the batch started from
         for idx, vals in self.stores:
             put_cols(amem, idx, vals)
         mach = self.mach
@@ -163,11 +171,11 @@ def _mac(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
 
 
 def _clr(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.acc = np.zeros((b.ntiles, s.instances, b.c.lanes), np.int64)
+    s.set_acc(zeros(b.ntiles, s.instances, b.c.lanes), (0, 0))
 
 
 def _bias(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.acc = cols(b.bmem, a["BMEM"])
+    s.set_acc(cols(b.bmem, a["BMEM"]), b.bmem_range())
 
 
 def _lanes_x(b: Batch, a: dict[isa.Memory, I64], k: int) -> I64:
@@ -175,15 +183,25 @@ def _lanes_x(b: Batch, a: dict[isa.Memory, I64], k: int) -> I64:
 
 
 def _vld(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    # AMEM holds only activation-range values (images are checked, stores wrap).
+    c, r = b.c, s.acc_range
+    if k == c.lanes:  # every lane: the gather is the new A
+        s.set_acc(_lanes_x(b, a, k), (c.act_min, c.act_max))
+        return
     acc = s.acc.copy()
     acc[..., :k] = _lanes_x(b, a, k)
-    s.acc = acc
+    s.set_acc(acc, None if r is None else (min(r[0], c.act_min), max(r[1], c.act_max)))
 
 
 def _vmax(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    c, r = b.c, s.acc_range
+    if k == c.lanes:
+        known = None if r is None else (max(r[0], c.act_min), max(r[1], c.act_max))
+        s.set_acc(np.maximum(s.acc, _lanes_x(b, a, k)), known)
+        return
     acc = s.acc.copy()
     acc[..., :k] = np.maximum(acc[..., :k], _lanes_x(b, a, k))
-    s.acc = acc
+    s.set_acc(acc, None if r is None else (r[0], max(r[1], c.act_max)))
 
 
 def _vmac(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
@@ -201,7 +219,8 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
     y = s.acc * cols(mult, q)
     y += cols(half, q)
     np.right_shift(y, cols(shift, q), out=y)
-    s.acc = np.clip(y, 0 if f["relu"] else c.act_min, c.act_max, out=y)
+    lo = 0 if f["relu"] else c.act_min
+    s.set_acc(np.clip(y, lo, c.act_max, out=y), (lo, c.act_max))
 
 
 def _act(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
@@ -210,8 +229,11 @@ def _act(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
 
 
 def _store(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
+    vals = s.acc[..., :k]
+    if not s.acc_within(b.c.act_min, b.c.act_max):  # else the wrap changes nothing
+        vals = wrap(vals, b.c.act_bits)
     b.stores.append(((a["AMEM"][:, None] + np.arange(k)).reshape(-1),
-                     wrap(s.acc[..., :k], b.c.act_bits).reshape(b.ntiles, -1)))
+                     vals.reshape(b.ntiles, -1)))
 
 
 def _spill(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:

@@ -8,8 +8,8 @@ data), so only the data carries a leading tile axis."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,17 +64,85 @@ class Tiles:
         return len(self.machs)
 
 
-@dataclass
+class Deferred:
+    """Lane register values of every instance, made only when read, and then only for the
+    instances asked for: ``make(rows)`` gives (tiles, len(rows), lanes), every instance for
+    None.  A fused product leaves W and P as two gathers and a product per instance, which
+    the next window overwrites unread: only a loop's last instance reaches the machine."""
+
+    def __init__(self, make: Callable[[I64 | None], I64]):
+        self.make = make
+
+    def rows(self, idx: I64) -> Deferred:
+        """The instances ``idx`` of these, still deferred."""
+        make = self.make
+        return Deferred(lambda r: make(idx if r is None else idx[r]))
+
+
 class Lanes:
     """Instance state: one row per instance of registers (n, NUM_REGS), shared by the tiles,
-    and A, W and P per tile and instance (tiles, n, lanes).
+    and A, W and P per tile and instance (tiles, n, lanes); W and P may be :class:`Deferred`
+    until read.  ``acc_range``: bounds (lo, hi) known to hold every value of A, or None;
+    any assignment to ``acc`` forgets them, :meth:`set_acc` gives them.
 
     Arrays are replaced, never written in place, so that instances may share them."""
 
+    __slots__ = ("regs", "_acc", "acc_range", "_w", "_p")
     regs: I64
-    acc: I64
-    w: I64
-    p: I64
+    _acc: I64
+    acc_range: tuple[int, int] | None
+    _w: I64 | Deferred
+    _p: I64 | Deferred
+
+    def __init__(self, regs: I64, acc: I64, w: I64 | Deferred, p: I64 | Deferred,
+                 acc_range: tuple[int, int] | None = None):
+        self.regs, self._w, self._p = regs, w, p
+        self.set_acc(acc, acc_range)
+
+    @property
+    def acc(self) -> I64:
+        return self._acc
+
+    @acc.setter
+    def acc(self, v: I64) -> None:
+        self._acc, self.acc_range = v, None
+
+    def set_acc(self, v: I64, known: tuple[int, int] | None) -> None:
+        """A, with bounds on its values (None: none known)."""
+        self._acc, self.acc_range = v, known
+
+    def acc_within(self, lo: int, hi: int) -> bool:
+        """Whether every value of A is known to lie in lo..hi."""
+        r = self.acc_range
+        return r is not None and lo <= r[0] and r[1] <= hi
+
+    @property
+    def w(self) -> I64:
+        if isinstance(self._w, Deferred):
+            self._w = self._w.make(None)
+        return self._w
+
+    @w.setter
+    def w(self, v: I64 | Deferred) -> None:
+        self._w = v
+
+    @property
+    def p(self) -> I64:
+        if isinstance(self._p, Deferred):
+            self._p = self._p.make(None)
+        return self._p
+
+    @p.setter
+    def p(self, v: I64 | Deferred) -> None:
+        self._p = v
+
+    def settle(self) -> None:
+        """Make deferred W and P now."""
+        self._w, self._p = self.w, self.p
+
+    def held(self, state: str) -> I64 | Deferred:
+        """W or P as held, deferred or not."""
+        return self._w if state == "W" else self._p
 
     @staticmethod
     def of(tiles: Tiles) -> Lanes:
@@ -147,6 +215,16 @@ def put_cols(stack: I64, idx: I64, vals: I64) -> None:
     assert stack.flags.c_contiguous
     rows = np.arange(len(stack), dtype=np.int64)[:, None] * stack.shape[1]
     np.put(stack, rows + idx, vals)
+
+
+def zeros(t: int, n: int, lanes: int) -> I64:
+    """Lane registers of n instances per tile all zero, as a read-only view of one zero."""
+    return np.broadcast_to(np.zeros((1, 1, 1), np.int64), (t, n, lanes))
+
+
+def all_zero(v: I64) -> bool:
+    """Whether ``v`` is known zero without reading it: a view of one zero (:func:`zeros`)."""
+    return v.size == 0 or (not any(v.strides) and int(v.flat[0]) == 0)
 
 
 def wrap_inplace(v: I64, bits: int) -> I64:
@@ -241,6 +319,13 @@ class BatchBase:
                 _REQ_TABLES[key] = found
             self.tables["req"] = found
         return self.tables["req"]  # type: ignore[no-any-return]
+
+    def bmem_range(self) -> tuple[int, int]:
+        """The lowest and highest BMEM word of every tile (kept for the run)."""
+        if "bmem range" not in self.tables:
+            b = self.bmem
+            self.tables["bmem range"] = (int(b.min()), int(b.max())) if b.size else (0, 0)
+        return self.tables["bmem range"]  # type: ignore[no-any-return]
 
     def exact_region(self, lo: int, hi: int, k: int) -> I64:
         """AMEM[lo..hi] of every tile, (tiles, hi - lo + 1), in the narrowest type whose
