@@ -73,8 +73,10 @@ DEFAULT_LIMITS = Limits()
 class RunResult:
     """Final state after HALT, the same shape from every backend.
 
-    ``amem`` is the whole activation memory, signed; ``acc`` the accumulators and ``regs`` the
-    address registers at HALT.  ``counters`` always holds ``cycles`` (from reset release to the
+    ``amem`` is the whole activation memory, signed: int64, or from the fast emulator the
+    activations' own width (int8 or int16: every AMEM value is an activation, and a narrow
+    copy is an eighth of the bytes); ``acc`` the accumulators and ``regs`` the address
+    registers at HALT.  ``counters`` always holds ``cycles`` (from reset release to the
     HALT cycle inclusive); the emulator adds its operation and memory-traffic counts.  The
     emulator also fills the extras the RTL does not expose: the last weight word and products
     latched in the lanes (``weights``, ``products``) and, when asked, the per-instruction
@@ -83,7 +85,7 @@ class RunResult:
 
     backend: str
     config: AccelConfig
-    amem: NDArray[np.int64]
+    amem: NDArray[np.signedinteger[Any]]
     acc: NDArray[np.int64]
     regs: list[int]
     counters: dict[str, Any]
@@ -97,7 +99,7 @@ class RunResult:
     def cycles(self) -> int:
         return int(self.counters["cycles"])
 
-    def region(self, name: str = "output") -> NDArray[np.int64]:
+    def region(self, name: str = "output") -> NDArray[np.signedinteger[Any]]:
         return region_of(self.amem, self.regions, name)
 
 

@@ -50,8 +50,8 @@ class ImageError(ValueError, AsdError):
     """An image that cannot be loaded, or one built for another configuration."""
 
 
-def region_of(amem: NDArray[np.int64], regions: dict[str, tuple[int, int]],
-              name: str = "output") -> NDArray[np.int64]:
+def region_of(amem: NDArray[np.signedinteger[Any]], regions: dict[str, tuple[int, int]],
+              name: str = "output") -> NDArray[np.signedinteger[Any]]:
     """The AMEM range an image names (every backend's result uses this)."""
     if name not in regions:
         raise KeyError(f"image names no region '{name}' (it has: "

@@ -255,7 +255,8 @@ def _bias(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> No
 
 
 def _lanes_x(m: Machine, a: dict[isa.Memory, int], n: int) -> NDArray[np.int64]:
-    return m.amem[a["AMEM"]: a["AMEM"] + n]
+    # As int64 whatever AMEM's storage (fast mode stacks it in the activations' own width).
+    return np.asarray(m.amem[a["AMEM"]: a["AMEM"] + n], np.int64)
 
 
 def _vld(m: Machine, f: dict[str, int], a: dict[isa.Memory, int], n: int) -> None:

@@ -179,7 +179,7 @@ def _bias(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: in
 
 
 def _lanes_x(b: Batch, a: dict[isa.Memory, I64], k: int) -> I64:
-    return cols(b.amem0, a["AMEM"][:, None] + np.arange(k))
+    return cols(b.amem0, a["AMEM"][:, None] + np.arange(k)).astype(np.int64)
 
 
 def _vld(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:

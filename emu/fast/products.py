@@ -213,8 +213,7 @@ class Products(BatchBase):
                 key = (int(i), dtype)
                 if key not in windows:
                     src: Any = region[rep: rep + 1]
-                    if dtype is not None:
-                        src = src.astype(dtype)
+                    src = src.astype(np.int64 if dtype is None else dtype)
                     windows[key] = self.gather_x(src, xstart - xlo, segs)[0]  # (nx, total)
                 xmat = windows[key]
                 inside = members[(members >= a) & (members < b)]
@@ -336,7 +335,7 @@ class Products(BatchBase):
                 return cols(prod.reshape(t, len(ux) * len(uw), lanes),
                             xinv.reshape(-1) * len(uw) + winv.reshape(-1))
         aw = aw if aw is not None else (w0[:, None] + j * dw) & MASK
-        xs = cols(self.amem0, ax if ax is not None else x0[:, None] + j * dx)
+        xs = cols(self.amem0, ax if ax is not None else x0[:, None] + j * dx).astype(np.int64)
         out = np.empty((t, n, lanes), np.int64)
         chunk = max(1, (1 << 22) // max(1, t * k * lanes))
         for i in range(0, n, chunk):
