@@ -15,12 +15,22 @@ from typing import Any
 import numpy as np
 
 from contract import isa
-from contract.semantics import leaky, product, wrap
+from contract.semantics import leaky, wrap
 
 from .nest import GiveUp, Loop
 from .order import OrderCheck
 from .products import Products
-from .state import I64, MAX_INSTANCES, Deferred, Lanes, Tiles, cols, put_cols, zeros
+from .state import (
+    I64,
+    MAX_INSTANCES,
+    Deferred,
+    Lanes,
+    Tiles,
+    cols,
+    lane_products,
+    put_cols,
+    zeros,
+)
 from .transfer import MASK, iteration_registers
 
 
@@ -157,7 +167,7 @@ def _loadw(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: i
 
 
 def _shiftadd(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.p = product(cols(b.amem0, a["AMEM"])[..., None], s.w, b.c.weights, b.c.exp_bits)
+    s.p = lane_products(cols(b.amem0, a["AMEM"])[..., None], s.w, b.c)
 
 
 def _acc(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
@@ -206,7 +216,7 @@ def _vmax(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: in
 
 def _vmac(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     acc, p = s.acc.copy(), s.p.copy()
-    p[..., :k] = product(_lanes_x(b, a, k), s.w[..., :k], b.c.weights, b.c.exp_bits)
+    p[..., :k] = lane_products(_lanes_x(b, a, k), s.w[..., :k], b.c)
     acc[..., :k] = wrap(acc[..., :k] + p[..., :k], b.c.acc_bits)
     s.acc, s.p = acc, p
 

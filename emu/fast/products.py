@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from contract import isa
-from contract.semantics import product, wrap
+from contract.semantics import wrap
 
 from .nest import GiveUp, Group, Loop, Segment, dot_pointers
 from .state import (
@@ -30,6 +30,7 @@ from .state import (
     cols,
     exact_dtype,
     factorize,
+    lane_products,
     wrap_inplace,
 )
 from .transfer import MASK, Transfer
@@ -129,7 +130,7 @@ class Products(BatchBase):
 
         def p(rows: I64 | None) -> I64:
             x = cols(amem, last_x if rows is None else last_x[rows])
-            return product(x[..., None], w(rows), c.weights, c.exp_bits)
+            return lane_products(x[..., None], w(rows), c)
 
         s.w, s.p = Deferred(w), Deferred(p)
 
