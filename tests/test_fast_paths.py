@@ -347,3 +347,45 @@ def test_factorize_is_unique_with_inverse(values) -> None:  # type: ignore[no-un
 def test_code_table_equals_to_int(exp_bits) -> None:  # type: ignore[no-untyped-def]
     codes = np.arange(1 << (hwcode.code_bits(exp_bits) + 2), dtype=np.int64)  # high bits too
     assert np.array_equal(fast_state.code_ints(codes, exp_bits), hwcode.to_int(codes, exp_bits))
+
+
+def test_decoded_weights_are_kept_across_runs_and_only_for_their_arrays(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A layer run again decodes nothing and still equals step mode; another weight array
+    with the same codes is decoded anew (entries are found by identity, not content); the
+    least recently used go past the budget; dead arrays' entries go first."""
+    from emu.fast import prepacked
+
+    prepacked.clear()
+    made = []
+    decoded = prepacked.decoded
+
+    def spy(arrays, idx, setting, make):  # type: ignore[no-untyped-def]
+        def counted():  # type: ignore[no-untyped-def]
+            made.append(len(arrays))
+            return make()
+        return decoded(arrays, idx, setting, counted)
+
+    monkeypatch.setattr(prepacked, "decoded", spy)
+    k = _conv(4, 5, 6, 5, 1, 1, seed=3)
+    step = _outcome(k.image, False)
+    assert_same(step, _outcome(k.image, True))
+    first = len(made)
+    assert first > 0
+    assert_same(step, _outcome(k.image, True))
+    assert len(made) == first  # the same image's weights: every block found
+    twin = Image(k.image.config, k.image.text, k.image.weights.copy(), k.image.params,
+                 k.image.acts, k.image.acts_base, k.image.regions)
+    assert_same(step, _outcome(twin, True))
+    assert len(made) == 2 * first
+
+    a, b = np.arange(8.0), np.arange(8.0)
+    idx = np.arange(3)
+    v, _ = decoded([a], idx, (), lambda: np.ones(1000))
+    assert not v.flags.writeable
+    monkeypatch.setattr(prepacked, "CACHE_BYTES", 12000)
+    decoded([b], idx, (), lambda: np.ones(1000))  # 16000 bytes: the older entry goes
+    assert decoded([a], idx, (), lambda: np.zeros(1))[0].size == 1
+    del b
+    decoded([a], np.arange(4), (), lambda: np.ones(1500))  # over again: b's entry is dead
+    assert all(ref() is not None for refs, *_ in prepacked._ITEMS.values() for ref in refs)
+    prepacked.clear()

@@ -57,9 +57,10 @@ iterations as fit, then stepped.
 Work no result needs is left out, provably: W and P after a product are made only if read
 (the next window overwrites them; only a loop's last instance reaches the machine), and bounds
 known on A (zero, a BMEM word, the activation range after VLD, VMAX or REQ, plus a product's
-reach) skip the wraps that cannot change it.
+reach) skip the wraps that cannot change it.  Weights decoded to integers are kept across
+runs while their image's arrays live (``prepacked``), as onnxruntime prepacks a session's.
 
-Layers, bottom up: ``transfer`` (register transfer algebra), ``nest`` (parsed loop nests,
+Layers, bottom up: ``prepacked`` (decoded weights kept across runs), ``transfer`` (register transfer algebra), ``nest`` (parsed loop nests,
 iteration independence and fusable runs, from the ISA table's roles), ``state`` (the typed
 instance state and what a batch reads and records), ``products`` (dot-product loops and fused
 windows as matrix products), ``order`` (the commit rule), ``batch`` (instruction semantics

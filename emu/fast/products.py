@@ -198,14 +198,16 @@ class Products(BatchBase):
             dtype = loose
             # (tiles, total, nw, lanes): per tile the product's right factor, decoded into
             # the product's type where that is known already.
-            wint = self.weight_ints(widx, a, b, None if tighten else dtype)
+            wint, derived = self.weight_ints(widx, a, b, None if tighten else dtype)
             if tighten:
                 # sum_j |x_j w_j| <= max|x| * (the largest column sum of |w|): tighter than
                 # max|x| max|w| total, and what lets 8-bit 3x3x128 windows use float32 (see
                 # exact_dtype).  Column sums of |w| are exact in float32 below 2^24.
-                wsum = np.abs(wint).sum(axis=1, dtype=np.float32 if total * max_abs < EXACT_F32
-                                        else np.float64)
-                dtype = exact_dtype(xmax * int(wsum.max()))
+                if "abs sum" not in derived:
+                    wsum = np.abs(wint).sum(axis=1, dtype=np.float32
+                                            if total * max_abs < EXACT_F32 else np.float64)
+                    derived["abs sum"] = int(wsum.max())
+                dtype = exact_dtype(xmax * derived["abs sum"])
             # Tiles whose region holds the same activations (the channel blocks of one row
             # band) share the gathered windows: a stack of products of them by each tile's
             # weights.
@@ -340,6 +342,6 @@ class Products(BatchBase):
         out = np.empty((t, n, lanes), np.int64)
         chunk = max(1, (1 << 22) // max(1, t * k * lanes))
         for i in range(0, n, chunk):
-            wint = self.weight_ints(aw[i: i + chunk]).astype(np.int64, copy=False)
+            wint = self.weight_ints(aw[i: i + chunk])[0].astype(np.int64, copy=False)
             out[:, i: i + chunk] = np.einsum("tij,tijl->til", xs[:, i: i + chunk], wint)
         return out

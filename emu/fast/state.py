@@ -22,6 +22,7 @@ from contract.image import Image
 from contract.semantics import req_fields
 
 from ..machine import Machine, new_counters
+from . import prepacked
 from .nest import GiveUp
 
 I64 = NDArray[np.int64]
@@ -57,6 +58,7 @@ class Tiles:
                              wtype if wtype.kind == "u" and wtype.itemsize <= 4 else np.int64)
         self.bmem = np.zeros((t, c.bmem_depth, c.lanes), np.int64)
         self.machs = []
+        self.weight_arrays = [im.weights for im in images]  # what WMEM was filled from
         for i, im in enumerate(images):
             if config is not None:
                 im.check_config(config)  # before placing: a foreign image may not fit
@@ -305,17 +307,21 @@ class BatchBase:
             self.resources.enter_context(one_blas_thread())
 
     def weight_ints(self, idx: I64, first: int = 0, end: int | None = None,
-                    dtype: Any = None) -> Any:
+                    dtype: Any = None) -> tuple[Any, dict[str, Any]]:
         """The integers of the WMEM codes at ``idx`` of the tiles first..end (every tile by
         default), (tiles, *idx.shape, lanes), as ``dtype`` when given and exact, else float32
         when that holds every code's integer exactly (it does for the shipped formats), else
-        int64.  The codes are gathered first: they are narrow."""
+        int64; read-only, kept across runs (emu.fast.prepacked), with a dict for figures
+        derived from them.  The codes are gathered first: they are narrow."""
         c = self.c
         top = c.weight_format.max_abs(c.exp_bits)
         if dtype is None or (dtype is np.float32 and top >= EXACT_F32) or (
                 dtype is np.float64 and top >= EXACT_F64):
             dtype = np.float32 if top < EXACT_F32 else np.int64
-        return code_ints(cols(self.wmem[first:end], idx), c.exp_bits, c.weights, dtype)
+        wmem = self.wmem[first:end]
+        setting = (c.wmem_depth, c.lanes, c.exp_bits, c.weights, np.dtype(dtype).str)
+        return prepacked.decoded(self.tiles.weight_arrays[first:end], idx, setting,
+                                 lambda: code_ints(cols(wmem, idx), c.exp_bits, c.weights, dtype))
 
     def requant_tables(self) -> tuple[I64, I64, I64]:
         """Per BMEM entry, read as a REQ parameter: the code's integer, the shift, and the
