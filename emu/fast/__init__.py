@@ -60,11 +60,11 @@ known on A (zero, a BMEM word, the activation range after VLD, VMAX or REQ, plus
 reach) skip the wraps that cannot change it.  Weights decoded to integers are kept across
 runs while their image's arrays live (``prepacked``), as onnxruntime prepacks a session's.
 
-Layers, bottom up: ``prepacked`` (decoded weights kept across runs), ``transfer`` (register transfer algebra), ``nest`` (parsed loop nests,
-iteration independence and fusable runs, from the ISA table's roles), ``state`` (the typed
-instance state and what a batch reads and records), ``products`` (dot-product loops and fused
-windows as matrix products), ``order`` (the commit rule), ``batch`` (instruction semantics
-over instances), ``runner`` (the driver).
+Layers, bottom up: ``prepacked`` (decoded weights kept across runs), ``transfer`` (register
+transfer algebra), ``nest`` (parsed loop nests, iteration independence and fusable runs, from
+the ISA table's roles), ``state`` (the typed instance state and what a batch reads and
+records), ``products`` (dot-product loops and fused windows as matrix products), ``order`` (the
+commit rule), ``batch`` (instruction semantics over instances), ``runner`` (the driver).
 """
 
 from __future__ import annotations
