@@ -225,11 +225,20 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
     # requantize() with sa(acc, code) as acc times the code's integer (exact: it never
     # wraps), from tables of the whole BMEM.
     c, q = b.c, a["BMEM"]
-    mult, shift, half = b.requant_tables()
-    y = s.acc * cols(mult, q)
-    y += cols(half, q)
-    np.right_shift(y, cols(shift, q), out=y)
     lo = 0 if f["relu"] else c.act_min
+    scale = b.requant_scales()
+    if scale is not None:  # in float64, exactly: one gather where the integers take three
+        t = s.acc * cols(scale, q)
+        t += 0.5
+        np.floor(t, out=t)
+        y = np.empty(t.shape, np.int64)
+        np.clip(t, lo, c.act_max, out=y, casting="unsafe")
+        s.set_acc(y, (lo, c.act_max))
+        return
+    mult, shift, halves = b.requant_tables()
+    y = s.acc * cols(mult, q)
+    y += cols(halves, q)
+    np.right_shift(y, cols(shift, q), out=y)
     s.set_acc(np.clip(y, lo, c.act_max, out=y), (lo, c.act_max))
 
 

@@ -58,7 +58,9 @@ class Tiles:
                              wtype if wtype.kind == "u" and wtype.itemsize <= 4 else np.int64)
         self.bmem = np.zeros((t, c.bmem_depth, c.lanes), np.int64)
         self.machs = []
-        self.weight_arrays = [im.weights for im in images]  # what WMEM was filled from
+        # What WMEM and BMEM were filled from (emu.fast.prepacked keeps what is derived).
+        self.weight_arrays = [im.weights for im in images]
+        self.param_arrays = [im.params for im in images]
         for i, im in enumerate(images):
             if config is not None:
                 im.check_config(config)  # before placing: a foreign image may not fit
@@ -166,8 +168,8 @@ class Lanes:
 
 
 _INT_TABLES: dict[tuple[str, int, str], Any] = {}
-# REQ tables of a BMEM image, by its bytes: the tiles of one layer share their parameters.
-_REQ_TABLES: dict[tuple[bytes, int], tuple[I64, I64, I64]] = {}
+# The index of tables derived from a whole BMEM (emu.fast.prepacked keys them by their arrays).
+_NO_INDEX = np.zeros(0, np.int64)
 
 
 def code_ints(codes: I64, exp_bits: int, weights: str = wformats.DEFAULT,
@@ -325,20 +327,34 @@ class BatchBase:
 
     def requant_tables(self) -> tuple[I64, I64, I64]:
         """Per BMEM entry, read as a REQ parameter: the code's integer, the shift, and the
-        rounding half (2^(shift-1), or 0 for shift 0)."""
-        if "req" not in self.tables:
-            c = self.c
-            key = (self.bmem.tobytes(), c.exp_bits)
-            found = _REQ_TABLES.get(key)
-            if found is None:
-                code, shift = req_fields(self.bmem, c.code_bits)
-                half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
-                found = (code_ints(code, c.exp_bits), shift, half)
-                if len(_REQ_TABLES) > 16:  # (another thread may clear it: found is local)
-                    _REQ_TABLES.clear()
-                _REQ_TABLES[key] = found
-            self.tables["req"] = found
-        return self.tables["req"]  # type: ignore[no-any-return]
+        rounding half (2^(shift-1), or 0 for shift 0).  Kept across runs (emu.fast.prepacked)."""
+        c = self.c
+
+        def make() -> I64:
+            code, shift = req_fields(self.bmem, c.code_bits)
+            half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
+            return np.stack([code_ints(code, c.exp_bits), shift, half])
+
+        tables, _ = prepacked.decoded(self.tiles.param_arrays, _NO_INDEX,
+                                      ("req", c.bmem_depth, c.lanes, c.code_bits, c.exp_bits),
+                                      make)
+        return tables[0], tables[1], tables[2]
+
+    def requant_scales(self) -> Any:
+        """Per BMEM entry read as a REQ parameter, ``m 2^-s`` in float64, so that
+        ``floor(acc * scale + 1/2)`` is ``(acc m + 2^(s-1)) >> s`` exactly (for s = 0 too:
+        acc m is an integer): every step is an integer times a power of two below 2^53.
+        None where ``|acc m|`` may not be (then :meth:`requant_tables`).  Kept across runs
+        (emu.fast.prepacked)."""
+        c = self.c
+        mult, shift, _ = self.requant_tables()
+        if mult.size and (1 << (c.acc_bits - 1)) * int(np.abs(mult).max()) >= 1 << 52:
+            return None
+        scale, _ = prepacked.decoded(
+            self.tiles.param_arrays, _NO_INDEX, ("req scale", c.bmem_depth, c.lanes,
+                                                 c.code_bits, c.exp_bits),
+            lambda: mult * np.exp2(-shift.astype(np.float64)))
+        return scale
 
     def bmem_range(self) -> tuple[int, int]:
         """The lowest and highest BMEM word of every tile (kept for the run)."""
