@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contract import hwcode
+from contract import hwcode, semantics
 from contract.config import AccelConfig
 from contract.image import Image
 from emu.asm import assemble
@@ -378,14 +378,31 @@ def test_decoded_weights_are_kept_across_runs_and_only_for_their_arrays(monkeypa
     assert_same(step, _outcome(twin, True))
     assert len(made) == 2 * first
 
-    a, b = np.arange(8.0), np.arange(8.0)
+    prepacked.clear()
+    a, b, d = np.arange(8.0), np.arange(8.0), np.arange(8.0)
     idx = np.arange(3)
-    v, _ = decoded([a], idx, (), lambda: np.ones(1000))
+    v, _ = decoded([b], idx, (), lambda: np.ones(1000))
     assert not v.flags.writeable
     monkeypatch.setattr(prepacked, "CACHE_BYTES", 12000)
-    decoded([b], idx, (), lambda: np.ones(1000))  # 16000 bytes: the older entry goes
-    assert decoded([a], idx, (), lambda: np.zeros(1))[0].size == 1
-    del b
-    decoded([a], np.arange(4), (), lambda: np.ones(1500))  # over again: b's entry is dead
+    decoded([a], idx, (), lambda: np.ones(1000))  # 16000 bytes: the older entry goes
+    assert decoded([b], idx, (), lambda: np.zeros(1))[0].size == 1  # made anew
+    monkeypatch.setattr(prepacked, "DEAD_SCAN_EVERY", 1)
+    del b  # the newer entry, and dead
+    decoded([d], idx, (), lambda: np.ones(500))  # 12008 bytes: the dead entry goes, not a's
+    assert decoded([a], idx, (), lambda: np.zeros(2))[0].size == 1000
     assert all(ref() is not None for refs, *_ in prepacked._ITEMS.values() for ref in refs)
     prepacked.clear()
+
+
+def test_req_past_the_parameters_reads_the_zero_word() -> None:
+    """REQ tables cover the parameter image plus one zero word for every address past it
+    (Batch.requant_tables): a loop whose REQ walks past the parameters equals step mode."""
+    c = AccelConfig(lanes=2)
+    src = ("SETI r0, 10\nSETI r2, 5000\nSETI r3, 0\nLOOP 6, outer\nVLD r0, 2, 3\n"
+           "REQ r3, 1, 0\nSTORE r2, 2, 2\nouter: NOP\nHALT\n")
+    word = int(semantics.req_param(int(hwcode.encode(3, c.exp_bits)), 1, c.code_bits))
+    img = Image(c, assemble(src, c).text, np.zeros((c.wmem_depth, 2), np.int64),
+                np.full((2, 2), word), np.arange(-60, 60), 0, {})
+    step, quick = _outcome(img, False), _outcome(img, True)
+    assert_same(step, quick)
+    assert not isinstance(step, str) and step.counters["ops"]["REQ"] == 6

@@ -223,23 +223,22 @@ def _vmac(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: in
 
 def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     # requantize() with sa(acc, code) as acc times the code's integer (exact: it never
-    # wraps), from tables of the whole BMEM.
-    c, q = b.c, a["BMEM"]
+    # wraps), from tables of the BMEM rows a REQ may read (see Batch.requant_tables).
+    c, q = b.c, b.requant_row(a["BMEM"])
     lo = 0 if f["relu"] else c.act_min
-    scale = b.requant_scales()
+    mult, shift, halves, scale = b.requant_tables()
     if scale is not None:  # in float64, exactly: one gather where the integers take three
         t = s.acc * cols(scale, q)
         t += 0.5
         np.floor(t, out=t)
         y = np.empty(t.shape, np.int64)
         np.clip(t, lo, c.act_max, out=y, casting="unsafe")
-        s.set_acc(y, (lo, c.act_max))
-        return
-    mult, shift, halves = b.requant_tables()
-    y = s.acc * cols(mult, q)
-    y += cols(halves, q)
-    np.right_shift(y, cols(shift, q), out=y)
-    s.set_acc(np.clip(y, lo, c.act_max, out=y), (lo, c.act_max))
+    else:
+        y = s.acc * cols(mult, q)
+        y += cols(halves, q)
+        np.right_shift(y, cols(shift, q), out=y)
+        np.clip(y, lo, c.act_max, out=y)
+    s.set_acc(y, (lo, c.act_max))
 
 
 def _act(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:

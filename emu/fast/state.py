@@ -90,6 +90,10 @@ class Deferred:
         return Deferred(lambda r: make(idx if r is None else idx[r]))
 
 
+def _made(v: I64 | Deferred) -> I64:
+    return v.make(None) if isinstance(v, Deferred) else v
+
+
 class Lanes:
     """Instance state: one row per instance of registers (n, NUM_REGS), shared by the tiles,
     and A, W and P per tile and instance (tiles, n, lanes); W and P may be :class:`Deferred`
@@ -129,8 +133,7 @@ class Lanes:
 
     @property
     def w(self) -> I64:
-        if isinstance(self._w, Deferred):
-            self._w = self._w.make(None)
+        self._w = _made(self._w)
         return self._w
 
     @w.setter
@@ -139,8 +142,7 @@ class Lanes:
 
     @property
     def p(self) -> I64:
-        if isinstance(self._p, Deferred):
-            self._p = self._p.make(None)
+        self._p = _made(self._p)
         return self._p
 
     @p.setter
@@ -325,36 +327,39 @@ class BatchBase:
         return prepacked.decoded(self.tiles.weight_arrays[first:end], idx, setting,
                                  lambda: code_ints(cols(wmem, idx), c.exp_bits, c.weights, dtype))
 
-    def requant_tables(self) -> tuple[I64, I64, I64]:
-        """Per BMEM entry, read as a REQ parameter: the code's integer, the shift, and the
-        rounding half (2^(shift-1), or 0 for shift 0).  Kept across runs (emu.fast.prepacked)."""
+    def requant_tables(self) -> tuple[I64, I64, I64, Any]:
+        """Per BMEM row that a REQ may read, as its parameter: the code's integer ``m``, the
+        shift ``s``, the rounding half (2^(s-1), or 0 for s = 0), and ``m 2^-s`` in float64
+        (None where some ``|acc m|`` may reach 2^52), so that ``floor(acc * scale + 1/2)``
+        is ``(acc m + 2^(s-1)) >> s`` exactly (for s = 0 too: acc m is an integer): every
+        step is an integer times a power of two below 2^53.  Rows past the longest parameter
+        image all hold the zero word: the tables end with one of them, which
+        :meth:`requant_row` maps those addresses to.  Kept across runs (emu.fast.prepacked)."""
         c = self.c
+        rows = self.requant_rows()
 
         def make() -> I64:
-            code, shift = req_fields(self.bmem, c.code_bits)
+            code, shift = req_fields(self.bmem[:, :rows], c.code_bits)
             half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
             return np.stack([code_ints(code, c.exp_bits), shift, half])
 
-        tables, _ = prepacked.decoded(self.tiles.param_arrays, _NO_INDEX,
-                                      ("req", c.bmem_depth, c.lanes, c.code_bits, c.exp_bits),
-                                      make)
-        return tables[0], tables[1], tables[2]
+        tables, derived = prepacked.decoded(self.tiles.param_arrays, _NO_INDEX,
+                                            ("req", rows, c.lanes, c.code_bits, c.exp_bits),
+                                            make)
+        mult, shift, half = tables
+        if "scale" not in derived:
+            top = int(np.abs(mult).max()) if mult.size else 0
+            derived["scale"] = (mult * np.exp2(-shift.astype(np.float64))
+                                if (1 << (c.acc_bits - 1)) * top < 1 << 52 else None)
+        return mult, shift, half, derived["scale"]
 
-    def requant_scales(self) -> Any:
-        """Per BMEM entry read as a REQ parameter, ``m 2^-s`` in float64, so that
-        ``floor(acc * scale + 1/2)`` is ``(acc m + 2^(s-1)) >> s`` exactly (for s = 0 too:
-        acc m is an integer): every step is an integer times a power of two below 2^53.
-        None where ``|acc m|`` may not be (then :meth:`requant_tables`).  Kept across runs
-        (emu.fast.prepacked)."""
-        c = self.c
-        mult, shift, _ = self.requant_tables()
-        if mult.size and (1 << (c.acc_bits - 1)) * int(np.abs(mult).max()) >= 1 << 52:
-            return None
-        scale, _ = prepacked.decoded(
-            self.tiles.param_arrays, _NO_INDEX, ("req scale", c.bmem_depth, c.lanes,
-                                                 c.code_bits, c.exp_bits),
-            lambda: mult * np.exp2(-shift.astype(np.float64)))
-        return scale
+    def requant_rows(self) -> int:
+        """How many BMEM rows :meth:`requant_tables` covers."""
+        return min(self.c.bmem_depth, max(len(p) for p in self.tiles.param_arrays) + 1)
+
+    def requant_row(self, q: I64) -> I64:
+        """The table row of BMEM address ``q`` (see :meth:`requant_tables`)."""
+        return np.minimum(q, self.requant_rows() - 1)
 
     def bmem_range(self) -> tuple[int, int]:
         """The lowest and highest BMEM word of every tile (kept for the run)."""
