@@ -352,7 +352,7 @@ def test_code_table_equals_to_int(exp_bits) -> None:  # type: ignore[no-untyped-
 def test_decoded_weights_are_kept_across_runs_and_only_for_their_arrays(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A layer run again decodes nothing and still equals step mode; another weight array
     with the same codes is decoded anew (entries are found by identity, not content); the
-    least recently used go past the budget; dead arrays' entries go first."""
+    least recently used go past the budget; an entry goes when its array dies."""
     from emu.fast import prepacked
 
     prepacked.clear()
@@ -386,11 +386,11 @@ def test_decoded_weights_are_kept_across_runs_and_only_for_their_arrays(monkeypa
     monkeypatch.setattr(prepacked, "CACHE_BYTES", 12000)
     decoded([a], idx, (), lambda: np.ones(1000))  # 16000 bytes: the older entry goes
     assert decoded([b], idx, (), lambda: np.zeros(1))[0].size == 1  # made anew
-    monkeypatch.setattr(prepacked, "DEAD_SCAN_EVERY", 1)
-    del b  # the newer entry, and dead
-    decoded([d], idx, (), lambda: np.ones(500))  # 12008 bytes: the dead entry goes, not a's
+    assert len(prepacked._ITEMS) == 2
+    del b  # the newer entry goes with its array
+    assert len(prepacked._ITEMS) == 1 and prepacked._BYTES[0] == 8000
+    decoded([d], idx, (), lambda: np.ones(500))  # 12000 bytes: within the budget
     assert decoded([a], idx, (), lambda: np.zeros(2))[0].size == 1000
-    assert all(ref() is not None for refs, *_ in prepacked._ITEMS.values() for ref in refs)
     prepacked.clear()
 
 

@@ -5,9 +5,9 @@ weight arrays (images with other activations share them, see contract.image).  D
 same codes to integers each time took about a sixth of ResNet-18's image on the fast
 emulator; onnxruntime, the baseline, prepacks a session's weights once too.  An entry is
 found only while every weight array it was made from is alive and the same object (weak
-references: ids alone could be reused), for the same addresses, configuration and type; the
-least recently used go past :data:`CACHE_BYTES`.  Arrays are read-only (an image's weights
-are never written once checked).
+references: ids alone could be reused), for the same addresses, configuration and type; it
+goes when one of them dies, and the least recently used go past :data:`CACHE_BYTES`.  Arrays
+are read-only (an image's weights are never written once checked).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ _Key = tuple[Any, ...]
 _Entry = tuple[list[weakref.ref[Any]], NDArray[Any], NDArray[Any], dict[str, Any]]
 
 _ITEMS: OrderedDict[_Key, _Entry] = OrderedDict()
-_LOCK = threading.Lock()
+# The entries made from each array, by its id: dropped when it dies (weakref.finalize), so a
+# network that is gone leaves nothing decoded behind.
+_BY_ARRAY: dict[int, set[_Key]] = {}
+_LOCK = threading.RLock()
 _BYTES = [0]
-_SCANS = [0]
-# One eviction in this many also drops the entries of arrays that died.
-DEAD_SCAN_EVERY = 64
 
 
 def decoded(arrays: list[NDArray[Any]], idx: NDArray[np.int64], setting: tuple[Any, ...],
@@ -50,13 +50,16 @@ def decoded(arrays: list[NDArray[Any]], idx: NDArray[np.int64], setting: tuple[A
     value.flags.writeable = False
     entry: _Entry = ([weakref.ref(a) for a in arrays], idx.copy(), value, {})
     with _LOCK:
-        old = _ITEMS.pop(key, None)
-        if old is not None:
-            _BYTES[0] -= old[2].nbytes
+        _drop(key)
         _ITEMS[key] = entry
         _BYTES[0] += value.nbytes
-        if _BYTES[0] > CACHE_BYTES:
-            _evict()
+        for a in arrays:
+            if id(a) not in _BY_ARRAY:
+                _BY_ARRAY[id(a)] = set()
+                weakref.finalize(a, _forget, id(a))
+            _BY_ARRAY[id(a)].add(key)
+        while _BYTES[0] > CACHE_BYTES and len(_ITEMS) > 1:
+            _drop(next(iter(_ITEMS)))
     return value, entry[3]
 
 
@@ -64,20 +67,23 @@ def _alive(refs: list[weakref.ref[Any]], arrays: list[NDArray[Any]]) -> bool:
     return len(refs) == len(arrays) and all(r() is a for r, a in zip(refs, arrays))
 
 
-def _evict() -> None:
-    """Entries whose arrays died (looked for at one eviction in :data:`DEAD_SCAN_EVERY`: a
-    scan of every entry at each insertion past the budget cost SqueezeNet 1.1's small
-    configuration a sixth of its time), then the least recently used, down to the budget."""
-    if _SCANS[0] % DEAD_SCAN_EVERY == 0:
-        for key in [k for k, e in _ITEMS.items() if any(r() is None for r in e[0])]:
-            _BYTES[0] -= _ITEMS.pop(key)[2].nbytes
-    _SCANS[0] += 1
-    while _BYTES[0] > CACHE_BYTES and len(_ITEMS) > 1:
-        _BYTES[0] -= _ITEMS.popitem(last=False)[1][2].nbytes
+def _drop(key: _Key) -> None:
+    old = _ITEMS.pop(key, None)
+    if old is not None:
+        _BYTES[0] -= old[2].nbytes
+
+
+def _forget(array_id: int) -> None:
+    """Drop the entries an array that died was part of."""
+    with _LOCK:
+        for key in _BY_ARRAY.pop(array_id, ()):
+            _drop(key)
 
 
 def clear() -> None:
     """Forget every entry."""
     with _LOCK:
         _ITEMS.clear()
-        _BYTES[0] = _SCANS[0] = 0
+        for keys in _BY_ARRAY.values():
+            keys.clear()
+        _BYTES[0] = 0
