@@ -139,6 +139,11 @@ class AccelConfig:
     def act_max(self) -> int:
         return (1 << (self.act_bits - 1)) - 1
 
+    @property
+    def act_storage(self) -> str:
+        """The narrowest integer type holding every activation (a numpy type name)."""
+        return "int8" if self.act_bits <= 8 else "int16"
+
     # Serialization ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The serialized fields; ``weights`` only when not the default (hash and image

@@ -76,11 +76,6 @@ def products() -> str:
     return v
 
 
-def storage(c: AccelConfig) -> np.dtype[Any]:
-    """The narrowest integer type holding every activation of ``c`` (act_bits <= 16)."""
-    return np.dtype(np.int8 if c.act_bits <= 8 else np.int16)
-
-
 def _chunks(absw: I64, xmax: int) -> tuple[list[tuple[int, int]], Any] | None:
     """Column ranges of the reduction (``absw`` is |w| as channels x K) and the float type in
     which each range's products sum exactly; None when not even one term is exact."""

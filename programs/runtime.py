@@ -404,7 +404,7 @@ def _quantize_input(q: Any, x: NDArray, narrow: bool) -> NDArray:
     g = q.graph
     if not narrow:
         return ref.quantize_input(x, q.scales[g.input], q.config.act_bits, q.zero(g.input))
-    out = np.empty((x.shape[0], *x.shape[2:], x.shape[1]), batchint.storage(q.config))
+    out = np.empty((x.shape[0], *x.shape[2:], x.shape[1]), q.config.act_storage)
 
     def image(i: int, _: int) -> None:
         out[i] = ref.quantize_input(x[i:i + 1], q.scales[g.input], q.config.act_bits,

@@ -106,10 +106,10 @@ def test_fast_layers_equal_the_literal_definition(c: AccelConfig, op: str, data:
           products_as(data.draw(st.sampled_from(batchint.PRODUCT_CHOICES)))):
         fast = reference.int_layer(ql, q, xs)
         # The batch's own narrow type (runtime.run): None only where the definition runs.
-        narrow = batchint.int_layer(ql, q, [x.astype(batchint.storage(c)) for x in xs])
+        narrow = batchint.int_layer(ql, q, [x.astype(np.dtype(c.act_storage)) for x in xs])
     literal = reference.int_layer(ql, q, xs, literal=True)
     assert fast.dtype == np.int64 and np.array_equal(fast, literal)
-    assert narrow is None or (narrow.dtype == batchint.storage(c)
+    assert narrow is None or (narrow.dtype == np.dtype(c.act_storage)
                               and np.array_equal(narrow, literal))
 
 

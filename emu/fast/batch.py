@@ -224,9 +224,10 @@ def _vmac(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: in
 def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     # requantize() with sa(acc, code) as acc times the code's integer (exact: it never
     # wraps), from tables of the BMEM rows a REQ may read (see Batch.requant_tables).
-    c, q = b.c, b.requant_row(a["BMEM"])
+    c = b.c
     lo = 0 if f["relu"] else c.act_min
     mult, shift, halves, scale = b.requant_tables()
+    q = np.minimum(a["BMEM"], mult.shape[1] - 1)  # rows past the tables' hold the zero word
     if scale is not None:  # in float64, exactly: one gather where the integers take three
         t = s.acc * cols(scale, q)
         t += 0.5

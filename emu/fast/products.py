@@ -25,7 +25,6 @@ from .state import (
     BatchBase,
     Deferred,
     Lanes,
-    all_zero,
     code_ints,
     cols,
     exact_dtype,
@@ -227,10 +226,10 @@ class Products(BatchBase):
         acc = cols(prod, inv) if gather else prod
         # Where A's bounds are known and the sums keep it inside the accumulator's range the
         # wrap changes nothing (a window's sum on its bias, mostly).
-        if not all_zero(s.acc):
+        r = s.acc_range
+        if r != (0, 0):  # else A is zero: nothing to add
             acc += s.acc
         reach = xmax * max_abs * total
-        r = s.acc_range
         top = 1 << (c.acc_bits - 1)
         if r is not None and -top <= r[0] - reach and r[1] + reach < top:
             s.set_acc(acc, (r[0] - reach, r[1] + reach))

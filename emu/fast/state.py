@@ -33,11 +33,6 @@ EXACT_F64 = 1 << 53
 EXACT_F32 = 1 << 24
 
 
-def amem_type(c: AccelConfig) -> np.dtype[Any]:
-    """The narrowest integer type that holds every activation of ``c`` (act_bits <= 16)."""
-    return np.dtype(np.int8 if c.act_bits <= 8 else np.int16)
-
-
 class Tiles:
     """Machines for images with one program text, run in lockstep: the first one's control
     state stands for all.  Their memories are stacked, (tiles, depth[, lanes]), and each
@@ -50,7 +45,7 @@ class Tiles:
         # np.zeros maps untouched pages lazily: only what the images hold is written.  AMEM
         # in the activations' own width (its every value is one: images are checked, stores
         # wrap): an eighth of int64's bytes to gather (ResNet-18's image 0.49 -> 0.39 s).
-        self.amem = np.zeros((t, c.amem_depth), amem_type(c))
+        self.amem = np.zeros((t, c.amem_depth), c.act_storage)
         # WMEM in the images' own code type (a compiled network's are uint8): never written,
         # read only through code tables and copies to int64, so a narrow stack loads faster.
         wtype = np.result_type(*(im.weights.dtype for im in images))
@@ -242,11 +237,6 @@ def zeros(t: int, n: int, lanes: int) -> I64:
     return np.broadcast_to(np.zeros((1, 1, 1), np.int64), (t, n, lanes))
 
 
-def all_zero(v: I64) -> bool:
-    """Whether ``v`` is known zero without reading it: a view of one zero (:func:`zeros`)."""
-    return v.size == 0 or (not any(v.strides) and int(v.flat[0]) == 0)
-
-
 def wrap_inplace(v: I64, bits: int) -> I64:
     """semantics.wrap, in place on a fresh int64 array."""
     half = 1 << (bits - 1)
@@ -333,10 +323,11 @@ class BatchBase:
         (None where some ``|acc m|`` may reach 2^52), so that ``floor(acc * scale + 1/2)``
         is ``(acc m + 2^(s-1)) >> s`` exactly (for s = 0 too: acc m is an integer): every
         step is an integer times a power of two below 2^53.  Rows past the longest parameter
-        image all hold the zero word: the tables end with one of them, which
-        :meth:`requant_row` maps those addresses to.  Kept across runs (emu.fast.prepacked)."""
+        image all hold the zero word: the tables end with one of them, the row of every
+        address from there on (a REQ reads row ``min(address, rows - 1)``).  Kept across runs
+        (emu.fast.prepacked)."""
         c = self.c
-        rows = self.requant_rows()
+        rows = min(c.bmem_depth, max(len(p) for p in self.tiles.param_arrays) + 1)
 
         def make() -> I64:
             code, shift = req_fields(self.bmem[:, :rows], c.code_bits)
@@ -352,14 +343,6 @@ class BatchBase:
             derived["scale"] = (mult * np.exp2(-shift.astype(np.float64))
                                 if (1 << (c.acc_bits - 1)) * top < 1 << 52 else None)
         return mult, shift, half, derived["scale"]
-
-    def requant_rows(self) -> int:
-        """How many BMEM rows :meth:`requant_tables` covers."""
-        return min(self.c.bmem_depth, max(len(p) for p in self.tiles.param_arrays) + 1)
-
-    def requant_row(self, q: I64) -> I64:
-        """The table row of BMEM address ``q`` (see :meth:`requant_tables`)."""
-        return np.minimum(q, self.requant_rows() - 1)
 
     def bmem_range(self) -> tuple[int, int]:
         """The lowest and highest BMEM word of every tile (kept for the run)."""
