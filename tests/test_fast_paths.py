@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contract import hwcode, semantics
+from contract import hwcode, isa, semantics
 from contract.config import AccelConfig
 from contract.image import Image
 from emu.asm import assemble
@@ -406,3 +406,66 @@ def test_req_past_the_parameters_reads_the_zero_word() -> None:
     step, quick = _outcome(img, False), _outcome(img, True)
     assert_same(step, quick)
     assert not isinstance(step, str) and step.counters["ops"]["REQ"] == 6
+
+
+def _req_program(c: AccelConfig, accs: list[int], word: int, relu: bool) -> Image:
+    """A loop that sets both lanes of A to each of ``accs`` in turn (BIAS), requantizes them
+    with the parameter ``word`` (REQ) and stores them."""
+    n = len(accs)
+    src = (f"SETI r0, 0\nSETI r3, {n}\nSETI r2, 1000\nLOOP {n}, end\nBIAS r0, 1\n"
+           f"REQ r3, 0, {int(relu)}\nSTORE r2, 2, 2\nend: NOP\nHALT\n")
+    params = np.array([[a, a] for a in accs] + [[word, word]], np.int64)
+    return Image(c, assemble(src, c).text, np.zeros((1, c.lanes), np.int64), params,
+                 np.zeros(0, np.int64), 0, {})
+
+
+def _req_accs(c: AccelConfig, m: int, shift: int) -> list[int]:
+    """Accumulators at the edges: the range's ends and zero, and those whose ``acc m`` lies
+    one either side of a rounding tie (``j 2^s - 2^(s-1)``) or of a multiple of ``2^s``."""
+    top = 1 << (c.acc_bits - 1)
+    accs = {-top, top - 1, -1, 0, 1}
+    if m:
+        for j in (-3, -1, 0, 1, 2):
+            for target in (j * (1 << shift) - (1 << shift >> 1), j * (1 << shift)):
+                base = target // m
+                accs.update(base + d for d in (-1, 0, 1))
+        accs.update((top - 1) // abs(m) * sign for sign in (1, -1))
+    return sorted(a for a in accs if -top <= a < top)
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(exp_bits=st.integers(1, 4), data=st.data(), relu=st.booleans())
+def test_req_in_float64_equals_the_integers_at_the_edges(
+        exp_bits: int, data: st.DataObject, relu: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REQ in float64 (``floor(acc m 2^-s + 1/2)``, taken where ``2^(acc_bits-1) max|m| <
+    2^52``) equals the integers' ``(acc m + 2^(s-1)) >> s`` at the accumulator range's ends
+    and next to every rounding tie, for every shift, on both sides of that bound (exp_bits 4
+    with acc_bits 36 is its last configuration inside it, 37 the first outside)."""
+    pbits = AccelConfig(exp_bits=exp_bits).weight_format.product_bits(8, exp_bits)
+    acc_bits = data.draw(st.sampled_from(sorted({pbits, 36, 37, 40} & set(range(pbits, 41)))))
+    c = AccelConfig(lanes=2, exp_bits=exp_bits, acc_bits=acc_bits)
+    codes = (1 << c.code_bits) - 1
+    biggest = int(np.argmax(np.abs(hwcode.to_int(np.arange(codes + 1), exp_bits))))
+    code = data.draw(st.sampled_from([biggest]) | st.integers(0, codes))
+    shift = data.draw(st.integers(0, isa.REQ_SHIFT_MAX))
+    m = int(hwcode.to_int(code, exp_bits))
+    scales: list[bool] = []
+    tables = Batch.requant_tables
+
+    def spy(batch: Any) -> Any:
+        out = tables(batch)
+        scales.append(out[3] is not None)
+        return out
+
+    monkeypatch.setattr(Batch, "requant_tables", spy)
+    img = _req_program(c, _req_accs(c, m, shift), semantics.req_param(code, shift, c.code_bits),
+                       relu)
+    step, quick = _outcome(img, False), _outcome(img, True)
+    assert_same(step, quick)
+    assert scales, "the REQ loop did not run as a batch"
+    # Every table row's |m| (the accumulators' rows read as codes too) bounds the float path.
+    rows = semantics.req_fields(img.params, c.code_bits)[0]
+    top = int(np.abs(hwcode.to_int(rows, exp_bits)).max())
+    assert scales[0] == ((1 << (acc_bits - 1)) * top < 1 << 52)
