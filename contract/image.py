@@ -71,14 +71,17 @@ class Image:
     ``weights`` is (words, lanes) codes, int64 or kept in the unsigned type they come in
     (a compiled VGG-16 holds 138 M of them; every memory built from them is int64);
     ``params`` (words, lanes) signed BMEM entries;
-    ``acts`` the initial AMEM elements placed from ``acts_base``; ``regions`` names AMEM ranges.
+    ``acts`` the initial AMEM elements placed from ``acts_base``, int64 or kept in the
+    configuration's activation storage type when they come in it (``act_storage``: a layer's
+    tiles are placed as int8, an eighth of the bytes to zero, fill and copy);
+    ``regions`` names AMEM ranges.
     """
 
     config: AccelConfig
     text: NDArray[np.int64]
     weights: NDArray[np.integer] = field(default_factory=lambda: np.zeros((0, 1), np.int64))
     params: NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 1), np.int64))
-    acts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    acts: NDArray[np.signedinteger[Any]] = field(default_factory=lambda: np.zeros(0, np.int64))
     acts_base: int = 0
     regions: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -90,7 +93,7 @@ class Image:
             w = w.astype(np.int64, copy=False)
         self.weights = w.reshape(-1, c.lanes)
         self.params = np.asarray(self.params, dtype=np.int64).reshape(-1, c.lanes)
-        self.acts = np.asarray(self.acts, dtype=np.int64).reshape(-1)
+        self.acts = _acts_array(self.acts, c)
         self.regions = {k: (int(v[0]), int(v[1])) for k, v in self.regions.items()}
         self.validate()
 
@@ -123,7 +126,7 @@ class Image:
         """This image with other initial activations (a tile's inputs placed), checked as the
         constructor checks them; the text, weights and parameters, checked when this image was
         made, are shared rather than checked again."""
-        a = np.asarray(acts, dtype=np.int64).reshape(-1)
+        a = _acts_array(acts, self.config)
         _check_acts(a, acts_base, self.config)
         return self._with_checked_acts(a, int(acts_base))
 
@@ -135,7 +138,7 @@ class Image:
             raise ImageError("activations of an image for another accelerator configuration")
         return self._with_checked_acts(other.acts, other.acts_base)
 
-    def _with_checked_acts(self, acts: NDArray[np.int64], acts_base: int) -> Image:
+    def _with_checked_acts(self, acts: NDArray[np.signedinteger[Any]], acts_base: int) -> Image:
         # No __post_init__ (nothing else to convert or check), nor copy.copy's pickling
         # protocol (ten times slower, and a layer may have thousands of tiles).
         out = object.__new__(Image)
@@ -304,10 +307,23 @@ class Image:
         return out
 
 
-def _check_acts(acts: NDArray[np.int64], base: int, c: AccelConfig) -> None:
-    """The initial activations fit AMEM from ``base`` and the activation range."""
+def _acts_array(acts: Any, c: AccelConfig) -> NDArray[np.signedinteger[Any]]:
+    """Initial activations, flat: kept in the activation storage type if they come in it,
+    else as int64."""
+    a = np.asarray(acts)
+    if a.dtype != np.dtype(c.act_storage):
+        a = a.astype(np.int64, copy=False)
+    return a.reshape(-1)
+
+
+def _check_acts(acts: NDArray[np.signedinteger[Any]], base: int, c: AccelConfig) -> None:
+    """The initial activations fit AMEM from ``base`` and the activation range (which a
+    storage type no wider than the range holds by itself: no pass over them then)."""
     if not (0 <= base and base + len(acts) <= c.amem_depth):
         raise ImageError(f"activations {base}..{base + len(acts)} exceed "
                          f"amem_depth {c.amem_depth}")
+    kind = np.iinfo(acts.dtype)
+    if kind.min >= c.act_min and kind.max <= c.act_max:
+        return
     if len(acts) and (int(acts.min()) < c.act_min or int(acts.max()) > c.act_max):
         raise ImageError(f"activations must fit {c.act_bits} signed bits")

@@ -142,7 +142,9 @@ def tile_amem(tile: Tile, padded: dict[str, I64],
                                          slice(*ti.cols) if ti.cols else slice(None),
                                          ti.channels[0]:ti.channels[1]]) for ti in tile.inputs]
     end = max([base + band.size for base, band in bands] + [img.acts_base + len(img.acts)])
-    acts = np.zeros(end, np.int64)
+    # In the activations' storage type (the image keeps it): ResNet-18's 999 placements
+    # zeroed, filled and checked 8-byte elements.
+    acts = np.zeros(end, img.config.act_storage)
     acts[img.acts_base: img.acts_base + len(img.acts)] = img.acts
     for base, band in bands:
         acts[base: base + band.size] = band.reshape(-1)

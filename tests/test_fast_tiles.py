@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 
 from contract.config import AccelConfig
 from contract.image import Image
+from emu.asm import assemble
 from emu.emulator import EmulatorError, RunResult, run
 from emu.fast import run_fast_many
 from emu.fast.batch import Batch
 from emu.fast.products import same_rows
+from emu.fast.state import Tiles
 from programs import kernels
 from programs.lower import LoweredLayer, Tile, TileInput
 from programs.runtime import tile_levels
@@ -63,9 +65,13 @@ def _expect(step: list[RunResult | str], got: list[RunResult | str]) -> None:
 def test_lockstep_images_equal_step_mode_each(case, n, seed, max_cycles) -> None:  # type: ignore[no-untyped-def]
     _, img = case
     rng = np.random.default_rng(seed)
-    # Some images repeat another's data (the channel blocks of one row band share AMEM).
+    # Some images repeat another's data (the channel blocks of one row band share AMEM), or
+    # only its activations array, with weights and parameters of their own: equal AMEM
+    # until the first store (emu.fast.state.Tiles.placed_classes), different after it.
     imgs = [img] + [_variant(img, rng) for _ in range(n - 1)]
     imgs.append(imgs[-1] if seed % 2 else _variant(img, rng))
+    if seed % 3 == 0:
+        imgs.append(_variant(img, rng).with_acts_of(imgs[-1]))
     _expect([_step(im, max_cycles) for im in imgs], _many(imgs, max_cycles))
 
 
@@ -235,3 +241,39 @@ def test_stack_gathers_and_stores_equal_fancy_indexing(t, depth, data) -> None: 
         put_cols(got, where, vals)
         want[:, where] = vals
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("store_in_a_loop", [True, False])
+def test_tiles_placed_alike_differ_after_a_store(monkeypatch, store_in_a_loop) -> None:  # type: ignore[no-untyped-def]
+    """Two tiles place one activations array (equal AMEM, known without a look: Tiles.
+    placed_classes) but hold different weights; a store of their different sums into the
+    region a later product reads makes them differ, whether a batch commits it or step mode
+    runs it.  Each tile's result is still its own, step mode's."""
+    c = AccelConfig(lanes=4)
+    product = ("CLR\nSETI r0, 0\nSETI r1, 0\n"
+               + "".join(f"LOOP 6, k{{p}}{i}\nMAC r0, 1, r1, 1\nk{{p}}{i}: ADDI r1, r1, 2\n"
+                         for i in range(3)))
+    store = "LOOP 1, s\nSTORE r2, 4, 4\ns: NOP\n" if store_in_a_loop else "STORE r2, 4, 4\n"
+    src = ("SETI r2, 1\nLOOP 1, a\n" + product.format(p="a") + "a: NOP\n" + store
+           + "LOOP 1, b\n" + product.format(p="b") + "SETI r3, 200\nSTORE r3, 4, 4\nb: NOP\n"
+           + "HALT\n")
+    rng = np.random.default_rng(3)
+    text = assemble(src, c).text
+    acts = rng.integers(-128, 128, 40)
+    first = Image(c, text, rng.integers(0, 1 << c.weight_bits, (20, 4)), np.zeros((0, 4)),
+                  acts, 0, {})
+    second = Image(c, text, rng.integers(0, 1 << c.weight_bits, (20, 4)),
+                   np.zeros((0, 4))).with_acts_of(first)
+    asked: list[bool] = []
+    placed = Tiles.placed_classes
+
+    def spy(tiles, lo, hi):  # type: ignore[no-untyped-def]
+        got = placed(tiles, lo, hi)
+        asked.append(got is not None)
+        return got
+
+    monkeypatch.setattr(Tiles, "placed_classes", spy)
+    got = run_fast_many([first, second])
+    assert asked == [True, False]  # equal by placement before the store, not after
+    for img, r in zip((first, second), got):
+        assert_same(_step(img, 10**7), r)

@@ -64,6 +64,23 @@ def test_with_acts_equals_a_new_image_and_checks_the_acts() -> None:
         img.with_acts(np.zeros(10, np.int64), 250)
 
 
+def test_acts_in_the_storage_type_stay_narrow_and_are_still_checked() -> None:
+    """Activations given in the configuration's storage type are kept in it (the runtime's
+    tiles place int8), give the same bytes and memories as int64, and a range narrower than
+    the type (act_bits 5 in int8) is still checked."""
+    img = _image()
+    narrow = img.with_acts(np.array([4, 5, -6, 7], np.int8), 3)
+    wide = img.with_acts(np.array([4, 5, -6, 7]), 3)
+    assert narrow.acts.dtype == np.int8 and wide.acts.dtype == np.int64
+    assert narrow.to_bytes() == wide.to_bytes()
+    assert np.array_equal(narrow.initial_memories()["amem"], wide.initial_memories()["amem"])
+    assert Image.from_bytes(narrow.to_bytes()).acts.tolist() == [4, 5, -6, 7]
+    assert img.with_acts(np.array([1, 2], np.int16)).acts.dtype == np.int64
+    five = img.config.replace(act_bits=5)
+    with pytest.raises(ImageError, match="activations must fit 5 signed bits"):
+        Image(five, img.text, img.weights, img.params, np.array([1, 16], np.int8))
+
+
 def test_with_acts_of_shares_another_images_activations() -> None:
     img = _image()
     donor = Image(img.config, np.array([2 << 27]), np.array([[1, 1]]), np.array([[0, 0]]),

@@ -42,7 +42,9 @@ machines get the first one's control state and their lanes only when step mode n
 data, and at HALT.  Gathers from the stacked memories go through np.take (``state.cols``):
 numpy's fancy indexing behind a leading slice was 20-40x slower on a thousand tiles.  Tiles
 whose read region holds the same activations (the channel blocks of one row band) share the
-gathered windows, and the product is a stack of one matrix product per tile.  A fault is
+gathered windows, and the product is a stack of one matrix product per tile; tiles whose
+images place one activations array are known equal where no store has reached since, and
+only one of each is compared.  A fault is
 raised by the first machine, as the first image alone would raise it.
 
 Memory ordering is made irrelevant rather than reproduced: a batch keeps its stores aside and

@@ -141,6 +141,8 @@ class Batch(Products, OrderCheck):
         s.settle()  # deferred W and P read the AMEM the batch started from
         for idx, vals in self.stores:
             put_cols(amem, idx, vals)
+            if len(idx):
+                self.tiles.mark_written(int(idx.min()), int(idx.max()))
         mach = self.mach
         mach.regs = [int(v) for v in s.regs[0]]
         cnt = mach.counters

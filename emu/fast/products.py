@@ -86,6 +86,16 @@ def same_rows(region: I64) -> list[tuple[int, I64]]:
     return sorted(out, key=lambda c: c[0])
 
 
+def merge_classes(parts: list[I64], classes: list[tuple[int, I64]]) -> list[tuple[int, I64]]:
+    """Classes of rows from classes of ``parts`` (each a class of rows known equal): same_rows'
+    form, members in order, classes by their lowest member."""
+    out = []
+    for _, which in classes:
+        members = np.sort(np.concatenate([parts[j] for j in which]))
+        out.append((int(members[0]), members))
+    return sorted(out, key=lambda c: c[0])
+
+
 class Products(BatchBase):
     """The matrix-product paths of a batch."""
 
@@ -161,7 +171,11 @@ class Products(BatchBase):
                                for i, seg in enumerate(segs)], axis=1).T  # (total, nw)
         # Only AMEM[xlo..xhi] is read.
         region = self.amem0[:, xlo: xhi + 1]
-        classes = same_rows(region)
+        placed = self.tiles.placed_classes(xlo, xhi)
+        if placed is None:
+            classes = same_rows(region)
+        else:  # only the placements' first tiles are compared
+            classes = merge_classes(placed, same_rows(region[[int(m[0]) for m in placed]]))
         # Every row equals its class's first: the bound needs only those.
         firsts = region[[rep for rep, _ in classes]]
         xmax = max(int(firsts.max()), -int(firsts.min()))

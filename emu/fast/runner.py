@@ -126,6 +126,7 @@ class FastRunner:
                 self.behind = len(machs) > 1
                 continue
             self.sync()
+            self.tiles.before_step(mach)
             for m in machs:
                 m.step()
         self.sync()

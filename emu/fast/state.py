@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from contract import isa
 from contract import weights as wformats
 from contract.blas import one_blas_thread
 from contract.config import AccelConfig
@@ -65,9 +66,44 @@ class Tiles:
             mems = {"wmem": self.wmem[i], "bmem": self.bmem[i], "amem": self.amem[i]}
             self.machs.append(Machine(im, config, mems))
         self.mach = self.machs[0]
+        # Tiles whose images place one activations array at one base hold equal AMEM where
+        # nothing has been written since (runtime.tile_amem shares a row band's array among
+        # its channel blocks): classes of equal regions known without a pass over the data.
+        by_array: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            by_array.setdefault((id(im.acts), im.acts_base), []).append(i)
+        self.placed = [np.array(members, np.int64) for members in by_array.values()]
+        self.written: tuple[int, int] | None = None  # lowest and highest AMEM address written
 
     def __len__(self) -> int:
         return len(self.machs)
+
+    def mark_written(self, lo: int, hi: int) -> None:
+        """AMEM[lo..hi] (of every tile: they run in lockstep) may have been written."""
+        w = self.written
+        self.written = (lo, hi) if w is None else (min(w[0], lo), max(w[1], hi))
+
+    def before_step(self, mach: Machine) -> None:
+        """Note what the instruction at ``mach``'s pc writes to AMEM when step mode runs it
+        (the addresses step mode will check, from the registers before the step)."""
+        prog, pc = mach.prog, mach.pc
+        if not 0 <= pc < len(prog.instrs):
+            return
+        ins, f = prog.instrs[pc], prog.fields[pc]
+        for p in ins.pointers:
+            if p.writes and p.memory == "AMEM":
+                served = f[isa.LANES_FIELD] if ins.serves_lanes else self.mach.config.lanes
+                a = mach.regs[f[p.register]]
+                self.mark_written(a, a + (served if p.per_lane else 1) - 1)
+
+    def placed_classes(self, lo: int, hi: int) -> list[I64] | None:
+        """Tiles whose AMEM[lo..hi] are equal because their images placed the same array
+        there and nothing has been written there since (members in order, classes by their
+        lowest member); None where that tells nothing (every tile apart, or written)."""
+        w = self.written
+        if len(self.placed) == len(self.machs) or (w is not None and w[0] <= hi and lo <= w[1]):
+            return None
+        return self.placed
 
 
 class Deferred:
