@@ -40,13 +40,13 @@ def _many(imgs: list[Image], max_cycles: int) -> list[RunResult | str]:
 
 
 def _variant(img: Image, rng: np.random.Generator) -> Image:
-    """The same program and memory sizes with other data."""
+    """The same program and memory sizes with other data, and a region of its own."""
     c = img.config
     half = min(1 << (c.acc_bits - 1), 1 << 20)
     return Image(c, img.text, rng.integers(0, 1 << c.weight_bits, img.weights.shape),
                  rng.integers(-half, half, img.params.shape),
                  rng.integers(c.act_min, c.act_max + 1, img.acts.shape), img.acts_base,
-                 img.regions)
+                 {**img.regions, "mine": (int(rng.integers(0, c.amem_depth)), 1)})
 
 
 def _expect(step: list[RunResult | str], got: list[RunResult | str]) -> None:

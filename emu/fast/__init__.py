@@ -38,13 +38,14 @@ the same steps and batches.  Memories are stacked (tiles, depth) and the data of
 P, products) carries a leading tile axis while registers and addresses stay one set; the
 commit rule, checked on addresses, holds for all tiles or none.  Instructions that touch no
 data step the first machine only, and a batch's lane registers stay stacked: the other
-machines get the first one's control state and their lanes only when step mode next touches
-data, and at HALT.  Gathers from the stacked memories go through np.take (``state.cols``):
-numpy's fancy indexing behind a leading slice was 20-40x slower on a thousand tiles.  Tiles
-whose read region holds the same activations (the channel blocks of one row band) share the
-gathered windows, and the product is a stack of one matrix product per tile; tiles whose
-images place one activations array are known equal where no store has reached since, and
-only one of each is compared.  A fault is
+machines are made, and get the first one's control state and their lanes, only when step mode
+next touches data (a layer whose programs step no data never makes them: their results at
+HALT are the first one's control state with their own memories and lanes).  Gathers from the
+stacked memories go through np.take (``state.cols``): numpy's fancy indexing behind a leading
+slice was 20-40x slower on a thousand tiles.  Tiles whose read region holds the same
+activations (the channel blocks of one row band) share the gathered windows, and the product
+is a stack of one matrix product per tile; tiles whose images place one activations array are
+known equal where no store has reached since, and only one of each is compared.  A fault is
 raised by the first machine, as the first image alone would raise it.
 
 Memory ordering is made irrelevant rather than reproduced: a batch keeps its stores aside and

@@ -98,8 +98,7 @@ class FastRunner:
                 m.regs = list(mach.regs)
                 m.pc, m.halted = mach.pc, mach.halted
                 m.loops = [list(top) for top in mach.loops]
-                m.counters = {k: dict(v) if isinstance(v, dict) else v
-                              for k, v in mach.counters.items()}
+                m.counters = copy_counters(mach.counters)
             self.behind = False
         if self.stacked is not None:
             acc, w, p = self.stacked
@@ -109,7 +108,7 @@ class FastRunner:
 
     def run(self, max_cycles: int) -> list[RunResult]:
         """Every machine to HALT; the first one's fault (every machine's: they are in lockstep)."""
-        mach, machs = self.mach, self.tiles.machs
+        mach, many = self.mach, len(self.tiles) > 1
         prog = mach.prog
         while not mach.halted:
             if mach.counters["cycles"] >= max_cycles:
@@ -123,14 +122,37 @@ class FastRunner:
                         and self.try_loop(max_cycles)):
                     continue
                 mach.step()
-                self.behind = len(machs) > 1
+                self.behind = many
                 continue
             self.sync()
             self.tiles.before_step(mach)
-            for m in machs:
+            for m in self.tiles.machs:
                 m.step()
-        self.sync()
-        return [m.result(None) for m in machs]
+        if self.tiles.followers_made:
+            self.sync()
+            return [m.result(None) for m in self.tiles.machs]
+        return self.results()
+
+    def results(self) -> list[RunResult]:
+        """Every tile's result at HALT while only the first machine exists: the others' are
+        its control state and counters with their own memories and lanes."""
+        mach, tiles = self.mach, self.tiles
+        lanes = self.stacked
+        self.stacked = None
+        if lanes is not None:
+            mach.acc, mach.w, mach.p = (v[0, 0].copy() for v in lanes)
+        out = [mach.result(None)]
+        for t in range(1, len(tiles)):
+            acc, w, p = ((v[t, 0].copy() for v in lanes) if lanes is not None
+                         else (np.zeros(mach.config.lanes, np.int64) for _ in range(3)))
+            out.append(RunResult("emu", mach.config, tiles.amem[t], acc, list(mach.regs),
+                                 copy_counters(mach.counters), dict(tiles.images[t].regions),
+                                 weights=w, products=p))
+        return out
+
+
+def copy_counters(counters: dict[str, Any]) -> dict[str, Any]:
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in counters.items()}
 
 
 def run_fast(image: Image, config: AccelConfig | None = None, *,

@@ -53,7 +53,7 @@ class Tiles:
         self.wmem = np.zeros((t, c.wmem_depth, c.lanes),
                              wtype if wtype.kind == "u" and wtype.itemsize <= 4 else np.int64)
         self.bmem = np.zeros((t, c.bmem_depth, c.lanes), np.int64)
-        self.machs = []
+        self.images, self.config = images, config
         # What WMEM and BMEM were filled from (emu.fast.prepacked keeps what is derived).
         self.weight_arrays = [im.weights for im in images]
         self.param_arrays = [im.params for im in images]
@@ -63,9 +63,11 @@ class Tiles:
             self.wmem[i, : len(im.weights)] = im.weights
             self.bmem[i, : len(im.params)] = im.params
             self.amem[i, im.acts_base: im.acts_base + len(im.acts)] = im.acts
-            mems = {"wmem": self.wmem[i], "bmem": self.bmem[i], "amem": self.amem[i]}
-            self.machs.append(Machine(im, config, mems))
-        self.mach = self.machs[0]
+        self.mach = self._machine(0)
+        # The other machines are made when step mode first touches data (followers): until
+        # then the first one's control state and the stacked memories and lanes are all of
+        # theirs (ResNet-18's 877 tiles spent 11 ms an image making machines).
+        self._machs: list[Machine] | None = [self.mach] if t == 1 else None
         # Tiles whose images place one activations array at one base hold equal AMEM where
         # nothing has been written since (runtime.tile_amem shares a row band's array among
         # its channel blocks): classes of equal regions known without a pass over the data.
@@ -75,8 +77,24 @@ class Tiles:
         self.placed = [np.array(members, np.int64) for members in by_array.values()]
         self.written: tuple[int, int] | None = None  # lowest and highest AMEM address written
 
+    def _machine(self, i: int) -> Machine:
+        mems = {"wmem": self.wmem[i], "bmem": self.bmem[i], "amem": self.amem[i]}
+        return Machine(self.images[i], self.config, mems)
+
     def __len__(self) -> int:
-        return len(self.machs)
+        return len(self.images)
+
+    @property
+    def followers_made(self) -> bool:
+        return self._machs is not None
+
+    @property
+    def machs(self) -> list[Machine]:
+        """Every tile's machine, the first one's control state not yet given to the others
+        made here (the runner's sync does that)."""
+        if self._machs is None:
+            self._machs = [self.mach] + [self._machine(i) for i in range(1, len(self.images))]
+        return self._machs
 
     def mark_written(self, lo: int, hi: int) -> None:
         """AMEM[lo..hi] (of every tile: they run in lockstep) may have been written."""
@@ -101,7 +119,7 @@ class Tiles:
         there and nothing has been written there since (members in order, classes by their
         lowest member); None where that tells nothing (every tile apart, or written)."""
         w = self.written
-        if len(self.placed) == len(self.machs) or (w is not None and w[0] <= hi and lo <= w[1]):
+        if len(self.placed) == len(self.images) or (w is not None and w[0] <= hi and lo <= w[1]):
             return None
         return self.placed
 
@@ -190,6 +208,10 @@ class Lanes:
 
     @staticmethod
     def of(tiles: Tiles) -> Lanes:
+        if not tiles.followers_made:  # no data touched yet: every machine's lanes are zero
+            t, lanes = len(tiles), tiles.mach.config.lanes
+            return Lanes(np.array([tiles.mach.regs], np.int64), *(
+                np.zeros((t, 1, lanes), np.int64) for _ in range(3)))
         ms = tiles.machs
         return Lanes(np.array([tiles.mach.regs], np.int64),
                      np.stack([m.acc for m in ms])[:, None], np.stack([m.w for m in ms])[:, None],
