@@ -134,7 +134,7 @@ class Image:
         """This image with the initial activations of ``other``, an image for the same
         configuration (so they were checked as this one's would be, and are shared, not
         copied): the tiles of a layer that place one band at one address."""
-        if other.config != self.config:
+        if other.config is not self.config and other.config != self.config:
             raise ImageError("activations of an image for another accelerator configuration")
         return self._with_checked_acts(other.acts, other.acts_base)
 

@@ -142,17 +142,20 @@ class FastRunner:
         if lanes is not None:
             mach.acc, mach.w, mach.p = (v[0, 0].copy() for v in lanes)
         out = [mach.result(None)]
-        for t in range(1, len(tiles)):
-            acc, w, p = ((v[t, 0].copy() for v in lanes) if lanes is not None
-                         else (np.zeros(mach.config.lanes, np.int64) for _ in range(3)))
-            out.append(RunResult("emu", mach.config, tiles.amem[t], acc, list(mach.regs),
-                                 copy_counters(mach.counters), dict(tiles.images[t].regions),
-                                 weights=w, products=p))
+        # One copy of each stacked lane register, each result a row of it.
+        t = len(tiles)
+        acc, w, p = ([v[:, 0].copy() for v in lanes] if lanes is not None
+                     else [np.zeros((t, mach.config.lanes), np.int64) for _ in range(3)])
+        for i in range(1, t):
+            out.append(RunResult("emu", mach.config, tiles.amem[i], acc[i], list(mach.regs),
+                                 copy_counters(mach.counters), dict(tiles.images[i].regions),
+                                 weights=w[i], products=p[i]))
         return out
 
 
 def copy_counters(counters: dict[str, Any]) -> dict[str, Any]:
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in counters.items()}
+    """A machine's counters, its only nested dict (``ops``) copied too."""
+    return dict(counters, ops=dict(counters["ops"]))
 
 
 def run_fast(image: Image, config: AccelConfig | None = None, *,

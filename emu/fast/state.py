@@ -359,21 +359,27 @@ class BatchBase:
             self.resources.enter_context(one_blas_thread())
 
     def weight_ints(self, idx: I64, first: int = 0, end: int | None = None,
-                    dtype: Any = None) -> tuple[Any, dict[str, Any]]:
+                    dtype: Any = None, tiles_inside: bool = False) -> tuple[Any, dict[str, Any]]:
         """The integers of the WMEM codes at ``idx`` of the tiles first..end (every tile by
-        default), (tiles, *idx.shape, lanes), as ``dtype`` when given and exact, else float32
-        when that holds every code's integer exactly (it does for the shipped formats), else
-        int64; read-only, kept across runs (emu.fast.prepacked), with a dict for figures
-        derived from them.  The codes are gathered first: they are narrow."""
+        default), (tiles, *idx.shape, lanes), or with ``tiles_inside`` (idx.shape[0], tiles,
+        *idx.shape[1:], lanes), as ``dtype`` when given and exact, else float32 when that
+        holds every code's integer exactly (it does for the shipped formats), else int64;
+        read-only, kept across runs (emu.fast.prepacked), with a dict for figures derived
+        from them.  The codes are gathered first: they are narrow."""
         c = self.c
         top = c.weight_format.max_abs(c.exp_bits)
         if dtype is None or (dtype is np.float32 and top >= EXACT_F32) or (
                 dtype is np.float64 and top >= EXACT_F64):
             dtype = np.float32 if top < EXACT_F32 else np.int64
         wmem = self.wmem[first:end]
-        setting = (c.wmem_depth, c.lanes, c.exp_bits, c.weights, np.dtype(dtype).str)
-        return prepacked.decoded(self.tiles.weight_arrays[first:end], idx, setting,
-                                 lambda: code_ints(cols(wmem, idx), c.exp_bits, c.weights, dtype))
+        setting = (c.wmem_depth, c.lanes, c.exp_bits, c.weights, np.dtype(dtype).str,
+                   tiles_inside)
+
+        def make() -> Any:
+            ints = code_ints(cols(wmem, idx), c.exp_bits, c.weights, dtype)
+            return np.ascontiguousarray(np.moveaxis(ints, 0, 1)) if tiles_inside else ints
+
+        return prepacked.decoded(self.tiles.weight_arrays[first:end], idx, setting, make)
 
     def requant_tables(self) -> tuple[I64, I64, I64, Any]:
         """Per BMEM row that a REQ may read, as its parameter: the code's integer ``m``, the
