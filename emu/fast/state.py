@@ -209,9 +209,9 @@ class Lanes:
     @staticmethod
     def of(tiles: Tiles) -> Lanes:
         if not tiles.followers_made:  # no data touched yet: every machine's lanes are zero
-            t, lanes = len(tiles), tiles.mach.config.lanes
-            return Lanes(np.array([tiles.mach.regs], np.int64), *(
-                np.zeros((t, 1, lanes), np.int64) for _ in range(3)))
+            shape = (len(tiles), 1, tiles.mach.config.lanes)
+            return Lanes(np.array([tiles.mach.regs], np.int64), np.zeros(shape, np.int64),
+                         np.zeros(shape, np.int64), np.zeros(shape, np.int64))
         ms = tiles.machs
         return Lanes(np.array([tiles.mach.regs], np.int64),
                      np.stack([m.acc for m in ms])[:, None], np.stack([m.w for m in ms])[:, None],
