@@ -195,9 +195,6 @@ class Products(BatchBase):
         else:
             dest = prod.reshape(t, nx, nw, c.lanes)
             gather = not np.array_equal(inv, ident)
-        klass = np.empty(t, np.int64)
-        for i, (_, members) in enumerate(classes):
-            klass[members] = i
         windows: dict[tuple[int, Any], Any] = {}
         max_abs = c.weight_format.max_abs(c.exp_bits)
         # The weights' integers a block of tiles at a time (four bytes each where the codes
@@ -209,12 +206,17 @@ class Products(BatchBase):
         for a in range(0, t, step):
             b = min(t, a + step)
             dtype = loose
-            # (total, tiles, nw, lanes): the product's right factor, the tiles side by side
-            # (a class of tiles sharing windows is ONE product, each tile's weight runs a
-            # block of its columns: ResNet-18's 64 tiles of 8 channels by (49 x 2304)
-            # windows took 19 ms as 64 products of 8 columns), decoded into the product's
-            # type where that is known already.
-            wint, derived = self.weight_ints(widx, a, b, None if tighten else dtype, True)
+            # Tiles whose region holds the same activations (the channel blocks of one row
+            # band) share the gathered windows, and are ONE product: their weight runs side
+            # by side in its columns (ResNet-18's 64 tiles of 8 channels by (49 x 2304)
+            # windows took 19 ms as 64 products of 8 columns).
+            parts = [(i, members[(members >= a) & (members < b)])
+                     for i, (_, members) in enumerate(classes)]
+            parts = [(i, inside) for i, inside in parts if len(inside)]
+            # (total, tiles, nw, lanes), the tiles class by class (each class's columns one
+            # slice), decoded into the product's type where that is known already.
+            wint, derived = self.weight_ints(widx, a, b, None if tighten else dtype,
+                                             np.concatenate([m for _, m in parts]) - a)
             if tighten:
                 # sum_j |x_j w_j| <= max|x| * (the largest column sum of |w|): tighter than
                 # max|x| max|w| total, and what lets 8-bit 3x3x128 windows use float32 (see
@@ -224,21 +226,19 @@ class Products(BatchBase):
                                             if total * max_abs < EXACT_F32 else np.float64)
                     derived["abs sum"] = int(wsum.max())
                 dtype = exact_dtype(xmax * derived["abs sum"])
-            # Tiles whose region holds the same activations (the channel blocks of one row
-            # band) share the gathered windows: a stack of products of them by each tile's
-            # weights.
-            for i in np.unique(klass[a:b]):
-                rep, members = classes[i]
-                key = (int(i), dtype)
+            first = 0
+            for i, inside in parts:
+                key = (i, dtype)
                 if key not in windows:
+                    rep = classes[i][0]
                     src: Any = region[rep: rep + 1]
                     src = src.astype(np.int64 if dtype is None else dtype)
                     windows[key] = self.gather_x(src, xstart - xlo, segs)[0]  # (nx, total)
-                xmat = windows[key]
-                inside = members[(members >= a) & (members < b)]
-                w = wint if len(inside) == b - a else wint[:, inside - a]
-                part = xmat @ w.reshape(total, len(inside) * wide).astype(xmat.dtype, copy=False)
-                dest[inside] = part.reshape(nx, len(inside), nw, c.lanes).transpose(1, 0, 2, 3)
+                xmat, k = windows[key], len(inside)
+                w = wint[:, first: first + k].reshape(total, k * wide)
+                first += k
+                part = xmat @ w.astype(xmat.dtype, copy=False)
+                dest[inside] = part.reshape(nx, k, nw, c.lanes).transpose(1, 0, 2, 3)
         # Exact integers (every partial sum is under the bound) when a float type was used.
         acc = cols(prod, inv) if gather else prod
         # Where A's bounds are known and the sums keep it inside the accumulator's range the

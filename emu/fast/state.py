@@ -359,13 +359,14 @@ class BatchBase:
             self.resources.enter_context(one_blas_thread())
 
     def weight_ints(self, idx: I64, first: int = 0, end: int | None = None,
-                    dtype: Any = None, tiles_inside: bool = False) -> tuple[Any, dict[str, Any]]:
+                    dtype: Any = None, order: I64 | None = None) -> tuple[Any, dict[str, Any]]:
         """The integers of the WMEM codes at ``idx`` of the tiles first..end (every tile by
-        default), (tiles, *idx.shape, lanes), or with ``tiles_inside`` (idx.shape[0], tiles,
-        *idx.shape[1:], lanes), as ``dtype`` when given and exact, else float32 when that
-        holds every code's integer exactly (it does for the shipped formats), else int64;
-        read-only, kept across runs (emu.fast.prepacked), with a dict for figures derived
-        from them.  The codes are gathered first: they are narrow."""
+        default), (tiles, *idx.shape, lanes), or given the tiles' ``order`` (positions from
+        ``first``) (idx.shape[0], tiles in that order, *idx.shape[1:], lanes), as ``dtype``
+        when given and exact, else float32 when that holds every code's integer exactly (it
+        does for the shipped formats), else int64; read-only, kept across runs
+        (emu.fast.prepacked), with a dict for figures derived from them.  The codes are
+        gathered first: they are narrow."""
         c = self.c
         top = c.weight_format.max_abs(c.exp_bits)
         if dtype is None or (dtype is np.float32 and top >= EXACT_F32) or (
@@ -373,11 +374,11 @@ class BatchBase:
             dtype = np.float32 if top < EXACT_F32 else np.int64
         wmem = self.wmem[first:end]
         setting = (c.wmem_depth, c.lanes, c.exp_bits, c.weights, np.dtype(dtype).str,
-                   tiles_inside)
+                   None if order is None else order.tobytes())
 
         def make() -> Any:
             ints = code_ints(cols(wmem, idx), c.exp_bits, c.weights, dtype)
-            return np.ascontiguousarray(np.moveaxis(ints, 0, 1)) if tiles_inside else ints
+            return ints if order is None else np.ascontiguousarray(np.moveaxis(ints[order], 0, 1))
 
         return prepacked.decoded(self.tiles.weight_arrays[first:end], idx, setting, make)
 
