@@ -20,6 +20,7 @@ writer and loader; :func:`readmemh` writes the same bits for HDL testbenches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import struct
 import zlib
@@ -311,9 +312,16 @@ def _acts_array(acts: Any, c: AccelConfig) -> NDArray[np.signedinteger[Any]]:
     """Initial activations, flat: kept in the activation storage type if they come in it,
     else as int64."""
     a = np.asarray(acts)
-    if a.dtype != np.dtype(c.act_storage):
+    if a.dtype.name != c.act_storage:
         a = a.astype(np.int64, copy=False)
     return a.reshape(-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _holds_only(dtype: np.dtype[Any], lo: int, hi: int) -> bool:
+    """Whether every value of the integer ``dtype`` lies in lo..hi."""
+    kind = np.iinfo(dtype)
+    return bool(kind.min >= lo and kind.max <= hi)
 
 
 def _check_acts(acts: NDArray[np.signedinteger[Any]], base: int, c: AccelConfig) -> None:
@@ -322,8 +330,7 @@ def _check_acts(acts: NDArray[np.signedinteger[Any]], base: int, c: AccelConfig)
     if not (0 <= base and base + len(acts) <= c.amem_depth):
         raise ImageError(f"activations {base}..{base + len(acts)} exceed "
                          f"amem_depth {c.amem_depth}")
-    kind = np.iinfo(acts.dtype)
-    if kind.min >= c.act_min and kind.max <= c.act_max:
+    if _holds_only(acts.dtype, c.act_min, c.act_max):
         return
     if len(acts) and (int(acts.min()) < c.act_min or int(acts.max()) > c.act_max):
         raise ImageError(f"activations must fit {c.act_bits} signed bits")

@@ -26,6 +26,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -89,6 +90,14 @@ class Tile:
     cycles: int
     out_tensor: str = ""  # "" for the layer's output, else its partial sums (reduction tiling)
     out_cols: tuple[int, int] | None = None  # output columns [x0, x1); None: all
+
+    @functools.cached_property
+    def placement(self) -> tuple[Any, ...]:
+        """What the tile's initial AMEM is made of (its input bands, where they go, its own
+        constants): tiles with equal placements start from equal AMEM on one image."""
+        img = self.image
+        return (tuple((ti.base, ti.tensor, ti.rows, ti.cols, ti.channels) for ti in self.inputs),
+                img.acts_base, img.acts.tobytes())
 
 
 @dataclass

@@ -133,8 +133,7 @@ def tile_amem(tile: Tile, padded: dict[str, I64],
     channel blocks of one row band read the same band at the same address, and share its
     activations (nothing writes an image's initial activations)."""
     img = tile.image
-    key = (tuple((ti.base, ti.tensor, ti.rows, ti.cols, ti.channels) for ti in tile.inputs),
-           img.acts_base, img.acts.tobytes())
+    key = tile.placement
     found = placed.get(key) if placed is not None else None
     if found is not None:
         return img.with_acts_of(found)
