@@ -21,8 +21,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-# About twice ResNet-18's weights decoded to float32 (15.8 M codes over its tiles).
-CACHE_BYTES = 1 << 28
+# AlexNet's weights decoded to float32 (61 M codes, 244 MB) with room to spare; ResNet-18's
+# take 63 MB.  A network whose weights do not fit decodes the rest on every run (VGG-16:
+# 138 M codes): its runs visit the entries in one order, so the least recently used is the
+# next one needed.
+CACHE_BYTES = 1 << 29
 
 _Key = tuple[Any, ...]
 _Entry = tuple[list[weakref.ref[Any]], NDArray[Any], NDArray[Any], dict[str, Any]]

@@ -377,8 +377,10 @@ class BatchBase:
                    None if order is None else order.tobytes())
 
         def make() -> Any:
-            ints = code_ints(cols(wmem, idx), c.exp_bits, c.weights, dtype)
-            return ints if order is None else np.ascontiguousarray(np.moveaxis(ints[order], 0, 1))
+            codes = cols(wmem, idx)
+            if order is not None:  # reordered while narrow: a byte a code, not four
+                codes = np.ascontiguousarray(np.moveaxis(codes[order], 0, 1))
+            return code_ints(codes, c.exp_bits, c.weights, dtype)
 
         return prepacked.decoded(self.tiles.weight_arrays[first:end], idx, setting, make)
 
