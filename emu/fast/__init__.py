@@ -43,10 +43,10 @@ next touches data (a layer whose programs step no data never makes them: their r
 HALT are the first one's control state with their own memories and lanes).  Gathers from the
 stacked memories go through np.take (``state.cols``): numpy's fancy indexing behind a leading
 slice was 20-40x slower on a thousand tiles.  Tiles whose read region holds the same
-activations (the channel blocks of one row band) share the gathered windows, and the product
-is a stack of one matrix product per tile; tiles whose images place one activations array are
-known equal where no store has reached since, and only one of each is compared.  A fault is
-raised by the first machine, as the first image alone would raise it.
+activations (the channel blocks of one row band) share the gathered windows and are one
+matrix product, their weights side by side in its columns; tiles whose images place one
+activations array are known equal where no store has reached since, and only one of each is
+compared.  A fault is raised by the first machine, as the first image alone would raise it.
 
 Memory ordering is made irrelevant rather than reproduced: a batch keeps its stores aside and
 writes them at commit, which it does only if no address is written twice and no address it
