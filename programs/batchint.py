@@ -53,11 +53,11 @@ MAX_F32_CHUNKS = 3
 # layer on one image took 2.3 s here against 0.35 s.
 MIN_ROWS = 128
 # Whether the float products of a batch's convolutions take onnxruntime's float32 Conv
-# (programs.batchort.FloatConv) where they can (the tests take both paths), given at least
-# this many images a thread: its blocks are whole images, where the own products' blocks are
-# rows and keep both threads busy on one image.
+# (programs.batchort.FloatConv) where they can (the tests take both paths).  Its blocks are
+# whole images, so a batch of one keeps one thread busy where the own products' rows keep
+# two; but `asd run` checks image 0 on the emulator on the other, and the Conv takes about
+# half the CPU: ResNet-18's one image (integer semantics and check) 0.288 -> 0.265 s.
 FLOAT_CONV = True
-FLOAT_CONV_IMAGES = 2
 # Grouped convolutions with more groups than this run by the literal definition.
 MAX_GROUPS = 8
 # Bytes of one block's copied windows: well inside the 1-4 MB L2 caches of current cores.
@@ -194,7 +194,7 @@ def conv_layer(x: I64, ql: QLayer, c: AccelConfig, pad: int) -> I64 | None:
         # (SqueezeNet 1.1's 128 -> 16 on 32 images: 11.7 against 19.7 ms).
         squeeze = kh == kw == 1 and sh == sw == 1 and ci > co
         if (FLOAT_CONV and dtype == np.float32 and oh * ow > 1 and not squeeze
-                and n >= FLOAT_CONV_IMAGES * workers() and batchort.available()
+                and batchort.available()
                 and all(p is not None and len(p[0]) == 1 for p in plans)):
             # The bias joins the sums in the Conv where it keeps every partial sum below 2^24
             # at any activations (a data-independent choice: one session per layer).

@@ -27,13 +27,13 @@ from tests.strategies import small_configs
 @contextmanager
 def every_size(float_conv: bool = True) -> Iterator[None]:
     """The fast paths on layers of any size (small ones normally take the definition), the
-    float products on onnxruntime's Conv (at any batch size) or on their own blocks."""
-    old = batchint.MIN_ROWS, batchint.FLOAT_CONV, batchint.FLOAT_CONV_IMAGES
-    batchint.MIN_ROWS, batchint.FLOAT_CONV, batchint.FLOAT_CONV_IMAGES = 0, float_conv, 0
+    float products on onnxruntime's Conv or on their own blocks."""
+    old = batchint.MIN_ROWS, batchint.FLOAT_CONV
+    batchint.MIN_ROWS, batchint.FLOAT_CONV = 0, float_conv
     try:
         yield
     finally:
-        batchint.MIN_ROWS, batchint.FLOAT_CONV, batchint.FLOAT_CONV_IMAGES = old
+        batchint.MIN_ROWS, batchint.FLOAT_CONV = old
 
 
 @contextmanager
