@@ -286,10 +286,13 @@ def test_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
 
 
 # The CLI in a child process that sends itself SIGINT once its first result is stored: the
-# signal lands at a known point (polling the database from outside raced the sweep: CI's
-# loaded runs twice saw no row before the whole sweep was done, and it exited 0).
+# signal lands at a known point, where polling the database from outside raced the sweep.
+# SIGINT's default handler is put back first: a child inherits an ignored SIGINT (a suite
+# started in the background, as `nohup ... &` does) and Python then installs none, so the
+# sweep ran to the end and exited 0.
 _INTERRUPT_AFTER_FIRST = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from asd_cli.main import main
 from asd_cli.sweep import runner
 execute = runner.execute
