@@ -9,6 +9,7 @@ busy machine, and after a call they spin against the rest of the work).  Measure
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,9 +29,24 @@ def _blas_libs() -> list[Any]:
     return _BLAS[0]
 
 
+# How deep each thread is inside one_blas_thread blocks.
+_DEPTH = threading.local()
+
+
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """BLAS limited to one thread inside the block (process-wide), restored after."""
+    """BLAS limited to one thread inside the block (process-wide), restored after.  Inside
+    another block of the same thread it costs a counter (the fast emulator's batches each
+    enter one: asking BLAS its thread count took 30 us a batch).  OpenBLAS takes a new count
+    only from the thread that loaded it: other threads' blocks change nothing there."""
+    depth = getattr(_DEPTH, "n", 0)
+    _DEPTH.n = depth + 1
+    if depth:
+        try:
+            yield
+        finally:
+            _DEPTH.n = depth
+        return
     libs = _blas_libs()
     before = [lib.get_num_threads() for lib in libs]
     for lib, n in zip(libs, before, strict=True):
@@ -39,6 +55,7 @@ def one_blas_thread() -> Iterator[None]:
     try:
         yield
     finally:
+        _DEPTH.n = depth
         for lib, n in zip(libs, before, strict=True):
             if n and n > 1:
                 lib.set_num_threads(n)
