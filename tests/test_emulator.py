@@ -29,10 +29,14 @@ def _outcome(img: Image, fast: bool, max_cycles: int) -> RunResult | str:
 
 
 @settings(max_examples=scaled_examples(250), suppress_health_check=[HealthCheck.too_slow])
-@given(programs_and_configs(wild=True), st.sampled_from([50, 400, 100_000]))
-def test_fast_equals_step_on_random_programs(case, max_cycles) -> None:  # type: ignore[no-untyped-def]
+@given(programs_and_configs(wild=True), st.sampled_from([50, 400, 100_000]),
+       st.sampled_from([50, 400, 100_000]))
+def test_fast_equals_step_on_random_programs(case, max_cycles, again_cycles) -> None:  # type: ignore[no-untyped-def]
     _, img = case
     assert_same(_outcome(img, False, max_cycles), _outcome(img, True, max_cycles))
+    # Run again: batches that start alike replay the first run's address work (emu.fast.plan),
+    # under another cycle limit with fewer iterations in some.
+    assert_same(_outcome(img, False, again_cycles), _outcome(img, True, again_cycles))
 
 
 @given(programs_and_configs())

@@ -61,8 +61,8 @@ def _expect(step: list[RunResult | str], got: list[RunResult | str]) -> None:
 
 @settings(max_examples=scaled_examples(120), suppress_health_check=[HealthCheck.too_slow])
 @given(programs_and_configs(wild=True), st.integers(2, 4), st.integers(0, 2**32 - 1),
-       st.sampled_from([50, 400, 100_000]))
-def test_lockstep_images_equal_step_mode_each(case, n, seed, max_cycles) -> None:  # type: ignore[no-untyped-def]
+       st.sampled_from([50, 400, 100_000]), st.sampled_from([50, 400, 100_000]))
+def test_lockstep_images_equal_step_mode_each(case, n, seed, max_cycles, again_cycles) -> None:  # type: ignore[no-untyped-def]
     _, img = case
     rng = np.random.default_rng(seed)
     # Some images repeat another's data (the channel blocks of one row band share AMEM), or
@@ -73,6 +73,11 @@ def test_lockstep_images_equal_step_mode_each(case, n, seed, max_cycles) -> None
     if seed % 3 == 0:
         imgs.append(_variant(img, rng).with_acts_of(imgs[-1]))
     _expect([_step(im, max_cycles) for im in imgs], _many(imgs, max_cycles))
+    # Again with other data: the batches that start alike replay what the first run worked
+    # out from the registers alone (emu.fast.plan; under another cycle limit, some batches
+    # hold fewer iterations), and each result is still step mode's.
+    again = [_variant(img, rng) for _ in imgs]
+    _expect([_step(im, again_cycles) for im in again], _many(again, again_cycles))
 
 
 def _conv(seed: int, x: np.ndarray | None = None, co: int = 8) -> kernels.Kernel:
@@ -277,3 +282,41 @@ def test_tiles_placed_alike_differ_after_a_store(monkeypatch, store_in_a_loop) -
     assert asked == [True, False]  # equal by placement before the store, not after
     for img, r in zip((first, second), got):
         assert_same(_step(img, 10**7), r)
+
+
+def test_a_second_run_replays_the_address_work_and_stays_exact(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A layer's tiles run again with other activations and weights take back what the first
+    run worked out from registers alone (every batch replays, none works addresses out), and
+    every result is still step mode's and the kernel's expected output; a replay that is
+    handed another site's value fails loudly instead of computing with it."""
+    from emu.fast import plan
+
+    plan.clear()
+    first = [_conv(s) for s in (1, 2)]
+    _all_on_the_product_path(monkeypatch, first)
+    made: list[bool] = []
+    start = plan.start
+
+    def spy(key):  # type: ignore[no-untyped-def]
+        rec = start(key)
+        made.append(rec.replaying)
+        return rec
+
+    monkeypatch.setattr(plan, "start", spy)
+    worked_out: list[int] = []
+    group_plan = Batch.group_plan
+    monkeypatch.setattr(Batch, "group_plan",
+                        lambda b, g, r: worked_out.append(1) or group_plan(b, g, r))
+    _all_on_the_product_path(monkeypatch, [_conv(s) for s in (3, 4)])
+    assert made and all(made)
+    assert not worked_out
+    # The recorded values are read-only: a consumer writing one in place fails on the first run.
+    rec = plan.start(next(iter(plan._PLANS)))
+    arrays = [part for _, value in rec.values if isinstance(value, tuple)
+              for part in value if isinstance(part, np.ndarray)]
+    assert arrays and not any(a.flags.writeable for a in arrays)
+    site, value = rec.values[0]
+    rec.values[0] = ("elsewhere", value)
+    with pytest.raises(AssertionError, match="address work depends on data"):
+        rec.take(site, lambda: None)
+    plan.clear()

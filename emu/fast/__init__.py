@@ -57,17 +57,24 @@ side effects, and step mode executes the LOOP instruction itself, so errors are 
 own, with the same pc.  Loops that would cross the cycle limit are batched for as many whole
 iterations as fit, then stepped.
 
+Address work is done once: a batch that commits keeps what it worked out from registers
+alone (instance registers, checked addresses, product shapes, the commit verdict, where its
+stores go, its counters), and the next batch starting from the same LOOP, text, registers,
+iteration count and number of tiles (a layer's tiles on the next image) takes it back
+instead (``plan``); only the data is computed again.
+
 Work no result needs is left out, provably: W and P after a product are made only if read
 (the next window overwrites them; only a loop's last instance reaches the machine), and bounds
 known on A (zero, a BMEM word, the activation range after VLD, VMAX or REQ, plus a product's
 reach) skip the wraps that cannot change it.  Weights decoded to integers are kept across
 runs while their image's arrays live (``prepacked``), as onnxruntime prepacks a session's.
 
-Layers, bottom up: ``prepacked`` (decoded weights kept across runs), ``transfer`` (register
-transfer algebra), ``nest`` (parsed loop nests, iteration independence and fusable runs, from
-the ISA table's roles), ``state`` (the typed instance state and what a batch reads and
-records), ``products`` (dot-product loops and fused windows as matrix products), ``order`` (the
-commit rule), ``batch`` (instruction semantics over instances), ``runner`` (the driver).
+Layers, bottom up: ``prepacked`` (decoded weights kept across runs), ``plan`` (address work
+kept across runs), ``transfer`` (register transfer algebra), ``nest`` (parsed loop nests,
+iteration independence and fusable runs, from the ISA table's roles), ``state`` (the typed
+instance state and what a batch reads and records), ``products`` (dot-product loops and
+fused windows as matrix products), ``order`` (the commit rule), ``batch`` (instruction
+semantics over instances), ``runner`` (the driver).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ per instruction in :data:`SEMANTICS`, over all instances at once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from contract.semantics import leaky, wrap
 
 from .nest import GiveUp, Loop
 from .order import OrderCheck
+from .plan import Recording
 from .products import Products
 from .state import (
     I64,
@@ -28,7 +30,8 @@ from .state import (
     Tiles,
     cols,
     lane_products,
-    put_cols,
+    put_plan,
+    put_planned,
     zeros,
 )
 from .transfer import MASK, iteration_registers
@@ -37,9 +40,11 @@ from .transfer import MASK, iteration_registers
 class Batch(Products, OrderCheck):
     """A batch over instances; commits to the machine or gives up."""
 
-    def __init__(self, tiles: Tiles, tables: dict[str, Any]):
-        super().__init__(tiles, tables)
+    def __init__(self, tiles: Tiles, tables: dict[str, Any], rec: Recording | None = None):
+        super().__init__(tiles, tables, rec)
         self.depths = tiles.mach.depths
+        # The current instruction's per-lane AMEM addresses, (instances, lanes served).
+        self.lane_addrs: I64 = np.zeros((0, 0), np.int64)
 
     def body(self, node: Loop, s: Lanes) -> None:
         items, i = node.items, 0
@@ -73,7 +78,8 @@ class Batch(Products, OrderCheck):
     def expand(self, node: Loop, s: Lanes, k: int) -> None:
         """k independent iterations of every instance as n*k instances of one body."""
         n, lanes, t = s.instances, self.c.lanes, self.ntiles
-        regs = iteration_registers(s.regs, node.transfer, k)
+        start = s.regs
+        regs = self.rec.take("expand", lambda: iteration_registers(start, node.transfer, k))
 
         # Each instance's copy of what it starts with: zeros for sums; nothing at all (a
         # read-only view of zeros: Lanes arrays are replaced, never written in place) for a
@@ -96,7 +102,8 @@ class Batch(Products, OrderCheck):
                 return v.rows(np.arange(n, dtype=np.int64) * k + (k - 1))
             return last(v)
 
-        s.regs = sub.regs.reshape(n, k, -1)[:, -1].copy()
+        ends = sub.regs
+        s.regs = self.rec.take("expanded", lambda: ends.reshape(n, k, -1)[:, -1].copy())
         s.w, s.p = last_held(sub.held("W")), last_held(sub.held("P"))
         if node.acc_add:
             s.acc = wrap(s.acc + sub.acc.reshape(t, n, k, -1).sum(axis=2), self.c.acc_bits)
@@ -114,23 +121,40 @@ class Batch(Products, OrderCheck):
         n = s.instances
         served = isa.lanes_served(ins, f, self.c.lanes)
         self.tally(ins.mnemonic, n, isa.cycles_of(ins, f))
+        regs = s.regs
+        addrs, self.lane_addrs, after = self.rec.take(
+            "instr", lambda: self.addresses(pc, regs, served))
+        semantics(self, s, f, addrs, served)
+        self.count(self.mach.traffic[pc], n)
+        if after is not None:
+            s.regs = after
+
+    def addresses(self, pc: int, regs: I64, served: int
+                  ) -> tuple[dict[isa.Memory, I64], I64, I64 | None]:
+        """The instruction at pc over instances with ``regs``: its checked addresses by
+        memory (recorded for the commit rule), its per-lane AMEM addresses (instances,
+        served), and the registers after it (None when it changes none)."""
+        prog = self.mach.prog
+        ins, f = prog.instrs[pc], prog.fields[pc]
         addrs: dict[isa.Memory, I64] = {}
+        lane_addrs = np.zeros((0, 0), np.int64)
         for p in ins.pointers:
             span = served if p.per_lane else 1
-            a = addrs[p.memory] = self.addr(s.regs, f[p.register], self.depths[p.memory], span)
+            a = addrs[p.memory] = self.addr(regs, f[p.register], self.depths[p.memory], span)
             if p.memory == "AMEM":
                 if p.writes:
                     self.writes.append((a, span))
                 else:
                     self.reads.append((a, span, 1))
-        semantics(self, s, f, addrs, served)
-        self.count(self.mach.traffic[pc], n)
+                if p.per_lane:
+                    lane_addrs = a[:, None] + np.arange(span)
         effects = prog.effects[pc]
-        if effects:
-            regs = s.regs.copy()
-            for rd, rs, add in effects:
-                regs[:, rd] = (add if rs < 0 else regs[:, rs] + add) & MASK
-            s.regs = regs
+        if not effects:
+            return addrs, lane_addrs, None
+        regs = regs.copy()
+        for rd, rs, add in effects:
+            regs[:, rd] = (add if rs < 0 else regs[:, rs] + add) & MASK
+        return addrs, lane_addrs, regs
 
     def commit(self, s: Lanes) -> None:
         """Write the batch's stores (in any order: the commit rule has checked that no address
@@ -140,16 +164,19 @@ class Batch(Products, OrderCheck):
         amem = self.tiles.amem
         s.settle()  # deferred W and P read the AMEM the batch started from
         for idx, vals in self.stores:
-            put_cols(amem, idx, vals)
-            if len(idx):
-                self.tiles.mark_written(int(idx.min()), int(idx.max()))
+            plan = self.rec.take("store", partial(put_plan, idx))
+            put_planned(amem, plan, vals)
+            if plan[0] <= plan[1]:
+                self.tiles.mark_written(plan[0], plan[1])
         mach = self.mach
         mach.regs = [int(v) for v in s.regs[0]]
         cnt = mach.counters
-        for key, v in self.cnt.items():
+        done = self.rec.counters if self.rec.replaying else self.cnt
+        assert done is not None
+        for key, v in done.items():
             if key != "ops":
                 cnt[key] += v
-        for op, times in self.cnt["ops"].items():
+        for op, times in done["ops"].items():
             if times:
                 cnt["ops"][op] += times
 
@@ -191,7 +218,7 @@ def _bias(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: in
 
 
 def _lanes_x(b: Batch, a: dict[isa.Memory, I64], k: int) -> I64:
-    return cols(b.amem0, a["AMEM"][:, None] + np.arange(k)).astype(np.int64)
+    return cols(b.amem0, b.lane_addrs).astype(np.int64)
 
 
 def _vld(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
@@ -253,8 +280,7 @@ def _store(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: i
     vals = s.acc[..., :k]
     if not s.acc_within(b.c.act_min, b.c.act_max):  # else the wrap changes nothing
         vals = wrap(vals, b.c.act_bits)
-    b.stores.append(((a["AMEM"][:, None] + np.arange(k)).reshape(-1),
-                     vals.reshape(b.ntiles, -1)))
+    b.stores.append((b.lane_addrs.reshape(-1), vals.reshape(b.ntiles, -1)))
 
 
 def _spill(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:

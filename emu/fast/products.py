@@ -158,25 +158,15 @@ class Products(BatchBase):
         leave memory, windows of several registers, instances that do not factor): the
         items then run one by one, which also makes any fault step mode's."""
         c = self.c
-        regs = s.regs
-        n = regs.shape[0]
+        n = s.instances
         segs = g.segments
         total = sum(seg.count for seg in segs)
-        xs = self.group_side(regs, [(seg.pre, seg.rx, seg.steps[1], seg.count) for seg in segs],
-                             c.amem_depth)
-        ws = self.group_side(regs, [(seg.pre, seg.rw, seg.steps[0], seg.count) for seg in segs],
-                             c.wmem_depth)
-        if xs is None or ws is None:
+        regs = s.regs
+        plan = self.rec.take("group", lambda: self.group_plan(g, regs))
+        if plan is None:
             return False
-        (xstart, xinv, xlo, xhi), (wstart, winv, _, _) = xs, ws
-        nx, nw, t = xstart.shape[0], wstart.shape[0], self.ntiles
-        # Windows are gathered once per class of tiles with equal regions (same_rows), so
-        # their memory does not grow with the tiles; the weights' integers do, for every tile.
-        if (nx * nw > 2 * n or nx * total > 8 * MAX_INSTANCES
-                or t * nw * total * c.lanes > 8 * MAX_INSTANCES):
-            return False
-        widx = np.concatenate([wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
-                               for i, seg in enumerate(segs)], axis=1).T  # (total, nw)
+        xstart, xlo, xhi, widx, inv, order, last_x, last_w, after = plan
+        nx, nw, t = xstart.shape[0], widx.shape[1], self.ntiles
         # Only AMEM[xlo..xhi] is read.
         region = self.amem0[:, xlo: xhi + 1]
         placed = self.tiles.placed_classes(xlo, xhi)
@@ -194,15 +184,12 @@ class Products(BatchBase):
         # take them straight, converted to integers in the same pass; any other order
         # gathers them after (a float product's conversion and then a gather took 3.0 ms
         # where the one pass took 0.75 ms, 16 x 770 x 64 outputs).
-        ident = np.arange(n, dtype=np.int64)
-        inv = xinv * nw + winv
         prod = np.empty((t, nx * nw, c.lanes), np.int64)
-        gather = False
-        if np.array_equal(winv * nx + xinv, ident):
+        gather = order == "gather"
+        if order == "weights outer":
             dest = prod.reshape(t, nw, nx, c.lanes).transpose(0, 2, 1, 3)
         else:
             dest = prod.reshape(t, nx, nw, c.lanes)
-            gather = not np.array_equal(inv, ident)
         windows: dict[tuple[int, Any], Any] = {}
         max_abs = c.weight_format.max_abs(c.exp_bits)
         # The weights' integers a block of tiles at a time (four bytes each where the codes
@@ -260,18 +247,51 @@ class Products(BatchBase):
             s.set_acc(acc, (r[0] - reach, r[1] + reach))
         else:
             s.acc = wrap_inplace(acc, c.acc_bits)
-        last = segs[-1]
-        last_x = xstart[xinv, -1] + (last.count - 1) * last.steps[1]
-        last_w = wstart[winv, -1] + (last.count - 1) * last.steps[0]
         self.defer_wp(s, last_w, last_x)
-        s.regs = g.transfer.apply(regs)
-        for i, seg in enumerate(segs):
-            self.reads.append((xstart[:, i], seg.count, seg.steps[1]))
+        s.regs = after
         for m in g.tallies:
             self.tally(m, n)
         self.tally(isa.LOOP.mnemonic, n * g.loops)
         self.dot_traffic(n * total, g.step)
         return True
+
+    def group_plan(self, g: Group, regs: I64) -> tuple[Any, ...] | None:
+        """What :meth:`group` works out from the registers alone (recorded for the commit
+        rule): the windows' start addresses (distinct, runs), the lowest and highest AMEM
+        address read, the weight addresses (total, distinct runs), each instance's product
+        row, how the product's rows are ordered, the last terms' addresses and the registers
+        after; None when the run does not fit one product."""
+        c, n, segs = self.c, regs.shape[0], g.segments
+        total = sum(seg.count for seg in segs)
+        xs = self.group_side(regs, [(seg.pre, seg.rx, seg.steps[1], seg.count) for seg in segs],
+                             c.amem_depth)
+        ws = self.group_side(regs, [(seg.pre, seg.rw, seg.steps[0], seg.count) for seg in segs],
+                             c.wmem_depth)
+        if xs is None or ws is None:
+            return None
+        (xstart, xinv, xlo, xhi), (wstart, winv, _, _) = xs, ws
+        nx, nw, t = xstart.shape[0], wstart.shape[0], self.ntiles
+        # Windows are gathered once per class of tiles with equal regions (same_rows), so
+        # their memory does not grow with the tiles; the weights' integers do, for every tile.
+        if (nx * nw > 2 * n or nx * total > 8 * MAX_INSTANCES
+                or t * nw * total * c.lanes > 8 * MAX_INSTANCES):
+            return None
+        widx = np.concatenate([wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
+                               for i, seg in enumerate(segs)], axis=1).T  # (total, nw)
+        # Instances in a plain order (weight runs outer: a convolution's channel blocks; or
+        # windows outer) take the product's rows straight; any other order gathers them.
+        ident = np.arange(n, dtype=np.int64)
+        inv = xinv * nw + winv
+        if np.array_equal(winv * nx + xinv, ident):
+            order = "weights outer"
+        else:
+            order = "gather" if not np.array_equal(inv, ident) else "windows outer"
+        last = segs[-1]
+        last_x = xstart[xinv, -1] + (last.count - 1) * last.steps[1]
+        last_w = wstart[winv, -1] + (last.count - 1) * last.steps[0]
+        for i, seg in enumerate(segs):
+            self.reads.append((xstart[:, i], seg.count, seg.steps[1]))
+        return (xstart, xlo, xhi, widx, inv, order, last_x, last_w, g.transfer.apply(regs))
 
     @staticmethod
     def group_side(regs: I64, runs: list[tuple[Transfer, int, int, int]],

@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 
 from contract.backend import DEFAULT_MAX_CYCLES, RunResult
+from contract.blas import one_blas_thread
 from contract.config import AccelConfig
 from contract.image import Image
 
 from ..machine import cycle_limit_fault
+from . import plan
 from .batch import Batch
 from .nest import GiveUp, parsed
 from .state import I64, Lanes, Tiles
@@ -65,16 +67,19 @@ class FastRunner:
             k = min(remaining, avail // node.cycles, per_batch)
             if k <= 0:
                 break
-            batch = Batch(self.tiles, self.tables)
+            start = (self.text_key, c, node.pc, enclosing, len(mach.loops), tuple(mach.regs),
+                     k, first, len(self.tiles))
+            batch = Batch(self.tiles, self.tables, plan.start(start))
             s = self.lanes()
             try:
                 with batch.resources:
                     batch.loop(node, s, k, first)
-                if not batch.memory_is_order_free():
+                if not batch.rec.take("order", batch.memory_is_order_free):
                     raise GiveUp
             except GiveUp:
                 break
             batch.commit(s)
+            plan.keep(start, batch.rec, batch.cnt)
             self.stacked = (s.acc, s.w, s.p)
             self.behind = len(self.tiles) > 1
             remaining -= k
@@ -175,13 +180,16 @@ def run_fast_many(images: list[Image], config: AccelConfig | None = None, *,
         groups.setdefault((im.text.tobytes(), im.config), []).append(i)
     # A fault is data-independent, so every image of a group would raise it; run the groups
     # in the order of their first image so the first faulting image's error is the one raised.
-    for idx in groups.values():
-        c = images[idx[0]].config
-        per = 8 * (c.amem_depth + (c.wmem_depth + c.bmem_depth) * c.lanes)
-        size = max(1, MAX_GROUP_BYTES // per)
-        for j in range(0, len(idx), size):
-            part = idx[j: j + size]
-            results = FastRunner([images[i] for i in part], config).run(max_cycles)
-            for i, r in zip(part, results):
-                out[i] = r
+    # BLAS on one thread for the whole run: the batches' products are small (see
+    # contract.blas), and entering the limit once costs less than once a batch.
+    with one_blas_thread():
+        for idx in groups.values():
+            c = images[idx[0]].config
+            per = 8 * (c.amem_depth + (c.wmem_depth + c.bmem_depth) * c.lanes)
+            size = max(1, MAX_GROUP_BYTES // per)
+            for j in range(0, len(idx), size):
+                part = idx[j: j + size]
+                results = FastRunner([images[i] for i in part], config).run(max_cycles)
+                for i, r in zip(part, results):
+                    out[i] = r
     return [r for r in out if r is not None]

@@ -25,6 +25,7 @@ from contract.semantics import req_fields
 from ..machine import Machine, new_counters
 from . import prepacked
 from .nest import GiveUp
+from .plan import Recording
 
 I64 = NDArray[np.int64]
 # Largest number of instances a nested loop may expand to; beyond it iterations run in turn.
@@ -267,27 +268,49 @@ def cols(stack: Any, idx: Any) -> Any:
 
 
 def put_cols(stack: I64, idx: I64, vals: I64) -> None:
-    """``stack[:, idx] = vals`` for a C-contiguous (tiles, depth) stack and distinct ``idx``:
-    a slice when ``idx`` is one ascending run; a slice filled by a gather through the inverse
-    permutation when ``idx`` covers one range in another order (a layer's stores: channel
-    blocks outer, pixels inner; 2.4x faster than the put, 1344 x 5600 stores of 16 tiles);
-    else a put at flat indices (the fancy assignment took 530 ms where this takes 46 ms)."""
+    """``stack[:, idx] = vals`` for a C-contiguous (tiles, depth) stack and distinct ``idx``
+    (see :func:`put_plan`)."""
+    put_planned(stack, put_plan(idx), vals)
+
+
+PutPlan = tuple[int, int, I64 | None, I64 | None]
+
+
+def put_plan(idx: I64) -> PutPlan:
+    """How :func:`put_planned` writes at the distinct addresses ``idx``: (lowest, highest,
+    the inverse permutation of lowest..highest or None for one ascending run, the flat
+    addresses otherwise or None).  A slice when ``idx`` is one ascending run; a slice filled
+    by a gather through the inverse permutation when ``idx`` covers one range in another
+    order (a layer's stores: channel blocks outer, pixels inner; 2.4x faster than the put,
+    1344 x 5600 stores of 16 tiles); else a put at flat indices (the fancy assignment took
+    530 ms where this takes 46 ms).  Addresses only: kept with a batch's recording."""
     idx = np.asarray(idx).reshape(-1)
     if not len(idx):
-        return
-    vals = vals.reshape(len(stack), -1)
+        return 0, -1, None, None
     lo, hi = int(idx.min()), int(idx.max())
     if hi - lo + 1 == len(idx):  # distinct, so a permutation of lo..hi
         if int(idx[0]) == lo and bool(np.all(np.diff(idx) == 1)):
-            stack[:, lo: hi + 1] = vals
-            return
+            return lo, hi, None, None
         inverse = np.empty(len(idx), np.int64)
         inverse[idx - lo] = np.arange(len(idx))
-        stack[:, lo: hi + 1] = np.take(vals, inverse, axis=1)
+        return lo, hi, inverse, None
+    return lo, hi, None, idx
+
+
+def put_planned(stack: I64, plan: PutPlan, vals: I64) -> None:
+    """``stack[:, idx] = vals`` by the ``plan`` of ``idx`` (:func:`put_plan`)."""
+    lo, hi, inverse, flat = plan
+    if hi < lo:
         return
-    assert stack.flags.c_contiguous
-    rows = np.arange(len(stack), dtype=np.int64)[:, None] * stack.shape[1]
-    np.put(stack, rows + idx, vals)
+    vals = vals.reshape(len(stack), -1)
+    if flat is not None:
+        assert stack.flags.c_contiguous
+        rows = np.arange(len(stack), dtype=np.int64)[:, None] * stack.shape[1]
+        np.put(stack, rows + flat, vals)
+    elif inverse is not None:
+        stack[:, lo: hi + 1] = np.take(vals, inverse, axis=1)
+    else:
+        stack[:, lo: hi + 1] = vals
 
 
 def zeros(t: int, n: int, lanes: int) -> I64:
@@ -331,8 +354,10 @@ def exact_dtype(bound: int) -> Any:
 class BatchBase:
     """What a batch reads and records, below the instruction semantics and the products."""
 
-    def __init__(self, tiles: Tiles, tables: dict[str, Any]):
+    def __init__(self, tiles: Tiles, tables: dict[str, Any], rec: Recording | None = None):
         self.tiles = tiles
+        # What the batch works out from registers alone, replayed when kept (emu.fast.plan).
+        self.rec = rec if rec is not None else Recording()
         self.mach = mach = tiles.mach
         self.c: AccelConfig = mach.config
         self.ntiles = len(tiles)
@@ -393,6 +418,8 @@ class BatchBase:
         image all hold the zero word: the tables end with one of them, the row of every
         address from there on (a REQ reads row ``min(address, rows - 1)``).  Kept across runs
         (emu.fast.prepacked)."""
+        if "req" in self.tables:  # a REQ in every window: looked up once a run
+            return self.tables["req"]  # type: ignore[no-any-return]
         c = self.c
         rows = min(c.bmem_depth, max(len(p) for p in self.tiles.param_arrays) + 1)
 
@@ -409,7 +436,8 @@ class BatchBase:
             top = int(np.abs(mult).max()) if mult.size else 0
             derived["scale"] = (mult * np.exp2(-shift.astype(np.float64))
                                 if (1 << (c.acc_bits - 1)) * top < 1 << 52 else None)
-        return mult, shift, half, derived["scale"]
+        self.tables["req"] = mult, shift, half, derived["scale"]
+        return self.tables["req"]  # type: ignore[no-any-return]
 
     def bmem_range(self) -> tuple[int, int]:
         """The lowest and highest BMEM word of every tile (kept for the run)."""
@@ -427,12 +455,16 @@ class BatchBase:
         return region.astype(np.int64 if dtype is None else dtype)
 
     def tally(self, mnemonic: str, times: int, cycles: int = 1) -> None:
+        if self.rec.replaying:  # the recorded counters stand
+            return
         self.cnt["cycles"] += times * cycles
         self.cnt["instructions"] += times
         self.cnt["ops"][mnemonic] += times
 
     def count(self, traffic: dict[str, int], times: int) -> None:
         """Add ``times`` executions' memory traffic and shift-adds (see isa.traffic)."""
+        if self.rec.replaying:
+            return
         for key, v in traffic.items():
             self.cnt[key] += times * v
 
