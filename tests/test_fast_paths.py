@@ -350,33 +350,39 @@ def test_code_table_equals_to_int(exp_bits) -> None:  # type: ignore[no-untyped-
 
 
 def test_decoded_weights_are_kept_across_runs_and_only_for_their_arrays(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A layer run again decodes nothing and still equals step mode; another weight array
-    with the same codes is decoded anew (entries are found by identity, not content); the
-    least recently used go past the budget; an entry goes when its array dies."""
+    """A layer run again decodes nothing and stacks no memory, and still equals step mode;
+    another weight array with the same codes is decoded and stacked anew (entries are found
+    by identity, not content); the least recently used go past the budget; an entry goes
+    when its array dies."""
     from emu.fast import prepacked
 
     prepacked.clear()
-    made = []
+    made: list[int] = []
+    stacked: list[int] = []
     decoded = prepacked.decoded
 
-    def spy(arrays, idx, setting, make):  # type: ignore[no-untyped-def]
+    def spy(arrays, idx, setting, make, pool=prepacked.DECODED):  # type: ignore[no-untyped-def]
         def counted():  # type: ignore[no-untyped-def]
-            made.append(len(arrays))
+            if pool == prepacked.DECODED:
+                made.append(len(arrays))
+            else:
+                stacked.append(id(arrays[0]))
             return make()
-        return decoded(arrays, idx, setting, counted)
+        return decoded(arrays, idx, setting, counted, pool)
 
     monkeypatch.setattr(prepacked, "decoded", spy)
     k = _conv(4, 5, 6, 5, 1, 1, seed=3)
     step = _outcome(k.image, False)
     assert_same(step, _outcome(k.image, True))
     first = len(made)
-    assert first > 0
+    assert first > 0 and set(stacked) == {id(k.image.weights), id(k.image.params)}
     assert_same(step, _outcome(k.image, True))
-    assert len(made) == first  # the same image's weights: every block found
+    assert len(made) == first and len(stacked) == 2  # the same arrays: everything found
     twin = Image(k.image.config, k.image.text, k.image.weights.copy(), k.image.params,
                  k.image.acts, k.image.acts_base, k.image.regions)
     assert_same(step, _outcome(twin, True))
     assert len(made) == 2 * first
+    assert sorted(stacked[2:]) == sorted({id(twin.weights), id(twin.params)})  # Image copies
 
     prepacked.clear()
     a, b, d = np.arange(8.0), np.arange(8.0), np.arange(8.0)

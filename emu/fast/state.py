@@ -48,22 +48,21 @@ class Tiles:
         # in the activations' own width (its every value is one: images are checked, stores
         # wrap): an eighth of int64's bytes to gather (ResNet-18's image 0.49 -> 0.39 s).
         self.amem = np.zeros((t, c.amem_depth), c.act_storage)
-        # WMEM in the images' own code type (a compiled network's are uint8): never written,
-        # read only through code tables and copies to int64, so a narrow stack loads faster.
-        wtype = np.result_type(*(im.weights.dtype for im in images))
-        self.wmem = np.zeros((t, c.wmem_depth, c.lanes),
-                             wtype if wtype.kind == "u" and wtype.itemsize <= 4 else np.int64)
-        self.bmem = np.zeros((t, c.bmem_depth, c.lanes), np.int64)
         self.images, self.config = images, config
-        # What WMEM and BMEM were filled from (emu.fast.prepacked keeps what is derived).
+        # What WMEM and BMEM are filled from (emu.fast.prepacked keeps what is derived).
         self.weight_arrays = [im.weights for im in images]
         self.param_arrays = [im.params for im in images]
         for i, im in enumerate(images):
             if config is not None:
                 im.check_config(config)  # before placing: a foreign image may not fit
-            self.wmem[i, : len(im.weights)] = im.weights
-            self.bmem[i, : len(im.params)] = im.params
             self.amem[i, im.acts_base: im.acts_base + len(im.acts)] = im.acts
+        # WMEM in the images' own code type (a compiled network's are uint8): read only
+        # through code tables and copies to int64, so a narrow stack loads faster.  WMEM and
+        # BMEM are never written: the stacks are read-only and kept across runs.
+        wtype = np.result_type(*(im.weights.dtype for im in images))
+        wtype = wtype if wtype.kind == "u" and wtype.itemsize <= 4 else np.dtype(np.int64)
+        self.wmem = _stack(self.weight_arrays, c.wmem_depth, c.lanes, wtype)
+        self.bmem = _stack(self.param_arrays, c.bmem_depth, c.lanes, np.dtype(np.int64))
         self.mach = self._machine(0)
         # The other machines are made when step mode first touches data (followers): until
         # then the first one's control state and the stacked memories and lanes are all of
@@ -123,6 +122,20 @@ class Tiles:
         if len(self.placed) == len(self.images) or (w is not None and w[0] <= hi and lo <= w[1]):
             return None
         return self.placed
+
+
+def _stack(arrays: list[Any], depth: int, lanes: int, dtype: np.dtype[Any]) -> Any:
+    """(tiles, depth, lanes) of ``dtype``: each tile's words from address 0, zeros after;
+    read-only, kept across runs while the arrays live (emu.fast.prepacked)."""
+
+    def make() -> Any:
+        out = np.zeros((len(arrays), depth, lanes), dtype)
+        for i, a in enumerate(arrays):
+            out[i, : len(a)] = a
+        return out
+
+    return prepacked.decoded(arrays, _NO_INDEX, ("stack", depth, lanes, dtype.str), make,
+                             prepacked.STACKS)[0]
 
 
 class Deferred:
