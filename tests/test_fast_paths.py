@@ -361,14 +361,14 @@ def test_decoded_weights_are_kept_across_runs_and_only_for_their_arrays(monkeypa
     stacked: list[int] = []
     decoded = prepacked.decoded
 
-    def spy(arrays, idx, setting, make, pool=prepacked.DECODED):  # type: ignore[no-untyped-def]
+    def spy(arrays, idx, setting, make, pool=prepacked.DECODED, idx_key=None):  # type: ignore[no-untyped-def]
         def counted():  # type: ignore[no-untyped-def]
             if pool == prepacked.DECODED:
                 made.append(len(arrays))
             else:
                 stacked.append(id(arrays[0]))
             return make()
-        return decoded(arrays, idx, setting, counted, pool)
+        return decoded(arrays, idx, setting, counted, pool, idx_key)
 
     monkeypatch.setattr(prepacked, "decoded", spy)
     k = _conv(4, 5, 6, 5, 1, 1, seed=3)

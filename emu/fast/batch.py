@@ -256,7 +256,10 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
     c = b.c
     lo = 0 if f["relu"] else c.act_min
     mult, shift, halves, scale = b.requant_tables()
-    q = np.minimum(a["BMEM"], mult.shape[1] - 1)  # rows past the tables' hold the zero word
+    q: Any = np.minimum(a["BMEM"], mult.shape[1] - 1)  # rows past the tables' hold the zero word
+    if len(q) > 1 and q[0] == q[-1] and int(q.min()) == int(q.max()):
+        # Every instance reads one row (a tile's channel block): broadcast, not gathered.
+        q = q[:1]
     if scale is not None:  # in float64, exactly: one gather where the integers take three
         t = s.acc * cols(scale, q)
         t += 0.5

@@ -4,9 +4,9 @@ A compiled layer runs its tiles again for every image and every batch's check, w
 weight arrays (images with other activations share them, see contract.image).  Decoding the
 same codes to integers each time took about a sixth of ResNet-18's image on the fast
 emulator; onnxruntime, the baseline, prepacks a session's weights once too.  An entry is
-found only while every weight array it was made from is alive and the same object (weak
-references: ids alone could be reused), for the same addresses, configuration and type; it
-goes when one of them dies, and the least recently used go past :data:`CACHE_BYTES`.  Arrays
+found by the identities of the weight arrays it was made from (ids alone are safe: it goes
+when one of them dies, before its id can be reused), for the same addresses, configuration
+and type; the least recently used go past :data:`CACHE_BYTES`.  Arrays
 are read-only (an image's weights are never written once checked).
 
 The same holds for a lockstep group's stacked WMEM and BMEM (emu.fast.state.Tiles): no
@@ -36,7 +36,7 @@ STACK_BYTES = 1 << 28
 DECODED, STACKS = 0, 1
 
 _Key = tuple[Any, ...]
-_Entry = tuple[list[weakref.ref[Any]], NDArray[Any], NDArray[Any], dict[str, Any]]
+_Entry = tuple[NDArray[Any], NDArray[Any], dict[str, Any]]  # idx, value, derived figures
 
 _ITEMS: OrderedDict[_Key, _Entry] = OrderedDict()
 # The entries made from each array, by its id: dropped when it dies (weakref.finalize), so a
@@ -47,20 +47,26 @@ _BYTES = [0, 0]  # by pool
 
 
 def decoded(arrays: list[NDArray[Any]], idx: NDArray[np.int64], setting: tuple[Any, ...],
-            make: Callable[[], NDArray[Any]], pool: int = DECODED
+            make: Callable[[], NDArray[Any]], pool: int = DECODED, idx_key: int | None = None
             ) -> tuple[NDArray[Any], dict[str, Any]]:
     """``make()`` (the integers of the codes at ``idx`` of tiles holding ``arrays``, under
     ``setting``: configuration and type), made once while those arrays live; with a dict
-    for figures derived from it (kept as long).  ``pool``: whose budget it counts in."""
-    key = (pool, tuple(map(id, arrays)), idx.shape, hash(idx.tobytes()), setting)
+    for figures derived from it (kept as long).  ``pool``: whose budget it counts in.
+    ``idx_key``: ``hash(idx.tobytes())`` when the caller has it (emu.fast.plan records it
+    with a read-only ``idx``, which is then kept as it is and found by identity)."""
+    key = (pool, tuple(map(id, arrays)), idx.shape,
+           hash(idx.tobytes()) if idx_key is None else idx_key, setting)
     with _LOCK:
         hit = _ITEMS.get(key)
-        if hit is not None and _alive(hit[0], arrays) and np.array_equal(hit[1], idx):
+        # An entry whose arrays all live is one of these arrays' (two live objects never
+        # share an id), and an entry goes when one of its arrays dies (_forget, called before
+        # the array's memory, hence its id, is free): no check on the arrays themselves.
+        if hit is not None and (hit[0] is idx or np.array_equal(hit[0], idx)):
             _ITEMS.move_to_end(key)
-            return hit[2], hit[3]
+            return hit[1], hit[2]
     value = make()
     value.flags.writeable = False
-    entry: _Entry = ([weakref.ref(a) for a in arrays], idx.copy(), value, {})
+    entry: _Entry = (idx if not idx.flags.writeable else idx.copy(), value, {})
     with _LOCK:
         _drop(key)
         _ITEMS[key] = entry
@@ -76,17 +82,13 @@ def decoded(arrays: list[NDArray[Any]], idx: NDArray[np.int64], setting: tuple[A
             if oldest == key:
                 break
             _drop(oldest)
-    return value, entry[3]
-
-
-def _alive(refs: list[weakref.ref[Any]], arrays: list[NDArray[Any]]) -> bool:
-    return len(refs) == len(arrays) and all(r() is a for r, a in zip(refs, arrays))
+    return value, entry[2]
 
 
 def _drop(key: _Key) -> None:
     old = _ITEMS.pop(key, None)
     if old is not None:
-        _BYTES[key[0]] -= old[2].nbytes
+        _BYTES[key[0]] -= old[1].nbytes
 
 
 def _forget(array_id: int) -> None:

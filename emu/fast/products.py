@@ -165,8 +165,8 @@ class Products(BatchBase):
         plan = self.rec.take("group", lambda: self.group_plan(g, regs))
         if plan is None:
             return False
-        xstart, xlo, xhi, widx, inv, order, last_x, last_w, after = plan
-        nx, nw, t = xstart.shape[0], widx.shape[1], self.ntiles
+        xrel, xlo, xhi, widx, widx_key, inv, order, last_x, last_w, after = plan
+        nx, nw, t = xrel.shape[0], widx.shape[1], self.ntiles
         # Only AMEM[xlo..xhi] is read.
         region = self.amem0[:, xlo: xhi + 1]
         placed = self.tiles.placed_classes(xlo, xhi)
@@ -211,7 +211,8 @@ class Products(BatchBase):
             # (total, tiles, nw, lanes), the tiles class by class (each class's columns one
             # slice), decoded into the product's type where that is known already.
             wint, derived = self.weight_ints(widx, a, b, None if tighten else dtype,
-                                             np.concatenate([m for _, m in parts]) - a)
+                                             np.concatenate([m for _, m in parts]) - a,
+                                             widx_key)
             if tighten:
                 # sum_j |x_j w_j| <= max|x| * (the largest column sum of |w|): tighter than
                 # max|x| max|w| total, and what lets 8-bit 3x3x128 windows use float32 (see
@@ -228,7 +229,7 @@ class Products(BatchBase):
                     rep = classes[i][0]
                     src: Any = region[rep: rep + 1]
                     src = src.astype(np.int64 if dtype is None else dtype)
-                    windows[key] = self.gather_x(src, xstart - xlo, segs)[0]  # (nx, total)
+                    windows[key] = self.gather_x(src, xrel, segs)[0]  # (nx, total)
                 xmat, k = windows[key], len(inside)
                 w = wint[:, first: first + k].reshape(total, k * wide)
                 first += k
@@ -257,10 +258,11 @@ class Products(BatchBase):
 
     def group_plan(self, g: Group, regs: I64) -> tuple[Any, ...] | None:
         """What :meth:`group` works out from the registers alone (recorded for the commit
-        rule): the windows' start addresses (distinct, runs), the lowest and highest AMEM
-        address read, the weight addresses (total, distinct runs), each instance's product
-        row, how the product's rows are ordered, the last terms' addresses and the registers
-        after; None when the run does not fit one product."""
+        rule): the windows' start addresses (distinct, runs) from the lowest AMEM address
+        read, that address and the highest, the weight addresses (total, distinct runs) and
+        their bytes' hash, each instance's product row, how the product's rows are ordered,
+        the last terms' addresses and the registers after; None when the run does not fit
+        one product."""
         c, n, segs = self.c, regs.shape[0], g.segments
         total = sum(seg.count for seg in segs)
         xs = self.group_side(regs, [(seg.pre, seg.rx, seg.steps[1], seg.count) for seg in segs],
@@ -276,8 +278,9 @@ class Products(BatchBase):
         if (nx * nw > 2 * n or nx * total > 8 * MAX_INSTANCES
                 or t * nw * total * c.lanes > 8 * MAX_INSTANCES):
             return None
-        widx = np.concatenate([wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
-                               for i, seg in enumerate(segs)], axis=1).T  # (total, nw)
+        widx = np.ascontiguousarray(np.concatenate(
+            [wstart[:, i, None] + np.arange(seg.count) * seg.steps[0]
+             for i, seg in enumerate(segs)], axis=1).T)  # (total, nw)
         # Instances in a plain order (weight runs outer: a convolution's channel blocks; or
         # windows outer) take the product's rows straight; any other order gathers them.
         ident = np.arange(n, dtype=np.int64)
@@ -291,7 +294,8 @@ class Products(BatchBase):
         last_w = wstart[winv, -1] + (last.count - 1) * last.steps[0]
         for i, seg in enumerate(segs):
             self.reads.append((xstart[:, i], seg.count, seg.steps[1]))
-        return (xstart, xlo, xhi, widx, inv, order, last_x, last_w, g.transfer.apply(regs))
+        return (xstart - xlo, xlo, xhi, widx, hash(widx.tobytes()), inv, order, last_x, last_w,
+                g.transfer.apply(regs))
 
     @staticmethod
     def group_side(regs: I64, runs: list[tuple[Transfer, int, int, int]],

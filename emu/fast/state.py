@@ -397,14 +397,15 @@ class BatchBase:
             self.resources.enter_context(one_blas_thread())
 
     def weight_ints(self, idx: I64, first: int = 0, end: int | None = None,
-                    dtype: Any = None, order: I64 | None = None) -> tuple[Any, dict[str, Any]]:
+                    dtype: Any = None, order: I64 | None = None, idx_key: int | None = None
+                    ) -> tuple[Any, dict[str, Any]]:
         """The integers of the WMEM codes at ``idx`` of the tiles first..end (every tile by
         default), (tiles, *idx.shape, lanes), or given the tiles' ``order`` (positions from
         ``first``) (idx.shape[0], tiles in that order, *idx.shape[1:], lanes), as ``dtype``
         when given and exact, else float32 when that holds every code's integer exactly (it
         does for the shipped formats), else int64; read-only, kept across runs
         (emu.fast.prepacked), with a dict for figures derived from them.  The codes are
-        gathered first: they are narrow."""
+        gathered first: they are narrow.  ``idx_key``: ``hash(idx.tobytes())``, if known."""
         c = self.c
         top = c.weight_format.max_abs(c.exp_bits)
         if dtype is None or (dtype is np.float32 and top >= EXACT_F32) or (
@@ -420,7 +421,8 @@ class BatchBase:
                 codes = np.ascontiguousarray(np.moveaxis(codes[order], 0, 1))
             return code_ints(codes, c.exp_bits, c.weights, dtype)
 
-        return prepacked.decoded(self.tiles.weight_arrays[first:end], idx, setting, make)
+        return prepacked.decoded(self.tiles.weight_arrays[first:end], idx, setting, make,
+                                 idx_key=idx_key)
 
     def requant_tables(self) -> tuple[I64, I64, I64, Any]:
         """Per BMEM row that a REQ may read, as its parameter: the code's integer ``m``, the
