@@ -312,7 +312,7 @@ def _acts_array(acts: Any, c: AccelConfig) -> NDArray[np.signedinteger[Any]]:
     """Initial activations, flat: kept in the activation storage type if they come in it,
     else as int64."""
     a = np.asarray(acts)
-    if a.dtype.name != c.act_storage:
+    if a.dtype != c.act_storage:  # dtype.name took 4 us, a tenth of placing a tile's inputs
         a = a.astype(np.int64, copy=False)
     return a.reshape(-1)
 

@@ -145,8 +145,8 @@ def tile_amem(tile: Tile, padded: dict[str, I64],
     # zeroed, filled and checked 8-byte elements.
     acts = np.zeros(end, img.config.act_storage)
     acts[img.acts_base: img.acts_base + len(img.acts)] = img.acts
-    for base, band in bands:
-        acts[base: base + band.size] = band.reshape(-1)
+    for base, band in bands:  # one strided copy (a band's reshape(-1) copies it first)
+        acts[base: base + band.size].reshape(band.shape)[...] = band
     out = img.with_acts(acts, 0)
     if placed is not None:
         placed[key] = out
@@ -157,7 +157,11 @@ def _pad(x: I64, pads: tuple[int, int, int, int], value: int) -> I64:
     t, l, b, r = pads
     if not any(pads):
         return x
-    return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
+    # np.pad's general path took 0.15 ms a layer: a filled array and one copy.
+    n, h, w, c = x.shape
+    out = np.full((n, h + t + b, w + l + r, c), value, x.dtype)
+    out[:, t: t + h, l: l + w] = x
+    return out
 
 
 def tile_levels(ll: LoweredLayer) -> list[list[Tile]]:
