@@ -213,8 +213,17 @@ def _clr(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
     s.set_acc(zeros(b.ntiles, s.instances, b.c.lanes), (0, 0))
 
 
+def _one_row(q: I64) -> I64:
+    """BMEM addresses ``q`` of every instance, or their first alone when they are all one
+    (a tile's channel block): the words are then broadcast, not gathered per instance."""
+    if len(q) > 1 and q[0] == q[-1] and int(q.min()) == int(q.max()):
+        return q[:1]
+    return q
+
+
 def _bias(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    s.set_acc(cols(b.bmem, a["BMEM"]), b.bmem_range())
+    words = cols(b.bmem, _one_row(a["BMEM"]))
+    s.set_acc(np.broadcast_to(words, (b.ntiles, s.instances, words.shape[-1])), b.bmem_range())
 
 
 def _lanes_x(b: Batch, a: dict[isa.Memory, I64], k: int) -> I64:
@@ -256,10 +265,8 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
     c = b.c
     lo = 0 if f["relu"] else c.act_min
     mult, shift, halves, scale = b.requant_tables()
-    q: Any = np.minimum(a["BMEM"], mult.shape[1] - 1)  # rows past the tables' hold the zero word
-    if len(q) > 1 and q[0] == q[-1] and int(q.min()) == int(q.max()):
-        # Every instance reads one row (a tile's channel block): broadcast, not gathered.
-        q = q[:1]
+    # Rows past the tables' hold the zero word.
+    q = np.minimum(_one_row(a["BMEM"]), mult.shape[1] - 1)
     if scale is not None:  # in float64, exactly: one gather where the integers take three
         t = s.acc * cols(scale, q)
         t += 0.5
