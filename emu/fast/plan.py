@@ -29,7 +29,7 @@ import numpy as np
 T = TypeVar("T")
 
 # Recorded at 224x224: ResNet-18 30 MB, SqueezeNet 1.1 53 MB (mostly instance registers).
-PLAN_BYTES = 1 << 28
+PLAN_BYTES = 1 << 27
 
 _PLANS: OrderedDict[Hashable, tuple[list[tuple[str, Any]], dict[str, Any], int]] = OrderedDict()
 _BYTES = [0]
