@@ -400,18 +400,20 @@ def test_decoded_weights_are_kept_across_runs_and_only_for_their_arrays(monkeypa
     prepacked.clear()
 
 
-def test_req_past_the_parameters_reads_the_zero_word() -> None:
-    """REQ tables cover the parameter image plus one zero word for every address past it
-    (Batch.requant_tables): a loop whose REQ walks past the parameters equals step mode."""
+@pytest.mark.parametrize("op", ["REQ r3, 1, 0", "BIAS r3, 1\nVMAX r0, 2, 0", "ACT r3, 1"])
+def test_bmem_past_the_parameters_reads_the_zero_word(op) -> None:  # type: ignore[no-untyped-def]
+    """The BMEM stack (and the REQ tables) hold the parameter image plus one zero word, the
+    row of every address past it (Tiles.bmem_rows): a loop whose REQ, BIAS or ACT walks past
+    the parameters equals step mode."""
     c = AccelConfig(lanes=2)
     src = ("SETI r0, 10\nSETI r2, 5000\nSETI r3, 0\nLOOP 6, outer\nVLD r0, 2, 3\n"
-           "REQ r3, 1, 0\nSTORE r2, 2, 2\nouter: NOP\nHALT\n")
+           f"{op}\nSTORE r2, 2, 2\nouter: NOP\nHALT\n")
     word = int(semantics.req_param(int(hwcode.encode(3, c.exp_bits)), 1, c.code_bits))
     img = Image(c, assemble(src, c).text, np.zeros((c.wmem_depth, 2), np.int64),
                 np.full((2, 2), word), np.arange(-60, 60), 0, {})
     step, quick = _outcome(img, False), _outcome(img, True)
     assert_same(step, quick)
-    assert not isinstance(step, str) and step.counters["ops"]["REQ"] == 6
+    assert not isinstance(step, str) and step.counters["ops"][op[:op.index(" ")]] == 6
 
 
 def _req_program(c: AccelConfig, accs: list[int], word: int, relu: bool) -> Image:

@@ -222,7 +222,7 @@ def _one_row(q: I64) -> I64:
 
 
 def _bias(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    words = cols(b.bmem, _one_row(a["BMEM"]))
+    words = cols(b.bmem, b.bmem_rows(_one_row(a["BMEM"])))
     s.set_acc(np.broadcast_to(words, (b.ntiles, s.instances, words.shape[-1])), b.bmem_range())
 
 
@@ -265,8 +265,7 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
     c = b.c
     lo = 0 if f["relu"] else c.act_min
     mult, shift, halves, scale = b.requant_tables()
-    # Rows past the tables' hold the zero word.
-    q = np.minimum(_one_row(a["BMEM"]), mult.shape[1] - 1)
+    q = b.bmem_rows(_one_row(a["BMEM"]))  # the tables' rows are the stack's
     if scale is not None:  # in float64, exactly: one gather where the integers take three
         t = s.acc * cols(scale, q)
         t += 0.5
@@ -283,7 +282,7 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
 
 def _act(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     c = b.c
-    s.acc = leaky(s.acc, cols(b.bmem, a["BMEM"]), c.exp_bits, c.act_bits)
+    s.acc = leaky(s.acc, cols(b.bmem, b.bmem_rows(a["BMEM"])), c.exp_bits, c.act_bits)
 
 
 def _store(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:

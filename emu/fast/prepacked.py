@@ -36,7 +36,8 @@ STACK_BYTES = 1 << 28
 DECODED, STACKS = 0, 1
 
 _Key = tuple[Any, ...]
-_Entry = tuple[NDArray[Any], NDArray[Any], dict[str, Any]]  # idx, value, derived figures
+# The arrays' ids, idx, the value, figures derived from it.
+_Entry = tuple[tuple[int, ...], NDArray[Any], NDArray[Any], dict[str, Any]]
 
 _ITEMS: OrderedDict[_Key, _Entry] = OrderedDict()
 # The entries made from each array, by its id: dropped when it dies (weakref.finalize), so a
@@ -54,19 +55,23 @@ def decoded(arrays: list[NDArray[Any]], idx: NDArray[np.int64], setting: tuple[A
     for figures derived from it (kept as long).  ``pool``: whose budget it counts in.
     ``idx_key``: ``hash(idx.tobytes())`` when the caller has it (emu.fast.plan records it
     with a read-only ``idx``, which is then kept as it is and found by identity)."""
-    key = (pool, tuple(map(id, arrays)), idx.shape,
-           hash(idx.tobytes()) if idx_key is None else idx_key, setting)
+    # The arrays' ids by their hash in the key (a tuple hashes all its items on every use:
+    # a group of 3,000 tiles paid for that in each of its arrays' sets below), whole in the
+    # entry, compared on a hit.
+    ids = tuple(map(id, arrays))
+    key = (pool, hash(ids), idx.shape, hash(idx.tobytes()) if idx_key is None else idx_key,
+           setting)
     with _LOCK:
         hit = _ITEMS.get(key)
         # An entry whose arrays all live is one of these arrays' (two live objects never
         # share an id), and an entry goes when one of its arrays dies (_forget, called before
         # the array's memory, hence its id, is free): no check on the arrays themselves.
-        if hit is not None and (hit[0] is idx or np.array_equal(hit[0], idx)):
+        if hit is not None and hit[0] == ids and (hit[1] is idx or np.array_equal(hit[1], idx)):
             _ITEMS.move_to_end(key)
-            return hit[1], hit[2]
+            return hit[2], hit[3]
     value = make()
     value.flags.writeable = False
-    entry: _Entry = (idx if not idx.flags.writeable else idx.copy(), value, {})
+    entry: _Entry = (ids, idx if not idx.flags.writeable else idx.copy(), value, {})
     with _LOCK:
         _drop(key)
         _ITEMS[key] = entry
@@ -82,13 +87,13 @@ def decoded(arrays: list[NDArray[Any]], idx: NDArray[np.int64], setting: tuple[A
             if oldest == key:
                 break
             _drop(oldest)
-    return value, entry[2]
+    return value, entry[3]
 
 
 def _drop(key: _Key) -> None:
     old = _ITEMS.pop(key, None)
     if old is not None:
-        _BYTES[key[0]] -= old[1].nbytes
+        _BYTES[key[0]] -= old[2].nbytes
 
 
 def _forget(array_id: int) -> None:

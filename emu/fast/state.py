@@ -38,8 +38,9 @@ EXACT_F32 = 1 << 24
 class Tiles:
     """Machines for images with one program text, run in lockstep: the first one's control
     state stands for all.  Their memories are stacked, (tiles, depth[, lanes]), and each
-    machine's are views of the stacks, so step mode's in-place stores and a batch's commit
-    write the same arrays."""
+    machine's AMEM and WMEM are views of the stacks, so step mode's in-place stores and a
+    batch's commit write the same arrays (BMEM, never written, is a copy of the stack's rows
+    over the whole depth)."""
 
     def __init__(self, images: list[Image], config: AccelConfig | None = None):
         c = config or images[0].config
@@ -62,7 +63,12 @@ class Tiles:
         wtype = np.result_type(*(im.weights.dtype for im in images))
         wtype = wtype if wtype.kind == "u" and wtype.itemsize <= 4 else np.dtype(np.int64)
         self.wmem = _stack(self.weight_arrays, c.wmem_depth, c.lanes, wtype)
-        self.bmem = _stack(self.param_arrays, c.bmem_depth, c.lanes, np.dtype(np.int64))
+        # BMEM only to the longest parameter image and one zero word after it (16 KB a tile
+        # in full, where a tile's parameters take a few rows): every address from there on
+        # reads that row (:meth:`bmem_rows`).
+        self.bmem_rows = min(c.bmem_depth, max((len(p) for p in self.param_arrays),
+                                               default=0) + 1)
+        self.bmem = _stack(self.param_arrays, self.bmem_rows, c.lanes, np.dtype(np.int64))
         self.mach = self._machine(0)
         # The other machines are made when step mode first touches data (followers): until
         # then the first one's control state and the stacked memories and lanes are all of
@@ -78,7 +84,10 @@ class Tiles:
         self.written: tuple[int, int] | None = None  # lowest and highest AMEM address written
 
     def _machine(self, i: int) -> Machine:
-        mems = {"wmem": self.wmem[i], "bmem": self.bmem[i], "amem": self.amem[i]}
+        c = self.config or self.images[i].config
+        bmem = np.zeros((c.bmem_depth, c.lanes), np.int64)  # step mode reads the whole depth
+        bmem[: self.bmem_rows] = self.bmem[i]
+        mems = {"wmem": self.wmem[i], "bmem": bmem, "amem": self.amem[i]}
         return Machine(self.images[i], self.config, mems)
 
     def __len__(self) -> int:
@@ -436,10 +445,10 @@ class BatchBase:
         if "req" in self.tables:  # a REQ in every window: looked up once a run
             return self.tables["req"]  # type: ignore[no-any-return]
         c = self.c
-        rows = min(c.bmem_depth, max(len(p) for p in self.tiles.param_arrays) + 1)
+        rows = self.tiles.bmem_rows
 
         def make() -> I64:
-            code, shift = req_fields(self.bmem[:, :rows], c.code_bits)
+            code, shift = req_fields(self.bmem, c.code_bits)  # rows: bmem_rows
             half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
             return np.stack([code_ints(code, c.exp_bits), shift, half])
 
@@ -453,6 +462,11 @@ class BatchBase:
                                 if (1 << (c.acc_bits - 1)) * top < 1 << 52 else None)
         self.tables["req"] = mult, shift, half, derived["scale"]
         return self.tables["req"]  # type: ignore[no-any-return]
+
+    def bmem_rows(self, q: I64) -> I64:
+        """Rows of the BMEM stack for addresses ``q``: the stack ends with a zero word (or
+        BMEM), and every address past the parameters reads it."""
+        return np.minimum(q, self.tiles.bmem_rows - 1)
 
     def bmem_range(self) -> tuple[int, int]:
         """The lowest and highest BMEM word of every tile (kept for the run)."""
