@@ -100,9 +100,12 @@ def speed_goals(nets: dict[str, dict[str, Any]]) -> str:
     def verdict(key: str, goal: float, which: list[str]) -> str:
         got = {k: nets[k][key] for k in which if key in nets[k]}
         met = [k for k, v in got.items() if v <= goal]
+        # Met within a tenth of the goal: another run on this shared machine may miss it.
+        edge = [NAMES.get(k, k) for k in met if got[k] > 0.9 * goal]
         return (", ".join(f"{NAMES.get(k, k)} {v:.1f}x" for k, v in got.items())
                 + (": met" if len(met) == len(got) else ": **not met** on any" if not met else
-                   f": **not met** on {names(NAMES.get(k, k) for k in got if k not in met)}"))
+                   f": **not met** on {names(NAMES.get(k, k) for k in got if k not in met)}")
+                + (f"; {names(edge)} within a tenth of the goal, at its edge" if edge else ""))
 
     batch: list[str] = [k for k in ("resnet18", "squeezenet1_1") if k in nets]
     checks = {k: nets[k]["emulator_fast_seconds"] / nets[k]["onnxruntime_batch_seconds"]

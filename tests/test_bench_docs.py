@@ -103,7 +103,13 @@ def test_speed_goals_follow_the_results(tmp_path: Path, monkeypatch: pytest.Monk
     save(tmp_path, data)
     words = " ".join(compilertables.seednets_notes().split())
     assert "ResNet-18 2.5x, SqueezeNet 1.1 2.5x: met" in words and "not met" not in words
-    assert "whole batch" not in words
+    assert "whole batch" not in words and "edge" not in words
+    nets["resnet18"]["emulator_over_onnxruntime"] = 9.7  # met, within a tenth of the goal
+    save(tmp_path, data)
+    words = " ".join(compilertables.seednets_notes().split())
+    assert "ResNet-18 9.7x" in words and "not met" not in words
+    assert "met; ResNet-18 within a tenth of the goal, at its edge)" in words
+    nets["resnet18"]["emulator_over_onnxruntime"] = 9.0
     nets["squeezenet1_1"]["batch_over_onnxruntime"] = 6.0
     nets["alexnet"]["emulator_over_onnxruntime"] = 11.0
     for n in nets.values():
