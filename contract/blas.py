@@ -40,8 +40,8 @@ def one_blas_thread() -> Iterator[None]:
     enter one: asking BLAS its thread count took 30 us a batch).  OpenBLAS takes a new count
     only from the thread that loaded it: other threads' blocks change nothing there."""
     depth = getattr(_DEPTH, "n", 0)
-    _DEPTH.n = depth + 1
     if depth:
+        _DEPTH.n = depth + 1
         try:
             yield
         finally:
@@ -52,10 +52,11 @@ def one_blas_thread() -> Iterator[None]:
     for lib, n in zip(libs, before, strict=True):
         if n and n > 1:
             lib.set_num_threads(1)
+    _DEPTH.n = 1
     try:
         yield
     finally:
-        _DEPTH.n = depth
+        _DEPTH.n = 0
         for lib, n in zip(libs, before, strict=True):
             if n and n > 1:
                 lib.set_num_threads(n)

@@ -6,8 +6,8 @@ same codes to integers each time took about a sixth of ResNet-18's image on the 
 emulator; onnxruntime, the baseline, prepacks a session's weights once too.  An entry is
 found by the identities of the weight arrays it was made from (ids alone are safe: it goes
 when one of them dies, before its id can be reused), for the same addresses, configuration
-and type; the least recently used go past :data:`CACHE_BYTES`.  Arrays
-are read-only (an image's weights are never written once checked).
+and type; the least recently used go past :data:`CACHE_BYTES`.  Arrays are read-only (an
+image's weights are never written once checked).
 
 The same holds for a lockstep group's stacked WMEM and BMEM (emu.fast.state.Tiles): no
 instruction writes them, so the next run of tiles with the same weight and parameter arrays
