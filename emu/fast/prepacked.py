@@ -45,6 +45,7 @@ _ITEMS: OrderedDict[_Key, _Entry] = OrderedDict()
 _BY_ARRAY: dict[int, set[_Key]] = {}
 _LOCK = threading.RLock()
 _BYTES = [0, 0]  # by pool
+NO_INDEX = np.zeros(0, np.int64)  # the index of entries made from whole arrays
 
 
 def decoded(arrays: list[NDArray[Any]], idx: NDArray[np.int64], setting: tuple[Any, ...],
@@ -88,6 +89,19 @@ def decoded(arrays: list[NDArray[Any]], idx: NDArray[np.int64], setting: tuple[A
                 break
             _drop(oldest)
     return value, entry[3]
+
+
+def stacked(arrays: list[NDArray[Any]], depth: int, lanes: int, dtype: np.dtype[Any]) -> Any:
+    """(tiles, depth, lanes) of ``dtype``, each tile's words from address 0 and zeros after
+    (a lockstep group's WMEM or BMEM): read-only, kept across runs while the arrays live."""
+
+    def make() -> NDArray[Any]:
+        out = np.zeros((len(arrays), depth, lanes), dtype)
+        for i, a in enumerate(arrays):
+            out[i, : len(a)] = a
+        return out
+
+    return decoded(arrays, NO_INDEX, ("stack", depth, lanes, dtype.str), make, STACKS)[0]
 
 
 def _drop(key: _Key) -> None:

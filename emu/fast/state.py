@@ -62,13 +62,14 @@ class Tiles:
         # BMEM are never written: the stacks are read-only and kept across runs.
         wtype = np.result_type(*(im.weights.dtype for im in images))
         wtype = wtype if wtype.kind == "u" and wtype.itemsize <= 4 else np.dtype(np.int64)
-        self.wmem = _stack(self.weight_arrays, c.wmem_depth, c.lanes, wtype)
+        self.wmem = prepacked.stacked(self.weight_arrays, c.wmem_depth, c.lanes, wtype)
         # BMEM only to the longest parameter image and one zero word after it (16 KB a tile
         # in full, where a tile's parameters take a few rows): every address from there on
         # reads that row (:meth:`bmem_rows`).
         self.bmem_rows = min(c.bmem_depth, max((len(p) for p in self.param_arrays),
                                                default=0) + 1)
-        self.bmem = _stack(self.param_arrays, self.bmem_rows, c.lanes, np.dtype(np.int64))
+        self.bmem = prepacked.stacked(self.param_arrays, self.bmem_rows, c.lanes,
+                                      np.dtype(np.int64))
         self.mach = self._machine(0)
         # The other machines are made when step mode first touches data (followers): until
         # then the first one's control state and the stacked memories and lanes are all of
@@ -131,20 +132,6 @@ class Tiles:
         if len(self.placed) == len(self.images) or (w is not None and w[0] <= hi and lo <= w[1]):
             return None
         return self.placed
-
-
-def _stack(arrays: list[Any], depth: int, lanes: int, dtype: np.dtype[Any]) -> Any:
-    """(tiles, depth, lanes) of ``dtype``: each tile's words from address 0, zeros after;
-    read-only, kept across runs while the arrays live (emu.fast.prepacked)."""
-
-    def make() -> Any:
-        out = np.zeros((len(arrays), depth, lanes), dtype)
-        for i, a in enumerate(arrays):
-            out[i, : len(a)] = a
-        return out
-
-    return prepacked.decoded(arrays, _NO_INDEX, ("stack", depth, lanes, dtype.str), make,
-                             prepacked.STACKS)[0]
 
 
 class Deferred:
@@ -246,8 +233,6 @@ class Lanes:
 
 
 _INT_TABLES: dict[tuple[str, int, str], Any] = {}
-# The index of tables derived from a whole BMEM (emu.fast.prepacked keys them by their arrays).
-_NO_INDEX = np.zeros(0, np.int64)
 
 
 def code_ints(codes: I64, exp_bits: int, weights: str = wformats.DEFAULT,
@@ -452,7 +437,7 @@ class BatchBase:
             half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
             return np.stack([code_ints(code, c.exp_bits), shift, half])
 
-        tables, derived = prepacked.decoded(self.tiles.param_arrays, _NO_INDEX,
+        tables, derived = prepacked.decoded(self.tiles.param_arrays, prepacked.NO_INDEX,
                                             ("req", rows, c.lanes, c.code_bits, c.exp_bits),
                                             make)
         mult, shift, half = tables
