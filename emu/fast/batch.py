@@ -132,8 +132,9 @@ class Batch(Products, OrderCheck):
     def addresses(self, pc: int, regs: I64, served: int
                   ) -> tuple[dict[isa.Memory, I64], I64, I64 | None]:
         """The instruction at pc over instances with ``regs``: its checked addresses by
-        memory (recorded for the commit rule), its per-lane AMEM addresses (instances,
-        served), and the registers after it (None when it changes none)."""
+        memory (AMEM's recorded for the commit rule; BMEM's one for all instances when they
+        are all one, see :func:`_one_row`), its per-lane AMEM addresses (instances, served),
+        and the registers after it (None when it changes none)."""
         prog = self.mach.prog
         ins, f = prog.instrs[pc], prog.fields[pc]
         addrs: dict[isa.Memory, I64] = {}
@@ -148,6 +149,8 @@ class Batch(Products, OrderCheck):
                     self.reads.append((a, span, 1))
                 if p.per_lane:
                     lane_addrs = a[:, None] + np.arange(span)
+            elif p.memory == "BMEM":
+                addrs["BMEM"] = _one_row(a)
         effects = prog.effects[pc]
         if not effects:
             return addrs, lane_addrs, None
@@ -215,14 +218,15 @@ def _clr(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
 
 def _one_row(q: I64) -> I64:
     """BMEM addresses ``q`` of every instance, or their first alone when they are all one
-    (a tile's channel block): the words are then broadcast, not gathered per instance."""
+    (a tile's channel block): the words are then broadcast, not gathered per instance.
+    Addresses only: worked out once, with the batch's recording."""
     if len(q) > 1 and q[0] == q[-1] and int(q.min()) == int(q.max()):
         return q[:1]
     return q
 
 
 def _bias(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
-    words = cols(b.bmem, b.bmem_rows(_one_row(a["BMEM"])))
+    words = cols(b.bmem, b.bmem_row(a["BMEM"]))
     s.set_acc(np.broadcast_to(words, (b.ntiles, s.instances, words.shape[-1])), b.bmem_range())
 
 
@@ -265,7 +269,7 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
     c = b.c
     lo = 0 if f["relu"] else c.act_min
     mult, shift, halves, scale = b.requant_tables()
-    q = b.bmem_rows(_one_row(a["BMEM"]))  # the tables' rows are the stack's
+    q = b.bmem_row(a["BMEM"])  # the tables' rows are the stack's
     if scale is not None:  # in float64, exactly: one gather where the integers take three
         t = s.acc * cols(scale, q)
         t += 0.5
@@ -282,7 +286,7 @@ def _req(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int
 
 def _act(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:
     c = b.c
-    s.acc = leaky(s.acc, cols(b.bmem, b.bmem_rows(a["BMEM"])), c.exp_bits, c.act_bits)
+    s.acc = leaky(s.acc, cols(b.bmem, b.bmem_row(a["BMEM"])), c.exp_bits, c.act_bits)
 
 
 def _store(b: Batch, s: Lanes, f: dict[str, int], a: dict[isa.Memory, I64], k: int) -> None:

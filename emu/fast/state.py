@@ -65,7 +65,7 @@ class Tiles:
         self.wmem = prepacked.stacked(self.weight_arrays, c.wmem_depth, c.lanes, wtype)
         # BMEM only to the longest parameter image and one zero word after it (16 KB a tile
         # in full, where a tile's parameters take a few rows): every address from there on
-        # reads that row (:meth:`bmem_rows`).
+        # reads that row (:meth:`BatchBase.bmem_row`).
         self.bmem_rows = min(c.bmem_depth, max((len(p) for p in self.param_arrays),
                                                default=0) + 1)
         self.bmem = prepacked.stacked(self.param_arrays, self.bmem_rows, c.lanes,
@@ -448,9 +448,9 @@ class BatchBase:
         self.tables["req"] = mult, shift, half, derived["scale"]
         return self.tables["req"]  # type: ignore[no-any-return]
 
-    def bmem_rows(self, q: I64) -> I64:
-        """Rows of the BMEM stack for addresses ``q``: the stack ends with a zero word (or
-        BMEM), and every address past the parameters reads it."""
+    def bmem_row(self, q: I64) -> I64:
+        """The row of the BMEM stack each address of ``q`` reads: the stack ends with a zero
+        word (or BMEM), and every address past the parameters reads it."""
         return np.minimum(q, self.tiles.bmem_rows - 1)
 
     def bmem_range(self) -> tuple[int, int]:
