@@ -24,6 +24,7 @@ import functools
 import json
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,23 @@ class Image:
         a = _acts_array(acts, self.config)
         _check_acts(a, acts_base, self.config)
         return self._with_checked_acts(a, int(acts_base))
+
+    def with_bands(self, bands: Sequence[tuple[int, NDArray[np.integer]]]) -> Image:
+        """This image with ``bands`` laid over its initial activations, in order: each
+        array's elements (C order) from its base address (a tile's input bands, placed by
+        the host), in the activation storage type, each checked as the constructor checks
+        activations.  The fast emulator also takes such bands as they are and places them
+        in its stacked AMEM itself (:func:`emu.fast.run_fast_many`)."""
+        c = self.config
+        end = self.acts_base + len(self.acts)
+        for base, band in bands:
+            check_band(base, band, c)
+            end = max(end, base + band.size)
+        acts = np.zeros(end, c.act_storage)
+        acts[self.acts_base: self.acts_base + len(self.acts)] = self.acts
+        for base, band in bands:  # one strided copy (a band's reshape(-1) copies it first)
+            acts[base: base + band.size].reshape(band.shape)[...] = band
+        return self._with_checked_acts(acts, 0)
 
     def with_acts_of(self, other: Image) -> Image:
         """This image with the initial activations of ``other``, an image for the same
@@ -324,13 +342,35 @@ def _holds_only(dtype: np.dtype[Any], lo: int, hi: int) -> bool:
     return bool(kind.min >= lo and kind.max <= hi)
 
 
-def _check_acts(acts: NDArray[np.signedinteger[Any]], base: int, c: AccelConfig) -> None:
+def as_activations(x: NDArray[np.integer], c: AccelConfig) -> NDArray[np.integer]:
+    """``x`` (any shape) in the activation storage type, checked to fit the activation range
+    (no pass over it when its type holds nothing else); raises :class:`ImageError`."""
+    if x.dtype.kind not in "iu":
+        raise ImageError(f"activations must be integers, not {x.dtype}")
+    if x.dtype == c.act_storage:
+        return x
+    if not _holds_only(x.dtype, c.act_min, c.act_max) and x.size and (
+            int(x.min()) < c.act_min or int(x.max()) > c.act_max):
+        raise ImageError(f"activations must fit {c.act_bits} signed bits")
+    return x.astype(c.act_storage)
+
+
+def check_band(base: int, band: NDArray[np.integer], c: AccelConfig) -> None:
+    """Activations (any shape) that may be placed at AMEM ``base`` (:meth:`Image.with_bands`):
+    inside AMEM and the activation range; raises :class:`ImageError`."""
+    if band.dtype.kind not in "iu":
+        raise ImageError(f"activations must be integers, not {band.dtype}")
+    _check_acts(band, base, c, band.size)
+
+
+def _check_acts(acts: NDArray[np.integer], base: int, c: AccelConfig,
+                size: int | None = None) -> None:
     """The initial activations fit AMEM from ``base`` and the activation range (which a
     storage type no wider than the range holds by itself: no pass over them then)."""
-    if not (0 <= base and base + len(acts) <= c.amem_depth):
-        raise ImageError(f"activations {base}..{base + len(acts)} exceed "
-                         f"amem_depth {c.amem_depth}")
+    n = len(acts) if size is None else size
+    if not (0 <= base and base + n <= c.amem_depth):
+        raise ImageError(f"activations {base}..{base + n} exceed amem_depth {c.amem_depth}")
     if _holds_only(acts.dtype, c.act_min, c.act_max):
         return
-    if len(acts) and (int(acts.min()) < c.act_min or int(acts.max()) > c.act_max):
+    if n and (int(acts.min()) < c.act_min or int(acts.max()) > c.act_max):
         raise ImageError(f"activations must fit {c.act_bits} signed bits")

@@ -10,7 +10,7 @@ from contract.backend import DEFAULT_LIMITS, Limits, RunResult
 from contract.image import Image
 
 from . import emulator
-from .fast import run_fast_many
+from .fast import Bands, run_fast_many
 
 
 class EmulatorBackend:
@@ -32,14 +32,21 @@ class EmulatorBackend:
         result.wall_seconds = time.monotonic() - t0
         return result
 
-    def run_many(self, images: list[Image], limits: Limits = DEFAULT_LIMITS) -> list[RunResult]:
-        """``[run(im) for im in images]``; in fast mode the images that share a program text
-        run in lockstep (:func:`emu.fast.run_fast_many`), each result's ``wall_seconds`` then
-        being an equal share of the whole call."""
+    # run_many takes a tile's input bands apart from its image (programs.runtime asks).
+    places_bands = True
+
+    def run_many(self, images: list[Image], limits: Limits = DEFAULT_LIMITS,
+                 bands: list[Bands] | None = None) -> list[RunResult]:
+        """``[run(im.with_bands(b)) for im, b in zip(images, bands)]`` (``bands``: none by
+        default); in fast mode the images that share a program text run in lockstep, their
+        bands placed in the stacked AMEM (:func:`emu.fast.run_fast_many`), each result's
+        ``wall_seconds`` then being an equal share of the whole call."""
         if not self.fast or self.trace or self.on_trace is not None:
+            if bands is not None:
+                images = [im.with_bands(b) for im, b in zip(images, bands, strict=True)]
             return [self.run(im, limits) for im in images]
         t0 = time.monotonic()
-        results = run_fast_many(images, max_cycles=limits.max_cycles)
+        results = run_fast_many(images, max_cycles=limits.max_cycles, bands=bands)
         share = (time.monotonic() - t0) / max(1, len(results))
         for r in results:
             r.wall_seconds = share

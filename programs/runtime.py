@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from contract import blas
 from contract.backend import DEFAULT_LIMITS, GOLDEN, Backend, Limits, get_backend
 from contract.errors import AsdError
-from contract.image import Image
+from contract.image import Image, as_activations
 
 from . import batchint
 from . import reference as ref
@@ -126,34 +126,43 @@ class RunReport:
                 "first_float_divergence": self.first_float_divergence}
 
 
+def tile_bands(tile: Tile, padded: dict[str, I64],
+               views: dict[tuple[Any, ...], I64] | None = None) -> list[tuple[int, I64]]:
+    """The tile's input bands: (base, a view of one image's padded tensor), in order.
+    ``views``: the bands already taken for other tiles, by what they read; a band that
+    several tiles read is then one array (the channel blocks of one row band, the output
+    blocks of one reduction chunk), which the emulator places once for all of them."""
+    out = []
+    for ti in tile.inputs:
+        key = (ti.tensor, ti.rows, ti.cols, ti.channels)
+        band = None if views is None else views.get(key)
+        if band is None:
+            band = padded[ti.tensor][ti.rows[0]:ti.rows[1],
+                                     slice(*ti.cols) if ti.cols else slice(None),
+                                     ti.channels[0]:ti.channels[1]]
+            if views is not None:
+                views[key] = band
+        out.append((ti.base, band))
+    return out
+
+
 def tile_amem(tile: Tile, padded: dict[str, I64],
               placed: dict[tuple[Any, ...], Image] | None = None) -> Image:
     """The tile's image with its inputs placed (``padded`` is one image's padded tensors).
     ``placed``: images already built for other tiles of the same tensors, by placement; the
     channel blocks of one row band read the same band at the same address, and share its
     activations (nothing writes an image's initial activations)."""
-    img = tile.image
     key = tile.placement
     found = placed.get(key) if placed is not None else None
     if found is not None:
-        return img.with_acts_of(found)
-    bands = [(ti.base, padded[ti.tensor][ti.rows[0]:ti.rows[1],
-                                         slice(*ti.cols) if ti.cols else slice(None),
-                                         ti.channels[0]:ti.channels[1]]) for ti in tile.inputs]
-    end = max([base + band.size for base, band in bands] + [img.acts_base + len(img.acts)])
-    # In the activations' storage type (the image keeps it): ResNet-18's 999 placements
-    # zeroed, filled and checked 8-byte elements.
-    acts = np.zeros(end, img.config.act_storage)
-    acts[img.acts_base: img.acts_base + len(img.acts)] = img.acts
-    for base, band in bands:  # one strided copy (a band's reshape(-1) copies it first)
-        acts[base: base + band.size].reshape(band.shape)[...] = band
-    out = img.with_acts(acts, 0)
+        return tile.image.with_acts_of(found)
+    out = tile.image.with_bands(tile_bands(tile, padded))
     if placed is not None:
         placed[key] = out
     return out
 
 
-def _pad(x: I64, pads: tuple[int, int, int, int], value: int) -> I64:
+def _pad(x: NDArray[Any], pads: tuple[int, int, int, int], value: int) -> NDArray[Any]:
     t, l, b, r = pads
     if not any(pads):
         return x
@@ -173,37 +182,46 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
                  images: range, limits: Limits = DEFAULT_LIMITS) -> int:
     """Run every tile of ``ll`` for the given batch indices, writing ``out``; returns the
     cycles of one image (checked equal for all)."""
-    padded = [_pad(x, ll.pads, ll.pad_value) for x in ins]
+    # In the activations' storage type, checked once a layer rather than once a band.
+    padded = [_pad(as_activations(x, ll.tiles[0].image.config) if ll.tiles else x, ll.pads,
+                   ll.pad_value) for x in ins]
     ow = ll.out_shape[2]
     # A backend that runs many images at once (the emulator in fast mode: the tiles that share
     # a program text in lockstep) gets the tiles by levels (see tile_levels).
     run_many = getattr(backend, "run_many", None)
     waves = tile_levels(ll) if run_many is not None else [[tile] for tile in ll.tiles]
+    # The emulator places a wave's bands in its stacked AMEM itself, once a band: ResNet-18's
+    # image spent a tenth of its time building each tile's AMEM image to be copied there.
+    places_bands = run_many is not None and getattr(backend, "places_bands", False)
     cycles_seen = None
     for i in images:
         mine = {t: p[i] for t, p in zip(ll.inputs, padded)}
         if ll.partial_channels:
             # Partial sums of a split reduction: spilled by one chunk's tiles, restored by the
             # next's; the host only moves them.
+            # AMEM words, in their storage type.
             mine[ll.partial_name] = np.zeros((ll.out_shape[1], ow, ll.partial_channels),
-                                             np.int64)
+                                             ll.tiles[0].image.config.act_storage)
         total = 0
         for wave in waves:
-            placed: dict[tuple[Any, ...], Image] = {}
-            imgs = [tile_amem(tile, mine, placed) for tile in wave]
-            results = (run_many(imgs, limits) if run_many is not None
-                       else [backend.run(imgs[0], limits)])
+            if places_bands and run_many is not None:
+                views: dict[tuple[Any, ...], I64] = {}
+                results = run_many([tile.image for tile in wave], limits,
+                                   bands=[tile_bands(tile, mine, views) for tile in wave])
+            else:
+                placed: dict[tuple[Any, ...], Image] = {}
+                imgs = [tile_amem(tile, mine, placed) for tile in wave]
+                results = (run_many(imgs, limits) if run_many is not None
+                           else [backend.run(imgs[0], limits)])
             for tile, result in zip(wave, results):
-                amem = result.amem
                 total += result.cycles
                 o0, o1 = tile.out_rows
                 k0, k1 = tile.out_channels
                 x0, x1 = tile.out_cols or (0, ow)
                 n = (o1 - o0) * (x1 - x0) * (k1 - k0)
                 dest = mine[tile.out_tensor] if tile.out_tensor else out[i]
-                dest[o0:o1, x0:x1, k0:k1] = np.asarray(
-                    amem[tile.out_base: tile.out_base + n], np.int64).reshape(
-                        o1 - o0, x1 - x0, k1 - k0)
+                dest[o0:o1, x0:x1, k0:k1] = result.amem[tile.out_base: tile.out_base + n
+                                                        ].reshape(o1 - o0, x1 - x0, k1 - k0)
         if cycles_seen is not None and total != cycles_seen:
             raise DivergenceError(f"layer {ll.name}: image {i} took {total} cycles, image 0 "
                                   f"{cycles_seen} (programs have no data-dependent timing)")

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contract.config import AccelConfig
-from contract.image import Image
+from contract.image import Image, ImageError, as_activations
 from emu.asm import assemble
 from emu.emulator import EmulatorError, RunResult, run
 from emu.fast import run_fast_many
@@ -246,6 +246,100 @@ def test_stack_gathers_and_stores_equal_fancy_indexing(t, depth, data) -> None: 
         put_cols(got, where, vals)
         want[:, where] = vals
         assert np.array_equal(got, want)
+
+
+def _bands(imgs: list[Image], rng: np.random.Generator) -> list[list[tuple[int, np.ndarray]]]:
+    """Up to three bands an image from a pool of arrays (int8 and int64, 1-D and 3-D), some
+    placed by several images at one base, some by one image, some over others."""
+    c = imgs[0].config
+    pool = []
+    for _ in range(4):
+        shape = (int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(1, 6)))
+        arr = rng.integers(c.act_min, c.act_max + 1, shape)
+        arr = arr.astype(c.act_storage) if rng.random() < 0.5 else arr
+        arr = arr.reshape(-1) if rng.random() < 0.3 else arr[:, :, ::2]  # a strided view too
+        pool.append((int(rng.integers(0, c.amem_depth - arr.size + 1)), arr))
+    return [[pool[int(k)] for k in rng.integers(0, len(pool), int(rng.integers(0, 4)))]
+            for _ in imgs]
+
+
+@settings(max_examples=scaled_examples(80), suppress_health_check=[HealthCheck.too_slow])
+@given(programs_and_configs(wild=True), st.integers(2, 4), st.integers(0, 2**32 - 1),
+       st.sampled_from([50, 400, 100_000]))
+def test_lockstep_images_with_bands_equal_step_mode_each(case, n, seed, max_cycles) -> None:  # type: ignore[no-untyped-def]
+    """Bands given apart from the images (run_fast_many(bands=...), as the runtime gives a
+    layer's input bands), shared by some images: each result is step mode's on that image
+    with its bands laid over its activations (Image.with_bands)."""
+    _, img = case
+    rng = np.random.default_rng(seed)
+    imgs = [img] + [_variant(img, rng) for _ in range(n - 1)]
+    bands = _bands(imgs, rng)
+    want = [_step(im.with_bands(b), max_cycles) for im, b in zip(imgs, bands)]
+    try:
+        got: list[RunResult | str] = list(run_fast_many(imgs, max_cycles=max_cycles,
+                                                        bands=bands))
+    except EmulatorError as exc:
+        got = [str(exc)]
+    _expect(want, got)
+
+
+def _product_at(base: int, label: str) -> str:
+    """A product of 18 activations from AMEM ``base`` (three runs of six, two apart) by the
+    weights from WMEM 0, in a LOOP of its own (one batch)."""
+    return (f"LOOP 1, {label}\nCLR\nSETI r0, 0\nSETI r1, {base}\n"
+            + "".join(f"LOOP 6, {label}{i}\nMAC r0, 1, r1, 1\n{label}{i}: ADDI r1, r1, 2\n"
+                      for i in range(3)) + f"{label}: NOP\n")
+
+
+def test_tiles_placing_one_band_are_one_class_where_it_lies(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Three tiles: two place one band at 0 and bands of their own at 100, the third its own
+    at both.  The product over 0.. sees tiles 0 and 1 as one class by placement; the one over
+    100.. sees every tile apart (taking the first tile's activations there for all would give
+    the others its sums).  Each result is step mode's."""
+    c = AccelConfig(lanes=4)
+    src = (_product_at(0, "a") + "SETI r2, 300\nSTORE r2, 4, 4\n" + _product_at(100, "b")
+           + "SETI r2, 310\nSTORE r2, 4, 4\nHALT\n")
+    text = assemble(src, c).text
+    rng = np.random.default_rng(4)
+    imgs = [Image(c, text, rng.integers(0, 1 << c.weight_bits, (20, 4))) for _ in range(3)]
+
+    def band() -> np.ndarray:
+        return rng.integers(c.act_min, c.act_max + 1, (2, 9)).astype(c.act_storage)
+
+    shared = band()
+    bands = [[(0, shared), (100, band())], [(0, shared), (100, band())],
+             [(0, band()), (100, band())]]
+    asked: list[list[list[int]] | None] = []
+    placed = Tiles.placed_classes
+
+    def spy(tiles, lo, hi):  # type: ignore[no-untyped-def]
+        got = placed(tiles, lo, hi)
+        asked.append(None if got is None else [m.tolist() for m in got])
+        return got
+
+    monkeypatch.setattr(Tiles, "placed_classes", spy)
+    got = run_fast_many(imgs, bands=bands)
+    assert asked == [[[0, 1], [2]], None]
+    for img, b, r in zip(imgs, bands, got):
+        assert_same(_step(img.with_bands(b), 10**7), r)
+
+
+def test_bands_outside_amem_or_the_activation_range_are_refused() -> None:
+    """A band is checked as an image's activations are, whichever way it is placed."""
+    c = AccelConfig(lanes=4)
+    img = Image(c, assemble("HALT\n", c).text)
+    wide = np.array([[1, 2], [3, c.act_max + 1]])
+    for bands, match in [([(0, wide)], "must fit 8 signed bits"),
+                         ([(c.amem_depth - 1, np.zeros(2, np.int8))], "exceed amem_depth"),
+                         ([(-1, np.zeros(1, np.int8))], "exceed amem_depth"),
+                         ([(0, np.zeros(2))], "must be integers")]:
+        with pytest.raises(ImageError, match=match):
+            img.with_bands(bands)
+        with pytest.raises(ImageError, match=match):
+            run_fast_many([img, img], bands=[[], bands])
+    assert np.array_equal(as_activations(wide - 1, c), (wide - 1).astype(np.int8))
+    with pytest.raises(ImageError, match="must fit 8 signed bits"):
+        as_activations(wide, c)
 
 
 @pytest.mark.parametrize("store_in_a_loop", [True, False])

@@ -44,9 +44,11 @@ HALT are the first one's control state with their own memories and lanes).  Gath
 stacked memories go through np.take (``state.cols``): numpy's fancy indexing behind a leading
 slice was 20-40x slower on a thousand tiles.  Tiles whose read region holds the same
 activations (the channel blocks of one row band) share the gathered windows and are one
-matrix product, their weights side by side in its columns; tiles whose images place one
-activations array are known equal where no store has reached since, and only one of each is
-compared.  A fault is raised by the first machine, as the first image alone would raise it.
+matrix product, their weights side by side in its columns.  A tile's input bands may come
+apart from its image (``run_fast_many(bands=...)``): each is placed straight into the stacked
+AMEM, once for all the tiles that place it; tiles that placed the same arrays in a region are
+known equal there where no store has reached since, and only one of each is compared.  A
+fault is raised by the first machine, as the first image alone would raise it.
 
 Memory ordering is made irrelevant rather than reproduced: a batch keeps its stores aside and
 writes them at commit, which it does only if no address is written twice and no address it
@@ -70,15 +72,17 @@ reach) skip the wraps that cannot change it.  Weights decoded to integers are ke
 runs while their image's arrays live (``prepacked``), as onnxruntime prepacks a session's.
 
 Layers, bottom up: ``prepacked`` (decoded weights kept across runs), ``plan`` (address work
-kept across runs), ``transfer`` (register transfer algebra), ``nest`` (parsed loop nests,
-iteration independence and fusable runs, from the ISA table's roles), ``state`` (the typed
-instance state and what a batch reads and records), ``products`` (dot-product loops and
-fused windows as matrix products), ``order`` (the commit rule), ``batch`` (instruction
-semantics over instances), ``runner`` (the driver).
+kept across runs), ``placement`` (what tiles place in AMEM, and the equal regions that
+tells), ``transfer`` (register transfer algebra), ``nest`` (parsed loop nests, iteration
+independence and fusable runs, from the ISA table's roles), ``state`` (the typed instance
+state and what a batch reads and records), ``products`` (dot-product loops and fused windows
+as matrix products), ``order`` (the commit rule), ``batch`` (instruction semantics over
+instances), ``runner`` (the driver).
 """
 
 from __future__ import annotations
 
 from .runner import FastRunner, run_fast, run_fast_many
+from .state import Bands
 
-__all__ = ["run_fast", "run_fast_many", "FastRunner"]
+__all__ = ["run_fast", "run_fast_many", "FastRunner", "Bands"]

@@ -20,7 +20,7 @@ from ..machine import cycle_limit_fault
 from . import plan
 from .batch import Batch
 from .nest import GiveUp, parsed
-from .state import I64, Lanes, Tiles
+from .state import I64, Bands, Lanes, Tiles
 
 # Dynamic instructions per batch: bounds the recorded addresses (memory) of one batch.
 MAX_DYNAMIC = 1 << 24
@@ -37,8 +37,9 @@ class FastRunner:
     stacked, (tiles, 1, lanes), not written back machine by machine: a layer of a thousand
     tiles would otherwise pay a thousand Python updates per batch."""
 
-    def __init__(self, images: list[Image], config: AccelConfig | None = None):
-        self.tiles = Tiles(images, config)
+    def __init__(self, images: list[Image], config: AccelConfig | None = None,
+                 bands: list[Bands] | None = None):
+        self.tiles = Tiles(images, config, bands)
         self.mach = self.tiles.mach
         self.tables: dict[str, Any] = {}
         self.text_key = self.mach.image.text.tobytes()
@@ -170,10 +171,16 @@ def run_fast(image: Image, config: AccelConfig | None = None, *,
 
 
 def run_fast_many(images: list[Image], config: AccelConfig | None = None, *,
-                  max_cycles: int = DEFAULT_MAX_CYCLES) -> list[RunResult]:
+                  max_cycles: int = DEFAULT_MAX_CYCLES, bands: list[Bands] | None = None
+                  ) -> list[RunResult]:
     """``[run_fast(im) for im in images]``, with the images that share a program text and
     configuration run in lockstep (a layer's tiles: one batch per loop nest for all of them
-    instead of one per tile).  Raises the error the first failing image would raise alone."""
+    instead of one per tile).  Raises the error the first failing image would raise alone.
+
+    ``bands``: per image, activations laid over its own as :meth:`Image.with_bands` lays
+    them, placed straight into the stacked AMEM (a layer's tiles: the host's input bands,
+    never copied into an image of their own); a band that several images place (one array
+    at one base) is placed once for all of them, and tells that their AMEM there is equal."""
     out: list[RunResult | None] = [None] * len(images)
     groups: dict[tuple[bytes, AccelConfig], list[int]] = {}
     for i, im in enumerate(images):
@@ -189,7 +196,9 @@ def run_fast_many(images: list[Image], config: AccelConfig | None = None, *,
             size = max(1, MAX_GROUP_BYTES // per)
             for j in range(0, len(idx), size):
                 part = idx[j: j + size]
-                results = FastRunner([images[i] for i in part], config).run(max_cycles)
+                results = FastRunner([images[i] for i in part], config,
+                                     None if bands is None else [bands[i] for i in part]
+                                     ).run(max_cycles)
                 for i, r in zip(part, results):
                     out[i] = r
     return [r for r in out if r is not None]

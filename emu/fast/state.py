@@ -25,6 +25,7 @@ from contract.semantics import req_fields
 from ..machine import Machine, new_counters
 from . import prepacked
 from .nest import GiveUp
+from .placement import Bands, Placement
 from .plan import Recording
 
 I64 = NDArray[np.int64]
@@ -42,7 +43,8 @@ class Tiles:
     batch's commit write the same arrays (BMEM, never written, is a copy of the stack's rows
     over the whole depth)."""
 
-    def __init__(self, images: list[Image], config: AccelConfig | None = None):
+    def __init__(self, images: list[Image], config: AccelConfig | None = None,
+                 bands: list[Bands] | None = None):
         c = config or images[0].config
         t = len(images)
         # np.zeros maps untouched pages lazily: only what the images hold is written.  AMEM
@@ -53,10 +55,12 @@ class Tiles:
         # What WMEM and BMEM are filled from (emu.fast.prepacked keeps what is derived).
         self.weight_arrays = [im.weights for im in images]
         self.param_arrays = [im.params for im in images]
-        for i, im in enumerate(images):
-            if config is not None:
+        if config is not None:
+            for im in images:
                 im.check_config(config)  # before placing: a foreign image may not fit
-            self.amem[i, im.acts_base: im.acts_base + len(im.acts)] = im.acts
+        self.placement = Placement(self.amem, [[(im.acts_base, im.acts),
+                                                *(bands[i] if bands else ())]
+                                               for i, im in enumerate(images)], c)
         # WMEM in the images' own code type (a compiled network's are uint8): read only
         # through code tables and copies to int64, so a narrow stack loads faster.  WMEM and
         # BMEM are never written: the stacks are read-only and kept across runs.
@@ -75,13 +79,6 @@ class Tiles:
         # then the first one's control state and the stacked memories and lanes are all of
         # theirs (ResNet-18's 877 tiles spent 11 ms an image making machines).
         self._machs: list[Machine] | None = [self.mach] if t == 1 else None
-        # Tiles whose images place one activations array at one base hold equal AMEM where
-        # nothing has been written since (runtime.tile_amem shares a row band's array among
-        # its channel blocks): classes of equal regions known without a pass over the data.
-        by_array: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            by_array.setdefault((id(im.acts), im.acts_base), []).append(i)
-        self.placed = [np.array(members, np.int64) for members in by_array.values()]
         self.written: tuple[int, int] | None = None  # lowest and highest AMEM address written
 
     def _machine(self, i: int) -> Machine:
@@ -125,13 +122,13 @@ class Tiles:
                 self.mark_written(a, a + (served if p.per_lane else 1) - 1)
 
     def placed_classes(self, lo: int, hi: int) -> list[I64] | None:
-        """Tiles whose AMEM[lo..hi] are equal because their images placed the same array
-        there and nothing has been written there since (members in order, classes by their
-        lowest member); None where that tells nothing (every tile apart, or written)."""
+        """Tiles whose AMEM[lo..hi] are equal because they placed the same pieces there
+        (:meth:`Placement.classes`) and nothing has been written there since; None where
+        that tells nothing (every tile apart, or written)."""
         w = self.written
-        if len(self.placed) == len(self.images) or (w is not None and w[0] <= hi and lo <= w[1]):
+        if w is not None and w[0] <= hi and lo <= w[1]:
             return None
-        return self.placed
+        return self.placement.classes(lo, hi)
 
 
 class Deferred:
