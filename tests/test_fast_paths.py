@@ -100,18 +100,23 @@ def test_float32_would_round_so_float64_is_used(monkeypatch) -> None:  # type: i
     assert batch.exact_region(0, c.amem_depth - 1, 3 * 6 * 3).dtype == np.float64
 
 
-@pytest.mark.parametrize("cin, dtype", [(113, np.float32), (114, np.float64),
-                                        (115, np.float64)])
-def test_float32_only_below_2_to_24(monkeypatch, cin, dtype) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("cin, dtype, run_terms", [
+    (113, np.float32, None), (114, np.float32, None), (115, np.float32, None),
+    (114, np.float64, 1 << 30), (115, np.float64, 1 << 30)])
+def test_float32_only_below_2_to_24(monkeypatch, cin, dtype, run_terms) -> None:  # type: ignore[no-untyped-def]
     """A 3x3 window of 127s and 125s times weights of 129, summed with no requantization:
     the bound max|x| * sum|w| = 127 * 129 * 9 * cin is just below 2^24 for 113 input channels
     and just above for 114 and 115.  With 115 the sum of 1035 odd products is odd and past
-    2^24, so float32 could not even hold the result.  Each side picks its type and leaves step
-    mode's exact accumulator.  (One window: the tight bound is asked for, which a product of
-    so few rows skips by default.)"""
+    2^24, so float32 could not even hold the result.  Past the bound the product is summed in
+    float32 runs of 516 terms (127 * 256 each, 256 the codes' largest integer), the runs' sums
+    added in float64; or, where runs that short are refused (``run_terms``), in float64.  Each
+    side picks its type and leaves step mode's exact accumulator.  (One window: the tight
+    bound is asked for, which a product of so few rows skips by default.)"""
     import emu.fast.products as products
 
     monkeypatch.setattr(products, "TIGHT_BOUND_ROWS", 0)
+    if run_terms is not None:
+        monkeypatch.setattr(products, "RUN_TERMS", run_terms)
     c = AccelConfig(lanes=4)
     row = 3 * cin
     src = ("SETI r2, 60000\nLOOP 1, a\nCLR\nSETI r0, 0\nSETI r1, 0\n"

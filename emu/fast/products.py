@@ -37,6 +37,9 @@ from .transfer import MASK, Transfer
 # Columns of a region that its first fingerprint reads, at most: the classes come from exact
 # comparisons, so a sample only has to tell most unequal rows apart.
 FINGERPRINT_COLUMNS = 4096
+# Fewest terms a float32 sum must hold for a product to be summed in runs of float32 sums
+# rather than in float64 (see Products.group).
+RUN_TERMS = 128
 # Bytes of the weights' integers that one step of a matrix product decodes.
 TILE_BLOCK_BYTES = 1 << 23
 # Products with fewer windows than this (a dense layer: one) spend more on a pass over the
@@ -198,6 +201,12 @@ class Products(BatchBase):
         step = max(1, TILE_BLOCK_BYTES // max(1, 4 * total * wide))
         loose = exact_dtype(xmax * max_abs * total)
         tighten = loose is not np.float32 and nx >= TIGHT_BOUND_ROWS
+        # Where float32 cannot hold a whole sum but holds sums of runs of RUN_TERMS terms or
+        # more, the product is summed a run at a time in float32 and the runs' sums added in
+        # float64 (exact below 2^53): float32 weights, half the bytes of float64 to read
+        # (AlexNet's dense layers read 447 MB an image in float64).
+        run = (EXACT_F32 - 1) // max(1, xmax * max_abs)
+        runs = loose is np.float64 and run >= RUN_TERMS
         for a in range(0, t, step):
             b = min(t, a + step)
             dtype = loose
@@ -210,7 +219,8 @@ class Products(BatchBase):
             parts = [(i, inside) for i, inside in parts if len(inside)]
             # (total, tiles, nw, lanes), the tiles class by class (each class's columns one
             # slice), decoded into the product's type where that is known already.
-            wint, derived = self.weight_ints(widx, a, b, None if tighten else dtype,
+            wint, derived = self.weight_ints(widx, a, b,
+                                             np.float32 if runs else None if tighten else dtype,
                                              np.concatenate([m for _, m in parts]) - a,
                                              widx_key)
             if tighten:
@@ -222,6 +232,9 @@ class Products(BatchBase):
                                             if total * max_abs < EXACT_F32 else np.float64)
                     derived["abs sum"] = int(wsum.max())
                 dtype = exact_dtype(xmax * derived["abs sum"])
+            in_runs = runs and dtype is np.float64
+            if in_runs:
+                dtype = np.float32
             first = 0
             for i, inside in parts:
                 key = (i, dtype)
@@ -233,7 +246,12 @@ class Products(BatchBase):
                 xmat, k = windows[key], len(inside)
                 w = wint[:, first: first + k].reshape(total, k * wide)
                 first += k
-                part = xmat @ w.astype(xmat.dtype, copy=False)
+                if in_runs:
+                    part = np.zeros((nx, k * wide))
+                    for j in range(0, total, run):
+                        part += xmat[:, j: j + run] @ w[j: j + run]
+                else:
+                    part = xmat @ w.astype(xmat.dtype, copy=False)
                 dest[inside] = part.reshape(nx, k, nw, c.lanes).transpose(1, 0, 2, 3)
         # Exact integers (every partial sum is under the bound) when a float type was used.
         acc = cols(prod, inv) if gather else prod
