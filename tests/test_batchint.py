@@ -362,3 +362,40 @@ def test_the_prepared_sums_take_the_weights_int8_and_int16_ends() -> None:
         prep = batchint._ort_prepared(ql, c)
         assert prep is not None and int(prep.abs_sum[0]) == 9 * abs(w)
         assert int(prep.bias_u[0]) == -7 + c.act_min * 9 * w
+
+
+def test_blocks_run_once_each_on_the_caller_while_the_pool_is_busy(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """parallel() takes its tasks on the calling thread too: with every pool thread held by
+    other work (the runtime's emulator checks), a layer's blocks still all run, once each,
+    instead of waiting behind that work; an error in a block reaches the caller."""
+    import threading
+
+    monkeypatch.setattr(batchint, "workers", lambda: 2)
+    release = threading.Event()
+    busy = [batchint.pool().submit(release.wait, 30) for _ in range(2)]
+    done: list[int] = []
+    callers: set[int] = set()
+
+    def work(i: int, _: int) -> None:
+        done.append(i)
+        callers.add(threading.get_ident())
+
+    runner = threading.Thread(target=batchint.parallel, args=([(i, 0) for i in range(20)], work))
+    runner.start()
+    runner.join(10)
+    finished = not runner.is_alive()
+    release.set()
+    for f in busy:
+        f.result()
+    assert finished and sorted(done) == list(range(20)) and callers == {runner.ident}
+    # With the pool free its threads help, and still each task runs once.
+    done.clear()
+    batchint.parallel([(i, 0) for i in range(200)], lambda i, _: done.append(i))
+    assert sorted(done) == list(range(200))
+
+    def fails(i: int, _: int) -> None:
+        if i == 7:
+            raise ValueError("block 7")
+
+    with pytest.raises(ValueError, match="block 7"):
+        batchint.parallel([(i, 0) for i in range(20)], fails)
