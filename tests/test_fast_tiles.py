@@ -324,6 +324,36 @@ def test_tiles_placing_one_band_are_one_class_where_it_lies(monkeypatch) -> None
         assert_same(_step(img.with_bands(b), 10**7), r)
 
 
+def test_tiles_sharing_weight_arrays_decode_each_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Four tiles over two weight arrays (views of one memory, as a layer's row bands hold
+    their channel blocks'), two to a class of equal activations, the second class in the
+    other order: each array is decoded once, and each tile's result is still step mode's
+    (its own weights, not its class neighbour's nor the first class's order)."""
+    from emu.fast.products import Products
+
+    c = AccelConfig(lanes=4)
+    text = assemble(_product_at(0, "a") + "SETI r2, 300\nSTORE r2, 4, 4\nHALT\n", c).text
+    rng = np.random.default_rng(6)
+    memory = rng.integers(0, 1 << c.weight_bits, (40, 4)).astype(np.uint8)
+    first, second = memory[:20], memory[20:]
+    imgs = [Image(c, text, w) for w in (first, second, second[:], first[:])]
+    x, y = (rng.integers(c.act_min, c.act_max + 1, 24).astype(np.int8) for _ in range(2))
+    bands = [[(0, x)], [(0, x)], [(0, y)], [(0, y)]]
+    decoded: list[int] = []
+    distinct = Products.distinct_weight_ints
+
+    def spy(self, idx, tiles, dtype, idx_key):  # type: ignore[no-untyped-def]
+        got = distinct(self, idx, tiles, dtype, idx_key)
+        decoded.append(got[0].shape[1])
+        return got
+
+    monkeypatch.setattr(Products, "distinct_weight_ints", spy)
+    got = run_fast_many(imgs, bands=bands)
+    assert decoded == [2]
+    for img, b, r in zip(imgs, bands, got):
+        assert_same(_step(img.with_bands(b), 10**7), r)
+
+
 def test_bands_outside_amem_or_the_activation_range_are_refused() -> None:
     """A band is checked as an image's activations are, whichever way it is placed."""
     c = AccelConfig(lanes=4)

@@ -32,8 +32,9 @@ from numpy.typing import NDArray
 # so the least recently used is the next one needed.
 CACHE_BYTES = 3 << 28
 # The stacked WMEM and BMEM of lockstep groups (pool STACKS, budgeted apart, so that they never
-# push decoded weights out): ResNet-18's take 42 MB.
-STACK_BYTES = 1 << 28
+# push decoded weights out): ResNet-18's take 40 MB, VGG-16's 357 MB (at 256 MB they were made
+# again on every run, a tenth of its image).
+STACK_BYTES = 3 << 27
 DECODED, STACKS = 0, 1
 
 _Key = tuple[Any, ...]
@@ -92,9 +93,11 @@ def decoded(arrays: list[NDArray[Any]], idx: NDArray[np.int64], setting: tuple[A
     return value, entry[3]
 
 
-def stacked(arrays: list[NDArray[Any]], depth: int, lanes: int, dtype: np.dtype[Any]) -> Any:
+def stacked(arrays: list[NDArray[Any]], depth: int, lanes: int, dtype: np.dtype[Any]
+            ) -> tuple[Any, dict[str, Any]]:
     """(tiles, depth, lanes) of ``dtype``, each tile's words from address 0 and zeros after
-    (a lockstep group's WMEM or BMEM): read-only, kept across runs while the arrays live."""
+    (a lockstep group's WMEM or BMEM): read-only, kept across runs while the arrays live,
+    with a dict for figures derived from it (kept as long)."""
 
     def make() -> NDArray[Any]:
         out = np.zeros((len(arrays), depth, lanes), dtype)
@@ -102,7 +105,7 @@ def stacked(arrays: list[NDArray[Any]], depth: int, lanes: int, dtype: np.dtype[
             out[i, : len(a)] = a
         return out
 
-    return decoded(arrays, NO_INDEX, ("stack", depth, lanes, dtype.str), make, STACKS)[0]
+    return decoded(arrays, NO_INDEX, ("stack", depth, lanes, dtype.str), make, STACKS)
 
 
 def _drop(key: _Key) -> None:

@@ -219,10 +219,9 @@ class Products(BatchBase):
             parts = [(i, inside) for i, inside in parts if len(inside)]
             # (total, tiles, nw, lanes), the tiles class by class (each class's columns one
             # slice), decoded into the product's type where that is known already.
-            wint, derived = self.weight_ints(widx, a, b,
-                                             np.float32 if runs else None if tighten else dtype,
-                                             np.concatenate([m for _, m in parts]) - a,
-                                             widx_key)
+            wint, derived, slots = self.distinct_weight_ints(
+                widx, np.concatenate([m for _, m in parts]),
+                np.float32 if runs else None if tighten else dtype, widx_key)
             if tighten:
                 # sum_j |x_j w_j| <= max|x| * (the largest column sum of |w|): tighter than
                 # max|x| max|w| total, and what lets 8-bit 3x3x128 windows use float32 (see
@@ -244,8 +243,12 @@ class Products(BatchBase):
                     src = src.astype(np.int64 if dtype is None else dtype)
                     windows[key] = self.gather_x(src, xrel, segs)[0]  # (nx, total)
                 xmat, k = windows[key], len(inside)
-                w = wint[:, first: first + k].reshape(total, k * wide)
+                mine = slots[first: first + k]
                 first += k
+                # A row band's channel blocks: their distinct weights side by side (a view).
+                w = (wint[:, mine[0]: mine[0] + k] if mine[-1] - mine[0] == k - 1
+                     and (k < 3 or np.all(np.diff(mine) == 1)) else wint[:, mine]
+                     ).reshape(total, k * wide)
                 if in_runs:
                     part = np.zeros((nx, k * wide))
                     for j in range(0, total, run):
@@ -273,6 +276,24 @@ class Products(BatchBase):
         self.tally(isa.LOOP.mnemonic, n * g.loops)
         self.dot_traffic(n * total, g.step)
         return True
+
+    def distinct_weight_ints(self, idx: I64, tiles: I64, dtype: Any, idx_key: int
+                             ) -> tuple[Any, dict[str, Any], I64]:
+        """The integers of the WMEM codes at ``idx`` of ``tiles`` (in that order), each distinct
+        weight array's once (the row bands of a layer share their channel blocks' arrays:
+        ResNet-18's decoded weights were 16 copies of its first layer's): (idx.shape[0],
+        distinct arrays in the order they first appear, *idx.shape[1:], lanes), figures
+        derived from it, and each of ``tiles``' position there.  As :meth:`weight_ints`
+        decodes them, and kept as long."""
+        twin = self.tiles.weight_twin[tiles]
+        _, at, where = np.unique(twin, return_index=True, return_inverse=True)
+        rank = np.empty(len(at), np.int64)
+        rank[np.argsort(at, kind="stable")] = np.arange(len(at))
+        firsts = tiles[np.sort(at)]
+        if len(firsts) == len(tiles):  # every tile's own weights
+            firsts = tiles
+        value, derived = self.weight_ints(idx, order=firsts, dtype=dtype, idx_key=idx_key)
+        return value, derived, rank[where.reshape(-1)]
 
     def group_plan(self, g: Group, regs: I64) -> tuple[Any, ...] | None:
         """What :meth:`group` works out from the registers alone (recorded for the commit

@@ -66,14 +66,22 @@ class Tiles:
         # BMEM are never written: the stacks are read-only and kept across runs.
         wtype = np.result_type(*(im.weights.dtype for im in images))
         wtype = wtype if wtype.kind == "u" and wtype.itemsize <= 4 else np.dtype(np.int64)
-        self.wmem = prepacked.stacked(self.weight_arrays, c.wmem_depth, c.lanes, wtype)
+        self.wmem, derived = prepacked.stacked(self.weight_arrays, c.wmem_depth, c.lanes, wtype)
+        # Tiles whose weights are one array's memory (a channel block's, over every row band
+        # of the layer) hold equal WMEM: each tile's distinct array, the first tile of each.
+        if "distinct" not in derived:
+            where: dict[tuple[Any, ...], int] = {}
+            slot = [where.setdefault((w.__array_interface__["data"][0], w.shape, w.strides,
+                                      w.dtype.str), i) for i, w in enumerate(self.weight_arrays)]
+            derived["distinct"] = np.array(slot, np.int64)
+        self.weight_twin = derived["distinct"]  # the first tile with the same weights
         # BMEM only to the longest parameter image and one zero word after it (16 KB a tile
         # in full, where a tile's parameters take a few rows): every address from there on
         # reads that row (:meth:`BatchBase.bmem_row`).
         self.bmem_rows = min(c.bmem_depth, max((len(p) for p in self.param_arrays),
                                                default=0) + 1)
         self.bmem = prepacked.stacked(self.param_arrays, self.bmem_rows, c.lanes,
-                                      np.dtype(np.int64))
+                                      np.dtype(np.int64))[0]
         self.mach = self._machine(0)
         # The other machines are made when step mode first touches data (followers): until
         # then the first one's control state and the stacked memories and lanes are all of
@@ -405,15 +413,18 @@ class BatchBase:
         wmem = self.wmem[first:end]
         setting = (c.wmem_depth, c.lanes, c.exp_bits, c.weights, np.dtype(dtype).str,
                    None if order is None else order.tobytes())
+        arrays = self.tiles.weight_arrays[first:end]
 
         def make() -> Any:
-            codes = cols(wmem, idx)
-            if order is not None:  # reordered while narrow: a byte a code, not four
-                codes = np.ascontiguousarray(np.moveaxis(codes[order], 0, 1))
-            return code_ints(codes, c.exp_bits, c.weights, dtype)
+            if order is None:
+                return code_ints(cols(wmem, idx), c.exp_bits, c.weights, dtype)
+            # Only those tiles' codes, gathered while narrow (a byte a code, not four).
+            codes = np.moveaxis(wmem[order[:, None, None], idx[None]], 0, 1)
+            return code_ints(np.ascontiguousarray(codes), c.exp_bits, c.weights, dtype)
 
-        return prepacked.decoded(self.tiles.weight_arrays[first:end], idx, setting, make,
-                                 idx_key=idx_key)
+        if order is not None:
+            arrays = [arrays[int(i)] for i in order]
+        return prepacked.decoded(arrays, idx, setting, make, idx_key=idx_key)
 
     def requant_tables(self) -> tuple[I64, I64, I64, Any]:
         """Per BMEM row that a REQ may read, as its parameter: the code's integer ``m``, the
