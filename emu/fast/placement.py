@@ -34,11 +34,14 @@ class Placement:
         # (tiles, piece index, base, size) of each distinct piece.
         self.placed: list[tuple[list[int], int, int, int]] = []
         checked: set[np.dtype[Any]] = set()  # types that hold only activations
-        for j in range(max(map(len, pieces), default=0)):
-            same: dict[tuple[int, int], list[int]] = {}
-            for i, mine in enumerate(pieces):
-                if j < len(mine) and mine[j][1].size:
-                    same.setdefault((mine[j][0], id(mine[j][1])), []).append(i)
+        # Per piece index, the tiles placing each distinct piece (one array at one base).
+        by_piece: list[dict[tuple[int, int], list[int]]] = [
+            {} for _ in range(max(map(len, pieces), default=0))]
+        for i, mine in enumerate(pieces):
+            for j, (base, arr) in enumerate(mine):
+                if arr.size:
+                    by_piece[j].setdefault((base, id(arr)), []).append(i)
+        for j, same in enumerate(by_piece):
             for rows in same.values():
                 base, arr = pieces[rows[0]][j]
                 if j:  # an image's own activations were checked when it was made
