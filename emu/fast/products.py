@@ -220,7 +220,7 @@ class Products(BatchBase):
             # (total, tiles, nw, lanes), the tiles class by class (each class's columns one
             # slice), decoded into the product's type where that is known already.
             wint, derived, slots = self.distinct_weight_ints(
-                widx, np.concatenate([m for _, m in parts]),
+                widx, a, b, np.concatenate([m for _, m in parts]) - a,
                 np.float32 if runs else None if tighten else dtype, widx_key)
             if tighten:
                 # sum_j |x_j w_j| <= max|x| * (the largest column sum of |w|): tighter than
@@ -277,22 +277,22 @@ class Products(BatchBase):
         self.dot_traffic(n * total, g.step)
         return True
 
-    def distinct_weight_ints(self, idx: I64, tiles: I64, dtype: Any, idx_key: int
-                             ) -> tuple[Any, dict[str, Any], I64]:
-        """The integers of the WMEM codes at ``idx`` of ``tiles`` (in that order), each distinct
-        weight array's once (the row bands of a layer share their channel blocks' arrays:
-        ResNet-18's decoded weights were 16 copies of its first layer's): (idx.shape[0],
-        distinct arrays in the order they first appear, *idx.shape[1:], lanes), figures
-        derived from it, and each of ``tiles``' position there.  As :meth:`weight_ints`
-        decodes them, and kept as long."""
-        twin = self.tiles.weight_twin[tiles]
+    def distinct_weight_ints(self, idx: I64, first: int, end: int, order: I64, dtype: Any,
+                             idx_key: int) -> tuple[Any, dict[str, Any], I64]:
+        """The integers of the WMEM codes at ``idx`` of the tiles first..end in ``order``
+        (positions from ``first``), each distinct weight array's once (the row bands of a
+        layer share their channel blocks' arrays: ResNet-18's decoded weights held 16 copies
+        of its first layer's): (idx.shape[0], distinct arrays in the order they first
+        appear, *idx.shape[1:], lanes), figures derived from it, and each position of
+        ``order`` there.  As :meth:`weight_ints` decodes them, and kept as long."""
+        twin = self.tiles.weight_twin[first + order]
+        if len(twin) < 2 or bool(np.all(twin[1:] > twin[:-1])):  # every tile's own weights
+            value, derived = self.weight_ints(idx, first, end, dtype, order, idx_key)
+            return value, derived, np.arange(len(order))
         _, at, where = np.unique(twin, return_index=True, return_inverse=True)
         rank = np.empty(len(at), np.int64)
         rank[np.argsort(at, kind="stable")] = np.arange(len(at))
-        firsts = tiles[np.sort(at)]
-        if len(firsts) == len(tiles):  # every tile's own weights
-            firsts = tiles
-        value, derived = self.weight_ints(idx, order=firsts, dtype=dtype, idx_key=idx_key)
+        value, derived = self.weight_ints(idx, first, end, dtype, order[np.sort(at)], idx_key)
         return value, derived, rank[where.reshape(-1)]
 
     def group_plan(self, g: Group, regs: I64) -> tuple[Any, ...] | None:

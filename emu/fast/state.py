@@ -413,7 +413,6 @@ class BatchBase:
         wmem = self.wmem[first:end]
         setting = (c.wmem_depth, c.lanes, c.exp_bits, c.weights, np.dtype(dtype).str,
                    None if order is None else order.tobytes())
-        arrays = self.tiles.weight_arrays[first:end]
 
         def make() -> Any:
             if order is None:
@@ -422,9 +421,8 @@ class BatchBase:
             codes = np.moveaxis(wmem[order[:, None, None], idx[None]], 0, 1)
             return code_ints(np.ascontiguousarray(codes), c.exp_bits, c.weights, dtype)
 
-        if order is not None:
-            arrays = [arrays[int(i)] for i in order]
-        return prepacked.decoded(arrays, idx, setting, make, idx_key=idx_key)
+        return prepacked.decoded(self.tiles.weight_arrays[first:end], idx, setting, make,
+                                 idx_key=idx_key)
 
     def requant_tables(self) -> tuple[I64, I64, I64, Any]:
         """Per BMEM row that a REQ may read, as its parameter: the code's integer ``m``, the
