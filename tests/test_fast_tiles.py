@@ -354,6 +354,34 @@ def test_tiles_sharing_weight_arrays_decode_each_once(monkeypatch) -> None:  # t
         assert_same(_step(img.with_bands(b), 10**7), r)
 
 
+def test_lockstep_groups_are_cut_by_the_bytes_their_memories_take(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A group holds as many tiles as MAX_GROUP_BYTES allows at what their stacks take: AMEM
+    and WMEM in their narrow types (a byte a word here), BMEM to the longest parameters.
+    Five tiles at two tiles' bytes run as three groups, each result step mode's."""
+    import emu.fast.runner as runner
+
+    c = AccelConfig(lanes=4)
+    text = assemble(_product_at(0, "a") + "SETI r2, 300\nSTORE r2, 4, 4\nHALT\n", c).text
+    rng = np.random.default_rng(8)
+    imgs = [Image(c, text, rng.integers(0, 1 << c.weight_bits, (20, 4)).astype(np.uint8),
+                  rng.integers(-9, 9, (3, 4)), rng.integers(c.act_min, c.act_max + 1, 24))
+            for _ in range(5)]
+    per = c.amem_depth + c.wmem_depth * c.lanes + 8 * 4 * c.lanes
+    monkeypatch.setattr(runner, "MAX_GROUP_BYTES", 2 * per)
+    groups: list[int] = []
+    made = runner.FastRunner.__init__
+
+    def spy(self, images, *args):  # type: ignore[no-untyped-def]
+        groups.append(len(images))
+        made(self, images, *args)
+
+    monkeypatch.setattr(runner.FastRunner, "__init__", spy)
+    got = run_fast_many(imgs)
+    assert groups == [2, 2, 1]
+    for img, r in zip(imgs, got):
+        assert_same(_step(img, 10**7), r)
+
+
 def test_bands_outside_amem_or_the_activation_range_are_refused() -> None:
     """A band is checked as an image's activations are, whichever way it is placed."""
     c = AccelConfig(lanes=4)

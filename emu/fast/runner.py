@@ -24,7 +24,7 @@ from .state import I64, Bands, Lanes, Tiles
 
 # Dynamic instructions per batch: bounds the recorded addresses (memory) of one batch.
 MAX_DYNAMIC = 1 << 24
-# Bytes of stacked memories (AMEM, WMEM, BMEM as int64) one lockstep group may hold.
+# Bytes of stacked memories (AMEM, WMEM, BMEM) one lockstep group may hold.
 MAX_GROUP_BYTES = 1 << 26
 
 
@@ -192,7 +192,12 @@ def run_fast_many(images: list[Image], config: AccelConfig | None = None, *,
     with one_blas_thread():
         for idx in groups.values():
             c = images[idx[0]].config
-            per = 8 * (c.amem_depth + (c.wmem_depth + c.bmem_depth) * c.lanes)
+            # Bytes a tile's stacked memories take: AMEM and WMEM in their narrow types, BMEM
+            # up to the longest parameters (see Tiles).
+            rows = max(len(images[i].params) for i in idx) + 1
+            per = (c.amem_depth * np.dtype(c.act_storage).itemsize
+                   + c.wmem_depth * c.lanes * max(images[i].weights.itemsize for i in idx)
+                   + 8 * min(rows, c.bmem_depth) * c.lanes)
             size = max(1, MAX_GROUP_BYTES // per)
             for j in range(0, len(idx), size):
                 part = idx[j: j + size]
