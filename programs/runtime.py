@@ -198,8 +198,7 @@ def run_layer_on(ll: LoweredLayer, ins: list[I64], backend: Backend, out: I64,
         mine = {t: p[i] for t, p in zip(ll.inputs, padded)}
         if ll.partial_channels:
             # Partial sums of a split reduction: spilled by one chunk's tiles, restored by the
-            # next's; the host only moves them.
-            # AMEM words, in their storage type.
+            # next's; the host only moves them (AMEM words, in their storage type).
             mine[ll.partial_name] = np.zeros((ll.out_shape[1], ow, ll.partial_channels),
                                              ll.tiles[0].image.config.act_storage)
         total = 0
